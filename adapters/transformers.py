@@ -1,0 +1,224 @@
+"""Hugging Face transformers encoders behind the zoo adapter interface.
+
+Text encoders (BERT, MiniLM, BGE, E5, ...) load with ``AutoModel`` / ``AutoTokenizer`` from a
+verified local folder, never with remote code unless the caller asks. Pooling is mask-aware.
+A sentence-transformers folder's own settings (``1_Pooling/config.json``, ``modules.json``,
+``sentence_bert_config.json``) give the pooling, normalisation and maximum length its weights
+were trained with, so ``hf:`` pass-through names embed as sentence-transformers does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zoo.adapter import Adapter, resolve_dtype
+from zoo.errors import RegistryError
+from zoo.spec import ModelSpec, Source
+
+if TYPE_CHECKING:
+    import torch
+
+    from zoo.sources import ModelFiles
+
+
+@dataclass(frozen=True)
+class SentenceTransformersConfig:
+    """What a sentence-transformers folder says about pooling, normalisation and length."""
+
+    pooling: str | None = None
+    normalize: bool | None = None
+    max_length: int | None = None
+
+    @classmethod
+    def read(cls, root: Path) -> SentenceTransformersConfig:
+        pooling = normalize = max_length = None
+        modules_file = root / "modules.json"
+        if modules_file.is_file():
+            modules = json.loads(modules_file.read_text())
+            types = [m.get("type", "") for m in modules]
+            normalize = any(t.endswith(".Normalize") for t in types)
+            for module in modules:
+                if module.get("type", "").endswith(".Pooling"):
+                    pooling = _pooling_mode(root / module.get("path", "") / "config.json")
+        bert_config = root / "sentence_bert_config.json"
+        if bert_config.is_file():
+            max_length = json.loads(bert_config.read_text()).get("max_seq_length")
+        return cls(pooling=pooling, normalize=normalize, max_length=max_length)
+
+
+def _pooling_mode(config_file: Path) -> str | None:
+    if not config_file.is_file():
+        return None
+    config = json.loads(config_file.read_text())
+    for key, mode in (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls"),
+                      ("pooling_mode_max_tokens", "max")):
+        if config.get(key):
+            return mode
+    return None
+
+
+def split_revision(backend_id: str) -> tuple[str, str | None]:
+    """``"org/name@rev"`` -> ``("org/name", "rev")``."""
+    repo, _, revision = backend_id.partition("@")
+    return repo, revision or None
+
+
+class TransformersAdapter(Adapter):
+    """A transformers text encoder with mean / cls / max / pooler pooling."""
+
+    backend = "transformers"
+    pooling_modes = ("mean", "cls", "max", "pooler")
+
+    def __init__(self, spec: ModelSpec, model: Any, tokenizer: Any, *, files: ModelFiles | None,
+                 device: str, max_length: int) -> None:
+        super().__init__(spec, model, files=files, device=device)
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    # -- specs ----------------------------------------------------------------------------------
+
+    @classmethod
+    def spec_for_id(cls, backend: str, backend_id: str) -> ModelSpec:
+        repo, revision = split_revision(backend_id)
+        if repo.count("/") != 1:
+            raise RegistryError(f"'hf:{backend_id}' is not a hub repository id; expected 'hf:org/name[@revision]'")
+        return ModelSpec(
+            name=f"hf:{backend_id}",
+            modality="text",
+            backend=backend,
+            backend_id=repo,
+            sources=(Source("hub", repo, revision=revision),),
+        )
+
+    @classmethod
+    def spec_for_path(cls, path: Path) -> ModelSpec:
+        """A spec for a Hugging Face model folder on disk."""
+        return ModelSpec(
+            name=str(path),
+            modality="text",
+            backend=cls.backend,
+            backend_id=str(path),
+            sources=(Source("path", str(path)),),
+        )
+
+    # -- loading --------------------------------------------------------------------------------
+
+    @classmethod
+    def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
+                        trust_remote_code: bool = False, **options: Any) -> TransformersAdapter:
+        if options:
+            raise TypeError(f"unexpected options for a transformers model: {', '.join(sorted(options))}")
+        from transformers import AutoModel, AutoTokenizer
+
+        root = files.root
+        st = SentenceTransformersConfig.read(root)
+        with _quiet_progress():
+            tokenizer = AutoTokenizer.from_pretrained(root, local_files_only=True, trust_remote_code=trust_remote_code)
+            model = AutoModel.from_pretrained(
+                root,
+                local_files_only=True,
+                trust_remote_code=trust_remote_code,
+                # Safetensors when the folder has them; otherwise transformers reads the pickle with
+                # torch.load(weights_only=True).
+                use_safetensors=True if any(root.glob("*.safetensors")) else None,
+                dtype=resolve_dtype(dtype),
+            )
+        model.to(device).eval()
+
+        hidden = getattr(model.config, "hidden_size", None)
+        if spec.embed_dim is not None and hidden is not None and spec.embed_dim != hidden:
+            raise RegistryError(f"model {spec.name!r} declares embed_dim {spec.embed_dim} but its weights "
+                                f"have hidden size {hidden}; fix the registry entry")
+        max_length = int(spec.preprocessing.get("max_length") or st.max_length or _model_max_length(tokenizer, model))
+        spec = spec.replace(
+            embed_dim=spec.embed_dim or hidden,
+            pooling=spec.pooling or st.pooling or "mean",
+            normalize=spec.normalize if spec.normalize is not None else bool(st.normalize),
+            preprocessing={**spec.preprocessing, "max_length": max_length},
+        )
+        return cls(spec, model, tokenizer, files=files, device=device, max_length=max_length)
+
+    # -- featurize ------------------------------------------------------------------------------
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.spec.embed_dim or self.model.config.hidden_size)
+
+    @property
+    def preprocess(self) -> Any:
+        """The tokenizer these weights were trained with."""
+        return self.tokenizer
+
+    def plan_batches(self, items: Sequence[str], batch_size: int) -> Iterator[tuple[list[int], Any]]:
+        """Sort by token count (longest first) so each batch pads to similar lengths."""
+        lengths = self.tokenizer(
+            list(items), truncation=True, max_length=self.max_length, return_length=True,
+            return_attention_mask=False, return_token_type_ids=False,
+        )["length"]
+        order = sorted(range(len(items)), key=lambda i: -lengths[i])
+        for start in range(0, len(order), batch_size):
+            positions = order[start:start + batch_size]
+            yield positions, self.tokenizer(
+                [items[i] for i in positions], padding=True, truncation=True,
+                max_length=self.max_length, return_tensors="pt",
+            )
+
+    def encode_batch(self, batch: Any, *, pool: str | None = None) -> torch.Tensor:
+        import torch
+
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        out = self.model(**batch)
+        mask = batch["attention_mask"].unsqueeze(-1).to(torch.float32)
+        hidden = out.last_hidden_state.float()
+        if pool == "mean":
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        if pool == "cls":
+            return hidden[:, 0]
+        if pool == "max":
+            return hidden.masked_fill(mask == 0, float("-inf")).max(1).values
+        if pool == "pooler":
+            pooled = getattr(out, "pooler_output", None)
+            if pooled is None:
+                raise ValueError(f"{self.name} has no pooler layer; use pool='mean' or 'cls'")
+            return pooled.float()
+        raise ValueError(f"unknown pool {pool!r}")
+
+    # -- saving ---------------------------------------------------------------------------------
+
+    def save(self, directory: Any) -> Path:
+        from zoo.manifest import write_manifest
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with _quiet_progress():
+            self.model.save_pretrained(directory, safe_serialization=True)
+            self.tokenizer.save_pretrained(directory)
+        write_manifest(directory, self.spec)
+        return directory
+
+
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """Hide transformers' per-tensor load and save bars: local files are quick and the bars are noise."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _model_max_length(tokenizer: Any, model: Any) -> int:
+    limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    # Tokenizers without a limit report a huge sentinel (int(1e30)).
+    sane = [int(x) for x in limits if isinstance(x, int) and 0 < x < 100_000]
+    return min(sane) if sane else 512
+

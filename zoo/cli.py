@@ -1,0 +1,191 @@
+"""The ``zoo`` command line (also ``python -m zoo``).
+
+``zoo list``, ``zoo info`` and ``zoo plugins`` never import torch; only commands that run a model do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import ZooError
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(headers, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .registry import get_registry
+
+    registry = get_registry()
+    names = registry.list_models(args.pattern, args.modality)
+    specs = [registry.specs[n] for n in names]
+    if args.json:
+        print(json.dumps([s.to_dict() for s in specs], indent=2))
+        return 0
+    if not specs:
+        print("no models match", file=sys.stderr)
+        return 0
+    rows = [[s.name, s.modality, s.backend, str(s.embed_dim or "?"), s.description] for s in specs]
+    print(_table(rows, ["name", "modality", "backend", "dim", "description"]))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .loader import resolve
+
+    print(json.dumps(resolve(args.name).to_dict(), indent=2))
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugin_manager import get_plugin_manager
+    from .registry import get_registry
+
+    pm = get_plugin_manager()
+    registry = get_registry()
+    rows = []
+    for info in pm.infos():
+        who = pm.display_name(info.name)
+        registered = []
+        for label, owners in (
+            ("models", [s.plugin for s in registry.specs.values()]),
+            ("adapters", [a.plugin for a in registry.adapters.values()]),
+            ("modalities", [m.plugin for m in registry.modalities.values()]),
+        ):
+            count = owners.count(who)
+            if count:
+                registered.append(f"{count} {label}")
+        rows.append([info.dist or info.name, info.version or ("built-in" if info.builtin else ""),
+                     ", ".join(registered) or "-", ", ".join(info.hooks)])
+    catalogue = sum(1 for s in registry.specs.values() if s.plugin and s.plugin.endswith("(registry.yaml)"))
+    rows.append(["registry.yaml", "built-in", f"{catalogue} models", "-"])
+    if args.json:
+        print(json.dumps({"plugins": [dict(zip(["name", "version", "registered", "hooks"], r)) for r in rows],
+                          "failures": [str(f) for f in registry.failures]}, indent=2))
+    else:
+        print(_table(rows, ["plugin", "version", "registered", "hooks"]))
+        for failure in registry.failures:
+            print(f"FAILED: {failure}", file=sys.stderr)
+    return 1 if registry.failures and args.strict else 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from .loader import pull
+
+    for name in args.names:
+        files = pull(name)
+        print(f"{files.spec.name}: {files.root} (from {files.source.describe()}, {len(files.verified)} files verified)")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .loader import verify
+
+    for name in args.names:
+        files = verify(name)
+        print(f"{files.spec.name}: OK, {len(files.verified)} files match their sha256 ({files.root})")
+    return 0
+
+
+def _read_lines(path: str) -> list[str]:
+    if path == "-":
+        return sys.stdin.read().splitlines()
+    return Path(path).read_text(encoding="utf-8").splitlines()
+
+
+def _save_npy_atomic(path: Path, array: Any) -> None:
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .loader import load
+
+    out = Path(args.output)
+    if out.suffix != ".npy":
+        raise ZooError(f"unsupported output {out.name!r}: write to a .npy file")
+    items = _read_lines(args.inputs)
+    model = load(args.name, device=args.device)
+    X = model.featurize(items, batch_size=args.batch_size, normalize=args.normalize, pool=args.pool,
+                        progress=not args.quiet)
+    _save_npy_atomic(out, X)
+    print(f"wrote {out}: {X.shape[0]} x {X.shape[1]} float32 from {args.name}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description="One loader for pretrained models of every modality.")
+    parser.add_argument("--version", action="version", version=f"zoo {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list curated models")
+    p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. '*minilm*'")
+    p.add_argument("--modality", "-m", help="only this modality (text, vision, audio, image-text)")
+    p.add_argument("--json", action="store_true", help="print full specs as JSON")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="show what zoo knows about a model")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("plugins", help="list plugins, what they registered, and failures")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any plugin failed")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("pull", help="download (or find) and verify model files")
+    p.add_argument("names", nargs="+")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("verify", help="re-hash a model's files against their pinned sha256")
+    p.add_argument("names", nargs="+")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("embed", help="featurize inputs to an embedding file")
+    p.add_argument("name", help="model name, backend:id or path")
+    p.add_argument("inputs", help="text file, one item per line ('-' for stdin)")
+    p.add_argument("-o", "--output", required=True, help="output .npy file")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--pool", help="pooling mode, where the model has a choice")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    norm = p.add_mutually_exclusive_group()
+    norm.add_argument("--normalize", dest="normalize", action="store_true", default=None, help="L2-normalise rows")
+    norm.add_argument("--no-normalize", dest="normalize", action="store_false", help="do not L2-normalise rows")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_embed)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ZooError, OSError, ValueError) as exc:
+        print(f"zoo: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("zoo: interrupted", file=sys.stderr)
+        return 130

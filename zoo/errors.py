@@ -1,0 +1,105 @@
+"""Exceptions raised by zoo.
+
+Every error names the thing that went wrong and, where one exists, the fix. All derive from
+:class:`ZooError` so callers can catch the whole family at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ZooError(Exception):
+    """Base class of every error zoo raises on purpose."""
+
+
+def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Return up to ``n`` candidates that look like ``word`` (case-insensitive), best first."""
+    by_lower: dict[str, str] = {}
+    for candidate in candidates:
+        by_lower.setdefault(candidate.lower(), candidate)
+    hits = difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=0.6)
+    return [by_lower[h] for h in hits]
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """A ``"; did you mean 'x'?"`` suffix, or ``""`` when nothing is close."""
+    return _suggestion_text(close_matches(word, candidates))
+
+
+def _suggestion_text(hits: list[str]) -> str:
+    if not hits:
+        return ""
+    if len(hits) == 1:
+        return f"; did you mean {hits[0]!r}?"
+    return "; did you mean " + ", ".join(repr(h) for h in hits[:-1]) + f" or {hits[-1]!r}?"
+
+
+class UnknownModelError(ZooError, KeyError):
+    """A model name that is neither a curated name, an alias, a ``backend:id`` nor a path."""
+
+    def __init__(self, name: str, suggestions: Iterable[str] = (), hint: str = "") -> None:
+        self.name = name
+        self.suggestions = list(suggestions)
+        message = f"unknown model {name!r}{_suggestion_text(self.suggestions)}"
+        if hint:
+            message += f" {hint}"
+        super().__init__(message)
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return self.args[0]
+
+
+class RegistryError(ZooError, ValueError):
+    """A registry file or a registered spec is malformed; says where (file and line)."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None) -> None:
+        self.file = file
+        self.line = line
+        where = ""
+        if file is not None:
+            where = f"{file}:{line}: " if line is not None else f"{file}: "
+        super().__init__(where + message)
+
+
+class DuplicateModelError(RegistryError):
+    """The same model name (or alias) was registered by two plugins."""
+
+
+class PluginError(ZooError):
+    """A plugin failed to import, register or validate."""
+
+
+class SourceError(ZooError):
+    """No source of a model could provide its files."""
+
+
+class OfflineError(SourceError):
+    """Offline mode is on and the files are not on this machine; says which source would be needed."""
+
+
+class IntegrityError(ZooError):
+    """A file's sha256 does not match the one its spec pins. The bad file has been removed."""
+
+    def __init__(self, file: str, expected: str, actual: str) -> None:
+        self.file = file
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"sha256 mismatch for {file}: expected {expected}, got {actual}; "
+            "the file was removed from the cache, fetch it again or fix the pinned hash"
+        )
+
+
+class InputError(ZooError, ValueError):
+    """One input item cannot be used; names its index (and path, when it has one)."""
+
+    def __init__(self, index: int, reason: str, item: object = None) -> None:
+        self.index = index
+        self.reason = reason
+        self.item = item
+        where = f"input {index}"
+        if isinstance(item, str) and len(item) < 300:
+            where += f" ({item!r})"
+        super().__init__(f"{where}: {reason}")

@@ -1,0 +1,123 @@
+"""The featurize engine every adapter shares: decode, batch, run frozen, assemble (N, D) float32.
+
+An adapter supplies three pieces (see :class:`zoo.Adapter`): ``decode`` for one item (from its
+modality), ``plan_batches`` (how decoded items group into model inputs; text sorts by length), and
+``encode_batch`` (one forward pass to a ``(B, D)`` tensor). Everything else lives here, once: input
+validation with the failing index, ``on_error="skip"`` bookkeeping, ``eval()`` plus
+``torch.inference_mode()``, normalisation, float32 output in input order, progress, empty input.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from .adapter import Adapter
+
+OnError = Literal["raise", "skip"]
+# Show a progress bar by default only when there is enough work for it to matter.
+PROGRESS_MIN_ITEMS = 256
+
+
+@dataclass
+class FeaturizeReport:
+    """What the last featurize call did: which input rows came back, which were skipped and why."""
+
+    total: int = 0
+    kept: list[int] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def skipped_indices(self) -> list[int]:
+        return [i for i, _ in self.skipped]
+
+
+def decode_items(
+    items: Sequence[Any], decode: Any, on_error: OnError, report: FeaturizeReport
+) -> tuple[list[int], list[Any]]:
+    """Decode every item; an error names its index, or with ``on_error="skip"`` is recorded."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    indices: list[int] = []
+    decoded: list[Any] = []
+    for i, item in enumerate(items):
+        try:
+            value = decode(item)
+        except InputError as exc:
+            error: InputError = InputError(i, exc.reason, item) if exc.index != i else exc
+        except (TypeError, ValueError, OSError, EOFError) as exc:
+            error = InputError(i, f"{type(exc).__name__}: {exc}", item)
+        else:
+            indices.append(i)
+            decoded.append(value)
+            continue
+        if on_error == "raise":
+            raise error
+        report.skipped.append((i, error.reason))
+    return indices, decoded
+
+
+def run_featurize(
+    adapter: Adapter,
+    inputs: Iterable[Any],
+    *,
+    batch_size: int,
+    normalize: bool,
+    pool: str | None,
+    return_tensors: Literal["np", "pt"],
+    progress: bool | None,
+    on_error: OnError,
+) -> np.ndarray | torch.Tensor:
+    """Featurize ``inputs`` with ``adapter``; see :meth:`zoo.Adapter.featurize` for the contract."""
+    import numpy as np
+    import torch
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if return_tensors not in ("np", "pt"):
+        raise ValueError(f"return_tensors must be 'np' or 'pt', not {return_tensors!r}")
+    if isinstance(inputs, (str, bytes)):
+        raise TypeError("featurize takes a sequence of items; wrap a single item in a list: [item]")
+    items = list(inputs)
+    report = FeaturizeReport(total=len(items))
+    adapter.last_report = report
+    indices, decoded = decode_items(items, adapter.decode, on_error, report)
+    out = np.zeros((len(decoded), adapter.embed_dim), dtype=np.float32)
+    show = progress if progress is not None else len(decoded) >= PROGRESS_MIN_ITEMS
+
+    from tqdm.auto import tqdm
+
+    batches = adapter.plan_batches(decoded, batch_size) if decoded else ()
+    adapter.model.eval()
+    with torch.inference_mode(), tqdm(total=len(decoded), desc=f"featurize {adapter.name}", unit="item",
+                                      disable=not show) as bar:
+        for positions, batch in batches:
+            emb = adapter.encode_batch(batch, pool=pool)
+            if emb.ndim != 2 or emb.shape[0] != len(positions):
+                raise RuntimeError(
+                    f"{type(adapter).__name__}.encode_batch returned shape {tuple(emb.shape)} "
+                    f"for {len(positions)} items; expected ({len(positions)}, D)"
+                )
+            emb = emb.float()
+            if normalize:
+                emb = torch.nn.functional.normalize(emb, p=2, dim=-1)
+            # .float() first: numpy has no bfloat16.
+            out[positions] = emb.cpu().numpy()
+            bar.update(len(positions))
+    report.kept = indices
+    if report.skipped:
+        shown = ", ".join(f"{i} ({why})" for i, why in report.skipped[:5])
+        more = f" and {len(report.skipped) - 5} more" if len(report.skipped) > 5 else ""
+        warnings.warn(f"featurize skipped {len(report.skipped)} of {len(items)} inputs: {shown}{more}; "
+                      "see model.last_report", RuntimeWarning, stacklevel=3)
+    if return_tensors == "pt":
+        return torch.from_numpy(out)
+    return out

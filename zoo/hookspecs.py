@@ -1,0 +1,147 @@
+"""Hook specifications: the contract between zoo and its plugins.
+
+A plugin is a module (or object) with functions named like the hooks below, decorated with
+:data:`zoo.hookimpl`. Built-in plugins live in :mod:`zoo.plugins`; third-party ones are found
+through the ``zoo`` entry-point group::
+
+    [project.entry-points.zoo]
+    my_plugin = "my_package.zoo_plugin"
+
+A hookimpl may accept any subset of a hook's arguments, by name. Registration hooks get a
+``register`` callback instead of returning values (as ``llm`` does), so a bad registration fails
+at the call that made it, with the plugin's name in the error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pluggy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from .adapter import Adapter
+    from .spec import ModelSpec
+    from .sources import ModelFiles
+
+hookspec = pluggy.HookspecMarker("zoo")
+hookimpl = pluggy.HookimplMarker("zoo")
+
+
+class RegisterModality(Protocol):
+    def __call__(
+        self,
+        name: str,
+        *,
+        decode: Callable[[Any], Any] | str,
+        description: str = "",
+    ) -> None: ...
+
+
+class RegisterAdapter(Protocol):
+    def __call__(
+        self,
+        backend: str,
+        adapter: type[Adapter] | str,
+        *,
+        schemes: Sequence[str] = (),
+    ) -> None: ...
+
+
+class RegisterModel(Protocol):
+    def __call__(self, spec: ModelSpec | Mapping[str, Any]) -> None: ...
+
+
+@hookspec
+def zoo_register_modalities(register: RegisterModality) -> None:
+    """Register input modalities (``text``, ``vision``, ...) and how their inputs decode.
+
+    :param register:
+        Call ``register(name, decode=..., description=...)`` once per modality. ``decode`` takes one
+        user input item and returns what the modality's adapters consume (a ``str``, an image, a
+        waveform...), raising ``TypeError``, ``ValueError`` or ``OSError`` for a bad item; zoo turns
+        that into an :class:`~zoo.errors.InputError` naming the item's index. It may be given as a
+        ``"module:function"`` string so that it is imported only when first used.
+
+    Called once, when the registry is first built. A name registered twice is an error that names
+    both plugins.
+    """
+
+
+@hookspec
+def zoo_register_adapters(register: RegisterAdapter) -> None:
+    """Register backend adapters: the classes that load and run one backend library's models.
+
+    :param register:
+        Call ``register(backend, adapter, schemes=(...))``. ``adapter`` is a subclass of
+        :class:`zoo.Adapter` or a ``"module:Class"`` string, imported only when a model of that
+        backend is loaded (so ``zoo list`` never imports torch). ``schemes`` are the pass-through
+        prefixes it serves: with ``schemes=("hf",)``, ``zoo.load("hf:org/name@rev")`` builds a spec
+        with :meth:`Adapter.spec_for_id`.
+
+    Called once, when the registry is first built. A backend or scheme registered twice is an
+    error that names both plugins.
+    """
+
+
+@hookspec
+def zoo_register_models(register: RegisterModel) -> None:
+    """Register models, in addition to those of ``registry.yaml``.
+
+    :param register:
+        Call ``register(spec)`` with a :class:`~zoo.spec.ModelSpec` or a mapping of its fields (the
+        same fields as a ``registry.yaml`` entry). Unknown fields raise
+        :class:`~zoo.errors.RegistryError` with a "did you mean".
+
+    Called once, when the registry is first built. A name or alias already registered (by
+    ``registry.yaml`` or another plugin) raises :class:`~zoo.errors.DuplicateModelError` naming
+    both plugins; the rest of the plugin's models still register.
+    """
+
+
+@hookspec(firstresult=True)
+def zoo_spec_from_path(path: Path) -> ModelSpec | None:
+    """Recognise a model saved in a local folder (or file) and describe it.
+
+    :param path: an existing local path passed to :func:`zoo.load`.
+    :return: a spec whose sources point at ``path``, or ``None`` if this plugin does not recognise
+        the format.
+
+    firstresult: stops at the first non-``None`` result. Called by :func:`zoo.load` for paths.
+    """
+
+
+@hookspec(firstresult=True)
+def zoo_resolve_source(spec: ModelSpec, cache_dir: Path, network: bool) -> ModelFiles | Path | None:
+    """Provide a folder holding ``spec``'s files, for example from a company mirror.
+
+    :param spec: the model to provide.
+    :param cache_dir: zoo's cache root (``ZOO_HOME``), where downloads may be stored.
+    :param network: ``False`` in offline mode: the implementation must not open a socket.
+    :return: the folder (its files are then checked against ``spec.sha256`` by zoo, so a mirror
+        cannot bypass integrity checks), or ``None`` to let the next implementation try.
+
+    firstresult: stops at the first non-``None`` result. zoo's own implementation runs last and
+    tries ``spec.sources`` in order, local ones first.
+    """
+
+
+@hookspec(firstresult=True)
+def zoo_load_pretrained(
+    spec: ModelSpec, files: ModelFiles, device: str, dtype: str | None, options: dict[str, Any]
+) -> Adapter | None:
+    """Build the loaded model for ``spec`` from its verified files.
+
+    :param spec: the resolved spec.
+    :param files: the verified local files (``files.root`` is the model folder).
+    :param device: torch device string, e.g. ``"cpu"`` or ``"cuda:0"``.
+    :param dtype: compute dtype name (``"float32"``, ``"bfloat16"``...) or ``None`` for the default.
+    :param options: further keyword arguments given to :func:`zoo.load`, such as
+        ``trust_remote_code`` (which zoo never turns on by itself).
+    :return: a ready :class:`zoo.Adapter`, or ``None`` to let the next implementation try.
+
+    firstresult: stops at the first non-``None`` result. zoo's own implementation runs last and
+    calls :meth:`Adapter.load_pretrained` of the adapter registered for ``spec.backend``.
+    """

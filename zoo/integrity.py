@@ -1,0 +1,91 @@
+"""sha256 checks for model files, with a stat-keyed memo so a verified file is not re-hashed on
+every load (the same trade-off as git's index: size, mtime and inode must all match).
+
+``zoo verify`` bypasses the memo and re-hashes everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from .errors import IntegrityError
+from .settings import zoo_home
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _memo_path(real: str) -> Path:
+    key = hashlib.sha1(real.encode("utf-8", "surrogateescape")).hexdigest()
+    return zoo_home() / "hashes" / key[:2] / key
+
+
+def _stat_key(st: os.stat_result) -> str:
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
+
+
+def cached_sha256(path: str | os.PathLike[str], *, use_memo: bool = True) -> str:
+    """sha256 of ``path``, reusing the memo when the file's size, mtime and inode are unchanged."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    memo = _memo_path(real)
+    if use_memo:
+        try:
+            stat_key, digest = memo.read_text().split("|")
+            if stat_key == _stat_key(st):
+                return digest
+        except (OSError, ValueError):
+            pass
+    digest = sha256_file(real)
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
+        tmp.write_text(f"{_stat_key(st)}|{digest}")
+        os.replace(tmp, memo)
+    except OSError:
+        pass  # a read-only cache only costs re-hashing next time
+    return digest
+
+
+def verify_file(
+    path: str | os.PathLike[str],
+    expected: str,
+    *,
+    evict: bool = False,
+    use_memo: bool = True,
+    label: str | None = None,
+) -> None:
+    """Raise :class:`IntegrityError` unless ``path`` hashes to ``expected``.
+
+    With ``evict=True`` (files zoo downloaded into its cache) the bad file is deleted first, so a
+    corrupt download never stays behind. Files zoo does not own (a package's, a user's) are left.
+    """
+    actual = cached_sha256(path, use_memo=use_memo)
+    if actual == expected:
+        return
+    if evict:
+        evict_file(path)
+    raise IntegrityError(label or str(path), expected, actual)
+
+
+def evict_file(path: str | os.PathLike[str]) -> None:
+    """Delete a cached file and, when it is a link (the Hugging Face cache's layout), its target."""
+    path = Path(path)
+    target = Path(os.path.realpath(path))
+    for p in {target, path}:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+    memo = _memo_path(str(target))
+    memo.unlink(missing_ok=True)

