@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -110,11 +110,11 @@ class Adapter(ABC):
     def preprocess(self) -> Any:
         """The tokenizer / transform / feature extractor bound to these weights."""
 
-    def decode(self, item: Any) -> Any:
-        """Validate and decode one input item (the modality's decoder by default)."""
+    def decoder(self) -> Callable[[Any], Any]:
+        """The function that validates and decodes one input item (the modality's, by default)."""
         from .registry import get_registry
 
-        return get_registry().modality(self.modality).decode(item)
+        return get_registry().modality(self.modality).decode
 
     # -- featurize ------------------------------------------------------------------------------
 

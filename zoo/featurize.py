@@ -1,6 +1,6 @@
 """The featurize engine every adapter shares: decode, batch, run frozen, assemble (N, D) float32.
 
-An adapter supplies three pieces (see :class:`zoo.Adapter`): ``decode`` for one item (from its
+An adapter supplies three pieces (see :class:`zoo.Adapter`): a ``decoder`` for one item (from its
 modality), ``plan_batches`` (how decoded items group into model inputs; text sorts by length), and
 ``encode_batch`` (one forward pass to a ``(B, D)`` tensor). Everything else lives here, once: input
 validation with the failing index, ``on_error="skip"`` bookkeeping, ``eval()`` plus
@@ -10,7 +10,7 @@ validation with the failing index, ``on_error="skip"`` bookkeeping, ``eval()`` p
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -41,7 +41,7 @@ class FeaturizeReport:
 
 
 def decode_items(
-    items: Sequence[Any], decode: Any, on_error: OnError, report: FeaturizeReport
+    items: Sequence[Any], decode: Callable[[Any], Any], on_error: OnError, report: FeaturizeReport
 ) -> tuple[list[int], list[Any]]:
     """Decode every item; an error names its index, or with ``on_error="skip"`` is recorded."""
     if on_error not in ("raise", "skip"):
@@ -89,7 +89,7 @@ def run_featurize(
     items = list(inputs)
     report = FeaturizeReport(total=len(items))
     adapter.last_report = report
-    indices, decoded = decode_items(items, adapter.decode, on_error, report)
+    indices, decoded = decode_items(items, adapter.decoder(), on_error, report)
     out = np.zeros((len(decoded), adapter.embed_dim), dtype=np.float32)
     show = progress if progress is not None else len(decoded) >= PROGRESS_MIN_ITEMS
 

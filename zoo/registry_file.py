@@ -24,13 +24,9 @@ def _line(node: yaml.Node) -> int:
 
 def _construct(node: yaml.Node) -> Any:
     """Turn a composed node into plain Python data (safe tags only)."""
-    if isinstance(node, yaml.MappingNode):
-        return {_construct(k): _construct(v) for k, v in node.value}
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(v) for v in node.value]
     loader = yaml.SafeLoader("")
     try:
-        return loader.construct_object(node, deep=True)
+        return loader.construct_document(node)
     finally:
         loader.dispose()
 

@@ -137,6 +137,9 @@ class ModelSpec:
         if self.embed_dim is not None and (not isinstance(self.embed_dim, int) or self.embed_dim <= 0):
             raise RegistryError(f"embed_dim of {self.name!r} must be a positive integer")
 
+    def __hash__(self) -> int:  # the mapping fields are not hashable; these identify a spec
+        return hash((self.name, self.backend, self.backend_id, self.sources))
+
     @property
     def names(self) -> tuple[str, ...]:
         """The name followed by every alias."""

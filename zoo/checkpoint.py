@@ -1,0 +1,43 @@
+"""Read weight files safely: safetensors first; a pickle only with ``torch.load(weights_only=True)``,
+which refuses to run code embedded in the file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ZooError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def load_state_dict(path: str | os.PathLike[str], *, key: str | None = None) -> dict[str, torch.Tensor]:
+    """Tensors by name from a ``.safetensors`` file or a pickle checkpoint.
+
+    Args:
+        path: the weight file.
+        key: for a pickle holding a dict of things (``{"model_state": ...}``), the entry to return.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    import pickle
+
+    import torch
+
+    try:
+        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ZooError(
+            f"refusing to load {path}: it needs arbitrary code to unpickle ({exc}); "
+            "convert it to safetensors with the library that wrote it"
+        ) from None
+    if key is not None:
+        obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ZooError(f"{path} does not hold a state dict of tensors" + (f" under {key!r}" if key else ""))
+    return obj
