@@ -175,12 +175,14 @@ class Adapter(ABC):
             ``(N, D)`` float32, rows in input order (``N`` excludes skipped items); ``(0, D)``
             for empty input.
         """
+        pool = self.check_pool(pool)
         return run_featurize(
             self,
             inputs,
+            encode=lambda batch: self.encode_batch(batch, pool=pool),
+            dim=self.embed_dim,
             batch_size=batch_size,
             normalize=bool(self.spec.normalize) if normalize is None else normalize,
-            pool=self.check_pool(pool),
             return_tensors=return_tensors,
             progress=progress,
             on_error=on_error,

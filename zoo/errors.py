@@ -7,6 +7,7 @@ Every error names the thing that went wrong and, where one exists, the fix. All 
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 
 
@@ -100,6 +101,8 @@ class InputError(ZooError, ValueError):
         self.reason = reason
         self.item = item
         where = f"input {index}"
-        if isinstance(item, str) and len(item) < 300:
+        if isinstance(item, os.PathLike):
+            item = os.fspath(item)
+        if isinstance(item, str) and len(item) < 300:  # a path (or a short text): say which
             where += f" ({item!r})"
         super().__init__(f"{where}: {reason}")

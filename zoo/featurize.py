@@ -69,14 +69,19 @@ def run_featurize(
     adapter: Adapter,
     inputs: Iterable[Any],
     *,
+    encode: Callable[[Any], torch.Tensor],
+    dim: int,
     batch_size: int,
     normalize: bool,
-    pool: str | None,
     return_tensors: Literal["np", "pt"],
     progress: bool | None,
     on_error: OnError,
+    desc: str = "featurize",
 ) -> np.ndarray | torch.Tensor:
-    """Featurize ``inputs`` with ``adapter``; see :meth:`zoo.Adapter.featurize` for the contract."""
+    """Run ``encode`` over ``inputs`` batch by batch into an ``(N, dim)`` float32 array.
+
+    See :meth:`zoo.Adapter.featurize` for the contract; classifier outputs reuse the same loop.
+    """
     import numpy as np
     import torch
 
@@ -90,21 +95,21 @@ def run_featurize(
     report = FeaturizeReport(total=len(items))
     adapter.last_report = report
     indices, decoded = decode_items(items, adapter.decoder(), on_error, report)
-    out = np.zeros((len(decoded), adapter.embed_dim), dtype=np.float32)
+    out = np.zeros((len(decoded), dim), dtype=np.float32)
     show = progress if progress is not None else len(decoded) >= PROGRESS_MIN_ITEMS
 
     from tqdm.auto import tqdm
 
     batches = adapter.plan_batches(decoded, batch_size) if decoded else ()
     adapter.model.eval()
-    with torch.inference_mode(), tqdm(total=len(decoded), desc=f"featurize {adapter.name}", unit="item",
+    with torch.inference_mode(), tqdm(total=len(decoded), desc=f"{desc} {adapter.name}", unit="item",
                                       disable=not show) as bar:
         for positions, batch in batches:
-            emb = adapter.encode_batch(batch, pool=pool)
-            if emb.ndim != 2 or emb.shape[0] != len(positions):
+            emb = encode(batch)
+            if emb.shape != (len(positions), dim):
                 raise RuntimeError(
-                    f"{type(adapter).__name__}.encode_batch returned shape {tuple(emb.shape)} "
-                    f"for {len(positions)} items; expected ({len(positions)}, D)"
+                    f"{type(adapter).__name__} returned shape {tuple(emb.shape)} "
+                    f"for {len(positions)} items; expected ({len(positions)}, {dim})"
                 )
             emb = emb.float()
             if normalize:

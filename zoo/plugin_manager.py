@@ -25,6 +25,7 @@ ENTRY_POINT_GROUP = "zoo"
 BUILTIN_PLUGINS = (
     "zoo.defaults",
     "zoo.plugins.text",
+    "zoo.plugins.vision",
 )
 
 

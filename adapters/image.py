@@ -1,0 +1,74 @@
+"""What every image backbone adapter shares: the weights' own transform, batching of decoded
+images, and the pretrained classifier head as ``predict_proba`` where the weights have one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal
+
+from zoo.adapter import Adapter
+from zoo.featurize import OnError, run_featurize
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from zoo.sources import ModelFiles
+    from zoo.spec import ModelSpec
+
+
+class ImageBackboneAdapter(Adapter):
+    """An image model: ``features`` gives pooled pre-logits, ``logits`` the pretrained head."""
+
+    def __init__(self, spec: ModelSpec, model: torch.nn.Module, transform: Callable[[Any], torch.Tensor], *,
+                 files: ModelFiles | None, device: str, dtype: torch.dtype, labels: list[str] | None = None) -> None:
+        super().__init__(spec, model, files=files, device=device)
+        self.transform = transform
+        self.dtype = dtype
+        self.labels = labels
+
+    @property
+    def preprocess(self) -> Callable[[Any], torch.Tensor]:
+        """The transform from an RGB PIL image to the normalised tensor these weights expect."""
+        return self.transform
+
+    def collate(self, items: list[Any]) -> torch.Tensor:
+        import torch
+
+        return torch.stack([self.transform(img) for img in items])
+
+    def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        return batch.to(self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled pre-logits features of a preprocessed batch."""
+        raise NotImplementedError
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores of a preprocessed batch from the pretrained head."""
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        return 0
+
+    def encode_batch(self, batch: torch.Tensor, *, pool: str | None = None) -> torch.Tensor:
+        return self.features(self._to_device(batch))
+
+    def predict_proba(self, inputs: Iterable[Any], *, batch_size: int = 32, progress: bool | None = None,
+                      on_error: OnError = "raise", return_tensors: Literal["np", "pt"] = "np") -> np.ndarray:
+        """Class probabilities ``(N, num_classes)`` from the weights' own classifier head.
+
+        Column ``i`` is ``self.labels[i]`` when the weights name their classes (ImageNet for most).
+        """
+        if not self.num_classes:
+            raise ValueError(f"{self.name} has no classifier head; use featurize, or finetune a head")
+
+        def encode(batch: torch.Tensor) -> torch.Tensor:
+            return self.logits(self._to_device(batch)).float().softmax(-1)
+
+        return run_featurize(self, inputs, encode=encode, dim=self.num_classes, batch_size=batch_size,
+                             normalize=False, return_tensors=return_tensors, progress=progress,
+                             on_error=on_error, desc="predict")

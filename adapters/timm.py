@@ -1,0 +1,122 @@
+"""timm image models: pooled pre-logits features, the pretrained head, and the data config and
+transform resolved from the model's own pretrained config (so preprocessing cannot drift)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zoo.adapter import resolve_dtype
+from zoo.checkpoint import load_state_dict
+from zoo.errors import UnknownModelError, ZooError
+from zoo.spec import ModelSpec, Source
+
+from .image import ImageBackboneAdapter
+
+if TYPE_CHECKING:
+    import torch
+
+    from zoo.sources import ModelFiles
+
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
+def weights_file(spec: ModelSpec, files: ModelFiles) -> Path:
+    """The checkpoint inside ``files``: ``config.weights`` if the spec names one, else a standard name."""
+    named = spec.config.get("weights")
+    candidates = [named] if named else list(_WEIGHT_FILES)
+    for name in candidates:
+        if (files.root / name).is_file():
+            return files.root / name
+    if not named:  # a folder holding exactly one checkpoint, whatever its name
+        found = [p for p in files.root.iterdir() if p.suffix in (".safetensors", ".pth", ".pt", ".bin")]
+        if len(found) == 1:
+            return found[0]
+    raise ZooError(f"no weights file ({', '.join(candidates)}) in {files.root} for model {spec.name!r}")
+
+
+def remap_in_order(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a state dict whose tensors follow ``target``'s order and shapes under other names
+    (a checkpoint of the same architecture written by another code base)."""
+    if len(state) != len(target):
+        raise ZooError(f"checkpoint has {len(state)} tensors, the architecture expects {len(target)}")
+    out = {}
+    for (src_key, tensor), (dst_key, expected) in zip(state.items(), target.items()):
+        if tensor.shape != expected.shape:
+            raise ZooError(f"checkpoint tensor {src_key!r} {tuple(tensor.shape)} does not fit {dst_key!r} "
+                           f"{tuple(expected.shape)}; the key order differs from the architecture's")
+        out[dst_key] = tensor
+    return out
+
+
+class TimmAdapter(ImageBackboneAdapter):
+    """A ``timm.create_model`` architecture with its pretrained weights."""
+
+    backend = "timm"
+
+    @classmethod
+    def spec_for_id(cls, backend: str, backend_id: str) -> ModelSpec:
+        import timm
+
+        name, _, revision = backend_id.partition("@")
+        arch = name.split(".")[0]
+        if not timm.is_model(arch):
+            from zoo.errors import close_matches
+
+            raise UnknownModelError(f"timm:{name}", [f"timm:{m}" for m in close_matches(arch, timm.list_models())],
+                                    hint="(see timm.list_models())")
+        cfg = timm.models.get_pretrained_cfg(name)
+        if cfg is None or not cfg.hf_hub_id:
+            tags = timm.list_pretrained(f"{arch}.*")
+            raise ZooError(f"timm has no hub weights for {name!r}; pretrained tags: {', '.join(tags) or 'none'}")
+        return ModelSpec(name=f"timm:{backend_id}", modality="vision", backend=backend, backend_id=name,
+                         sources=(Source("hub", cfg.hf_hub_id, revision=revision or None),))
+
+    @classmethod
+    def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
+                        **options: Any) -> TimmAdapter:
+        if options:
+            raise TypeError(f"unexpected options for a timm model: {', '.join(sorted(options))}")
+        import timm
+        import torch
+        from timm.data import ImageNetInfo, create_transform, infer_imagenet_subset, resolve_model_data_config
+
+        weights = weights_file(spec, files)
+        if spec.config.get("key_map") == "in-order":
+            model = timm.create_model(spec.backend_id, pretrained=False)
+            state = load_state_dict(weights, key=spec.config.get("state_key"))
+            model.load_state_dict(remap_in_order(state, model.state_dict()))
+        else:
+            # timm's own pretrained loading (its checkpoint filters included), from the verified file.
+            model = timm.create_model(spec.backend_id, pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
+        torch_dtype = resolve_dtype(dtype)
+        model.to(device=device, dtype=torch_dtype, memory_format=torch.channels_last).eval()
+
+        dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+        if spec.embed_dim is not None and spec.embed_dim != dim:
+            raise ZooError(f"model {spec.name!r} declares embed_dim {spec.embed_dim} but timm's "
+                           f"{spec.backend_id} gives {dim}; fix the registry entry")
+        data_config = resolve_model_data_config(model)
+        transform = create_transform(**data_config, is_training=False)
+        subset = infer_imagenet_subset(model)
+        labels = None
+        if subset:
+            info = ImageNetInfo(subset)
+            labels = [info.index_to_description(i) for i in range(info.num_classes())]
+        spec = spec.replace(embed_dim=dim, normalize=bool(spec.normalize),
+                            preprocessing={**data_config, **spec.preprocessing})
+        return cls(spec, model, transform, files=files, device=device, dtype=torch_dtype, labels=labels)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.spec.embed_dim)
+
+    @property
+    def num_classes(self) -> int:
+        return int(getattr(self.model, "num_classes", 0) or 0)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)

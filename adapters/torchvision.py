@@ -1,0 +1,125 @@
+"""torchvision classification models through the multi-weight API: ``get_model``, the weights
+enum, and ``weights.transforms()`` as the preprocessing that travels with the weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zoo.adapter import resolve_dtype
+from zoo.checkpoint import load_state_dict
+from zoo.errors import UnknownModelError, ZooError
+from zoo.spec import ModelSpec, Source
+
+from .image import ImageBackboneAdapter
+
+if TYPE_CHECKING:
+    import torch
+
+    from zoo.sources import ModelFiles
+
+
+def split_weights_id(backend_id: str) -> tuple[str, str]:
+    """``"resnet50.IMAGENET1K_V2"`` -> ``("resnet50", "IMAGENET1K_V2")``; no tag means ``DEFAULT``."""
+    arch, _, tag = backend_id.partition(".")
+    return arch, tag or "DEFAULT"
+
+
+def weights_enum(backend_id: str) -> Any:
+    import torchvision
+
+    arch, tag = split_weights_id(backend_id)
+    try:
+        enum = torchvision.models.get_model_weights(arch)
+    except ValueError:
+        from zoo.errors import close_matches
+
+        hits = close_matches(arch, torchvision.models.list_models())
+        raise UnknownModelError(f"torchvision:{arch}", [f"torchvision:{h}" for h in hits],
+                                hint="(see torchvision.models.list_models())") from None
+    try:
+        return enum[tag]
+    except KeyError:
+        raise ZooError(f"torchvision {arch} has no weights {tag!r}; choose from "
+                       f"{', '.join(w.name for w in enum)}") from None
+
+
+def _replace_last_linear(model: torch.nn.Module) -> torch.nn.Linear:
+    """Swap the final classifier Linear for Identity (so the model returns pre-logits) and return it."""
+    import torch
+
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            last = name
+    if last is None:
+        raise ZooError(f"{type(model).__name__} has no Linear classifier to take features before")
+    parent_name, _, child = last.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    head = getattr(parent, child) if not child.isdigit() else parent[int(child)]
+    if child.isdigit():
+        parent[int(child)] = torch.nn.Identity()
+    else:
+        setattr(parent, child, torch.nn.Identity())
+    return head
+
+
+class TorchvisionAdapter(ImageBackboneAdapter):
+    """A torchvision classification architecture with one of its published weights."""
+
+    backend = "torchvision"
+
+    def __init__(self, *args: Any, head: torch.nn.Module, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head = head
+
+    @classmethod
+    def spec_for_id(cls, backend: str, backend_id: str) -> ModelSpec:
+        weights = weights_enum(backend_id)
+        arch, _ = split_weights_id(backend_id)
+        return ModelSpec(name=f"torchvision:{backend_id}", modality="vision", backend=backend,
+                         backend_id=f"{arch}.{weights.name}", sources=(Source("url", weights.url),),
+                         config={"weights": Path(weights.url).name})
+
+    @classmethod
+    def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
+                        **options: Any) -> TorchvisionAdapter:
+        if options:
+            raise TypeError(f"unexpected options for a torchvision model: {', '.join(sorted(options))}")
+        import torch
+        import torchvision
+
+        from .timm import weights_file
+
+        weights = weights_enum(spec.backend_id)
+        arch, _ = split_weights_id(spec.backend_id)
+        categories = weights.meta.get("categories") or []
+        model = torchvision.models.get_model(arch, weights=None, num_classes=len(categories) or 1000)
+        model.load_state_dict(load_state_dict(weights_file(spec, files)))
+        head = _replace_last_linear(model)
+        torch_dtype = resolve_dtype(dtype)
+        model.to(device=device, dtype=torch_dtype, memory_format=torch.channels_last).eval()
+        head.to(device=device, dtype=torch_dtype).eval()
+        dim = head.in_features
+        if spec.embed_dim is not None and spec.embed_dim != dim:
+            raise ZooError(f"model {spec.name!r} declares embed_dim {spec.embed_dim} but torchvision's "
+                           f"{arch} gives {dim}; fix the registry entry")
+        transform = weights.transforms()
+        spec = spec.replace(embed_dim=dim, normalize=bool(spec.normalize),
+                            preprocessing={"transforms": repr(transform), **spec.preprocessing})
+        return cls(spec, model, transform, files=files, device=device, dtype=torch_dtype,
+                   labels=list(categories) or None, head=head)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.spec.embed_dim)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.head.out_features)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).flatten(1)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

