@@ -26,6 +26,7 @@ BUILTIN_PLUGINS = (
     "zoo.defaults",
     "zoo.plugins.text",
     "zoo.plugins.vision",
+    "zoo.plugins.audio",
 )
 
 

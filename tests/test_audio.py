@@ -1,0 +1,115 @@
+"""Audio: the GE2E speaker encoder on speech that espeak-ng synthesises, against resemblyzer."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import zoo
+from zoo.errors import InputError
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Please call Stella and ask her to bring these things from the store.",
+    "We also need a small plastic snake and a big toy frog for the kids.",
+]
+VOICES = ["en-us", "en-us+f3", "en-gb-scotland+m7"]
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory):
+    """{(voice, sentence index): wav path}, synthesised deterministically by espeak-ng."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    folder = tmp_path_factory.mktemp("speech")
+    clips = {}
+    for v, voice in enumerate(VOICES):
+        for s, sentence in enumerate(SENTENCES):
+            path = folder / f"v{v}-s{s}.wav"
+            subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), sentence], check=True)
+            clips[v, s] = path
+    return clips
+
+
+@pytest.fixture(scope="session")
+def ge2e():
+    return zoo.load("ge2e-speaker", device="cpu")
+
+
+def test_same_voice_is_closer_than_other_voices(ge2e, speech):
+    keys = sorted(speech)
+    X = ge2e.featurize([speech[k] for k in keys])
+    assert X.shape == (len(keys), 256) and X.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1, rtol=1e-5)
+    sim = X @ X.T
+    for i, (vi, si) in enumerate(keys):
+        same = [sim[i, j] for j, (vj, sj) in enumerate(keys) if vj == vi and sj != si]
+        other = [sim[i, j] for j, (vj, sj) in enumerate(keys) if vj != vi and sj == si]
+        assert min(same) > max(other), (keys[i], same, other)
+
+
+def test_matches_the_original_resemblyzer(ge2e, speech):
+    pytest.importorskip("librosa")
+    pytest.importorskip("webrtcvad")
+    resemblyzer = pytest.importorskip("resemblyzer")
+    import soundfile
+
+    encoder = resemblyzer.VoiceEncoder("cpu", verbose=False)
+    for path in speech.values():
+        wave, rate = soundfile.read(path, dtype="float32")
+        theirs = encoder.embed_utterance(resemblyzer.preprocess_wav(wave, rate))  # with its VAD trimming
+        ours = ge2e.featurize([path])[0]
+        assert float(theirs @ ours) >= 0.98
+        # Without resemblyzer's silence trimming the two are the same computation.
+        at_16k = resemblyzer.audio.librosa.resample(wave, orig_sr=rate, target_sr=16000)
+        plain = encoder.embed_utterance(resemblyzer.audio.normalize_volume(at_16k, -30, increase_only=True))
+        assert float(plain @ ge2e.featurize([(at_16k, 16000)])[0]) >= 0.9999
+
+
+def test_stereo_48k_file_is_mixed_down_and_resampled(ge2e, speech, tmp_path):
+    import soundfile
+    import torch
+    import torchaudio
+
+    wave, rate = soundfile.read(speech[0, 0], dtype="float32")
+    at_48k = torchaudio.functional.resample(torch.from_numpy(wave), rate, 48000).numpy()
+    stereo = np.stack([at_48k, 0.5 * at_48k], axis=1)
+    path = tmp_path / "stereo48k.wav"
+    soundfile.write(path, stereo, 48000, subtype="FLOAT")
+    from_file, from_pair = ge2e.featurize([path, (stereo.T, 48000)])
+    np.testing.assert_allclose(from_file, from_pair, atol=1e-4)
+    assert float(from_file @ ge2e.featurize([speech[0, 0]])[0]) > 0.99
+
+
+def test_bad_audio_is_named_or_skipped(ge2e, speech, tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    batch = [speech[0, 0], empty, (np.full(16000, np.nan, dtype=np.float32), 16000), (np.zeros(0), 16000),
+             (np.zeros(100), 0), "nope.wav"]
+    with pytest.raises(InputError, match=r"input 1 \(.*empty.wav'\): OSError: cannot decode audio"):
+        ge2e.featurize(batch)
+    with pytest.warns(RuntimeWarning, match="skipped 5 of 6"):
+        out = ge2e.featurize(batch, on_error="skip")
+    assert out.shape == (1, 256)
+    reasons = dict(ge2e.last_report.skipped)
+    assert "NaN" in reasons[2] and "empty waveform" in reasons[3] and "sample rate" in reasons[4]
+
+
+def test_short_and_int16_inputs(ge2e):
+    rng = np.random.default_rng(0)
+    short = (rng.standard_normal(4000).astype(np.float32) * 0.1, 16000)  # 0.25 s: one padded partial
+    pcm = ((rng.standard_normal(16000) * 3000).astype(np.int16), 16000)
+    out = ge2e.featurize([short, pcm])
+    assert out.shape == (2, 256) and np.isfinite(out).all()
+
+
+def test_missing_weights_package_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "resemblyzer" else real(name, *a))
+    with pytest.raises(zoo.SourceError, match=r"pip install --no-deps resemblyzer==0.1.4"):
+        zoo.load("ge2e-speaker")
