@@ -15,6 +15,11 @@ class AudioAdapter(Adapter):
 
     sample_rate: int = 16000
 
+    def size(self, item: tuple[Any, int]) -> float:
+        """Duration in seconds: batching similar lengths together wastes little padding."""
+        wave, rate = item
+        return len(wave) / rate
+
     def resample(self, item: tuple[Any, int]) -> torch.Tensor:
         """A decoded ``(waveform, rate)`` pair as a float32 tensor at :attr:`sample_rate`."""
         import torch

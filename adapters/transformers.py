@@ -62,6 +62,31 @@ def _pooling_mode(config_file: Path) -> str | None:
     return None
 
 
+# model_type (config.json) -> modality, for the encoders zoo knows how to pool; anything else is text.
+MODALITY_BY_MODEL_TYPE = {
+    **dict.fromkeys(("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat",
+                     "whisper", "audio-spectrogram-transformer"), "audio"),
+    **dict.fromkeys(("clip", "siglip", "siglip2", "chinese_clip", "altclip"), "image-text"),
+    **dict.fromkeys(("vit", "dinov2", "dinov2_with_registers", "deit", "beit", "convnext", "convnextv2",
+                     "swin", "swinv2", "resnet", "efficientnet", "regnet"), "vision"),
+}
+# The adapter class serving each non-text modality, imported when first needed.
+_ADAPTER_BY_MODALITY = {
+    "audio": "zoo.adapters.hf_audio:HFAudioAdapter",
+    "image-text": "zoo.adapters.hf_image_text:HFImageTextAdapter",
+    "vision": "zoo.adapters.hf_vision:HFVisionAdapter",
+}
+
+
+def read_config(root: Path) -> dict[str, Any]:
+    path = root / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def modality_of(config: dict[str, Any]) -> str:
+    return MODALITY_BY_MODEL_TYPE.get(str(config.get("model_type", "")), "text")
+
+
 def split_revision(backend_id: str) -> tuple[str, str | None]:
     """``"org/name@rev"`` -> ``("org/name", "rev")``."""
     repo, _, revision = backend_id.partition("@")
@@ -69,7 +94,12 @@ def split_revision(backend_id: str) -> tuple[str, str | None]:
 
 
 class TransformersAdapter(Adapter):
-    """A transformers text encoder with mean / cls / max / pooler pooling."""
+    """A transformers text encoder with mean / cls / max / pooler pooling.
+
+    Loading a folder whose ``config.json`` names an audio, vision or image-text model type hands
+    over to the matching adapter (:data:`MODALITY_BY_MODEL_TYPE`), all under the ``transformers``
+    backend and the ``hf:`` prefix.
+    """
 
     backend = "transformers"
     pooling_modes = ("mean", "cls", "max", "pooler")
@@ -100,7 +130,7 @@ class TransformersAdapter(Adapter):
         """A spec for a Hugging Face model folder on disk."""
         return ModelSpec(
             name=str(path),
-            modality="text",
+            modality=modality_of(read_config(path)),
             backend=cls.backend,
             backend_id=str(path),
             sources=(Source("path", str(path)),),
@@ -110,24 +140,23 @@ class TransformersAdapter(Adapter):
 
     @classmethod
     def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
-                        trust_remote_code: bool = False, **options: Any) -> TransformersAdapter:
+                        trust_remote_code: bool = False, **options: Any) -> Adapter:
         if options:
             raise TypeError(f"unexpected options for a transformers model: {', '.join(sorted(options))}")
+        # A pass-through hub name learns its modality only now, from the downloaded config.
+        modality = modality_of(read_config(files.root))
+        if modality != "text":
+            from zoo.registry import import_ref
+
+            adapter_cls = import_ref(_ADAPTER_BY_MODALITY[modality])
+            return adapter_cls.load_hf(spec.replace(modality=modality), files, device=device, dtype=dtype,
+                                       trust_remote_code=trust_remote_code)
         from transformers import AutoModel, AutoTokenizer
 
         root = files.root
         st = SentenceTransformersConfig.read(root)
-        with _quiet_progress():
-            tokenizer = AutoTokenizer.from_pretrained(root, local_files_only=True, trust_remote_code=trust_remote_code)
-            model = AutoModel.from_pretrained(
-                root,
-                local_files_only=True,
-                trust_remote_code=trust_remote_code,
-                # Safetensors when the folder has them; otherwise transformers reads the pickle with
-                # torch.load(weights_only=True).
-                use_safetensors=True if any(root.glob("*.safetensors")) else None,
-                dtype=resolve_dtype(dtype),
-            )
+        model, tokenizer = load_model_and_processor(root, AutoModel, AutoTokenizer, dtype=dtype,
+                                                    trust_remote_code=trust_remote_code)
         model.to(device).eval()
 
         hidden = getattr(model.config, "hidden_size", None)
@@ -195,15 +224,32 @@ class TransformersAdapter(Adapter):
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        with _quiet_progress():
+        with quiet_progress():
             self.model.save_pretrained(directory, safe_serialization=True)
             self.tokenizer.save_pretrained(directory)
         write_manifest(directory, self.spec)
         return directory
 
 
+def load_model_and_processor(root: Path, model_cls: Any, processor_cls: Any, *, dtype: Any,
+                             trust_remote_code: bool) -> tuple[Any, Any]:
+    """``model_cls.from_pretrained`` and ``processor_cls.from_pretrained`` from a verified local folder:
+    no network, no remote code unless asked, safetensors when the folder has them (otherwise
+    transformers reads the pickle with ``torch.load(weights_only=True)``)."""
+    with quiet_progress():
+        processor = processor_cls.from_pretrained(root, local_files_only=True, trust_remote_code=trust_remote_code)
+        model = model_cls.from_pretrained(
+            root,
+            local_files_only=True,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True if any(root.glob("*.safetensors")) else None,
+            dtype=resolve_dtype(dtype),
+        )
+    return model, processor
+
+
 @contextlib.contextmanager
-def _quiet_progress() -> Iterator[None]:
+def quiet_progress() -> Iterator[None]:
     """Hide transformers' per-tensor load and save bars: local files are quick and the bars are noise."""
     from transformers.utils import logging as hf_logging
 
@@ -222,3 +268,15 @@ def _model_max_length(tokenizer: Any, model: Any) -> int:
     sane = [int(x) for x in limits if isinstance(x, int) and 0 < x < 100_000]
     return min(sane) if sane else 512
 
+
+
+class TransformersFamily:
+    """Base for the transformers adapters of other modalities: loading goes through
+    :meth:`TransformersAdapter.load_pretrained`, which picks the class from ``config.json``."""
+
+    backend = "transformers"
+
+    @classmethod
+    def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
+                        **options: Any) -> Adapter:
+        return TransformersAdapter.load_pretrained(spec, files, device=device, dtype=dtype, **options)

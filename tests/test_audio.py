@@ -113,3 +113,39 @@ def test_missing_weights_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "resemblyzer" else real(name, *a))
     with pytest.raises(zoo.SourceError, match=r"pip install --no-deps resemblyzer==0.1.4"):
         zoo.load("ge2e-speaker")
+
+
+@pytest.fixture(scope="module")
+def tiny_wav2vec2_dir(tmp_path_factory):
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    folder = tmp_path_factory.mktemp("wav2vec2-tiny")
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                            conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=16,
+                            num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True)
+    Wav2Vec2Model(config).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=True).save_pretrained(folder)
+    return folder
+
+
+def test_hf_audio_encoder_equals_the_model_called_directly(tiny_wav2vec2_dir):
+    import torch
+    import torchaudio
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    model = zoo.load(str(tiny_wav2vec2_dir), device="cpu")
+    assert (model.modality, model.embed_dim, model.sample_rate) == ("audio", 32, 16000)
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(n).astype(np.float32) for n in (9000, 16000, 12000)]
+    at_8k = rng.standard_normal(12000).astype(np.float32)
+    ours = model.featurize([(w, 16000) for w in waves] + [(at_8k, 8000)], batch_size=4)
+
+    ref = Wav2Vec2Model.from_pretrained(tiny_wav2vec2_dir).eval()
+    extractor = Wav2Vec2FeatureExtractor.from_pretrained(tiny_wav2vec2_dir)
+    resampled = torchaudio.functional.resample(torch.from_numpy(at_8k), 8000, 16000).numpy()
+    with torch.no_grad():
+        expected = [ref(**extractor(w, sampling_rate=16000, return_tensors="pt")).last_hidden_state.mean(1)[0]
+                    for w in [*waves, resampled]]
+    np.testing.assert_allclose(ours, torch.stack(expected).numpy(), atol=1e-5)

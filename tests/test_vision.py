@@ -211,3 +211,25 @@ def test_pickle_weights_with_code_are_refused(tmp_path):
     bad.write_bytes(pickle.dumps({"w": Evil()}, protocol=2))
     with pytest.raises(zoo.ZooError, match="refusing to load"):
         load_state_dict(bad)
+
+
+def test_hf_vision_encoder_equals_the_model_called_directly(tmp_path, images):
+    import torch
+    from PIL import Image
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                          image_size=32, patch_size=8)
+    Dinov2Model(config).save_pretrained(tmp_path)
+    BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(tmp_path)
+    model = zoo.load(str(tmp_path), device="cpu")
+    assert (model.modality, model.spec.pooling) == ("vision", "cls")
+    pil = [Image.fromarray(a) for a in images.values()]
+    ref = Dinov2Model.from_pretrained(tmp_path).eval()
+    processor = BitImageProcessor.from_pretrained(tmp_path)
+    with torch.no_grad():
+        hidden = ref(**processor(images=pil, return_tensors="pt")).last_hidden_state
+    np.testing.assert_allclose(model.featurize(pil), hidden[:, 0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(model.featurize(pil, pool="mean"), hidden[:, 1:].mean(1).numpy(), atol=1e-5)

@@ -121,12 +121,20 @@ class Adapter(ABC):
     def plan_batches(self, items: Sequence[Any], batch_size: int) -> Iterator[tuple[list[int], Any]]:
         """Group decoded items into model inputs: yields ``(positions, batch)``.
 
-        ``positions`` index into ``items``; the default keeps input order in chunks of
-        ``batch_size`` and lets :meth:`collate` build each batch.
+        ``positions`` index into ``items``. Items with a :meth:`size` are batched longest first, so
+        each batch pads to similar lengths; otherwise input order is kept. :meth:`collate` builds
+        each batch.
         """
-        for start in range(0, len(items), batch_size):
-            positions = list(range(start, min(start + batch_size, len(items))))
+        order = list(range(len(items)))
+        if items and self.size(items[0]) is not None:
+            order.sort(key=lambda i: -self.size(items[i]))
+        for start in range(0, len(order), batch_size):
+            positions = order[start:start + batch_size]
             yield positions, self.collate([items[i] for i in positions])
+
+    def size(self, item: Any) -> float | None:
+        """How much padding an item would need in a batch (its length), or None when sizes are equal."""
+        return None
 
     def collate(self, items: list[Any]) -> Any:
         """Turn a list of decoded items into one batch for :meth:`encode_batch`."""

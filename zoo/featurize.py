@@ -71,6 +71,8 @@ def run_featurize(
     *,
     encode: Callable[[Any], torch.Tensor],
     dim: int,
+    decode: Callable[[Any], Any] | None = None,
+    plan: Callable[[Sequence[Any], int], Iterable[tuple[list[int], Any]]] | None = None,
     batch_size: int,
     normalize: bool,
     return_tensors: Literal["np", "pt"],
@@ -80,7 +82,9 @@ def run_featurize(
 ) -> np.ndarray | torch.Tensor:
     """Run ``encode`` over ``inputs`` batch by batch into an ``(N, dim)`` float32 array.
 
-    See :meth:`zoo.Adapter.featurize` for the contract; classifier outputs reuse the same loop.
+    ``decode`` and ``plan`` default to the adapter's ``decoder()`` and ``plan_batches``. See
+    :meth:`zoo.Adapter.featurize` for the contract; classifier outputs and the text tower of an
+    image-text model reuse the same loop.
     """
     import numpy as np
     import torch
@@ -94,13 +98,13 @@ def run_featurize(
     items = list(inputs)
     report = FeaturizeReport(total=len(items))
     adapter.last_report = report
-    indices, decoded = decode_items(items, adapter.decoder(), on_error, report)
+    indices, decoded = decode_items(items, decode or adapter.decoder(), on_error, report)
     out = np.zeros((len(decoded), dim), dtype=np.float32)
     show = progress if progress is not None else len(decoded) >= PROGRESS_MIN_ITEMS
 
     from tqdm.auto import tqdm
 
-    batches = adapter.plan_batches(decoded, batch_size) if decoded else ()
+    batches = (plan or adapter.plan_batches)(decoded, batch_size) if decoded else ()
     adapter.model.eval()
     with torch.inference_mode(), tqdm(total=len(decoded), desc=f"{desc} {adapter.name}", unit="item",
                                       disable=not show) as bar:

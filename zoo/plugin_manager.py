@@ -27,6 +27,7 @@ BUILTIN_PLUGINS = (
     "zoo.plugins.text",
     "zoo.plugins.vision",
     "zoo.plugins.audio",
+    "zoo.plugins.image_text",
 )
 
 

@@ -1,0 +1,85 @@
+"""transformers audio encoders (wav2vec2, HuBERT, WavLM, Whisper's encoder, AST) through their own
+feature extractors; frame features are mean-pooled over the frames that hold real audio."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from zoo.errors import ZooError
+
+from .audio import AudioAdapter
+from .transformers import TransformersFamily, load_model_and_processor
+
+if TYPE_CHECKING:
+    import torch
+
+    from zoo.sources import ModelFiles
+    from zoo.spec import ModelSpec
+
+
+class HFAudioAdapter(TransformersFamily, AudioAdapter):
+    """A transformers audio encoder; ``pool`` is ``mean`` over valid frames or ``pooler`` (AST)."""
+
+    pooling_modes = ("mean", "pooler")
+
+    def __init__(self, spec: ModelSpec, model: Any, extractor: Any, *, files: ModelFiles | None, device: str) -> None:
+        super().__init__(spec, model, files=files, device=device)
+        self.extractor = extractor
+        self.sample_rate = int(extractor.sampling_rate)
+        self.is_whisper = model.config.model_type == "whisper"
+
+    @classmethod
+    def load_hf(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any, trust_remote_code: bool) -> HFAudioAdapter:
+        from transformers import AutoFeatureExtractor, AutoModel
+
+        model, extractor = load_model_and_processor(files.root, AutoModel, AutoFeatureExtractor, dtype=dtype,
+                                                    trust_remote_code=trust_remote_code)
+        if model.config.model_type == "whisper":
+            model = model.get_encoder()  # the decoder is not needed for embeddings
+        model.to(device).eval()
+        dim = int(getattr(model.config, "hidden_size", 0) or model.config.d_model)
+        if spec.embed_dim is not None and spec.embed_dim != dim:
+            raise ZooError(f"model {spec.name!r} declares embed_dim {spec.embed_dim}, its weights give {dim}")
+        default_pool = "pooler" if model.config.model_type == "audio-spectrogram-transformer" else "mean"
+        spec = spec.replace(embed_dim=dim, pooling=spec.pooling or default_pool, normalize=bool(spec.normalize),
+                            preprocessing={"sampling_rate": int(extractor.sampling_rate), **spec.preprocessing})
+        return cls(spec, model, extractor, files=files, device=device)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.spec.embed_dim)
+
+    @property
+    def preprocess(self) -> Any:
+        """The feature extractor these weights expect (raw waveform or log-mel front end)."""
+        return self.extractor
+
+    def collate(self, items: list[tuple[Any, int]]) -> tuple[dict[str, Any], list[int]]:
+        waves = [self.resample(item).numpy() for item in items]
+        inputs = self.extractor(waves, sampling_rate=self.sample_rate, return_tensors="pt", padding=True)
+        return dict(inputs), [len(w) for w in waves]
+
+    def _valid_frames(self, n_frames: int, lengths: list[int]) -> torch.Tensor:
+        import torch
+
+        if self.is_whisper:  # 10 ms mel hop, then a stride-2 convolution
+            counts = [min(n_frames, -(-n // (self.extractor.hop_length * 2))) for n in lengths]
+        elif hasattr(self.model, "_get_feat_extract_output_lengths"):
+            counts = self.model._get_feat_extract_output_lengths(torch.tensor(lengths)).tolist()
+        else:
+            counts = [n_frames] * len(lengths)
+        frames = torch.arange(n_frames)
+        return (frames[None, :] < torch.tensor(counts)[:, None]).to(self.device)
+
+    def encode_batch(self, batch: tuple[dict[str, Any], list[int]], *, pool: str | None = None) -> torch.Tensor:
+        inputs, lengths = batch
+        dtype = next(self.model.parameters()).dtype
+        inputs = {k: v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device) for k, v in inputs.items()}
+        out = self.model(**inputs)
+        if pool == "pooler":
+            if getattr(out, "pooler_output", None) is None:
+                raise ValueError(f"{self.name} has no pooler output; use pool='mean'")
+            return out.pooler_output.float()
+        hidden = out.last_hidden_state.float()
+        mask = self._valid_frames(hidden.shape[1], lengths).unsqueeze(-1).float()
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)

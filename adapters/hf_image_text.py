@@ -1,0 +1,64 @@
+"""transformers image-text models (CLIP, SigLIP, ...): ``get_image_features`` / ``get_text_features``
+with the model's own processor."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from zoo.adapter import resolve_dtype
+from zoo.errors import ZooError
+
+from .image_text import ImageTextAdapter
+from .transformers import TransformersFamily, load_model_and_processor
+
+if TYPE_CHECKING:
+    import torch
+
+    from zoo.sources import ModelFiles
+    from zoo.spec import ModelSpec
+
+
+def _embedding(out: Any) -> torch.Tensor:
+    # transformers 5 returns a ModelOutput whose pooler_output is the projected embedding; 4.x a tensor.
+    return getattr(out, "pooler_output", out)
+
+
+class HFImageTextAdapter(TransformersFamily, ImageTextAdapter):
+
+    def __init__(self, *args: Any, padding: bool | str = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.padding = padding
+
+    @classmethod
+    def load_hf(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any,
+                trust_remote_code: bool) -> HFImageTextAdapter:
+        from transformers import AutoModel, AutoProcessor
+
+        model, processor = load_model_and_processor(files.root, AutoModel, AutoProcessor, dtype=dtype,
+                                                    trust_remote_code=trust_remote_code)
+        model.to(device).eval()
+        dim = int(getattr(model.config, "projection_dim", 0) or model.config.text_config.hidden_size)
+        if spec.embed_dim is not None and spec.embed_dim != dim:
+            raise ZooError(f"model {spec.name!r} declares embed_dim {spec.embed_dim}, its weights give {dim}")
+        spec = spec.replace(embed_dim=dim, normalize=True if spec.normalize is None else spec.normalize)
+        # SigLIP was trained on texts padded to the full length; CLIP pads to the longest.
+        padding = "max_length" if "siglip" in model.config.model_type else True
+
+        def transform(image: Any) -> torch.Tensor:
+            return processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+        return cls(spec, model, transform, processor.tokenizer, files=files, device=device,
+                   dtype=resolve_dtype(dtype), padding=padding)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.spec.embed_dim)
+
+    def tokenize(self, texts: list[str]) -> dict[str, Any]:
+        return dict(self.tokenizer(texts, padding=self.padding, truncation=True, return_tensors="pt"))
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _embedding(self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype)))
+
+    def encode_texts(self, tokens: dict[str, Any]) -> torch.Tensor:
+        return _embedding(self.model.get_text_features(**{k: v.to(self.device) for k, v in tokens.items()}))

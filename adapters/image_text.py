@@ -1,0 +1,88 @@
+"""What image-text (CLIP-style) adapters share: two towers into one embedding space.
+
+``featurize(images)`` (the same call as every other modality) and ``featurize_images`` embed images;
+``featurize_texts`` embeds texts into the same space. Both L2-normalise by default, so a dot
+product is the cosine similarity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from zoo.adapter import Adapter
+from zoo.featurize import OnError, run_featurize
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from zoo.sources import ModelFiles
+    from zoo.spec import ModelSpec
+
+
+class ImageTextAdapter(Adapter):
+    """A contrastive image-text model; subclasses implement the two towers and tokenisation."""
+
+    def __init__(self, spec: ModelSpec, model: torch.nn.Module, image_transform: Callable[[Any], Any],
+                 tokenizer: Any, *, files: ModelFiles | None, device: str, dtype: torch.dtype) -> None:
+        super().__init__(spec, model, files=files, device=device)
+        self.image_transform = image_transform
+        self.tokenizer = tokenizer
+        self.dtype = dtype
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        """``{"image": transform, "text": tokenizer}`` bound to these weights."""
+        return {"image": self.image_transform, "text": self.tokenizer}
+
+    # -- the two towers -------------------------------------------------------------------------
+
+    def collate(self, items: list[Any]) -> Any:
+        import torch
+
+        return torch.stack([self.image_transform(img) for img in items])
+
+    def tokenize(self, texts: list[str]) -> Any:
+        """Token ids (and whatever else the text tower needs) for a batch of texts."""
+        raise NotImplementedError
+
+    def encode_batch(self, batch: Any, *, pool: str | None = None) -> torch.Tensor:
+        return self.encode_images(batch)
+
+    def encode_images(self, pixels: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_texts(self, tokens: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _plan_texts(self, texts: Sequence[str], batch_size: int) -> Iterator[tuple[list[int], Any]]:
+        for start in range(0, len(texts), batch_size):
+            positions = list(range(start, min(start + batch_size, len(texts))))
+            yield positions, self.tokenize([texts[i] for i in positions])
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def featurize_images(self, images: Iterable[Any], **kwargs: Any) -> np.ndarray | torch.Tensor:
+        """Embed images (paths, PIL images, arrays, tensors); the same as :meth:`featurize`."""
+        return self.featurize(images, **kwargs)
+
+    def featurize_texts(
+        self,
+        texts: Iterable[str],
+        *,
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        return_tensors: Literal["np", "pt"] = "np",
+        progress: bool | None = None,
+        on_error: OnError = "raise",
+    ) -> np.ndarray | torch.Tensor:
+        """Embed texts into the image embedding space (same contract as :meth:`featurize`)."""
+        from zoo.registry import get_registry
+
+        return run_featurize(
+            self, texts, encode=self.encode_texts, dim=self.embed_dim,
+            decode=get_registry().modality("text").decode, plan=self._plan_texts,
+            batch_size=batch_size, normalize=bool(self.spec.normalize) if normalize is None else normalize,
+            return_tensors=return_tensors, progress=progress, on_error=on_error, desc="featurize texts",
+        )

@@ -1,0 +1,139 @@
+"""Image-text models: tiny random open_clip and HF CLIP models saved in each library's own format,
+loaded through zoo from their folders, against the library's own encode calls."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import zoo
+from zoo.errors import InputError
+
+skimage_data = pytest.importorskip("skimage.data")
+TEXTS = ["a cup of coffee", "a cat", "a rocket in the sky, ready for launch"]
+
+
+def _unit(t):
+    import torch
+
+    return torch.nn.functional.normalize(t.float(), dim=-1).numpy()
+
+
+@pytest.fixture(scope="module")
+def pictures():
+    from PIL import Image
+
+    return [Image.fromarray(a) for a in (skimage_data.coffee(), skimage_data.chelsea(), skimage_data.rocket())]
+
+
+@pytest.fixture(scope="module")
+def open_clip_dir(tmp_path_factory):
+    """A tiny open_clip model in open_clip's hub folder format (open_clip_config.json + safetensors)."""
+    import open_clip
+    import torch
+    from open_clip.push_to_hf_hub import save_config_for_hf
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("open-clip-tiny")
+    cfg = {"embed_dim": 32,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    cfg_file = folder.parent / "zoo-test-tiny-clip.json"
+    cfg_file.write_text(json.dumps(cfg))
+    open_clip.add_model_config(cfg_file)
+    torch.manual_seed(0)
+    model = open_clip.create_model("zoo-test-tiny-clip")
+    save_file(model.state_dict(), folder / "open_clip_model.safetensors")
+    save_config_for_hf(model, folder / "open_clip_config.json", cfg)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def hf_clip_dir(tmp_path_factory):
+    """A tiny CLIPModel + CLIPProcessor saved with save_pretrained (a small BPE tokenizer trained here)."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizerFast
+
+    folder = tmp_path_factory.mktemp("hf-clip-tiny")
+    bpe = Tokenizer(models.BPE(unk_token="<|endoftext|>"))
+    bpe.normalizer = normalizers.Lowercase()
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.train_from_iterator(TEXTS * 10, trainers.BpeTrainer(vocab_size=300,
+                                                            special_tokens=["<|startoftext|>", "<|endoftext|>"]))
+    tokenizer = CLIPTokenizerFast(tokenizer_object=bpe, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
+                                  unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    config = CLIPConfig(
+        text_config=dict(vocab_size=300, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1),
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37,
+                           num_hidden_layers=2, num_attention_heads=2),
+        projection_dim=16)
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(folder)
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                                 crop_size={"height": 32, "width": 32}),
+                              tokenizer=tokenizer)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_open_clip_equals_encode_image_and_encode_text(open_clip_dir, pictures):
+    import open_clip
+    import torch
+
+    model = zoo.load(str(open_clip_dir), device="cpu")
+    assert model.modality == "image-text" and model.embed_dim == 32
+    images, texts = model.featurize(pictures), model.featurize_texts(TEXTS)
+    ident = f"local-dir:{open_clip_dir}"
+    ref, _, preprocess = open_clip.create_model_and_transforms(ident)
+    ref.eval()
+    with torch.no_grad():
+        expected_images = ref.encode_image(torch.stack([preprocess(p) for p in pictures]))
+        expected_texts = ref.encode_text(open_clip.get_tokenizer(ident)(TEXTS))
+    np.testing.assert_allclose(images, _unit(expected_images), atol=1e-6)
+    np.testing.assert_allclose(texts, _unit(expected_texts), atol=1e-6)
+    np.testing.assert_allclose(model.featurize_images(pictures), images)
+    assert model.preprocess["image"] is not None and model.preprocess["text"] is not None
+
+
+def test_hf_clip_equals_get_image_and_text_features(hf_clip_dir, pictures):
+    import torch
+    from transformers import CLIPModel, CLIPProcessor
+
+    model = zoo.load(str(hf_clip_dir), device="cpu")
+    assert (model.modality, model.backend, model.embed_dim) == ("image-text", "transformers", 16)
+    ref = CLIPModel.from_pretrained(hf_clip_dir).eval()
+    processor = CLIPProcessor.from_pretrained(hf_clip_dir)
+    with torch.no_grad():
+        image_out = ref.get_image_features(**processor(images=pictures, return_tensors="pt"))
+        text_out = ref.get_text_features(**processor(text=TEXTS, return_tensors="pt", padding=True))
+    np.testing.assert_allclose(model.featurize(pictures), _unit(getattr(image_out, "pooler_output", image_out)),
+                               atol=1e-6)
+    np.testing.assert_allclose(model.featurize_texts(TEXTS, batch_size=2),
+                               _unit(getattr(text_out, "pooler_output", text_out)), atol=1e-6)
+
+
+def test_image_and_text_embeddings_share_one_contract(open_clip_dir, pictures):
+    model = zoo.load(str(open_clip_dir))
+    images, texts = model.featurize(pictures), model.featurize_texts(TEXTS)
+    np.testing.assert_allclose(np.linalg.norm(images, axis=1), 1, rtol=1e-5)
+    scores = images @ texts.T  # cosine similarity
+    assert scores.shape == (3, 3) and scores.dtype == np.float32
+    assert model.featurize_texts([]).shape == (0, 32) and model.featurize([]).shape == (0, 32)
+    with pytest.raises(InputError, match="input 1: TypeError: expected str, got NoneType"):
+        model.featurize_texts(["ok", None])
+    with pytest.raises(InputError, match="input 0"):
+        model.featurize([42])
+
+
+def test_open_clip_pass_through_names():
+    spec = zoo.resolve("open_clip:ViT-B-32/laion2b_s34b_b79k")
+    assert spec.modality == "image-text" and spec.sources[0].location == "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+    with pytest.raises(zoo.ZooError, match="no pretrained tag 'nope'"):
+        zoo.resolve("open_clip:ViT-B-32/nope")
+    with pytest.raises(zoo.UnknownModelError, match="did you mean 'open_clip:ViT-B-32'"):
+        zoo.resolve("open_clip:ViT-B-33/openai")

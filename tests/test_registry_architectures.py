@@ -1,0 +1,43 @@
+"""Every catalogue entry whose architecture is built from code is built here with random weights,
+offline, and its feature width checked against the registry's embed_dim."""
+
+from __future__ import annotations
+
+import pytest
+
+from zoo.registry import REGISTRY_FILE
+from zoo.registry_file import read_registry
+
+SPECS = [s for s in read_registry(REGISTRY_FILE) if s.backend in ("timm", "torchvision", "open_clip")]
+
+
+def _built_dim(spec) -> int:
+    if spec.backend == "timm":
+        import timm
+
+        model = timm.create_model(spec.backend_id.split(".")[0], pretrained=False)
+        return int(getattr(model, "head_hidden_size", None) or model.num_features)
+    if spec.backend == "torchvision":
+        import torchvision
+
+        from zoo.adapters.torchvision import _replace_last_linear, split_weights_id
+
+        arch, _ = split_weights_id(spec.backend_id)
+        return _replace_last_linear(torchvision.models.get_model(arch, weights=None)).in_features
+    import open_clip
+
+    arch = spec.backend_id.split("/")[0]
+    model = open_clip.create_model(arch, pretrained=None)
+    assert model.text_projection.shape[1] == open_clip.get_model_config(arch)["embed_dim"]
+    return int(open_clip.get_model_config(arch)["embed_dim"])
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+def test_embed_dim_matches_the_architecture(spec):
+    assert _built_dim(spec) == spec.embed_dim
+
+
+def test_the_catalogue_covers_every_modality_and_backend():
+    specs = read_registry(REGISTRY_FILE)
+    assert {s.modality for s in specs} >= {"text", "vision", "audio", "image-text"}
+    assert {s.backend for s in specs} >= {"transformers", "timm", "torchvision", "open_clip", "ge2e"}
