@@ -66,3 +66,4 @@ def zoo_register_modalities(register: RegisterModality) -> None:
 @hookimpl
 def zoo_register_adapters(register: RegisterAdapter) -> None:
     register("ge2e", "zoo.adapters.ge2e:GE2EAdapter")
+    register("torchaudio", "zoo.adapters.torchaudio:TorchaudioAdapter", schemes=("torchaudio",))

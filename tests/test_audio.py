@@ -149,3 +149,78 @@ def test_hf_audio_encoder_equals_the_model_called_directly(tiny_wav2vec2_dir):
         expected = [ref(**extractor(w, sampling_rate=16000, return_tensors="pt")).last_hidden_state.mean(1)[0]
                     for w in [*waves, resampled]]
     np.testing.assert_allclose(ours, torch.stack(expected).numpy(), atol=1e-5)
+
+
+TINY_WAV2VEC2 = dict(extractor_mode="layer_norm", extractor_conv_layer_config=[(16, 10, 5), (16, 4, 4)],
+                     extractor_conv_bias=True, encoder_embed_dim=32, encoder_projection_dropout=0.0,
+                     encoder_pos_conv_kernel=16, encoder_pos_conv_groups=2, encoder_num_layers=2,
+                     encoder_num_heads=2, encoder_attention_dropout=0.0, encoder_ff_interm_features=37,
+                     encoder_ff_interm_dropout=0.0, encoder_dropout=0.0, encoder_layer_norm_first=True,
+                     encoder_layer_drop=0.0, aux_num_out=None)
+
+
+def _torchaudio_reference(model, waves, normalize):
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for w in waves:
+            x = torch.from_numpy(w)[None]
+            if normalize:
+                x = torch.nn.functional.layer_norm(x, x.shape)
+            out.append(model.extract_features(x)[0][-1].mean(1)[0])
+    return torch.stack(out).numpy()
+
+
+def test_torchaudio_architecture_equals_extract_features(tmp_path):
+    import torch
+    import torchaudio
+
+    from zoo.plugin_manager import get_plugin_manager
+
+    torch.manual_seed(0)
+    reference = torchaudio.models.wav2vec2_model(**TINY_WAV2VEC2).eval()
+    torch.save(reference.state_dict(), tmp_path / "tiny.pth")
+
+    class Register:
+        @zoo.hookimpl
+        def zoo_register_models(self, register):
+            register({"name": "tiny-torchaudio", "modality": "audio", "backend": "torchaudio",
+                      "backend_id": "wav2vec2_model", "embed_dim": 32, "sources": [{"path": str(tmp_path)}],
+                      "config": {"weights": "tiny.pth", "architecture": "wav2vec2_model",
+                                 "params": TINY_WAV2VEC2}})
+
+    get_plugin_manager().register(Register())
+    model = zoo.load("tiny-torchaudio", device="cpu")
+    rng = np.random.default_rng(1)
+    waves = [rng.standard_normal(n).astype(np.float32) for n in (8000, 16000, 11000)]
+    np.testing.assert_allclose(model.featurize([(w, 16000) for w in waves], batch_size=3),
+                               _torchaudio_reference(reference, waves, normalize=False), atol=1e-5)
+
+
+def test_torchaudio_bundle_builds_itself_from_the_verified_file(tmp_path, monkeypatch):
+    """A bundle's own get_model runs, reading zoo's verified file: no download, no socket."""
+    import torch
+    import torchaudio
+    from torchaudio.pipelines import Wav2Vec2Bundle
+
+    torch.manual_seed(0)
+    reference = torchaudio.models.wav2vec2_model(**TINY_WAV2VEC2).eval()
+    torch.save(reference.state_dict(), tmp_path / "zoo_tiny_bundle.pth")
+    bundle = Wav2Vec2Bundle(_path="zoo_tiny_bundle.pth", _params=TINY_WAV2VEC2, _sample_rate=16000,
+                            _normalize_waveform=True, _model_type="Wav2Vec2")
+    monkeypatch.setattr(torchaudio.pipelines, "ZOO_TINY_BUNDLE", bundle, raising=False)
+    spec = zoo.resolve("torchaudio:ZOO_TINY_BUNDLE")
+    assert spec.sources[0].location == "https://download.pytorch.org/torchaudio/models/zoo_tiny_bundle.pth"
+    local = spec.replace(sources=(zoo.Source("path", str(tmp_path)),))
+    from zoo.loader import fetch_files
+    from zoo.plugin_manager import get_plugin_manager
+
+    model = get_plugin_manager().hook.zoo_load_pretrained(spec=local, files=fetch_files(local), device="cpu",
+                                                          dtype=None, options={})
+    assert model.normalize_waveform and model.embed_dim == 32
+    waves = [np.random.default_rng(2).standard_normal(n).astype(np.float32) for n in (9000, 16000)]
+    np.testing.assert_allclose(model.featurize([(w, 16000) for w in waves]),
+                               _torchaudio_reference(reference, waves, normalize=True), atol=1e-5)
+    with pytest.raises(zoo.UnknownModelError, match="did you mean 'torchaudio:WAV2VEC2_BASE'"):
+        zoo.resolve("torchaudio:WAV2VEC2_BASEE")

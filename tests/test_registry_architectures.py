@@ -8,7 +8,7 @@ import pytest
 from zoo.registry import REGISTRY_FILE
 from zoo.registry_file import read_registry
 
-SPECS = [s for s in read_registry(REGISTRY_FILE) if s.backend in ("timm", "torchvision", "open_clip")]
+SPECS = [s for s in read_registry(REGISTRY_FILE) if s.backend in ("timm", "torchvision", "open_clip", "torchaudio")]
 
 
 def _built_dim(spec) -> int:
@@ -24,6 +24,19 @@ def _built_dim(spec) -> int:
 
         arch, _ = split_weights_id(spec.backend_id)
         return _replace_last_linear(torchvision.models.get_model(arch, weights=None)).in_features
+    if spec.backend == "torchaudio":
+        import torch
+
+        from zoo.adapters.torchaudio import find_bundle
+
+        bundle = find_bundle(spec.backend_id)
+        builder = {"Wav2Vec2": "wav2vec2_model", "WavLM": "wavlm_model"}[bundle._model_type]
+        import torchaudio
+
+        model = getattr(torchaudio.models, builder)(**bundle._params).eval()
+        with torch.no_grad():
+            features, _ = model.extract_features(torch.zeros(1, 16000))
+        return int(features[-1].shape[-1])
     import open_clip
 
     arch = spec.backend_id.split("/")[0]
@@ -40,4 +53,4 @@ def test_embed_dim_matches_the_architecture(spec):
 def test_the_catalogue_covers_every_modality_and_backend():
     specs = read_registry(REGISTRY_FILE)
     assert {s.modality for s in specs} >= {"text", "vision", "audio", "image-text"}
-    assert {s.backend for s in specs} >= {"transformers", "timm", "torchvision", "open_clip", "ge2e"}
+    assert {s.backend for s in specs} >= {"transformers", "timm", "torchvision", "open_clip", "torchaudio", "ge2e"}

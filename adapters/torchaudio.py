@@ -1,0 +1,128 @@
+"""torchaudio speech encoders: pipeline bundles (``WAV2VEC2_BASE``, ``HUBERT_BASE``, ``WAVLM_BASE``...)
+and ``torchaudio.models`` architectures built from parameters in the spec.
+
+A bundle builds its own model with ``bundle.get_model``; zoo hands it the verified weight file
+(``load_state_dict_from_url`` finds it in ``model_dir`` and opens no socket) and reads it with
+``weights_only=True``. Features are the last transformer layer, mean-pooled over valid frames.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zoo.adapter import resolve_dtype
+from zoo.checkpoint import load_state_dict
+from zoo.errors import UnknownModelError, ZooError
+from zoo.spec import ModelSpec, Source
+
+from .audio import AudioAdapter
+from .timm import weights_file
+
+if TYPE_CHECKING:
+    import torch
+
+    from zoo.sources import ModelFiles
+
+BUNDLE_URL = "https://download.pytorch.org/torchaudio/models/"
+
+
+def find_bundle(name: str) -> Any:
+    """The ``torchaudio.pipelines`` bundle called ``name`` that can extract features."""
+    from torchaudio import pipelines
+
+    bundle = getattr(pipelines, name, None)
+    if bundle is None or not hasattr(bundle, "get_model") or not hasattr(bundle, "_path"):
+        from zoo.errors import close_matches
+
+        names = [n for n in dir(pipelines) if n.isupper() and hasattr(getattr(pipelines, n), "_params")]
+        raise UnknownModelError(f"torchaudio:{name}", [f"torchaudio:{h}" for h in close_matches(name, names)],
+                                hint="(speech encoder bundles of torchaudio.pipelines)")
+    return bundle
+
+
+class TorchaudioAdapter(AudioAdapter):
+    """A torchaudio wav2vec2-family encoder (wav2vec 2.0, HuBERT, WavLM, XLS-R)."""
+
+    backend = "torchaudio"
+    pooling_modes = ("mean",)
+
+    def __init__(self, spec: ModelSpec, model: torch.nn.Module, *, files: ModelFiles | None, device: str,
+                 dtype: torch.dtype, sample_rate: int, normalize_waveform: bool) -> None:
+        super().__init__(spec, model, files=files, device=device)
+        self.dtype = dtype
+        self.sample_rate = sample_rate
+        self.normalize_waveform = normalize_waveform
+
+    @classmethod
+    def spec_for_id(cls, backend: str, backend_id: str) -> ModelSpec:
+        bundle = find_bundle(backend_id)
+        url = bundle._path if bundle._path.startswith("https") else BUNDLE_URL + bundle._path
+        return ModelSpec(name=f"torchaudio:{backend_id}", modality="audio", backend=backend, backend_id=backend_id,
+                         sources=(Source("url", url),), config={"weights": Path(url).name})
+
+    @classmethod
+    def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
+                        **options: Any) -> TorchaudioAdapter:
+        if options:
+            raise TypeError(f"unexpected options for a torchaudio model: {', '.join(sorted(options))}")
+        import torch
+        import torchaudio
+
+        weights = weights_file(spec, files)
+        architecture = spec.config.get("architecture")
+        if architecture:  # a torchaudio.models builder with the spec's parameters
+            model = getattr(torchaudio.models, architecture)(**spec.config.get("params", {}))
+            model.load_state_dict(load_state_dict(weights))
+            sample_rate = int(spec.preprocessing.get("sample_rate", 16000))
+            normalize_waveform = bool(spec.preprocessing.get("normalize_waveform", False))
+        else:
+            bundle = find_bundle(spec.backend_id)
+            model = bundle.get_model(dl_kwargs={"model_dir": str(weights.parent), "file_name": weights.name,
+                                                "weights_only": True, "progress": False})
+            sample_rate = int(bundle.sample_rate)
+            normalize_waveform = bool(getattr(model, "normalize_waveform", False))
+        # The bundle wrapper layer-normalises the whole padded batch at once; zoo normalises each
+        # waveform on its own instead (the same result for one item, independent of batching).
+        model = getattr(model, "model", model)
+        torch_dtype = resolve_dtype(dtype)
+        model.to(device=device, dtype=torch_dtype).eval()
+        with torch.inference_mode():
+            probe, _ = model.extract_features(torch.zeros(1, sample_rate, device=device, dtype=torch_dtype))
+        dim = int(probe[-1].shape[-1])
+        if spec.embed_dim is not None and spec.embed_dim != dim:
+            raise ZooError(f"model {spec.name!r} declares embed_dim {spec.embed_dim}, the model gives {dim}")
+        spec = spec.replace(embed_dim=dim, pooling="mean", normalize=bool(spec.normalize),
+                            preprocessing={"sample_rate": sample_rate, "normalize_waveform": normalize_waveform,
+                                           **spec.preprocessing})
+        return cls(spec, model, files=files, device=device, dtype=torch_dtype, sample_rate=sample_rate,
+                   normalize_waveform=normalize_waveform)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.spec.embed_dim)
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        """The input convention of these weights: sample rate and per-utterance normalisation."""
+        return {"sample_rate": self.sample_rate, "normalize_waveform": self.normalize_waveform}
+
+    def collate(self, items: list[tuple[Any, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        waves = [self.resample(item) for item in items]
+        if self.normalize_waveform:
+            waves = [torch.nn.functional.layer_norm(w, w.shape) for w in waves]
+        lengths = torch.tensor([len(w) for w in waves])
+        return torch.nn.utils.rnn.pad_sequence(waves, batch_first=True), lengths
+
+    def encode_batch(self, batch: tuple[torch.Tensor, torch.Tensor], *, pool: str | None = None) -> torch.Tensor:
+        import torch
+
+        waves, lengths = batch
+        features, frame_lengths = self.model.extract_features(waves.to(self.device, self.dtype),
+                                                              lengths.to(self.device))
+        hidden = features[-1].float()
+        frames = torch.arange(hidden.shape[1], device=hidden.device)
+        mask = (frames[None, :] < frame_lengths[:, None]).unsqueeze(-1).float()
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
