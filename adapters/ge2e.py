@@ -16,11 +16,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from zoo.adapter import resolve_dtype
-from zoo.checkpoint import load_state_dict
+from zoo.checkpoint import load_state_dict, weights_file
 from zoo.errors import ZooError
 
 from .audio import AudioAdapter
-from .timm import weights_file
 
 if TYPE_CHECKING:
     import torch

@@ -3,11 +3,10 @@ transform resolved from the model's own pretrained config (so preprocessing cann
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.adapter import resolve_dtype
-from zoo.checkpoint import load_state_dict
+from zoo.checkpoint import load_state_dict, weights_file
 from zoo.errors import UnknownModelError, ZooError
 from zoo.spec import ModelSpec, Source
 
@@ -17,23 +16,6 @@ if TYPE_CHECKING:
     import torch
 
     from zoo.sources import ModelFiles
-
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
-
-
-def weights_file(spec: ModelSpec, files: ModelFiles) -> Path:
-    """The checkpoint inside ``files``: ``config.weights`` if the spec names one, else a standard name."""
-    named = spec.config.get("weights")
-    candidates = [named] if named else list(_WEIGHT_FILES)
-    for name in candidates:
-        if (files.root / name).is_file():
-            return files.root / name
-    if not named:  # a folder holding exactly one checkpoint, whatever its name
-        found = [p for p in files.root.iterdir() if p.suffix in (".safetensors", ".pth", ".pt", ".bin")]
-        if len(found) == 1:
-            return found[0]
-    raise ZooError(f"no weights file ({', '.join(candidates)}) in {files.root} for model {spec.name!r}")
-
 
 def remap_in_order(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a state dict whose tensors follow ``target``'s order and shapes under other names

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.adapter import resolve_dtype
-from zoo.checkpoint import load_state_dict
+from zoo.checkpoint import load_state_dict, weights_file
 from zoo.errors import UnknownModelError, ZooError
 from zoo.spec import ModelSpec, Source
 
 from .audio import AudioAdapter
-from .timm import weights_file
 
 if TYPE_CHECKING:
     import torch

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.adapter import resolve_dtype
-from zoo.checkpoint import load_state_dict
+from zoo.checkpoint import load_state_dict, weights_file
 from zoo.errors import UnknownModelError, ZooError
 from zoo.spec import ModelSpec, Source
 
@@ -88,8 +88,6 @@ class TorchvisionAdapter(ImageBackboneAdapter):
             raise TypeError(f"unexpected options for a torchvision model: {', '.join(sorted(options))}")
         import torch
         import torchvision
-
-        from .timm import weights_file
 
         weights = weights_enum(spec.backend_id)
         arch, _ = split_weights_id(spec.backend_id)

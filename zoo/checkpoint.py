@@ -12,6 +12,9 @@ from .errors import ZooError
 if TYPE_CHECKING:
     import torch
 
+    from .sources import ModelFiles
+    from .spec import ModelSpec
+
 
 def load_state_dict(path: str | os.PathLike[str], *, key: str | None = None) -> dict[str, torch.Tensor]:
     """Tensors by name from a ``.safetensors`` file or a pickle checkpoint.
@@ -41,3 +44,20 @@ def load_state_dict(path: str | os.PathLike[str], *, key: str | None = None) -> 
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ZooError(f"{path} does not hold a state dict of tensors" + (f" under {key!r}" if key else ""))
     return obj
+
+
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
+def weights_file(spec: ModelSpec, files: ModelFiles) -> Path:
+    """The checkpoint inside ``files``: ``config.weights`` if the spec names one, else a standard name."""
+    named = spec.config.get("weights")
+    candidates = [named] if named else list(_WEIGHT_FILES)
+    for name in candidates:
+        if (files.root / name).is_file():
+            return files.root / name
+    if not named:  # a folder holding exactly one checkpoint, whatever its name
+        found = [p for p in files.root.iterdir() if p.suffix in (".safetensors", ".pth", ".pt", ".bin")]
+        if len(found) == 1:
+            return found[0]
+    raise ZooError(f"no weights file ({', '.join(candidates)}) in {files.root} for model {spec.name!r}")
