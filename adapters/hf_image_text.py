@@ -54,6 +54,9 @@ class HFImageTextAdapter(TransformersFamily, ImageTextAdapter):
     def embed_dim(self) -> int:
         return int(self.spec.embed_dim)
 
+    def image_tower(self) -> tuple[str, torch.nn.Module]:
+        return "vision_model", self.model.vision_model
+
     def tokenize(self, texts: list[str]) -> dict[str, Any]:
         return dict(self.tokenizer(texts, padding=self.padding, truncation=True, return_tensors="pt"))
 

@@ -61,6 +61,16 @@ class ImageTextAdapter(Adapter):
             positions = list(range(start, min(start + batch_size, len(texts))))
             yield positions, self.tokenize([texts[i] for i in positions])
 
+    def image_tower(self) -> tuple[str, torch.nn.Module]:
+        """``(module path, module)`` of the image encoder: what classification finetunes."""
+        raise NotImplementedError
+
+    def blocks(self) -> list[list[str]]:
+        from zoo.training.strategies import default_blocks
+
+        prefix, tower = self.image_tower()
+        return [[f"{prefix}.{name}" for name in block] for block in default_blocks(tower)]
+
     # -- public API -----------------------------------------------------------------------------
 
     def featurize_images(self, images: Iterable[Any], **kwargs: Any) -> np.ndarray | torch.Tensor:

@@ -79,6 +79,9 @@ class OpenClipAdapter(ImageTextAdapter):
     def embed_dim(self) -> int:
         return int(self.spec.embed_dim)
 
+    def image_tower(self) -> tuple[str, torch.nn.Module]:
+        return "visual", self.model.visual
+
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts)
 

@@ -97,6 +97,17 @@ class TimmAdapter(ImageBackboneAdapter):
     def num_classes(self) -> int:
         return int(getattr(self.model, "num_classes", 0) or 0)
 
+    def blocks(self) -> list[list[str]]:
+        """timm's own coarse grouping (what it uses for layer-wise learning-rate decay), without the
+        stem and without the pretrained classifier, which a finetuned head replaces."""
+        from timm.models import group_modules
+
+        classifier = self.model.pretrained_cfg.get("classifier") or "head"
+        groups = group_modules(self.model, self.model.group_matcher(coarse=True))
+        blocks = [[n for n in names if n != classifier and not n.startswith(classifier + ".")]
+                  for _, names in sorted(groups.items())][1:]
+        return [b for b in blocks if b]
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 

@@ -192,10 +192,11 @@ class TransformersAdapter(Adapter):
         order = sorted(range(len(items)), key=lambda i: -lengths[i])
         for start in range(0, len(order), batch_size):
             positions = order[start:start + batch_size]
-            yield positions, self.tokenizer(
-                [items[i] for i in positions], padding=True, truncation=True,
-                max_length=self.max_length, return_tensors="pt",
-            )
+            yield positions, self.collate([items[i] for i in positions])
+
+    def collate(self, items: list[str]) -> Any:
+        """Token ids padded to the longest text of the batch."""
+        return self.tokenizer(items, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
 
     def encode_batch(self, batch: Any, *, pool: str | None = None) -> torch.Tensor:
         import torch

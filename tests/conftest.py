@@ -3,6 +3,7 @@ tests that talk to the loopback hub server opt in with ``@pytest.mark.allow_host
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from collections.abc import Iterator
@@ -75,3 +76,25 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
     yield hub
     hub.stop()
+
+
+@pytest.fixture(scope="session")
+def open_clip_dir(tmp_path_factory):
+    """A tiny open_clip model in open_clip's hub folder format (open_clip_config.json + safetensors)."""
+    import open_clip
+    import torch
+    from open_clip.push_to_hf_hub import save_config_for_hf
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("open-clip-tiny")
+    cfg = {"embed_dim": 32,
+           "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    cfg_file = folder.parent / "zoo-test-tiny-clip.json"
+    cfg_file.write_text(json.dumps(cfg))
+    open_clip.add_model_config(cfg_file)
+    torch.manual_seed(0)
+    model = open_clip.create_model("zoo-test-tiny-clip")
+    save_file(model.state_dict(), folder / "open_clip_model.safetensors")
+    save_config_for_hf(model, folder / "open_clip_config.json", cfg)
+    return folder

@@ -3,8 +3,6 @@ loaded through zoo from their folders, against the library's own encode calls.""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -26,28 +24,6 @@ def pictures():
     from PIL import Image
 
     return [Image.fromarray(a) for a in (skimage_data.coffee(), skimage_data.chelsea(), skimage_data.rocket())]
-
-
-@pytest.fixture(scope="module")
-def open_clip_dir(tmp_path_factory):
-    """A tiny open_clip model in open_clip's hub folder format (open_clip_config.json + safetensors)."""
-    import open_clip
-    import torch
-    from open_clip.push_to_hf_hub import save_config_for_hf
-    from safetensors.torch import save_file
-
-    folder = tmp_path_factory.mktemp("open-clip-tiny")
-    cfg = {"embed_dim": 32,
-           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-    cfg_file = folder.parent / "zoo-test-tiny-clip.json"
-    cfg_file.write_text(json.dumps(cfg))
-    open_clip.add_model_config(cfg_file)
-    torch.manual_seed(0)
-    model = open_clip.create_model("zoo-test-tiny-clip")
-    save_file(model.state_dict(), folder / "open_clip_model.safetensors")
-    save_config_for_hf(model, folder / "open_clip_config.json", cfg)
-    return folder
 
 
 @pytest.fixture(scope="module")

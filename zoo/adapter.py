@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from .sources import ModelFiles
     from .spec import ModelSpec
+    from .training.loop import FinetuneResult
 
 
 def resolve_device(device: str | None) -> str:
@@ -195,6 +196,41 @@ class Adapter(ABC):
             progress=progress,
             on_error=on_error,
         )
+
+    # -- finetuning -----------------------------------------------------------------------------
+
+    def blocks(self) -> list[list[str]]:
+        """The backbone's blocks, first to last, as lists of module paths (``partial`` finetuning
+        trains the last few). The default finds the layer stack; adapters may say better."""
+        from .training.strategies import default_blocks
+
+        return default_blocks(self.model)
+
+    def finetune(self, train: Any, val: Any = None, **kwargs: Any) -> FinetuneResult:
+        """Train a classifier on this model and save it so that ``zoo.load(output_dir)`` reads it back.
+
+        Args:
+            train: ``(inputs, labels)``, a sequence of ``(input, label)`` pairs, a folder with one
+                subfolder per class, or a CSV / JSONL file (``text_column``, ``label_column``).
+            val: validation data in the same forms (or ``val_fraction=0.2`` to hold out a split).
+            output_dir: where checkpoints go (required).
+            strategy: ``linear-probe`` (backbone frozen, embeddings computed once), ``full``,
+                ``partial`` (last ``unfreeze_blocks`` blocks train) or ``freeze-unfreeze`` (frozen for
+                ``freeze_epochs``, then everything trains).
+            epochs, lr, backbone_lr, batch_size, weight_decay, seed: the usual; ``lr`` is the
+                head's (default 1e-2 for the probe, 1e-3 otherwise), ``backbone_lr`` defaults to
+                ``lr / 10``.
+            head: ``linear`` or ``mlp``.
+            resume: continue the run in ``output_dir`` from its last finished epoch.
+            on_epoch_end: called with each epoch's metrics.
+
+        Returns:
+            A :class:`~zoo.training.loop.FinetuneResult` with per-epoch metrics, the best epoch, the
+            checkpoint folder and the trained model (``predict``, ``predict_proba``).
+        """
+        from .training.loop import finetune
+
+        return finetune(self, train, val, **kwargs)
 
     # -- saving ---------------------------------------------------------------------------------
 

@@ -135,6 +135,39 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    if args.nproc and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        # Re-run this command under torchrun: one process per rank, data-parallel.
+        argv = [a for a in sys.argv[1:]]
+        i = argv.index("--nproc")
+        del argv[i:i + 2]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "zoo", *argv]
+        os.execvp(cmd[0], cmd)
+    from .loader import load
+
+    device = args.device
+    if device is None and "LOCAL_RANK" in os.environ:
+        import torch
+
+        device = f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else "cpu"
+    model = load(args.name, device=device)
+    result = model.finetune(
+        args.data, args.val, output_dir=args.output, strategy=args.strategy, epochs=args.epochs, lr=args.lr,
+        backbone_lr=args.backbone_lr, batch_size=args.batch_size, head=args.head, seed=args.seed,
+        unfreeze_blocks=args.unfreeze_blocks, freeze_epochs=args.freeze_epochs, val_fraction=args.val_fraction,
+        resume=args.resume, progress=not args.quiet, text_column=args.text_column, label_column=args.label_column,
+    )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    keys = [k for k in ("train_loss", "val_loss", "val_accuracy", "val_macro_f1") if k in result.history[0]]
+    rows = [[str(int(h["epoch"])), *(f"{h[k]:.4f}" for k in keys)] for h in result.history]
+    print(_table(rows, ["epoch", *keys]))
+    print(f"best epoch {result.best_epoch}: saved to {result.best_checkpoint} (zoo.load reads it); "
+          f"curves in {result.best_checkpoint / 'curves.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="One loader for pretrained models of every modality.")
     parser.add_argument("--version", action="version", version=f"zoo {__version__}")
@@ -175,6 +208,30 @@ def build_parser() -> argparse.ArgumentParser:
     norm.add_argument("--no-normalize", dest="normalize", action="store_false", help="do not L2-normalise rows")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("finetune", help="train a classifier on a model and save it")
+    p.add_argument("name", help="model name, backend:id or path")
+    p.add_argument("data", help="class folder (one subfolder per label) or CSV / JSONL with text and label columns")
+    p.add_argument("-o", "--output", required=True, help="output folder (zoo.load reads it back)")
+    p.add_argument("--strategy", "-s", default="linear-probe",
+                   choices=["linear-probe", "full", "partial", "freeze-unfreeze"])
+    p.add_argument("--epochs", "-e", type=int, default=5)
+    p.add_argument("--val", help="validation data, in the same form as DATA")
+    p.add_argument("--val-fraction", type=float, help="hold out this fraction of DATA per class instead")
+    p.add_argument("--lr", type=float, help="head learning rate (default 1e-2 for linear-probe, else 1e-3)")
+    p.add_argument("--backbone-lr", type=float, help="backbone learning rate (default lr / 10)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--head", default="linear", choices=["linear", "mlp"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--unfreeze-blocks", type=int, default=2, help="partial: how many last blocks train")
+    p.add_argument("--freeze-epochs", type=int, default=1, help="freeze-unfreeze: frozen epochs first")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUTPUT from its last epoch")
+    p.add_argument("--nproc", type=int, help="data-parallel processes (runs itself under torchrun)")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_finetune)
     return parser
 
 

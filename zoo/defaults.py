@@ -35,8 +35,18 @@ def zoo_spec_from_path(path: Path) -> ModelSpec | None:
 
     Runs first: the manifest describes the folder more exactly than its backend files alone.
     """
-    from .manifest import MANIFEST, spec_from_manifest
+    from .manifest import MANIFEST, read_json, spec_from_manifest
+    from .training.finetuned import FORMAT as FINETUNED, FinetunedModel
 
-    if path.is_dir() and (path / MANIFEST).is_file():
-        return spec_from_manifest(path)
-    return None
+    if not (path.is_dir() and (path / MANIFEST).is_file()):
+        return None
+    manifest = read_json(path / MANIFEST)
+    if manifest.get("format") == FINETUNED:
+        return FinetunedModel.spec_for_path(path, manifest)
+    return spec_from_manifest(path)
+
+
+@hookimpl
+def zoo_register_adapters(register: Any) -> None:
+    """Finetuned checkpoints load through the same hooks as any other model."""
+    register("finetuned", "zoo.training.finetuned:FinetunedModel")

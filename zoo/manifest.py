@@ -50,12 +50,17 @@ def write_manifest(directory: Path, spec: ModelSpec, **extra: Any) -> Path:
     return path
 
 
-def read_manifest(directory: Path) -> dict[str, Any]:
-    path = directory / MANIFEST
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON manifest; invalid JSON is an error naming the file and line."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise RegistryError(f"invalid JSON: {exc}", file=str(path), line=exc.lineno) from None
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / MANIFEST
+    data = read_json(path)
     if data.get("format") != FORMAT:
         raise RegistryError(f"unsupported manifest format {data.get('format')!r} (expected {FORMAT!r})", file=str(path))
     return data

@@ -140,6 +140,12 @@ class ModelSpec:
     def __hash__(self) -> int:  # the mapping fields are not hashable; these identify a spec
         return hash((self.name, self.backend, self.backend_id, self.sources))
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> ModelSpec:
+        return self  # immutable
+
+    def __reduce__(self) -> tuple[Any, ...]:  # read-only mappings do not pickle; plain data does
+        return (ModelSpec.from_dict, (self.to_dict(),))
+
     @property
     def names(self) -> tuple[str, ...]:
         """The name followed by every alias."""

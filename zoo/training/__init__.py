@@ -1,0 +1,1 @@
+"""Finetuning: strategies, heads, the training loop, checkpoints and the finetuned model."""

@@ -1,0 +1,123 @@
+"""A finetuned model: the base adapter (with its trained backbone weights, where they changed) plus a
+classification head, saved as safetensors with a ``zoo.json`` manifest and loaded by ``zoo.load``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..adapter import Adapter
+from ..errors import IntegrityError, ZooError
+from ..featurize import OnError, run_featurize
+from ..spec import ModelSpec, Source
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from ..sources import ModelFiles
+
+FORMAT = "zoo-finetuned/1"
+
+
+def features(base: Adapter, batch: Any, pool: str | None) -> torch.Tensor:
+    """Pooled features of a collated batch exactly as :meth:`Adapter.featurize` computes them, with
+    gradients where parameters train: what the head sees in training and in prediction."""
+    import torch
+
+    out = base.encode_batch(batch, pool=pool).float()
+    return torch.nn.functional.normalize(out, dim=-1) if base.spec.normalize else out
+
+
+class FinetunedModel(Adapter):
+    """A base model with a trained classification head: ``featurize``, ``predict``, ``predict_proba``."""
+
+    backend = "finetuned"
+
+    def __init__(self, spec: ModelSpec, base: Adapter, head: torch.nn.Module, labels: list[Any], *,
+                 pool: str | None, files: ModelFiles | None) -> None:
+        super().__init__(spec, base.model, files=files, device=base.device)
+        self.base = base
+        self.head = head.to(base.device).eval()
+        self.labels = list(labels)
+        self.pool = pool
+
+    # -- loading --------------------------------------------------------------------------------
+
+    @classmethod
+    def spec_for_path(cls, path: Path, manifest: dict[str, Any]) -> ModelSpec:
+        base = manifest["base"]
+        return ModelSpec(name=str(path), modality=base["modality"], backend=cls.backend,
+                         backend_id=base["name"], embed_dim=manifest["head"]["in_features"],
+                         sources=(Source("path", str(path)),), sha256=manifest["files"],
+                         description=f"finetuned from {base['name']}")
+
+    @classmethod
+    def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
+                        **options: Any) -> FinetunedModel:
+        from ..checkpoint import load_state_dict
+        from ..loader import load
+        from ..manifest import read_json
+        from .heads import build_head
+
+        manifest = read_json(files.root / "zoo.json")
+        base_info = manifest["base"]
+        base = load(base_info["name"], device=device, dtype=dtype, **options)
+        # The base's files were verified against its current pins: equal pins mean equal weights.
+        for name, recorded in base_info.get("sha256", {}).items():
+            pinned = base.spec.sha256.get(name)
+            if pinned is not None and pinned != recorded:
+                raise IntegrityError(f"{name} of base model {base_info['name']!r}", recorded, pinned)
+        if manifest.get("backbone"):
+            base.model.load_state_dict(load_state_dict(files.root / manifest["backbone"]["file"]))
+        head_info = manifest["head"]
+        head = build_head(head_info["type"], head_info["in_features"], head_info["num_classes"],
+                          **head_info.get("options", {}))
+        head.load_state_dict(load_state_dict(files.root / head_info["file"]))
+        spec = spec.replace(modality=base.modality, normalize=base.spec.normalize, pooling=manifest.get("pool"))
+        return cls(spec, base, head, manifest["labels"], pool=manifest.get("pool"), files=files)
+
+    # -- the featurize contract, from the (finetuned) base ----------------------------------------
+
+    @property
+    def embed_dim(self) -> int:
+        return self.base.embed_dim
+
+    @property
+    def preprocess(self) -> Any:
+        return self.base.preprocess
+
+    def decoder(self) -> Callable[[Any], Any]:
+        return self.base.decoder()
+
+    def plan_batches(self, items: Sequence[Any], batch_size: int) -> Iterator[tuple[list[int], Any]]:
+        return self.base.plan_batches(items, batch_size)
+
+    def encode_batch(self, batch: Any, *, pool: str | None = None) -> torch.Tensor:
+        return self.base.encode_batch(batch, pool=pool or self.pool)
+
+    def check_pool(self, pool: str | None) -> str | None:
+        return self.base.check_pool(pool or self.pool)
+
+    # -- classification -------------------------------------------------------------------------
+
+    def predict_proba(self, inputs: Iterable[Any], *, batch_size: int = 32, progress: bool | None = None,
+                      on_error: OnError = "raise", return_tensors: Literal["np", "pt"] = "np") -> np.ndarray:
+        """Class probabilities ``(N, len(self.labels))``; column ``i`` is ``self.labels[i]``."""
+        def encode(batch: Any) -> torch.Tensor:
+            return self.head(features(self.base, batch, self.pool)).softmax(-1)
+
+        return run_featurize(self, inputs, encode=encode, dim=len(self.labels), batch_size=batch_size,
+                             normalize=False, return_tensors=return_tensors, progress=progress,
+                             on_error=on_error, desc="predict")
+
+    def predict(self, inputs: Iterable[Any], **kwargs: Any) -> list[Any]:
+        """The most probable label of each input (labels as they were given in training)."""
+        probs = self.predict_proba(inputs, **kwargs)
+        return [self.labels[i] for i in probs.argmax(1)]
+
+
+def check_format(manifest: dict[str, Any], path: Path) -> None:
+    if manifest.get("format") != FORMAT:
+        raise ZooError(f"{path}: unsupported format {manifest.get('format')!r} (expected {FORMAT!r})")
