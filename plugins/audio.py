@@ -60,7 +60,8 @@ def decode_audio(item: Any) -> tuple[Any, int]:
 @hookimpl
 def zoo_register_modalities(register: RegisterModality) -> None:
     register("audio", decode=decode_audio,
-             description="audio: file paths, bytes, (waveform, sample_rate) pairs; resampled, mixed to mono")
+             description="audio: file paths, bytes, (waveform, sample_rate) pairs; resampled, mixed to mono",
+             examples="zoo.plugins.examples:sounds")
 
 
 @hookimpl

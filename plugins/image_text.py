@@ -14,7 +14,8 @@ from zoo.spec import ModelSpec
 @hookimpl
 def zoo_register_modalities(register: RegisterModality) -> None:
     register("image-text", decode="zoo.plugins.vision:decode_image",
-             description="images and texts in one space: featurize(images), featurize_texts(texts)")
+             description="images and texts in one space: featurize(images), featurize_texts(texts)",
+             examples="zoo.plugins.examples:images")
 
 
 @hookimpl

@@ -18,7 +18,7 @@ def decode_text(item: Any) -> str:
 
 @hookimpl
 def zoo_register_modalities(register: RegisterModality) -> None:
-    register("text", decode=decode_text, description="Unicode strings")
+    register("text", decode=decode_text, description="Unicode strings", examples="zoo.plugins.examples:texts")
 
 
 @hookimpl

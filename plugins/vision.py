@@ -57,7 +57,8 @@ def decode_image(item: Any) -> Any:
 @hookimpl
 def zoo_register_modalities(register: RegisterModality) -> None:
     register("vision", decode=decode_image,
-             description="images: paths, bytes, PIL images, HxWxC uint8 arrays, CxHxW tensors")
+             description="images: paths, bytes, PIL images, HxWxC uint8 arrays, CxHxW tensors",
+             examples="zoo.plugins.examples:images")
 
 
 @hookimpl

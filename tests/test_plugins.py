@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 import sys
 
 import pluggy
@@ -235,3 +236,44 @@ def test_every_hookspec_has_a_test():
     for hook in (h for h in vars(pm.hook) if h.startswith("zoo_")):
         short = hook.removeprefix("zoo_")
         assert any(short in name for name in tests), f"no test_hook_* test for {hook}"
+
+
+def test_every_hookspec_is_in_the_plugin_docs():
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+    for name, fn in inspect.getmembers(hookspecs, inspect.isfunction):
+        if name.startswith("zoo_"):
+            signature = f"{name}({', '.join(inspect.signature(fn).parameters)})"
+            assert f"### `{signature}`" in docs, f"docs/plugins.md lacks a section for {signature}"
+
+
+def test_model_of_an_unserved_modality_or_backend_is_reported_and_left_out(site):
+    install_plugin(site, "zoo-test-orphan", "zoo_test_orphan", """
+        from zoo import hookimpl
+
+        @hookimpl
+        def zoo_register_models(register):
+            register({"name": "smell-net", "modality": "smell", "backend": "transformers"})
+            register({"name": "odd-backend", "modality": "text", "backend": "nosuch"})
+    """)
+    reset_plugin_manager()
+    with pytest.warns(RuntimeWarning):
+        names = zoo.list_models()
+    assert "smell-net" not in names and "odd-backend" not in names and "minilm-l6" in names
+    text = failures_text()
+    assert "'smell-net' needs modality 'smell', which no plugin registers; install or enable" in text
+    assert "'odd-backend' needs backend 'nosuch', which no adapter serves" in text
+
+
+def test_a_hook_that_looks_models_up_while_registering_gets_a_clear_error(site):
+    install_plugin(site, "zoo-test-reentrant", "zoo_test_reentrant", """
+        import zoo
+        from zoo import hookimpl
+
+        @hookimpl
+        def zoo_register_models(register):
+            zoo.resolve("minilm-l6")
+    """)
+    reset_plugin_manager()
+    with pytest.warns(RuntimeWarning):
+        assert "minilm-l6" in zoo.list_models()
+    assert "cannot look models up" in failures_text()

@@ -69,6 +69,8 @@ class Adapter(ABC):
     backend: ClassVar[str] = ""
     #: Pooling modes :meth:`featurize` accepts (first is the default when the spec names none).
     pooling_modes: ClassVar[tuple[str, ...]] = ()
+    #: Finetuning strategies this adapter supports (the conformance kit runs each).
+    strategies: ClassVar[tuple[str, ...]] = ("linear-probe", "full", "partial", "freeze-unfreeze")
 
     def __init__(self, spec: ModelSpec, model: torch.nn.Module, *, files: ModelFiles | None, device: str) -> None:
         self.spec = spec

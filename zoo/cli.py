@@ -51,6 +51,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    if args.action == "check":
+        return cmd_plugins_check(args)
+    if args.action is not None:
+        raise ZooError(f"unknown plugins action {args.action!r}; use `zoo plugins` or `zoo plugins check NAME`")
     from .plugin_manager import get_plugin_manager
     from .registry import get_registry
 
@@ -80,6 +84,16 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         for failure in registry.failures:
             print(f"FAILED: {failure}", file=sys.stderr)
     return 1 if registry.failures and args.strict else 0
+
+
+def cmd_plugins_check(args: argparse.Namespace) -> int:
+    from .testing import check, format_table
+
+    if not args.target:
+        raise ZooError("say what to check: `zoo plugins check PLUGIN` (a distribution name) or a model name")
+    results = check(args.target, progress=lambda name: print(f"checking {name} ...", file=sys.stderr))
+    print(format_table(results).replace(" passed, ", " checks passed, ", 1))
+    return 1 if any(r.status == "fail" for r in results) or not results else 0
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
@@ -183,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("plugins", help="list plugins, what they registered, and failures")
+    p = sub.add_parser("plugins", help="list plugins, what they registered, and failures; or check one")
+    p.add_argument("action", nargs="?", help="'check' runs the conformance kit on TARGET")
+    p.add_argument("target", nargs="?", help="a plugin (distribution or entry-point name) or a model name")
     p.add_argument("--json", action="store_true")
     p.add_argument("--strict", action="store_true", help="exit 1 if any plugin failed")
     p.set_defaults(func=cmd_plugins)

@@ -37,6 +37,7 @@ class RegisterModality(Protocol):
         *,
         decode: Callable[[Any], Any] | str,
         description: str = "",
+        examples: Callable[[], list[Any]] | str | None = None,
     ) -> None: ...
 
 
@@ -63,7 +64,9 @@ def zoo_register_modalities(register: RegisterModality) -> None:
         user input item and returns what the modality's adapters consume (a ``str``, an image, a
         waveform...), raising ``TypeError``, ``ValueError`` or ``OSError`` for a bad item; zoo turns
         that into an :class:`~zoo.errors.InputError` naming the item's index. It may be given as a
-        ``"module:function"`` string so that it is imported only when first used.
+        ``"module:function"`` string so that it is imported only when first used. ``examples``
+        (optional, also a callable or a string) returns a few valid inputs, at least eight, which
+        the conformance kit (``zoo plugins check``) feeds to every model of the modality.
 
     Called once, when the registry is first built. A name registered twice is an error that names
     both plugins.

@@ -53,7 +53,11 @@ class PluginFailure:
 
     def __str__(self) -> str:
         who = f"{self.dist} ({self.name})" if self.dist else self.name
-        return f"plugin {who} failed to {self.stage}: {self.error}"
+        fix = {
+            "import": f"fix or uninstall {self.dist or self.name}, or leave it out of ZOO_PLUGINS",
+            "register": f"fix the registration in {self.dist or self.name}",
+        }.get(self.stage)
+        return f"plugin {who} failed to {self.stage}: {self.error}" + (f"; {fix}" if fix else "")
 
 
 class ZooPluginManager(pluggy.PluginManager):

@@ -42,18 +42,27 @@ def import_ref(ref: str) -> Any:
 
 @dataclass
 class Modality:
-    """An input modality and how one input item of it decodes."""
+    """An input modality, how one input item of it decodes, and example inputs for conformance checks."""
 
     name: str
     decode_ref: Callable[[Any], Any] | str
     description: str
     plugin: str
+    examples_ref: Callable[[], list[Any]] | str | None = None
 
     @property
     def decode(self) -> Callable[[Any], Any]:
         if isinstance(self.decode_ref, str):
             self.decode_ref = import_ref(self.decode_ref)
         return self.decode_ref
+
+    def examples(self) -> list[Any]:
+        """A few valid inputs of this modality (empty if its plugin gives none)."""
+        if self.examples_ref is None:
+            return []
+        if isinstance(self.examples_ref, str):
+            self.examples_ref = import_ref(self.examples_ref)
+        return list(self.examples_ref())
 
 
 @dataclass
@@ -101,14 +110,15 @@ class Registry:
         for name in spec.names:
             self.names[name.lower()] = spec.name
 
-    def add_modality(self, name: str, decode: Callable[[Any], Any] | str, description: str, plugin: str) -> None:
+    def add_modality(self, name: str, decode: Callable[[Any], Any] | str, description: str, plugin: str,
+                     examples: Callable[[], list[Any]] | str | None = None) -> None:
         if name in self.modalities:
             raise RegistryError(
                 f"modality {name!r} registered by {plugin} is already registered by {self.modalities[name].plugin}"
             )
         if not (callable(decode) or isinstance(decode, str)):
             raise RegistryError(f"modality {name!r}: decode must be a callable or a 'module:function' string")
-        self.modalities[name] = Modality(name, decode, description, plugin)
+        self.modalities[name] = Modality(name, decode, description, plugin, examples)
 
     def add_adapter(self, backend: str, adapter: type[Adapter] | str, schemes: Sequence[str], plugin: str) -> None:
         if backend in self.adapters:
@@ -219,8 +229,9 @@ def build_registry(pm: ZooPluginManager, catalogue: Path | None = REGISTRY_FILE)
     registry = Registry()
 
     def register_modality(who: str) -> Callable[..., None]:
-        def register(name: str, *, decode: Callable[[Any], Any] | str, description: str = "") -> None:
-            registry.add_modality(name, decode, description, who)
+        def register(name: str, *, decode: Callable[[Any], Any] | str, description: str = "",
+                     examples: Callable[[], list[Any]] | str | None = None) -> None:
+            registry.add_modality(name, decode, description, who, examples)
 
         return register
 
@@ -242,23 +253,53 @@ def build_registry(pm: ZooPluginManager, catalogue: Path | None = REGISTRY_FILE)
         for spec in read_registry(catalogue):
             registry.add_spec(spec, f"zoo ({CATALOGUE})")
     _call_each(pm, "zoo_register_models", register_model)
+    _drop_unserved(registry, pm)
     registry.failures = list(pm.failures)
     return registry
 
 
-_lock = threading.Lock()
+def _drop_unserved(registry: Registry, pm: ZooPluginManager) -> None:
+    """Models whose modality or backend no plugin provides cannot load: report them and leave them out."""
+    from .plugin_manager import PluginFailure
+
+    for spec in list(registry.specs.values()):
+        if spec.modality not in registry.modalities:
+            need = f"modality {spec.modality!r}, which no plugin registers"
+        elif spec.backend not in registry.adapters:
+            need = f"backend {spec.backend!r}, which no adapter serves"
+        else:
+            continue
+        if spec.plugin and spec.plugin.startswith("zoo ("):
+            raise RegistryError(f"catalogue model {spec.name!r} needs {need}")
+        del registry.specs[spec.name]
+        for name in spec.names:
+            registry.names.pop(name.lower(), None)
+        pm.record_failure(PluginFailure(spec.plugin or "?", None, "register",
+                                        f"model {spec.name!r} needs {need}; install or enable the plugin "
+                                        "that provides it"))
+
+
+_lock = threading.RLock()
 _registry: Registry | None = None
+_building = False
 
 
 def get_registry() -> Registry:
     """The process-wide registry, built on first use."""
-    global _registry
+    global _registry, _building
     from .plugin_manager import get_plugin_manager
 
     pm = get_plugin_manager()
     with _lock:
         if _registry is None:
-            _registry = build_registry(pm)
+            if _building:  # a hook implementation looked a model up while registering
+                raise PluginError("the registry is being built: a zoo_register_* hook cannot look models up "
+                                  "(zoo.load, zoo.resolve, zoo.list_models); read registry files directly instead")
+            _building = True
+            try:
+                _registry = build_registry(pm)
+            finally:
+                _building = False
         return _registry
 
 

@@ -34,6 +34,7 @@ class FinetunedModel(Adapter):
     """A base model with a trained classification head: ``featurize``, ``predict``, ``predict_proba``."""
 
     backend = "finetuned"
+    strategies = ()  # finetune the base model instead
 
     def __init__(self, spec: ModelSpec, base: Adapter, head: torch.nn.Module, labels: list[Any], *,
                  pool: str | None, files: ModelFiles | None) -> None:

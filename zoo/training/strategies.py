@@ -12,7 +12,9 @@ from ..errors import did_you_mean
 if TYPE_CHECKING:
     import torch
 
-STRATEGIES = ("linear-probe", "full", "partial", "freeze-unfreeze")
+from ..adapter import Adapter
+
+STRATEGIES = Adapter.strategies
 
 
 def check_strategy(name: str) -> str:

@@ -1,0 +1,196 @@
+"""The conformance kit: run the adapter contract over models, from ``zoo plugins check`` or pytest.
+
+For every model it can load offline, it checks: loading; preprocessing present; featurize shape,
+dtype, width, row order, determinism, empty input, a bad item named by its index; for each
+finetuning strategy the adapter claims, one short training run whose checkpoint ``zoo.load`` reads
+back with the same predictions. In a plugin's own tests::
+
+    from zoo.testing import assert_conformance
+
+    def test_my_plugin_conforms(tmp_path):
+        assert_conformance("my-zoo-plugin", workdir=tmp_path)
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, OfflineError, SourceError, UnknownModelError, ZooError
+
+
+@dataclass
+class Check:
+    """The outcome of one check on one model."""
+
+    model: str
+    check: str
+    status: str  # "pass", "fail" or "skip"
+    detail: str = ""
+    seconds: float = 0.0
+
+
+class _Recorder:
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.results: list[Check] = []
+
+    @contextmanager
+    def check(self, name: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        except _Skip as skip:
+            self.results.append(Check(self.model, name, "skip", str(skip), time.perf_counter() - began))
+        except Exception as exc:  # a failing check is a result, not a crash of the kit
+            detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            if not isinstance(exc, (AssertionError, ZooError)):
+                detail += f" [{traceback.extract_tb(exc.__traceback__)[-1].name}]"
+            self.results.append(Check(self.model, name, "fail", detail, time.perf_counter() - began))
+        else:
+            self.results.append(Check(self.model, name, "pass", "", time.perf_counter() - began))
+
+
+class _Skip(Exception):
+    pass
+
+
+def _close(a: Any, b: Any, atol: float) -> bool:
+    import numpy as np
+
+    return a.shape == b.shape and bool(np.abs(a - b).max() <= atol) if a.size else a.shape == b.shape
+
+
+def check_model(name: str, *, workdir: str | Path | None = None, strategies: tuple[str, ...] | None = None,
+                examples: list[Any] | None = None) -> list[Check]:
+    """Run the adapter contract on one model; never raises for a failing check."""
+    import numpy as np
+
+    from .loader import fetch_files, load, resolve
+    from .registry import get_registry
+
+    rec = _Recorder(name)
+    with rec.check("resolve offline"):
+        spec = resolve(name)
+        try:
+            fetch_files(spec, network=False)
+        except (OfflineError, SourceError) as exc:
+            raise _Skip(f"not on this machine: {str(exc).splitlines()[0][:160]}") from None
+    if rec.results[-1].status != "pass":
+        return rec.results
+
+    model = None
+    with rec.check("load"):
+        model = load(name, device="cpu")
+        assert model.spec.modality == spec.modality, f"modality {model.spec.modality!r} != spec {spec.modality!r}"
+    if model is None:
+        return rec.results
+
+    with rec.check("preprocessing present"):
+        assert model.preprocess is not None, "model.preprocess is None"
+
+    inputs = examples if examples is not None else get_registry().modality(model.modality).examples()
+    X = None
+    with rec.check("featurize shape and dtype"):
+        if len(inputs) < 4:
+            raise _Skip(f"modality {model.modality!r} registers no examples")
+        X = model.featurize(inputs, batch_size=3)
+        assert X.dtype == np.float32, f"dtype {X.dtype}"
+        assert X.shape == (len(inputs), model.embed_dim), f"shape {X.shape}, embed_dim {model.embed_dim}"
+        if spec.embed_dim is not None:
+            assert model.embed_dim == spec.embed_dim, f"embed_dim {model.embed_dim} != registry {spec.embed_dim}"
+        assert np.isfinite(X).all(), "non-finite values"
+    if X is not None:
+        with rec.check("input order kept"):
+            Y = model.featurize(inputs[::-1], batch_size=2)
+            assert _close(Y[::-1], X, 1e-4), "rows do not follow the inputs when their order changes"
+        with rec.check("deterministic"):
+            assert _close(model.featurize(inputs, batch_size=3), X, 1e-5), "two calls differ"
+    with rec.check("empty input"):
+        empty = model.featurize([])
+        assert empty.shape == (0, model.embed_dim) and empty.dtype == np.float32, f"got {empty.shape} {empty.dtype}"
+    with rec.check("bad item named"):
+        probe = [*inputs[:1], object()]
+        try:
+            model.featurize(probe)
+        except InputError as exc:
+            assert exc.index == len(probe) - 1, f"named index {exc.index}, expected {len(probe) - 1}"
+        else:
+            raise AssertionError("an object() input was accepted")
+
+    if X is None:
+        return rec.results
+    labels = ["a", "b"] * (len(inputs) // 2) + ["a"] * (len(inputs) % 2)
+    claimed = strategies if strategies is not None else tuple(getattr(model, "strategies", ()))
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for strategy in claimed:
+            with rec.check(f"finetune {strategy} + zoo.load"):
+                out = Path(tmp) / strategy
+                result = model.finetune((inputs, labels), strategy=strategy, epochs=1, batch_size=4,
+                                        output_dir=out, progress=False, unfreeze_blocks=1)
+                losses = [h["train_loss"] for h in result.history]
+                assert all(np.isfinite(losses)), f"losses {losses}"
+                again = load(out, device="cpu")
+                assert _close(again.predict_proba(inputs), result.model.predict_proba(inputs), 1e-4), \
+                    "zoo.load(output_dir) predicts differently from the trained model"
+        with rec.check("pretrained weights untouched by finetune"):
+            assert _close(model.featurize(inputs, batch_size=3), X, 1e-5), "featurize changed after finetune"
+    return rec.results
+
+
+def plugin_models(plugin: str) -> list[str]:
+    """Names of the models that ``plugin`` (a distribution or entry-point name) registers."""
+    from .registry import get_registry
+
+    wanted = plugin.lower()
+    names = []
+    for spec in get_registry().specs.values():
+        who = (spec.plugin or "").lower()
+        if who == wanted or who.startswith(wanted + " (") or who.endswith(f"({wanted})"):
+            names.append(spec.name)
+    return sorted(names)
+
+
+def check(target: str, *, workdir: str | Path | None = None,
+          progress: Callable[[str], None] | None = None) -> list[Check]:
+    """Check every model of a plugin, or one model when ``target`` is a model name."""
+    from .registry import get_registry
+
+    names = plugin_models(target)
+    if not names:
+        if get_registry().get(target) is None and ":" not in target and not Path(target).exists():
+            plugins = sorted({s.plugin for s in get_registry().specs.values() if s.plugin})
+            raise UnknownModelError(target, hint=f"(neither a plugin with models nor a model; plugins: "
+                                                 f"{', '.join(plugins)})")
+        names = [target]
+    results: list[Check] = []
+    for name in names:
+        if progress:
+            progress(name)
+        results += check_model(name, workdir=workdir)
+    return results
+
+
+def format_table(results: list[Check]) -> str:
+    """A plain-text table of results with a summary line."""
+    rows = [[r.model, r.check, r.status.upper(), f"{r.seconds:.1f}s", r.detail] for r in results]
+    widths = [max(len(str(x)) for x in col) for col in zip(["model", "check", "status", "time", "detail"], *rows)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(["model", "check", "status", "time", "detail"], widths)).rstrip()]
+    lines += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in rows]
+    counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "skip")}
+    lines.append(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
+    return "\n".join(lines)
+
+
+def assert_conformance(target: str, *, workdir: str | Path | None = None) -> list[Check]:
+    """For pytest: check ``target`` (a plugin or a model) and fail with the table if anything failed."""
+    results = check(target, workdir=workdir)
+    if any(r.status == "fail" for r in results) or not any(r.status == "pass" for r in results):
+        raise AssertionError("zoo conformance failed:\n" + format_table(results))
+    return results
