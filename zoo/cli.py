@@ -114,6 +114,55 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pack(args: argparse.Namespace) -> int:
+    from .bundle import pack
+
+    packed = pack(args.names, args.output)
+    from .cache import human_size
+
+    for model in packed:
+        print(f"packed {model.name}: {model.files} files, {human_size(model.size)}")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    from .bundle import unpack
+    from .settings import zoo_home
+
+    for name, status in unpack(args.bundle):
+        print(f"{name}: {status}")
+    print(f"into {zoo_home()}")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .cache import human_size, list_cache, remove_model, verify_cache
+    from .settings import zoo_home
+
+    if args.action == "list":
+        items = list_cache()
+        rows = [[e.name, e.kind, human_size(e.size), "yes" if e.verified else "no", ", ".join(e.models) or "-"]
+                for e in items]
+        print(_table(rows, ["entry", "kind", "size", "verified", "models"]) if rows else "the cache is empty")
+        print(f"{len(items)} entries, {human_size(sum(e.size for e in items))} in {zoo_home()}")
+        return 0
+    if args.action == "verify":
+        report = verify_cache()
+        for item in report.evicted:
+            print(f"CORRUPT, removed: {item}")
+        print(f"{report.checked} files checked, {len(report.evicted)} corrupt")
+        return 1 if report.evicted else 0
+    if not args.name:
+        raise ZooError("say which model: `zoo cache remove NAME`")
+    removed = remove_model(args.name)
+    for item in removed:
+        print(f"removed {item}")
+    if not removed:
+        print(f"nothing cached for {args.name}")
+    return 0
+
+
 def _read_lines(path: str) -> list[str]:
     if path == "-":
         return sys.stdin.read().splitlines()
@@ -211,6 +260,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="re-hash a model's files against their pinned sha256")
     p.add_argument("names", nargs="+")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("pack", help="write models and everything they need into a bundle for offline machines")
+    p.add_argument("names", nargs="+", help="model names, backend:id names or finetuned folders")
+    p.add_argument("-o", "--output", required=True, help="bundle file (.tar)")
+    p.set_defaults(func=cmd_pack)
+
+    p = sub.add_parser("unpack", help="verify a bundle and install its models into ZOO_HOME")
+    p.add_argument("bundle")
+    p.set_defaults(func=cmd_unpack)
+
+    p = sub.add_parser("cache", help="list, verify or remove what ZOO_HOME holds")
+    p.add_argument("action", choices=["list", "verify", "remove"])
+    p.add_argument("name", nargs="?", help="remove: the model whose files to delete")
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("embed", help="featurize inputs to an embedding file")
     p.add_argument("name", help="model name, backend:id or path")

@@ -34,6 +34,20 @@ def _stat_key(st: os.stat_result) -> str:
     return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
 
 
+def remember(path: str | os.PathLike[str], digest: str, st: os.stat_result | None = None) -> None:
+    """Record that ``path`` hashes to ``digest`` (it was just verified, or moved after verification:
+    a rename keeps size, mtime and inode). ``st`` is its stat from before hashing, if known."""
+    real = os.path.realpath(path)
+    memo = _memo_path(real)
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
+        tmp.write_text(f"{_stat_key(st or os.stat(real))}|{digest}")
+        os.replace(tmp, memo)
+    except OSError:
+        pass  # a read-only cache only costs re-hashing next time
+
+
 def cached_sha256(path: str | os.PathLike[str], *, use_memo: bool = True) -> str:
     """sha256 of ``path``, reusing the memo when the file's size, mtime and inode are unchanged."""
     real = os.path.realpath(path)
@@ -47,14 +61,18 @@ def cached_sha256(path: str | os.PathLike[str], *, use_memo: bool = True) -> str
         except (OSError, ValueError):
             pass
     digest = sha256_file(real)
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
-        tmp.write_text(f"{_stat_key(st)}|{digest}")
-        os.replace(tmp, memo)
-    except OSError:
-        pass  # a read-only cache only costs re-hashing next time
+    remember(real, digest, st)  # the stat from before hashing: a file changed meanwhile is re-hashed
     return digest
+
+
+def memo_matches(path: str | os.PathLike[str], expected: str) -> bool:
+    """True if ``path`` was hashed to ``expected`` and has not changed since (no hashing here)."""
+    real = os.path.realpath(path)
+    try:
+        stat_key, digest = _memo_path(real).read_text().split("|")
+        return digest == expected and stat_key == _stat_key(os.stat(real))
+    except (OSError, ValueError):
+        return False
 
 
 def verify_file(

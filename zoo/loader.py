@@ -1,7 +1,8 @@
 """Name resolution and loading: ``zoo.load(name)`` and its helpers.
 
-A name is, in this order: a path written as one (``./x``, ``/x``, ``~/x``); a curated name or alias
-from the registry; a pass-through ``scheme:id`` (``hf:org/name@rev``); an existing local folder.
+A name is, in this order: an existing path written as one (``./x``, ``/x``, ``~/x``); a curated
+name or alias from the registry; a model installed from a bundle; a pass-through ``scheme:id``
+(``hf:org/name@rev``); an existing local folder.
 Anything else is an :class:`~zoo.errors.UnknownModelError` with close matches.
 """
 
@@ -17,6 +18,7 @@ from .registry import get_registry
 from .settings import offline, zoo_home
 from .sources import ModelFiles, verify_files
 from .spec import ModelSpec, Source
+from .store import installed_spec
 
 if TYPE_CHECKING:
     from .adapter import Adapter
@@ -34,11 +36,13 @@ def resolve(name: str | os.PathLike[str]) -> ModelSpec:
         raise TypeError(f"a model name must be a non-empty string or a path, not {name!r}")
     name = name.strip()
     registry = get_registry()
-    if _looks_like_path(name):
+    if _looks_like_path(name) and Path(name).expanduser().exists():
         return _spec_from_path(Path(name).expanduser())
-    spec = registry.get(name)
+    spec = registry.get(name) or installed_spec(name)
     if spec is not None:
         return spec
+    if _looks_like_path(name):
+        return _spec_from_path(Path(name).expanduser())
     scheme, sep, rest = name.partition(":")
     if sep and scheme in registry.schemes:
         if not rest:

@@ -50,10 +50,21 @@ class ModelFiles:
     root: Path
     source: Source
     verified: tuple[str, ...] = field(default=())
+    single: str | None = None  # the one file of a single-file source (the folder holds other things)
 
     def path(self, name: str) -> Path:
         """Absolute path of a file inside the model folder."""
         return self.root / name
+
+    def members(self) -> list[str]:
+        """The model's files, relative to :attr:`root` (what a bundle must carry)."""
+        if self.single:
+            return [self.single]
+        return sorted(
+            p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
+            if p.is_file() and not any(part.startswith(".") or part == "__pycache__"
+                                       for part in p.relative_to(self.root).parts)
+        )
 
 
 def hub_cache_dir() -> Path:
@@ -72,6 +83,11 @@ def fetch(spec: ModelSpec, *, network: bool | None = None, use_memo: bool = True
         raise SourceError(f"model {spec.name!r} has no sources to load its files from")
     allow_network = (not offline()) if network is None else network
     tried: list[str] = []
+    from .store import installed_files
+
+    unpacked = installed_files(spec, use_memo=use_memo)  # a bundle unpacked into ZOO_HOME
+    if unpacked is not None:
+        return unpacked
     for source in spec.sources:
         root = _local_root(spec, source, tried)
         if root is None:
@@ -133,7 +149,17 @@ def verify_files(spec: ModelSpec, source: Source, root: Path, *, use_memo: bool 
             raise SourceError(f"{source.describe()} has no file {name!r} that model {spec.name!r} pins")
         verify_file(path, expected, evict=owned, use_memo=use_memo, label=f"{path} (model {spec.name!r})")
         checked.append(name)
-    return ModelFiles(spec=spec, root=root, source=source, verified=tuple(checked))
+    return ModelFiles(spec=spec, root=root, source=source, verified=tuple(checked), single=_single_file(source))
+
+
+def _single_file(source: Source) -> str | None:
+    """The file name when ``source`` names one file rather than a folder."""
+    if source.kind == "url":
+        return url_dest(source).name
+    path = _package_path(source) if source.kind == "pkg" else Path(source.location).expanduser()
+    if source.kind in ("pkg", "path") and path is not None and path.is_file():
+        return path.name
+    return None
 
 
 # --- sources on this machine -------------------------------------------------------------------
@@ -151,24 +177,32 @@ def _local_root(spec: ModelSpec, source: Source, tried: list[str]) -> Path | Non
     if source.kind == "hub":
         return _hub_cached(spec, source)
     if source.kind == "url":
-        dest = _url_dest(source)
+        dest = url_dest(source)
         return dest.parent if dest.exists() else None
     return None
 
 
-def _package_root(spec: ModelSpec, source: Source, tried: list[str]) -> Path | None:
-    import_name, _, rel = source.location.partition("/")
+def _package_path(source: Source) -> Path | None:
+    """Where a ``pkg`` source points inside its installed distribution (None if not installed)."""
+    import_name, _, rel = source.location.rstrip("/").partition("/")
     try:
         # find_spec locates the package without running its __init__.
         found = importlib.util.find_spec(import_name)
     except (ImportError, ValueError):
         found = None
     if found is None or not found.submodule_search_locations:
+        return None
+    base = Path(next(iter(found.submodule_search_locations)))
+    return base / rel if rel else base
+
+
+def _package_root(spec: ModelSpec, source: Source, tried: list[str]) -> Path | None:
+    path = _package_path(source)
+    if path is None:
+        import_name = source.location.partition("/")[0]
         dist = source.dist or import_name.replace("_", "-")
         tried.append(f"{source.describe()}: package not installed (pip install {dist})")
         return None
-    base = Path(next(iter(found.submodule_search_locations)))
-    path = base / rel if rel else base
     if not path.exists():
         tried.append(f"{source.describe()}: {path} does not exist")
         return None
@@ -243,7 +277,7 @@ def _hub_download(spec: ModelSpec, source: Source) -> Path:
     return folder
 
 
-def _url_dest(source: Source) -> Path:
+def url_dest(source: Source) -> Path:
     name = source.filename or Path(urllib.parse.urlparse(source.location).path).name or "download"
     key = hashlib.sha256(source.location.encode()).hexdigest()[:16]
     return url_cache_dir() / key / name
@@ -252,7 +286,7 @@ def _url_dest(source: Source) -> Path:
 def _url_download(spec: ModelSpec, source: Source) -> Path:
     from filelock import FileLock
 
-    dest = _url_dest(source)
+    dest = url_dest(source)
     dest.parent.mkdir(parents=True, exist_ok=True)
     expected = spec.sha256.get(dest.name)
     with FileLock(str(dest) + ".lock"):

