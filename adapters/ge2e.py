@@ -75,6 +75,7 @@ class GE2EAdapter(AudioAdapter):
     """Speaker embeddings: utterances of one voice are close, different voices apart."""
 
     backend = "ge2e"
+    parallel_decode = False  # collate computes the mel spectrogram on the model's device
 
     def __init__(self, spec: ModelSpec, model: torch.nn.Module, mel: torch.nn.Module, *, files: ModelFiles | None,
                  device: str, dtype: torch.dtype, settings: dict[str, Any]) -> None:

@@ -103,6 +103,7 @@ class TransformersAdapter(Adapter):
 
     backend = "transformers"
     pooling_modes = ("mean", "cls", "max", "pooler")
+    parallel_decode = False  # texts are tokenised in length-sorted batches here, fast enough in-process
 
     def __init__(self, spec: ModelSpec, model: Any, tokenizer: Any, *, files: ModelFiles | None,
                  device: str, max_length: int) -> None:

@@ -78,7 +78,7 @@ def test_embed_refuses_unknown_output_format(tmp_path, capsys):
     src = tmp_path / "in.txt"
     src.write_text("x\n")
     assert main(["embed", "minilm-l6", str(src), "-o", str(tmp_path / "out.csv")]) == 1
-    assert "write to a .npy file" in capsys.readouterr().err
+    assert "write to a .parquet or .npy file" in capsys.readouterr().err
 
 
 def test_offline_cli_without_the_weights_says_what_to_do(tmp_path):

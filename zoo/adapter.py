@@ -69,6 +69,8 @@ class Adapter(ABC):
     backend: ClassVar[str] = ""
     #: Pooling modes :meth:`featurize` accepts (first is the default when the spec names none).
     pooling_modes: ClassVar[tuple[str, ...]] = ()
+    #: Whether decoding and :meth:`collate` may run in DataLoader workers (``num_workers``).
+    parallel_decode: ClassVar[bool] = True
     #: Finetuning strategies this adapter supports (the conformance kit runs each).
     strategies: ClassVar[tuple[str, ...]] = ("linear-probe", "full", "partial", "freeze-unfreeze")
 
@@ -169,6 +171,7 @@ class Adapter(ABC):
         return_tensors: Literal["np", "pt"] = "np",
         progress: bool | None = None,
         on_error: OnError = "raise",
+        num_workers: int = 0,
     ) -> np.ndarray | torch.Tensor:
         """Embed ``inputs`` with the frozen model.
 
@@ -181,6 +184,8 @@ class Adapter(ABC):
             progress: show a progress bar; ``None`` shows one for long inputs.
             on_error: ``"raise"`` stops at the first bad item with an error naming its index;
                 ``"skip"`` leaves it out, warns, and records it in :attr:`last_report`.
+            num_workers: decode and preprocess in this many worker processes, overlapping the
+                model (images and audio; text is tokenised in batches here).
 
         Returns:
             ``(N, D)`` float32, rows in input order (``N`` excludes skipped items); ``(0, D)``
@@ -197,6 +202,7 @@ class Adapter(ABC):
             return_tensors=return_tensors,
             progress=progress,
             on_error=on_error,
+            num_workers=num_workers if self.parallel_decode else 0,
         )
 
     # -- finetuning -----------------------------------------------------------------------------

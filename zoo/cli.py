@@ -9,7 +9,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -163,38 +162,26 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_lines(path: str) -> list[str]:
-    if path == "-":
-        return sys.stdin.read().splitlines()
-    return Path(path).read_text(encoding="utf-8").splitlines()
-
-
-def _save_npy_atomic(path: Path, array: Any) -> None:
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cmd_embed(args: argparse.Namespace) -> int:
+    from .embed import FORMATS, embed_to_file
+    from .inputs import open_inputs
     from .loader import load
 
     out = Path(args.output)
-    if out.suffix != ".npy":
-        raise ZooError(f"unsupported output {out.name!r}: write to a .npy file")
-    items = _read_lines(args.inputs)
+    if out.suffix not in FORMATS:
+        raise ZooError(f"unsupported output {out.name!r}: write to a {' or '.join(FORMATS)} file")
+    inputs = open_inputs(args.inputs, column=args.column)
     model = load(args.name, device=args.device)
-    X = model.featurize(items, batch_size=args.batch_size, normalize=args.normalize, pool=args.pool,
-                        progress=not args.quiet)
-    _save_npy_atomic(out, X)
-    print(f"wrote {out}: {X.shape[0]} x {X.shape[1]} float32 from {args.name}")
+    summary = embed_to_file(model, inputs, out, batch_size=args.batch_size, chunk_size=args.chunk_size,
+                            normalize=args.normalize, pool=args.pool,
+                            on_error="skip" if args.skip_errors else "raise",
+                            num_workers=args.workers, progress=not args.quiet)
+    if summary.chunks_done_before:
+        print(f"resumed: {summary.chunks_done_before} of {summary.chunks} chunks were already done")
+    for item, why in summary.skipped[:20]:
+        print(f"skipped {item}: {why}", file=sys.stderr)
+    print(f"wrote {out}: {summary.rows} x {model.embed_dim} float32 from {model.name} ({inputs.description}"
+          f"{f', {len(summary.skipped)} skipped' if summary.skipped else ''})")
     return 0
 
 
@@ -277,9 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", help="featurize inputs to an embedding file")
     p.add_argument("name", help="model name, backend:id or path")
-    p.add_argument("inputs", help="text file, one item per line ('-' for stdin)")
-    p.add_argument("-o", "--output", required=True, help="output .npy file")
+    p.add_argument("inputs", help="text file (one item per line), CSV / JSONL / parquet (see --column), "
+                                   "or a folder or glob of image or audio files")
+    p.add_argument("-o", "--output", required=True, help="output .parquet (id + embedding + provenance) or .npy")
+    p.add_argument("--column", help="the input column of a CSV / JSONL / parquet file (default: text)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--chunk-size", type=int, default=4096, help="items per resumable chunk")
+    p.add_argument("--workers", type=int, default=min(4, max(0, (os.cpu_count() or 1) - 1)),
+                   help="decode processes for images and audio (default: cores - 1, at most 4)")
+    p.add_argument("--skip-errors", action="store_true", help="leave out unreadable items and report them")
     p.add_argument("--pool", help="pooling mode, where the model has a choice")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     norm = p.add_mutually_exclusive_group()

@@ -79,6 +79,7 @@ def run_featurize(
     progress: bool | None,
     on_error: OnError,
     desc: str = "featurize",
+    num_workers: int = 0,
 ) -> np.ndarray | torch.Tensor:
     """Run ``encode`` over ``inputs`` batch by batch into an ``(N, dim)`` float32 array.
 
@@ -98,6 +99,11 @@ def run_featurize(
     items = list(inputs)
     report = FeaturizeReport(total=len(items))
     adapter.last_report = report
+    if num_workers > 0 and plan is None:
+        return _run_with_workers(adapter, items, encode=encode, dim=dim, decode=decode or adapter.decoder(),
+                                 batch_size=batch_size, normalize=normalize, return_tensors=return_tensors,
+                                 progress=progress, on_error=on_error, desc=desc, num_workers=num_workers,
+                                 report=report)
     indices, decoded = decode_items(items, decode or adapter.decoder(), on_error, report)
     out = np.zeros((len(decoded), dim), dtype=np.float32)
     show = progress if progress is not None else len(decoded) >= PROGRESS_MIN_ITEMS
@@ -130,3 +136,56 @@ def run_featurize(
     if return_tensors == "pt":
         return torch.from_numpy(out)
     return out
+
+
+class _DecodeCollate:
+    """Runs in DataLoader workers: decode a batch of items and collate it, recording bad items."""
+
+    def __init__(self, adapter: Adapter, items: list[Any], decode: Callable[[Any], Any]) -> None:
+        self.adapter, self.items, self.decode = adapter, items, decode
+
+    def __call__(self, positions: list[int]) -> tuple[list[int], Any, list[tuple[int, str]]]:
+        report = FeaturizeReport()
+        kept, decoded = decode_items([self.items[i] for i in positions], self.decode, "skip", report)
+        errors = [(positions[i], why) for i, why in report.skipped]
+        batch = self.adapter.collate(decoded) if decoded else None
+        return [positions[i] for i in kept], batch, errors
+
+
+def _run_with_workers(adapter: Adapter, items: list[Any], *, encode: Callable[[Any], torch.Tensor], dim: int,
+                      decode: Callable[[Any], Any], batch_size: int, normalize: bool,
+                      return_tensors: Literal["np", "pt"], progress: bool | None, on_error: OnError, desc: str,
+                      num_workers: int, report: FeaturizeReport) -> np.ndarray | torch.Tensor:
+    """Decode and preprocess in ``num_workers`` processes while the model runs here, in input order."""
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    out = np.zeros((len(items), dim), dtype=np.float32)
+    kept = np.zeros(len(items), dtype=bool)
+    loader = DataLoader(range(len(items)), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=_DecodeCollate(adapter, items, decode), prefetch_factor=4)
+    show = progress if progress is not None else len(items) >= PROGRESS_MIN_ITEMS
+    adapter.model.eval()
+    with torch.inference_mode(), tqdm(total=len(items), desc=f"{desc} {adapter.name}", unit="item",
+                                      disable=not show) as bar:
+        for positions, batch, errors in loader:
+            if errors and on_error == "raise":
+                index, why = errors[0]
+                raise InputError(index, why, items[index])
+            report.skipped += errors
+            if positions:
+                emb = encode(batch).float()
+                if normalize:
+                    emb = torch.nn.functional.normalize(emb, p=2, dim=-1)
+                out[positions] = emb.cpu().numpy()
+                kept[positions] = True
+            bar.update(len(positions) + len(errors))
+    report.kept = np.flatnonzero(kept).tolist()
+    report.skipped.sort()
+    if report.skipped:
+        warnings.warn(f"featurize skipped {len(report.skipped)} of {len(items)} inputs; see model.last_report",
+                      RuntimeWarning, stacklevel=3)
+    result = out[kept]
+    return torch.from_numpy(result) if return_tensors == "pt" else result

@@ -95,6 +95,13 @@ class FinetunedModel(Adapter):
     def plan_batches(self, items: Sequence[Any], batch_size: int) -> Iterator[tuple[list[int], Any]]:
         return self.base.plan_batches(items, batch_size)
 
+    def collate(self, items: list[Any]) -> Any:
+        return self.base.collate(items)
+
+    @property
+    def parallel_decode(self) -> bool:  # type: ignore[override]
+        return self.base.parallel_decode
+
     def encode_batch(self, batch: Any, *, pool: str | None = None) -> torch.Tensor:
         return self.base.encode_batch(batch, pool=pool or self.pool)
 
