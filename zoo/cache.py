@@ -11,9 +11,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import ZooError
 from .integrity import cached_sha256, evict_file, memo_matches
 from .sources import hub_cache_dir, url_cache_dir, url_dest
-from .store import FILES, entries, entry_path, read_entry
+from .store import FILES, entries, remove
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -120,13 +121,12 @@ def remove_model(name: str) -> list[str]:
     from .loader import resolve
 
     removed = []
-    folder = entry_path(name)
-    if read_entry(folder) is not None:
-        shutil.rmtree(folder)
+    folder = remove(name)
+    if folder is not None:
         removed.append(str(folder))
     try:
         spec = resolve(name)
-    except Exception:  # an installed model no longer resolvable: its entry is gone already
+    except (ZooError, FileNotFoundError):  # only installed, and its entry is gone already
         return removed
     hub_repos = {(s.location, s.revision) for s in spec.sources if s.kind == "hub"}
     if hub_repos and hub_cache_dir().is_dir():

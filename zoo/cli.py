@@ -91,7 +91,7 @@ def cmd_plugins_check(args: argparse.Namespace) -> int:
     if not args.target:
         raise ZooError("say what to check: `zoo plugins check PLUGIN` (a distribution name) or a model name")
     results = check(args.target, progress=lambda name: print(f"checking {name} ...", file=sys.stderr))
-    print(format_table(results).replace(" passed, ", " checks passed, ", 1))
+    print(format_table(results))
     return 1 if any(r.status == "fail" for r in results) or not results else 0
 
 
@@ -115,10 +115,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_pack(args: argparse.Namespace) -> int:
     from .bundle import pack
-
-    packed = pack(args.names, args.output)
     from .cache import human_size
 
+    packed = pack(args.names, args.output)
     for model in packed:
         print(f"packed {model.name}: {model.files} files, {human_size(model.size)}")
     print(f"wrote {args.output}")
@@ -163,13 +162,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from .embed import FORMATS, embed_to_file
+    from .embed import check_output, embed_to_file
     from .inputs import open_inputs
     from .loader import load
 
-    out = Path(args.output)
-    if out.suffix not in FORMATS:
-        raise ZooError(f"unsupported output {out.name!r}: write to a {' or '.join(FORMATS)} file")
+    out = check_output(args.output)  # before the model loads
     inputs = open_inputs(args.inputs, column=args.column)
     model = load(args.name, device=args.device)
     summary = embed_to_file(model, inputs, out, batch_size=args.batch_size, chunk_size=args.chunk_size,

@@ -45,6 +45,14 @@ class EmbedSummary:
     seconds: float
 
 
+def check_output(output: str | os.PathLike[str]) -> Path:
+    """The output path, if its format is one zoo writes."""
+    path = Path(output)
+    if path.suffix not in FORMATS:
+        raise ZooError(f"unsupported output {path.name!r}: write to a {' or '.join(FORMATS)} file")
+    return path
+
+
 def provenance(model: Adapter, *, normalize: bool, pool: str | None) -> dict[str, Any]:
     """What produced the embeddings, for the output file's metadata."""
     spec = model.spec
@@ -92,9 +100,7 @@ def embed_to_file(
     import pyarrow.parquet as pq
     from tqdm.auto import tqdm
 
-    output = Path(output)
-    if output.suffix not in FORMATS:
-        raise ZooError(f"unsupported output {output.name!r}: write to {' or '.join(FORMATS)}")
+    output = check_output(output)
     began = time.perf_counter()
     normalize = bool(model.spec.normalize) if normalize is None else normalize
     pool = model.check_pool(pool)

@@ -115,25 +115,35 @@ def run_featurize(
     with torch.inference_mode(), tqdm(total=len(decoded), desc=f"{desc} {adapter.name}", unit="item",
                                       disable=not show) as bar:
         for positions, batch in batches:
-            emb = encode(batch)
-            if emb.shape != (len(positions), dim):
-                raise RuntimeError(
-                    f"{type(adapter).__name__} returned shape {tuple(emb.shape)} "
-                    f"for {len(positions)} items; expected ({len(positions)}, {dim})"
-                )
-            emb = emb.float()
-            if normalize:
-                emb = torch.nn.functional.normalize(emb, p=2, dim=-1)
-            # .float() first: numpy has no bfloat16.
-            out[positions] = emb.cpu().numpy()
+            out[positions] = _rows(adapter, encode(batch), len(positions), dim, normalize)
             bar.update(len(positions))
     report.kept = indices
+    return _finish(out, report, return_tensors)
+
+
+def _rows(adapter: Adapter, emb: torch.Tensor, n: int, dim: int, normalize: bool) -> np.ndarray:
+    """One batch's output, checked, as float32 numpy rows (normalised if asked)."""
+    import torch
+
+    if emb.shape != (n, dim):
+        raise RuntimeError(f"{type(adapter).__name__} returned shape {tuple(emb.shape)} "
+                           f"for {n} items; expected ({n}, {dim})")
+    emb = emb.float()  # first: numpy has no bfloat16
+    if normalize:
+        emb = torch.nn.functional.normalize(emb, p=2, dim=-1)
+    return emb.cpu().numpy()
+
+
+def _finish(out: np.ndarray, report: FeaturizeReport, return_tensors: Literal["np", "pt"]) -> np.ndarray | torch.Tensor:
+    """Warn about skipped items and hand the rows back in the requested form."""
     if report.skipped:
         shown = ", ".join(f"{i} ({why})" for i, why in report.skipped[:5])
         more = f" and {len(report.skipped) - 5} more" if len(report.skipped) > 5 else ""
-        warnings.warn(f"featurize skipped {len(report.skipped)} of {len(items)} inputs: {shown}{more}; "
-                      "see model.last_report", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"featurize skipped {len(report.skipped)} of {report.total} inputs: {shown}{more}; "
+                      "see model.last_report", RuntimeWarning, stacklevel=4)
     if return_tensors == "pt":
+        import torch
+
         return torch.from_numpy(out)
     return out
 
@@ -176,16 +186,9 @@ def _run_with_workers(adapter: Adapter, items: list[Any], *, encode: Callable[[A
                 raise InputError(index, why, items[index])
             report.skipped += errors
             if positions:
-                emb = encode(batch).float()
-                if normalize:
-                    emb = torch.nn.functional.normalize(emb, p=2, dim=-1)
-                out[positions] = emb.cpu().numpy()
+                out[positions] = _rows(adapter, encode(batch), len(positions), dim, normalize)
                 kept[positions] = True
             bar.update(len(positions) + len(errors))
     report.kept = np.flatnonzero(kept).tolist()
     report.skipped.sort()
-    if report.skipped:
-        warnings.warn(f"featurize skipped {len(report.skipped)} of {len(items)} inputs; see model.last_report",
-                      RuntimeWarning, stacklevel=3)
-    result = out[kept]
-    return torch.from_numpy(result) if return_tensors == "pt" else result
+    return _finish(out[kept], report, return_tensors)

@@ -27,6 +27,7 @@ from .errors import IntegrityError, OfflineError, SourceError
 from .integrity import verify_file
 from .settings import offline, offline_reason, zoo_home
 from .spec import ModelSpec, Source
+from .store import installed_files
 
 # What a transformers-style repo needs to load, when the spec does not list its files.
 DEFAULT_HUB_PATTERNS = (
@@ -83,8 +84,6 @@ def fetch(spec: ModelSpec, *, network: bool | None = None, use_memo: bool = True
         raise SourceError(f"model {spec.name!r} has no sources to load its files from")
     allow_network = (not offline()) if network is None else network
     tried: list[str] = []
-    from .store import installed_files
-
     unpacked = installed_files(spec, use_memo=use_memo)  # a bundle unpacked into ZOO_HOME
     if unpacked is not None:
         return unpacked
@@ -156,10 +155,13 @@ def _single_file(source: Source) -> str | None:
     """The file name when ``source`` names one file rather than a folder."""
     if source.kind == "url":
         return url_dest(source).name
-    path = _package_path(source) if source.kind == "pkg" else Path(source.location).expanduser()
-    if source.kind in ("pkg", "path") and path is not None and path.is_file():
-        return path.name
-    return None
+    if source.kind == "pkg":
+        path = _package_path(source)
+    elif source.kind == "path":
+        path = Path(source.location).expanduser()
+    else:
+        return None
+    return path.name if path is not None and path.is_file() else None
 
 
 # --- sources on this machine -------------------------------------------------------------------

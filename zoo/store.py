@@ -9,12 +9,15 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import IntegrityError
 from .integrity import verify_file
 from .settings import zoo_home
 from .spec import ModelSpec, Source
+
+if TYPE_CHECKING:
+    from .sources import ModelFiles
 
 ENTRY = "entry.json"
 FILES = "files"
@@ -54,29 +57,38 @@ def entries() -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
-def installed_spec(name: str) -> ModelSpec | None:
-    """The spec recorded for an installed model named ``name``, its source being the store folder."""
+def _installed(name: str) -> tuple[Path, dict[str, Any]] | None:
+    """The store folder and entry of the model installed as ``name``, if any."""
     folder = entry_path(name)
     entry = read_entry(folder)
-    if entry is None or entry.get("name") != name:
+    return (folder, entry) if entry is not None and entry.get("name") == name else None
+
+
+def installed_spec(name: str) -> ModelSpec | None:
+    """The spec recorded for an installed model named ``name``, its source being the store folder."""
+    found = _installed(name)
+    if found is None:
         return None
+    folder, entry = found
     spec = ModelSpec.from_dict(entry["spec"])
     return spec.replace(sources=(Source("path", str(folder / FILES)),), sha256=entry["files"])
 
 
-def installed_files(spec: ModelSpec, *, use_memo: bool = True) -> Any:
+def installed_files(spec: ModelSpec, *, use_memo: bool = True) -> ModelFiles | None:
     """The verified files of ``spec`` if a bundle installed them, else None."""
     from .sources import ModelFiles
 
-    folder = entry_path(spec.name)
-    entry = read_entry(folder)
-    if entry is None or entry.get("name") != spec.name:
+    found = _installed(spec.name)
+    if found is None:
         return None
-    root = folder / FILES
-    for name, expected in {**entry["files"], **spec.sha256}.items():
-        if name in entry["files"] and entry["files"][name] != expected:
+    folder, entry = found
+    recorded = entry["files"]
+    for name, pinned in spec.sha256.items():
+        if name in recorded and recorded[name] != pinned:
             raise IntegrityError(f"{name} of installed model {spec.name!r} (its bundle and the registry disagree)",
-                                 expected, entry["files"][name])
+                                 pinned, recorded[name])
+    root = folder / FILES
+    for name, expected in {**recorded, **spec.sha256}.items():
         path = root / name
         if not path.is_file():
             return None  # incomplete: let the other sources try
@@ -85,8 +97,9 @@ def installed_files(spec: ModelSpec, *, use_memo: bool = True) -> Any:
 
 
 def remove(name: str) -> Path | None:
-    folder = entry_path(name)
-    if read_entry(folder) is None:
+    """Delete the installed model ``name``; returns its folder, or None if it was not installed."""
+    found = _installed(name)
+    if found is None:
         return None
-    shutil.rmtree(folder)
-    return folder
+    shutil.rmtree(found[0])
+    return found[0]

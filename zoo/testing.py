@@ -184,7 +184,7 @@ def format_table(results: list[Check]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(["model", "check", "status", "time", "detail"], widths)).rstrip()]
     lines += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in rows]
     counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "skip")}
-    lines.append(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
+    lines.append(f"{counts['pass']} checks passed, {counts['fail']} failed, {counts['skip']} skipped")
     return "\n".join(lines)
 
 

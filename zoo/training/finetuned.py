@@ -57,10 +57,10 @@ class FinetunedModel(Adapter):
     @classmethod
     def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
                         **options: Any) -> FinetunedModel:
-        from ..checkpoint import load_state_dict
         from ..loader import load
         from ..manifest import read_json
         from .heads import build_head
+        from .store import load_tensors
 
         manifest = read_json(files.root / "zoo.json")
         base_info = manifest["base"]
@@ -71,11 +71,11 @@ class FinetunedModel(Adapter):
             if pinned is not None and pinned != recorded:
                 raise IntegrityError(f"{name} of base model {base_info['name']!r}", recorded, pinned)
         if manifest.get("backbone"):
-            base.model.load_state_dict(load_state_dict(files.root / manifest["backbone"]["file"]))
+            load_tensors(base.model, files.root / manifest["backbone"]["file"])
         head_info = manifest["head"]
         head = build_head(head_info["type"], head_info["in_features"], head_info["num_classes"],
                           **head_info.get("options", {}))
-        head.load_state_dict(load_state_dict(files.root / head_info["file"]))
+        load_tensors(head, files.root / head_info["file"])
         spec = spec.replace(modality=base.modality, normalize=base.spec.normalize, pooling=manifest.get("pool"))
         return cls(spec, base, head, manifest["labels"], pool=manifest.get("pool"), files=files)
 

@@ -24,7 +24,8 @@ from ..manifest import MANIFEST
 from .data import Examples, label_index, read_examples, stratified_split
 from .finetuned import FORMAT, FinetunedModel, features
 from .heads import build_head, fit_standardization
-from .store import RESUME, load_state, prune, read_run_manifest, save_state, save_tensors, write_run_manifest
+from .store import (RESUME, load_state, load_tensors, prune, read_run_manifest, save_state, save_tensors,
+                    write_run_manifest)
 from .strategies import apply_plan, check_strategy, plan_for_epoch, set_train_mode
 
 if TYPE_CHECKING:
@@ -226,13 +227,9 @@ def finetune(
             changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
             raise ZooError(f"{out} holds a run with other settings ({', '.join(changed)}); "
                            "use another output_dir or the same settings")
-        from ..checkpoint import load_state_dict
-
-        head_module.load_state_dict(load_state_dict(out / state["head"]))
+        load_tensors(head_module, out / state["head"])
         if state.get("backbone"):
-            from safetensors.torch import load_model
-
-            load_model(model.model, str(out / state["backbone"]))
+            load_tensors(model.model, out / state["backbone"])
         saved = load_state(out / state["state"])
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
@@ -289,7 +286,7 @@ def finetune(
                 if x_val is not None:
                     logits = head_module(x_val)
                 else:
-                    logits = torch.cat([head_module(features(model, batch, pool)) for _, batch in
+                    logits = torch.cat([head_module(features(model, batch, pool)) for batch in
                                         _ordered_batches(model, val_ex.inputs, decode, batch_size)])
             record.update(_metrics(logits.float().cpu(), y_val, len(classes)))
         record["seconds"] = round(time.perf_counter() - began, 3)
@@ -331,20 +328,17 @@ def finetune(
 
 def _ordered_batches(model: Adapter, inputs: list[Any], decode: Callable[[Any], Any], batch_size: int):
     for start in range(0, len(inputs), batch_size):
-        yield start, model.collate([decode(x) for x in inputs[start:start + batch_size]])
+        yield model.collate([decode(x) for x in inputs[start:start + batch_size]])
 
 
 def _load_best(out: Path, model: Adapter, head: torch.nn.Module) -> FinetunedModel:
     """The best epoch's weights, read back from what was saved (so the result is what zoo.load gives)."""
-    from safetensors.torch import load_model
-
-    from ..checkpoint import load_state_dict
     from ..manifest import read_json
 
     manifest = read_json(out / MANIFEST)
-    head.load_state_dict(load_state_dict(out / manifest["head"]["file"]))
+    load_tensors(head, out / manifest["head"]["file"])
     if manifest.get("backbone"):
-        load_model(model.model, str(out / manifest["backbone"]["file"]))
+        load_tensors(model.model, out / manifest["backbone"]["file"])
     model.model.eval()
     spec = FinetunedModel.spec_for_path(out, manifest)
     spec = spec.replace(normalize=model.spec.normalize, pooling=manifest.get("pool"))

@@ -42,6 +42,13 @@ def save_tensors(path: Path, module: torch.nn.Module) -> str:
     return path.name
 
 
+def load_tensors(module: torch.nn.Module, path: Path) -> None:
+    """Load weights that :func:`save_tensors` wrote (the counterpart that restores shared tensors)."""
+    from safetensors.torch import load_model
+
+    load_model(module, str(path))
+
+
 def save_state(path: Path, state: dict[str, Any]) -> str:
     """Optimizer and RNG state (tensors, numbers, lists: readable with ``weights_only=True``)."""
     import torch
