@@ -26,6 +26,7 @@ class ImageBackboneAdapter(Adapter):
         self.transform = transform
         self.dtype = dtype
         self.labels = labels
+        self._folded: tuple[tuple[tuple[int, int], ...], torch.nn.Module] | None = None
 
     @property
     def preprocess(self) -> Callable[[Any], torch.Tensor]:
@@ -44,6 +45,10 @@ class ImageBackboneAdapter(Adapter):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled pre-logits features of a preprocessed batch."""
+        return self.forward_features(self.model, x)
+
+    def forward_features(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Pooled pre-logits features of ``x`` through ``net`` (the model, or its folded copy)."""
         raise NotImplementedError
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,7 +60,34 @@ class ImageBackboneAdapter(Adapter):
         return 0
 
     def encode_batch(self, batch: torch.Tensor, *, pool: str | None = None) -> torch.Tensor:
-        return self.features(self._to_device(batch))
+        import torch
+
+        x = self._to_device(batch)
+        if torch.is_grad_enabled() or self.model.training:
+            return self.features(x)  # training: the real BatchNorm layers
+        return self.forward_features(self._inference_net(x), x)
+
+    def _inference_net(self, x: torch.Tensor) -> torch.nn.Module:
+        """The model with BatchNorm folded into its convolutions (see :mod:`zoo.adapters.fold`),
+        built on first use and rebuilt when a weight changes in place; the model itself where
+        folding finds nothing or its output differs from the model's on ``x``."""
+        state = tuple((id(t), t._version) for t in (*self.model.parameters(), *self.model.buffers()))
+        if self._folded is not None and self._folded[0] == state:
+            return self._folded[1]
+        import torch
+
+        from .fold import fold_batchnorm
+
+        net, count = fold_batchnorm(self.model)
+        if count:
+            reference = self.features(x)
+            result = self.forward_features(net, x)
+            if not torch.allclose(result.float(), reference.float(), rtol=1e-3, atol=1e-4):
+                net = self.model
+        else:
+            net = self.model
+        self._folded = (state, net)
+        return net
 
     def predict_proba(self, inputs: Iterable[Any], *, batch_size: int = 32, progress: bool | None = None,
                       on_error: OnError = "raise", return_tensors: Literal["np", "pt"] = "np") -> np.ndarray:

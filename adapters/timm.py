@@ -108,8 +108,8 @@ class TimmAdapter(ImageBackboneAdapter):
                   for _, names in sorted(groups.items())][1:]
         return [b for b in blocks if b]
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+    def forward_features(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return net.forward_head(net.forward_features(x), pre_logits=True)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -116,8 +116,8 @@ class TorchvisionAdapter(ImageBackboneAdapter):
     def num_classes(self) -> int:
         return int(self.head.out_features)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).flatten(1)
+    def forward_features(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return net(x).flatten(1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -233,3 +233,95 @@ def test_hf_vision_encoder_equals_the_model_called_directly(tmp_path, images):
         hidden = ref(**processor(images=pil, return_tensors="pt")).last_hidden_state
     np.testing.assert_allclose(model.featurize(pil), hidden[:, 0].numpy(), atol=1e-5)
     np.testing.assert_allclose(model.featurize(pil, pool="mean"), hidden[:, 1:].mean(1).numpy(), atol=1e-5)
+
+
+def test_inference_folds_batchnorm_and_training_keeps_it(lite0, images):
+    import torch
+
+    lite0.featurize(list(images.values()))
+    folded = lite0._folded[1]
+    assert folded is not lite0.model
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.model.modules()) == 49
+    batch = lite0.collate([lite0.decoder()(a) for a in images.values()])
+    with torch.inference_mode():
+        fast = lite0.encode_batch(batch)
+    slow = lite0.encode_batch(batch)  # grad enabled, as in finetuning: the real BatchNorm layers
+    assert slow.requires_grad and torch.allclose(fast, slow.detach(), atol=1e-5)
+
+
+def test_a_weight_changed_in_place_rebuilds_the_folded_copy(images):
+    import torch
+
+    model = zoo.load("efficientnet-lite0", device="cpu")
+    arrays = list(images.values())
+    before = model.featurize(arrays)
+    with torch.no_grad():
+        model.model.conv_head.weight.mul_(0.5)
+    after = model.featurize(arrays)
+    expected = model.encode_batch(model.collate([model.decoder()(a) for a in arrays])).detach().numpy()
+    assert np.abs(after - before).max() > 1e-2
+    np.testing.assert_allclose(after, expected, atol=1e-5)
+
+
+def test_folding_that_would_change_the_output_is_not_used():
+    """Sibling order is not data flow: this BatchNorm follows the other convolution."""
+    import torch
+    from torch import nn
+
+    from zoo.adapters.image import ImageBackboneAdapter
+    from zoo.spec import ModelSpec
+
+    class Misleading(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.bn = nn.BatchNorm2d(4)
+            self.other = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x) + self.bn(self.other(x))
+
+    class Pooled(ImageBackboneAdapter):
+        embed_dim = 4
+
+        @classmethod
+        def load_pretrained(cls, spec, files, *, device, dtype=None, **options):
+            raise NotImplementedError
+
+        def forward_features(self, net, x):
+            return net(x).mean((2, 3))
+
+    torch.manual_seed(0)
+    net = Misleading().eval()
+    net.bn.running_mean.uniform_(-1, 1)
+    net.bn.running_var.uniform_(0.5, 2)
+    adapter = Pooled(ModelSpec(name="misleading", modality="vision", backend="test", backend_id="m"), net,
+                     lambda image: image, files=None, device="cpu", dtype=torch.float32)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.inference_mode():
+        out = adapter.encode_batch(x)
+        expected = net(x).mean((2, 3))
+    assert adapter._folded[1] is net
+    torch.testing.assert_close(out, expected)
+
+
+def test_images_are_decoded_batch_by_batch(lite0, images, monkeypatch):
+    """Memory holds one batch of decoded images, not the whole input."""
+    decode = lite0.decoder()
+    log: list[str] = []
+
+    def counting_decode(item):
+        log.append("decode")
+        return decode(item)
+
+    encode = lite0.encode_batch
+
+    def logging_encode(batch, **kwargs):
+        log.append("encode")
+        return encode(batch, **kwargs)
+
+    monkeypatch.setattr(lite0, "decoder", lambda: counting_decode)
+    monkeypatch.setattr(lite0, "encode_batch", logging_encode)
+    lite0.featurize(list(images.values()) * 2, batch_size=2)
+    assert log == ["decode", "decode", "encode"] * 3

@@ -137,6 +137,13 @@ class Adapter(ABC):
             positions = order[start:start + batch_size]
             yield positions, self.collate([items[i] for i in positions])
 
+    @property
+    def sorts_by_size(self) -> bool:
+        """Whether batching looks at every item first (to sort by length), so featurize decodes the
+        whole input before the first batch; otherwise items decode batch by batch, in input order."""
+        cls = type(self)
+        return cls.plan_batches is not Adapter.plan_batches or cls.size is not Adapter.size
+
     def size(self, item: Any) -> float | None:
         """How much padding an item would need in a batch (its length), or None when sizes are equal."""
         return None

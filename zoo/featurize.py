@@ -99,11 +99,13 @@ def run_featurize(
     items = list(inputs)
     report = FeaturizeReport(total=len(items))
     adapter.last_report = report
-    if num_workers > 0 and plan is None:
-        return _run_with_workers(adapter, items, encode=encode, dim=dim, decode=decode or adapter.decoder(),
-                                 batch_size=batch_size, normalize=normalize, return_tensors=return_tensors,
-                                 progress=progress, on_error=on_error, desc=desc, num_workers=num_workers,
-                                 report=report)
+    if plan is None and (num_workers > 0 or not adapter.sorts_by_size):
+        # Decode batch by batch (in workers if asked) so memory holds one batch of decoded items,
+        # not the whole input: images and other inputs batched in input order.
+        return _run_streaming(adapter, items, encode=encode, dim=dim, decode=decode or adapter.decoder(),
+                              batch_size=batch_size, normalize=normalize, return_tensors=return_tensors,
+                              progress=progress, on_error=on_error, desc=desc, num_workers=num_workers,
+                              report=report)
     indices, decoded = decode_items(items, decode or adapter.decoder(), on_error, report)
     out = np.zeros((len(decoded), dim), dtype=np.float32)
     show = progress if progress is not None else len(decoded) >= PROGRESS_MIN_ITEMS
@@ -162,11 +164,12 @@ class _DecodeCollate:
         return [positions[i] for i in kept], batch, errors
 
 
-def _run_with_workers(adapter: Adapter, items: list[Any], *, encode: Callable[[Any], torch.Tensor], dim: int,
-                      decode: Callable[[Any], Any], batch_size: int, normalize: bool,
-                      return_tensors: Literal["np", "pt"], progress: bool | None, on_error: OnError, desc: str,
-                      num_workers: int, report: FeaturizeReport) -> np.ndarray | torch.Tensor:
-    """Decode and preprocess in ``num_workers`` processes while the model runs here, in input order."""
+def _run_streaming(adapter: Adapter, items: list[Any], *, encode: Callable[[Any], torch.Tensor], dim: int,
+                   decode: Callable[[Any], Any], batch_size: int, normalize: bool,
+                   return_tensors: Literal["np", "pt"], progress: bool | None, on_error: OnError, desc: str,
+                   num_workers: int, report: FeaturizeReport) -> np.ndarray | torch.Tensor:
+    """Decode and preprocess batch by batch, in input order; with ``num_workers`` > 0 in that many
+    processes, overlapping the model running here."""
     import numpy as np
     import torch
     from torch.utils.data import DataLoader
@@ -175,7 +178,8 @@ def _run_with_workers(adapter: Adapter, items: list[Any], *, encode: Callable[[A
     out = np.zeros((len(items), dim), dtype=np.float32)
     kept = np.zeros(len(items), dtype=bool)
     loader = DataLoader(range(len(items)), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_DecodeCollate(adapter, items, decode), prefetch_factor=4)
+                        collate_fn=_DecodeCollate(adapter, items, decode),
+                        prefetch_factor=4 if num_workers else None)
     show = progress if progress is not None else len(items) >= PROGRESS_MIN_ITEMS
     adapter.model.eval()
     with torch.inference_mode(), tqdm(total=len(items), desc=f"{desc} {adapter.name}", unit="item",

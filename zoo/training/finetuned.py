@@ -102,6 +102,10 @@ class FinetunedModel(Adapter):
     def parallel_decode(self) -> bool:  # type: ignore[override]
         return self.base.parallel_decode
 
+    @property
+    def sorts_by_size(self) -> bool:
+        return self.base.sorts_by_size
+
     def encode_batch(self, batch: Any, *, pool: str | None = None) -> torch.Tensor:
         return self.base.encode_batch(batch, pool=pool or self.pool)
 
