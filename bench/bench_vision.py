@@ -76,15 +76,13 @@ def main() -> None:
           f"{args.workers} decode worker(s)")
     zoo_model_only()  # warm-up (and BatchNorm folding, built once)
     times: dict[str, list[float]] = {"zoo": [], "timm": [], "model": []}
+    outputs = {}
     for _ in range(args.rounds):
         for key, fn in (("zoo", zoo_e2e), ("timm", baseline), ("model", zoo_model_only)):
             began = time.perf_counter()
-            result = fn()
+            outputs[key] = fn()
             times[key].append(time.perf_counter() - began)
-            if key == "zoo":
-                a = result
-            elif key == "timm":
-                b = result
+    a, b = outputs["zoo"], outputs["timm"]
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     z, t, m = (statistics.median(times[k]) for k in ("zoo", "timm", "model"))
     print(f"zoo featurize (JPEG to vector):   {len(paths) / z:7.1f} images/s (median of {args.rounds})")
