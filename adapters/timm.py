@@ -3,6 +3,7 @@ transform resolved from the model's own pretrained config (so preprocessing cann
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from zoo.adapter import resolve_dtype
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
     from zoo.sources import ModelFiles
 
+
 def remap_in_order(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a state dict whose tensors follow ``target``'s order and shapes under other names
     (a checkpoint of the same architecture written by another code base)."""
@@ -29,6 +31,17 @@ def remap_in_order(state: dict[str, torch.Tensor], target: dict[str, torch.Tenso
                            f"{tuple(expected.shape)}; the key order differs from the architecture's")
         out[dst_key] = tensor
     return out
+
+
+def imagenet_labels(model: torch.nn.Module) -> list[str] | None:
+    """The class names of a timm model's ImageNet head (None for other heads)."""
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    subset = infer_imagenet_subset(model)
+    if not subset:
+        return None
+    info = ImageNetInfo(subset)
+    return [info.index_to_description(i) for i in range(info.num_classes())]
 
 
 class TimmAdapter(ImageBackboneAdapter):
@@ -61,7 +74,7 @@ class TimmAdapter(ImageBackboneAdapter):
             raise TypeError(f"unexpected options for a timm model: {', '.join(sorted(options))}")
         import timm
         import torch
-        from timm.data import ImageNetInfo, create_transform, infer_imagenet_subset, resolve_model_data_config
+        from timm.data import create_transform, resolve_model_data_config
 
         weights = weights_file(spec, files)
         if spec.config.get("key_map") == "in-order":
@@ -72,7 +85,7 @@ class TimmAdapter(ImageBackboneAdapter):
             # timm's own pretrained loading (its checkpoint filters included), from the verified file.
             model = timm.create_model(spec.backend_id, pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
         torch_dtype = resolve_dtype(dtype)
-        model.to(device=device, dtype=torch_dtype, memory_format=torch.channels_last).eval()
+        model.to(device=device, dtype=torch_dtype).eval()
 
         dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
         if spec.embed_dim is not None and spec.embed_dim != dim:
@@ -80,14 +93,10 @@ class TimmAdapter(ImageBackboneAdapter):
                            f"{spec.backend_id} gives {dim}; fix the registry entry")
         data_config = resolve_model_data_config(model)
         transform = create_transform(**data_config, is_training=False)
-        subset = infer_imagenet_subset(model)
-        labels = None
-        if subset:
-            info = ImageNetInfo(subset)
-            labels = [info.index_to_description(i) for i in range(info.num_classes())]
         spec = spec.replace(embed_dim=dim, normalize=bool(spec.normalize),
                             preprocessing={**data_config, **spec.preprocessing})
-        return cls(spec, model, transform, files=files, device=device, dtype=torch_dtype, labels=labels)
+        return cls(spec, model, transform, files=files, device=device, dtype=torch_dtype,
+                   labels=functools.partial(imagenet_labels, model))
 
     @property
     def embed_dim(self) -> int:

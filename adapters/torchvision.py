@@ -96,7 +96,7 @@ class TorchvisionAdapter(ImageBackboneAdapter):
         model.load_state_dict(load_state_dict(weights_file(spec, files)))
         head = _replace_last_linear(model)
         torch_dtype = resolve_dtype(dtype)
-        model.to(device=device, dtype=torch_dtype, memory_format=torch.channels_last).eval()
+        model.to(device=device, dtype=torch_dtype).eval()
         head.to(device=device, dtype=torch_dtype).eval()
         dim = head.in_features
         if spec.embed_dim is not None and spec.embed_dim != dim:

@@ -76,15 +76,14 @@ def scale(kind: str, model: str, inputs: list[tuple[int, Path, list]], workdir: 
     out = workdir / f"{kind}-{n}-killed.parquet"
     out.unlink(missing_ok=True)
     partial = out.with_name(out.name + ".partial")
-    chunk_size = 4096 if kind == "texts" else 512
-    chunks = -(-n // chunk_size)
-    command = ["embed", model, str(path), "-o", str(out), "--chunk-size", str(chunk_size), *extra]
+    chunks = -(-n // (4096 if kind == "texts" else 512))  # zoo embed's default chunk sizes
+    command = ["embed", model, str(path), "-o", str(out), *extra]
     run(command, kill_at=0.4, partial=partial, chunks=chunks)
     kept = len(list(partial.glob("part-*.parquet")))
     print(f"[{kind}] killed with SIGKILL: {kept} of {chunks} chunks on disk, output exists: {out.exists()}")
     seconds, _, bar = run(command)
     print(f"    rerun: {seconds:.1f} s; bar: {bar}")
-    # Chunk sizes are multiples of the batch size, so the uninterrupted run saw the same batches.
+    # The same command as the uninterrupted run, so it saw the same batches.
     print(f"[{kind}] after resume: {check_equal(outputs[-1], out, ids)}")
 
 

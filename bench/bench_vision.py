@@ -1,9 +1,10 @@
 """zoo featurize from JPEG files vs a hand-written timm + DataLoader loop, on EfficientNet-Lite0.
 
 The baseline is what one writes from timm's docs: ``timm.create_model`` in its default layout
-(NCHW, eager), the transform from ``resolve_data_config``, a ``Dataset`` that opens each file with
-PIL, a ``DataLoader`` with the same workers and batch size, ``forward_head(forward_features(x),
-pre_logits=True)`` under ``torch.inference_mode``. Both read the same files; rounds alternate.
+(NCHW, eager) with the same weights, the transform from ``resolve_data_config``, a ``Dataset`` that
+opens each file with PIL, a ``DataLoader`` with the same workers and batch size, and
+``forward_head(forward_features(x), pre_logits=True)`` under ``torch.inference_mode``. Each side
+runs in its own interpreter (see ``sides.py``), alternating, after a warm-up pass on two batches.
 Also printed: zoo's end-to-end speed as a share of its own model-only speed (the same batches,
 already decoded), which shows how much of the decoding is hidden behind compute.
 
@@ -13,13 +14,78 @@ already decoded), which shows how much of the decoding is hidden behind compute.
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from datasets import jpegs
+from sides import child, min_cosine, run_side
+
+
+def zoo_side(paths: list[str], args: argparse.Namespace) -> tuple[np.ndarray, dict[str, Any]]:
+    import torch
+
+    import zoo
+    from zoo.allocator import keep_freed_memory
+
+    ours = zoo.load("efficientnet-lite0", device="cpu")
+    ours.featurize(paths[:2 * args.batch_size], batch_size=args.batch_size, progress=False)
+    began = time.perf_counter()
+    vectors = ours.featurize(paths, batch_size=args.batch_size, num_workers=args.workers, progress=False)
+    seconds = time.perf_counter() - began
+
+    decode = ours.decoder()
+    batches = [ours.collate([decode(p) for p in paths[i:i + args.batch_size]])
+               for i in range(0, min(len(paths), 8 * args.batch_size), args.batch_size)]
+    with keep_freed_memory(), torch.inference_mode():  # as featurize runs the model
+        ours.encode_batch(batches[0])
+        began = time.perf_counter()
+        for batch in batches:
+            ours.encode_batch(batch)
+        model_seconds = time.perf_counter() - began
+    return vectors, {"seconds": seconds, "model_items": sum(len(b) for b in batches),
+                     "model_seconds": model_seconds, "threads": torch.get_num_threads()}
+
+
+def timm_side(paths: list[str], args: argparse.Namespace) -> tuple[np.ndarray, dict[str, Any]]:
+    import timm
+    import torch
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+
+    from zoo.adapters.timm import remap_in_order
+    from zoo.loader import fetch_files, resolve
+
+    spec = resolve("efficientnet-lite0")  # only to find the weights file; zoo runs nothing here
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    state = torch.load(fetch_files(spec).root / spec.config["weights"], weights_only=True)
+    model.load_state_dict(remap_in_order(state, model.state_dict()))
+    model.eval()
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+
+    class Files(Dataset):
+        def __init__(self, paths: list[str]) -> None:
+            self.paths = paths
+
+        def __len__(self) -> int:
+            return len(self.paths)
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            with Image.open(self.paths[i]) as img:
+                return transform(img.convert("RGB"))
+
+    def run(paths: list[str]) -> np.ndarray:
+        loader = DataLoader(Files(paths), batch_size=args.batch_size, num_workers=args.workers)
+        with torch.inference_mode():
+            return torch.cat([model.forward_head(model.forward_features(x), pre_logits=True)
+                              for x in loader]).numpy()
+
+    run(paths[:2 * args.batch_size])
+    began = time.perf_counter()
+    vectors = run(paths)
+    return vectors, {"seconds": time.perf_counter() - began}
 
 
 def main() -> None:
@@ -29,67 +95,31 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data", type=Path, default=Path.home() / ".cache" / "zoo-bench" / "jpegs")
+    parser.add_argument("--side", choices=["zoo", "timm"], help=argparse.SUPPRESS)
+    parser.add_argument("--vectors", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    import timm
-    import torch
-    from PIL import Image
-    from torch.utils.data import DataLoader, Dataset
-
-    import zoo
-
     paths = jpegs(args.data, args.n)
-    ours = zoo.load("efficientnet-lite0", device="cpu")
-    # timm's model with the same weights, in timm's default layout.
-    model = copy.deepcopy(ours.model).to(memory_format=torch.contiguous_format).eval()
-    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
-
-    class Files(Dataset):
-        def __len__(self) -> int:
-            return len(paths)
-
-        def __getitem__(self, i: int) -> torch.Tensor:
-            with Image.open(paths[i]) as img:
-                return transform(img.convert("RGB"))
-
-    def baseline() -> np.ndarray:
-        loader = DataLoader(Files(), batch_size=args.batch_size, num_workers=args.workers)
-        out = []
-        with torch.inference_mode():
-            for x in loader:
-                out.append(model.forward_head(model.forward_features(x), pre_logits=True))
-        return torch.cat(out).numpy()
-
-    def zoo_e2e() -> np.ndarray:
-        return ours.featurize(paths, batch_size=args.batch_size, num_workers=args.workers, progress=False)
-
-    decoded = [ours.collate([ours.decoder()(p) for p in paths[i:i + args.batch_size]])
-               for i in range(0, min(len(paths), 8 * args.batch_size), args.batch_size)]
-    model_items = sum(len(b) for b in decoded)
-
-    def zoo_model_only() -> None:
-        with torch.inference_mode():
-            for batch in decoded:
-                ours.encode_batch(batch)
-
-    print(f"torch threads: {torch.get_num_threads()}, {len(paths)} JPEGs, batch size {args.batch_size}, "
-          f"{args.workers} decode worker(s)")
-    zoo_model_only()  # warm-up (and BatchNorm folding, built once)
-    times: dict[str, list[float]] = {"zoo": [], "timm": [], "model": []}
-    outputs = {}
+    if args.side:
+        child(args.side, args.vectors, {"zoo": lambda: zoo_side(paths, args), "timm": lambda: timm_side(paths, args)})
+        return
+    argv = ["--n", str(args.n), "--workers", str(args.workers), "--batch-size", str(args.batch_size),
+            "--data", str(args.data)]
+    runs: dict[str, list[dict[str, Any]]] = {"zoo": [], "timm": []}
     for _ in range(args.rounds):
-        for key, fn in (("zoo", zoo_e2e), ("timm", baseline), ("model", zoo_model_only)):
-            began = time.perf_counter()
-            outputs[key] = fn()
-            times[key].append(time.perf_counter() - began)
-    a, b = outputs["zoo"], outputs["timm"]
-    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    z, t, m = (statistics.median(times[k]) for k in ("zoo", "timm", "model"))
-    print(f"zoo featurize (JPEG to vector):   {len(paths) / z:7.1f} images/s (median of {args.rounds})")
-    print(f"timm + DataLoader (JPEG to vector): {len(paths) / t:5.1f} images/s")
-    print(f"zoo model only (decoded batches): {model_items / m:7.1f} images/s")
-    print(f"ratio zoo / timm + DataLoader: {t / z:.2f}x   min cosine {cos.min():.6f}")
-    print(f"zoo end-to-end as share of its model-only speed: {(len(paths) / z) / (model_items / m):.0%}")
+        for side, results in runs.items():
+            results.append(run_side(__file__, side, argv))
+    z = statistics.median(r["seconds"] for r in runs["zoo"])
+    t = statistics.median(r["seconds"] for r in runs["timm"])
+    m = statistics.median(r["model_seconds"] / r["model_items"] for r in runs["zoo"])
+    print(f"torch threads: {runs['zoo'][0]['threads']}, {len(paths)} JPEGs, batch size {args.batch_size}, "
+          f"{args.workers} decode worker(s), each side in its own process, median of {args.rounds}")
+    print(f"zoo featurize (JPEG to vector):     {len(paths) / z:7.1f} images/s")
+    print(f"timm + DataLoader (JPEG to vector): {len(paths) / t:7.1f} images/s")
+    print(f"zoo model only (decoded batches):   {1 / m:7.1f} images/s")
+    cos = min_cosine(runs["zoo"][-1]["vectors"], runs["timm"][-1]["vectors"])
+    print(f"ratio zoo / timm + DataLoader: {t / z:.2f}x   min cosine {cos:.6f}")
+    print(f"zoo end-to-end as share of its model-only speed: {(len(paths) / z) * m:.0%}")
 
 
 if __name__ == "__main__":

@@ -56,7 +56,8 @@ def test_table_column_inputs(minilm, tmp_path, kind):
     else:
         pq.write_table(pa.Table.from_pylist(rows), src)
     out = tmp_path / "out.npy"
-    embed_to_file(minilm, open_inputs(str(src), column="body"), out, progress=False)
+    summary = embed_to_file(minilm, open_inputs(str(src), column="body"), out, progress=False)
+    assert summary.chunk_size == 4096  # the default for text models
     np.testing.assert_allclose(np.load(out), minilm.featurize(TEXTS[:10]), atol=1e-6)
     with pytest.raises(zoo.ZooError, match="no column 'nope'|no field 'nope'"):
         embed_to_file(minilm, open_inputs(str(src), column="nope"), tmp_path / "x.npy", progress=False)
@@ -84,6 +85,9 @@ def test_image_folder_with_worker_processes_and_a_corrupt_file(tmp_path):
     assert [os.path.basename(i) for i in ids] == [f"{i:02d}.png" for i in range(10) if i != 5]
     expected = model.featurize([folder / f"{i:02d}.png" for i in range(10) if i != 5])
     np.testing.assert_allclose(X, expected, atol=1e-5)
+    default = embed_to_file(model, open_inputs(str(folder)), tmp_path / "out.npy", progress=False, on_error="skip")
+    assert default.chunk_size == 512  # images cost more per item: smaller parts, less lost to a kill
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-5)
 
 
 def test_resume_after_kill_9_computes_only_what_is_missing(minilm, tmp_path):

@@ -99,28 +99,31 @@ def run_featurize(
     items = list(inputs)
     report = FeaturizeReport(total=len(items))
     adapter.last_report = report
-    if plan is None and (num_workers > 0 or not adapter.sorts_by_size):
-        # Decode batch by batch (in workers if asked) so memory holds one batch of decoded items,
-        # not the whole input: images and other inputs batched in input order.
-        return _run_streaming(adapter, items, encode=encode, dim=dim, decode=decode or adapter.decoder(),
-                              batch_size=batch_size, normalize=normalize, return_tensors=return_tensors,
-                              progress=progress, on_error=on_error, desc=desc, num_workers=num_workers,
-                              report=report)
-    indices, decoded = decode_items(items, decode or adapter.decoder(), on_error, report)
-    out = np.zeros((len(decoded), dim), dtype=np.float32)
-    show = progress if progress is not None else len(decoded) >= PROGRESS_MIN_ITEMS
+    from .allocator import keep_freed_memory
 
-    from tqdm.auto import tqdm
+    with keep_freed_memory(enabled=str(adapter.device).startswith("cpu")):
+        if plan is None and (num_workers > 0 or not adapter.sorts_by_size):
+            # Decode batch by batch (in workers if asked) so memory holds one batch of decoded items,
+            # not the whole input: images and other inputs batched in input order.
+            return _run_streaming(adapter, items, encode=encode, dim=dim, decode=decode or adapter.decoder(),
+                                  batch_size=batch_size, normalize=normalize, return_tensors=return_tensors,
+                                  progress=progress, on_error=on_error, desc=desc, num_workers=num_workers,
+                                  report=report)
+        indices, decoded = decode_items(items, decode or adapter.decoder(), on_error, report)
+        out = np.zeros((len(decoded), dim), dtype=np.float32)
+        show = progress if progress is not None else len(decoded) >= PROGRESS_MIN_ITEMS
 
-    batches = (plan or adapter.plan_batches)(decoded, batch_size) if decoded else ()
-    adapter.model.eval()
-    with torch.inference_mode(), tqdm(total=len(decoded), desc=f"{desc} {adapter.name}", unit="item",
-                                      disable=not show) as bar:
-        for positions, batch in batches:
-            out[positions] = _rows(adapter, encode(batch), len(positions), dim, normalize)
-            bar.update(len(positions))
-    report.kept = indices
-    return _finish(out, report, return_tensors)
+        from tqdm.auto import tqdm
+
+        batches = (plan or adapter.plan_batches)(decoded, batch_size) if decoded else ()
+        adapter.model.eval()
+        with torch.inference_mode(), tqdm(total=len(decoded), desc=f"{desc} {adapter.name}", unit="item",
+                                          disable=not show) as bar:
+            for positions, batch in batches:
+                out[positions] = _rows(adapter, encode(batch), len(positions), dim, normalize)
+                bar.update(len(positions))
+        report.kept = indices
+        return _finish(out, report, return_tensors)
 
 
 def _rows(adapter: Adapter, emb: torch.Tensor, n: int, dim: int, normalize: bool) -> np.ndarray:

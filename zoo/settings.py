@@ -5,6 +5,8 @@
 ``ZOO_OFFLINE``     ``1`` never opens a socket; ``HF_HUB_OFFLINE=1`` means the same
 ``ZOO_PLUGINS``     comma-separated allow-list of third-party plugins (distribution or entry
                     point names); unset loads all, empty loads none
+``ZOO_MALLOC_TUNING`` ``0`` leaves glibc's malloc settings alone when a model runs on the CPU
+                    (see :mod:`zoo.allocator`)
 =================  ==================================================================
 """
 
@@ -40,6 +42,11 @@ def offline_reason() -> str:
     if _flag("ZOO_OFFLINE"):
         return "ZOO_OFFLINE=1"
     return "HF_HUB_OFFLINE=1"
+
+
+def malloc_tuning() -> bool:
+    """False when ``ZOO_MALLOC_TUNING`` turns zoo's malloc tuning off (it is on by default)."""
+    return os.environ.get("ZOO_MALLOC_TUNING", "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
 def plugin_allow_list() -> frozenset[str] | None:

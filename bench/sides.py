@@ -1,0 +1,46 @@
+"""Run each side of a comparison in its own interpreter, alternating, and collect what it measured.
+
+A side runs in a fresh process so that it inherits nothing from the other: zoo tunes glibc's
+malloc for the life of its process (see ``zoo.allocator``), which would otherwise speed up the
+baseline measured after it. The script is called again as ``SCRIPT --side NAME ...``; the child
+warms up, times one pass, saves its vectors as ``.npy`` and prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def run_side(script: str, side: str, argv: list[str]) -> dict[str, Any]:
+    """Run ``script --side SIDE ARGV`` in a fresh interpreter; returns its JSON line, with
+    ``vectors`` loaded from the file it saved."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "vectors.npy"
+        done = subprocess.run([sys.executable, script, "--side", side, "--vectors", str(out), *argv],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"side {side!r} failed:\n{done.stderr[-3000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result["vectors"] = np.load(out)
+    return result
+
+
+def child(side: str, vectors: Path, sides: dict[str, Callable[[], tuple[np.ndarray, dict[str, Any]]]]) -> None:
+    """In the child: run ``sides[side]`` (which warms up and times itself), save its vectors, print
+    its measurements as one JSON line."""
+    array, measured = sides[side]()
+    np.save(vectors, np.asarray(array, dtype=np.float32))
+    print(json.dumps(measured))
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The lowest per-row cosine similarity between two ``(N, D)`` arrays."""
+    return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
