@@ -32,6 +32,7 @@ def main() -> None:
     import zoo
 
     warnings.filterwarnings("ignore", category=UserWarning)  # torch's quantized tensors are deprecated
+    warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated")  # so is the API; it still runs
     texts = datasets.fortunes(args.n)
     fp32 = zoo.load("minilm-l6", device="cpu")
     linears = [n for n, m in fp32.model.named_modules() if isinstance(m, torch.nn.Linear)]

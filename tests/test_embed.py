@@ -124,3 +124,27 @@ def test_resume_refuses_other_settings(minilm, tmp_path):
     (partial / "run.json").write_text(json.dumps({"model": "some-other-model"}))
     with pytest.raises(zoo.ZooError, match="other settings"):
         embed_to_file(minilm, open_inputs(str(src)), out, progress=False)
+
+
+def test_resume_without_chunk_size_keeps_the_interrupted_runs(minilm, tmp_path, monkeypatch):
+    src = tmp_path / "texts.txt"
+    src.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "out.parquet"
+    featurize = type(minilm).featurize
+    calls = []
+
+    def fails_on_the_second_chunk(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return featurize(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(minilm), "featurize", fails_on_the_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        embed_to_file(minilm, open_inputs(str(src)), out, chunk_size=16, progress=False)
+    monkeypatch.undo()
+    summary = embed_to_file(minilm, open_inputs(str(src)), out, progress=False)  # as after an upgrade
+    assert (summary.chunk_size, summary.chunks, summary.chunks_done_before) == (16, 4, 1)
+    ids, X = _embeddings(out)
+    assert ids == list(range(60))
+    np.testing.assert_allclose(X, minilm.featurize(TEXTS), atol=1e-6)

@@ -3,7 +3,7 @@
 glibc's malloc gives each large block back to the kernel when it is freed (blocks over its mmap
 threshold are unmapped; free space at the top of the heap is trimmed). A CNN's activations are such
 blocks: 154 MiB per tensor for EfficientNet-Lite0 at batch size 32. The next batch then touches
-every 4 KiB page again and the kernel faults each one in, zeroed: about five million page faults
+every 4 KiB page again and the kernel faults each one in, zeroed: about six million page faults
 per thousand images, which halved the model's speed here. PyTorch's CPU performance guide swaps in
 jemalloc or tcmalloc (``LD_PRELOAD``) for this reason; glibc's documented ``mallopt`` gets the
 same effect inside a running process: the first time zoo runs a model on the CPU, it sets blocks

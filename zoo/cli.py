@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .parquet (id + embedding + provenance) or .npy")
     p.add_argument("--column", help="the input column of a CSV / JSONL / parquet file (default: text)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--chunk-size", type=int, help="items per resumable chunk (default: 4096 for text models, 512 for others)")
+    p.add_argument("--chunk-size", type=int,
+                   help="items per resumable chunk (default: 4096 for text models, 512 for others)")
     p.add_argument("--workers", type=int, default=min(4, max(0, (os.cpu_count() or 1) - 1)),
                    help="decode processes for images and audio (default: cores - 1, at most 4)")
     p.add_argument("--skip-errors", action="store_true", help="leave out unreadable items and report them")

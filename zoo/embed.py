@@ -100,7 +100,8 @@ def embed_to_file(
     """Embed ``inputs`` into ``output`` (``.parquet`` or ``.npy``), resuming an interrupted run.
 
     ``chunk_size`` is how many items each resumable part holds; by default 4096 for text models and
-    512 for the others (images and audio cost more per item), so a kill loses seconds of work.
+    512 for the others (images and audio cost more per item), so a kill loses seconds of work; an
+    interrupted run resumes with the chunk size it started with.
     """
     import numpy as np
     import pyarrow as pa
@@ -112,26 +113,26 @@ def embed_to_file(
     normalize = bool(model.spec.normalize) if normalize is None else normalize
     pool = model.check_pool(pool)
     total = len(inputs)
-    if chunk_size is None:
-        chunk_size = DEFAULT_CHUNK_TEXT if model.modality == "text" else DEFAULT_CHUNK_MEDIA
+    partial = output.with_name(output.name + ".partial")
+    run_file = partial / "run.json"
+    previous = json.loads(run_file.read_text()) if run_file.is_file() else None
+    if chunk_size is None:  # an interrupted run resumes with its own chunk size
+        chunk_size = (previous or {}).get("chunk_size") or (
+            DEFAULT_CHUNK_TEXT if model.modality == "text" else DEFAULT_CHUNK_MEDIA)
     if chunk_size < 1:
-        raise ZooError(f"chunk size must be at least 1, got {chunk_size}")
+        raise ZooError(f"--chunk-size must be at least 1, got {chunk_size}")
     chunks = -(-total // chunk_size)
     meta = provenance(model, normalize=normalize, pool=pool)
     run = {"inputs": inputs.description, "fingerprint": inputs.fingerprint(), "total": total,
            "chunk_size": chunk_size, "on_error": on_error, **{k: meta[k] for k in ("model", "sha256", "normalize",
                                                                                  "pool", "embed_dim")}}
-    partial = output.with_name(output.name + ".partial")
-    partial.mkdir(parents=True, exist_ok=True)
-    run_file = partial / "run.json"
-    if run_file.is_file():
-        previous = json.loads(run_file.read_text())
-        if previous != run:
-            changed = sorted(k for k in run if previous.get(k) != run[k])
-            raise ZooError(f"{partial} holds an interrupted run with other settings ({', '.join(changed)}); "
-                           f"delete it to start over, or run the same command to resume")
-    else:
+    if previous is None:
+        partial.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_file, run)
+    elif previous != run:
+        changed = sorted(k for k in run if previous.get(k) != run[k])
+        raise ZooError(f"{partial} holds an interrupted run with other settings ({', '.join(changed)}); "
+                       f"delete it to start over, or run the same command to resume")
     done = {int(p.stem.split("-")[1]) for p in partial.glob("part-*.parquet")}
     id_type = pa.string() if inputs.kind == "files" else pa.int64()
     schema = _schema(model.embed_dim, id_type, meta)
