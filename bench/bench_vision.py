@@ -8,7 +8,7 @@ runs in its own interpreter (see ``sides.py``), alternating, after a warm-up pas
 Also printed: zoo's end-to-end speed as a share of its own model-only speed (the same batches,
 already decoded), which shows how much of the decoding is hidden behind compute.
 
-    python bench/bench_vision.py [--n 640] [--rounds 3] [--workers 1] [--batch-size 32]
+    python bench/bench_vision.py [--n 640] [--rounds 3] [--workers 1] [--batch-size 32] [--device cpu]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def zoo_side(paths: list[str], args: argparse.Namespace) -> tuple[np.ndarray, di
     import zoo
     from zoo.allocator import keep_freed_memory
 
-    ours = zoo.load("efficientnet-lite0", device="cpu")
+    ours = zoo.load("efficientnet-lite0", device=args.device)
     ours.featurize(paths[:2 * args.batch_size], batch_size=args.batch_size, progress=False)
     began = time.perf_counter()
     vectors = ours.featurize(paths, batch_size=args.batch_size, num_workers=args.workers, progress=False)
@@ -44,6 +44,8 @@ def zoo_side(paths: list[str], args: argparse.Namespace) -> tuple[np.ndarray, di
         began = time.perf_counter()
         for batch in batches:
             ours.encode_batch(batch)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
         model_seconds = time.perf_counter() - began
     return vectors, {"seconds": seconds, "model_items": sum(len(b) for b in batches),
                      "model_seconds": model_seconds, "threads": torch.get_num_threads()}
@@ -62,7 +64,7 @@ def timm_side(paths: list[str], args: argparse.Namespace) -> tuple[np.ndarray, d
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     state = torch.load(fetch_files(spec).root / spec.config["weights"], weights_only=True)
     model.load_state_dict(remap_in_order(state, model.state_dict()))
-    model.eval()
+    model.to(args.device).eval()
     transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
 
     class Files(Dataset):
@@ -79,7 +81,7 @@ def timm_side(paths: list[str], args: argparse.Namespace) -> tuple[np.ndarray, d
     def run(paths: list[str]) -> np.ndarray:
         loader = DataLoader(Files(paths), batch_size=args.batch_size, num_workers=args.workers)
         with torch.inference_mode():
-            return torch.cat([model.forward_head(model.forward_features(x), pre_logits=True)
+            return torch.cat([model.forward_head(model.forward_features(x.to(args.device)), pre_logits=True).cpu()
                               for x in loader]).numpy()
 
     run(paths[:2 * args.batch_size])
@@ -95,6 +97,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data", type=Path, default=Path.home() / ".cache" / "zoo-bench" / "jpegs")
+    parser.add_argument("--device", default="cpu", help="where both sides run the model (cpu, cuda)")
     parser.add_argument("--side", choices=["zoo", "timm"], help=argparse.SUPPRESS)
     parser.add_argument("--vectors", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -104,7 +107,7 @@ def main() -> None:
         child(args.side, args.vectors, {"zoo": lambda: zoo_side(paths, args), "timm": lambda: timm_side(paths, args)})
         return
     argv = ["--n", str(args.n), "--workers", str(args.workers), "--batch-size", str(args.batch_size),
-            "--data", str(args.data)]
+            "--data", str(args.data), "--device", args.device]
     runs: dict[str, list[dict[str, Any]]] = {"zoo": [], "timm": []}
     for _ in range(args.rounds):
         for side, results in runs.items():
@@ -112,8 +115,9 @@ def main() -> None:
     z = statistics.median(r["seconds"] for r in runs["zoo"])
     t = statistics.median(r["seconds"] for r in runs["timm"])
     m = statistics.median(r["model_seconds"] / r["model_items"] for r in runs["zoo"])
-    print(f"torch threads: {runs['zoo'][0]['threads']}, {len(paths)} JPEGs, batch size {args.batch_size}, "
-          f"{args.workers} decode worker(s), each side in its own process, median of {args.rounds}")
+    print(f"{args.device}, torch threads: {runs['zoo'][0]['threads']}, {len(paths)} JPEGs, "
+          f"batch size {args.batch_size}, {args.workers} decode worker(s), each side in its own process, "
+          f"median of {args.rounds}")
     print(f"zoo featurize (JPEG to vector):     {len(paths) / z:7.1f} images/s")
     print(f"timm + DataLoader (JPEG to vector): {len(paths) / t:7.1f} images/s")
     print(f"zoo model only (decoded batches):   {1 / m:7.1f} images/s")

@@ -88,6 +88,10 @@ def test_image_folder_with_worker_processes_and_a_corrupt_file(tmp_path):
     default = embed_to_file(model, open_inputs(str(folder)), tmp_path / "out.npy", progress=False, on_error="skip")
     assert default.chunk_size == 512  # images cost more per item: smaller parts, less lost to a kill
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-5)
+    wide = embed_to_file(model, open_inputs(str(folder)), tmp_path / "wide.npy", progress=False, on_error="skip",
+                         batch_size=64, num_workers=2)
+    assert wide.chunk_size == 8 * 64 * 2  # each worker, started afresh per chunk, gets several batches
+    np.testing.assert_allclose(np.load(tmp_path / "wide.npy"), expected, atol=1e-5)
 
 
 def test_resume_after_kill_9_computes_only_what_is_missing(minilm, tmp_path):
@@ -148,3 +152,11 @@ def test_resume_without_chunk_size_keeps_the_interrupted_runs(minilm, tmp_path, 
     ids, X = _embeddings(out)
     assert ids == list(range(60))
     np.testing.assert_allclose(X, minilm.featurize(TEXTS), atol=1e-6)
+
+
+@pytest.mark.parametrize(("cores", "cpu", "gpu"), [(1, 0, 0), (2, 1, 1), (8, 4, 7), (32, 4, 16)])
+def test_default_decode_workers(monkeypatch, cores, cpu, gpu):
+    from zoo.embed import default_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert (default_workers("cpu"), default_workers("cuda:0")) == (cpu, gpu)

@@ -162,7 +162,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from .embed import check_output, embed_to_file
+    from .embed import check_output, default_workers, embed_to_file
     from .inputs import open_inputs
     from .loader import load
 
@@ -172,7 +172,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     summary = embed_to_file(model, inputs, out, batch_size=args.batch_size, chunk_size=args.chunk_size,
                             normalize=args.normalize, pool=args.pool,
                             on_error="skip" if args.skip_errors else "raise",
-                            num_workers=args.workers, progress=not args.quiet)
+                            num_workers=default_workers(model.device) if args.workers is None else args.workers,
+                            progress=not args.quiet)
     if summary.chunks_done_before:
         print(f"resumed: {summary.chunks_done_before} of {summary.chunks} chunks were already done")
     for item, why in summary.skipped[:20]:
@@ -267,9 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--column", help="the input column of a CSV / JSONL / parquet file (default: text)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--chunk-size", type=int,
-                   help="items per resumable chunk (default: 4096 for text models, 512 for others)")
-    p.add_argument("--workers", type=int, default=min(4, max(0, (os.cpu_count() or 1) - 1)),
-                   help="decode processes for images and audio (default: cores - 1, at most 4)")
+                   help="items per resumable chunk (default: 4096 for text models; for others 512, "
+                        "or 8 batches per decode worker)")
+    p.add_argument("--workers", type=int,
+                   help="decode processes for images and audio (default: cores - 1, at most 4 on the CPU "
+                        "and 16 on a GPU)")
     p.add_argument("--skip-errors", action="store_true", help="leave out unreadable items and report them")
     p.add_argument("--pool", help="pooling mode, where the model has a choice")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
