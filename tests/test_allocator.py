@@ -53,7 +53,7 @@ def test_freed_blocks_are_reused_without_page_faults_then_handed_back() -> None:
     default = run(ZOO_MALLOC_TUNING="0")
     assert tuned["tuned"] and not default["tuned"]
     # By default glibc unmaps each activation when it is freed, so every pass faults its pages in
-    # again: 5 passes x 3 activations x 16384 pages.
+    # again: 5 passes x at least 3 activations x 16384 pages.
     assert default["faults"] > 5 * 3 * 16384
     assert tuned["faults"] < default["faults"] / 10
     # The activations stayed mapped inside the block; malloc_trim handed them back on leaving.
