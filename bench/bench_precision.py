@@ -18,6 +18,7 @@ import warnings
 
 import datasets
 import numpy as np
+from sides import cosines
 
 
 def main() -> None:
@@ -60,7 +61,7 @@ def main() -> None:
                 bucket.append(time.perf_counter() - began)
                 if m is model:
                     result = out
-        cos = (result * reference).sum(1) / (np.linalg.norm(result, axis=1) * np.linalg.norm(reference, axis=1))
+        cos = cosines(result, reference)
         print(f"{name:30s} speed {statistics.median(base) / statistics.median(ours):5.2f}x   "
               f"cosine min {cos.min():.4f} median {np.median(cos):.5f}")
 

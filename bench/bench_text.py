@@ -22,7 +22,7 @@ from typing import Any
 
 import datasets
 import numpy as np
-from sides import child, min_cosine, run_side
+from sides import alternate, child, min_cosine
 
 
 def padded_tokens(lengths: list[int], order: list[int], batch_size: int) -> int:
@@ -74,10 +74,7 @@ def main() -> None:
           f"median of {args.rounds}")
     for corpus in args.corpus:
         argv = ["--n", str(args.n), "--batch-size", str(args.batch_size), "--corpus", corpus]
-        runs: dict[str, list[dict[str, Any]]] = {"zoo": [], "st": []}
-        for _ in range(args.rounds):
-            for side, results in runs.items():
-                results.append(run_side(__file__, side, argv))
+        runs = alternate(__file__, ["zoo", "st"], argv, args.rounds)
         texts = getattr(datasets, corpus)(args.n)
         lengths = runs["zoo"][0]["lengths"]
         by_tokens = padded_tokens(lengths, sorted(range(len(texts)), key=lambda i: -lengths[i]), args.batch_size)

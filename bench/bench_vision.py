@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from datasets import jpegs
-from sides import child, min_cosine, run_side
+from sides import alternate, child, min_cosine
 
 
 def zoo_side(paths: list[str], args: argparse.Namespace) -> tuple[np.ndarray, dict[str, Any]]:
@@ -108,10 +108,7 @@ def main() -> None:
         return
     argv = ["--n", str(args.n), "--workers", str(args.workers), "--batch-size", str(args.batch_size),
             "--data", str(args.data), "--device", args.device]
-    runs: dict[str, list[dict[str, Any]]] = {"zoo": [], "timm": []}
-    for _ in range(args.rounds):
-        for side, results in runs.items():
-            results.append(run_side(__file__, side, argv))
+    runs = alternate(__file__, ["zoo", "timm"], argv, args.rounds)
     z = statistics.median(r["seconds"] for r in runs["zoo"])
     t = statistics.median(r["seconds"] for r in runs["timm"])
     m = statistics.median(r["model_seconds"] / r["model_items"] for r in runs["zoo"])

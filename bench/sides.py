@@ -33,6 +33,15 @@ def run_side(script: str, side: str, argv: list[str]) -> dict[str, Any]:
     return result
 
 
+def alternate(script: str, sides: list[str], argv: list[str], rounds: int) -> dict[str, list[dict[str, Any]]]:
+    """``rounds`` rounds, each running every side once in turn; each side's results in round order."""
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+    for _ in range(rounds):
+        for side, results in runs.items():
+            results.append(run_side(script, side, argv))
+    return runs
+
+
 def child(side: str, vectors: Path, sides: dict[str, Callable[[], tuple[np.ndarray, dict[str, Any]]]]) -> None:
     """In the child: run ``sides[side]`` (which warms up and times itself), save its vectors, print
     its measurements as one JSON line."""
@@ -41,6 +50,11 @@ def child(side: str, vectors: Path, sides: dict[str, Callable[[], tuple[np.ndarr
     print(json.dumps(measured))
 
 
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-row cosine similarity between two ``(N, D)`` arrays."""
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     """The lowest per-row cosine similarity between two ``(N, D)`` arrays."""
-    return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
+    return float(cosines(a, b).min())

@@ -112,7 +112,6 @@ def embed_to_file(
     that is more, since each chunk starts its workers afresh; so a kill loses seconds of work, not
     minutes. An interrupted run resumes with the chunk size it started with.
     """
-    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm.auto import tqdm

@@ -111,19 +111,22 @@ def run_featurize(
                                   report=report)
         indices, decoded = decode_items(items, decode or adapter.decoder(), on_error, report)
         out = np.zeros((len(decoded), dim), dtype=np.float32)
-        show = progress if progress is not None else len(decoded) >= PROGRESS_MIN_ITEMS
-
-        from tqdm.auto import tqdm
-
         batches = (plan or adapter.plan_batches)(decoded, batch_size) if decoded else ()
         adapter.model.eval()
-        with torch.inference_mode(), tqdm(total=len(decoded), desc=f"{desc} {adapter.name}", unit="item",
-                                          disable=not show) as bar:
+        with torch.inference_mode(), _progress_bar(adapter, len(decoded), progress, desc) as bar:
             for positions, batch in batches:
                 out[positions] = _rows(adapter, encode(batch), len(positions), dim, normalize)
                 bar.update(len(positions))
         report.kept = indices
         return _finish(out, report, return_tensors)
+
+
+def _progress_bar(adapter: Adapter, total: int, progress: bool | None, desc: str) -> Any:
+    """A tqdm bar over ``total`` items; ``progress=None`` shows it only for long inputs."""
+    from tqdm.auto import tqdm
+
+    show = progress if progress is not None else total >= PROGRESS_MIN_ITEMS
+    return tqdm(total=total, desc=f"{desc} {adapter.name}", unit="item", disable=not show)
 
 
 def _rows(adapter: Adapter, emb: torch.Tensor, n: int, dim: int, normalize: bool) -> np.ndarray:
@@ -176,17 +179,14 @@ def _run_streaming(adapter: Adapter, items: list[Any], *, encode: Callable[[Any]
     import numpy as np
     import torch
     from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
 
     out = np.zeros((len(items), dim), dtype=np.float32)
     kept = np.zeros(len(items), dtype=bool)
     loader = DataLoader(range(len(items)), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=_DecodeCollate(adapter, items, decode),
                         prefetch_factor=4 if num_workers else None)
-    show = progress if progress is not None else len(items) >= PROGRESS_MIN_ITEMS
     adapter.model.eval()
-    with torch.inference_mode(), tqdm(total=len(items), desc=f"{desc} {adapter.name}", unit="item",
-                                      disable=not show) as bar:
+    with torch.inference_mode(), _progress_bar(adapter, len(items), progress, desc) as bar:
         for positions, batch, errors in loader:
             if errors and on_error == "raise":
                 index, why = errors[0]

@@ -5,6 +5,7 @@ number, or the file path) so that the output says which row is which."""
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import hashlib
 import json
@@ -35,7 +36,7 @@ class InputSource:
                 for i, line in enumerate(fh):
                     yield i, line.rstrip("\n").rstrip("\r")
         elif self.kind == "files":
-            for path in self._files():
+            for path in self._files:
                 yield path, path
         else:
             yield from self._rows()
@@ -45,7 +46,7 @@ class InputSource:
             with open(self.path, "rb") as fh:
                 return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b"")) + self._no_final_newline()
         if self.kind == "files":
-            return len(self._files())
+            return len(self._files)
         if self.path.endswith(".parquet"):
             import pyarrow.parquet as pq
 
@@ -60,7 +61,10 @@ class InputSource:
             fh.seek(size - 1)
             return int(fh.read(1) != b"\n")
 
+    @functools.cached_property
     def _files(self) -> list[str]:
+        """The files of a ``files`` source, listed once: counting, fingerprinting and reading use
+        the same list (a folder walk costs a stat per file)."""
         if os.path.isdir(self.path):
             found = [str(p) for p in sorted(Path(self.path).rglob("*"))
                      if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES]
@@ -99,7 +103,7 @@ class InputSource:
     def fingerprint(self) -> str:
         """Identifies the input set (path, size and mtime of each file read), for safe resuming."""
         digest = hashlib.sha256(f"{self.kind}|{self.path}|{self.column}".encode())
-        paths = self._files() if self.kind == "files" else [self.path]
+        paths = self._files if self.kind == "files" else [self.path]
         for path in paths:
             st = os.stat(path)
             digest.update(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode())

@@ -1,13 +1,13 @@
 """Environment settings, read at call time so tests and long-lived processes see changes.
 
-=================  ==================================================================
-``ZOO_HOME``        cache root (default: the user cache directory, e.g. ``~/.cache/zoo``)
-``ZOO_OFFLINE``     ``1`` never opens a socket; ``HF_HUB_OFFLINE=1`` means the same
-``ZOO_PLUGINS``     comma-separated allow-list of third-party plugins (distribution or entry
-                    point names); unset loads all, empty loads none
-``ZOO_MALLOC_TUNING`` ``0`` leaves glibc's malloc settings alone when a model runs on the CPU
-                    (see :mod:`zoo.allocator`)
-=================  ==================================================================
+=====================  ========================================================================
+``ZOO_HOME``           cache root (default: the user cache directory, e.g. ``~/.cache/zoo``)
+``ZOO_OFFLINE``        ``1`` never opens a socket; ``HF_HUB_OFFLINE=1`` means the same
+``ZOO_PLUGINS``        comma-separated allow-list of third-party plugins (distribution or entry
+                       point names); unset loads all, empty loads none
+``ZOO_MALLOC_TUNING``  ``0`` leaves glibc's malloc settings alone when a model runs on the CPU
+                       (see :mod:`zoo.allocator`)
+=====================  ========================================================================
 """
 
 from __future__ import annotations
