@@ -15,16 +15,15 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import resolve_dtype
+from zoo.adapter import Built
 from zoo.checkpoint import load_state_dict, weights_file
-from zoo.errors import ZooError
 
 from .audio import AudioAdapter
 
 if TYPE_CHECKING:
     import torch
 
-    from zoo.sources import ModelFiles
+    from zoo.model_files import ModelFiles
     from zoo.spec import ModelSpec
 
 DEFAULTS = {
@@ -77,20 +76,18 @@ class GE2EAdapter(AudioAdapter):
     backend = "ge2e"
     parallel_decode = False  # collate computes the mel spectrogram on the model's device
 
-    def __init__(self, spec: ModelSpec, model: torch.nn.Module, mel: torch.nn.Module, *, files: ModelFiles | None,
-                 device: str, dtype: torch.dtype, settings: dict[str, Any]) -> None:
-        super().__init__(spec, model, files=files, device=device)
+    normalize_default = True  # speaker similarity is the cosine, as GE2E was trained
+
+    def __init__(self, spec: ModelSpec, model: torch.nn.Module, *, mel: torch.nn.Module, settings: dict[str, Any],
+                 **kwargs: Any) -> None:
+        super().__init__(spec, model, **kwargs)
         self.mel = mel
-        self.dtype = dtype
         self.settings = settings
         self.sample_rate = int(settings["sample_rate"])
         self.hop = self.sample_rate * int(settings["hop_ms"]) // 1000
 
     @classmethod
-    def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
-                        **options: Any) -> GE2EAdapter:
-        if options:
-            raise TypeError(f"unexpected options for {spec.name}: {', '.join(sorted(options))}")
+    def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype) -> Built:
         import torchaudio
 
         settings = {**DEFAULTS, **spec.preprocessing}
@@ -102,8 +99,6 @@ class GE2EAdapter(AudioAdapter):
         embed = state["linear.weight"].shape[0]
         model = build_encoder(int(settings["n_mels"]), hidden, layers, embed)
         model.load_state_dict(state)
-        if spec.embed_dim is not None and spec.embed_dim != embed:
-            raise ZooError(f"model {spec.name!r} declares embed_dim {spec.embed_dim}, its weights give {embed}")
         rate = int(settings["sample_rate"])
         window = rate * int(settings["window_ms"]) // 1000
         mel = torchaudio.transforms.MelSpectrogram(
@@ -111,16 +106,8 @@ class GE2EAdapter(AudioAdapter):
             n_mels=int(settings["n_mels"]), power=2.0, center=True, pad_mode="constant",
             norm="slaney", mel_scale="slaney",  # librosa's defaults, which the weights were trained with
         )
-        torch_dtype = resolve_dtype(dtype)
-        model.to(device=device, dtype=torch_dtype).eval()
-        mel.to(device).eval()
-        spec = spec.replace(embed_dim=embed, normalize=True if spec.normalize is None else spec.normalize,
-                            preprocessing=settings)
-        return cls(spec, model, mel, files=files, device=device, dtype=torch_dtype, settings=settings)
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.spec.embed_dim)
+        mel.to(device).eval()  # float32 whatever the compute dtype: the log-mel range needs it
+        return Built(model, int(embed), {"preprocessing": settings}, {"mel": mel, "settings": settings})
 
     @property
     def preprocess(self) -> torch.nn.Module:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zoo.errors import ZooError
+from zoo.adapter import Built
 
 from .audio import AudioAdapter
 from .transformers import TransformersFamily, load_model_and_processor
@@ -13,7 +13,7 @@ from .transformers import TransformersFamily, load_model_and_processor
 if TYPE_CHECKING:
     import torch
 
-    from zoo.sources import ModelFiles
+    from zoo.model_files import ModelFiles
     from zoo.spec import ModelSpec
 
 
@@ -22,32 +22,26 @@ class HFAudioAdapter(TransformersFamily, AudioAdapter):
 
     pooling_modes = ("mean", "pooler")
 
-    def __init__(self, spec: ModelSpec, model: Any, extractor: Any, *, files: ModelFiles | None, device: str) -> None:
-        super().__init__(spec, model, files=files, device=device)
+    def __init__(self, spec: ModelSpec, model: Any, *, extractor: Any, **kwargs: Any) -> None:
+        super().__init__(spec, model, **kwargs)
         self.extractor = extractor
         self.sample_rate = int(extractor.sampling_rate)
         self.is_whisper = model.config.model_type == "whisper"
 
     @classmethod
-    def load_hf(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any, trust_remote_code: bool) -> HFAudioAdapter:
+    def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
+               trust_remote_code: bool = False) -> Built:
         from transformers import AutoFeatureExtractor, AutoModel
 
         model, extractor = load_model_and_processor(files.root, AutoModel, AutoFeatureExtractor, dtype=dtype,
                                                     trust_remote_code=trust_remote_code)
         if model.config.model_type == "whisper":
             model = model.get_encoder()  # the decoder is not needed for embeddings
-        model.to(device).eval()
-        dim = int(getattr(model.config, "hidden_size", 0) or model.config.d_model)
-        if spec.embed_dim is not None and spec.embed_dim != dim:
-            raise ZooError(f"model {spec.name!r} declares embed_dim {spec.embed_dim}, its weights give {dim}")
         default_pool = "pooler" if model.config.model_type == "audio-spectrogram-transformer" else "mean"
-        spec = spec.replace(embed_dim=dim, pooling=spec.pooling or default_pool, normalize=bool(spec.normalize),
-                            preprocessing={"sampling_rate": int(extractor.sampling_rate), **spec.preprocessing})
-        return cls(spec, model, extractor, files=files, device=device)
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.spec.embed_dim)
+        changes = {"pooling": spec.pooling or default_pool,
+                   "preprocessing": {"sampling_rate": int(extractor.sampling_rate), **spec.preprocessing}}
+        return Built(model, int(getattr(model.config, "hidden_size", 0) or model.config.d_model), changes,
+                     {"extractor": extractor})
 
     @property
     def preprocess(self) -> Any:

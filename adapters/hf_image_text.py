@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import resolve_dtype
-from zoo.errors import ZooError
+from zoo.adapter import Built
 
 from .image_text import ImageTextAdapter
 from .transformers import TransformersFamily, load_model_and_processor
@@ -14,7 +13,7 @@ from .transformers import TransformersFamily, load_model_and_processor
 if TYPE_CHECKING:
     import torch
 
-    from zoo.sources import ModelFiles
+    from zoo.model_files import ModelFiles
     from zoo.spec import ModelSpec
 
 
@@ -30,29 +29,21 @@ class HFImageTextAdapter(TransformersFamily, ImageTextAdapter):
         self.padding = padding
 
     @classmethod
-    def load_hf(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any,
-                trust_remote_code: bool) -> HFImageTextAdapter:
+    def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
+               trust_remote_code: bool = False) -> Built:
         from transformers import AutoModel, AutoProcessor
 
         model, processor = load_model_and_processor(files.root, AutoModel, AutoProcessor, dtype=dtype,
                                                     trust_remote_code=trust_remote_code)
-        model.to(device).eval()
         dim = int(getattr(model.config, "projection_dim", 0) or model.config.text_config.hidden_size)
-        if spec.embed_dim is not None and spec.embed_dim != dim:
-            raise ZooError(f"model {spec.name!r} declares embed_dim {spec.embed_dim}, its weights give {dim}")
-        spec = spec.replace(embed_dim=dim, normalize=True if spec.normalize is None else spec.normalize)
         # SigLIP was trained on texts padded to the full length; CLIP pads to the longest.
         padding = "max_length" if "siglip" in model.config.model_type else True
 
         def transform(image: Any) -> torch.Tensor:
             return processor(images=image, return_tensors="pt")["pixel_values"][0]
 
-        return cls(spec, model, transform, processor.tokenizer, files=files, device=device,
-                   dtype=resolve_dtype(dtype), padding=padding)
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.spec.embed_dim)
+        return Built(model, dim, parts={"image_transform": transform, "tokenizer": processor.tokenizer,
+                                        "padding": padding})
 
     def image_tower(self) -> tuple[str, torch.nn.Module]:
         return "vision_model", self.model.vision_model

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import resolve_dtype
-from zoo.errors import ZooError
+from zoo.adapter import Built
 
 from .image import ImageBackboneAdapter
 from .transformers import TransformersFamily, load_model_and_processor
@@ -13,7 +12,7 @@ from .transformers import TransformersFamily, load_model_and_processor
 if TYPE_CHECKING:
     import torch
 
-    from zoo.sources import ModelFiles
+    from zoo.model_files import ModelFiles
     from zoo.spec import ModelSpec
 
 
@@ -23,28 +22,21 @@ class HFVisionAdapter(TransformersFamily, ImageBackboneAdapter):
     pooling_modes = ("cls", "mean", "pooler")
 
     @classmethod
-    def load_hf(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any, trust_remote_code: bool) -> HFVisionAdapter:
+    def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
+               trust_remote_code: bool = False) -> Built:
         from transformers import AutoImageProcessor, AutoModel
 
         model, processor = load_model_and_processor(files.root, AutoModel, AutoImageProcessor, dtype=dtype,
                                                     trust_remote_code=trust_remote_code)
-        model.to(device).eval()
         config = model.config
-        dim = int(getattr(config, "hidden_size", 0) or config.hidden_sizes[-1])
-        if spec.embed_dim is not None and spec.embed_dim != dim:
-            raise ZooError(f"model {spec.name!r} declares embed_dim {spec.embed_dim}, its weights give {dim}")
         # Convolutional models have no tokens: their pooled output is the embedding.
         default_pool = "cls" if hasattr(config, "patch_size") else "pooler"
-        spec = spec.replace(embed_dim=dim, pooling=spec.pooling or default_pool, normalize=bool(spec.normalize))
 
         def transform(image: Any) -> torch.Tensor:
             return processor(images=image, return_tensors="pt")["pixel_values"][0]
 
-        return cls(spec, model, transform, files=files, device=device, dtype=resolve_dtype(dtype))
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.spec.embed_dim)
+        return Built(model, int(getattr(config, "hidden_size", 0) or config.hidden_sizes[-1]),
+                     {"pooling": spec.pooling or default_pool}, {"transform": transform})
 
     def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
         return batch.to(self.device, dtype=self.dtype)

@@ -7,25 +7,24 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 from zoo.adapter import Adapter
-from zoo.featurize import OnError, run_featurize
+from zoo.featurize import OnError
+
+from .fold import fold_batchnorm
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from zoo.sources import ModelFiles
     from zoo.spec import ModelSpec
 
 
 class ImageBackboneAdapter(Adapter):
     """An image model: ``features`` gives pooled pre-logits, ``logits`` the pretrained head."""
 
-    def __init__(self, spec: ModelSpec, model: torch.nn.Module, transform: Callable[[Any], torch.Tensor], *,
-                 files: ModelFiles | None, device: str, dtype: torch.dtype,
-                 labels: list[str] | Callable[[], list[str] | None] | None = None) -> None:
-        super().__init__(spec, model, files=files, device=device)
+    def __init__(self, spec: ModelSpec, model: torch.nn.Module, *, transform: Callable[[Any], torch.Tensor],
+                 labels: list[str] | Callable[[], list[str] | None] | None = None, **kwargs: Any) -> None:
+        super().__init__(spec, model, **kwargs)
         self.transform = transform
-        self.dtype = dtype
         self._labels = labels
         self._channels_last = False
         self._folded: tuple[tuple[tuple[int, int], ...], torch.nn.Module] | None = None
@@ -93,8 +92,6 @@ class ImageBackboneAdapter(Adapter):
             return self._folded[1]
         import torch
 
-        from .fold import fold_batchnorm
-
         net, count = fold_batchnorm(self.model)
         if count:
             reference = self.features(x)
@@ -118,6 +115,5 @@ class ImageBackboneAdapter(Adapter):
         def encode(batch: torch.Tensor) -> torch.Tensor:
             return self.logits(self._to_device(batch)).float().softmax(-1)
 
-        return run_featurize(self, inputs, encode=encode, dim=self.num_classes, batch_size=batch_size,
-                             normalize=False, return_tensors=return_tensors, progress=progress,
-                             on_error=on_error, desc="predict")
+        return self._run(inputs, encode=encode, dim=self.num_classes, batch_size=batch_size, normalize=False,
+                         return_tensors=return_tensors, progress=progress, on_error=on_error, desc="predict")[0]

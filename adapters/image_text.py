@@ -11,25 +11,27 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from zoo.adapter import Adapter
-from zoo.featurize import OnError, run_featurize
+from zoo.blocks import default_blocks
+from zoo.featurize import OnError
+from zoo.plugins.text import decode_text
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from zoo.sources import ModelFiles
     from zoo.spec import ModelSpec
 
 
 class ImageTextAdapter(Adapter):
     """A contrastive image-text model; subclasses implement the two towers and tokenisation."""
 
-    def __init__(self, spec: ModelSpec, model: torch.nn.Module, image_transform: Callable[[Any], Any],
-                 tokenizer: Any, *, files: ModelFiles | None, device: str, dtype: torch.dtype) -> None:
-        super().__init__(spec, model, files=files, device=device)
+    normalize_default = True  # a dot product of unit vectors is the cosine similarity CLIP was trained on
+
+    def __init__(self, spec: ModelSpec, model: torch.nn.Module, *, image_transform: Callable[[Any], Any],
+                 tokenizer: Any, **kwargs: Any) -> None:
+        super().__init__(spec, model, **kwargs)
         self.image_transform = image_transform
         self.tokenizer = tokenizer
-        self.dtype = dtype
 
     @property
     def preprocess(self) -> dict[str, Any]:
@@ -66,8 +68,6 @@ class ImageTextAdapter(Adapter):
         raise NotImplementedError
 
     def blocks(self) -> list[list[str]]:
-        from zoo.training.strategies import default_blocks
-
         prefix, tower = self.image_tower()
         return [[f"{prefix}.{name}" for name in block] for block in default_blocks(tower)]
 
@@ -88,11 +88,7 @@ class ImageTextAdapter(Adapter):
         on_error: OnError = "raise",
     ) -> np.ndarray | torch.Tensor:
         """Embed texts into the image embedding space (same contract as :meth:`featurize`)."""
-        from zoo.registry import get_registry
-
-        return run_featurize(
-            self, texts, encode=self.encode_texts, dim=self.embed_dim,
-            decode=get_registry().modality("text").decode, plan=self._plan_texts,
-            batch_size=batch_size, normalize=bool(self.spec.normalize) if normalize is None else normalize,
-            return_tensors=return_tensors, progress=progress, on_error=on_error, desc="featurize texts",
-        )
+        return self._run(texts, encode=self.encode_texts, dim=self.embed_dim, decode=decode_text,
+                         plan=self._plan_texts, batch_size=batch_size, normalize=self.resolve_normalize(normalize),
+                         return_tensors=return_tensors, progress=progress, on_error=on_error,
+                         desc="featurize texts")[0]

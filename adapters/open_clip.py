@@ -7,16 +7,16 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import resolve_dtype
-from zoo.errors import UnknownModelError, ZooError
-from zoo.spec import ModelSpec, Source
+from zoo.adapter import Built
+from zoo.errors import UnknownModelError, ZooError, close_matches
+from zoo.spec import ModelSpec, Source, split_revision
 
 from .image_text import ImageTextAdapter
 
 if TYPE_CHECKING:
     import torch
 
-    from zoo.sources import ModelFiles
+    from zoo.model_files import ModelFiles
 
 CONFIG = "open_clip_config.json"
 
@@ -31,11 +31,9 @@ class OpenClipAdapter(ImageTextAdapter):
         """``ARCH/TAG`` (e.g. ``ViT-B-32/laion2b_s34b_b79k``) -> the hub repository open_clip names."""
         import open_clip
 
-        ident, _, revision = backend_id.partition("@")
+        ident, revision = split_revision(backend_id)
         arch, _, tag = ident.partition("/")
         if arch not in open_clip.list_models():
-            from zoo.errors import close_matches
-
             hits = [f"open_clip:{h}" for h in close_matches(arch, open_clip.list_models())]
             raise UnknownModelError(f"open_clip:{arch}", hits, hint="(see open_clip.list_models())")
         tags = open_clip.list_pretrained_tags_by_model(arch)
@@ -46,7 +44,7 @@ class OpenClipAdapter(ImageTextAdapter):
             raise ZooError(f"open_clip {arch}/{tag} is not on the Hugging Face Hub; zoo cannot fetch it")
         repo = "/".join(hub.split("/")[:2])
         return ModelSpec(name=f"open_clip:{backend_id}", modality="image-text", backend=backend, backend_id=ident,
-                         sources=(Source("hub", repo, revision=revision or None),))
+                         sources=(Source("hub", repo, revision=revision),))
 
     @classmethod
     def spec_for_path(cls, path: Path) -> ModelSpec:
@@ -54,30 +52,17 @@ class OpenClipAdapter(ImageTextAdapter):
                          sources=(Source("path", str(path)),))
 
     @classmethod
-    def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
-                        **options: Any) -> OpenClipAdapter:
-        if options:
-            raise TypeError(f"unexpected options for an open_clip model: {', '.join(sorted(options))}")
+    def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype) -> Built:
         import open_clip
 
         if not (files.root / CONFIG).is_file():
             raise ZooError(f"{files.root} has no {CONFIG}; expected open_clip's hub folder format")
         ident = f"local-dir:{files.root}"
         model, _, preprocess = open_clip.create_model_and_transforms(ident, device=device)
-        tokenizer = open_clip.get_tokenizer(ident)
-        torch_dtype = resolve_dtype(dtype)
-        model.to(device=device, dtype=torch_dtype).eval()
         config = json.loads((files.root / CONFIG).read_text())
-        dim = int(config["model_cfg"]["embed_dim"])
-        if spec.embed_dim is not None and spec.embed_dim != dim:
-            raise ZooError(f"model {spec.name!r} declares embed_dim {spec.embed_dim}, its config gives {dim}")
-        spec = spec.replace(embed_dim=dim, normalize=True if spec.normalize is None else spec.normalize,
-                            preprocessing={**config.get("preprocess_cfg", {}), **spec.preprocessing})
-        return cls(spec, model, preprocess, tokenizer, files=files, device=device, dtype=torch_dtype)
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.spec.embed_dim)
+        return Built(model, int(config["model_cfg"]["embed_dim"]),
+                     {"preprocessing": {**config.get("preprocess_cfg", {}), **spec.preprocessing}},
+                     {"image_transform": preprocess, "tokenizer": open_clip.get_tokenizer(ident)})
 
     def image_tower(self) -> tuple[str, torch.nn.Module]:
         return "visual", self.model.visual

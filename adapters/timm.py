@@ -6,17 +6,17 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import resolve_dtype
+from zoo.adapter import Built
 from zoo.checkpoint import load_state_dict, weights_file
-from zoo.errors import UnknownModelError, ZooError
-from zoo.spec import ModelSpec, Source
+from zoo.errors import UnknownModelError, ZooError, close_matches
+from zoo.spec import ModelSpec, Source, split_revision
 
 from .image import ImageBackboneAdapter
 
 if TYPE_CHECKING:
     import torch
 
-    from zoo.sources import ModelFiles
+    from zoo.model_files import ModelFiles
 
 
 def remap_in_order(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -53,11 +53,9 @@ class TimmAdapter(ImageBackboneAdapter):
     def spec_for_id(cls, backend: str, backend_id: str) -> ModelSpec:
         import timm
 
-        name, _, revision = backend_id.partition("@")
+        name, revision = split_revision(backend_id)
         arch = name.split(".")[0]
         if not timm.is_model(arch):
-            from zoo.errors import close_matches
-
             raise UnknownModelError(f"timm:{name}", [f"timm:{m}" for m in close_matches(arch, timm.list_models())],
                                     hint="(see timm.list_models())")
         cfg = timm.models.get_pretrained_cfg(name)
@@ -65,15 +63,11 @@ class TimmAdapter(ImageBackboneAdapter):
             tags = timm.list_pretrained(f"{arch}.*")
             raise ZooError(f"timm has no hub weights for {name!r}; pretrained tags: {', '.join(tags) or 'none'}")
         return ModelSpec(name=f"timm:{backend_id}", modality="vision", backend=backend, backend_id=name,
-                         sources=(Source("hub", cfg.hf_hub_id, revision=revision or None),))
+                         sources=(Source("hub", cfg.hf_hub_id, revision=revision),))
 
     @classmethod
-    def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
-                        **options: Any) -> TimmAdapter:
-        if options:
-            raise TypeError(f"unexpected options for a timm model: {', '.join(sorted(options))}")
+    def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype) -> Built:
         import timm
-        import torch
         from timm.data import create_transform, resolve_model_data_config
 
         weights = weights_file(spec, files)
@@ -84,23 +78,11 @@ class TimmAdapter(ImageBackboneAdapter):
         else:
             # timm's own pretrained loading (its checkpoint filters included), from the verified file.
             model = timm.create_model(spec.backend_id, pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
-        torch_dtype = resolve_dtype(dtype)
-        model.to(device=device, dtype=torch_dtype).eval()
-
-        dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
-        if spec.embed_dim is not None and spec.embed_dim != dim:
-            raise ZooError(f"model {spec.name!r} declares embed_dim {spec.embed_dim} but timm's "
-                           f"{spec.backend_id} gives {dim}; fix the registry entry")
         data_config = resolve_model_data_config(model)
-        transform = create_transform(**data_config, is_training=False)
-        spec = spec.replace(embed_dim=dim, normalize=bool(spec.normalize),
-                            preprocessing={**data_config, **spec.preprocessing})
-        return cls(spec, model, transform, files=files, device=device, dtype=torch_dtype,
-                   labels=functools.partial(imagenet_labels, model))
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.spec.embed_dim)
+        return Built(model, int(getattr(model, "head_hidden_size", None) or model.num_features),
+                     {"preprocessing": {**data_config, **spec.preprocessing}},
+                     {"transform": create_transform(**data_config, is_training=False),
+                      "labels": functools.partial(imagenet_labels, model)})
 
     @property
     def num_classes(self) -> int:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import resolve_dtype
+from zoo.adapter import Built
 from zoo.checkpoint import load_state_dict, weights_file
-from zoo.errors import UnknownModelError, ZooError
+from zoo.errors import UnknownModelError, close_matches
 from zoo.spec import ModelSpec, Source
 
 from .audio import AudioAdapter
@@ -21,7 +21,7 @@ from .audio import AudioAdapter
 if TYPE_CHECKING:
     import torch
 
-    from zoo.sources import ModelFiles
+    from zoo.model_files import ModelFiles
 
 BUNDLE_URL = "https://download.pytorch.org/torchaudio/models/"
 
@@ -32,8 +32,6 @@ def find_bundle(name: str) -> Any:
 
     bundle = getattr(pipelines, name, None)
     if bundle is None or not hasattr(bundle, "get_model") or not hasattr(bundle, "_path"):
-        from zoo.errors import close_matches
-
         names = [n for n in dir(pipelines) if n.isupper() and hasattr(getattr(pipelines, n), "_params")]
         raise UnknownModelError(f"torchaudio:{name}", [f"torchaudio:{h}" for h in close_matches(name, names)],
                                 hint="(speech encoder bundles of torchaudio.pipelines)")
@@ -46,10 +44,9 @@ class TorchaudioAdapter(AudioAdapter):
     backend = "torchaudio"
     pooling_modes = ("mean",)
 
-    def __init__(self, spec: ModelSpec, model: torch.nn.Module, *, files: ModelFiles | None, device: str,
-                 dtype: torch.dtype, sample_rate: int, normalize_waveform: bool) -> None:
-        super().__init__(spec, model, files=files, device=device)
-        self.dtype = dtype
+    def __init__(self, spec: ModelSpec, model: torch.nn.Module, *, sample_rate: int, normalize_waveform: bool,
+                 **kwargs: Any) -> None:
+        super().__init__(spec, model, **kwargs)
         self.sample_rate = sample_rate
         self.normalize_waveform = normalize_waveform
 
@@ -61,10 +58,7 @@ class TorchaudioAdapter(AudioAdapter):
                          sources=(Source("url", url),), config={"weights": Path(url).name})
 
     @classmethod
-    def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
-                        **options: Any) -> TorchaudioAdapter:
-        if options:
-            raise TypeError(f"unexpected options for a torchaudio model: {', '.join(sorted(options))}")
+    def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype) -> Built:
         import torch
         import torchaudio
 
@@ -83,23 +77,14 @@ class TorchaudioAdapter(AudioAdapter):
             normalize_waveform = bool(getattr(model, "normalize_waveform", False))
         # The bundle wrapper layer-normalises the whole padded batch at once; zoo normalises each
         # waveform on its own instead (the same result for one item, independent of batching).
-        model = getattr(model, "model", model)
-        torch_dtype = resolve_dtype(dtype)
-        model.to(device=device, dtype=torch_dtype).eval()
-        with torch.inference_mode():
-            probe, _ = model.extract_features(torch.zeros(1, sample_rate, device=device, dtype=torch_dtype))
-        dim = int(probe[-1].shape[-1])
-        if spec.embed_dim is not None and spec.embed_dim != dim:
-            raise ZooError(f"model {spec.name!r} declares embed_dim {spec.embed_dim}, the model gives {dim}")
-        spec = spec.replace(embed_dim=dim, pooling="mean", normalize=bool(spec.normalize),
-                            preprocessing={"sample_rate": sample_rate, "normalize_waveform": normalize_waveform,
-                                           **spec.preprocessing})
-        return cls(spec, model, files=files, device=device, dtype=torch_dtype, sample_rate=sample_rate,
-                   normalize_waveform=normalize_waveform)
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.spec.embed_dim)
+        model = getattr(model, "model", model).eval()
+        with torch.inference_mode():  # the width of the last layer, from a short probe on the CPU
+            probe, _ = model.extract_features(torch.zeros(1, sample_rate))
+        changes = {"pooling": "mean", "preprocessing": {"sample_rate": sample_rate,
+                                                        "normalize_waveform": normalize_waveform,
+                                                        **spec.preprocessing}}
+        return Built(model, int(probe[-1].shape[-1]), changes,
+                     {"sample_rate": sample_rate, "normalize_waveform": normalize_waveform})
 
     @property
     def preprocess(self) -> dict[str, Any]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import resolve_dtype
+from zoo.adapter import Built
 from zoo.checkpoint import load_state_dict, weights_file
-from zoo.errors import UnknownModelError, ZooError
+from zoo.errors import UnknownModelError, ZooError, close_matches
 from zoo.spec import ModelSpec, Source
 
 from .image import ImageBackboneAdapter
@@ -16,7 +16,7 @@ from .image import ImageBackboneAdapter
 if TYPE_CHECKING:
     import torch
 
-    from zoo.sources import ModelFiles
+    from zoo.model_files import ModelFiles
 
 
 def split_weights_id(backend_id: str) -> tuple[str, str]:
@@ -32,8 +32,6 @@ def weights_enum(backend_id: str) -> Any:
     try:
         enum = torchvision.models.get_model_weights(arch)
     except ValueError:
-        from zoo.errors import close_matches
-
         hits = close_matches(arch, torchvision.models.list_models())
         raise UnknownModelError(f"torchvision:{arch}", [f"torchvision:{h}" for h in hits],
                                 hint="(see torchvision.models.list_models())") from None
@@ -82,11 +80,7 @@ class TorchvisionAdapter(ImageBackboneAdapter):
                          config={"weights": Path(weights.url).name})
 
     @classmethod
-    def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
-                        **options: Any) -> TorchvisionAdapter:
-        if options:
-            raise TypeError(f"unexpected options for a torchvision model: {', '.join(sorted(options))}")
-        import torch
+    def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype) -> Built:
         import torchvision
 
         weights = weights_enum(spec.backend_id)
@@ -94,23 +88,10 @@ class TorchvisionAdapter(ImageBackboneAdapter):
         categories = weights.meta.get("categories") or []
         model = torchvision.models.get_model(arch, weights=None, num_classes=len(categories) or 1000)
         model.load_state_dict(load_state_dict(weights_file(spec, files)))
-        head = _replace_last_linear(model)
-        torch_dtype = resolve_dtype(dtype)
-        model.to(device=device, dtype=torch_dtype).eval()
-        head.to(device=device, dtype=torch_dtype).eval()
-        dim = head.in_features
-        if spec.embed_dim is not None and spec.embed_dim != dim:
-            raise ZooError(f"model {spec.name!r} declares embed_dim {spec.embed_dim} but torchvision's "
-                           f"{arch} gives {dim}; fix the registry entry")
+        head = _replace_last_linear(model).to(device=device, dtype=dtype).eval()
         transform = weights.transforms()
-        spec = spec.replace(embed_dim=dim, normalize=bool(spec.normalize),
-                            preprocessing={"transforms": repr(transform), **spec.preprocessing})
-        return cls(spec, model, transform, files=files, device=device, dtype=torch_dtype,
-                   labels=list(categories) or None, head=head)
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.spec.embed_dim)
+        return Built(model, head.in_features, {"preprocessing": {"transforms": repr(transform), **spec.preprocessing}},
+                     {"transform": transform, "labels": list(categories) or None, "head": head})
 
     @property
     def num_classes(self) -> int:

@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import Adapter, resolve_dtype
+from zoo.adapter import Adapter, Built
 from zoo.errors import RegistryError
-from zoo.spec import ModelSpec, Source
+from zoo.manifest import write_manifest
+from zoo.registry import import_ref
+from zoo.spec import ModelSpec, Source, split_revision
 
 if TYPE_CHECKING:
     import torch
 
-    from zoo.sources import ModelFiles
+    from zoo.model_files import ModelFiles
 
 
 @dataclass(frozen=True)
@@ -87,27 +89,21 @@ def modality_of(config: dict[str, Any]) -> str:
     return MODALITY_BY_MODEL_TYPE.get(str(config.get("model_type", "")), "text")
 
 
-def split_revision(backend_id: str) -> tuple[str, str | None]:
-    """``"org/name@rev"`` -> ``("org/name", "rev")``."""
-    repo, _, revision = backend_id.partition("@")
-    return repo, revision or None
-
-
 class TransformersAdapter(Adapter):
     """A transformers text encoder with mean / cls / max / pooler pooling.
 
-    Loading a folder whose ``config.json`` names an audio, vision or image-text model type hands
-    over to the matching adapter (:data:`MODALITY_BY_MODEL_TYPE`), all under the ``transformers``
-    backend and the ``hf:`` prefix.
+    A folder whose ``config.json`` names an audio, vision or image-text model type is served by
+    the matching adapter (:data:`MODALITY_BY_MODEL_TYPE`, chosen once in :meth:`resolve_files`),
+    all under the ``transformers`` backend and the ``hf:`` prefix.
     """
 
     backend = "transformers"
     pooling_modes = ("mean", "cls", "max", "pooler")
     parallel_decode = False  # texts are tokenised in length-sorted batches here, fast enough in-process
+    load_options = ("trust_remote_code",)
 
-    def __init__(self, spec: ModelSpec, model: Any, tokenizer: Any, *, files: ModelFiles | None,
-                 device: str, max_length: int) -> None:
-        super().__init__(spec, model, files=files, device=device)
+    def __init__(self, spec: ModelSpec, model: Any, *, tokenizer: Any, max_length: int, **kwargs: Any) -> None:
+        super().__init__(spec, model, **kwargs)
         self.tokenizer = tokenizer
         self.max_length = max_length
 
@@ -140,44 +136,29 @@ class TransformersAdapter(Adapter):
     # -- loading --------------------------------------------------------------------------------
 
     @classmethod
-    def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
-                        trust_remote_code: bool = False, **options: Any) -> Adapter:
-        if options:
-            raise TypeError(f"unexpected options for a transformers model: {', '.join(sorted(options))}")
-        # A pass-through hub name learns its modality only now, from the downloaded config.
+    def resolve_files(cls, spec: ModelSpec, files: ModelFiles) -> tuple[ModelSpec, type[Adapter]]:
+        """A pass-through hub name learns its modality only now, from the downloaded config."""
         modality = modality_of(read_config(files.root))
-        if modality != "text":
-            from zoo.registry import import_ref
+        if modality == "text":
+            return spec.replace(modality=modality), cls
+        return spec.replace(modality=modality), import_ref(_ADAPTER_BY_MODALITY[modality])
 
-            adapter_cls = import_ref(_ADAPTER_BY_MODALITY[modality])
-            return adapter_cls.load_hf(spec.replace(modality=modality), files, device=device, dtype=dtype,
-                                       trust_remote_code=trust_remote_code)
+    @classmethod
+    def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
+               trust_remote_code: bool = False) -> Built:
         from transformers import AutoModel, AutoTokenizer
 
-        root = files.root
-        st = SentenceTransformersConfig.read(root)
-        model, tokenizer = load_model_and_processor(root, AutoModel, AutoTokenizer, dtype=dtype,
+        st = SentenceTransformersConfig.read(files.root)
+        model, tokenizer = load_model_and_processor(files.root, AutoModel, AutoTokenizer, dtype=dtype,
                                                     trust_remote_code=trust_remote_code)
-        model.to(device).eval()
-
-        hidden = getattr(model.config, "hidden_size", None)
-        if spec.embed_dim is not None and hidden is not None and spec.embed_dim != hidden:
-            raise RegistryError(f"model {spec.name!r} declares embed_dim {spec.embed_dim} but its weights "
-                                f"have hidden size {hidden}; fix the registry entry")
         max_length = int(spec.preprocessing.get("max_length") or st.max_length or _model_max_length(tokenizer, model))
-        spec = spec.replace(
-            embed_dim=spec.embed_dim or hidden,
-            pooling=spec.pooling or st.pooling or "mean",
-            normalize=spec.normalize if spec.normalize is not None else bool(st.normalize),
-            preprocessing={**spec.preprocessing, "max_length": max_length},
-        )
-        return cls(spec, model, tokenizer, files=files, device=device, max_length=max_length)
+        changes = {"pooling": spec.pooling or st.pooling or "mean",
+                   "normalize": spec.normalize if spec.normalize is not None else bool(st.normalize),
+                   "preprocessing": {**spec.preprocessing, "max_length": max_length}}
+        return Built(model, int(model.config.hidden_size), changes,
+                     {"tokenizer": tokenizer, "max_length": max_length})
 
     # -- featurize ------------------------------------------------------------------------------
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.spec.embed_dim or self.model.config.hidden_size)
 
     @property
     def preprocess(self) -> Any:
@@ -222,18 +203,16 @@ class TransformersAdapter(Adapter):
     # -- saving ---------------------------------------------------------------------------------
 
     def save(self, directory: Any) -> Path:
-        from zoo.manifest import write_manifest
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with quiet_progress():
             self.model.save_pretrained(directory, safe_serialization=True)
             self.tokenizer.save_pretrained(directory)
-        write_manifest(directory, self.spec)
+        write_manifest(directory, self.spec, self.files)
         return directory
 
 
-def load_model_and_processor(root: Path, model_cls: Any, processor_cls: Any, *, dtype: Any,
+def load_model_and_processor(root: Path, model_cls: Any, processor_cls: Any, *, dtype: torch.dtype,
                              trust_remote_code: bool) -> tuple[Any, Any]:
     """``model_cls.from_pretrained`` and ``processor_cls.from_pretrained`` from a verified local folder:
     no network, no remote code unless asked, safetensors when the folder has them (otherwise
@@ -245,7 +224,7 @@ def load_model_and_processor(root: Path, model_cls: Any, processor_cls: Any, *, 
             local_files_only=True,
             trust_remote_code=trust_remote_code,
             use_safetensors=True if any(root.glob("*.safetensors")) else None,
-            dtype=resolve_dtype(dtype),
+            dtype=dtype,
         )
     return model, processor
 
@@ -271,14 +250,9 @@ def _model_max_length(tokenizer: Any, model: Any) -> int:
     return min(sane) if sane else 512
 
 
-
 class TransformersFamily:
-    """Base for the transformers adapters of other modalities: loading goes through
-    :meth:`TransformersAdapter.load_pretrained`, which picks the class from ``config.json``."""
+    """What the transformers adapters of other modalities share: the backend name and options.
+    :meth:`TransformersAdapter.resolve_files` picks which one serves a folder."""
 
     backend = "transformers"
-
-    @classmethod
-    def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
-                        **options: Any) -> Adapter:
-        return TransformersAdapter.load_pretrained(spec, files, device=device, dtype=dtype, **options)
+    load_options = ("trust_remote_code",)

@@ -45,9 +45,9 @@ def zoo_side(texts: list[str], args: argparse.Namespace) -> tuple[np.ndarray, di
 def st_side(texts: list[str], args: argparse.Namespace) -> tuple[np.ndarray, dict[str, Any]]:
     from sentence_transformers import SentenceTransformer
 
-    from zoo.loader import fetch_files, resolve
+    from zoo.loader import locate_files, resolve
 
-    folder = fetch_files(resolve("minilm-l6")).root  # the same files; zoo runs nothing here
+    folder = locate_files(resolve("minilm-l6")).root  # the same files; zoo runs nothing here
     theirs = SentenceTransformer(str(folder), device="cpu")
     encode = dict(batch_size=args.batch_size, normalize_embeddings=True, convert_to_numpy=True)
     theirs.encode(texts[:64], **encode)

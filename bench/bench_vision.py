@@ -36,7 +36,7 @@ def zoo_side(paths: list[str], args: argparse.Namespace) -> tuple[np.ndarray, di
     vectors = ours.featurize(paths, batch_size=args.batch_size, num_workers=args.workers, progress=False)
     seconds = time.perf_counter() - began
 
-    decode = ours.decoder()
+    decode = ours.decode
     batches = [ours.collate([decode(p) for p in paths[i:i + args.batch_size]])
                for i in range(0, min(len(paths), 8 * args.batch_size), args.batch_size)]
     with keep_freed_memory(), torch.inference_mode():  # as featurize runs the model
@@ -58,11 +58,11 @@ def timm_side(paths: list[str], args: argparse.Namespace) -> tuple[np.ndarray, d
     from torch.utils.data import DataLoader, Dataset
 
     from zoo.adapters.timm import remap_in_order
-    from zoo.loader import fetch_files, resolve
+    from zoo.loader import locate_files, resolve
 
     spec = resolve("efficientnet-lite0")  # only to find the weights file; zoo runs nothing here
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    state = torch.load(fetch_files(spec).root / spec.config["weights"], weights_only=True)
+    state = torch.load(locate_files(spec).root / spec.config["weights"], weights_only=True)
     model.load_state_dict(remap_in_order(state, model.state_dict()))
     model.to(args.device).eval()
     transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))

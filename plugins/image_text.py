@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zoo.adapters.open_clip import OpenClipAdapter
 from zoo.hookspecs import RegisterAdapter, RegisterModality, hookimpl
+from zoo.plugins.vision import IMAGE_SUFFIXES
 from zoo.spec import ModelSpec
 
 
@@ -15,7 +17,7 @@ from zoo.spec import ModelSpec
 def zoo_register_modalities(register: RegisterModality) -> None:
     register("image-text", decode="zoo.plugins.vision:decode_image",
              description="images and texts in one space: featurize(images), featurize_texts(texts)",
-             examples="zoo.plugins.examples:images")
+             examples="zoo.plugins.examples:images", suffixes=IMAGE_SUFFIXES)
 
 
 @hookimpl
@@ -27,7 +29,5 @@ def zoo_register_adapters(register: RegisterAdapter) -> None:
 def zoo_spec_from_path(path: Path) -> ModelSpec | None:
     """A folder in open_clip's hub format (``open_clip_config.json``)."""
     if path.is_dir() and (path / "open_clip_config.json").is_file():
-        from zoo.adapters.open_clip import OpenClipAdapter
-
         return OpenClipAdapter.spec_for_path(path)
     return None

@@ -5,14 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from zoo.adapters.transformers import TransformersAdapter
 from zoo.hookspecs import RegisterAdapter, RegisterModality, hookimpl
 from zoo.spec import ModelSpec
 
 
 def decode_text(item: Any) -> str:
-    """A text input must be a ``str``; anything else is an error naming its type."""
+    """A text input must be a ``str`` of valid Unicode; anything else is an error saying why."""
     if not isinstance(item, str):
         raise TypeError(f"expected str, got {type(item).__name__}")
+    if not item.isascii():
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate: tokenizers raise a bare TypeError on it
+            raise ValueError(f"the text is not valid Unicode: {exc.reason} at position {exc.start} "
+                             f"({item[exc.start]!r}); decode the source with errors='replace'") from None
     return item
 
 
@@ -30,7 +37,5 @@ def zoo_register_adapters(register: RegisterAdapter) -> None:
 def zoo_spec_from_path(path: Path) -> ModelSpec | None:
     """A Hugging Face model folder (it has ``config.json``)."""
     if path.is_dir() and (path / "config.json").is_file():
-        from zoo.adapters.transformers import TransformersAdapter
-
         return TransformersAdapter.spec_for_path(path)
     return None

@@ -9,6 +9,9 @@ from typing import Any
 
 from zoo.hookspecs import RegisterAdapter, RegisterModality, hookimpl
 
+# What PIL decodes that cameras, scanners and datasets produce.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
 
 def _array_to_image(array: Any, layout: str) -> Any:
     import numpy as np
@@ -27,10 +30,57 @@ def _array_to_image(array: Any, layout: str) -> Any:
             raise ValueError(f"expected uint8 (0-255) or float (0-1) pixels, got {arr.dtype}")
         if not np.isfinite(arr).all():
             raise ValueError("image array contains NaN or infinite values")
-        if arr.min() < 0 or arr.max() > 1:
+        if arr.size and (arr.min() < 0 or arr.max() > 1):
             raise ValueError(f"float pixels must lie in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]")
         arr = (arr * 255).round().astype(np.uint8)
-    return Image.fromarray(arr).convert("RGB")
+    return to_rgb(Image.fromarray(arr))
+
+
+def _scaled_to_8_bits(image: Any) -> Any:
+    """A 16-bit, 32-bit integer or float grey image as 8 bits, scaled rather than clipped (PIL's
+    own ``convert`` clips, so a 16-bit picture becomes all white)."""
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(image)
+    if image.mode == "F":
+        if not np.isfinite(arr).all():
+            raise ValueError("float image contains NaN or infinite values")
+        scale = 255.0 if arr.size and arr.max() <= 1.0 else 1.0  # [0, 1] floats, else 0-255 values
+    else:
+        top = int(arr.max()) if arr.size else 0
+        scale = 1.0 if top <= 255 else 255.0 / 65535 if top <= 65535 else 255.0 / top
+    return Image.fromarray(np.clip(arr.astype(np.float64) * scale, 0, 255).round().astype(np.uint8), "L")
+
+
+def to_rgb(image: Any) -> Any:
+    """Any PIL image as 8-bit RGB: high bit depths scaled, transparency composed onto white (what a
+    viewer shows), palettes expanded. An image with no pixels, or more than PIL's decompression-bomb
+    limit, is a ``ValueError``."""
+    from PIL import Image
+
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"empty image ({image.width}x{image.height} pixels)")
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        image = _scaled_to_8_bits(image)
+    if (image.mode == "P" and "transparency" in image.info) or image.mode in ("PA", "LA", "La", "RGBa"):
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _open(source: Any) -> Any:
+    """Open and fully decode an image file (a truncated one fails here, not later in a worker)."""
+    from PIL import Image
+
+    try:
+        with Image.open(source) as img:
+            img.load()
+            return to_rgb(img)
+    except Image.DecompressionBombError as exc:  # not an OSError: say what to do
+        raise ValueError(f"{exc} If the file is trusted, raise PIL.Image.MAX_IMAGE_PIXELS") from None
 
 
 def decode_image(item: Any) -> Any:
@@ -38,15 +88,11 @@ def decode_image(item: Any) -> Any:
     from PIL import Image
 
     if isinstance(item, (str, os.PathLike)):
-        with Image.open(item) as img:
-            img.load()  # a truncated file fails here, not later in a worker
-            return img.convert("RGB")
+        return _open(item)
     if isinstance(item, (bytes, bytearray)):
-        with Image.open(io.BytesIO(item)) as img:
-            img.load()
-            return img.convert("RGB")
+        return _open(io.BytesIO(item))
     if isinstance(item, Image.Image):
-        return item.convert("RGB")
+        return to_rgb(item)
     if hasattr(item, "detach") and hasattr(item, "numpy"):  # a torch tensor, CxHxW
         return _array_to_image(item.detach().cpu().numpy(), "CHW")
     if hasattr(item, "__array_interface__") or type(item).__module__ == "numpy":
@@ -58,7 +104,7 @@ def decode_image(item: Any) -> Any:
 def zoo_register_modalities(register: RegisterModality) -> None:
     register("vision", decode=decode_image,
              description="images: paths, bytes, PIL images, HxWxC uint8 arrays, CxHxW tensors",
-             examples="zoo.plugins.examples:images")
+             examples="zoo.plugins.examples:images", suffixes=IMAGE_SUFFIXES)
 
 
 @hookimpl

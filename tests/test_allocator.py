@@ -48,6 +48,7 @@ def run(**env: str) -> dict:
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow
 def test_freed_blocks_are_reused_without_page_faults_then_handed_back() -> None:
     tuned = run()
     default = run(ZOO_MALLOC_TUNING="0")
@@ -63,7 +64,7 @@ def test_freed_blocks_are_reused_without_page_faults_then_handed_back() -> None:
 def test_featurize_on_cpu_runs_in_the_block(minilm, monkeypatch: pytest.MonkeyPatch) -> None:
     import contextlib
 
-    import zoo.allocator
+    import zoo.featurize
 
     seen: list[bool] = []
 
@@ -72,6 +73,6 @@ def test_featurize_on_cpu_runs_in_the_block(minilm, monkeypatch: pytest.MonkeyPa
         seen.append(enabled)
         yield False
 
-    monkeypatch.setattr(zoo.allocator, "keep_freed_memory", spy)
+    monkeypatch.setattr(zoo.featurize, "keep_freed_memory", spy)
     minilm.featurize(["a", "b c"], progress=False)
     assert seen == [True]

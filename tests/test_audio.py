@@ -98,12 +98,28 @@ def test_bad_audio_is_named_or_skipped(ge2e, speech, tmp_path):
     assert "NaN" in reasons[2] and "empty waveform" in reasons[3] and "sample rate" in reasons[4]
 
 
+def test_a_file_is_mixed_to_mono_block_by_block(tmp_path, monkeypatch):
+    import soundfile
+
+    from zoo.plugins import audio
+
+    rng = np.random.default_rng(4)
+    stereo = (0.2 * rng.standard_normal((50000, 2))).astype(np.float32)
+    soundfile.write(tmp_path / "s.wav", stereo, 44100, subtype="FLOAT")
+    monkeypatch.setattr(audio, "_BLOCK_FRAMES", 4096)  # many blocks, one partial
+    wave, rate = audio.decode_audio(tmp_path / "s.wav")
+    assert rate == 44100 and wave.dtype == np.float32
+    np.testing.assert_allclose(wave, stereo.mean(axis=1), atol=1e-7)
+
+
 def test_short_and_int16_inputs(ge2e):
     rng = np.random.default_rng(0)
     short = (rng.standard_normal(4000).astype(np.float32) * 0.1, 16000)  # 0.25 s: one padded partial
     pcm = ((rng.standard_normal(16000) * 3000).astype(np.int16), 16000)
     out = ge2e.featurize([short, pcm])
-    assert out.shape == (2, 256) and np.isfinite(out).all()
+    floats = ge2e.featurize([short, (pcm[0].astype(np.float32) / 32767, 16000)])
+    np.testing.assert_allclose(out, floats, atol=1e-6)  # int16 samples are scaled to [-1, 1]
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
 
 
 def test_missing_weights_package_says_how_to_install(monkeypatch):
@@ -196,6 +212,33 @@ def test_torchaudio_architecture_equals_extract_features(tmp_path):
     waves = [rng.standard_normal(n).astype(np.float32) for n in (8000, 16000, 11000)]
     np.testing.assert_allclose(model.featurize([(w, 16000) for w in waves], batch_size=3),
                                _torchaudio_reference(reference, waves, normalize=False), atol=1e-5)
+    _check_long_audio_runs_in_windows(model, reference)
+
+
+def _check_long_audio_runs_in_windows(model, reference):
+    """Audio longer than the window runs as near-equal windows, averaged by duration, and the model
+    never sees more than a window at a time, whatever the length."""
+    seen = []
+    encode = model.encode_batch
+
+    def spy(batch, **kwargs):
+        seen.append(tuple(batch[0].shape))
+        return encode(batch, **kwargs)
+
+    wave = np.random.default_rng(5).standard_normal(40000).astype(np.float32)  # 2.5 s
+    type(model).window_seconds = 1.0
+    model.encode_batch = spy
+    try:
+        got = model.featurize([(wave, 16000), (wave[:8000], 16000)], batch_size=2)
+    finally:
+        del type(model).window_seconds, model.encode_batch
+    windows = [wave[0:13334], wave[13334:26668], wave[26668:]]
+    per_window = _torchaudio_reference(reference, windows, normalize=False)
+    expected = np.average(per_window, axis=0, weights=[len(w) for w in windows])
+    np.testing.assert_allclose(got[0], expected, atol=1e-5)
+    np.testing.assert_allclose(got[1], _torchaudio_reference(reference, [wave[:8000]], normalize=False)[0],
+                               atol=1e-5)
+    assert max(shape[1] for shape in seen) <= 16000 and max(shape[0] for shape in seen) <= 2
 
 
 def test_torchaudio_bundle_builds_itself_from_the_verified_file(tmp_path, monkeypatch):
@@ -213,11 +256,13 @@ def test_torchaudio_bundle_builds_itself_from_the_verified_file(tmp_path, monkey
     spec = zoo.resolve("torchaudio:ZOO_TINY_BUNDLE")
     assert spec.sources[0].location == "https://download.pytorch.org/torchaudio/models/zoo_tiny_bundle.pth"
     local = spec.replace(sources=(zoo.Source("path", str(tmp_path)),))
-    from zoo.loader import fetch_files
+    from adapters.torchaudio import TorchaudioAdapter
+    from zoo.loader import locate_files
     from zoo.plugin_manager import get_plugin_manager
 
-    model = get_plugin_manager().hook.zoo_load_pretrained(spec=local, files=fetch_files(local), device="cpu",
-                                                          dtype=None, options={})
+    model = get_plugin_manager().hook.zoo_load_pretrained(spec=local, files=locate_files(local),
+                                                          adapter_class=TorchaudioAdapter, requires={},
+                                                          device="cpu", dtype=None, options={})
     assert model.normalize_waveform and model.embed_dim == 32
     waves = [np.random.default_rng(2).standard_normal(n).astype(np.float32) for n in (9000, 16000)]
     np.testing.assert_allclose(model.featurize([(w, 16000) for w in waves]),

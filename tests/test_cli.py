@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+import zoo
 from zoo.cli import main
 
 
@@ -62,6 +63,7 @@ def test_pull_and_verify(capsys):
     assert "OK, 9 files match" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_embed_text_file_to_npy(tmp_path, minilm):
     lines = ["eating food", "eating bread", "", "a girl carrying a baby"]
     src = tmp_path / "in.txt"
@@ -91,4 +93,32 @@ def test_offline_cli_without_the_weights_says_what_to_do(tmp_path):
 @pytest.mark.parametrize("flag", ["--version", "--help"])
 def test_help_and_version(flag):
     proc = run_zoo(flag)
-    assert proc.returncode == 0 and ("zoo" in proc.stdout)
+    assert proc.returncode == 0
+    if flag == "--version":
+        assert proc.stdout.strip() == f"zoo {zoo.__version__}"
+    else:
+        for command in ("list", "info", "plugins", "pull", "verify", "pack", "unpack", "cache", "embed", "finetune"):
+            assert f"    {command} " in proc.stdout, command
+
+
+def test_finetune_nproc_relaunches_the_argv_given_to_main(monkeypatch, tmp_path):
+    """``main(argv)`` relaunches under torchrun with its own argv, not the process's sys.argv."""
+    from zoo import cli
+
+    seen = []
+
+    def execvp(program, args):  # exec replaces the process: nothing after it runs
+        seen.append(args)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli.os, "execvp", execvp)
+    monkeypatch.setattr(cli.sys, "argv", ["something", "else"])
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    argv = ["finetune", "minilm-l6", str(tmp_path / "data.jsonl"), "-o", str(tmp_path / "run"), "--nproc=2", "-q"]
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    args = seen[0]
+    module_at = len(args) - 1 - args[::-1].index("-m")  # torchrun's own module comes first
+    assert args[module_at + 1:] == ["zoo", "finetune", "minilm-l6", str(tmp_path / "data.jsonl"), "-o",
+                                          str(tmp_path / "run"), "-q"]
+    assert "--nproc_per_node=2" in args

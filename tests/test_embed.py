@@ -76,24 +76,25 @@ def test_image_folder_with_worker_processes_and_a_corrupt_file(tmp_path):
     (folder / "05.png").write_bytes(b"not a png")
     model = zoo.load("efficientnet-lite0")
     out = tmp_path / "out.parquet"
+    files = open_inputs(str(folder), modality=model.modality)
     with pytest.raises(zoo.InputError, match="05.png"):
-        embed_to_file(model, open_inputs(str(folder)), tmp_path / "fail.parquet", progress=False, num_workers=2)
-    summary = embed_to_file(model, open_inputs(str(folder)), out, progress=False, num_workers=2, on_error="skip",
-                            chunk_size=4)
+        embed_to_file(model, files, tmp_path / "fail.parquet", progress=False, num_workers=2)
+    summary = embed_to_file(model, files, out, progress=False, num_workers=2, on_error="skip", chunk_size=4)
     assert [str(i).endswith("05.png") for i, _ in summary.skipped] == [True]
     ids, X = _embeddings(out)
     assert [os.path.basename(i) for i in ids] == [f"{i:02d}.png" for i in range(10) if i != 5]
     expected = model.featurize([folder / f"{i:02d}.png" for i in range(10) if i != 5])
     np.testing.assert_allclose(X, expected, atol=1e-5)
-    default = embed_to_file(model, open_inputs(str(folder)), tmp_path / "out.npy", progress=False, on_error="skip")
+    default = embed_to_file(model, files, tmp_path / "out.npy", progress=False, on_error="skip")
     assert default.chunk_size == 512  # images cost more per item: smaller parts, less lost to a kill
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-5)
-    wide = embed_to_file(model, open_inputs(str(folder)), tmp_path / "wide.npy", progress=False, on_error="skip",
-                         batch_size=64, num_workers=2)
+    wide = embed_to_file(model, files, tmp_path / "wide.npy", progress=False, on_error="skip", batch_size=64,
+                         num_workers=2)
     assert wide.chunk_size == 8 * 64 * 2  # each worker, started afresh per chunk, gets several batches
     np.testing.assert_allclose(np.load(tmp_path / "wide.npy"), expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_computes_only_what_is_missing(minilm, tmp_path):
     src = tmp_path / "texts.txt"
     texts = [f"{t} (copy {k})" for k in range(10) for t in TEXTS]  # 600 items, 30 chunks of 20
@@ -130,11 +131,9 @@ def test_resume_refuses_other_settings(minilm, tmp_path):
         embed_to_file(minilm, open_inputs(str(src)), out, progress=False)
 
 
-def test_resume_without_chunk_size_keeps_the_interrupted_runs(minilm, tmp_path, monkeypatch):
-    src = tmp_path / "texts.txt"
-    src.write_text("\n".join(TEXTS) + "\n")
-    out = tmp_path / "out.parquet"
-    featurize = type(minilm).featurize
+def _interrupt_at_the_second_chunk(model, src, out, monkeypatch):
+    """Run ``zoo embed`` in chunks of 16 and stop it (as Ctrl-C would) when the second chunk starts."""
+    featurize = type(model).featurize_with_report
     calls = []
 
     def fails_on_the_second_chunk(self, *args, **kwargs):
@@ -143,10 +142,17 @@ def test_resume_without_chunk_size_keeps_the_interrupted_runs(minilm, tmp_path, 
             raise KeyboardInterrupt
         return featurize(self, *args, **kwargs)
 
-    monkeypatch.setattr(type(minilm), "featurize", fails_on_the_second_chunk)
-    with pytest.raises(KeyboardInterrupt):
-        embed_to_file(minilm, open_inputs(str(src)), out, chunk_size=16, progress=False)
-    monkeypatch.undo()
+    with monkeypatch.context() as patched:
+        patched.setattr(type(model), "featurize_with_report", fails_on_the_second_chunk)
+        with pytest.raises(KeyboardInterrupt):
+            embed_to_file(model, open_inputs(str(src)), out, chunk_size=16, progress=False)
+
+
+def test_resume_without_chunk_size_keeps_the_interrupted_runs(minilm, tmp_path, monkeypatch):
+    src = tmp_path / "texts.txt"
+    src.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "out.parquet"
+    _interrupt_at_the_second_chunk(minilm, src, out, monkeypatch)
     summary = embed_to_file(minilm, open_inputs(str(src)), out, progress=False)  # as after an upgrade
     assert (summary.chunk_size, summary.chunks, summary.chunks_done_before) == (16, 4, 1)
     ids, X = _embeddings(out)
@@ -160,3 +166,142 @@ def test_default_decode_workers(monkeypatch, cores, cpu, gpu):
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert (default_workers("cpu"), default_workers("cuda:0")) == (cpu, gpu)
+
+
+# -- hardening: what an adversarial run found --------------------------------------------------
+
+
+def test_a_lone_carriage_return_stays_inside_its_line(minilm, tmp_path):
+    src = tmp_path / "cr.txt"
+    src.write_bytes(b"line zero\rstill line zero?\nline one\nline two\n")
+    out = tmp_path / "out.parquet"
+    summary = embed_to_file(minilm, open_inputs(str(src)), out, progress=False)
+    ids, X = _embeddings(out)
+    assert summary.rows == 3 and ids == [0, 1, 2]
+    np.testing.assert_allclose(X, minilm.featurize(["line zero\rstill line zero?", "line one", "line two"]),
+                               atol=1e-6)
+
+
+def test_a_line_that_is_not_utf8_is_named_and_skippable(minilm, tmp_path, capsys):
+    from zoo.cli import main
+
+    src = tmp_path / "mixed.txt"
+    src.write_bytes(b"good one\nbad \xff\xfe here\ngood two\n")
+    out = tmp_path / "out.npy"
+    assert main(["embed", "minilm-l6", str(src), "-o", str(out), "-q"]) == 1
+    assert "mixed.txt line 2 is not UTF-8" in capsys.readouterr().err and not out.exists()
+    assert main(["embed", "minilm-l6", str(src), "-o", str(out), "-q", "--skip-errors"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 1 inputs; all are listed with their reasons in" in err
+    np.testing.assert_allclose(np.load(out), minilm.featurize(["good one", "good two"]), atol=1e-6)
+    record, = [json.loads(line) for line in (tmp_path / "out.npy.skipped.jsonl").read_text().splitlines()]
+    assert record["id"] == 1 and "line 2" in record["reason"]
+
+
+def test_every_skipped_input_is_listed_beside_the_output(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(30):
+        (folder / f"bad{i:02d}.jpg").write_bytes(b"not a jpeg")
+    for i in range(5):
+        Image.new("RGB", (32, 32), (i * 40, 0, 0)).save(folder / f"good{i}.jpg")
+    model = zoo.load("efficientnet-lite0")
+    out = tmp_path / "out.parquet"
+    summary = embed_to_file(model, open_inputs(str(folder), modality="vision"), out, on_error="skip",
+                            progress=False, chunk_size=8)
+    assert summary.rows == 5 and len(summary.skipped) == 30
+    listed = [json.loads(line) for line in summary.skipped_file.read_text().splitlines()]
+    assert sorted(os.path.basename(r["id"]) for r in listed) == [f"bad{i:02d}.jpg" for i in range(30)]
+    assert all("cannot identify image file" in r["reason"] for r in listed)
+
+
+@pytest.mark.parametrize("case", ["image folder to a text model", "text file to a vision model",
+                                  "single image to a text model"])
+def test_inputs_of_another_modality_are_refused(tmp_path, case):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "a.png")
+    (tmp_path / "t.txt").write_text("hello\n")
+    spec, modality, message = {
+        "image folder to a text model": (folder, "text", "--files-as-text"),
+        "text file to a vision model": (tmp_path / "t.txt", "vision", "is a text file, but the model is a vision"),
+        "single image to a text model": (folder / "a.png", "text", "but the model is a text model"),
+    }[case]
+    with pytest.raises(zoo.ZooError, match=message):
+        open_inputs(str(spec), modality=modality)
+
+
+def test_files_read_as_text_when_asked(minilm, tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.md").write_text("first note")
+    (folder / "b.md").write_text("second note")
+    out = tmp_path / "out.parquet"
+    embed_to_file(minilm, open_inputs(str(folder), modality="text", files_as_text=True), out, progress=False)
+    ids, X = _embeddings(out)
+    assert [os.path.basename(i) for i in ids] == ["a.md", "b.md"]
+    np.testing.assert_allclose(X, minilm.featurize(["first note", "second note"]), atol=1e-6)
+
+
+def test_the_output_may_not_be_an_input(minilm, tmp_path):
+    data = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"text": ["a", "b"]}), data)
+    before = data.read_bytes()
+    with pytest.raises(zoo.ZooError, match="is one of the inputs; writing there would replace your data"):
+        embed_to_file(minilm, open_inputs(str(data), column="text"), data, progress=False)
+    assert data.read_bytes() == before
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_recomputed_on_resume(minilm, tmp_path, monkeypatch):
+    src = tmp_path / "texts.txt"
+    src.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "out.parquet"
+    _interrupt_at_the_second_chunk(minilm, src, out, monkeypatch)
+    stat = src.stat()
+    edited = TEXTS.copy()
+    edited[0] = edited[0].replace("cats", "dogs").replace("weather", "wezther")  # same length
+    src.write_text("\n".join(edited) + "\n")
+    os.utime(src, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as `touch -r` would
+    assert src.stat().st_size == stat.st_size
+    summary = embed_to_file(minilm, open_inputs(str(src)), out, chunk_size=16, progress=False)
+    assert summary.chunks_done_before == 0  # the first chunk's digest no longer matches
+    np.testing.assert_allclose(_embeddings(out)[1], minilm.featurize(edited), atol=1e-6)
+
+
+def test_a_second_run_to_the_same_output_is_told_another_run_holds_it(minilm, tmp_path, monkeypatch):
+    from zoo import embed
+
+    src = tmp_path / "texts.txt"
+    src.write_text("a\nb\n")
+    out = tmp_path / "out.npy"
+    with embed._exclusive(out):
+        with pytest.raises(zoo.ZooError, match=r"another zoo embed run is writing .*out.npy"):
+            embed_to_file(minilm, open_inputs(str(src)), out, progress=False)
+    assert embed_to_file(minilm, open_inputs(str(src)), out, progress=False).rows == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "zoo-home") == ["out.npy", "texts.txt"]
+
+
+def test_a_full_disk_keeps_the_chunks_and_the_same_command_finishes(minilm, tmp_path, monkeypatch):
+    import errno
+
+    from zoo import embed
+
+    src = tmp_path / "texts.txt"
+    src.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "out.npy"
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(embed, "_write_npy", full_disk)
+        with pytest.raises(zoo.ZooError, match=r"No space left on device; the 4 of 4 chunks already embedded are kept"):
+            embed_to_file(minilm, open_inputs(str(src)), out, chunk_size=16, progress=False)
+    assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
+    summary = embed_to_file(minilm, open_inputs(str(src)), out, progress=False)
+    assert summary.chunks_done_before == 4
+    np.testing.assert_allclose(np.load(out), minilm.featurize(TEXTS), atol=1e-6)

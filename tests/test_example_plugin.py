@@ -44,6 +44,7 @@ def test_the_plugin_is_listed_with_its_version_and_registrations(with_plugin, ca
     assert zoo.resolve("crepe-tiny").plugin == "zoo-crepe (crepe)"
 
 
+@pytest.mark.slow
 def test_the_plugin_passes_the_conformance_kit(with_plugin, tmp_path):
     from zoo.testing import assert_conformance
 
@@ -52,6 +53,7 @@ def test_the_plugin_passes_the_conformance_kit(with_plugin, tmp_path):
                                                                  "finetune partial + zoo.load"}
 
 
+@pytest.mark.slow
 def test_the_plugins_own_tests_and_the_cli_check(with_plugin, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(with_plugin), os.environ.get("PYTHONPATH", "")])}
     # The plugin's comparison with torchcrepe (its conformance test is the one above, in-process).
@@ -65,6 +67,7 @@ def test_the_plugins_own_tests_and_the_cli_check(with_plugin, tmp_path):
     assert re.search(r"\d+ checks passed, 0 failed", proc.stdout)
 
 
+@pytest.mark.slow
 def test_conformance_kit_reports_a_broken_adapter(tmp_path):
     """The kit must fail on a model that breaks the contract (here: rows come back reversed)."""
     from zoo.adapters.transformers import TransformersAdapter

@@ -6,7 +6,6 @@ import inspect
 from pathlib import Path
 import sys
 
-import pluggy
 import pytest
 
 import zoo
@@ -180,6 +179,51 @@ def test_hook_load_pretrained_can_take_over(minilm):
     assert zoo.load("minilm-l6") is minilm
 
 
+def test_hook_load_pretrained_returning_none_everywhere_is_a_plugin_error(monkeypatch):
+    from zoo import defaults
+
+    monkeypatch.setattr(defaults, "zoo_load_pretrained", zoo.hookimpl(trylast=True)(
+        lambda spec, files, adapter_class, requires, device, dtype, options: None))
+    reset_plugin_manager()
+    with pytest.raises(zoo.PluginError, match="no plugin could load 'minilm-l6'.*returned None"):
+        zoo.load("minilm-l6")
+
+
+def test_hook_finetune_can_take_over_and_receives_one_config(minilm, tmp_path):
+    from zoo.finetune_config import FinetuneConfig
+
+    seen = []
+
+    class Trainer:
+        @zoo.hookimpl
+        def zoo_finetune(self, model, train, val, config):
+            seen.append((model, train, val, config))
+            return "trained elsewhere" if config.strategy == "full" else None
+
+    get_plugin_manager().register(Trainer(), name="trainer")
+    data = (["good", "bad"], ["pos", "neg"])
+    assert minilm.finetune(data, output_dir=tmp_path / "a", strategy="full", epochs=7) == "trained elsewhere"
+    model, train, val, config = seen[0]
+    assert model is minilm and train == data and val is None
+    assert isinstance(config, FinetuneConfig) and (config.epochs, config.output_dir) == (7, tmp_path / "a")
+    result = minilm.finetune(data, output_dir=tmp_path / "b", strategy="linear-probe", epochs=1, progress=False)
+    assert result.model.labels == ["neg", "pos"]  # the built-in trainer ran when the plugin declined
+
+
+def test_registration_hooks_refuse_wrapper_implementations():
+    class Wrapping:
+        @zoo.hookimpl(wrapper=True)
+        def zoo_register_models(self, register):
+            return (yield)
+
+    pm = build_plugin_manager(entry_points=False)
+    pm.register(Wrapping(), name="wrapping")
+    with pytest.warns(RuntimeWarning, match="wrapping failed to register"):
+        registry = build_registry(pm)
+    assert "registration hook: implement it plainly" in "\n".join(str(f) for f in registry.failures)
+    assert "minilm-l6" in registry.specs
+
+
 def test_hook_spec_from_path_recognises_a_custom_folder(tmp_path, minilm_dir):
     marker = tmp_path / "custom"
     marker.mkdir()
@@ -216,34 +260,36 @@ def test_hook_register_modalities_and_register_adapters():
     assert registry.schemes["nose"] == "nose"
 
 
-def test_every_hookspec_is_documented_and_typed():
-    for name, fn in inspect.getmembers(hookspecs, inspect.isfunction):
-        if not name.startswith("zoo_"):
-            continue
-        assert fn.__doc__ and len(fn.__doc__.split()) > 15, name
-        sig = inspect.signature(fn)
-        assert sig.return_annotation is not inspect.Signature.empty, name
-        for param in sig.parameters.values():
-            assert param.annotation is not inspect.Parameter.empty, (name, param.name)
-            assert f":param {param.name}:" in fn.__doc__, (name, param.name)
+HOOKSPECS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("zoo_"))
 
 
-def test_every_hookspec_has_a_test():
+def test_the_hookspecs_are_the_documented_seven():
+    assert len(HOOKSPECS) == 7, HOOKSPECS
+
+
+@pytest.mark.parametrize("name", HOOKSPECS)
+def test_hookspec_is_documented_and_typed(name):
+    fn = getattr(hookspecs, name)
+    assert fn.__doc__ and len(fn.__doc__.split()) > 15
+    sig = inspect.signature(fn)
+    assert sig.return_annotation is not inspect.Signature.empty
+    for param in sig.parameters.values():
+        assert param.annotation is not inspect.Parameter.empty, param.name
+        assert f":param {param.name}:" in fn.__doc__, param.name
+
+
+@pytest.mark.parametrize("name", HOOKSPECS)
+def test_hookspec_has_a_test(name):
     """As datasette does: each hook has a ``test_hook_<name>...`` test here that implements it."""
-    pm = pluggy.PluginManager("zoo")
-    pm.add_hookspecs(hookspecs)
-    tests = {name: fn for name, fn in globals().items() if name.startswith("test_hook_")}
-    for hook in (h for h in vars(pm.hook) if h.startswith("zoo_")):
-        short = hook.removeprefix("zoo_")
-        assert any(short in name for name in tests), f"no test_hook_* test for {hook}"
+    short = name.removeprefix("zoo_")
+    assert any(short in test for test in globals() if test.startswith("test_hook_")), f"no test_hook_* for {name}"
 
 
-def test_every_hookspec_is_in_the_plugin_docs():
+@pytest.mark.parametrize("name", HOOKSPECS)
+def test_hookspec_is_in_the_plugin_docs(name):
     docs = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
-    for name, fn in inspect.getmembers(hookspecs, inspect.isfunction):
-        if name.startswith("zoo_"):
-            signature = f"{name}({', '.join(inspect.signature(fn).parameters)})"
-            assert f"### `{signature}`" in docs, f"docs/plugins.md lacks a section for {signature}"
+    signature = f"{name}({', '.join(inspect.signature(getattr(hookspecs, name)).parameters)})"
+    assert f"### `{signature}`" in docs, f"docs/plugins.md lacks a section for {signature}"
 
 
 def test_model_of_an_unserved_modality_or_backend_is_reported_and_left_out(site):

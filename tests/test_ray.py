@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])  # Ray talks to its own processes over loopback
+# Ray talks to its own processes over loopback; starting it is slow
+pytestmark = [pytest.mark.allow_hosts(["127.0.0.1"]), pytest.mark.slow]
 
 TEXTS = ["A man is eating food.", "A man is riding a horse.", "A monkey is playing drums.",
          "Two men pushed carts through the woods.", "A woman is slicing an onion.", "short",

@@ -16,7 +16,7 @@ import pytest
 import zoo
 from zoo.errors import IntegrityError, OfflineError, SourceError
 from zoo.integrity import sha256_file
-from zoo.sources import fetch, hub_cache_dir, url_cache_dir
+from zoo.sources import provide_files as fetch, hub_cache_dir, url_cache_dir
 from zoo.spec import ModelSpec, Source
 
 loopback = pytest.mark.allow_hosts(["127.0.0.1"])
@@ -44,6 +44,28 @@ def test_hub_download_is_verified_and_then_served_offline(fake_hub, tiny_bert_di
     fake_hub.stop()  # a second fetch needs no server
     monkeypatch.setenv("ZOO_OFFLINE", "1")
     assert fetch(spec).root == files.root
+
+
+@loopback
+@pytest.mark.parametrize("kind", ["hub", "url"])
+def test_resolve_source_downloads_into_the_cache_dir_it_is_given(fake_hub, tiny_bert_dir, tmp_path, kind):
+    """``zoo_resolve_source(spec, cache_dir, network)``: zoo's own implementation stores under the
+    given cache root, not ZOO_HOME."""
+    from zoo.plugin_manager import get_plugin_manager
+
+    commit = fake_hub.add_repo("org/tiny-bert", tiny_bert_dir)
+    pins = _pins(tiny_bert_dir, "model.safetensors")
+    if kind == "hub":
+        spec = _hub_spec("org/tiny-bert", commit, pins)
+    else:
+        url = f"{fake_hub.endpoint}/files/org/tiny-bert/model.safetensors"
+        spec = ModelSpec(name="u", modality="text", backend="transformers", sources=(Source("url", url),),
+                         sha256=pins)
+    elsewhere = tmp_path / "other-cache"
+    files = get_plugin_manager().hook.zoo_resolve_source(spec=spec, cache_dir=elsewhere, network=True)
+    assert files.root.is_relative_to(elsewhere)
+    assert not (hub_cache_dir().exists() and any(hub_cache_dir().rglob("model.safetensors")))
+    assert not (url_cache_dir().exists() and any(url_cache_dir().rglob("model.safetensors")))
 
 
 @loopback
@@ -166,7 +188,7 @@ def test_verify_rehashes_ignoring_the_memo(minilm_dir, tmp_path):
 
 PULL_SCRIPT = textwrap.dedent("""
     import json, sys
-    from zoo.sources import fetch
+    from zoo.sources import provide_files as fetch
     from zoo.spec import ModelSpec, Source
     kind, location, revision, pins = sys.argv[1], sys.argv[2], sys.argv[3] or None, json.loads(sys.argv[4])
     spec = ModelSpec(name="t", modality="text", backend="transformers",

@@ -24,7 +24,8 @@ _LAZY = {
     "Adapter": "zoo.adapter",
     "ModelSpec": "zoo.spec",
     "Source": "zoo.spec",
-    "ModelFiles": "zoo.sources",
+    "ModelFiles": "zoo.model_files",
+    "FinetuneConfig": "zoo.finetune_config",
     "hookimpl": "zoo.hookspecs",
     "ZooError": "zoo.errors",
     "UnknownModelError": "zoo.errors",
@@ -35,6 +36,7 @@ _LAZY = {
     "OfflineError": "zoo.errors",
     "SourceError": "zoo.errors",
     "PluginError": "zoo.errors",
+    "UnsafePathError": "zoo.errors",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -50,11 +52,13 @@ if TYPE_CHECKING:
         RegistryError,
         SourceError,
         UnknownModelError,
+        UnsafePathError,
         ZooError,
     )
     from .hookspecs import hookimpl
     from .loader import info, list_models, load, pull, resolve, verify
-    from .sources import ModelFiles
+    from .finetune_config import FinetuneConfig
+    from .model_files import ModelFiles
     from .spec import ModelSpec, Source
 
 

@@ -1,10 +1,13 @@
 """The interface every loaded model answers: :class:`Adapter`.
 
 An adapter wraps one backend library (transformers, timm, ...) behind the same verbs:
-:meth:`Adapter.load_pretrained`, :meth:`Adapter.featurize`, :meth:`Adapter.save`, with the
-preprocessing its weights expect in :attr:`Adapter.preprocess`. Subclasses implement loading,
-``plan_batches`` / ``encode_batch`` and ``preprocess``; the shared featurize engine
-(:mod:`zoo.featurize`) does the rest, so every modality has one contract.
+:meth:`Adapter.load_pretrained`, :meth:`Adapter.featurize`, :meth:`Adapter.finetune`,
+:meth:`Adapter.save`, with the preprocessing its weights expect in :attr:`Adapter.preprocess`.
+
+A backend implements ``_build`` (the model and its preprocessing from verified files),
+``plan_batches`` / ``collate`` and ``encode_batch``; :meth:`Adapter.load_pretrained` (the one build
+path, as timm's ``build_model_with_cfg``) and the shared featurize engine (:mod:`zoo.featurize`)
+do the rest, so every modality has one contract.
 
 This module imports no torch at import time: adapters import their backend when they load.
 """
@@ -12,21 +15,28 @@ This module imports no torch at import time: adapters import their backend when 
 from __future__ import annotations
 
 import os
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
-from .errors import PluginError
+from .blocks import default_blocks
+from .errors import PluginError, RegistryError, did_you_mean
 from .featurize import FeaturizeReport, OnError, run_featurize
+from .finetune_config import STRATEGIES, FinetuneConfig
+from .plugin_manager import get_plugin_manager
+from .registry import get_registry
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from .sources import ModelFiles
+    from .model_files import ModelFiles
     from .spec import ModelSpec
-    from .training.loop import FinetuneResult
+
+_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16", "float": "float32"}
 
 
 def resolve_device(device: str | None) -> str:
@@ -46,12 +56,29 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
         return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
-    aliases = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16", "float": "float32"}
-    name = aliases.get(str(dtype).lower(), str(dtype).lower()).removeprefix("torch.")
+    name = _DTYPE_ALIASES.get(str(dtype).lower(), str(dtype).lower()).removeprefix("torch.")
     value = getattr(torch, name, None)
     if not isinstance(value, torch.dtype) or not value.is_floating_point:
         raise ValueError(f"unknown dtype {dtype!r}; use 'float32', 'bfloat16' or 'float16'")
     return value
+
+
+@dataclass
+class Built:
+    """What a backend's ``_build`` returns to :meth:`Adapter.load_pretrained`.
+
+    Attributes:
+        model: the backend's module, on the CPU or already on the device; the build path moves it
+            to the device and compute dtype and puts it in eval mode.
+        embed_dim: the width the weights give (checked against the spec's).
+        spec_changes: spec fields the weights settle (pooling, preprocessing...).
+        parts: further keyword arguments for the adapter's constructor (transform, tokenizer...).
+    """
+
+    model: torch.nn.Module
+    embed_dim: int
+    spec_changes: dict[str, Any] = field(default_factory=dict)
+    parts: dict[str, Any] = field(default_factory=dict)
 
 
 class Adapter(ABC):
@@ -62,6 +89,9 @@ class Adapter(ABC):
         model: the backend's ``torch.nn.Module``.
         files: where its verified files are (``None`` for a model built in memory).
         device: the torch device string it lives on.
+        dtype: the compute dtype (``None`` when the adapter does not track one).
+        decode: validates and decodes one input item (its modality's decoder, handed over by the
+            loader).
         last_report: what the last :meth:`featurize` call kept and skipped.
     """
 
@@ -72,23 +102,62 @@ class Adapter(ABC):
     #: Whether decoding and :meth:`collate` may run in DataLoader workers (``num_workers``).
     parallel_decode: ClassVar[bool] = True
     #: Finetuning strategies this adapter supports (the conformance kit runs each).
-    strategies: ClassVar[tuple[str, ...]] = ("linear-probe", "full", "partial", "freeze-unfreeze")
+    strategies: ClassVar[tuple[str, ...]] = STRATEGIES
+    #: Keyword options :meth:`load_pretrained` accepts beyond device and dtype.
+    load_options: ClassVar[tuple[str, ...]] = ()
+    #: Whether featurize L2-normalises when the spec does not say.
+    normalize_default: ClassVar[bool] = False
 
-    def __init__(self, spec: ModelSpec, model: torch.nn.Module, *, files: ModelFiles | None, device: str) -> None:
+    def __init__(self, spec: ModelSpec, model: torch.nn.Module, *, files: ModelFiles | None, device: str,
+                 dtype: torch.dtype | None = None, decode: Callable[[Any], Any] | None = None) -> None:
         self.spec = spec
         self.model = model
         self.files = files
         self.device = device
+        self.dtype = dtype
+        self._decode = decode
         self.last_report = FeaturizeReport()
 
     # -- loading --------------------------------------------------------------------------------
 
     @classmethod
-    @abstractmethod
-    def load_pretrained(
-        cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None, **options: Any
-    ) -> Adapter:
-        """Build the model from verified local ``files`` and put it on ``device`` in eval mode."""
+    def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
+                        **options: Any) -> Adapter:
+        """Build the model from verified local ``files`` and put it on ``device`` in eval mode.
+
+        The one build path: reject unknown options, resolve the dtype, call the backend's
+        :meth:`_build`, move the model, check its width against the spec, and settle the spec.
+        """
+        unknown = sorted(set(options) - set(cls.load_options))
+        if unknown:
+            accepted = ", ".join(cls.load_options) or "none"
+            raise TypeError(f"unexpected option {unknown[0]!r} for {spec.name} ({cls.backend or cls.__name__} "
+                            f"backend){did_you_mean(unknown[0], cls.load_options)}; it accepts: {accepted}")
+        torch_dtype = resolve_dtype(dtype)
+        built = cls._build(spec, files, device=device, dtype=torch_dtype, **options)
+        built.model.to(device=device, dtype=torch_dtype).eval()
+        if spec.embed_dim is not None and spec.embed_dim != built.embed_dim:
+            raise RegistryError(f"model {spec.name!r} declares embed_dim {spec.embed_dim} but its weights give "
+                                f"{built.embed_dim}; fix the registry entry")
+        changes = {"normalize": cls.normalize_default if spec.normalize is None else spec.normalize,
+                   **built.spec_changes, "embed_dim": built.embed_dim}
+        return cls(spec.replace(**changes), built.model, files=files, device=device, dtype=torch_dtype,
+                   **built.parts)
+
+    @classmethod
+    def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
+               **options: Any) -> Built:
+        """The backend's part of loading: the model and its preprocessing from verified files."""
+        raise NotImplementedError(f"{cls.__name__} must implement _build (or override load_pretrained)")
+
+    @classmethod
+    def resolve_files(cls, spec: ModelSpec, files: ModelFiles) -> tuple[ModelSpec, type[Adapter]]:
+        """What the downloaded files say about ``spec``, and the class that loads them.
+
+        Called once per load, before :meth:`load_pretrained`. The default changes nothing; a
+        backend serving several modalities (transformers) reads the files' config here.
+        """
+        return spec, cls
 
     @classmethod
     def spec_for_id(cls, backend: str, backend_id: str) -> ModelSpec:
@@ -106,20 +175,34 @@ class Adapter(ABC):
         return self.spec.modality
 
     @property
-    @abstractmethod
     def embed_dim(self) -> int:
         """Width ``D`` of :meth:`featurize`'s output."""
+        if self.spec.embed_dim is None:
+            raise NotImplementedError(f"{type(self).__name__} has no embed_dim: set it in the spec or override")
+        return int(self.spec.embed_dim)
 
     @property
     @abstractmethod
     def preprocess(self) -> Any:
         """The tokenizer / transform / feature extractor bound to these weights."""
 
-    def decoder(self) -> Callable[[Any], Any]:
-        """The function that validates and decodes one input item (the modality's, by default)."""
-        from .registry import get_registry
+    @property
+    def decode(self) -> Callable[[Any], Any]:
+        """Validates and decodes one input item: the modality's decoder, bound at load time."""
+        if self._decode is None:
+            # Built in memory rather than by zoo.load: look the decoder up once, then keep it.
+            self._decode = get_registry().modality(self.modality).decode
+        return self._decode
 
-        return get_registry().modality(self.modality).decode
+    def bind_decoder(self, decode: Callable[[Any], Any]) -> None:
+        """Hand the adapter its modality's decoder (the loader does, once per load)."""
+        self._decode = decode
+
+    def decoder(self) -> Callable[[Any], Any]:
+        """Deprecated: use :attr:`decode`."""
+        warnings.warn("Adapter.decoder() is deprecated; use the Adapter.decode attribute", DeprecationWarning,
+                      stacklevel=2)
+        return self.decode
 
     # -- featurize ------------------------------------------------------------------------------
 
@@ -137,10 +220,18 @@ class Adapter(ABC):
             positions = order[start:start + batch_size]
             yield positions, self.collate([items[i] for i in positions])
 
+    def windows(self, item: Any) -> list[tuple[Any, float]] | None:
+        """Cut one decoded input that is too long for the model into ``[(window, weight)]``, or
+        return None to keep it whole (the default). featurize runs each window as one model input
+        and averages their rows with the weights (their lengths), so memory is bounded by the
+        window; long audio is cut this way."""
+        return None
+
     @property
-    def sorts_by_size(self) -> bool:
-        """Whether batching looks at every item first (to sort by length), so featurize decodes the
-        whole input before the first batch; otherwise items decode batch by batch, in input order."""
+    def decodes_all_first(self) -> bool:
+        """Whether batching looks at every decoded item before the first batch (to sort by length),
+        so featurize decodes the whole input first; otherwise items decode batch by batch, in input
+        order, and memory holds one batch."""
         cls = type(self)
         return cls.plan_batches is not Adapter.plan_batches or cls.size is not Adapter.size
 
@@ -156,17 +247,35 @@ class Adapter(ABC):
     def encode_batch(self, batch: Any, *, pool: str | None = None) -> torch.Tensor:
         """One forward pass of the frozen model: a ``(B, D)`` tensor."""
 
-    def check_pool(self, pool: str | None) -> str | None:
-        """Validate a pooling mode; ``None`` means the spec's default."""
+    def resolve_pool(self, pool: str | None) -> str | None:
+        """The pooling mode to use: ``pool`` if this model has it, the spec's default for ``None``."""
         if pool is None:
             return self.spec.pooling or (self.pooling_modes[0] if self.pooling_modes else None)
         if pool not in self.pooling_modes:
-            from .errors import did_you_mean
-
             choices = ", ".join(self.pooling_modes) or "none"
             raise ValueError(f"unknown pool {pool!r} for {self.name}{did_you_mean(pool, self.pooling_modes)} "
                              f"(choices: {choices})")
         return pool
+
+    def check_pool(self, pool: str | None) -> str | None:
+        """Deprecated: use :meth:`resolve_pool` (it returns the chosen mode)."""
+        warnings.warn("Adapter.check_pool() is deprecated; use Adapter.resolve_pool()", DeprecationWarning,
+                      stacklevel=2)
+        return self.resolve_pool(pool)
+
+    def resolve_normalize(self, normalize: bool | None) -> bool:
+        """``normalize``, or the model's default for ``None``."""
+        return bool(self.spec.normalize) if normalize is None else normalize
+
+    @overload
+    def featurize(self, inputs: Iterable[Any], *, batch_size: int = ..., normalize: bool | None = ...,
+                  pool: str | None = ..., return_tensors: Literal["np"] = ..., progress: bool | None = ...,
+                  on_error: OnError = ..., num_workers: int = ...) -> np.ndarray: ...
+
+    @overload
+    def featurize(self, inputs: Iterable[Any], *, batch_size: int = ..., normalize: bool | None = ...,
+                  pool: str | None = ..., return_tensors: Literal["pt"], progress: bool | None = ...,
+                  on_error: OnError = ..., num_workers: int = ...) -> torch.Tensor: ...
 
     def featurize(
         self,
@@ -198,54 +307,61 @@ class Adapter(ABC):
             ``(N, D)`` float32, rows in input order (``N`` excludes skipped items); ``(0, D)``
             for empty input.
         """
-        pool = self.check_pool(pool)
-        return run_featurize(
-            self,
-            inputs,
-            encode=lambda batch: self.encode_batch(batch, pool=pool),
-            dim=self.embed_dim,
-            batch_size=batch_size,
-            normalize=bool(self.spec.normalize) if normalize is None else normalize,
-            return_tensors=return_tensors,
-            progress=progress,
-            on_error=on_error,
-            num_workers=num_workers if self.parallel_decode else 0,
-        )
+        rows, _ = self.featurize_with_report(inputs, batch_size=batch_size, normalize=normalize, pool=pool,
+                                             return_tensors=return_tensors, progress=progress, on_error=on_error,
+                                             num_workers=num_workers)
+        return rows
+
+    def featurize_with_report(self, inputs: Iterable[Any], *, batch_size: int = 32, normalize: bool | None = None,
+                              pool: str | None = None, return_tensors: Literal["np", "pt"] = "np",
+                              progress: bool | None = None, on_error: OnError = "raise",
+                              num_workers: int = 0) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
+        """:meth:`featurize`, also returning which inputs were kept and which skipped (and why)."""
+        pool = self.resolve_pool(pool)
+        return self._run(inputs, encode=lambda batch: self.encode_batch(batch, pool=pool), dim=self.embed_dim,
+                         batch_size=batch_size, normalize=self.resolve_normalize(normalize),
+                         return_tensors=return_tensors, progress=progress, on_error=on_error,
+                         num_workers=num_workers if self.parallel_decode else 0)
+
+    def _run(self, inputs: Iterable[Any], **kwargs: Any) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
+        """Every verb that runs the frozen model over inputs goes through here: the engine, then the
+        :attr:`last_report` convenience, set in this one place."""
+        kwargs.setdefault("decode", self.decode)
+        if type(self).windows is not Adapter.windows:
+            kwargs.setdefault("windows", self.windows)
+        rows, report = run_featurize(self, inputs, **kwargs)
+        self.last_report = report
+        return rows, report
 
     # -- finetuning -----------------------------------------------------------------------------
 
     def blocks(self) -> list[list[str]]:
         """The backbone's blocks, first to last, as lists of module paths (``partial`` finetuning
         trains the last few). The default finds the layer stack; adapters may say better."""
-        from .training.strategies import default_blocks
-
         return default_blocks(self.model)
 
-    def finetune(self, train: Any, val: Any = None, **kwargs: Any) -> FinetuneResult:
+    def finetune(self, train: Any, val: Any = None, config: FinetuneConfig | None = None, **options: Any) -> Any:
         """Train a classifier on this model and save it so that ``zoo.load(output_dir)`` reads it back.
 
         Args:
             train: ``(inputs, labels)``, a sequence of ``(input, label)`` pairs, a folder with one
-                subfolder per class, or a CSV / JSONL file (``text_column``, ``label_column``).
+                subfolder per class, or a CSV / JSONL / parquet file (``text_column``, ``label_column``).
             val: validation data in the same forms (or ``val_fraction=0.2`` to hold out a split).
-            output_dir: where checkpoints go (required).
-            strategy: ``linear-probe`` (backbone frozen, embeddings computed once), ``full``,
-                ``partial`` (last ``unfreeze_blocks`` blocks train) or ``freeze-unfreeze`` (frozen for
-                ``freeze_epochs``, then everything trains).
-            epochs, lr, backbone_lr, batch_size, weight_decay, seed: the usual; ``lr`` is the
-                head's (default 1e-2 for the probe, 1e-3 otherwise), ``backbone_lr`` defaults to
-                ``lr / 10``.
-            head: ``linear`` or ``mlp``.
-            resume: continue the run in ``output_dir`` from its last finished epoch.
-            on_epoch_end: called with each epoch's metrics.
+            config: a :class:`~zoo.finetune_config.FinetuneConfig`; ``options`` override its fields.
+            **options: the config's fields as keywords: ``output_dir`` (required), ``strategy``
+                (``linear-probe``, ``full``, ``partial``, ``freeze-unfreeze``), ``epochs``, ``lr``,
+                ``backbone_lr``, ``batch_size``, ``head``, ``seed``, ``resume``, ``on_epoch_end``...
 
         Returns:
-            A :class:`~zoo.training.loop.FinetuneResult` with per-epoch metrics, the best epoch, the
+            A :class:`~zoo.training.FinetuneResult` with per-epoch metrics, the best epoch, the
             checkpoint folder and the trained model (``predict``, ``predict_proba``).
         """
-        from .training.loop import finetune
-
-        return finetune(self, train, val, **kwargs)
+        config = config.replace(**options) if config is not None else FinetuneConfig.from_options(options)
+        result = get_plugin_manager().hook.zoo_finetune(model=self, train=train, val=val, config=config)
+        if result is None:
+            raise PluginError("no plugin implements finetuning (zoo_finetune); the built-in zoo.training "
+                              "plugin provides it unless it was blocked")
+        return result
 
     # -- saving ---------------------------------------------------------------------------------
 

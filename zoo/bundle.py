@@ -3,11 +3,12 @@ file's sha256; ``zoo unpack`` checks everything before it installs anything.
 
 Layout of a bundle (an uncompressed tar: weights do not compress)::
 
-    zoo-bundle.json                 format, zoo version, and per model: name, spec, files (sha256)
+    zoo-bundle.json                 format, zoo version, and per model: name, spec, files (sha256), sizes
     models/<key>/<relative path>    the files
 
-Unpacking refuses, before writing a byte, any entry that is not a regular file or folder (links,
-devices), any absolute path or ``..``, and any file the manifest does not list; it extracts into a
+Unpacking refuses, before writing a byte, a manifest naming a file outside its model's folder, any
+entry that is not a regular file or folder (links, devices), any absolute path or ``..``, any file
+the manifest does not list or whose size differs from the manifest's; it extracts into a
 temporary folder inside ``ZOO_HOME``, checks every sha256, then moves each model into place under a
 file lock. A model already installed with the same hashes is left as it is, so unpacking twice (or
 twice at once) changes nothing.
@@ -24,19 +25,22 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import __version__
-from .errors import IntegrityError, ZooError
-from .integrity import remember, sha256_file
-from .manifest import write_json_atomic
-from .store import ENTRY, FILES, entry_key, entry_path, read_entry, store_dir
+from .atomic import atomic_path, write_json_atomic
+from filelock import FileLock
 
-if TYPE_CHECKING:
-    from .spec import ModelSpec
+from .errors import IntegrityError, ZooError
+from .installed import ENTRY, FILES, entry_key, entry_path, read_entry, store_dir
+from .integrity import remember, sha256_file
+from .loader import locate_files, resolve
+from .safe_paths import check_file_name
+from .spec import ModelSpec
 
 MANIFEST = "zoo-bundle.json"
 FORMAT = "zoo-bundle/1"
+_MAX_MANIFEST = 64 << 20  # a manifest lists hashes: anything larger is not one
 
 
 class BundleError(ZooError):
@@ -51,25 +55,20 @@ class PackedModel:
 
 
 def _collect(name: str) -> list[tuple[str, ModelSpec, Path, list[str]]]:
-    """The model ``name`` and, for a finetuned checkpoint, its base: (name, spec, root, files)."""
-    from .loader import fetch_files, resolve
-
+    """The model ``name`` and every model it requires, bases first: (name, spec, root, files)."""
     spec = resolve(name)
-    files = fetch_files(spec)
-    out = []
-    if spec.backend == "finetuned":
-        from .manifest import read_json
-
-        base_name = read_json(files.root / "zoo.json")["base"]["name"]
-        out += _collect(base_name)
-        spec = spec.replace(name=Path(name).name if Path(name).exists() else name)
+    files = locate_files(spec)
+    out = [model for required in spec.requires for model in _collect(required)]
+    if Path(name).exists():  # a model folder packs under its folder's name
+        spec = spec.replace(name=Path(name).name)
     out.append((spec.name, spec, files.root, files.members()))
     return out
 
 
 def pack(names: list[str], output: str | os.PathLike[str]) -> list[PackedModel]:
     """Write ``names`` (curated names, ``backend:id`` names or finetuned folders) and everything they
-    need to load offline into one tar file, atomically."""
+    need to load offline into one tar file, atomically. A file that is a link (the Hugging Face
+    cache's layout) is stored as the file it points to."""
     output = Path(output)
     models: dict[str, tuple[ModelSpec, Path, list[str]]] = {}
     for name in names:
@@ -78,30 +77,23 @@ def pack(names: list[str], output: str | os.PathLike[str]) -> list[PackedModel]:
     manifest: dict[str, Any] = {"format": FORMAT, "zoo_version": __version__, "created": time.time(), "models": []}
     packed = []
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    try:
-        with tarfile.open(tmp, "w") as tar:
+    with atomic_path(output) as tmp:
+        with tarfile.open(tmp, "w", dereference=True) as tar:
             for model_name, (spec, root, members) in models.items():
                 key = entry_key(model_name)
-                hashes = {m: sha256_file(root / m) for m in members}
                 spec_data = {**spec.to_dict(), "name": model_name}
                 spec_data.pop("plugin")
-                manifest["models"].append({"name": model_name, "key": key, "spec": spec_data, "files": hashes})
+                manifest["models"].append({"name": model_name, "key": key, "spec": spec_data,
+                                           "files": {m: sha256_file(root / m) for m in members},
+                                           "sizes": {m: (root / m).stat().st_size for m in members}})
                 for member in members:
                     tar.add(root / member, arcname=f"models/{key}/{member}", recursive=False, filter=_plain)
-                packed.append(PackedModel(model_name, len(members), sum((root / m).stat().st_size for m in members)))
+                packed.append(PackedModel(model_name, len(members), sum(manifest["models"][-1]["sizes"].values())))
             data = json.dumps(manifest, indent=2, sort_keys=True).encode()
             info = tarfile.TarInfo(MANIFEST)
             info.size = len(data)
             info.mtime = int(time.time())
             tar.addfile(info, io.BytesIO(data))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a bundle is meant to be copied
-        os.replace(tmp, output)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return packed
 
 
@@ -113,7 +105,9 @@ def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def _check_member(member: tarfile.TarInfo, listed: set[str]) -> None:
+def _check_member(member: tarfile.TarInfo, sizes: dict[str, int | None]) -> None:
+    """Refuse an entry that is not a plain file or folder inside the bundle, that the manifest does
+    not list, or whose size differs from the manifest's (before a byte of it is read)."""
     name = member.name
     path = PurePosixPath(name)
     if member.issym() or member.islnk():
@@ -122,8 +116,12 @@ def _check_member(member: tarfile.TarInfo, listed: set[str]) -> None:
         raise BundleError(f"refusing bundle entry {name!r}: only regular files and folders are allowed")
     if path.is_absolute() or name.startswith(("/", "\\")) or ".." in path.parts or "\\" in name:
         raise BundleError(f"refusing bundle entry {name!r}: it would land outside the cache root")
-    if member.isfile() and name != MANIFEST and name not in listed:
-        raise BundleError(f"refusing bundle entry {name!r}: the bundle's manifest does not list it")
+    if member.isfile() and name != MANIFEST:
+        if name not in sizes:
+            raise BundleError(f"refusing bundle entry {name!r}: the bundle's manifest does not list it")
+        if sizes[name] is not None and member.size != sizes[name]:
+            raise BundleError(f"refusing bundle entry {name!r}: it holds {member.size} bytes, the manifest says "
+                              f"{sizes[name]}")
 
 
 def read_bundle_manifest(tar: tarfile.TarFile) -> dict[str, Any]:
@@ -131,53 +129,99 @@ def read_bundle_manifest(tar: tarfile.TarFile) -> dict[str, Any]:
         member = tar.getmember(MANIFEST)
     except KeyError:
         raise BundleError(f"not a zoo bundle: no {MANIFEST}") from None
-    if not member.isfile():
-        raise BundleError(f"{MANIFEST} is not a regular file")
-    manifest = json.loads(tar.extractfile(member).read())
-    if manifest.get("format") != FORMAT:
-        raise BundleError(f"unsupported bundle format {manifest.get('format')!r} (expected {FORMAT!r})")
+    if not member.isfile() or member.size > _MAX_MANIFEST:
+        raise BundleError(f"{MANIFEST} is not a regular file of a sensible size")
+    try:
+        manifest = json.loads(tar.extractfile(member).read())
+    except ValueError as exc:
+        raise BundleError(f"{MANIFEST} is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"unsupported bundle format {getattr(manifest, 'get', dict().get)('format')!r} "
+                          f"(expected {FORMAT!r})")
+    if not isinstance(manifest.get("models"), list):
+        raise BundleError(f"{MANIFEST} has no list of models")
     return manifest
+
+
+def _declared_sizes(models: list[Any]) -> dict[str, int | None]:
+    """Every file the manifest lists, as its tar entry name, with its declared size (None in a
+    bundle written before sizes were recorded). Refuses a manifest naming a file outside its model's
+    folder, or a model whose folder or spec does not check out."""
+    sizes: dict[str, int | None] = {}
+    for model in models:
+        if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+            raise BundleError(f"{MANIFEST} lists a model without a name")
+        where = f"{MANIFEST}, model {model['name']!r}"
+        if model.get("key") != entry_key(model["name"]):
+            raise BundleError(f"{where} has a wrong folder {model.get('key')!r}")
+        files, declared = model.get("files"), model.get("sizes") or {}
+        if not isinstance(files, dict) or not isinstance(declared, dict):
+            raise BundleError(f"{where}: 'files' and 'sizes' must be mappings")
+        try:
+            ModelSpec.from_dict(model["spec"])
+            for name in files:
+                sizes[f"models/{model['key']}/{check_file_name(name, where=where)}"] = declared.get(name)
+        except (ZooError, KeyError, TypeError) as exc:
+            raise BundleError(f"{where} is not valid: {exc}") from None
+    return sizes
 
 
 def unpack(bundle: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """Install a bundle's models into ``ZOO_HOME``; returns ``(name, "installed" | "unchanged")`` per model.
 
-    Raises :class:`BundleError` (unsafe or malformed) or :class:`~zoo.errors.IntegrityError` (a
-    file's hash) before anything is installed.
+    Raises :class:`BundleError` (unsafe, malformed or truncated) or
+    :class:`~zoo.errors.IntegrityError` (a file's hash) before anything is installed.
     """
-    from filelock import FileLock
-
     bundle = Path(bundle)
     store = store_dir()
     store.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(bundle, "r:*") as tar:
-        manifest = read_bundle_manifest(tar)
-        models = manifest["models"]
-        listed = {f"models/{m['key']}/{f}" for m in models for f in m["files"]}
-        members = tar.getmembers()
-        for member in members:
-            _check_member(member, listed)
-        for model in models:
-            if model["key"] != entry_key(model["name"]):
-                raise BundleError(f"bundle entry for {model['name']!r} has a wrong folder {model['key']!r}")
-        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=store))
-        try:
-            tar.extractall(staging, members=[m for m in members if m.name != MANIFEST], filter="data")
-            for model in models:  # every hash before anything is installed
-                for name, expected in model["files"].items():
-                    path = staging / "models" / model["key"] / name
-                    if not path.is_file():
-                        raise BundleError(f"bundle lacks {name!r} of model {model['name']!r}")
-                    actual = sha256_file(path)
-                    if actual != expected:
-                        raise IntegrityError(f"{name} of model {model['name']!r} in {bundle.name}", expected, actual)
-            results = []
-            with FileLock(str(store / ".lock")):
-                for model in models:
-                    results.append((model["name"], _install(model, staging / "models" / model["key"])))
-            return results
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    _remove_stale_staging(store)
+    try:
+        with tarfile.open(bundle, "r:*") as tar:
+            manifest = read_bundle_manifest(tar)
+            sizes = _declared_sizes(manifest["models"])
+            members = tar.getmembers()  # reads every header: a truncated bundle fails here
+            for member in members:
+                _check_member(member, sizes)
+            staging = Path(tempfile.mkdtemp(prefix=f".unpack-{os.getpid()}-", dir=store))
+            try:
+                tar.extractall(staging, members=[m for m in members if m.name != MANIFEST], filter="data")
+                return _install_all(bundle, manifest["models"], staging, store)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    except (tarfile.TarError, EOFError) as exc:
+        raise BundleError(f"{bundle} is truncated or not a tar file ({exc}); copy the bundle again") from None
+
+
+def _install_all(bundle: Path, models: list[dict[str, Any]], staging: Path, store: Path) -> list[tuple[str, str]]:
+    for model in models:  # every hash before anything is installed
+        for name, expected in model["files"].items():
+            path = staging / "models" / model["key"] / name  # names checked by _declared_sizes
+            if not path.is_file():
+                raise BundleError(f"bundle lacks {name!r} of model {model['name']!r}")
+            actual = sha256_file(path)
+            if actual != expected:
+                raise IntegrityError(f"{name} of model {model['name']!r} in {bundle.name}", expected, actual)
+    with FileLock(str(store / ".lock")):
+        return [(model["name"], _install(model, staging / "models" / model["key"])) for model in models]
+
+
+def _remove_stale_staging(store: Path) -> None:
+    """Delete staging folders that an unpack killed on this machine left behind."""
+    for folder in store.glob(".unpack-*"):
+        pid = folder.name.split("-")[1] if folder.name.count("-") >= 2 else ""
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _install(model: dict[str, Any], files: Path) -> str:

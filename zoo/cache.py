@@ -11,10 +11,15 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ZooError
+from huggingface_hub import scan_cache_dir
+
+from .errors import UnsafePathError, ZooError
+from .installed import FILES, entries, remove
 from .integrity import cached_sha256, evict_file, memo_matches
+from .loader import resolve
+from .registry import get_registry
+from .safe_paths import file_in
 from .sources import hub_cache_dir, url_cache_dir, url_dest
-from .store import FILES, entries, remove
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -40,8 +45,6 @@ def human_size(n: float) -> str:
 
 
 def _catalogue_users() -> dict[tuple[str, str | None], list[str]]:
-    from .registry import get_registry
-
     users: dict[tuple[str, str | None], list[str]] = {}
     for spec in get_registry().specs.values():
         for source in spec.sources:
@@ -54,8 +57,6 @@ def _hub_snapshots() -> list[tuple[str, str, Path, int, list[Path]]]:
     folder = hub_cache_dir()
     if not folder.is_dir():
         return []
-    from huggingface_hub import scan_cache_dir
-
     out = []
     for repo in scan_cache_dir(folder).repos:
         for revision in repo.revisions:
@@ -89,37 +90,46 @@ def list_cache() -> list[CacheEntry]:
 @dataclass
 class VerifyReport:
     checked: int = 0
-    evicted: list[str] = field(default_factory=list)
+    evicted: list[str] = field(default_factory=list)  # corrupt, and removed
+    kept: list[str] = field(default_factory=list)  # corrupt, but not zoo's to remove
+    refused: list[str] = field(default_factory=list)  # records naming files outside their folder
+
+    @property
+    def corrupt(self) -> int:
+        return len(self.evicted) + len(self.kept)
+
+
+def _check(path: Path, expected: str, what: str, report: VerifyReport) -> None:
+    report.checked += 1
+    if cached_sha256(path, use_memo=False) != expected:
+        (report.evicted if evict_file(path) else report.kept).append(what)
 
 
 def verify_cache() -> VerifyReport:
-    """Re-hash every file whose hash is known (ignoring the memo); delete the ones that do not match."""
+    """Re-hash every file whose hash is known (ignoring the memo); delete the ones that do not match.
+
+    Only files inside ``ZOO_HOME`` are deleted; an installed entry that names a file outside its
+    folder is reported in ``refused`` and nothing it names is read."""
     report = VerifyReport()
     for folder, entry in entries():
-        for name, expected in entry["files"].items():
-            path = folder / FILES / name
-            if not path.is_file():
-                continue
-            report.checked += 1
-            if cached_sha256(path, use_memo=False) != expected:
-                evict_file(path)
-                report.evicted.append(f"{entry['name']}: {name}")
+        where = f"installed model {entry.get('name')!r} ({folder})"
+        try:
+            paths = {name: file_in(folder / FILES, name, where=where) for name in entry["files"]}
+        except UnsafePathError as exc:
+            report.refused.append(f"{exc}; remove it with `zoo cache remove {entry.get('name')}`")
+            continue
+        for name, path in paths.items():
+            if path.is_file():
+                _check(path, entry["files"][name], f"{entry['name']}: {name}", report)
     for repo, commit, _, _, blobs in _hub_snapshots():
         for blob in blobs:
             if _SHA256.match(blob.name) and blob.is_file():  # LFS blobs are named by their sha256
-                report.checked += 1
-                if cached_sha256(blob, use_memo=False) != blob.name:
-                    evict_file(blob)
-                    report.evicted.append(f"{repo}@{commit[:12]}: {blob.name}")
+                _check(blob, blob.name, f"{repo}@{commit[:12]}: {blob.name}", report)
     return report
 
 
 def remove_model(name: str) -> list[str]:
     """Delete what the cache holds for model ``name``: its bundle entry, hub snapshots, URL files."""
-    from huggingface_hub import scan_cache_dir
-
-    from .loader import resolve
-
     removed = []
     folder = remove(name)
     if folder is not None:

@@ -1,6 +1,7 @@
 """The ``zoo`` command line (also ``python -m zoo``).
 
 ``zoo list``, ``zoo info`` and ``zoo plugins`` never import torch; only commands that run a model do.
+``zoo cache`` alone imports huggingface_hub (a third of a second), so it is imported there.
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .bundle import pack, unpack
+from .embed import check_output, default_workers, embed_to_file
 from .errors import ZooError
+from .finetune_config import HEADS, STRATEGIES, FinetuneConfig
+from .inputs import open_inputs
+from .loader import load, pull, resolve, verify
+from .plugin_manager import get_plugin_manager
+from .registry import CATALOGUE_OWNER, get_registry
+from .settings import zoo_home
+from .testing import check, format_table
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -26,8 +36,6 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .registry import get_registry
-
     registry = get_registry()
     names = registry.list_models(args.pattern, args.modality)
     specs = [registry.specs[n] for n in names]
@@ -43,10 +51,18 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .loader import resolve
-
     print(json.dumps(resolve(args.name).to_dict(), indent=2))
     return 0
+
+
+def _registered_by(registry: Any, plugin: str) -> str:
+    """``"3 models, 1 adapters"``: what the plugin named ``plugin`` registered."""
+    counts = [(label, sum(1 for owner in owners if owner.plugin == plugin)) for label, owners in (
+        ("models", registry.owners.values()),
+        ("adapters", [a.owner for a in registry.adapters.values()]),
+        ("modalities", [m.owner for m in registry.modalities.values()]),
+    )]
+    return ", ".join(f"{n} {label}" for label, n in counts if n) or "-"
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -54,26 +70,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         return cmd_plugins_check(args)
     if args.action is not None:
         raise ZooError(f"unknown plugins action {args.action!r}; use `zoo plugins` or `zoo plugins check NAME`")
-    from .plugin_manager import get_plugin_manager
-    from .registry import get_registry
 
-    pm = get_plugin_manager()
     registry = get_registry()
-    rows = []
-    for info in pm.infos():
-        who = pm.display_name(info.name)
-        registered = []
-        for label, owners in (
-            ("models", [s.plugin for s in registry.specs.values()]),
-            ("adapters", [a.plugin for a in registry.adapters.values()]),
-            ("modalities", [m.plugin for m in registry.modalities.values()]),
-        ):
-            count = owners.count(who)
-            if count:
-                registered.append(f"{count} {label}")
-        rows.append([info.dist or info.name, info.version or ("built-in" if info.builtin else ""),
-                     ", ".join(registered) or "-", ", ".join(info.hooks)])
-    catalogue = sum(1 for s in registry.specs.values() if s.plugin and s.plugin.endswith("(registry.yaml)"))
+    rows = [[info.dist or info.name, info.version or ("built-in" if info.builtin else ""),
+             _registered_by(registry, info.name), ", ".join(info.hooks)] for info in get_plugin_manager().infos()]
+    catalogue = sum(1 for owner in registry.owners.values() if owner == CATALOGUE_OWNER)
     rows.append(["registry.yaml", "built-in", f"{catalogue} models", "-"])
     if args.json:
         print(json.dumps({"plugins": [dict(zip(["name", "version", "registered", "hooks"], r)) for r in rows],
@@ -86,8 +87,6 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins_check(args: argparse.Namespace) -> int:
-    from .testing import check, format_table
-
     if not args.target:
         raise ZooError("say what to check: `zoo plugins check PLUGIN` (a distribution name) or a model name")
     results = check(args.target, progress=lambda name: print(f"checking {name} ...", file=sys.stderr))
@@ -96,8 +95,6 @@ def cmd_plugins_check(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from .loader import pull
-
     for name in args.names:
         files = pull(name)
         print(f"{files.spec.name}: {files.root} (from {files.source.describe()}, {len(files.verified)} files verified)")
@@ -105,8 +102,6 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .loader import verify
-
     for name in args.names:
         files = verify(name)
         print(f"{files.spec.name}: OK, {len(files.verified)} files match their sha256 ({files.root})")
@@ -114,7 +109,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from .bundle import pack
     from .cache import human_size
 
     packed = pack(args.names, args.output)
@@ -125,9 +119,6 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_unpack(args: argparse.Namespace) -> int:
-    from .bundle import unpack
-    from .settings import zoo_home
-
     for name, status in unpack(args.bundle):
         print(f"{name}: {status}")
     print(f"into {zoo_home()}")
@@ -136,7 +127,6 @@ def cmd_unpack(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     from .cache import human_size, list_cache, remove_model, verify_cache
-    from .settings import zoo_home
 
     if args.action == "list":
         items = list_cache()
@@ -149,8 +139,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
         report = verify_cache()
         for item in report.evicted:
             print(f"CORRUPT, removed: {item}")
-        print(f"{report.checked} files checked, {len(report.evicted)} corrupt")
-        return 1 if report.evicted else 0
+        for item in report.kept:
+            print(f"CORRUPT, left in place (outside {zoo_home()}): {item}")
+        for item in report.refused:
+            print(f"REFUSED: {item}")
+        print(f"{report.checked} files checked, {report.corrupt} corrupt, {len(report.refused)} entries refused")
+        return 1 if report.corrupt or report.refused else 0
     if not args.name:
         raise ZooError("say which model: `zoo cache remove NAME`")
     removed = remove_model(args.name)
@@ -162,37 +156,53 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from .embed import check_output, default_workers, embed_to_file
-    from .inputs import open_inputs
-    from .loader import load
-
-    out = check_output(args.output)  # before the model loads
-    inputs = open_inputs(args.inputs, column=args.column)
+    check_output(args.output)  # before the model loads
     model = load(args.name, device=args.device)
-    summary = embed_to_file(model, inputs, out, batch_size=args.batch_size, chunk_size=args.chunk_size,
+    inputs = open_inputs(args.inputs, modality=model.modality, column=args.column, files_as_text=args.files_as_text)
+    summary = embed_to_file(model, inputs, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
                             normalize=args.normalize, pool=args.pool,
                             on_error="skip" if args.skip_errors else "raise",
                             num_workers=default_workers(model.device) if args.workers is None else args.workers,
                             progress=not args.quiet)
     if summary.chunks_done_before:
         print(f"resumed: {summary.chunks_done_before} of {summary.chunks} chunks were already done")
-    for item, why in summary.skipped[:20]:
+    for item, why in summary.skipped[:5]:
         print(f"skipped {item}: {why}", file=sys.stderr)
-    print(f"wrote {out}: {summary.rows} x {model.embed_dim} float32 from {model.name} ({inputs.description}"
-          f"{f', {len(summary.skipped)} skipped' if summary.skipped else ''})")
+    if summary.skipped_file:
+        print(f"skipped {len(summary.skipped)} inputs; all are listed with their reasons in {summary.skipped_file}",
+              file=sys.stderr)
+    print(f"wrote {summary.output}: {summary.rows} x {model.embed_dim} float32 from {model.name} "
+          f"({inputs.description}{f', {len(summary.skipped)} skipped' if summary.skipped else ''})")
     return 0
 
 
+def _finetune_config(args: argparse.Namespace) -> FinetuneConfig:
+    return FinetuneConfig(
+        output_dir=args.output, strategy=args.strategy, epochs=args.epochs, lr=args.lr,
+        backbone_lr=args.backbone_lr, batch_size=args.batch_size, head=args.head, seed=args.seed,
+        unfreeze_blocks=args.unfreeze_blocks, freeze_epochs=args.freeze_epochs, val_fraction=args.val_fraction,
+        resume=args.resume, progress=not args.quiet, text_column=args.text_column, label_column=args.label_column)
+
+
+def _relaunch_under_torchrun(argv: Sequence[str], nproc: int) -> None:
+    """Replace this process with ``torchrun`` running the same command, one process per rank."""
+    rest, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--nproc="):
+            skip = False
+            continue
+        skip = arg == "--nproc"
+        if not skip:
+            rest.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "zoo", *rest]
+    os.execvp(cmd[0], cmd)
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
+    config = _finetune_config(args)  # a bad option fails here, before torchrun or a model load
     if args.nproc and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        # Re-run this command under torchrun: one process per rank, data-parallel.
-        argv = [a for a in sys.argv[1:]]
-        i = argv.index("--nproc")
-        del argv[i:i + 2]
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "zoo", *argv]
-        os.execvp(cmd[0], cmd)
-    from .loader import load
+        _relaunch_under_torchrun(args.argv, args.nproc)
 
     device = args.device
     if device is None and "LOCAL_RANK" in os.environ:
@@ -200,12 +210,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
         device = f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else "cpu"
     model = load(args.name, device=device)
-    result = model.finetune(
-        args.data, args.val, output_dir=args.output, strategy=args.strategy, epochs=args.epochs, lr=args.lr,
-        backbone_lr=args.backbone_lr, batch_size=args.batch_size, head=args.head, seed=args.seed,
-        unfreeze_blocks=args.unfreeze_blocks, freeze_epochs=args.freeze_epochs, val_fraction=args.val_fraction,
-        resume=args.resume, progress=not args.quiet, text_column=args.text_column, label_column=args.label_column,
-    )
+    result = model.finetune(args.data, args.val, config)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     keys = [k for k in ("train_loss", "val_loss", "val_accuracy", "val_macro_f1") if k in result.history[0]]
@@ -259,7 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "verify", "remove"])
     p.add_argument("name", nargs="?", help="remove: the model whose files to delete")
     p.set_defaults(func=cmd_cache)
+    _add_embed(sub)
+    _add_finetune(sub)
+    return parser
 
+
+def _add_embed(sub: Any) -> None:
     p = sub.add_parser("embed", help="featurize inputs to an embedding file")
     p.add_argument("name", help="model name, backend:id or path")
     p.add_argument("inputs", help="text file (one item per line), CSV / JSONL / parquet (see --column), "
@@ -273,7 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int,
                    help="decode processes for images and audio (default: cores - 1, at most 4 on the CPU "
                         "and 16 on a GPU)")
-    p.add_argument("--skip-errors", action="store_true", help="leave out unreadable items and report them")
+    p.add_argument("--skip-errors", action="store_true",
+                   help="leave out unreadable items; they are listed with reasons in OUT.skipped.jsonl")
+    p.add_argument("--files-as-text", action="store_true",
+                   help="for a text model: embed the content of each file of a folder or glob")
     p.add_argument("--pool", help="pooling mode, where the model has a choice")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     norm = p.add_mutually_exclusive_group()
@@ -282,19 +295,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_embed)
 
+
+def _add_finetune(sub: Any) -> None:
     p = sub.add_parser("finetune", help="train a classifier on a model and save it")
     p.add_argument("name", help="model name, backend:id or path")
     p.add_argument("data", help="class folder (one subfolder per label) or CSV / JSONL with text and label columns")
     p.add_argument("-o", "--output", required=True, help="output folder (zoo.load reads it back)")
-    p.add_argument("--strategy", "-s", default="linear-probe",
-                   choices=["linear-probe", "full", "partial", "freeze-unfreeze"])
+    p.add_argument("--strategy", "-s", default="linear-probe", choices=STRATEGIES)
     p.add_argument("--epochs", "-e", type=int, default=5)
     p.add_argument("--val", help="validation data, in the same form as DATA")
     p.add_argument("--val-fraction", type=float, help="hold out this fraction of DATA per class instead")
     p.add_argument("--lr", type=float, help="head learning rate (default 1e-2 for linear-probe, else 1e-3)")
     p.add_argument("--backbone-lr", type=float, help="backbone learning rate (default lr / 10)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--head", default="linear", choices=["linear", "mlp"])
+    p.add_argument("--head", default="linear", choices=HEADS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--unfreeze-blocks", type=int, default=2, help="partial: how many last blocks train")
     p.add_argument("--freeze-epochs", type=int, default=1, help="freeze-unfreeze: frozen epochs first")
@@ -305,12 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_finetune)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # `zoo finetune --nproc N` re-runs the same arguments under torchrun
     try:
         return int(args.func(args) or 0)
     except (ZooError, OSError, ValueError) as exc:

@@ -2,29 +2,36 @@
 
 Inputs are read and embedded ``chunk_size`` items at a time. Each finished chunk is written as its
 own parquet file (temporary name, then rename) in ``OUT.partial/``, next to a ``run.json`` naming
-the model, the inputs and the settings. Killed at any moment and run again with the same command,
-the run keeps every chunk already written and computes only the missing ones. When every chunk is
-there, the parts are streamed, row group by row group, into ``OUT`` under a temporary name that is
-renamed at the end: a file at ``OUT`` is always complete, and carries its provenance (model,
-revision, weight sha256, embed_dim, preprocessing, zoo version) in its metadata.
+the model, the inputs and the settings, with a content digest of its items. Killed at any moment
+and run again with the same command, the run keeps every chunk already written whose inputs are
+unchanged and computes only the rest. When every chunk is there, the parts are streamed into
+``OUT`` under a temporary name that is renamed at the end: a file at ``OUT`` is always complete, and
+carries its provenance (model, revision, weight sha256, embed_dim, preprocessing, zoo version) in
+its metadata. Skipped inputs are listed, with their reasons, in ``OUT.skipped.jsonl``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import itertools
 import json
 import os
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from filelock import FileLock, Timeout
+
+from .atomic import atomic_path, write_json_atomic
 from .errors import ZooError
-from .inputs import InputSource
-from .manifest import write_json_atomic
+from .inputs import InputSource, chunk_digest
+from .provenance import embedding_provenance
+from .settings import zoo_home
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,9 +46,12 @@ DEFAULT_CHUNK_MEDIA = 512
 
 @dataclass
 class EmbedSummary:
+    """What a ``zoo embed`` run wrote: rows, skipped inputs (and where they are listed), chunks."""
+
     output: Path
     rows: int
     skipped: list[tuple[Any, str]]
+    skipped_file: Path | None
     chunks_done_before: int
     chunks: int
     chunk_size: int
@@ -56,25 +66,17 @@ def default_workers(device: str) -> int:
     return max(0, min(4 if str(device).startswith("cpu") else 16, cores - 1))
 
 
-def check_output(output: str | os.PathLike[str]) -> Path:
-    """The output path, if its format is one zoo writes."""
+def check_output(output: str | os.PathLike[str], inputs: InputSource | None = None) -> Path:
+    """The output path, if its format is one zoo writes and it is none of the inputs."""
     path = Path(output)
     if path.suffix not in FORMATS:
         raise ZooError(f"unsupported output {path.name!r}: write to a {' or '.join(FORMATS)} file")
+    if inputs is not None:
+        target = path.resolve()
+        if any(Path(p).resolve() == target for p in inputs.paths()):
+            raise ZooError(f"-o {output} is one of the inputs; writing there would replace your data: "
+                           "choose another output file")
     return path
-
-
-def provenance(model: Adapter, *, normalize: bool, pool: str | None) -> dict[str, Any]:
-    """What produced the embeddings, for the output file's metadata."""
-    spec = model.spec
-    return {"model": spec.name, "backend": spec.backend, "modality": spec.modality,
-            "revision": spec.revision, "sha256": dict(spec.sha256), "embed_dim": model.embed_dim,
-            "normalize": normalize, "pool": pool, "preprocessing": _jsonable(dict(spec.preprocessing)),
-            "source": model.files.source.describe() if model.files else None, "zoo_version": __version__}
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
 
 
 def _schema(dim: int, id_type: pa.DataType, metadata: dict[str, Any]) -> pa.Schema:
@@ -90,6 +92,74 @@ def _table(ids: list[Any], rows: np.ndarray, schema: pa.Schema) -> pa.Table:
     flat = pa.array(rows.reshape(-1), type=pa.float32())
     embedding = pa.FixedSizeListArray.from_arrays(flat, rows.shape[1])
     return pa.Table.from_arrays([pa.array(ids, type=schema.field("id").type), embedding], schema=schema)
+
+
+@dataclass
+class _Plan:
+    """A run's fixed settings, recorded in ``run.json`` so that a resumed run is the same run."""
+
+    partial: Path
+    chunk_size: int
+    chunks: int
+    total: int
+    meta: dict[str, Any]
+    schema: pa.Schema
+
+
+def _plan_run(model: Adapter, inputs: InputSource, output: Path, *, batch_size: int, chunk_size: int | None,
+              normalize: bool, pool: str | None, num_workers: int) -> _Plan:
+    """Create ``OUT.partial/run.json``, or check that the interrupted run there had these settings."""
+    import pyarrow as pa
+
+    partial = output.with_name(output.name + ".partial")
+    run_file = partial / "run.json"
+    previous = json.loads(run_file.read_text()) if run_file.is_file() else None
+    if chunk_size is None:  # an interrupted run resumes with its own chunk size
+        chunk_size = (previous or {}).get("chunk_size") or (
+            DEFAULT_CHUNK_TEXT if model.modality == "text" else max(DEFAULT_CHUNK_MEDIA, 8 * batch_size * num_workers))
+    if chunk_size < 1:
+        raise ZooError(f"--chunk-size must be at least 1, got {chunk_size}")
+    total = len(inputs)
+    meta = embedding_provenance(model.spec, model.files, embed_dim=model.embed_dim, normalize=normalize, pool=pool)
+    run = {"inputs": inputs.description, "fingerprint": inputs.fingerprint(), "total": total,
+           "chunk_size": chunk_size,
+           **{k: meta[k] for k in ("model", "sha256", "normalize", "pool", "embed_dim")}}
+    if previous is None:
+        partial.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_file, run)
+    elif previous != run:
+        changed = sorted(k for k in run if previous.get(k) != run[k])
+        raise ZooError(f"{partial} holds an interrupted run with other settings ({', '.join(changed)}); "
+                       f"delete it to start over, or run the same command to resume")
+    id_type = pa.string() if inputs.kind == "files" else pa.int64()
+    return _Plan(partial, chunk_size, -(-total // chunk_size), total, meta, _schema(model.embed_dim, id_type, meta))
+
+
+def _done_chunk(part: Path, chunk: list[tuple[Any, Any]], kind: str) -> bool:
+    """Whether ``part`` holds this chunk's rows for inputs with the same content as now."""
+    import pyarrow.parquet as pq
+
+    if not part.is_file():
+        return False
+    recorded = pq.read_schema(part).metadata.get(b"digest", b"").decode()
+    return recorded == chunk_digest(chunk, kind)
+
+
+def _write_chunk(model: Adapter, chunk: list[tuple[Any, Any]], part: Path, plan: _Plan, kind: str,
+                 **featurize: Any) -> None:
+    """Embed one chunk and write it, with its skipped items and content digest, as one parquet part."""
+    import pyarrow.parquet as pq
+
+    ids = [i for i, _ in chunk]
+    with warnings.catch_warnings():  # skipped items are reported once, at the end, by id
+        warnings.filterwarnings("ignore", message="featurize skipped", category=RuntimeWarning)
+        rows, report = model.featurize_with_report([x for _, x in chunk], progress=False, **featurize)
+    table = _table([ids[i] for i in report.kept], rows, plan.schema)
+    skipped = json.dumps([[ids[i], why] for i, why in report.skipped], default=str)
+    table = table.replace_schema_metadata({**table.schema.metadata, b"skipped": skipped.encode(),
+                                           b"digest": chunk_digest(chunk, kind).encode()})
+    with atomic_path(part) as tmp:
+        pq.write_table(table, tmp)
 
 
 def embed_to_file(
@@ -112,82 +182,100 @@ def embed_to_file(
     that is more, since each chunk starts its workers afresh; so a kill loses seconds of work, not
     minutes. An interrupted run resumes with the chunk size it started with.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     from tqdm.auto import tqdm
 
-    output = check_output(output)
+    output = check_output(output, inputs)
     began = time.perf_counter()
-    normalize = bool(model.spec.normalize) if normalize is None else normalize
-    pool = model.check_pool(pool)
-    total = len(inputs)
-    partial = output.with_name(output.name + ".partial")
-    run_file = partial / "run.json"
-    previous = json.loads(run_file.read_text()) if run_file.is_file() else None
-    if chunk_size is None:  # an interrupted run resumes with its own chunk size
-        chunk_size = (previous or {}).get("chunk_size") or (
-            DEFAULT_CHUNK_TEXT if model.modality == "text"
-            else max(DEFAULT_CHUNK_MEDIA, 8 * batch_size * num_workers))
-    if chunk_size < 1:
-        raise ZooError(f"--chunk-size must be at least 1, got {chunk_size}")
-    chunks = -(-total // chunk_size)
-    meta = provenance(model, normalize=normalize, pool=pool)
-    run = {"inputs": inputs.description, "fingerprint": inputs.fingerprint(), "total": total,
-           "chunk_size": chunk_size, "on_error": on_error, **{k: meta[k] for k in ("model", "sha256", "normalize",
-                                                                                 "pool", "embed_dim")}}
-    if previous is None:
-        partial.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_file, run)
-    elif previous != run:
-        changed = sorted(k for k in run if previous.get(k) != run[k])
-        raise ZooError(f"{partial} holds an interrupted run with other settings ({', '.join(changed)}); "
-                       f"delete it to start over, or run the same command to resume")
-    done = {int(p.stem.split("-")[1]) for p in partial.glob("part-*.parquet")}
-    id_type = pa.string() if inputs.kind == "files" else pa.int64()
-    schema = _schema(model.embed_dim, id_type, meta)
+    normalize = model.resolve_normalize(normalize)
+    pool = model.resolve_pool(pool)
+    with _exclusive(output):
+        # on_error is not a setting of the run: a run that stopped at a bad input resumes with --skip-errors
+        plan = _plan_run(model, inputs, output, batch_size=batch_size, chunk_size=chunk_size, normalize=normalize,
+                         pool=pool, num_workers=num_workers)
+        reused = 0
+        with tqdm(total=plan.total, desc=f"embed {model.name}", unit="item", disable=not progress,
+                  smoothing=0.1) as bar, _kept_on_disk_error(plan, output):
+            stream = iter(inputs)
+            for index in range(plan.chunks):
+                chunk = list(itertools.islice(stream, plan.chunk_size))
+                part = plan.partial / f"part-{index:06d}.parquet"
+                if _done_chunk(part, chunk, inputs.kind):
+                    reused += 1
+                else:
+                    _write_chunk(model, chunk, part, plan, inputs.kind, batch_size=batch_size,
+                                 normalize=normalize, pool=pool, on_error=on_error, num_workers=num_workers)
+                bar.update(len(chunk))
+            return _finish(plan, output, reused, began, skip_allowed=on_error == "skip")
 
-    bar = tqdm(total=total, desc=f"embed {model.name}", unit="item", disable=not progress, smoothing=0.1)
-    stream = iter(inputs)
-    for index in range(chunks):
-        chunk = list(itertools.islice(stream, chunk_size))
-        if index in done:
-            bar.update(len(chunk))
-            continue
-        ids = [i for i, _ in chunk]
-        with warnings.catch_warnings():  # skipped items are reported once, at the end, by id
-            warnings.filterwarnings("ignore", message="featurize skipped", category=RuntimeWarning)
-            rows = model.featurize([x for _, x in chunk], batch_size=batch_size, normalize=normalize, pool=pool,
-                                   progress=False, on_error=on_error, num_workers=num_workers)
-        report = model.last_report
-        table = _table([ids[i] for i in report.kept], rows, schema)
-        table = table.replace_schema_metadata({**table.schema.metadata, b"skipped": json.dumps(
-            [[ids[i], why] for i, why in report.skipped], default=str).encode()})
-        part = partial / f"part-{index:06d}.parquet"
-        tmp = part.with_name(f".{part.name}.tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, part)
-        bar.update(len(chunk))
-    bar.close()
 
-    parts = sorted(partial.glob("part-*.parquet"))
-    if len(parts) != chunks:
-        raise ZooError(f"{partial} has {len(parts)} of {chunks} chunks; run the command again to finish")
+@contextlib.contextmanager
+def _exclusive(output: Path) -> Iterator[None]:
+    """Hold ``OUT``'s lock for the whole run: a second run to the same file is told so at once.
+    The lock lives in ``ZOO_HOME/locks/``, keyed by OUT's full path, so nothing is left beside OUT."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(str(output.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    locks = zoo_home() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(locks / f"embed-{key}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ZooError(f"another zoo embed run is writing {output} (it holds {lock.lock_file}); wait for it to "
+                       "finish, or write to another file") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def _kept_on_disk_error(plan: _Plan, output: Path) -> Iterator[None]:
+    """A full disk (or any write error) says what is kept and how to finish, instead of a bare OSError."""
+    try:
+        yield
+    except OSError as exc:
+        done = len(list(plan.partial.glob("part-*.parquet")))
+        raise ZooError(f"could not write {output}: {exc.strerror or exc}; the {done} of {plan.chunks} chunks "
+                       f"already embedded are kept in {plan.partial}: free space and run the same command to "
+                       "finish") from exc
+
+
+def _finish(plan: _Plan, output: Path, reused: int, began: float, *, skip_allowed: bool) -> EmbedSummary:
+    """Assemble the parts into ``output``, list skipped inputs beside it, and clear the staging folder."""
+    import pyarrow.parquet as pq
+
+    parts = sorted(plan.partial.glob("part-*.parquet"))
+    if len(parts) != plan.chunks:
+        raise ZooError(f"{plan.partial} has {len(parts)} of {plan.chunks} chunks; run the command again to finish")
     skipped: list[tuple[Any, str]] = []  # each part records its own, this run's or an earlier one's
     for part in parts:
         skipped += [tuple(x) for x in json.loads(pq.read_schema(part).metadata.get(b"skipped", b"[]"))]
-    rows = _assemble(parts, output, schema, model.embed_dim)
-    shutil.rmtree(partial)
-    return EmbedSummary(output, rows, skipped, len(done), chunks, chunk_size, time.perf_counter() - began)
+    if skipped and not skip_allowed:  # chunks an earlier --skip-errors run wrote
+        raise ZooError(f"input {skipped[0][0]}: {skipped[0][1]}; an earlier run of this command skipped "
+                       f"{len(skipped)} inputs: pass --skip-errors to finish with them skipped")
+    rows = _assemble(parts, output, plan.schema, int(plan.meta["embed_dim"]))
+    if rows + len(skipped) != plan.total:  # never a silently short output
+        output.unlink()
+        raise ZooError(f"counted {plan.total} inputs but embedded {rows} and skipped {len(skipped)}: the inputs "
+                       f"changed during the run; delete {plan.partial} and run again")
+    skipped_file = output.with_name(output.name + ".skipped.jsonl")
+    if skipped:
+        with atomic_path(skipped_file) as tmp:
+            tmp.write_text("".join(json.dumps({"id": i, "reason": why}, default=str) + "\n" for i, why in skipped),
+                           encoding="utf-8")
+    else:
+        skipped_file.unlink(missing_ok=True)  # from an earlier run of the same command
+    shutil.rmtree(plan.partial)
+    return EmbedSummary(output, rows, skipped, skipped_file if skipped else None, reused, plan.chunks,
+                        plan.chunk_size, time.perf_counter() - began)
 
 
 def _assemble(parts: list[Path], output: Path, schema: pa.Schema, dim: int) -> int:
-    """Stream the parts into ``output`` (temporary name, then rename); returns the row count."""
-    import numpy as np
+    """Stream the parts into ``output`` atomically; returns the row count."""
     import pyarrow.parquet as pq
 
-    tmp = output.with_name(f".{output.name}.tmp")
     rows = 0
-    try:
+    with atomic_path(output) as tmp:
         if output.suffix == ".parquet":
             with pq.ParquetWriter(tmp, schema) as writer:
                 for part in parts:
@@ -195,15 +283,24 @@ def _assemble(parts: list[Path], output: Path, schema: pa.Schema, dim: int) -> i
                     writer.write_table(table)
                     rows += table.num_rows
         else:
-            counts = [pq.ParquetFile(p).metadata.num_rows for p in parts]
-            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(sum(counts), dim))
-            for part, count in zip(parts, counts):
-                column = pq.read_table(part, columns=["embedding"]).column(0).combine_chunks()
-                array[rows:rows + count] = column.values.to_numpy().reshape(count, dim)
-                rows += count
-            array.flush()
-            del array
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+            rows = _write_npy(parts, tmp, dim)
     return rows
+
+
+def _write_npy(parts: list[Path], path: Path, dim: int) -> int:
+    """A ``.npy`` file written with plain writes, part by part: a full disk raises ``OSError``
+    (ENOSPC) here, where a memory-mapped file would kill the process with SIGBUS."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    counts = [pq.ParquetFile(p).metadata.num_rows for p in parts]
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+              "shape": (sum(counts), dim)}
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        for part in parts:
+            column = pq.read_table(part, columns=["embedding"]).column(0).combine_chunks()
+            fh.write(column.values.to_numpy().astype(np.float32, copy=False).tobytes())
+        fh.flush()
+        os.fsync(fh.fileno())
+    return sum(counts)

@@ -81,16 +81,21 @@ class OfflineError(SourceError):
 
 
 class IntegrityError(ZooError):
-    """A file's sha256 does not match the one its spec pins. The bad file has been removed."""
+    """A file's sha256 does not match the one its spec pins. ``removed`` says whether zoo deleted
+    the bad copy (only ever a file in its own cache)."""
 
-    def __init__(self, file: str, expected: str, actual: str) -> None:
+    def __init__(self, file: str, expected: str, actual: str, *, removed: bool = False) -> None:
         self.file = file
         self.expected = expected
         self.actual = actual
-        super().__init__(
-            f"sha256 mismatch for {file}: expected {expected}, got {actual}; "
-            "the file was removed from the cache, fetch it again or fix the pinned hash"
-        )
+        self.removed = removed
+        advice = ("the bad copy was removed from zoo's cache: run again to fetch a fresh one, or fix the pinned hash"
+                  if removed else "the file was left in place: replace it with the right file, or fix the pinned hash")
+        super().__init__(f"sha256 mismatch for {file}: expected {expected}, got {actual}; {advice}")
+
+
+class UnsafePathError(ZooError, ValueError):
+    """A record (bundle manifest, installed entry, spec) names a file outside its model folder."""
 
 
 class InputError(ZooError, ValueError):
@@ -106,3 +111,19 @@ class InputError(ZooError, ValueError):
         if isinstance(item, str) and len(item) < 300:  # a path (or a short text): say which
             where += f" ({item!r})"
         super().__init__(f"{where}: {reason}")
+
+
+class InputWarning(UserWarning):
+    """A decoder's note that an input was used but is suspect (a truncated audio file: what
+    survives is embedded). featurize records it in its report with the item's index."""
+
+
+class Unreadable:
+    """An input that could not be read (an undecodable line, a file that vanished): it takes its
+    item's place so ids stay aligned, and featurize reports it as that item's error, skippable."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Unreadable({self.reason!r})"

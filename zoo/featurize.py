@@ -1,20 +1,26 @@
 """The featurize engine every adapter shares: decode, batch, run frozen, assemble (N, D) float32.
 
-An adapter supplies three pieces (see :class:`zoo.Adapter`): a ``decoder`` for one item (from its
-modality), ``plan_batches`` (how decoded items group into model inputs; text sorts by length), and
+An adapter supplies three pieces (see :class:`zoo.Adapter`): ``decode`` for one item (its
+modality's decoder), ``plan_batches`` (how decoded items group into model inputs; text sorts by length), and
 ``encode_batch`` (one forward pass to a ``(B, D)`` tensor). Everything else lives here, once: input
 validation with the failing index, ``on_error="skip"`` bookkeeping, ``eval()`` plus
 ``torch.inference_mode()``, normalisation, float32 output in input order, progress, empty input.
+
+An adapter may also cut a long decoded input into windows (:meth:`zoo.Adapter.windows`): each
+window is one model input, batched like any other, and the input's row is the mean of its windows'
+rows weighted by their lengths, so the model's memory is bounded by the window, not the input.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import InputError
+from .allocator import keep_freed_memory
+from .errors import InputError, InputWarning, Unreadable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,44 +31,173 @@ if TYPE_CHECKING:
 OnError = Literal["raise", "skip"]
 # Show a progress bar by default only when there is enough work for it to matter.
 PROGRESS_MIN_ITEMS = 256
+# An adapter's ``windows``: a decoded item -> [(window, weight)], or None to keep it whole.
+Windows = Callable[[Any], "list[tuple[Any, float]] | None"]
 
 
 @dataclass
 class FeaturizeReport:
-    """What the last featurize call did: which input rows came back, which were skipped and why."""
+    """What a featurize call did: which input rows came back, which were skipped and why."""
 
     total: int = 0
     kept: list[int] = field(default_factory=list)
     skipped: list[tuple[int, str]] = field(default_factory=list)
-
-    @property
-    def skipped_indices(self) -> list[int]:
-        return [i for i, _ in self.skipped]
+    #: inputs embedded with a decoder's :class:`~zoo.errors.InputWarning` (index, message)
+    warned: list[tuple[int, str]] = field(default_factory=list)
 
 
-def decode_items(
-    items: Sequence[Any], decode: Callable[[Any], Any], on_error: OnError, report: FeaturizeReport
-) -> tuple[list[int], list[Any]]:
-    """Decode every item; an error names its index, or with ``on_error="skip"`` is recorded."""
+@dataclass
+class Decoded:
+    """Decoded model inputs: ``parts[k]`` belongs to input ``indices[k]``. An input the adapter
+    cut into windows has several parts, each with its ``weights[k]`` (None: a whole input)."""
+
+    indices: list[int] = field(default_factory=list)
+    parts: list[Any] = field(default_factory=list)
+    weights: list[float | None] = field(default_factory=list)
+
+    def add(self, index: int, value: Any, windows: Windows | None) -> None:
+        cut = windows(value) if windows is not None else None
+        for part, weight in cut or [(value, None)]:
+            self.indices.append(index)
+            self.parts.append(part)
+            self.weights.append(weight)
+
+
+def decode_items(items: Sequence[Any], decode: Callable[[Any], Any], on_error: OnError, report: FeaturizeReport,
+                 windows: Windows | None = None) -> Decoded:
+    """Decode every item (cut into ``windows`` where the adapter asks); an error names its index,
+    or with ``on_error="skip"`` is recorded."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
-    indices: list[int] = []
-    decoded: list[Any] = []
+    decoded = Decoded()
     for i, item in enumerate(items):
         try:
-            value = decode(item)
+            if isinstance(item, Unreadable):
+                raise InputError(i, item.reason)
+            value = _decode_noting(decode, item, i, report)
         except InputError as exc:
             error: InputError = InputError(i, exc.reason, item) if exc.index != i else exc
         except (TypeError, ValueError, OSError, EOFError) as exc:
             error = InputError(i, f"{type(exc).__name__}: {exc}", item)
         else:
-            indices.append(i)
-            decoded.append(value)
+            decoded.add(i, value, windows)
             continue
         if on_error == "raise":
             raise error
         report.skipped.append((i, error.reason))
-    return indices, decoded
+    return decoded
+
+
+def _decode_noting(decode: Callable[[Any], Any], item: Any, index: int, report: FeaturizeReport) -> Any:
+    """``decode(item)``, recording the decoder's :class:`InputWarning` s against ``index`` (other
+    warnings pass through as they were)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
+        value = decode(item)
+    for w in caught:
+        if issubclass(w.category, InputWarning):
+            report.warned.append((index, str(w.message)))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return value
+
+
+@dataclass
+class _Output:
+    """The ``(N, dim)`` rows being filled, batch by batch, and which of them hold a result. A
+    windowed input's rows are summed with their weights here and divided at the end."""
+
+    items: list[Any]
+    dim: int
+    normalize: bool
+    on_error: OnError
+    report: FeaturizeReport
+    rows: np.ndarray = field(init=False)
+    filled: np.ndarray = field(init=False)
+    weight: np.ndarray = field(init=False)  # summed window weights; 0 for whole inputs
+    bad: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        import numpy as np
+
+        self.rows = np.zeros((len(self.items), self.dim), dtype=np.float32)
+        self.filled = np.zeros(len(self.items), dtype=bool)
+        self.weight = np.zeros(len(self.items), dtype=np.float64)
+
+    def store(self, adapter: Adapter, positions: list[int], emb: torch.Tensor,
+              weights: Sequence[float | None] | None = None) -> None:
+        """One batch's output, checked and (if asked) normalised, into its rows. A row that is not
+        finite (a waveform of amplitude 1e30, an overflow in float16) is that input's error."""
+        import numpy as np
+        import torch
+
+        n = len(positions)
+        if emb.shape != (n, self.dim):
+            raise RuntimeError(f"{type(adapter).__name__} returned shape {tuple(emb.shape)} "
+                               f"for {n} items; expected ({n}, {self.dim})")
+        emb = emb.float()  # first: numpy has no bfloat16
+        values = emb.cpu().numpy()
+        finite = np.isfinite(values).all(axis=1)
+        for j in np.flatnonzero(~finite):
+            self._refuse(positions[j])
+        weights = weights or [None] * n
+        whole = [j for j in range(n) if finite[j] and weights[j] is None]
+        if whole:
+            kept = emb[whole]
+            if self.normalize:
+                kept = torch.nn.functional.normalize(kept, p=2, dim=-1)
+            self.rows[[positions[j] for j in whole]] = kept.cpu().numpy()
+            self.filled[[positions[j] for j in whole]] = True
+        for j in range(n):
+            if finite[j] and weights[j] is not None:
+                self.rows[positions[j]] += np.float32(weights[j]) * values[j]
+                self.weight[positions[j]] += weights[j]
+                self.filled[positions[j]] = True
+
+    def _refuse(self, index: int) -> None:
+        if index in self.bad:
+            return
+        reason = "the model's output for it is not finite (NaN or infinity); check the input's values"
+        if self.on_error == "raise":
+            raise InputError(index, reason, self.items[index])
+        self.bad.add(index)
+        self.report.skipped.append((index, reason))
+
+    def _merge_windows(self) -> None:
+        import numpy as np
+
+        windowed = np.flatnonzero(self.weight > 0)
+        if len(windowed):
+            self.rows[windowed] /= self.weight[windowed, None].astype(np.float32)
+            if self.normalize:
+                norms = np.linalg.norm(self.rows[windowed], axis=1, keepdims=True)
+                self.rows[windowed] /= np.maximum(norms, 1e-12)
+        self.filled[list(self.bad)] = False
+
+    def finish(self, return_tensors: Literal["np", "pt"]) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
+        """Warn about skipped items and hand the kept rows back in the requested form."""
+        import numpy as np
+
+        self._merge_windows()
+        report = self.report
+        report.kept = np.flatnonzero(self.filled).tolist()
+        report.skipped.sort()
+        report.warned.sort()
+        if report.warned:
+            shown = ", ".join(f"{i} ({why})" for i, why in report.warned[:3])
+            warnings.warn(f"{len(report.warned)} of {report.total} inputs were embedded with a warning: {shown}; "
+                          "see model.last_report.warned", InputWarning, stacklevel=6)
+        if report.skipped:
+            shown = ", ".join(f"{i} ({why})" for i, why in report.skipped[:5])
+            more = f" and {len(report.skipped) - 5} more" if len(report.skipped) > 5 else ""
+            warnings.warn(f"featurize skipped {len(report.skipped)} of {report.total} inputs: {shown}{more}; "
+                          "see model.last_report", RuntimeWarning, stacklevel=6)
+        out = self.rows[self.filled]
+        if return_tensors == "pt":
+            import torch
+
+            return torch.from_numpy(out), report
+        return out, report
 
 
 def run_featurize(
@@ -71,7 +206,7 @@ def run_featurize(
     *,
     encode: Callable[[Any], torch.Tensor],
     dim: int,
-    decode: Callable[[Any], Any] | None = None,
+    decode: Callable[[Any], Any],
     plan: Callable[[Sequence[Any], int], Iterable[tuple[list[int], Any]]] | None = None,
     batch_size: int,
     normalize: bool,
@@ -80,45 +215,57 @@ def run_featurize(
     on_error: OnError,
     desc: str = "featurize",
     num_workers: int = 0,
-) -> np.ndarray | torch.Tensor:
-    """Run ``encode`` over ``inputs`` batch by batch into an ``(N, dim)`` float32 array.
+    windows: Windows | None = None,
+) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
+    """Run ``encode`` over ``inputs`` batch by batch into ``(N, dim)`` float32 rows.
 
-    ``decode`` and ``plan`` default to the adapter's ``decoder()`` and ``plan_batches``. See
+    ``plan`` defaults to the adapter's ``plan_batches``; ``windows`` (the adapter's, for its own
+    model) cuts long inputs. Returns the rows and the report of what was kept and skipped. See
     :meth:`zoo.Adapter.featurize` for the contract; classifier outputs and the text tower of an
     image-text model reuse the same loop.
     """
-    import numpy as np
     import torch
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if return_tensors not in ("np", "pt"):
         raise ValueError(f"return_tensors must be 'np' or 'pt', not {return_tensors!r}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     if isinstance(inputs, (str, bytes)):
         raise TypeError("featurize takes a sequence of items; wrap a single item in a list: [item]")
     items = list(inputs)
-    report = FeaturizeReport(total=len(items))
-    adapter.last_report = report
-    from .allocator import keep_freed_memory
-
-    with keep_freed_memory(enabled=str(adapter.device).startswith("cpu")):
-        if plan is None and (num_workers > 0 or not adapter.sorts_by_size):
+    output = _Output(items, dim, normalize, on_error, FeaturizeReport(total=len(items)))
+    adapter.model.eval()
+    with keep_freed_memory(enabled=str(adapter.device).startswith("cpu")), torch.inference_mode(), \
+            _progress_bar(adapter, len(items), progress, desc) as bar:
+        if plan is None and (num_workers > 0 or not adapter.decodes_all_first):
             # Decode batch by batch (in workers if asked) so memory holds one batch of decoded items,
             # not the whole input: images and other inputs batched in input order.
-            return _run_streaming(adapter, items, encode=encode, dim=dim, decode=decode or adapter.decoder(),
-                                  batch_size=batch_size, normalize=normalize, return_tensors=return_tensors,
-                                  progress=progress, on_error=on_error, desc=desc, num_workers=num_workers,
-                                  report=report)
-        indices, decoded = decode_items(items, decode or adapter.decoder(), on_error, report)
-        out = np.zeros((len(decoded), dim), dtype=np.float32)
-        batches = (plan or adapter.plan_batches)(decoded, batch_size) if decoded else ()
-        adapter.model.eval()
-        with torch.inference_mode(), _progress_bar(adapter, len(decoded), progress, desc) as bar:
-            for positions, batch in batches:
-                out[positions] = _rows(adapter, encode(batch), len(positions), dim, normalize)
-                bar.update(len(positions))
-        report.kept = indices
-        return _finish(out, report, return_tensors)
+            batches = _streamed_batches(adapter, items, decode, batch_size, num_workers, output, windows)
+        else:
+            batches = _planned_batches(adapter, items, decode, batch_size, output, plan, windows)
+        for positions, batch, weights, advance in batches:
+            if positions:
+                output.store(adapter, positions, encode(batch), weights)
+            bar.update(advance)
+    return output.finish(return_tensors)
+
+
+def _planned_batches(adapter: Adapter, items: list[Any], decode: Callable[[Any], Any], batch_size: int,
+                     output: _Output, plan: Callable[[Sequence[Any], int], Iterable[tuple[list[int], Any]]] | None,
+                     windows: Windows | None) -> Iterator[tuple[list[int], Any, list[float | None], int]]:
+    """Decode everything first, then batch as the adapter plans (text: by length). Yields
+    ``(positions, batch, weights, inputs finished)``."""
+    decoded = decode_items(items, decode, output.on_error, output.report, windows)
+    remaining = Counter(decoded.indices)  # parts still to run, per input
+    yield [], None, [], len(items) - len(remaining)  # the skipped ones
+    planned = (plan or adapter.plan_batches)(decoded.parts, batch_size) if decoded.parts else ()
+    for positions, batch in planned:
+        indices = [decoded.indices[p] for p in positions]
+        remaining.subtract(indices)
+        finished = sum(1 for i in set(indices) if remaining[i] == 0)
+        yield indices, batch, [decoded.weights[p] for p in positions], finished
 
 
 def _progress_bar(adapter: Adapter, total: int, progress: bool | None, desc: str) -> Any:
@@ -129,73 +276,45 @@ def _progress_bar(adapter: Adapter, total: int, progress: bool | None, desc: str
     return tqdm(total=total, desc=f"{desc} {adapter.name}", unit="item", disable=not show)
 
 
-def _rows(adapter: Adapter, emb: torch.Tensor, n: int, dim: int, normalize: bool) -> np.ndarray:
-    """One batch's output, checked, as float32 numpy rows (normalised if asked)."""
-    import torch
-
-    if emb.shape != (n, dim):
-        raise RuntimeError(f"{type(adapter).__name__} returned shape {tuple(emb.shape)} "
-                           f"for {n} items; expected ({n}, {dim})")
-    emb = emb.float()  # first: numpy has no bfloat16
-    if normalize:
-        emb = torch.nn.functional.normalize(emb, p=2, dim=-1)
-    return emb.cpu().numpy()
-
-
-def _finish(out: np.ndarray, report: FeaturizeReport, return_tensors: Literal["np", "pt"]) -> np.ndarray | torch.Tensor:
-    """Warn about skipped items and hand the rows back in the requested form."""
-    if report.skipped:
-        shown = ", ".join(f"{i} ({why})" for i, why in report.skipped[:5])
-        more = f" and {len(report.skipped) - 5} more" if len(report.skipped) > 5 else ""
-        warnings.warn(f"featurize skipped {len(report.skipped)} of {report.total} inputs: {shown}{more}; "
-                      "see model.last_report", RuntimeWarning, stacklevel=4)
-    if return_tensors == "pt":
-        import torch
-
-        return torch.from_numpy(out)
-    return out
-
-
 class _DecodeCollate:
-    """Runs in DataLoader workers: decode a batch of items and collate it, recording bad items."""
+    """Runs in DataLoader workers: decode a batch of items, cut long ones into windows, and collate
+    them into model batches of at most ``batch_size`` parts, recording bad items."""
 
-    def __init__(self, adapter: Adapter, items: list[Any], decode: Callable[[Any], Any]) -> None:
+    def __init__(self, adapter: Adapter, items: list[Any], decode: Callable[[Any], Any], batch_size: int,
+                 windows: Windows | None) -> None:
         self.adapter, self.items, self.decode = adapter, items, decode
+        self.batch_size, self.windows = batch_size, windows
 
-    def __call__(self, positions: list[int]) -> tuple[list[int], Any, list[tuple[int, str]]]:
+    def __call__(self, positions: list[int]) -> tuple[list[tuple[list[int], Any, list[float | None]]], FeaturizeReport]:
         report = FeaturizeReport()
-        kept, decoded = decode_items([self.items[i] for i in positions], self.decode, "skip", report)
-        errors = [(positions[i], why) for i, why in report.skipped]
-        batch = self.adapter.collate(decoded) if decoded else None
-        return [positions[i] for i in kept], batch, errors
+        decoded = decode_items([self.items[i] for i in positions], self.decode, "skip", report, self.windows)
+        report.skipped = [(positions[i], why) for i, why in report.skipped]
+        report.warned = [(positions[i], why) for i, why in report.warned]
+        batches = []
+        for start in range(0, len(decoded.parts), self.batch_size):
+            part = slice(start, start + self.batch_size)
+            batches.append(([positions[i] for i in decoded.indices[part]],
+                            self.adapter.collate(decoded.parts[part]), decoded.weights[part]))
+        return batches, report
 
 
-def _run_streaming(adapter: Adapter, items: list[Any], *, encode: Callable[[Any], torch.Tensor], dim: int,
-                   decode: Callable[[Any], Any], batch_size: int, normalize: bool,
-                   return_tensors: Literal["np", "pt"], progress: bool | None, on_error: OnError, desc: str,
-                   num_workers: int, report: FeaturizeReport) -> np.ndarray | torch.Tensor:
-    """Decode and preprocess batch by batch, in input order; with ``num_workers`` > 0 in that many
-    processes, overlapping the model running here."""
-    import numpy as np
-    import torch
+def _streamed_batches(adapter: Adapter, items: list[Any], decode: Callable[[Any], Any], batch_size: int,
+                      num_workers: int, output: _Output, windows: Windows | None
+                      ) -> Iterator[tuple[list[int], Any, list[float | None], int]]:
+    """Decode and collate batch by batch, in input order; with ``num_workers`` > 0 in that many
+    processes, overlapping the model running here. Yields ``(positions, batch, weights, inputs
+    finished)``; bad items are raised or recorded as they come."""
     from torch.utils.data import DataLoader
 
-    out = np.zeros((len(items), dim), dtype=np.float32)
-    kept = np.zeros(len(items), dtype=bool)
     loader = DataLoader(range(len(items)), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_DecodeCollate(adapter, items, decode),
+                        collate_fn=_DecodeCollate(adapter, items, decode, batch_size, windows),
                         prefetch_factor=4 if num_workers else None)
-    adapter.model.eval()
-    with torch.inference_mode(), _progress_bar(adapter, len(items), progress, desc) as bar:
-        for positions, batch, errors in loader:
-            if errors and on_error == "raise":
-                index, why = errors[0]
-                raise InputError(index, why, items[index])
-            report.skipped += errors
-            if positions:
-                out[positions] = _rows(adapter, encode(batch), len(positions), dim, normalize)
-                kept[positions] = True
-            bar.update(len(positions) + len(errors))
-    report.kept = np.flatnonzero(kept).tolist()
-    report.skipped.sort()
-    return _finish(out[kept], report, return_tensors)
+    for start, (batches, notes) in zip(range(0, len(items), batch_size), loader):
+        if notes.skipped and output.on_error == "raise":
+            index, why = notes.skipped[0]
+            raise InputError(index, why, items[index])
+        output.report.skipped += notes.skipped
+        output.report.warned += notes.warned
+        for positions, batch, weights in batches:
+            yield positions, batch, weights, 0
+        yield [], None, [], min(batch_size, len(items) - start)  # this loader batch's inputs are done

@@ -22,9 +22,12 @@ import pluggy
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
+    import torch
+
     from .adapter import Adapter
+    from .finetune_config import FinetuneConfig
+    from .model_files import ModelFiles
     from .spec import ModelSpec
-    from .sources import ModelFiles
 
 hookspec = pluggy.HookspecMarker("zoo")
 hookimpl = pluggy.HookimplMarker("zoo")
@@ -38,6 +41,7 @@ class RegisterModality(Protocol):
         decode: Callable[[Any], Any] | str,
         description: str = "",
         examples: Callable[[], list[Any]] | str | None = None,
+        suffixes: Sequence[str] = (),
     ) -> None: ...
 
 
@@ -67,6 +71,9 @@ def zoo_register_modalities(register: RegisterModality) -> None:
         ``"module:function"`` string so that it is imported only when first used. ``examples``
         (optional, also a callable or a string) returns a few valid inputs, at least eight, which
         the conformance kit (``zoo plugins check``) feeds to every model of the modality.
+        ``suffixes`` (optional) are the file suffixes of the modality's media files, lower case with
+        the dot (``(".wav", ".flac")``): ``zoo embed`` lists a folder's files of the model's
+        modality by them, and refuses a file of another modality.
 
     Called once, when the registry is first built. A name registered twice is an error that names
     both plugins.
@@ -133,18 +140,50 @@ def zoo_resolve_source(spec: ModelSpec, cache_dir: Path, network: bool) -> Model
 
 @hookspec(firstresult=True)
 def zoo_load_pretrained(
-    spec: ModelSpec, files: ModelFiles, device: str, dtype: str | None, options: dict[str, Any]
+    spec: ModelSpec,
+    files: ModelFiles,
+    adapter_class: type[Adapter],
+    requires: Mapping[str, Adapter],
+    device: str,
+    dtype: str | torch.dtype | None,
+    options: dict[str, Any],
 ) -> Adapter | None:
     """Build the loaded model for ``spec`` from its verified files.
 
-    :param spec: the resolved spec.
+    Everything is resolved before this hook runs, once per load: the spec, its files, the adapter
+    class and the models it requires.
+
+    :param spec: the resolved spec (refined by :meth:`Adapter.resolve_files`, e.g. with the modality
+        a downloaded ``config.json`` names).
     :param files: the verified local files (``files.root`` is the model folder).
+    :param adapter_class: the adapter class that serves ``spec``: the one registered for
+        ``spec.backend``, or the class its :meth:`Adapter.resolve_files` picked for these files.
+    :param requires: the models named in ``spec.requires``, already loaded, by name (a finetuned
+        model's base).
     :param device: torch device string, e.g. ``"cpu"`` or ``"cuda:0"``.
-    :param dtype: compute dtype name (``"float32"``, ``"bfloat16"``...) or ``None`` for the default.
+    :param dtype: compute dtype: a name (``"float32"``, ``"bf16"``...), a ``torch.dtype``, or
+        ``None`` for float32.
     :param options: further keyword arguments given to :func:`zoo.load`, such as
         ``trust_remote_code`` (which zoo never turns on by itself).
     :return: a ready :class:`zoo.Adapter`, or ``None`` to let the next implementation try.
 
     firstresult: stops at the first non-``None`` result. zoo's own implementation runs last and
-    calls :meth:`Adapter.load_pretrained` of the adapter registered for ``spec.backend``.
+    calls ``adapter_class.load_pretrained``. The loader then hands the adapter its modality's
+    decoder; an implementation need not.
+    """
+
+
+@hookspec(firstresult=True)
+def zoo_finetune(model: Adapter, train: Any, val: Any, config: FinetuneConfig) -> Any:
+    """Train a classifier on ``model`` and save it so that ``zoo.load(config.output_dir)`` reads it back.
+
+    :param model: the loaded pretrained model (its weights must not change: train a copy).
+    :param train: training data as :meth:`zoo.Adapter.finetune` accepts it.
+    :param val: validation data in the same forms, or ``None``.
+    :param config: the run's settings.
+    :return: a result with ``history``, ``best_epoch``, ``best_checkpoint`` and ``model``
+        (:class:`zoo.training.FinetuneResult`), or ``None`` to let the next implementation try.
+
+    firstresult: stops at the first non-``None`` result. zoo's built-in :mod:`zoo.training` plugin
+    implements it; a plugin may take over (another trainer, another hardware backend).
     """

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from .errors import IntegrityError
+from .safe_paths import is_inside
 from .settings import zoo_home
 
 _CHUNK = 1 << 20
@@ -86,24 +87,31 @@ def verify_file(
     """Raise :class:`IntegrityError` unless ``path`` hashes to ``expected``.
 
     With ``evict=True`` (files zoo downloaded into its cache) the bad file is deleted first, so a
-    corrupt download never stays behind. Files zoo does not own (a package's, a user's) are left.
+    corrupt download never stays behind. Files zoo does not own (a package's, a user's, anything
+    outside ``ZOO_HOME``) are left, and the error says so.
     """
     actual = cached_sha256(path, use_memo=use_memo)
     if actual == expected:
         return
-    if evict:
-        evict_file(path)
-    raise IntegrityError(label or str(path), expected, actual)
+    removed = evict and evict_file(path)
+    raise IntegrityError(label or str(path), expected, actual, removed=removed)
 
 
-def evict_file(path: str | os.PathLike[str]) -> None:
-    """Delete a cached file and, when it is a link (the Hugging Face cache's layout), its target."""
+def evict_file(path: str | os.PathLike[str]) -> bool:
+    """Delete a cached file and, when it is a link (the Hugging Face cache's layout), its target.
+
+    Only files inside ``ZOO_HOME`` are ever deleted, whatever a record on disk says. Returns
+    whether the file is gone: False for a path (or link target) outside ``ZOO_HOME``, or one that
+    cannot be deleted (a read-only cache)."""
     path = Path(path)
     target = Path(os.path.realpath(path))
-    for p in {target, path}:
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
-    memo = _memo_path(str(target))
-    memo.unlink(missing_ok=True)
+    home = zoo_home()
+    if not (is_inside(path.parent, home) and is_inside(target, home)):
+        return False
+    try:
+        for p in {target, path}:
+            p.unlink(missing_ok=True)
+        _memo_path(str(target)).unlink(missing_ok=True)
+    except OSError:  # a read-only cache: the caller says the file was left in place
+        return False
+    return True

@@ -4,25 +4,27 @@ A name is, in this order: an existing path written as one (``./x``, ``/x``, ``~/
 name or alias from the registry; a model installed from a bundle; a pass-through ``scheme:id``
 (``hf:org/name@rev``); an existing local folder.
 Anything else is an :class:`~zoo.errors.UnknownModelError` with close matches.
+
+Loading resolves everything once, here: the spec, its verified files, the adapter class, the
+models it requires and its modality's decoder. The adapter is handed what it needs and never
+asks the registry again.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import UnknownModelError, ZooError
+from .adapter import Adapter, resolve_device
+from .errors import PluginError, UnknownModelError, ZooError
+from .installed import installed_spec
+from .model_files import ModelFiles
 from .plugin_manager import get_plugin_manager
-from .registry import get_registry
+from .registry import Registry, get_registry
 from .settings import offline, zoo_home
-from .sources import ModelFiles, verify_files
+from .sources import verify_files
 from .spec import ModelSpec, Source
-from .store import installed_spec
-
-if TYPE_CHECKING:
-    from .adapter import Adapter
-
 
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or os.sep in name and Path(name).exists()
@@ -30,12 +32,15 @@ def _looks_like_path(name: str) -> bool:
 
 def resolve(name: str | os.PathLike[str]) -> ModelSpec:
     """The :class:`~zoo.spec.ModelSpec` that ``name`` refers to (nothing is downloaded)."""
+    return _resolve(name, get_registry())
+
+
+def _resolve(name: str | os.PathLike[str], registry: Registry) -> ModelSpec:
     if isinstance(name, os.PathLike):
         return _spec_from_path(Path(name))
     if not isinstance(name, str) or not name.strip():
         raise TypeError(f"a model name must be a non-empty string or a path, not {name!r}")
     name = name.strip()
-    registry = get_registry()
     if _looks_like_path(name) and Path(name).expanduser().exists():
         return _spec_from_path(Path(name).expanduser())
     spec = registry.get(name) or installed_spec(name)
@@ -70,8 +75,9 @@ def _spec_from_path(path: Path) -> ModelSpec:
     return spec
 
 
-def fetch_files(spec: ModelSpec, *, network: bool | None = None) -> ModelFiles:
-    """Resolve ``spec``'s files through the ``zoo_resolve_source`` hook (mirrors first, then zoo)."""
+def locate_files(spec: ModelSpec, *, network: bool | None = None) -> ModelFiles:
+    """``spec``'s verified files on this machine, through the ``zoo_resolve_source`` hook (mirrors
+    first, then zoo's own sources; downloading unless offline)."""
     allow_network = (not offline()) if network is None else network
     result = get_plugin_manager().hook.zoo_resolve_source(spec=spec, cache_dir=zoo_home(), network=allow_network)
     if isinstance(result, ModelFiles):
@@ -94,20 +100,31 @@ def load(
         name: e.g. ``"minilm-l6"``, ``"hf:sentence-transformers/all-MiniLM-L6-v2@<rev>"`` or
             ``"./runs/my-model"``.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None`` picks CUDA when available.
-        dtype: compute dtype (``"float32"`` default, ``"bfloat16"``...); featurize output is always
-            float32.
+        dtype: compute dtype (``"float32"`` default, ``"bfloat16"``, a ``torch.dtype``...);
+            featurize output is always float32.
         **options: passed to the adapter, e.g. ``trust_remote_code=True`` (never on by default).
 
     Returns:
         A ready :class:`zoo.Adapter` in eval mode.
     """
-    from .adapter import resolve_device
+    registry = get_registry()
+    return _load(_resolve(name, registry), registry, device=resolve_device(device), dtype=dtype, options=options)
 
-    spec = resolve(name)
-    files = fetch_files(spec)
+
+def _load(spec: ModelSpec, registry: Registry, *, device: str, dtype: Any, options: dict[str, Any]) -> Adapter:
+    """Resolve ``spec``'s files, adapter class, required models and decoder once, then build it."""
+    files = locate_files(spec)
+    spec, adapter_class = registry.adapter_entry(spec.backend).load_class().resolve_files(spec, files)
+    modality = registry.modality(spec.modality)
+    requires = {name: _load(_resolve(name, registry), registry, device=device, dtype=dtype, options=options)
+                for name in spec.requires}
     adapter = get_plugin_manager().hook.zoo_load_pretrained(
-        spec=spec, files=files, device=resolve_device(device), dtype=dtype, options=dict(options)
-    )
+        spec=spec, files=files, adapter_class=adapter_class, requires=requires, device=device, dtype=dtype,
+        options=dict(options))
+    if adapter is None:
+        raise PluginError(f"no plugin could load {spec.name!r} (backend {spec.backend!r}): every "
+                          "zoo_load_pretrained implementation returned None")
+    adapter.bind_decoder(modality.decode)
     return adapter
 
 
@@ -123,10 +140,10 @@ def list_models(pattern: str | list[str] | None = None, *, modality: str | None 
 
 def pull(name: str) -> ModelFiles:
     """Make ``name``'s files available on this machine (downloading if needed) and verify them."""
-    return fetch_files(resolve(name))
+    return locate_files(resolve(name))
 
 
 def verify(name: str) -> ModelFiles:
     """Re-hash every pinned file of ``name`` (ignoring the hash memo); raise on any mismatch."""
-    files = fetch_files(resolve(name), network=False)
+    files = locate_files(resolve(name), network=False)
     return verify_files(files.spec, files.source, files.root, use_memo=False)

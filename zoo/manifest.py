@@ -4,37 +4,27 @@ exactly (same backend, pooling, normalisation, preprocessing) and verifies every
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .atomic import write_json_atomic
 from .errors import RegistryError
 from .integrity import sha256_file
+from .provenance import weights_provenance
 from .spec import ModelSpec, Source
+
+if TYPE_CHECKING:
+    from .model_files import ModelFiles
 
 MANIFEST = "zoo.json"
 FORMAT = "zoo-model/1"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file in the same folder, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_manifest(directory: Path, spec: ModelSpec, **extra: Any) -> Path:
-    """Record ``spec`` and the sha256 of every file in ``directory`` (written last, so a folder with
-    a manifest is complete)."""
-    files = {
+def write_manifest(directory: Path, spec: ModelSpec, files: ModelFiles | None = None, **extra: Any) -> Path:
+    """Record ``spec``, where its weights came from, and the sha256 of every file in ``directory``
+    (written last, so a folder with a manifest is complete)."""
+    hashes = {
         p.relative_to(directory).as_posix(): sha256_file(p)
         for p in sorted(directory.rglob("*"))
         if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
@@ -42,12 +32,17 @@ def write_manifest(directory: Path, spec: ModelSpec, **extra: Any) -> Path:
     saved = spec.to_dict()
     for key in ("sources", "sha256", "plugin", "aliases"):
         saved.pop(key)
-    # Provenance: which pretrained weights this folder came from, pinned.
-    base = {"name": spec.name, "revision": spec.revision, "sha256": dict(spec.sha256)}
-    data = {"format": FORMAT, "zoo_version": __version__, "base": base, "spec": saved, "files": files, **extra}
+    data = {"format": FORMAT, "zoo_version": __version__, "base": weights_provenance(spec, files), "spec": saved,
+            "files": hashes, **extra}
     path = directory / MANIFEST
     write_json_atomic(path, data)
     return path
+
+
+def is_manifest_of(path: Path, fmt: str) -> bool:
+    """Whether ``path`` is a folder whose ``zoo.json`` declares format ``fmt``."""
+    manifest = path / MANIFEST
+    return path.is_dir() and manifest.is_file() and read_json(manifest).get("format") == fmt
 
 
 def read_json(path: Path) -> dict[str, Any]:

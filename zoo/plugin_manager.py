@@ -24,6 +24,7 @@ ENTRY_POINT_GROUP = "zoo"
 # refuses a plugin registered twice.
 BUILTIN_PLUGINS = (
     "zoo.defaults",
+    "zoo.training.plugin",
     "zoo.plugins.text",
     "zoo.plugins.vision",
     "zoo.plugins.audio",
@@ -77,11 +78,6 @@ class ZooPluginManager(pluggy.PluginManager):
     def dist_of(self, plugin_name: str) -> str | None:
         entry = self.dists.get(plugin_name)
         return entry[0] if entry else None
-
-    def display_name(self, plugin_name: str) -> str:
-        """``name`` for built-ins, ``distribution (name)`` for third-party plugins."""
-        dist = self.dist_of(plugin_name)
-        return f"{dist} ({plugin_name})" if dist and dist != plugin_name else plugin_name
 
     def is_builtin(self, plugin_name: str) -> bool:
         return plugin_name in self.builtin_names
@@ -172,10 +168,8 @@ def get_plugin_manager() -> ZooPluginManager:
 
 
 def reset_plugin_manager(pm: ZooPluginManager | None = None) -> None:
-    """Replace (or drop, to rebuild lazily) the process-wide manager; for tests and notebooks."""
+    """Replace (or drop, to rebuild lazily) the process-wide manager; for tests and notebooks.
+    The registry follows: it is rebuilt from whichever manager is current."""
     global _pm
-    from . import registry
-
     with _lock:
         _pm = pm
-    registry.reset_registry()

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .errors import did_you_mean
 from .featurize import OnError
+from .loader import load
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,8 +31,6 @@ class _Embedder:
 
     def __init__(self, model: str, column: str, output_column: str, featurize_options: dict[str, Any],
                  load_options: dict[str, Any]) -> None:
-        from .loader import load
-
         self.model = load(model, **load_options)
         self.column = column
         self.output_column = output_column
@@ -38,12 +38,11 @@ class _Embedder:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.column not in batch:
-            from .errors import did_you_mean
-
             raise KeyError(f"dataset has no column {self.column!r}{did_you_mean(self.column, list(batch))} "
                            f"(columns: {', '.join(batch)})")
-        embeddings = self.model.featurize(list(batch[self.column]), progress=False, **self.options)
-        kept = self.model.last_report.kept
+        embeddings, report = self.model.featurize_with_report(list(batch[self.column]), progress=False,
+                                                              **self.options)
+        kept = report.kept
         if len(kept) != len(batch[self.column]):  # on_error="skip" left some rows out: drop them everywhere
             batch = {name: values[kept] for name, values in batch.items()}
         return {**batch, self.output_column: embeddings}

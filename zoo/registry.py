@@ -8,21 +8,21 @@ reported and skipped without breaking the rest of the zoo.
 from __future__ import annotations
 
 import fnmatch
-import re
 import importlib
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import DuplicateModelError, PluginError, RegistryError, UnknownModelError, close_matches
+from .errors import DuplicateModelError, PluginError, RegistryError, close_matches, did_you_mean
+from .plugin_manager import PluginFailure, ZooPluginManager, get_plugin_manager
 from .registry_file import read_registry
 from .spec import ModelSpec
 
 if TYPE_CHECKING:
     from .adapter import Adapter
-    from .plugin_manager import PluginFailure, ZooPluginManager
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+/-]*$")
 REGISTRY_FILE = Path(__file__).with_name("registry.yaml")
@@ -40,6 +40,29 @@ def import_ref(ref: str) -> Any:
     return obj
 
 
+@dataclass(frozen=True)
+class Owner:
+    """Who registered a model, adapter or modality: a plugin (its pluggy name and, for a third-party
+    plugin, its distribution) or zoo's own catalogue."""
+
+    plugin: str
+    dist: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.dist} ({self.plugin})" if self.dist and self.dist != self.plugin else self.plugin
+
+    @property
+    def is_catalogue(self) -> bool:
+        return self == CATALOGUE_OWNER
+
+    def matches(self, query: str) -> bool:
+        """Whether ``query`` names this owner (its plugin name or distribution, any case)."""
+        return query.lower() in {self.plugin.lower(), (self.dist or "").lower()}
+
+
+CATALOGUE_OWNER = Owner(CATALOGUE, "zoo")
+
+
 @dataclass
 class Modality:
     """An input modality, how one input item of it decodes, and example inputs for conformance checks."""
@@ -47,8 +70,9 @@ class Modality:
     name: str
     decode_ref: Callable[[Any], Any] | str
     description: str
-    plugin: str
+    owner: Owner
     examples_ref: Callable[[], list[Any]] | str | None = None
+    suffixes: tuple[str, ...] = ()  # file suffixes of this modality's media, lower case with the dot
 
     @property
     def decode(self) -> Callable[[Any], Any]:
@@ -72,7 +96,7 @@ class AdapterEntry:
     backend: str
     ref: type[Adapter] | str
     schemes: tuple[str, ...]
-    plugin: str
+    owner: Owner
 
     def load_class(self) -> type[Adapter]:
         if isinstance(self.ref, str):
@@ -85,6 +109,7 @@ class Registry:
     """Everything registered: look-ups by name, alias, backend and scheme."""
 
     specs: dict[str, ModelSpec] = field(default_factory=dict)  # canonical name -> spec
+    owners: dict[str, Owner] = field(default_factory=dict)  # canonical name -> who registered it
     names: dict[str, str] = field(default_factory=dict)  # lower-case name or alias -> canonical name
     modalities: dict[str, Modality] = field(default_factory=dict)
     adapters: dict[str, AdapterEntry] = field(default_factory=dict)
@@ -93,45 +118,51 @@ class Registry:
 
     # -- registration ----------------------------------------------------------------------------
 
-    def add_spec(self, spec: ModelSpec, plugin: str) -> None:
+    def add_spec(self, spec: ModelSpec, owner: Owner) -> None:
         for name in spec.names:
             if not MODEL_NAME.match(name):
-                raise RegistryError(f"invalid model name {name!r} from {plugin}: use letters, digits and . _ + - /")
-        spec = spec.replace(plugin=plugin)
+                raise RegistryError(f"invalid model name {name!r} from {owner}: use letters, digits and . _ + - /")
         for name in spec.names:
-            owner = self.names.get(name.lower())
-            if owner is not None:
-                other = self.specs[owner].plugin
+            canonical = self.names.get(name.lower())
+            if canonical is not None:
                 raise DuplicateModelError(
-                    f"model name {name!r} registered by {plugin} is already registered by {other}"
-                    f" (as {owner!r}); rename the model or remove one of the two"
+                    f"model name {name!r} registered by {owner} is already registered by {self.owners[canonical]}"
+                    f" (as {canonical!r}); rename the model or remove one of the two"
                 )
-        self.specs[spec.name] = spec
+        self.specs[spec.name] = spec.replace(plugin=str(owner))
+        self.owners[spec.name] = owner
         for name in spec.names:
             self.names[name.lower()] = spec.name
 
-    def add_modality(self, name: str, decode: Callable[[Any], Any] | str, description: str, plugin: str,
-                     examples: Callable[[], list[Any]] | str | None = None) -> None:
-        if name in self.modalities:
-            raise RegistryError(
-                f"modality {name!r} registered by {plugin} is already registered by {self.modalities[name].plugin}"
-            )
-        if not (callable(decode) or isinstance(decode, str)):
-            raise RegistryError(f"modality {name!r}: decode must be a callable or a 'module:function' string")
-        self.modalities[name] = Modality(name, decode, description, plugin, examples)
+    def remove_spec(self, name: str) -> None:
+        spec = self.specs.pop(name)
+        del self.owners[name]
+        for alias in spec.names:
+            self.names.pop(alias.lower(), None)
 
-    def add_adapter(self, backend: str, adapter: type[Adapter] | str, schemes: Sequence[str], plugin: str) -> None:
-        if backend in self.adapters:
-            raise RegistryError(
-                f"backend {backend!r} registered by {plugin} is already registered by {self.adapters[backend].plugin}"
-            )
-        for scheme in schemes:
+    def add_modality(self, modality: Modality) -> None:
+        if modality.name in self.modalities:
+            raise RegistryError(f"modality {modality.name!r} registered by {modality.owner} is already registered "
+                                f"by {self.modalities[modality.name].owner}")
+        if not (callable(modality.decode_ref) or isinstance(modality.decode_ref, str)):
+            raise RegistryError(f"modality {modality.name!r}: decode must be a callable or a 'module:function' string")
+        bad = [s for s in modality.suffixes if not (s.startswith(".") and s == s.lower())]
+        if bad:
+            raise RegistryError(f"modality {modality.name!r}: suffixes must be lower case and start with '.', "
+                                f"not {bad[0]!r}")
+        self.modalities[modality.name] = modality
+
+    def add_adapter(self, entry: AdapterEntry) -> None:
+        if entry.backend in self.adapters:
+            raise RegistryError(f"backend {entry.backend!r} registered by {entry.owner} is already registered by "
+                                f"{self.adapters[entry.backend].owner}")
+        for scheme in entry.schemes:
             if scheme in self.schemes:
-                owner = self.adapters[self.schemes[scheme]].plugin
-                raise RegistryError(f"scheme '{scheme}:' registered by {plugin} is already registered by {owner}")
-        self.adapters[backend] = AdapterEntry(backend, adapter, tuple(schemes), plugin)
-        for scheme in schemes:
-            self.schemes[scheme] = backend
+                owner = self.adapters[self.schemes[scheme]].owner
+                raise RegistryError(f"scheme '{scheme}:' registered by {entry.owner} is already registered by {owner}")
+        self.adapters[entry.backend] = entry
+        for scheme in entry.schemes:
+            self.schemes[scheme] = entry.backend
 
     # -- look-ups -------------------------------------------------------------------------------
 
@@ -139,12 +170,6 @@ class Registry:
         """The spec for a curated name or alias (case-insensitive), or None."""
         canonical = self.names.get(name.lower())
         return self.specs[canonical] if canonical else None
-
-    def __getitem__(self, name: str) -> ModelSpec:
-        spec = self.get(name)
-        if spec is None:
-            raise UnknownModelError(name, self.suggest(name), hint=self.naming_hint())
-        return spec
 
     def suggest(self, name: str) -> list[str]:
         """Curated names whose name or an alias is close to ``name`` (each model once)."""
@@ -159,8 +184,6 @@ class Registry:
         try:
             return self.adapters[backend]
         except KeyError:
-            from .errors import did_you_mean
-
             raise PluginError(
                 f"no adapter for backend {backend!r}{did_you_mean(backend, self.adapters)}; "
                 "install or enable the plugin that provides it (`zoo plugins`)"
@@ -170,11 +193,17 @@ class Registry:
         try:
             return self.modalities[name]
         except KeyError:
-            from .errors import did_you_mean
-
             raise PluginError(
                 f"no plugin registers modality {name!r}{did_you_mean(name, self.modalities)}"
             ) from None
+
+    def media_suffixes(self) -> frozenset[str]:
+        """Every media file suffix any modality registers."""
+        return frozenset(suffix for m in self.modalities.values() for suffix in m.suffixes)
+
+    def models_of(self, query: str) -> list[str]:
+        """Sorted names of the models registered by the plugin ``query`` names."""
+        return sorted(name for name, owner in self.owners.items() if owner.matches(query))
 
     def list_models(self, pattern: str | Iterable[str] | None = None, modality: str | None = None) -> list[str]:
         """Sorted curated names matching any fnmatch ``pattern`` (on the name or an alias)."""
@@ -191,19 +220,20 @@ class Registry:
         return sorted(out)
 
 
-def _call_each(pm: ZooPluginManager, hook_name: str, make_register: Callable[[str], Callable[..., None]]) -> None:
+def _call_each(pm: ZooPluginManager, hook_name: str, make_register: Callable[[Owner], Callable[..., None]]) -> None:
     """Call every implementation of a registration hook with a ``register`` bound to its plugin.
 
-    A built-in plugin's error propagates (it is a bug in zoo). A third-party plugin's bad
-    registration is recorded as a failure naming the plugin and skipped, so its other
-    registrations and every other plugin still work.
+    zoo calls each implementation itself (not through pluggy's hook caller) so that each gets its
+    own ``register``; a wrapper implementation (``wrapper=True`` or ``hookwrapper=True``) would
+    have nothing to wrap, so it is refused. A built-in plugin's error propagates (it is a bug in
+    zoo). A third-party plugin's bad registration is recorded as a failure naming the plugin and
+    skipped, so its other registrations and every other plugin still work.
     """
-    from .plugin_manager import PluginFailure
-
     hook = getattr(pm.hook, hook_name)
     for impl in reversed(hook.get_hookimpls()):  # pluggy's call order
         builtin = pm.is_builtin(impl.plugin_name)
-        register = make_register(pm.display_name(impl.plugin_name))
+        owner = Owner(impl.plugin_name, pm.dist_of(impl.plugin_name))
+        register = make_register(owner)
 
         def fail(exc: Exception, name: str = impl.plugin_name) -> None:
             pm.record_failure(PluginFailure(name, pm.dist_of(name), "register",
@@ -215,9 +245,11 @@ def _call_each(pm: ZooPluginManager, hook_name: str, make_register: Callable[[st
             except (RegistryError, TypeError) as exc:
                 _fail(exc)
 
-        kwargs = {"register": register if builtin else guarded} if "register" in impl.argnames else {}
         try:
-            impl.function(**kwargs)
+            if impl.hookwrapper or impl.wrapper:
+                raise PluginError(f"{hook_name} is a registration hook: implement it plainly, not as a wrapper "
+                                  "(wrapper=True / hookwrapper=True), and call register()")
+            impl.function(**({"register": register if builtin else guarded} if "register" in impl.argnames else {}))
         except Exception as exc:
             if builtin:
                 raise
@@ -228,22 +260,22 @@ def build_registry(pm: ZooPluginManager, catalogue: Path | None = REGISTRY_FILE)
     """Collect modalities, adapters and models from ``registry.yaml`` and every plugin."""
     registry = Registry()
 
-    def register_modality(who: str) -> Callable[..., None]:
+    def register_modality(owner: Owner) -> Callable[..., None]:
         def register(name: str, *, decode: Callable[[Any], Any] | str, description: str = "",
-                     examples: Callable[[], list[Any]] | str | None = None) -> None:
-            registry.add_modality(name, decode, description, who, examples)
+                     examples: Callable[[], list[Any]] | str | None = None, suffixes: Sequence[str] = ()) -> None:
+            registry.add_modality(Modality(name, decode, description, owner, examples, tuple(suffixes)))
 
         return register
 
-    def register_adapter(who: str) -> Callable[..., None]:
+    def register_adapter(owner: Owner) -> Callable[..., None]:
         def register(backend: str, adapter: type[Adapter] | str, *, schemes: Sequence[str] = ()) -> None:
-            registry.add_adapter(backend, adapter, schemes, who)
+            registry.add_adapter(AdapterEntry(backend, adapter, tuple(schemes), owner))
 
         return register
 
-    def register_model(who: str) -> Callable[..., None]:
+    def register_model(owner: Owner) -> Callable[..., None]:
         def register(spec: ModelSpec | Mapping[str, Any]) -> None:
-            registry.add_spec(spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec), who)
+            registry.add_spec(spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec), owner)
 
         return register
 
@@ -251,7 +283,7 @@ def build_registry(pm: ZooPluginManager, catalogue: Path | None = REGISTRY_FILE)
     _call_each(pm, "zoo_register_adapters", register_adapter)
     if catalogue is not None:
         for spec in read_registry(catalogue):
-            registry.add_spec(spec, f"zoo ({CATALOGUE})")
+            registry.add_spec(spec, CATALOGUE_OWNER)
     _call_each(pm, "zoo_register_models", register_model)
     _drop_unserved(registry, pm)
     registry.failures = list(pm.failures)
@@ -260,8 +292,6 @@ def build_registry(pm: ZooPluginManager, catalogue: Path | None = REGISTRY_FILE)
 
 def _drop_unserved(registry: Registry, pm: ZooPluginManager) -> None:
     """Models whose modality or backend no plugin provides cannot load: report them and leave them out."""
-    from .plugin_manager import PluginFailure
-
     for spec in list(registry.specs.values()):
         if spec.modality not in registry.modalities:
             need = f"modality {spec.modality!r}, which no plugin registers"
@@ -269,42 +299,33 @@ def _drop_unserved(registry: Registry, pm: ZooPluginManager) -> None:
             need = f"backend {spec.backend!r}, which no adapter serves"
         else:
             continue
-        if spec.plugin and spec.plugin.startswith("zoo ("):
+        owner = registry.owners[spec.name]
+        if owner.is_catalogue:
             raise RegistryError(f"catalogue model {spec.name!r} needs {need}")
-        del registry.specs[spec.name]
-        for name in spec.names:
-            registry.names.pop(name.lower(), None)
-        pm.record_failure(PluginFailure(spec.plugin or "?", None, "register",
+        registry.remove_spec(spec.name)
+        pm.record_failure(PluginFailure(owner.plugin, owner.dist, "register",
                                         f"model {spec.name!r} needs {need}; install or enable the plugin "
                                         "that provides it"))
 
 
 _lock = threading.RLock()
-_registry: Registry | None = None
+# The registry and the plugin manager it was built from: a new manager means a new registry.
+_registry: tuple[ZooPluginManager, Registry] | None = None
 _building = False
 
 
 def get_registry() -> Registry:
-    """The process-wide registry, built on first use."""
+    """The process-wide registry, built on first use from the process-wide plugin manager."""
     global _registry, _building
-    from .plugin_manager import get_plugin_manager
-
     pm = get_plugin_manager()
     with _lock:
-        if _registry is None:
+        if _registry is None or _registry[0] is not pm:
             if _building:  # a hook implementation looked a model up while registering
                 raise PluginError("the registry is being built: a zoo_register_* hook cannot look models up "
                                   "(zoo.load, zoo.resolve, zoo.list_models); read registry files directly instead")
             _building = True
             try:
-                _registry = build_registry(pm)
+                _registry = (pm, build_registry(pm))
             finally:
                 _building = False
-        return _registry
-
-
-def reset_registry() -> None:
-    """Forget the registry so the next look-up rebuilds it (after installing a plugin, in tests)."""
-    global _registry
-    with _lock:
-        _registry = None
+        return _registry[1]

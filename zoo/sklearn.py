@@ -12,6 +12,8 @@ from typing import Any
 
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from .loader import load
+
 
 class Featurizer(TransformerMixin, BaseEstimator):
     """Embed inputs (texts, images, audio...) with a frozen zoo model; ``fit`` learns nothing.
@@ -49,8 +51,6 @@ class Featurizer(TransformerMixin, BaseEstimator):
         key = (self.model, self.device, self.dtype)
         cached = self.__dict__.get("_zoo_model")
         if cached is None or cached[0] != key:
-            from .loader import load
-
             cached = (key, load(self.model, device=self.device, dtype=self.dtype))
             self.__dict__["_zoo_model"] = cached
         return cached[1]

@@ -12,22 +12,23 @@ left alone.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import os
-import tempfile
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from filelock import FileLock
+
+from .atomic import atomic_path
 from .errors import IntegrityError, OfflineError, SourceError
+from .installed import installed_files
 from .integrity import verify_file
+from .model_files import ModelFiles
+from .safe_paths import file_in
 from .settings import offline, offline_reason, zoo_home
 from .spec import ModelSpec, Source
-from .store import installed_files
 
 # What a transformers-style repo needs to load, when the spec does not list its files.
 DEFAULT_HUB_PATTERNS = (
@@ -43,52 +44,33 @@ DEFAULT_HUB_PATTERNS = (
 _PICKLE_WEIGHTS = ("pytorch_model*.bin", "open_clip_pytorch_model.bin")
 
 
-@dataclass(frozen=True)
-class ModelFiles:
-    """A model's files on this machine: ``root`` is the folder that ``spec.sha256`` keys are relative to."""
-
-    spec: ModelSpec
-    root: Path
-    source: Source
-    verified: tuple[str, ...] = field(default=())
-    single: str | None = None  # the one file of a single-file source (the folder holds other things)
-
-    def path(self, name: str) -> Path:
-        """Absolute path of a file inside the model folder."""
-        return self.root / name
-
-    def members(self) -> list[str]:
-        """The model's files, relative to :attr:`root` (what a bundle must carry)."""
-        if self.single:
-            return [self.single]
-        return sorted(
-            p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
-            if p.is_file() and not any(part.startswith(".") or part == "__pycache__"
-                                       for part in p.relative_to(self.root).parts)
-        )
-
-
-def hub_cache_dir() -> Path:
+def hub_cache_dir(home: Path | None = None) -> Path:
     """Where zoo's own Hugging Face Hub downloads live (the HF cache layout, under ``ZOO_HOME``)."""
-    return zoo_home() / "hub"
+    return (home or zoo_home()) / "hub"
 
 
-def url_cache_dir() -> Path:
-    return zoo_home() / "url"
+def url_cache_dir(home: Path | None = None) -> Path:
+    return (home or zoo_home()) / "url"
 
 
-def fetch(spec: ModelSpec, *, network: bool | None = None, use_memo: bool = True) -> ModelFiles:
-    """Find or download ``spec``'s files and verify them; raise :class:`SourceError` naming every
-    source tried when none works (:class:`OfflineError` when offline mode stopped a download)."""
+def provide_files(spec: ModelSpec, *, cache_dir: Path | None = None, network: bool | None = None,
+                  use_memo: bool = True) -> ModelFiles:
+    """zoo's own source resolution: find or download ``spec``'s files and verify them.
+
+    ``cache_dir`` is the cache root (default ``ZOO_HOME``) that installed bundles, hub snapshots and
+    URL downloads live under. Raises :class:`SourceError` naming every source tried when none works
+    (:class:`OfflineError` when offline mode stopped a download).
+    """
     if not spec.sources:
         raise SourceError(f"model {spec.name!r} has no sources to load its files from")
+    home = cache_dir or zoo_home()
     allow_network = (not offline()) if network is None else network
     tried: list[str] = []
-    unpacked = installed_files(spec, use_memo=use_memo)  # a bundle unpacked into ZOO_HOME
+    unpacked = installed_files(spec, home=home, use_memo=use_memo)  # a bundle unpacked into the cache
     if unpacked is not None:
         return unpacked
     for source in spec.sources:
-        root = _local_root(spec, source, tried)
+        root = _local_root(spec, source, tried, home)
         if root is None:
             continue
         try:
@@ -105,7 +87,7 @@ def fetch(spec: ModelSpec, *, network: bool | None = None, use_memo: bool = True
         )
     for source in network_sources:
         try:
-            root = _download(spec, source)
+            root = _download(spec, source, home)
         except IntegrityError:
             raise
         except Exception as exc:  # network and server errors: try the next source
@@ -143,7 +125,7 @@ def verify_files(spec: ModelSpec, source: Source, root: Path, *, use_memo: bool 
     owned = _owned(root)
     checked = []
     for name, expected in spec.sha256.items():
-        path = root / name
+        path = file_in(root, name, where=f"model {spec.name!r}")
         if not path.exists():
             raise SourceError(f"{source.describe()} has no file {name!r} that model {spec.name!r} pins")
         verify_file(path, expected, evict=owned, use_memo=use_memo, label=f"{path} (model {spec.name!r})")
@@ -167,7 +149,7 @@ def _single_file(source: Source) -> str | None:
 # --- sources on this machine -------------------------------------------------------------------
 
 
-def _local_root(spec: ModelSpec, source: Source, tried: list[str]) -> Path | None:
+def _local_root(spec: ModelSpec, source: Source, tried: list[str], home: Path) -> Path | None:
     if source.kind == "pkg":
         return _package_root(spec, source, tried)
     if source.kind == "path":
@@ -177,9 +159,9 @@ def _local_root(spec: ModelSpec, source: Source, tried: list[str]) -> Path | Non
         tried.append(f"{source.describe()}: no such file or folder")
         return None
     if source.kind == "hub":
-        return _hub_cached(spec, source)
+        return _hub_cached(spec, source, home)
     if source.kind == "url":
-        dest = url_dest(source)
+        dest = url_dest(source, home)
         return dest.parent if dest.exists() else None
     return None
 
@@ -220,11 +202,11 @@ def _hub_patterns(spec: ModelSpec) -> list[str]:
     return list(DEFAULT_HUB_PATTERNS)
 
 
-def _hub_cached(spec: ModelSpec, source: Source) -> Path | None:
+def _hub_cached(spec: ModelSpec, source: Source, home: Path) -> Path | None:
     """The snapshot folder if zoo's or the user's Hugging Face cache holds every needed file."""
     from huggingface_hub import constants, snapshot_download
 
-    for cache_dir in (hub_cache_dir(), Path(constants.HF_HUB_CACHE)):
+    for cache_dir in (hub_cache_dir(home), Path(constants.HF_HUB_CACHE)):
         if not cache_dir.exists():
             continue
         try:
@@ -245,74 +227,48 @@ def _hub_cached(spec: ModelSpec, source: Source) -> Path | None:
 # --- sources over the network ------------------------------------------------------------------
 
 
-def _download(spec: ModelSpec, source: Source) -> Path:
+def _download(spec: ModelSpec, source: Source, home: Path) -> Path:
     if source.kind == "hub":
-        return _hub_download(spec, source)
+        return _hub_download(spec, source, home)
     if source.kind == "url":
-        return _url_download(spec, source)
+        return _url_download(spec, source, home)
     raise SourceError(f"{source.describe()} is not a network source")
 
 
-def _hub_download(spec: ModelSpec, source: Source) -> Path:
+def _hub_download(spec: ModelSpec, source: Source, home: Path) -> Path:
     from huggingface_hub import snapshot_download
 
+    def snapshot(patterns: list[str]) -> Path:
+        return Path(snapshot_download(source.location, revision=source.revision, cache_dir=hub_cache_dir(home),
+                                      allow_patterns=patterns, endpoint=os.environ.get("HF_ENDPOINT") or None))
+
     patterns = _hub_patterns(spec)
-    folder = Path(
-        snapshot_download(
-            source.location,
-            revision=source.revision,
-            cache_dir=hub_cache_dir(),
-            allow_patterns=patterns,
-            endpoint=os.environ.get("HF_ENDPOINT") or None,
-        )
-    )
+    folder = snapshot(patterns)
     if patterns == list(DEFAULT_HUB_PATTERNS) and not any(folder.rglob("*.safetensors")):
-        folder = Path(
-            snapshot_download(
-                source.location,
-                revision=source.revision,
-                cache_dir=hub_cache_dir(),
-                allow_patterns=[*patterns, *_PICKLE_WEIGHTS],
-                endpoint=os.environ.get("HF_ENDPOINT") or None,
-            )
-        )
+        folder = snapshot([*patterns, *_PICKLE_WEIGHTS])  # an older repository with pickle weights only
     return folder
 
 
-def url_dest(source: Source) -> Path:
+def url_dest(source: Source, home: Path | None = None) -> Path:
     name = source.filename or Path(urllib.parse.urlparse(source.location).path).name or "download"
     key = hashlib.sha256(source.location.encode()).hexdigest()[:16]
-    return url_cache_dir() / key / name
+    return url_cache_dir(home) / key / name
 
 
-def _url_download(spec: ModelSpec, source: Source) -> Path:
-    from filelock import FileLock
-
-    dest = url_dest(source)
+def _url_download(spec: ModelSpec, source: Source, home: Path) -> Path:
+    dest = url_dest(source, home)
     dest.parent.mkdir(parents=True, exist_ok=True)
     expected = spec.sha256.get(dest.name)
     with FileLock(str(dest) + ".lock"):
         if dest.exists():  # another process finished it while we waited
             return dest.parent
-        with _temporary_next_to(dest) as tmp:
+        with atomic_path(dest) as tmp:
             with urllib.request.urlopen(source.location, timeout=60) as response, open(tmp, "wb") as out:
                 _copy_with_progress(response, out, total=response.headers.get("Content-Length"), name=dest.name)
             if expected:
                 # Verify before the rename, so a bad download never appears under its real name.
                 verify_file(tmp, expected, evict=True, use_memo=False, label=f"{source.location} ({dest.name})")
-            os.replace(tmp, dest)
     return dest.parent
-
-
-@contextlib.contextmanager
-def _temporary_next_to(dest: Path) -> Iterator[Path]:
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _copy_with_progress(src, dst, *, total: str | None, name: str) -> None:

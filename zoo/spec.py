@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .errors import RegistryError, did_you_mean
+from .errors import RegistryError, UnsafePathError, did_you_mean
+from .safe_paths import check_file_name
 
 SOURCE_KINDS = ("hub", "url", "pkg", "path")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -82,6 +83,12 @@ class Source:
         )
 
 
+def split_revision(ident: str) -> tuple[str, str | None]:
+    """``"org/name@rev"`` -> ``("org/name", "rev")``; no ``@`` (or nothing after it) means no revision."""
+    name, _, revision = ident.partition("@")
+    return name, revision or None
+
+
 def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -110,7 +117,9 @@ class ModelSpec:
         license: the weights' licence (SPDX id where there is one).
         tags: free-form labels for search.
         description: one line for ``zoo list`` / ``zoo info``.
-        plugin: who registered it (filled in by the registry).
+        requires: names of models this one is built on (a finetuned model's base): the loader
+            loads them first and hands them over, and ``zoo pack`` bundles them too.
+        plugin: who registered it (filled in by the registry, for display).
     """
 
     name: str
@@ -128,10 +137,15 @@ class ModelSpec:
     license: str | None = None
     tags: tuple[str, ...] = ()
     description: str = ""
+    requires: tuple[str, ...] = ()
     plugin: str | None = None
 
     def __post_init__(self) -> None:
         for file, digest in self.sha256.items():
+            try:
+                check_file_name(file, where=f"the sha256 pins of {self.name!r}")
+            except UnsafePathError as exc:
+                raise RegistryError(str(exc)) from None
             if not _SHA256.match(str(digest)):
                 raise RegistryError(f"sha256 of {file!r} in {self.name!r} is not 64 lowercase hex digits")
         if self.embed_dim is not None and (not isinstance(self.embed_dim, int) or self.embed_dim <= 0):
@@ -191,6 +205,7 @@ class ModelSpec:
         kwargs = dict(data)
         kwargs["aliases"] = tuple(str(a) for a in data.get("aliases") or ())
         kwargs["tags"] = tuple(str(t) for t in data.get("tags") or ())
+        kwargs["requires"] = tuple(str(r) for r in data.get("requires") or ())
         kwargs["sources"] = tuple(
             s if isinstance(s, Source) else Source.from_dict(s) for s in data.get("sources") or ()
         )

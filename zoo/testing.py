@@ -20,9 +20,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .adapter import Adapter
 from .errors import InputError, OfflineError, SourceError, UnknownModelError, ZooError
+from .loader import load, locate_files, resolve
+from .registry import get_registry
+from .spec import ModelSpec
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -70,32 +77,40 @@ def _close(a: Any, b: Any, atol: float) -> bool:
 def check_model(name: str, *, workdir: str | Path | None = None, strategies: tuple[str, ...] | None = None,
                 examples: list[Any] | None = None) -> list[Check]:
     """Run the adapter contract on one model; never raises for a failing check."""
-    import numpy as np
-
-    from .loader import fetch_files, load, resolve
-    from .registry import get_registry
-
     rec = _Recorder(name)
+    spec = _check_loadable(rec, name)
+    model = None
+    if spec is not None:
+        with rec.check("load"):
+            model = load(name, device="cpu")
+            assert model.spec.modality == spec.modality, f"modality {model.spec.modality!r} != spec {spec.modality!r}"
+    if model is None:
+        return rec.results
+    with rec.check("preprocessing present"):
+        assert model.preprocess is not None, "model.preprocess is None"
+    inputs = examples if examples is not None else get_registry().modality(model.modality).examples()
+    X = _check_featurize(rec, model, spec, inputs)
+    if X is not None:
+        claimed = strategies if strategies is not None else tuple(getattr(model, "strategies", ()))
+        _check_finetune(rec, model, inputs, X, claimed, workdir)
+    return rec.results
+
+
+def _check_loadable(rec: _Recorder, name: str) -> ModelSpec | None:
+    """The spec, if the model's files are on this machine (a model that is not is skipped)."""
     with rec.check("resolve offline"):
         spec = resolve(name)
         try:
-            fetch_files(spec, network=False)
+            locate_files(spec, network=False)
         except (OfflineError, SourceError) as exc:
             raise _Skip(f"not on this machine: {str(exc).splitlines()[0][:160]}") from None
-    if rec.results[-1].status != "pass":
-        return rec.results
+    return spec if rec.results[-1].status == "pass" else None
 
-    model = None
-    with rec.check("load"):
-        model = load(name, device="cpu")
-        assert model.spec.modality == spec.modality, f"modality {model.spec.modality!r} != spec {spec.modality!r}"
-    if model is None:
-        return rec.results
 
-    with rec.check("preprocessing present"):
-        assert model.preprocess is not None, "model.preprocess is None"
+def _check_featurize(rec: _Recorder, model: Adapter, spec: ModelSpec, inputs: list[Any]) -> np.ndarray | None:
+    """Shape, dtype, width, row order, determinism, empty input and a bad item; returns the features."""
+    import numpy as np
 
-    inputs = examples if examples is not None else get_registry().modality(model.modality).examples()
     X = None
     with rec.check("featurize shape and dtype"):
         if len(inputs) < 4:
@@ -123,11 +138,16 @@ def check_model(name: str, *, workdir: str | Path | None = None, strategies: tup
             assert exc.index == len(probe) - 1, f"named index {exc.index}, expected {len(probe) - 1}"
         else:
             raise AssertionError("an object() input was accepted")
+    return X
 
-    if X is None:
-        return rec.results
+
+def _check_finetune(rec: _Recorder, model: Adapter, inputs: list[Any], X: np.ndarray, claimed: tuple[str, ...],
+                    workdir: str | Path | None) -> None:
+    """For each strategy the adapter claims: one short run that zoo.load reads back with the same
+    predictions; then the pretrained weights must be untouched."""
+    import numpy as np
+
     labels = ["a", "b"] * (len(inputs) // 2) + ["a"] * (len(inputs) % 2)
-    claimed = strategies if strategies is not None else tuple(getattr(model, "strategies", ()))
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for strategy in claimed:
             with rec.check(f"finetune {strategy} + zoo.load"):
@@ -141,31 +161,16 @@ def check_model(name: str, *, workdir: str | Path | None = None, strategies: tup
                     "zoo.load(output_dir) predicts differently from the trained model"
         with rec.check("pretrained weights untouched by finetune"):
             assert _close(model.featurize(inputs, batch_size=3), X, 1e-5), "featurize changed after finetune"
-    return rec.results
-
-
-def plugin_models(plugin: str) -> list[str]:
-    """Names of the models that ``plugin`` (a distribution or entry-point name) registers."""
-    from .registry import get_registry
-
-    wanted = plugin.lower()
-    names = []
-    for spec in get_registry().specs.values():
-        who = (spec.plugin or "").lower()
-        if who == wanted or who.startswith(wanted + " (") or who.endswith(f"({wanted})"):
-            names.append(spec.name)
-    return sorted(names)
 
 
 def check(target: str, *, workdir: str | Path | None = None,
           progress: Callable[[str], None] | None = None) -> list[Check]:
     """Check every model of a plugin, or one model when ``target`` is a model name."""
-    from .registry import get_registry
-
-    names = plugin_models(target)
+    registry = get_registry()
+    names = registry.models_of(target)
     if not names:
-        if get_registry().get(target) is None and ":" not in target and not Path(target).exists():
-            plugins = sorted({s.plugin for s in get_registry().specs.values() if s.plugin})
+        if registry.get(target) is None and ":" not in target and not Path(target).exists():
+            plugins = sorted({str(owner) for owner in registry.owners.values()})
             raise UnknownModelError(target, hint=f"(neither a plugin with models nor a model; plugins: "
                                                  f"{', '.join(plugins)})")
         names = [target]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import random
 from collections.abc import Iterable, Sequence
@@ -12,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ZooError
-
-MEDIA_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
-                  ".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
+from ..registry import get_registry
+from ..tables import is_table, iter_rows
 
 
 @dataclass
@@ -33,7 +30,7 @@ class Examples:
 
 def read_examples(data: Any, *, text_column: str = "text", label_column: str = "label") -> Examples:
     """Examples from ``(inputs, labels)``, a sequence of ``(input, label)`` pairs, a folder with one
-    subfolder per class, or a CSV / JSONL file with text and label columns."""
+    subfolder per class, or a CSV / TSV / JSONL / parquet file with text and label columns."""
     if isinstance(data, (str, os.PathLike)):
         return _read_path(Path(data), text_column, label_column)
     if isinstance(data, Examples):
@@ -56,29 +53,29 @@ def _is_pair(obj: Any) -> bool:
 
 def _read_path(path: Path, text_column: str, label_column: str) -> Examples:
     if path.is_dir():
-        classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not classes:
-            raise ZooError(f"{path} has no class subfolders (expected {path}/<label>/<file>)")
-        inputs, labels = [], []
-        for folder in classes:
-            for file in sorted(folder.rglob("*")):
-                if file.is_file() and file.suffix.lower() in MEDIA_SUFFIXES:
-                    inputs.append(str(file))
-                    labels.append(folder.name)
-        return Examples(inputs, labels)
+        return _read_class_folders(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such training data: {path}")
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    elif path.suffix.lower() in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
-    else:
-        raise ZooError(f"unsupported training data {path.name!r}: use a class folder, .csv, .tsv or .jsonl")
-    for column in (text_column, label_column):
-        if rows and column not in rows[0]:
-            raise ZooError(f"{path} has no column {column!r} (columns: {', '.join(rows[0])})")
+    if not is_table(path):
+        raise ZooError(f"unsupported training data {path.name!r}: use a class folder, .csv, .tsv, .jsonl "
+                       "or .parquet")
+    rows = list(iter_rows(path, [text_column, label_column]))
     return Examples([r[text_column] for r in rows], [r[label_column] for r in rows])
+
+
+def _read_class_folders(path: Path) -> Examples:
+    """``path/<label>/<file>``: every media file of a registered modality, labelled by its folder."""
+    classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ZooError(f"{path} has no class subfolders (expected {path}/<label>/<file>)")
+    suffixes = get_registry().media_suffixes()
+    inputs, labels = [], []
+    for folder in classes:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file() and file.suffix.lower() in suffixes:
+                inputs.append(str(file))
+                labels.append(folder.name)
+    return Examples(inputs, labels)
 
 
 def label_index(labels: Iterable[Any]) -> list[Any]:

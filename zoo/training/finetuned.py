@@ -8,15 +8,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..adapter import Adapter
-from ..errors import IntegrityError, ZooError
-from ..featurize import OnError, run_featurize
+from ..errors import IntegrityError
+from ..featurize import OnError
+from ..manifest import MANIFEST, read_json
+from ..provenance import base_model_name
 from ..spec import ModelSpec, Source
+from .checkpoints import load_tensors
+from .heads import build_head
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from ..sources import ModelFiles
+    from ..model_files import ModelFiles
 
 FORMAT = "zoo-finetuned/1"
 
@@ -49,27 +53,25 @@ class FinetunedModel(Adapter):
     @classmethod
     def spec_for_path(cls, path: Path, manifest: dict[str, Any]) -> ModelSpec:
         base = manifest["base"]
-        return ModelSpec(name=str(path), modality=base["modality"], backend=cls.backend,
-                         backend_id=base["name"], embed_dim=manifest["head"]["in_features"],
-                         sources=(Source("path", str(path)),), sha256=manifest["files"],
-                         description=f"finetuned from {base['name']}")
+        name = base_model_name(base)
+        return ModelSpec(name=str(path), modality=base["modality"], backend=cls.backend, backend_id=name,
+                         embed_dim=manifest["head"]["in_features"], sources=(Source("path", str(path)),),
+                         sha256=manifest["files"], requires=(name,), description=f"finetuned from {name}")
 
     @classmethod
     def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
-                        **options: Any) -> FinetunedModel:
-        from ..loader import load
-        from ..manifest import read_json
-        from .heads import build_head
-        from .store import load_tensors
-
-        manifest = read_json(files.root / "zoo.json")
-        base_info = manifest["base"]
-        base = load(base_info["name"], device=device, dtype=dtype, **options)
+                        base: Adapter | None = None, **options: Any) -> FinetunedModel:
+        """Put the saved head (and backbone weights, where they trained) on ``base``, the loaded
+        model named in ``spec.requires``, which the loader hands over."""
+        if base is None:
+            raise TypeError(f"{spec.name} is a finetuned model: load it with zoo.load, which loads its base "
+                            f"{spec.backend_id!r} first")
+        manifest = read_json(files.root / MANIFEST)
         # The base's files were verified against its current pins: equal pins mean equal weights.
-        for name, recorded in base_info.get("sha256", {}).items():
+        for name, recorded in manifest["base"].get("sha256", {}).items():
             pinned = base.spec.sha256.get(name)
             if pinned is not None and pinned != recorded:
-                raise IntegrityError(f"{name} of base model {base_info['name']!r}", recorded, pinned)
+                raise IntegrityError(f"{name} of base model {spec.backend_id!r}", recorded, pinned)
         if manifest.get("backbone"):
             load_tensors(base.model, files.root / manifest["backbone"]["file"])
         head_info = manifest["head"]
@@ -89,8 +91,12 @@ class FinetunedModel(Adapter):
     def preprocess(self) -> Any:
         return self.base.preprocess
 
-    def decoder(self) -> Callable[[Any], Any]:
-        return self.base.decoder()
+    @property
+    def decode(self) -> Callable[[Any], Any]:
+        return self.base.decode
+
+    def bind_decoder(self, decode: Callable[[Any], Any]) -> None:
+        self.base.bind_decoder(decode)
 
     def plan_batches(self, items: Sequence[Any], batch_size: int) -> Iterator[tuple[list[int], Any]]:
         return self.base.plan_batches(items, batch_size)
@@ -98,19 +104,22 @@ class FinetunedModel(Adapter):
     def collate(self, items: list[Any]) -> Any:
         return self.base.collate(items)
 
+    def windows(self, item: Any) -> list[tuple[Any, float]] | None:
+        return self.base.windows(item)
+
     @property
     def parallel_decode(self) -> bool:  # type: ignore[override]
         return self.base.parallel_decode
 
     @property
-    def sorts_by_size(self) -> bool:
-        return self.base.sorts_by_size
+    def decodes_all_first(self) -> bool:
+        return self.base.decodes_all_first
 
     def encode_batch(self, batch: Any, *, pool: str | None = None) -> torch.Tensor:
         return self.base.encode_batch(batch, pool=pool or self.pool)
 
-    def check_pool(self, pool: str | None) -> str | None:
-        return self.base.check_pool(pool or self.pool)
+    def resolve_pool(self, pool: str | None) -> str | None:
+        return self.base.resolve_pool(pool or self.pool)
 
     # -- classification -------------------------------------------------------------------------
 
@@ -120,16 +129,11 @@ class FinetunedModel(Adapter):
         def encode(batch: Any) -> torch.Tensor:
             return self.head(features(self.base, batch, self.pool)).softmax(-1)
 
-        return run_featurize(self, inputs, encode=encode, dim=len(self.labels), batch_size=batch_size,
-                             normalize=False, return_tensors=return_tensors, progress=progress,
-                             on_error=on_error, desc="predict")
+        return self._run(inputs, encode=encode, dim=len(self.labels), batch_size=batch_size, normalize=False,
+                         return_tensors=return_tensors, progress=progress, on_error=on_error, desc="predict")[0]
 
     def predict(self, inputs: Iterable[Any], **kwargs: Any) -> list[Any]:
         """The most probable label of each input (labels as they were given in training)."""
         probs = self.predict_proba(inputs, **kwargs)
         return [self.labels[i] for i in probs.argmax(1)]
 
-
-def check_format(manifest: dict[str, Any], path: Path) -> None:
-    if manifest.get("format") != FORMAT:
-        raise ZooError(f"{path}: unsupported format {manifest.get('format')!r} (expected {FORMAT!r})")

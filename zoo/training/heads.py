@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..errors import did_you_mean
+from ..finetune_config import HEADS
+
 if TYPE_CHECKING:
     import torch
-
-HEADS = ("linear", "mlp")
 
 
 def build_head(kind: str, in_features: int, num_classes: int, *, hidden: int = 512, dropout: float = 0.1) -> Any:
@@ -33,8 +34,6 @@ def build_head(kind: str, in_features: int, num_classes: int, *, hidden: int = 5
         layers = [torch.nn.Linear(in_features, hidden), torch.nn.GELU(), torch.nn.Dropout(dropout),
                   torch.nn.Linear(hidden, num_classes)]
     else:
-        from ..errors import did_you_mean
-
         raise ValueError(f"unknown head {kind!r}{did_you_mean(kind, HEADS)} (choices: {', '.join(HEADS)})")
     return torch.nn.Sequential(Standardize(in_features), *layers)
 

@@ -13,20 +13,23 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..errors import ZooError
-from ..manifest import MANIFEST
+from ..finetune_config import FinetuneConfig
+from ..manifest import MANIFEST, read_json
+from ..provenance import weights_provenance
+from .checkpoints import (RESUME, load_state, load_tensors, prune, read_run_manifest, save_state, save_tensors,
+                          write_run_manifest)
 from .data import Examples, label_index, read_examples, stratified_split
 from .finetuned import FORMAT, FinetunedModel, features
 from .heads import build_head, fit_standardization
-from .store import (RESUME, load_state, load_tensors, prune, read_run_manifest, save_state, save_tensors,
-                    write_run_manifest)
-from .strategies import apply_plan, check_strategy, plan_for_epoch, set_train_mode
+from .plot import plot_history
+from .strategies import Plan, apply_plan, plan_for_epoch, set_train_mode
 
 if TYPE_CHECKING:
     import torch
@@ -137,209 +140,228 @@ def _metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict[st
                                            labels=list(range(num_classes)), zero_division=0))}
 
 
-def finetune(
-    adapter: Adapter,
-    train: Any,
-    val: Any = None,
-    *,
-    output_dir: str | os.PathLike[str],
-    strategy: str = "linear-probe",
-    epochs: int = 5,
-    lr: float | None = None,
-    backbone_lr: float | None = None,
-    batch_size: int = 32,
-    head: str = "linear",
-    seed: int = 0,
-    unfreeze_blocks: int = 2,
-    freeze_epochs: int = 1,
-    weight_decay: float = 0.01,
-    val_fraction: float | None = None,
-    pool: str | None = None,
-    resume: bool = False,
-    progress: bool | None = None,
-    on_epoch_end: Callable[[dict[str, float]], None] | None = None,
-    text_column: str = "text",
-    label_column: str = "label",
-) -> FinetuneResult:
-    """Train a classifier on ``adapter``; see :meth:`zoo.Adapter.finetune`."""
-    import torch
+def finetune(adapter: Adapter, train: Any, val: Any, config: FinetuneConfig) -> FinetuneResult:
+    """Train a classifier on ``adapter`` as ``config`` says; see :meth:`zoo.Adapter.finetune`."""
     from tqdm.auto import tqdm
 
-    check_strategy(strategy)
-    if epochs < 1 or batch_size < 1:
-        raise ValueError("epochs and batch_size must be >= 1")
-    dist = _Dist.from_env(adapter.device)
-    out = Path(output_dir)
-    if dist.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-    dist.barrier()
-
-    train_ex = read_examples(train, text_column=text_column, label_column=label_column)
-    val_ex = read_examples(val, text_column=text_column, label_column=label_column) if val is not None else None
-    if val_ex is None and val_fraction:
-        train_ex, val_ex = stratified_split(train_ex, val_fraction, seed)
-    if len(train_ex) == 0:
-        raise ZooError("no training examples")
-    classes = label_index(train_ex.labels)
-    if val_ex is not None and (unseen := set(val_ex.labels) - set(classes)):
-        raise ZooError(f"validation labels not in the training data: {sorted(map(str, unseen))}")
-    index = {c: i for i, c in enumerate(classes)}
-    y_train = torch.tensor([index[label] for label in train_ex.labels])
-    y_val = torch.tensor([index[label] for label in val_ex.labels]) if val_ex is not None else None
-
-    lr = lr if lr is not None else (1e-2 if strategy == "linear-probe" else 1e-3)
-    backbone_lr = backbone_lr if backbone_lr is not None else lr / 10
-    pool = adapter.check_pool(pool)
-    settings = {"strategy": strategy, "epochs": epochs, "lr": lr, "backbone_lr": backbone_lr,
-                "batch_size": batch_size, "head": head, "seed": seed, "unfreeze_blocks": unfreeze_blocks,
-                "freeze_epochs": freeze_epochs, "weight_decay": weight_decay, "pool": pool,
-                "world_size": dist.world, "train": _fingerprint(train_ex),
-                "val": _fingerprint(val_ex) if val_ex is not None else None}
-
-    # A copy, so the caller's pretrained model keeps its weights when the backbone trains.
-    trains_backbone = strategy != "linear-probe"
-    model = copy.deepcopy(adapter) if trains_backbone else adapter
-    torch.manual_seed(seed)
-    head_module = build_head(head, model.embed_dim, len(classes)).to(model.device)
-    blocks = model.blocks()
-
-    x_train = x_val = None
-    if not trains_backbone:  # the linear probe: embed once, then train only the head
-        shard = list(range(dist.rank, len(train_ex), dist.world))
-        x_shard = model.featurize([train_ex.inputs[i] for i in shard], batch_size=batch_size,
-                                  pool=pool, return_tensors="pt", progress=progress)
-        x_train = dist.gather_rows(x_shard, shard, len(train_ex)).to(model.device)
-        if val_ex is not None:
-            x_val = model.featurize(val_ex.inputs, batch_size=batch_size, pool=pool, return_tensors="pt",
-                                    progress=False).to(model.device)
-        fit_standardization(head_module, x_train)
-
-    params = [{"params": list(head_module.parameters()), "lr": lr}]
-    if trains_backbone:
-        params.append({"params": list(model.model.parameters()), "lr": backbone_lr})
-    optimizer = torch.optim.AdamW(params, weight_decay=weight_decay)
-    module = _Classifier.build(model, head_module, pool) if trains_backbone else head_module
-
-    start, history, best = 0, [], None
-    state = read_run_manifest(out, RESUME) if resume else None
-    if state is not None:
-        if state["settings"] != settings:
-            changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
-            raise ZooError(f"{out} holds a run with other settings ({', '.join(changed)}); "
-                           "use another output_dir or the same settings")
-        load_tensors(head_module, out / state["head"])
-        if state.get("backbone"):
-            load_tensors(model.model, out / state["backbone"])
-        saved = load_state(out / state["state"])
-        optimizer.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["rng"])
-        start, history, best = state["epoch"], state["history"], state["best"]
-
-    base = {"name": adapter.spec.name, "revision": adapter.spec.revision, "sha256": dict(adapter.spec.sha256),
-            "modality": adapter.modality, "backend": adapter.backend,
-            "source": adapter.files.source.describe() if adapter.files else None}
-    common = {"format": FORMAT, "zoo_version": __version__, "base": base, "labels": classes, "pool": pool,
-              "head": {"type": head, "in_features": model.embed_dim, "num_classes": len(classes)},
-              "settings": settings}
-
-    decode = model.decoder()
-    ddp_plan, ddp_module = None, module
-    bar = tqdm(range(start, epochs), initial=start, total=epochs, desc=f"finetune {adapter.name}", unit="epoch",
-               disable=(not progress if progress is not None else False) or dist.rank != 0)
+    run = _Run(adapter, train, val, config)
+    if config.resume:
+        run.resume()
+    disable = (not config.progress if config.progress is not None else False) or run.dist.rank != 0
+    bar = tqdm(range(run.start, config.epochs), initial=run.start, total=config.epochs,
+               desc=f"finetune {adapter.name}", unit="epoch", disable=disable)
     for epoch in bar:
         began = time.perf_counter()
-        plan = plan_for_epoch(strategy, epoch, unfreeze_blocks=unfreeze_blocks, freeze_epochs=freeze_epochs)
-        if trains_backbone:
-            apply_plan(model.model, plan, blocks)
-            set_train_mode(model.model, plan)
-        head_module.train()
-        if dist.world > 1 and plan != ddp_plan:  # DDP fixes the trainable set when it is built
+        record: dict[str, float] = {"epoch": epoch + 1, "train_loss": run.train_epoch(epoch)}
+        if run.val_ex is not None:
+            record.update(run.evaluate())
+        record["seconds"] = round(time.perf_counter() - began, 3)
+        run.checkpoint(epoch, record)
+        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("train_loss", "val_accuracy")})
+        if config.on_epoch_end is not None:
+            config.on_epoch_end(record)
+    if run.dist.rank == 0:
+        plot_history(run.history, run.out / "curves.png", title=f"{adapter.name} ({config.strategy})")
+    run.dist.barrier()
+    return FinetuneResult(history=run.history, best_epoch=run.best["epoch"], best_checkpoint=run.out,
+                          model=run.load_best())
+
+
+class _Run:
+    """One finetuning run's state: data, model copy, head, optimizer, and where it has got to."""
+
+    def __init__(self, adapter: Adapter, train: Any, val: Any, config: FinetuneConfig) -> None:
+        import torch
+
+        self.adapter, self.config = adapter, config
+        self.dist = _Dist.from_env(adapter.device)
+        self.out = config.output_dir
+        if self.dist.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.dist.barrier()
+        self._read_data(train, val)
+        self.pool = adapter.resolve_pool(config.pool)
+        self.trains_backbone = config.strategy != "linear-probe"
+        # A copy, so the caller's pretrained model keeps its weights when the backbone trains.
+        self.model = copy.deepcopy(adapter) if self.trains_backbone else adapter
+        torch.manual_seed(config.seed)
+        self.head = build_head(config.head, self.model.embed_dim, len(self.classes)).to(self.model.device)
+        self.blocks = self.model.blocks()
+        self.x_train = self.x_val = None
+        if not self.trains_backbone:
+            self._embed_once()
+        params = [{"params": list(self.head.parameters()), "lr": config.head_lr}]
+        if self.trains_backbone:
+            params.append({"params": list(self.model.model.parameters()), "lr": config.effective_backbone_lr})
+        self.optimizer = torch.optim.AdamW(params, weight_decay=config.weight_decay)
+        self.module = _Classifier.build(self.model, self.head, self.pool) if self.trains_backbone else self.head
+        self.ddp_plan: Plan | None = None
+        self.ddp_module = self.module
+        self.start, self.history, self.best = 0, [], None
+        self.settings = self._settings()
+
+    def _read_data(self, train: Any, val: Any) -> None:
+        import torch
+
+        config = self.config
+        columns = {"text_column": config.text_column, "label_column": config.label_column}
+        self.train_ex = read_examples(train, **columns)
+        self.val_ex = read_examples(val, **columns) if val is not None else None
+        if self.val_ex is None and config.val_fraction:
+            self.train_ex, self.val_ex = stratified_split(self.train_ex, config.val_fraction, config.seed)
+        if len(self.train_ex) == 0:
+            raise ZooError("no training examples")
+        self.classes = label_index(self.train_ex.labels)
+        if self.val_ex is not None and (unseen := set(self.val_ex.labels) - set(self.classes)):
+            raise ZooError(f"validation labels not in the training data: {sorted(map(str, unseen))}")
+        index = {c: i for i, c in enumerate(self.classes)}
+        self.y_train = torch.tensor([index[label] for label in self.train_ex.labels])
+        self.y_val = torch.tensor([index[label] for label in self.val_ex.labels]) if self.val_ex is not None else None
+
+    def _embed_once(self) -> None:
+        """The linear probe: embed once (sharded across ranks), then train only the head."""
+        dist, batch_size = self.dist, self.config.batch_size
+        shard = list(range(dist.rank, len(self.train_ex), dist.world))
+        x_shard = self.model.featurize([self.train_ex.inputs[i] for i in shard], batch_size=batch_size,
+                                       pool=self.pool, return_tensors="pt", progress=self.config.progress)
+        self.x_train = dist.gather_rows(x_shard, shard, len(self.train_ex)).to(self.model.device)
+        if self.val_ex is not None:
+            self.x_val = self.model.featurize(self.val_ex.inputs, batch_size=batch_size, pool=self.pool,
+                                              return_tensors="pt", progress=False).to(self.model.device)
+        fit_standardization(self.head, self.x_train)
+
+    def _settings(self) -> dict[str, Any]:
+        """What identifies the run: resuming with other settings is refused."""
+        c = self.config
+        return {"strategy": c.strategy, "epochs": c.epochs, "lr": c.head_lr, "backbone_lr": c.effective_backbone_lr,
+                "batch_size": c.batch_size, "head": c.head, "seed": c.seed, "unfreeze_blocks": c.unfreeze_blocks,
+                "freeze_epochs": c.freeze_epochs, "weight_decay": c.weight_decay, "pool": self.pool,
+                "world_size": self.dist.world, "train": _fingerprint(self.train_ex),
+                "val": _fingerprint(self.val_ex) if self.val_ex is not None else None}
+
+    def resume(self) -> None:
+        """Continue from the last finished epoch recorded in ``resume.json``, if there is one."""
+        import torch
+
+        state = read_run_manifest(self.out, RESUME)
+        if state is None:
+            return
+        settings = self.settings
+        if state["settings"] != settings:
+            changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+            raise ZooError(f"{self.out} holds a run with other settings ({', '.join(changed)}); "
+                           "use another output_dir or the same settings")
+        load_tensors(self.head, self.out / state["head"])
+        if state.get("backbone"):
+            load_tensors(self.model.model, self.out / state["backbone"])
+        saved = load_state(self.out / state["state"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["rng"])
+        self.start, self.history, self.best = state["epoch"], state["history"], state["best"]
+
+    def _prepare_epoch(self, epoch: int) -> None:
+        """Set what trains this epoch (and rebuild DDP when that changes: it fixes the set at build)."""
+        c = self.config
+        plan = plan_for_epoch(c.strategy, epoch, unfreeze_blocks=c.unfreeze_blocks, freeze_epochs=c.freeze_epochs)
+        if self.trains_backbone:
+            apply_plan(self.model.model, plan, self.blocks)
+            set_train_mode(self.model.model, plan)
+        self.head.train()
+        if self.dist.world > 1 and plan != self.ddp_plan:
             from torch.nn.parallel import DistributedDataParallel
 
-            ddp_module, ddp_plan = DistributedDataParallel(module, find_unused_parameters=trains_backbone), plan
+            self.ddp_module = DistributedDataParallel(self.module, find_unused_parameters=self.trains_backbone)
+            self.ddp_plan = plan
 
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(len(train_ex), generator=generator).tolist()
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over this rank's share of the shuffled training data; returns the mean loss."""
+        import torch
+
+        self._prepare_epoch(epoch)
+        dist, batch_size = self.dist, self.config.batch_size
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.train_ex), generator=generator).tolist()
         per_rank = math.ceil(len(order) / dist.world)
         order = (order * 2)[: per_rank * dist.world][dist.rank::dist.world]
         loss_sum = count = 0.0
-        for start_i in range(0, len(order), batch_size):
-            idx = order[start_i:start_i + batch_size]
-            if x_train is not None:
-                batch = x_train[idx]
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            if self.x_train is not None:
+                batch = self.x_train[idx]
             else:
-                batch = model.collate([decode(train_ex.inputs[i]) for i in idx])
-            logits = ddp_module(batch)
-            loss = torch.nn.functional.cross_entropy(logits, y_train[idx].to(logits.device))
-            optimizer.zero_grad(set_to_none=True)
+                batch = self.model.collate([self.model.decode(self.train_ex.inputs[i]) for i in idx])
+            logits = self.ddp_module(batch)
+            loss = torch.nn.functional.cross_entropy(logits, self.y_train[idx].to(logits.device))
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            self.optimizer.step()
             loss_sum += loss.item() * len(idx)
             count += len(idx)
         loss_sum, count = dist.sum(loss_sum, count)
-        record: dict[str, float] = {"epoch": epoch + 1, "train_loss": loss_sum / count}
+        return loss_sum / count
 
-        if val_ex is not None:
-            head_module.eval()
-            model.model.eval()
-            with torch.inference_mode():
-                if x_val is not None:
-                    logits = head_module(x_val)
-                else:
-                    logits = torch.cat([head_module(features(model, batch, pool)) for batch in
-                                        _ordered_batches(model, val_ex.inputs, decode, batch_size)])
-            record.update(_metrics(logits.float().cpu(), y_val, len(classes)))
-        record["seconds"] = round(time.perf_counter() - began, 3)
-        history.append(record)
-        score = (record["val_accuracy"], -record["val_loss"]) if val_ex is not None else (-record["train_loss"],)
-        improved = best is None or list(score) > list(best["score"])
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss, accuracy and macro-F1 of the current weights."""
+        import torch
+
+        self.head.eval()
+        self.model.model.eval()
+        with torch.inference_mode():
+            if self.x_val is not None:
+                logits = self.head(self.x_val)
+            else:
+                logits = torch.cat([self.head(features(self.model, batch, self.pool))
+                                    for batch in self._val_batches()])
+        return _metrics(logits.float().cpu(), self.y_val, len(self.classes))
+
+    def _val_batches(self) -> Iterator[Any]:
+        inputs, size = self.val_ex.inputs, self.config.batch_size
+        for start in range(0, len(inputs), size):
+            yield self.model.collate([self.model.decode(x) for x in inputs[start:start + size]])
+
+    def checkpoint(self, epoch: int, record: dict[str, float]) -> None:
+        """Record the epoch; rank 0 saves its weights, and the manifests that name them, atomically."""
+        import torch
+
+        self.history.append(record)
+        score = (record["val_accuracy"], -record["val_loss"]) if self.val_ex is not None else (-record["train_loss"],)
+        improved = self.best is None or list(score) > list(self.best["score"])
         if improved:
-            best = {"epoch": epoch + 1, "score": list(score)}
-
-        if dist.rank == 0:
-            tag = f"e{epoch + 1:03d}"
-            backbone_file = save_tensors(out / f"{tag}.backbone.safetensors", model.model) if trains_backbone else None
-            head_file = save_tensors(out / f"{tag}.head.safetensors", head_module)
-            state_file = save_state(out / f"{tag}.state.pt", {"optimizer": optimizer.state_dict(),
-                                                                "rng": torch.get_rng_state()})
-            weights = [f for f in (head_file, backbone_file) if f]
+            self.best = {"epoch": epoch + 1, "score": list(score)}
+        if self.dist.rank == 0:
+            out, tag = self.out, f"e{epoch + 1:03d}"
+            backbone = save_tensors(out / f"{tag}.backbone.safetensors", self.model.model) \
+                if self.trains_backbone else None
+            head = save_tensors(out / f"{tag}.head.safetensors", self.head)
+            state = save_state(out / f"{tag}.state.pt", {"optimizer": self.optimizer.state_dict(),
+                                                          "rng": torch.get_rng_state()})
+            weights = [f for f in (head, backbone) if f]
+            common = self._manifest_common()
             if improved:
                 write_run_manifest(out, MANIFEST, {
-                    **common, "head": {**common["head"], "file": head_file},
-                    "backbone": {"file": backbone_file} if backbone_file else None,
-                    "epoch": epoch + 1, "history": history}, weights)
+                    **common, "head": {**common["head"], "file": head},
+                    "backbone": {"file": backbone} if backbone else None,
+                    "epoch": epoch + 1, "history": self.history}, weights)
             write_run_manifest(out, RESUME, {
-                **common, "epoch": epoch + 1, "history": history, "best": best, "head": head_file,
-                "backbone": backbone_file, "state": state_file}, [*weights, state_file])
+                **common, "epoch": epoch + 1, "history": self.history, "best": self.best, "head": head,
+                "backbone": backbone, "state": state}, [*weights, state])
             prune(out)
-        dist.barrier()
-        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("train_loss", "val_accuracy")})
-        if on_epoch_end is not None:
-            on_epoch_end(record)
+        self.dist.barrier()
 
-    if dist.rank == 0:
-        from .plot import plot_history
+    def _manifest_common(self) -> dict[str, Any]:
+        adapter = self.adapter
+        return {"format": FORMAT, "zoo_version": __version__, "base": weights_provenance(adapter.spec, adapter.files),
+                "labels": self.classes, "pool": self.pool, "settings": self.settings,
+                "head": {"type": self.config.head, "in_features": self.model.embed_dim,
+                         "num_classes": len(self.classes)}}
 
-        plot_history(history, out / "curves.png", title=f"{adapter.name} ({strategy})")
-    dist.barrier()
-    best_model = _load_best(out, model, head_module)
-    return FinetuneResult(history=history, best_epoch=best["epoch"], best_checkpoint=out, model=best_model)
-
-
-def _ordered_batches(model: Adapter, inputs: list[Any], decode: Callable[[Any], Any], batch_size: int):
-    for start in range(0, len(inputs), batch_size):
-        yield model.collate([decode(x) for x in inputs[start:start + batch_size]])
-
-
-def _load_best(out: Path, model: Adapter, head: torch.nn.Module) -> FinetunedModel:
-    """The best epoch's weights, read back from what was saved (so the result is what zoo.load gives)."""
-    from ..manifest import read_json
-
-    manifest = read_json(out / MANIFEST)
-    load_tensors(head, out / manifest["head"]["file"])
-    if manifest.get("backbone"):
-        load_tensors(model.model, out / manifest["backbone"]["file"])
-    model.model.eval()
-    spec = FinetunedModel.spec_for_path(out, manifest)
-    spec = spec.replace(normalize=model.spec.normalize, pooling=manifest.get("pool"))
-    return FinetunedModel(spec, model, head, manifest["labels"], pool=manifest.get("pool"), files=None)
+    def load_best(self) -> FinetunedModel:
+        """The best epoch's weights, read back from what was saved (so the result is what zoo.load gives)."""
+        manifest = read_json(self.out / MANIFEST)
+        load_tensors(self.head, self.out / manifest["head"]["file"])
+        if manifest.get("backbone"):
+            load_tensors(self.model.model, self.out / manifest["backbone"]["file"])
+        self.model.model.eval()
+        spec = FinetunedModel.spec_for_path(self.out, manifest)
+        spec = spec.replace(normalize=self.model.spec.normalize, pooling=manifest.get("pool"))
+        return FinetunedModel(spec, self.model, self.head, manifest["labels"], pool=manifest.get("pool"), files=None)

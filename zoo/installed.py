@@ -1,6 +1,7 @@
 """Models installed from bundles: ``ZOO_HOME/models/<key>/`` holds a model's files and ``entry.json``
-(its spec and the sha256 of every file). :func:`zoo.sources.fetch` looks here before any source, so
-an unpacked model loads with no network; every file is verified against the recorded hashes."""
+(its spec and the sha256 of every file). :func:`zoo.sources.provide_files` looks here before any
+source, so an unpacked model loads with no network; every file is verified against the recorded
+hashes."""
 
 from __future__ import annotations
 
@@ -9,22 +10,22 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import IntegrityError
 from .integrity import verify_file
+from .model_files import ModelFiles
+from .safe_paths import file_in
 from .settings import zoo_home
 from .spec import ModelSpec, Source
-
-if TYPE_CHECKING:
-    from .sources import ModelFiles
 
 ENTRY = "entry.json"
 FILES = "files"
 
 
-def store_dir() -> Path:
-    return zoo_home() / "models"
+def store_dir(home: Path | None = None) -> Path:
+    """Where installed models live: ``models/`` under ``home`` (default ``ZOO_HOME``)."""
+    return (home or zoo_home()) / "models"
 
 
 def entry_key(name: str) -> str:
@@ -33,8 +34,8 @@ def entry_key(name: str) -> str:
     return f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
-def entry_path(name: str) -> Path:
-    return store_dir() / entry_key(name)
+def entry_path(name: str, home: Path | None = None) -> Path:
+    return store_dir(home) / entry_key(name)
 
 
 def read_entry(folder: Path) -> dict[str, Any] | None:
@@ -57,9 +58,9 @@ def entries() -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
-def _installed(name: str) -> tuple[Path, dict[str, Any]] | None:
+def _installed(name: str, home: Path | None = None) -> tuple[Path, dict[str, Any]] | None:
     """The store folder and entry of the model installed as ``name``, if any."""
-    folder = entry_path(name)
+    folder = entry_path(name, home)
     entry = read_entry(folder)
     return (folder, entry) if entry is not None and entry.get("name") == name else None
 
@@ -74,11 +75,9 @@ def installed_spec(name: str) -> ModelSpec | None:
     return spec.replace(sources=(Source("path", str(folder / FILES)),), sha256=entry["files"])
 
 
-def installed_files(spec: ModelSpec, *, use_memo: bool = True) -> ModelFiles | None:
-    """The verified files of ``spec`` if a bundle installed them, else None."""
-    from .sources import ModelFiles
-
-    found = _installed(spec.name)
+def installed_files(spec: ModelSpec, *, home: Path | None = None, use_memo: bool = True) -> ModelFiles | None:
+    """The verified files of ``spec`` if a bundle installed them under ``home``, else None."""
+    found = _installed(spec.name, home)
     if found is None:
         return None
     folder, entry = found
@@ -89,7 +88,7 @@ def installed_files(spec: ModelSpec, *, use_memo: bool = True) -> ModelFiles | N
                                  pinned, recorded[name])
     root = folder / FILES
     for name, expected in {**recorded, **spec.sha256}.items():
-        path = root / name
+        path = file_in(root, name, where=f"installed model {spec.name!r} ({folder / ENTRY})")
         if not path.is_file():
             return None  # incomplete: let the other sources try
         verify_file(path, expected, evict=True, use_memo=use_memo, label=f"{path} (model {spec.name!r})")

@@ -8,13 +8,12 @@ manifest names deleted. ``zoo.json`` describes the best model (what ``zoo.load``
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..atomic import atomic_path, write_json_atomic
 from ..integrity import sha256_file
-from ..manifest import MANIFEST, read_json, write_json_atomic
+from ..manifest import MANIFEST, read_json
 
 if TYPE_CHECKING:
     import torch
@@ -23,22 +22,12 @@ RESUME = "resume.json"
 _WEIGHT_SUFFIXES = (".safetensors", ".pt")
 
 
-def _atomic_path(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def save_tensors(path: Path, module: torch.nn.Module) -> str:
     """``module``'s weights as safetensors (shared tensors handled), atomically; returns the file name."""
     from safetensors.torch import save_model
 
-    tmp = _atomic_path(path)
-    try:
+    with atomic_path(path) as tmp:
         save_model(module, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path.name
 
 
@@ -53,12 +42,8 @@ def save_state(path: Path, state: dict[str, Any]) -> str:
     """Optimizer and RNG state (tensors, numbers, lists: readable with ``weights_only=True``)."""
     import torch
 
-    tmp = _atomic_path(path)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path.name
 
 

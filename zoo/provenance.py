@@ -1,0 +1,36 @@
+"""Provenance: which pinned weights produced a file (an embedding table, a finetuned checkpoint).
+
+One dict, written wherever zoo stores results, so that a reader can tell whether two files came
+from the same model (name, revision and weight sha256 must all match).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .model_files import ModelFiles
+    from .spec import ModelSpec
+
+
+def weights_provenance(spec: ModelSpec, files: ModelFiles | None) -> dict[str, Any]:
+    """The model and the exact files it was loaded from."""
+    return {"model": spec.name, "backend": spec.backend, "modality": spec.modality, "revision": spec.revision,
+            "sha256": dict(spec.sha256), "source": files.source.describe() if files else None,
+            "zoo_version": __version__}
+
+
+def embedding_provenance(spec: ModelSpec, files: ModelFiles | None, *, embed_dim: int, normalize: bool,
+                         pool: str | None) -> dict[str, Any]:
+    """:func:`weights_provenance` plus how the embeddings were computed from it."""
+    preprocessing = json.loads(json.dumps(dict(spec.preprocessing), default=str))  # plain JSON values
+    return {**weights_provenance(spec, files), "embed_dim": embed_dim, "normalize": normalize, "pool": pool,
+            "preprocessing": preprocessing}
+
+
+def base_model_name(record: dict[str, Any]) -> str:
+    """The model name in a provenance record (checkpoints before zoo 0.1.1 called the key ``name``)."""
+    return str(record.get("model") or record["name"])

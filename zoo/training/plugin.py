@@ -1,0 +1,52 @@
+"""The built-in training plugin: finetuning (the ``zoo_finetune`` hook) and the finetuned model
+format (recognised in folders, loaded on top of its base model).
+
+The core knows none of this: it calls the hooks, and this plugin answers them, as a third-party
+trainer would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..adapter import Adapter
+from ..finetune_config import FinetuneConfig
+from ..hookspecs import RegisterAdapter, hookimpl
+from ..manifest import MANIFEST, is_manifest_of, read_json
+from ..model_files import ModelFiles
+from ..spec import ModelSpec
+from .finetuned import FORMAT, FinetunedModel
+from .loop import finetune
+
+
+@hookimpl
+def zoo_register_adapters(register: RegisterAdapter) -> None:
+    """Finetuned checkpoints load through the same hooks as any other model."""
+    register(FinetunedModel.backend, FinetunedModel)
+
+
+@hookimpl(tryfirst=True)
+def zoo_spec_from_path(path: Path) -> ModelSpec | None:
+    """A folder that ``finetune`` wrote: its ``zoo.json`` names the base model it requires."""
+    if not is_manifest_of(path, FORMAT):
+        return None
+    return FinetunedModel.spec_for_path(path, read_json(path / MANIFEST))
+
+
+@hookimpl
+def zoo_load_pretrained(spec: ModelSpec, files: ModelFiles, adapter_class: type[Adapter],
+                        requires: Mapping[str, Adapter], device: str, dtype: Any,
+                        options: dict[str, Any]) -> Adapter | None:
+    """A finetuned model is its base (already loaded by the loader) with the saved head on top."""
+    if not issubclass(adapter_class, FinetunedModel):
+        return None
+    return adapter_class.load_pretrained(spec, files, device=device, dtype=dtype, base=requires[spec.requires[0]],
+                                         **options)
+
+
+@hookimpl
+def zoo_finetune(model: Adapter, train: Any, val: Any, config: FinetuneConfig) -> Any:
+    """zoo's own training loop (:mod:`zoo.training.loop`)."""
+    return finetune(model, train, val, config)
