@@ -86,9 +86,12 @@ class ImageTextAdapter(Adapter):
         return_tensors: Literal["np", "pt"] = "np",
         progress: bool | None = None,
         on_error: OnError = "raise",
+        calibration: np.ndarray | None = None,
+        **options: Any,
     ) -> np.ndarray | torch.Tensor:
-        """Embed texts into the image embedding space (same contract as :meth:`featurize`)."""
-        return self._run(texts, encode=self.encode_texts, dim=self.embed_dim, decode=decode_text,
-                         plan=self._plan_texts, batch_size=batch_size, normalize=self.resolve_normalize(normalize),
-                         return_tensors=return_tensors, progress=progress, on_error=on_error,
-                         desc="featurize texts")[0]
+        """Embed texts into the image embedding space (same contract as :meth:`featurize`; the
+        options ``prompt`` / ``prompt_text`` put a prompt before each text)."""
+        return self._embed(texts, self._options(options.pop("options", None), options, texts=True),
+                           encode=self.encode_texts, decode=decode_text, plan=self._plan_texts, batch_size=batch_size,
+                           normalize=self.resolve_normalize(normalize), return_tensors=return_tensors,
+                           progress=progress, on_error=on_error, calibration=calibration, desc="featurize texts")[0]

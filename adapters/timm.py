@@ -102,5 +102,26 @@ class TimmAdapter(ImageBackboneAdapter):
     def forward_features(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return net.forward_head(net.forward_features(x), pre_logits=True)
 
+    def layer_dims(self, layers: tuple[int, ...]) -> list[int]:
+        """The channels of each feature level timm's ``forward_intermediates`` gives (stages of
+        a CNN, blocks of a ViT: ``model.feature_info``)."""
+        info = getattr(self.model, "feature_info", None)
+        if not info or not hasattr(self.model, "forward_intermediates"):
+            return super().layer_dims(layers)
+        for index in layers:
+            if not -len(info) <= index < len(info):
+                raise ValueError(f"{self.name} has {len(info)} feature levels: layer must be from {-len(info)} "
+                                 f"to {len(info) - 1}, not {index}")
+        return [int(info[i]["num_chs"]) for i in layers]
+
+    def encode_layers(self, batch: torch.Tensor, *, pool: str | None, layers: tuple[int, ...]) -> list[torch.Tensor]:
+        """Each level of ``forward_intermediates`` (NCHW), averaged over its positions."""
+        count = len(self.model.feature_info)
+        wanted = [i % count for i in layers]
+        maps = self.model.forward_intermediates(self._to_device(batch), indices=sorted(set(wanted)),
+                                                intermediates_only=True)
+        pooled = dict(zip(sorted(set(wanted)), (m.float().mean(dim=(2, 3)) for m in maps)))
+        return [pooled[i] for i in wanted]
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

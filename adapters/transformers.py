@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from zoo.adapter import Adapter, Built
 from zoo.errors import RegistryError
 from zoo.manifest import write_manifest
 from zoo.registry import import_ref
+from zoo.sources import hub_file
 from zoo.spec import ModelSpec, Source, split_revision
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class SentenceTransformersConfig:
     pooling: str | None = None
     normalize: bool | None = None
     max_length: int | None = None
+    prompts: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def read(cls, root: Path) -> SentenceTransformersConfig:
@@ -50,7 +52,10 @@ class SentenceTransformersConfig:
         bert_config = root / "sentence_bert_config.json"
         if bert_config.is_file():
             max_length = json.loads(bert_config.read_text()).get("max_seq_length")
-        return cls(pooling=pooling, normalize=normalize, max_length=max_length)
+        st_config = root / "config_sentence_transformers.json"
+        prompts = json.loads(st_config.read_text()).get("prompts") or {} if st_config.is_file() else {}
+        return cls(pooling=pooling, normalize=normalize, max_length=max_length,
+                   prompts={str(k): str(v) for k, v in prompts.items()})
 
 
 def _pooling_mode(config_file: Path) -> str | None:
@@ -78,6 +83,10 @@ _ADAPTER_BY_MODALITY = {
     "image-text": "zoo.adapters.hf_image_text:HFImageTextAdapter",
     "vision": "zoo.adapters.hf_vision:HFVisionAdapter",
 }
+
+
+# A pass-through name whose config.json is neither cached nor reachable: load decides.
+UNKNOWN_MODALITY = "unknown"
 
 
 def read_config(root: Path) -> dict[str, Any]:
@@ -114,9 +123,12 @@ class TransformersAdapter(Adapter):
         repo, revision = split_revision(backend_id)
         if repo.count("/") != 1:
             raise RegistryError(f"'hf:{backend_id}' is not a hub repository id; expected 'hf:org/name[@revision]'")
+        # The modality is the repository's config.json's (a small file); loading reads it again
+        # from the downloaded folder (resolve_files), so an unreachable one only leaves it unknown.
+        config = hub_file(repo, "config.json", revision)
         return ModelSpec(
             name=f"hf:{backend_id}",
-            modality="text",
+            modality=modality_of(json.loads(config.read_text())) if config else UNKNOWN_MODALITY,
             backend=backend,
             backend_id=repo,
             sources=(Source("hub", repo, revision=revision),),
@@ -154,7 +166,8 @@ class TransformersAdapter(Adapter):
         max_length = int(spec.preprocessing.get("max_length") or st.max_length or _model_max_length(tokenizer, model))
         changes = {"pooling": spec.pooling or st.pooling or "mean",
                    "normalize": spec.normalize if spec.normalize is not None else bool(st.normalize),
-                   "preprocessing": {**spec.preprocessing, "max_length": max_length}}
+                   "preprocessing": {**spec.preprocessing, "max_length": max_length},
+                   "prompts": {**st.prompts, **spec.prompts}}  # the folder's own, then the catalogue's
         return Built(model, int(model.config.hidden_size), changes,
                      {"tokenizer": tokenizer, "max_length": max_length})
 
@@ -181,24 +194,29 @@ class TransformersAdapter(Adapter):
         return self.tokenizer(items, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
 
     def encode_batch(self, batch: Any, *, pool: str | None = None) -> torch.Tensor:
-        import torch
-
         batch = {k: v.to(self.device) for k, v in batch.items()}
         out = self.model(**batch)
-        mask = batch["attention_mask"].unsqueeze(-1).to(torch.float32)
-        hidden = out.last_hidden_state.float()
-        if pool == "mean":
-            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        if pool == "cls":
-            return hidden[:, 0]
-        if pool == "max":
-            return hidden.masked_fill(mask == 0, float("-inf")).max(1).values
         if pool == "pooler":
             pooled = getattr(out, "pooler_output", None)
             if pooled is None:
                 raise ValueError(f"{self.name} has no pooler layer; use pool='mean' or 'cls'")
             return pooled.float()
-        raise ValueError(f"unknown pool {pool!r}")
+        return pool_tokens(out.last_hidden_state, batch["attention_mask"], pool)
+
+    def layer_dims(self, layers: tuple[int, ...]) -> list[int]:
+        """Every hidden state is ``hidden_size`` wide; index 0 is the embedding layer's output and
+        -1 the last layer's (what :meth:`encode_batch` pools)."""
+        count = int(self.model.config.num_hidden_layers) + 1
+        for index in layers:
+            if not -count <= index < count:
+                raise ValueError(f"{self.name} has {count} hidden states (the embeddings and "
+                                 f"{count - 1} layers): layer must be from {-count} to {count - 1}, not {index}")
+        return [int(self.model.config.hidden_size)] * len(layers)
+
+    def encode_layers(self, batch: Any, *, pool: str | None, layers: tuple[int, ...]) -> list[torch.Tensor]:
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        hidden = self.model(**batch, output_hidden_states=True).hidden_states
+        return [pool_tokens(hidden[i], batch["attention_mask"], pool) for i in layers]
 
     # -- saving ---------------------------------------------------------------------------------
 
@@ -210,6 +228,21 @@ class TransformersAdapter(Adapter):
             self.tokenizer.save_pretrained(directory)
         write_manifest(directory, self.spec, self.files)
         return directory
+
+
+def pool_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, pool: str | None) -> torch.Tensor:
+    """``(B, T, H)`` token states to ``(B, H)``, ignoring padding: ``mean``, ``cls`` or ``max``."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(torch.float32)
+    hidden = hidden.float()
+    if pool == "mean":
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    if pool == "cls":
+        return hidden[:, 0]
+    if pool == "max":
+        return hidden.masked_fill(mask == 0, float("-inf")).max(1).values
+    raise ValueError(f"unknown pool {pool!r}")
 
 
 def load_model_and_processor(root: Path, model_cls: Any, processor_cls: Any, *, dtype: torch.dtype,

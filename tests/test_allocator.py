@@ -61,6 +61,7 @@ def test_freed_blocks_are_reused_without_page_faults_then_handed_back() -> None:
     assert tuned["inside"] - tuned["after"] > 64
 
 
+@pytest.mark.slow  # the fast tier keeps under two minutes
 def test_featurize_on_cpu_runs_in_the_block(minilm, monkeypatch: pytest.MonkeyPatch) -> None:
     import contextlib
 

@@ -51,6 +51,7 @@ def test_same_voice_is_closer_than_other_voices(ge2e, speech):
         assert min(same) > max(other), (keys[i], same, other)
 
 
+@pytest.mark.slow  # the fast tier keeps under two minutes
 def test_matches_the_original_resemblyzer(ge2e, speech):
     pytest.importorskip("librosa")
     pytest.importorskip("webrtcvad")

@@ -63,6 +63,7 @@ def test_table_column_inputs(minilm, tmp_path, kind):
         embed_to_file(minilm, open_inputs(str(src), column="nope"), tmp_path / "x.npy", progress=False)
 
 
+@pytest.mark.slow  # the fast tier keeps under two minutes
 def test_image_folder_with_worker_processes_and_a_corrupt_file(tmp_path):
     from PIL import Image
 

@@ -76,6 +76,22 @@ def test_open_clip_equals_encode_image_and_encode_text(open_clip_dir, pictures):
     assert model.preprocess["image"] is not None and model.preprocess["text"] is not None
 
 
+def test_text_tower_takes_prompts_and_output_options(open_clip_dir):
+    import open_clip
+    import torch
+
+    model = zoo.load(str(open_clip_dir), device="cpu")
+    ident = f"local-dir:{open_clip_dir}"
+    ref = open_clip.create_model_and_transforms(ident)[0].eval()
+    with torch.no_grad():
+        expected = _unit(ref.encode_text(open_clip.get_tokenizer(ident)(["a photo of " + t for t in TEXTS])))
+    np.testing.assert_allclose(model.featurize_texts(TEXTS, prompt_text="a photo of "), expected, atol=1e-6)
+    np.testing.assert_array_equal(model.featurize_texts(TEXTS, precision="ubinary"),
+                                  np.packbits(model.featurize_texts(TEXTS) > 0, axis=-1))
+    with pytest.raises(zoo.UnsupportedOptionError, match="embeds image-text inputs, not texts"):
+        model.featurize([np.zeros((8, 8, 3), np.uint8)], prompt_text="a photo of ")
+
+
 def test_hf_clip_equals_get_image_and_text_features(hf_clip_dir, pictures):
     import torch
     from transformers import CLIPModel, CLIPProcessor

@@ -90,11 +90,13 @@ def test_info_gives_the_spec_as_plain_data():
     [("minilm-l6", "minilm-l6"), ("All-MiniLM-L6-v2", "minilm-l6"),
      ("sentence-transformers/all-MiniLM-L6-v2", "minilm-l6"), ("hf:org/name@abc", "hf:org/name@abc")],
 )
-def test_name_resolution(name, expected):
+def test_name_resolution(name, expected, monkeypatch):
+    monkeypatch.setenv("ZOO_OFFLINE", "1")  # an hf: name would fetch its config.json otherwise
     assert zoo.resolve(name).name == expected
 
 
-def test_hf_pass_through_spec_pins_the_revision():
+def test_hf_pass_through_spec_pins_the_revision(monkeypatch):
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
     spec = zoo.resolve("hf:org/name@0123abc")
     assert (spec.backend, spec.backend_id, spec.revision) == ("transformers", "org/name", "0123abc")
     with pytest.raises(RegistryError, match="expected 'hf:org/name"):

@@ -45,6 +45,7 @@ def test_in_a_pipeline_with_cross_validation():
     assert scores.mean() >= 0.8
 
 
+@pytest.mark.slow  # the fast tier keeps under two minutes
 def test_any_modality_images_in_a_pipeline():
     skimage_data = pytest.importorskip("skimage.data")
     images = [(x * 255).astype(np.uint8) for x in skimage_data.lfw_subset()]

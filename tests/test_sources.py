@@ -216,3 +216,31 @@ def test_two_processes_pulling_at_once_end_with_one_good_copy(kind, fake_hub, ti
               and p.stat().st_size == (tiny_bert_dir / "model.safetensors").stat().st_size]
     assert len(copies) == 1 and sha256_file(copies[0]) == pins["model.safetensors"]
     assert not [p for p in isolated_zoo.rglob("*") if p.name.endswith((".part", ".incomplete"))]
+
+
+def _config_only(tmp_path: Path, model_type: str) -> Path:
+    folder = tmp_path / model_type
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+    return folder
+
+
+@loopback
+@pytest.mark.parametrize(("model_type", "modality"), [("clip", "image-text"), ("wav2vec2", "audio"),
+                                                      ("dinov2", "vision"), ("bert", "text")])
+def test_info_on_a_hub_name_names_the_modality_from_its_config(fake_hub, tmp_path, monkeypatch, model_type,
+                                                               modality):
+    commit = fake_hub.add_repo(f"org/{model_type}", _config_only(tmp_path, model_type))
+    assert zoo.info(f"hf:org/{model_type}@{commit}")["modality"] == modality
+    fake_hub.stop()  # only config.json was fetched, into zoo's cache, and is read from there now
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    assert zoo.info(f"hf:org/{model_type}@{commit}")["modality"] == modality
+
+
+def test_info_on_an_unreachable_hub_name_says_the_modality_is_unknown(monkeypatch, capsys):
+    from zoo.cli import main
+
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    assert zoo.info("hf:org/not-cached")["modality"] == "unknown"
+    assert main(["info", "hf:org/not-cached"]) == 0
+    assert "decided by its config.json, which is neither cached here nor reachable" in capsys.readouterr().err

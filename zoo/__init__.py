@@ -37,6 +37,8 @@ _LAZY = {
     "SourceError": "zoo.errors",
     "PluginError": "zoo.errors",
     "UnsafePathError": "zoo.errors",
+    "UnsupportedOptionError": "zoo.errors",
+    "EmbedOptions": "zoo.embed_options",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -53,8 +55,10 @@ if TYPE_CHECKING:
         SourceError,
         UnknownModelError,
         UnsafePathError,
+        UnsupportedOptionError,
         ZooError,
     )
+    from .embed_options import EmbedOptions
     from .hookspecs import hookimpl
     from .loader import info, list_models, load, pull, resolve, verify
     from .finetune_config import FinetuneConfig

@@ -20,13 +20,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from .blocks import default_blocks
-from .errors import PluginError, RegistryError, did_you_mean
+from .embed_options import EmbedOptions, LayerMerge, build_options
+from .errors import PluginError, RegistryError, UnsupportedOptionError, did_you_mean
 from .featurize import FeaturizeReport, OnError, run_featurize
 from .finetune_config import STRATEGIES, FinetuneConfig
 from .plugin_manager import get_plugin_manager
+from .quantize import Precision, calibration_ranges, quantize
 from .registry import get_registry
 
 if TYPE_CHECKING:
@@ -61,6 +63,16 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
     if not isinstance(value, torch.dtype) or not value.is_floating_point:
         raise ValueError(f"unknown dtype {dtype!r}; use 'float32', 'bfloat16' or 'float16'")
     return value
+
+
+class Prompted:
+    """A decoder that puts a prompt before each decoded text (a class, so it pickles to workers)."""
+
+    def __init__(self, decode: Callable[[Any], Any], prompt: str) -> None:
+        self.decode, self.prompt = decode, prompt
+
+    def __call__(self, item: Any) -> Any:
+        return self.prompt + self.decode(item)
 
 
 @dataclass
@@ -267,15 +279,31 @@ class Adapter(ABC):
         """``normalize``, or the model's default for ``None``."""
         return bool(self.spec.normalize) if normalize is None else normalize
 
-    @overload
-    def featurize(self, inputs: Iterable[Any], *, batch_size: int = ..., normalize: bool | None = ...,
-                  pool: str | None = ..., return_tensors: Literal["np"] = ..., progress: bool | None = ...,
-                  on_error: OnError = ..., num_workers: int = ...) -> np.ndarray: ...
+    # -- embedding options ----------------------------------------------------------------------
 
-    @overload
-    def featurize(self, inputs: Iterable[Any], *, batch_size: int = ..., normalize: bool | None = ...,
-                  pool: str | None = ..., return_tensors: Literal["pt"], progress: bool | None = ...,
-                  on_error: OnError = ..., num_workers: int = ...) -> torch.Tensor: ...
+    def embed_options(self, *, prompt: str | None = None, prompt_text: str | None = None,
+                      truncate_dim: int | None = None, precision: Precision = "float32", layer: int | None = None,
+                      layers: Sequence[int] | None = None, layer_merge: LayerMerge = "concat",
+                      texts: bool | None = None) -> EmbedOptions:
+        """Check the embedding options against this model, once: see :meth:`featurize` for each.
+        ``texts`` says whether the inputs are texts (default: the model's modality is text)."""
+        return build_options(self.spec, dim=self.embed_dim, layer_dims=self.layer_dims,
+                             takes_text=self.modality == "text" if texts is None else texts, prompt=prompt,
+                             prompt_text=prompt_text, truncate_dim=truncate_dim, precision=precision, layer=layer,
+                             layers=layers, layer_merge=layer_merge)
+
+    def layer_dims(self, layers: tuple[int, ...]) -> list[int]:
+        """The width of each hidden layer in ``layers`` (negative indices count from the last).
+        Backends with intermediate features (transformers, timm) override this and
+        :meth:`encode_layers`."""
+        raise UnsupportedOptionError(f"{self.name} ({self.backend or type(self).__name__} backend) does not "
+                                     "give intermediate layers; layer= works with transformers and timm models")
+
+    def encode_layers(self, batch: Any, *, pool: str | None, layers: tuple[int, ...]) -> list[torch.Tensor]:
+        """One forward pass: each layer in ``layers`` pooled to ``(B, d)``."""
+        raise UnsupportedOptionError(f"{self.name} does not give intermediate layers")
+
+    # -- featurize ------------------------------------------------------------------------------
 
     def featurize(
         self,
@@ -288,6 +316,8 @@ class Adapter(ABC):
         progress: bool | None = None,
         on_error: OnError = "raise",
         num_workers: int = 0,
+        calibration: np.ndarray | None = None,
+        **options: Any,
     ) -> np.ndarray | torch.Tensor:
         """Embed ``inputs`` with the frozen model.
 
@@ -302,26 +332,77 @@ class Adapter(ABC):
                 ``"skip"`` leaves it out, warns, and records it in :attr:`last_report`.
             num_workers: decode and preprocess in this many worker processes, overlapping the
                 model (images and audio; text is tokenised in batches here).
+            calibration: float embeddings ``(M, D)`` whose per-dimension ranges bucket int8 /
+                uint8 output (default: the output's own), as sentence-transformers'
+                ``calibration_embeddings``.
+            **options: the embedding options, checked by :meth:`embed_options`:
+                ``prompt`` (a name the model declares in :attr:`ModelSpec.prompts`, e.g.
+                ``"query"``) or ``prompt_text`` (the text itself), put before every text;
+                ``truncate_dim`` keeps the first dimensions (Matryoshka), re-normalised when
+                normalising; ``precision`` (``float32``, ``int8``, ``uint8``, ``binary``,
+                ``ubinary``) as sentence-transformers' ``quantize_embeddings``; ``layer=-2`` or
+                ``layers=[...]`` (with ``layer_merge="concat"`` or ``"mean"``) pools hidden
+                layers instead of the final output; or ``options=`` an :class:`EmbedOptions`.
 
         Returns:
-            ``(N, D)`` float32, rows in input order (``N`` excludes skipped items); ``(0, D)``
-            for empty input.
+            ``(N, D)`` rows in input order (``N`` excludes skipped items; ``(0, D)`` for empty
+            input): float32, or int8 / uint8 for a quantized ``precision`` (``ceil(D / 8)``
+            packed columns for the binary ones).
         """
         rows, _ = self.featurize_with_report(inputs, batch_size=batch_size, normalize=normalize, pool=pool,
                                              return_tensors=return_tensors, progress=progress, on_error=on_error,
-                                             num_workers=num_workers)
+                                             num_workers=num_workers, calibration=calibration, **options)
         return rows
 
     def featurize_with_report(self, inputs: Iterable[Any], *, batch_size: int = 32, normalize: bool | None = None,
                               pool: str | None = None, return_tensors: Literal["np", "pt"] = "np",
-                              progress: bool | None = None, on_error: OnError = "raise",
-                              num_workers: int = 0) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
+                              progress: bool | None = None, on_error: OnError = "raise", num_workers: int = 0,
+                              calibration: np.ndarray | None = None, options: EmbedOptions | None = None,
+                              **option_args: Any) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
         """:meth:`featurize`, also returning which inputs were kept and which skipped (and why)."""
+        options = self._options(options, option_args)
         pool = self.resolve_pool(pool)
-        return self._run(inputs, encode=lambda batch: self.encode_batch(batch, pool=pool), dim=self.embed_dim,
-                         batch_size=batch_size, normalize=self.resolve_normalize(normalize),
-                         return_tensors=return_tensors, progress=progress, on_error=on_error,
-                         num_workers=num_workers if self.parallel_decode else 0)
+        if options.layers:
+            if pool == "pooler":
+                raise UnsupportedOptionError(f"pool='pooler' is the final layer's pooler; with layer= use "
+                                             f"pool='mean' or 'cls' for {self.name}")
+
+            def encode(batch: Any) -> torch.Tensor:
+                return options.merge(self.encode_layers(batch, pool=pool, layers=options.layers))
+        else:
+            def encode(batch: Any) -> torch.Tensor:
+                return self.encode_batch(batch, pool=pool)
+        return self._embed(inputs, options, encode=encode, batch_size=batch_size,
+                           normalize=self.resolve_normalize(normalize), return_tensors=return_tensors,
+                           progress=progress, on_error=on_error, calibration=calibration,
+                           num_workers=num_workers if self.parallel_decode else 0)
+
+    def _options(self, options: EmbedOptions | None, option_args: dict[str, Any], *,
+                 texts: bool | None = None) -> EmbedOptions:
+        if options is None:
+            return self.embed_options(texts=texts, **option_args)
+        if option_args:
+            raise TypeError(f"pass options= or the options themselves ({', '.join(option_args)}), not both")
+        return options
+
+    def _embed(self, inputs: Iterable[Any], options: EmbedOptions, *, return_tensors: Literal["np", "pt"],
+               calibration: np.ndarray | None, **kwargs: Any) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
+        """Run the model with ``options``: prompt before decoding, truncation in the engine,
+        quantization of the whole output at the end."""
+        decode = kwargs.pop("decode", self.decode)
+        if options.prompt:
+            decode = Prompted(decode, options.prompt)
+        quantized = options.precision != "float32"
+        rows, report = self._run(inputs, dim=options.dim, keep_dims=options.truncate_dim, decode=decode,
+                                 return_tensors="np" if quantized else return_tensors, **kwargs)
+        if quantized:
+            ranges = calibration_ranges(calibration) if calibration is not None else None
+            rows = quantize(rows, options.precision, ranges)
+            if return_tensors == "pt":
+                import torch
+
+                rows = torch.from_numpy(rows)
+        return rows, report
 
     def _run(self, inputs: Iterable[Any], **kwargs: Any) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
         """Every verb that runs the frozen model over inputs goes through here: the engine, then the

@@ -17,12 +17,16 @@ from typing import Any
 from . import __version__
 from .bundle import pack, unpack
 from .embed import check_output, default_workers, embed_to_file
+from .embed_options import LAYER_MERGES
+from .embedding_file import read_embeddings
 from .errors import ZooError
 from .finetune_config import HEADS, STRATEGIES, FinetuneConfig
 from .inputs import open_inputs
 from .loader import load, pull, resolve, verify
 from .plugin_manager import get_plugin_manager
+from .quantize import PRECISIONS
 from .registry import CATALOGUE_OWNER, get_registry
+from .scores import METRICS
 from .settings import zoo_home
 from .testing import check, format_table
 
@@ -37,7 +41,7 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     registry = get_registry()
-    names = registry.list_models(args.pattern, args.modality)
+    names = registry.list_models(args.pattern, args.modality, args.sort)
     specs = [registry.specs[n] for n in names]
     if args.json:
         print(json.dumps([s.to_dict() for s in specs], indent=2))
@@ -45,13 +49,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not specs:
         print("no models match", file=sys.stderr)
         return 0
+    if args.sort:
+        rows = [[s.name, f"{s.scores[args.sort]['value']:g}", s.modality, s.backend, str(s.embed_dim or "?"),
+                 s.description] for s in specs]
+        print(_table(rows, ["name", args.sort, "modality", "backend", "dim", "description"]))
+        print(f"\n{args.sort}: {METRICS[args.sort].description if args.sort in METRICS else args.sort}, as "
+              "published (sources: zoo info NAME)")
+        return 0
     rows = [[s.name, s.modality, s.backend, str(s.embed_dim or "?"), s.description] for s in specs]
     print(_table(rows, ["name", "modality", "backend", "dim", "description"]))
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    print(json.dumps(resolve(args.name).to_dict(), indent=2))
+    spec = resolve(args.name)
+    print(json.dumps(spec.to_dict(), indent=2))
+    if spec.modality == "unknown":
+        print(f"the modality of {spec.name} is decided by its config.json, which is neither cached here nor "
+              f"reachable; `zoo pull {spec.name}` where the hub can be reached, then ask again", file=sys.stderr)
     return 0
 
 
@@ -159,11 +174,14 @@ def cmd_embed(args: argparse.Namespace) -> int:
     check_output(args.output)  # before the model loads
     model = load(args.name, device=args.device)
     inputs = open_inputs(args.inputs, modality=model.modality, column=args.column, files_as_text=args.files_as_text)
+    options = model.embed_options(prompt=args.prompt, prompt_text=args.prompt_text, truncate_dim=args.truncate_dim,
+                                  precision=args.precision, layers=args.layers, layer_merge=args.layer_merge)
+    calibration = read_embeddings(args.calibration).rows if args.calibration else None
     summary = embed_to_file(model, inputs, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
                             normalize=args.normalize, pool=args.pool,
                             on_error="skip" if args.skip_errors else "raise",
                             num_workers=default_workers(model.device) if args.workers is None else args.workers,
-                            progress=not args.quiet)
+                            progress=not args.quiet, options=options, calibration=calibration)
     if summary.chunks_done_before:
         print(f"resumed: {summary.chunks_done_before} of {summary.chunks} chunks were already done")
     for item, why in summary.skipped[:5]:
@@ -171,7 +189,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if summary.skipped_file:
         print(f"skipped {len(summary.skipped)} inputs; all are listed with their reasons in {summary.skipped_file}",
               file=sys.stderr)
-    print(f"wrote {summary.output}: {summary.rows} x {model.embed_dim} float32 from {model.name} "
+    print(f"wrote {summary.output}: {summary.rows} x {options.width} {options.precision} from {model.name} "
           f"({inputs.description}{f', {len(summary.skipped)} skipped' if summary.skipped else ''})")
     return 0
 
@@ -229,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list curated models")
     p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. '*minilm*'")
     p.add_argument("--modality", "-m", help="only this modality (text, vision, audio, image-text)")
+    p.add_argument("--sort", metavar="METRIC",
+                   help=f"only models that publish METRIC, best first ({', '.join(METRICS)})")
     p.add_argument("--json", action="store_true", help="print full specs as JSON")
     p.set_defaults(func=cmd_list)
 
@@ -288,12 +308,27 @@ def _add_embed(sub: Any) -> None:
     p.add_argument("--files-as-text", action="store_true",
                    help="for a text model: embed the content of each file of a folder or glob")
     p.add_argument("--pool", help="pooling mode, where the model has a choice")
+    _add_embed_options(p)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     norm = p.add_mutually_exclusive_group()
     norm.add_argument("--normalize", dest="normalize", action="store_true", default=None, help="L2-normalise rows")
     norm.add_argument("--no-normalize", dest="normalize", action="store_false", help="do not L2-normalise rows")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_embed)
+
+
+def _add_embed_options(p: argparse.ArgumentParser) -> None:
+    prompt = p.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", help="a prompt the model declares, put before every text (e.g. query)")
+    prompt.add_argument("--prompt-text", help="a literal text put before every text (e.g. 'query: ')")
+    p.add_argument("--truncate-dim", type=int, help="keep the first N dimensions (Matryoshka), re-normalised")
+    p.add_argument("--precision", default="float32", choices=PRECISIONS,
+                   help="output precision, as sentence-transformers' quantize_embeddings (default float32)")
+    p.add_argument("--calibration", metavar="FILE",
+                   help="float embeddings (.parquet or .npy) whose ranges bucket int8 / uint8 (default: the output's)")
+    p.add_argument("--layer", type=int, action="append", dest="layers",
+                   help="pool this hidden layer instead of the output (-2: the one before last); repeat to merge")
+    p.add_argument("--layer-merge", default="concat", choices=LAYER_MERGES, help="how repeated --layer combine")
 
 
 def _add_finetune(sub: Any) -> None:

@@ -13,6 +13,7 @@ its metadata. Skipped inputs are listed, with their reasons, in ``OUT.skipped.js
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -31,6 +32,7 @@ from .atomic import atomic_path, write_json_atomic
 from .errors import ZooError
 from .inputs import InputSource, chunk_digest
 from .provenance import embedding_provenance
+from .quantize import calibration_ranges, needs_calibration, output_dtype, quantize
 from .settings import zoo_home
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from .adapter import Adapter
+    from .embed_options import EmbedOptions
 
 FORMATS = (".parquet", ".npy")
 DEFAULT_CHUNK_TEXT = 4096
@@ -79,18 +82,21 @@ def check_output(output: str | os.PathLike[str], inputs: InputSource | None = No
     return path
 
 
-def _schema(dim: int, id_type: pa.DataType, metadata: dict[str, Any]) -> pa.Schema:
+def _schema(width: int, id_type: pa.DataType, metadata: dict[str, Any], precision: str = "float32") -> pa.Schema:
+    """``id`` and a fixed-size ``embedding`` list of the precision's type (float32, int8 or uint8)."""
     import pyarrow as pa
 
-    return pa.schema([("id", id_type), ("embedding", pa.list_(pa.float32(), dim))],
+    value_type = pa.from_numpy_dtype(output_dtype(precision))
+    return pa.schema([("id", id_type), ("embedding", pa.list_(value_type, width))],
                      metadata={"zoo": json.dumps(metadata, sort_keys=True)})
 
 
 def _table(ids: list[Any], rows: np.ndarray, schema: pa.Schema) -> pa.Table:
     import pyarrow as pa
 
-    flat = pa.array(rows.reshape(-1), type=pa.float32())
-    embedding = pa.FixedSizeListArray.from_arrays(flat, rows.shape[1])
+    embedding_type = schema.field("embedding").type
+    flat = pa.array(rows.reshape(-1), type=embedding_type.value_type)
+    embedding = pa.FixedSizeListArray.from_arrays(flat, embedding_type.list_size)
     return pa.Table.from_arrays([pa.array(ids, type=schema.field("id").type), embedding], schema=schema)
 
 
@@ -103,11 +109,12 @@ class _Plan:
     chunks: int
     total: int
     meta: dict[str, Any]
-    schema: pa.Schema
+    schema: pa.Schema  # of the parts: float32 rows, quantized only when assembled
+    options: EmbedOptions
 
 
 def _plan_run(model: Adapter, inputs: InputSource, output: Path, *, batch_size: int, chunk_size: int | None,
-              normalize: bool, pool: str | None, num_workers: int) -> _Plan:
+              normalize: bool, pool: str | None, num_workers: int, options: EmbedOptions) -> _Plan:
     """Create ``OUT.partial/run.json``, or check that the interrupted run there had these settings."""
     import pyarrow as pa
 
@@ -120,10 +127,10 @@ def _plan_run(model: Adapter, inputs: InputSource, output: Path, *, batch_size: 
     if chunk_size < 1:
         raise ZooError(f"--chunk-size must be at least 1, got {chunk_size}")
     total = len(inputs)
-    meta = embedding_provenance(model.spec, model.files, embed_dim=model.embed_dim, normalize=normalize, pool=pool)
+    meta = embedding_provenance(model.spec, model.files, normalize=normalize, pool=pool, options=options)
     run = {"inputs": inputs.description, "fingerprint": inputs.fingerprint(), "total": total,
-           "chunk_size": chunk_size,
-           **{k: meta[k] for k in ("model", "sha256", "normalize", "pool", "embed_dim")}}
+           "chunk_size": chunk_size, **{k: meta[k] for k in ("model", "sha256", "normalize", "pool", "embed_dim")},
+           "options": options.provenance()}
     if previous is None:
         partial.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_file, run)
@@ -132,7 +139,8 @@ def _plan_run(model: Adapter, inputs: InputSource, output: Path, *, batch_size: 
         raise ZooError(f"{partial} holds an interrupted run with other settings ({', '.join(changed)}); "
                        f"delete it to start over, or run the same command to resume")
     id_type = pa.string() if inputs.kind == "files" else pa.int64()
-    return _Plan(partial, chunk_size, -(-total // chunk_size), total, meta, _schema(model.embed_dim, id_type, meta))
+    return _Plan(partial, chunk_size, -(-total // chunk_size), total, meta,
+                 _schema(options.float_dim, id_type, meta), options)
 
 
 def _done_chunk(part: Path, chunk: list[tuple[Any, Any]], kind: str) -> bool:
@@ -151,9 +159,11 @@ def _write_chunk(model: Adapter, chunk: list[tuple[Any, Any]], part: Path, plan:
     import pyarrow.parquet as pq
 
     ids = [i for i, _ in chunk]
+    float_options = dataclasses.replace(plan.options, precision="float32")  # quantized when assembled
     with warnings.catch_warnings():  # skipped items are reported once, at the end, by id
         warnings.filterwarnings("ignore", message="featurize skipped", category=RuntimeWarning)
-        rows, report = model.featurize_with_report([x for _, x in chunk], progress=False, **featurize)
+        rows, report = model.featurize_with_report([x for _, x in chunk], progress=False, options=float_options,
+                                                   **featurize)
     table = _table([ids[i] for i in report.kept], rows, plan.schema)
     skipped = json.dumps([[ids[i], why] for i, why in report.skipped], default=str)
     table = table.replace_schema_metadata({**table.schema.metadata, b"skipped": skipped.encode(),
@@ -174,6 +184,8 @@ def embed_to_file(
     on_error: str = "raise",
     num_workers: int = 0,
     progress: bool = True,
+    options: EmbedOptions | None = None,
+    calibration: np.ndarray | None = None,
 ) -> EmbedSummary:
     """Embed ``inputs`` into ``output`` (``.parquet`` or ``.npy``), resuming an interrupted run.
 
@@ -181,6 +193,11 @@ def embed_to_file(
     for the others (images and audio cost more per item) 512, or 8 batches per decode worker when
     that is more, since each chunk starts its workers afresh; so a kill loses seconds of work, not
     minutes. An interrupted run resumes with the chunk size it started with.
+
+    ``options`` (from :meth:`zoo.Adapter.embed_options`: prompt, layers, truncation, precision)
+    are recorded in the output's metadata. A quantized precision is applied when the parts are
+    assembled, so int8 / uint8 buckets come from every row of the output (or from the float
+    embeddings ``calibration``), as ``quantize_embeddings`` would bucket the whole matrix.
     """
     from tqdm.auto import tqdm
 
@@ -188,10 +205,11 @@ def embed_to_file(
     began = time.perf_counter()
     normalize = model.resolve_normalize(normalize)
     pool = model.resolve_pool(pool)
+    options = options or model.embed_options()
     with _exclusive(output):
         # on_error is not a setting of the run: a run that stopped at a bad input resumes with --skip-errors
         plan = _plan_run(model, inputs, output, batch_size=batch_size, chunk_size=chunk_size, normalize=normalize,
-                         pool=pool, num_workers=num_workers)
+                         pool=pool, num_workers=num_workers, options=options)
         reused = 0
         with tqdm(total=plan.total, desc=f"embed {model.name}", unit="item", disable=not progress,
                   smoothing=0.1) as bar, _kept_on_disk_error(plan, output):
@@ -205,7 +223,7 @@ def embed_to_file(
                     _write_chunk(model, chunk, part, plan, inputs.kind, batch_size=batch_size,
                                  normalize=normalize, pool=pool, on_error=on_error, num_workers=num_workers)
                 bar.update(len(chunk))
-            return _finish(plan, output, reused, began, skip_allowed=on_error == "skip")
+            return _finish(plan, output, reused, began, skip_allowed=on_error == "skip", calibration=calibration)
 
 
 @contextlib.contextmanager
@@ -240,7 +258,8 @@ def _kept_on_disk_error(plan: _Plan, output: Path) -> Iterator[None]:
                        "finish") from exc
 
 
-def _finish(plan: _Plan, output: Path, reused: int, began: float, *, skip_allowed: bool) -> EmbedSummary:
+def _finish(plan: _Plan, output: Path, reused: int, began: float, *, skip_allowed: bool,
+            calibration: np.ndarray | None) -> EmbedSummary:
     """Assemble the parts into ``output``, list skipped inputs beside it, and clear the staging folder."""
     import pyarrow.parquet as pq
 
@@ -253,7 +272,7 @@ def _finish(plan: _Plan, output: Path, reused: int, began: float, *, skip_allowe
     if skipped and not skip_allowed:  # chunks an earlier --skip-errors run wrote
         raise ZooError(f"input {skipped[0][0]}: {skipped[0][1]}; an earlier run of this command skipped "
                        f"{len(skipped)} inputs: pass --skip-errors to finish with them skipped")
-    rows = _assemble(parts, output, plan.schema, int(plan.meta["embed_dim"]))
+    rows = _assemble(parts, output, plan, calibration)
     if rows + len(skipped) != plan.total:  # never a silently short output
         output.unlink()
         raise ZooError(f"counted {plan.total} inputs but embedded {rows} and skipped {len(skipped)}: the inputs "
@@ -270,37 +289,72 @@ def _finish(plan: _Plan, output: Path, reused: int, began: float, *, skip_allowe
                         plan.chunk_size, time.perf_counter() - began)
 
 
-def _assemble(parts: list[Path], output: Path, schema: pa.Schema, dim: int) -> int:
-    """Stream the parts into ``output`` atomically; returns the row count."""
+def _assemble(parts: list[Path], output: Path, plan: _Plan, calibration: np.ndarray | None) -> int:
+    """Stream the parts into ``output`` atomically, quantized to the run's precision; returns the
+    row count."""
     import pyarrow.parquet as pq
 
+    precision = plan.options.precision
+    meta = dict(plan.meta)
+    ranges = None
+    if needs_calibration(precision):
+        ranges = calibration_ranges(calibration) if calibration is not None else _ranges_of(parts)
+        meta["calibration"] = {"ranges": ranges.tolist(),
+                               "from": "calibration embeddings" if calibration is not None else "this output"}
+    schema = _schema(plan.options.width, plan.schema.field("id").type, meta, precision)
     rows = 0
     with atomic_path(output) as tmp:
         if output.suffix == ".parquet":
             with pq.ParquetWriter(tmp, schema) as writer:
                 for part in parts:
-                    table = pq.read_table(part).replace_schema_metadata(schema.metadata)
+                    table = pq.read_table(part)
+                    if precision == "float32":
+                        table = table.replace_schema_metadata(schema.metadata)
+                    else:
+                        table = _table(table.column("id").to_pylist(), quantize(_float_rows(table), precision, ranges),
+                                       schema)
                     writer.write_table(table)
                     rows += table.num_rows
         else:
-            rows = _write_npy(parts, tmp, dim)
+            rows = _write_npy(parts, tmp, plan.options.width, precision, ranges)
     return rows
 
 
-def _write_npy(parts: list[Path], path: Path, dim: int) -> int:
+def _float_rows(table: pa.Table) -> np.ndarray:
+    column = table.column("embedding").combine_chunks()
+    return column.values.to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
+
+
+def _ranges_of(parts: list[Path]) -> np.ndarray:
+    """Each dimension's minimum and maximum over every part, one part in memory at a time."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    low = high = None
+    for part in parts:
+        rows = _float_rows(pq.read_table(part, columns=["embedding"]))
+        if len(rows):
+            low = rows.min(axis=0) if low is None else np.minimum(low, rows.min(axis=0))
+            high = rows.max(axis=0) if high is None else np.maximum(high, rows.max(axis=0))
+    if low is None:
+        raise ZooError("no rows to calibrate int8 / uint8 buckets from; pass --calibration FILE")
+    return calibration_ranges(np.vstack((low, high)))
+
+
+def _write_npy(parts: list[Path], path: Path, width: int, precision: str, ranges: np.ndarray | None) -> int:
     """A ``.npy`` file written with plain writes, part by part: a full disk raises ``OSError``
     (ENOSPC) here, where a memory-mapped file would kill the process with SIGBUS."""
     import numpy as np
     import pyarrow.parquet as pq
 
     counts = [pq.ParquetFile(p).metadata.num_rows for p in parts]
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
-              "shape": (sum(counts), dim)}
+    header = {"descr": np.lib.format.dtype_to_descr(output_dtype(precision)), "fortran_order": False,
+              "shape": (sum(counts), width)}
     with open(path, "wb") as fh:
         np.lib.format.write_array_header_1_0(fh, header)
         for part in parts:
-            column = pq.read_table(part, columns=["embedding"]).column(0).combine_chunks()
-            fh.write(column.values.to_numpy().astype(np.float32, copy=False).tobytes())
+            rows = _float_rows(pq.read_table(part, columns=["embedding"]))
+            fh.write(np.ascontiguousarray(quantize(rows, precision, ranges)).tobytes())
         fh.flush()
         os.fsync(fh.fileno())
     return sum(counts)

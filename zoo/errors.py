@@ -98,6 +98,11 @@ class UnsafePathError(ZooError, ValueError):
     """A record (bundle manifest, installed entry, spec) names a file outside its model folder."""
 
 
+class UnsupportedOptionError(ZooError, ValueError):
+    """An option this model cannot honour (intermediate layers of a backend without them, a
+    prompt for a model that takes no text); the message names the model."""
+
+
 class InputError(ZooError, ValueError):
     """One input item cannot be used; names its index (and path, when it has one)."""
 

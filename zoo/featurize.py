@@ -109,6 +109,7 @@ class _Output:
 
     items: list[Any]
     dim: int
+    keep_dims: int | None  # the first dims kept (Matryoshka truncation), before normalising
     normalize: bool
     on_error: OnError
     report: FeaturizeReport
@@ -120,7 +121,7 @@ class _Output:
     def __post_init__(self) -> None:
         import numpy as np
 
-        self.rows = np.zeros((len(self.items), self.dim), dtype=np.float32)
+        self.rows = np.zeros((len(self.items), self.keep_dims or self.dim), dtype=np.float32)
         self.filled = np.zeros(len(self.items), dtype=bool)
         self.weight = np.zeros(len(self.items), dtype=np.float64)
 
@@ -136,6 +137,8 @@ class _Output:
             raise RuntimeError(f"{type(adapter).__name__} returned shape {tuple(emb.shape)} "
                                f"for {n} items; expected ({n}, {self.dim})")
         emb = emb.float()  # first: numpy has no bfloat16
+        if self.keep_dims:
+            emb = emb[:, :self.keep_dims]
         values = emb.cpu().numpy()
         finite = np.isfinite(values).all(axis=1)
         for j in np.flatnonzero(~finite):
@@ -216,11 +219,13 @@ def run_featurize(
     desc: str = "featurize",
     num_workers: int = 0,
     windows: Windows | None = None,
+    keep_dims: int | None = None,
 ) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
     """Run ``encode`` over ``inputs`` batch by batch into ``(N, dim)`` float32 rows.
 
     ``plan`` defaults to the adapter's ``plan_batches``; ``windows`` (the adapter's, for its own
-    model) cuts long inputs. Returns the rows and the report of what was kept and skipped. See
+    model) cuts long inputs; ``keep_dims`` keeps each row's first dimensions (``(N, keep_dims)``),
+    normalised after the cut. Returns the rows and the report of what was kept and skipped. See
     :meth:`zoo.Adapter.featurize` for the contract; classifier outputs and the text tower of an
     image-text model reuse the same loop.
     """
@@ -235,7 +240,7 @@ def run_featurize(
     if isinstance(inputs, (str, bytes)):
         raise TypeError("featurize takes a sequence of items; wrap a single item in a list: [item]")
     items = list(inputs)
-    output = _Output(items, dim, normalize, on_error, FeaturizeReport(total=len(items)))
+    output = _Output(items, dim, keep_dims, normalize, on_error, FeaturizeReport(total=len(items)))
     adapter.model.eval()
     with keep_freed_memory(enabled=str(adapter.device).startswith("cpu")), torch.inference_mode(), \
             _progress_bar(adapter, len(items), progress, desc) as bar:

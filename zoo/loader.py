@@ -133,9 +133,12 @@ def info(name: str) -> dict[str, Any]:
     return resolve(name).to_dict()
 
 
-def list_models(pattern: str | list[str] | None = None, *, modality: str | None = None) -> list[str]:
-    """Curated model names matching fnmatch ``pattern`` (e.g. ``"*minilm*"``), optionally of one modality."""
-    return get_registry().list_models(pattern, modality)
+def list_models(pattern: str | list[str] | None = None, *, modality: str | None = None,
+                sort: str | None = None) -> list[str]:
+    """Curated model names matching fnmatch ``pattern`` (e.g. ``"*minilm*"``), optionally of one
+    modality; ``sort="top1"`` (any metric in :data:`zoo.scores.METRICS` a model publishes) keeps
+    the models that publish it, best first."""
+    return get_registry().list_models(pattern, modality, sort)
 
 
 def pull(name: str) -> ModelFiles:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 
 if TYPE_CHECKING:
+    from .embed_options import EmbedOptions
     from .model_files import ModelFiles
     from .spec import ModelSpec
 
@@ -23,12 +24,14 @@ def weights_provenance(spec: ModelSpec, files: ModelFiles | None) -> dict[str, A
             "zoo_version": __version__}
 
 
-def embedding_provenance(spec: ModelSpec, files: ModelFiles | None, *, embed_dim: int, normalize: bool,
-                         pool: str | None) -> dict[str, Any]:
-    """:func:`weights_provenance` plus how the embeddings were computed from it."""
+def embedding_provenance(spec: ModelSpec, files: ModelFiles | None, *, normalize: bool, pool: str | None,
+                         options: EmbedOptions) -> dict[str, Any]:
+    """:func:`weights_provenance` plus how the embeddings were computed from it: pooling,
+    normalisation, preprocessing and the embedding options (prompt, layers, truncation,
+    precision). ``embed_dim`` is the width of the float rows, after truncation."""
     preprocessing = json.loads(json.dumps(dict(spec.preprocessing), default=str))  # plain JSON values
-    return {**weights_provenance(spec, files), "embed_dim": embed_dim, "normalize": normalize, "pool": pool,
-            "preprocessing": preprocessing}
+    return {**weights_provenance(spec, files), "embed_dim": options.float_dim, "normalize": normalize,
+            "pool": pool, "preprocessing": preprocessing, **options.provenance()}
 
 
 def base_model_name(record: dict[str, Any]) -> str:

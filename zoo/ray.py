@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import did_you_mean
 from .featurize import OnError
 from .loader import load
+from .quantize import needs_calibration
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,6 +49,12 @@ class _Embedder:
         return {**batch, self.output_column: embeddings}
 
 
+def _check_calibration(options: dict[str, Any], calibration: np.ndarray | None) -> None:
+    if needs_calibration(str(options.get("precision", "float32"))) and calibration is None:
+        raise ValueError(f"precision={options['precision']!r} over a Ray dataset needs calibration= (float "
+                         "embeddings of a representative set), so every batch is bucketed alike")
+
+
 def featurize(
     dataset: ray.data.Dataset,
     model: str,
@@ -64,6 +71,8 @@ def featurize(
     concurrency: int | tuple[int, int] = 1,
     num_cpus: float | None = None,
     num_gpus: float | None = None,
+    calibration: np.ndarray | None = None,
+    **options: Any,
 ) -> ray.data.Dataset:
     """Add an embedding column to ``dataset``: the lazy Ray Data equivalent of :meth:`zoo.Adapter.featurize`.
 
@@ -80,15 +89,16 @@ def featurize(
         device, dtype: as in :func:`zoo.load`.
         concurrency: actors (or a ``(min, max)`` autoscaling range).
         num_cpus, num_gpus: resources each actor reserves.
+        calibration, **options: as in :meth:`zoo.Adapter.featurize`; int8 / uint8 need
+            ``calibration``, since buckets computed per Ray batch would differ.
 
-    Returns:
-        A lazy dataset: the input columns plus ``output_column``. Nothing runs until it is consumed.
+    Returns: a lazy dataset, the input columns plus ``output_column``; nothing runs until consumed.
     """
     try:
         import ray.data  # noqa: F401
     except ImportError as exc:
         raise ImportError("zoo.ray needs Ray Data: pip install 'zoo-models[ray]'") from exc
-
+    _check_calibration(options, calibration)
     resources = {k: v for k, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus)) if v is not None}
     return dataset.map_batches(
         _Embedder,
@@ -97,7 +107,7 @@ def featurize(
             "column": column,
             "output_column": output_column,
             "featurize_options": {"batch_size": model_batch_size, "normalize": normalize, "pool": pool,
-                                  "on_error": on_error},
+                                  "on_error": on_error, "calibration": calibration, **options},
             "load_options": {"device": device, "dtype": dtype},
         },
         batch_size=batch_size,

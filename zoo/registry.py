@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import DuplicateModelError, PluginError, RegistryError, close_matches, did_you_mean
 from .plugin_manager import PluginFailure, ZooPluginManager, get_plugin_manager
 from .registry_file import read_registry
+from .scores import sort_key
 from .spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -205,8 +206,10 @@ class Registry:
         """Sorted names of the models registered by the plugin ``query`` names."""
         return sorted(name for name, owner in self.owners.items() if owner.matches(query))
 
-    def list_models(self, pattern: str | Iterable[str] | None = None, modality: str | None = None) -> list[str]:
-        """Sorted curated names matching any fnmatch ``pattern`` (on the name or an alias)."""
+    def list_models(self, pattern: str | Iterable[str] | None = None, modality: str | None = None,
+                    sort: str | None = None) -> list[str]:
+        """Curated names matching any fnmatch ``pattern`` (on the name or an alias), sorted by name;
+        with ``sort`` (a metric such as ``top1``), only the models that publish it, best first."""
         patterns = [pattern] if isinstance(pattern, str) else list(pattern or [])
         out = []
         for spec in self.specs.values():
@@ -216,8 +219,15 @@ class Registry:
                 fnmatch.fnmatch(n.lower(), p.lower()) for p in patterns for n in spec.names
             ):
                 continue
-            out.append(spec.name)
-        return sorted(out)
+            out.append(spec)
+        if sort is None:
+            return sorted(spec.name for spec in out)
+        published = sorted({metric for spec in self.specs.values() for metric in spec.scores})
+        if sort not in published:
+            raise RegistryError(f"no model publishes a {sort!r} score{did_you_mean(sort, published)} (metrics "
+                                f"with figures: {', '.join(published) or 'none'})")
+        scored = sorted((spec for spec in out if sort in spec.scores), key=lambda spec: spec.name)
+        return [spec.name for spec in sorted(scored, key=sort_key(sort))]
 
 
 def _call_each(pm: ZooPluginManager, hook_name: str, make_register: Callable[[Owner], Callable[..., None]]) -> None:

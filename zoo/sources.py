@@ -219,9 +219,36 @@ def _hub_cached(spec: ModelSpec, source: Source, home: Path) -> Path | None:
             )
         except Exception:  # not cached (huggingface_hub raises several kinds here)
             continue
-        if all((Path(folder) / name).exists() for name in spec.sha256):
+        if _complete(spec, Path(folder)):
             return Path(folder)
     return None
+
+
+def _complete(spec: ModelSpec, folder: Path) -> bool:
+    """Whether a cached snapshot holds every pinned file; with no pins, at least some weights
+    (a snapshot may hold only the config.json that ``zoo info`` fetched)."""
+    if spec.sha256:
+        return all((folder / name).exists() for name in spec.sha256)
+    weights = ("*.safetensors", *_PICKLE_WEIGHTS, "*.pt", "*.pth")
+    return any(next(folder.glob(pattern), None) is not None for pattern in weights)
+
+
+def hub_file(repo: str, filename: str, revision: str | None, *, network: bool | None = None) -> Path | None:
+    """One small file of a hub repository (a ``config.json``): from zoo's or the user's Hugging
+    Face cache, else downloaded into zoo's when the network is allowed; None when neither can."""
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+
+    for cache_dir in (hub_cache_dir(), Path(constants.HF_HUB_CACHE)):
+        found = try_to_load_from_cache(repo, filename, cache_dir=cache_dir, revision=revision)
+        if isinstance(found, str):
+            return Path(found)
+    if not ((not offline()) if network is None else network):
+        return None
+    try:
+        return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=hub_cache_dir(),
+                                    endpoint=os.environ.get("HF_ENDPOINT") or None))
+    except Exception:  # no such repo or file, no network: the caller says what is unknown
+        return None
 
 
 # --- sources over the network ------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 
 from .errors import RegistryError, UnsafePathError, did_you_mean
 from .safe_paths import check_file_name
+from .scores import check_scores
 
 SOURCE_KINDS = ("hub", "url", "pkg", "path")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -119,6 +120,11 @@ class ModelSpec:
         description: one line for ``zoo list`` / ``zoo info``.
         requires: names of models this one is built on (a finetuned model's base): the loader
             loads them first and hands them over, and ``zoo pack`` bundles them too.
+        prompts: named texts to put before inputs (E5's ``{query: "query: ", passage: "passage: "}``),
+            used by ``featurize(..., prompt="query")``.
+        matryoshka_dims: the truncated widths the weights were trained for (``truncate_dim``).
+        scores: figures the authors published, by metric (see :mod:`zoo.scores`), each
+            ``{value, source[, note]}``.
         plugin: who registered it (filled in by the registry, for display).
     """
 
@@ -138,6 +144,9 @@ class ModelSpec:
     tags: tuple[str, ...] = ()
     description: str = ""
     requires: tuple[str, ...] = ()
+    prompts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    matryoshka_dims: tuple[int, ...] = ()
+    scores: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     plugin: str | None = None
 
     def __post_init__(self) -> None:
@@ -150,6 +159,12 @@ class ModelSpec:
                 raise RegistryError(f"sha256 of {file!r} in {self.name!r} is not 64 lowercase hex digits")
         if self.embed_dim is not None and (not isinstance(self.embed_dim, int) or self.embed_dim <= 0):
             raise RegistryError(f"embed_dim of {self.name!r} must be a positive integer")
+        for name, text in self.prompts.items():
+            if not isinstance(name, str) or not isinstance(text, str):
+                raise RegistryError(f"prompts of {self.name!r} map names to texts; got {name!r}: {text!r}")
+        for dim in self.matryoshka_dims:
+            if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+                raise RegistryError(f"matryoshka_dims of {self.name!r} must be positive integers, not {dim!r}")
 
     def __hash__(self) -> int:  # the mapping fields are not hashable; these identify a spec
         return hash((self.name, self.backend, self.backend_id, self.sources))
@@ -181,6 +196,8 @@ class ModelSpec:
             value = getattr(self, f.name)
             if f.name == "sources":
                 value = [s.to_dict() for s in value]
+            elif f.name == "scores":
+                value = {metric: dict(score) for metric, score in value.items()}
             elif isinstance(value, Mapping):
                 value = dict(value)
             elif isinstance(value, tuple):
@@ -206,9 +223,12 @@ class ModelSpec:
         kwargs["aliases"] = tuple(str(a) for a in data.get("aliases") or ())
         kwargs["tags"] = tuple(str(t) for t in data.get("tags") or ())
         kwargs["requires"] = tuple(str(r) for r in data.get("requires") or ())
+        kwargs["matryoshka_dims"] = tuple(data.get("matryoshka_dims") or ())
+        kwargs["scores"] = _frozen_mapping({metric: _frozen_mapping(score) for metric, score in
+                                            check_scores(str(data["name"]), data.get("scores") or {}).items()})
         kwargs["sources"] = tuple(
             s if isinstance(s, Source) else Source.from_dict(s) for s in data.get("sources") or ()
         )
-        for key in ("sha256", "preprocessing", "config"):
+        for key in ("sha256", "preprocessing", "config", "prompts"):
             kwargs[key] = _frozen_mapping(data.get(key))
         return cls(**kwargs)
