@@ -49,15 +49,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not specs:
         print("no models match", file=sys.stderr)
         return 0
+    score = [args.sort] if args.sort else []  # the sorted metric's column, after the name
+    rows = [[s.name, *(f"{s.scores[m]['value']:g}" for m in score), s.modality, s.backend, str(s.embed_dim or "?"),
+             s.description] for s in specs]
+    print(_table(rows, ["name", *score, "modality", "backend", "dim", "description"]))
     if args.sort:
-        rows = [[s.name, f"{s.scores[args.sort]['value']:g}", s.modality, s.backend, str(s.embed_dim or "?"),
-                 s.description] for s in specs]
-        print(_table(rows, ["name", args.sort, "modality", "backend", "dim", "description"]))
         print(f"\n{args.sort}: {METRICS[args.sort].description if args.sort in METRICS else args.sort}, as "
               "published (sources: zoo info NAME)")
-        return 0
-    rows = [[s.name, s.modality, s.backend, str(s.embed_dim or "?"), s.description] for s in specs]
-    print(_table(rows, ["name", "modality", "backend", "dim", "description"]))
     return 0
 
 

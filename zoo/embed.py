@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock, Timeout
 
 from .atomic import atomic_path, write_json_atomic
+from .embedding_file import embedding_rows
 from .errors import ZooError
 from .inputs import InputSource, chunk_digest
 from .provenance import embedding_provenance
@@ -311,18 +312,13 @@ def _assemble(parts: list[Path], output: Path, plan: _Plan, calibration: np.ndar
                     if precision == "float32":
                         table = table.replace_schema_metadata(schema.metadata)
                     else:
-                        table = _table(table.column("id").to_pylist(), quantize(_float_rows(table), precision, ranges),
-                                       schema)
+                        rows_of_part = quantize(embedding_rows(table), precision, ranges)
+                        table = _table(table.column("id").to_pylist(), rows_of_part, schema)
                     writer.write_table(table)
                     rows += table.num_rows
         else:
             rows = _write_npy(parts, tmp, plan.options.width, precision, ranges)
     return rows
-
-
-def _float_rows(table: pa.Table) -> np.ndarray:
-    column = table.column("embedding").combine_chunks()
-    return column.values.to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
 
 
 def _ranges_of(parts: list[Path]) -> np.ndarray:
@@ -332,13 +328,13 @@ def _ranges_of(parts: list[Path]) -> np.ndarray:
 
     low = high = None
     for part in parts:
-        rows = _float_rows(pq.read_table(part, columns=["embedding"]))
+        rows = embedding_rows(pq.read_table(part, columns=["embedding"]))
         if len(rows):
             low = rows.min(axis=0) if low is None else np.minimum(low, rows.min(axis=0))
             high = rows.max(axis=0) if high is None else np.maximum(high, rows.max(axis=0))
     if low is None:
         raise ZooError("no rows to calibrate int8 / uint8 buckets from; pass --calibration FILE")
-    return calibration_ranges(np.vstack((low, high)))
+    return np.vstack((low, high))
 
 
 def _write_npy(parts: list[Path], path: Path, width: int, precision: str, ranges: np.ndarray | None) -> int:
@@ -353,7 +349,7 @@ def _write_npy(parts: list[Path], path: Path, width: int, precision: str, ranges
     with open(path, "wb") as fh:
         np.lib.format.write_array_header_1_0(fh, header)
         for part in parts:
-            rows = _float_rows(pq.read_table(part, columns=["embedding"]))
+            rows = embedding_rows(pq.read_table(part, columns=["embedding"]))
             fh.write(np.ascontiguousarray(quantize(rows, precision, ranges)).tobytes())
         fh.flush()
         os.fsync(fh.fileno())

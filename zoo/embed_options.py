@@ -76,7 +76,8 @@ class EmbedOptions:
                 "truncate_dim": self.truncate_dim, "precision": self.precision}
 
 
-def resolve_prompt(spec: ModelSpec, prompt: str | None, prompt_text: str | None, *, takes_text: bool) -> tuple[str | None, str]:
+def resolve_prompt(spec: ModelSpec, prompt: str | None, prompt_text: str | None, *,
+                   takes_text: bool) -> tuple[str | None, str]:
     """``(name, text)`` of the prompt asked for by name (one the model declares) or literally."""
     if prompt is None and prompt_text is None:
         return None, ""

@@ -12,6 +12,7 @@ from .errors import ZooError
 
 if TYPE_CHECKING:
     import numpy as np
+    import pyarrow as pa
 
 
 @dataclass
@@ -46,6 +47,10 @@ def read_embeddings(path: str | os.PathLike[str]) -> EmbeddingFile:
     if meta is None or "embedding" not in table.column_names:
         raise ZooError(f"{path} was not written by `zoo embed` (no embedding column with zoo's provenance); "
                        "embed the inputs with `zoo embed` first")
+    return EmbeddingFile(path, table.column("id").to_pylist(), embedding_rows(table), json.loads(meta))
+
+
+def embedding_rows(table: pa.Table) -> np.ndarray:
+    """A table's fixed-size ``embedding`` column as an ``(N, D)`` array."""
     column = table.column("embedding").combine_chunks()
-    rows = column.values.to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
-    return EmbeddingFile(path, table.column("id").to_pylist(), rows, json.loads(meta))
+    return column.values.to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)

@@ -226,8 +226,9 @@ class Registry:
         if sort not in published:
             raise RegistryError(f"no model publishes a {sort!r} score{did_you_mean(sort, published)} (metrics "
                                 f"with figures: {', '.join(published) or 'none'})")
-        scored = sorted((spec for spec in out if sort in spec.scores), key=lambda spec: spec.name)
-        return [spec.name for spec in sorted(scored, key=sort_key(sort))]
+        best_first = sort_key(sort)
+        scored = [spec for spec in out if sort in spec.scores]
+        return [spec.name for spec in sorted(scored, key=lambda spec: (best_first(spec), spec.name))]
 
 
 def _call_each(pm: ZooPluginManager, hook_name: str, make_register: Callable[[Owner], Callable[..., None]]) -> None:
