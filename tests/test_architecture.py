@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"zoo": ROOT / "zoo", "zoo.plugins": ROOT / "plugins", "zoo.adapters": ROOT / "adapters"}
-HEAVY = ("torch", "numpy", "huggingface_hub", "transformers", "timm", "open_clip", "pyarrow", "PIL")
+HEAVY = ("torch", "numpy", "huggingface_hub", "transformers", "timm", "open_clip", "pyarrow", "PIL", "starlette",
+         "uvicorn")
 MAX_FUNCTION_LINES = 60
 
 
@@ -127,3 +128,12 @@ def test_functions_are_short_enough_to_read_at_once(module):
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_every_subpackage_of_zoo_ships_in_the_wheel():
+    # setuptools installs only the packages pyproject.toml lists; an editable install hides a
+    # missing one, a wheel does not.
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"zoo." + p.parent.name for p in (ROOT / "zoo").glob("*/__init__.py")}
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"

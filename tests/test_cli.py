@@ -20,10 +20,10 @@ def run_zoo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})}, timeout=300)
 
 
-def test_import_zoo_and_zoo_list_do_not_import_torch():
+def test_import_zoo_and_zoo_list_do_not_import_torch_or_a_server():
     code = ("import sys, zoo; from zoo.cli import main; zoo.list_models(); zoo.info('minilm-l6'); "
-            "main(['list']); main(['plugins']); "
-            "heavy = [m for m in ('torch', 'transformers', 'timm', 'open_clip', 'torchaudio', 'numpy') "
+            "main(['list']); main(['plugins']); heavy = [m for m in "
+            "('torch', 'transformers', 'timm', 'open_clip', 'torchaudio', 'numpy', 'starlette', 'uvicorn') "
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"

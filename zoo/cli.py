@@ -27,6 +27,7 @@ from .plugin_manager import get_plugin_manager
 from .quantize import PRECISIONS
 from .registry import CATALOGUE_OWNER, get_registry
 from .scores import METRICS
+from .serve import serve
 from .settings import zoo_home
 from .testing import check, format_table
 
@@ -192,6 +193,32 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    serve(args.names, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+          batch_size=args.batch_size, device=args.device, max_body_mb=args.max_body_mb, stop_after=args.stop_after,
+          log_level=args.log_level)
+    return 0
+
+
+def _add_serve(sub: Any) -> None:
+    p = sub.add_parser("serve", help="serve models behind an OpenAI-compatible /v1/embeddings endpoint")
+    p.add_argument("names", nargs="+", metavar="NAME", help="models to serve (requests name them so)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--max-batch", type=int, default=64,
+                   help="most items gathered from concurrent requests at once (default 64; 1: no batching)")
+    p.add_argument("--max-wait-ms", type=float, default=5,
+                   help="how long a gathering waits for more requests after the first (default 5)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="items per forward pass: what was gathered is sorted by length and split so (default 32)")
+    p.add_argument("--max-body-mb", type=float, default=32, help="larger request bodies get 413 (default 32)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--stop-after", type=float, metavar="SECONDS", help="shut down by itself after SECONDS")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="server log level (default info: one line per request)")
+    p.set_defaults(func=cmd_serve)
+
+
 def _finetune_config(args: argparse.Namespace) -> FinetuneConfig:
     return FinetuneConfig(
         output_dir=args.output, strategy=args.strategy, epochs=args.epochs, lr=args.lr,
@@ -284,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cache)
     _add_embed(sub)
     _add_finetune(sub)
+    _add_serve(sub)
     return parser
 
 

@@ -1,0 +1,275 @@
+"""`zoo serve` on a real server: a subprocess on a loopback port, spoken to with the openai client and httpx.
+
+Each server stops by itself (--stop-after) and is terminated at teardown; its start-up wait is
+bounded in time. Expected vectors come from featurize in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+pytestmark = [pytest.mark.allow_hosts(["127.0.0.1"]), pytest.mark.slow]
+
+TEXTS = ["A man is playing a guitar.", "hi", "The new movie is awesome.", "cats and dogs", "Stocks fell."]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``zoo serve NAMES`` in a subprocess; ``output`` has what it printed once it stopped."""
+
+    def __init__(self, *names: str, extra: tuple[str, ...] = ()) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.output = ""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "zoo", "serve", *names, "--port", str(self.port), "--device", "cpu",
+             "--stop-after", "300", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"zoo serve exited: {self.proc.stdout.read()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("zoo serve did not answer /health within 120 s")
+
+    def embed(self, model: str, inputs: object, **fields: object) -> httpx.Response:
+        return httpx.post(f"{self.url}/v1/embeddings", json={"model": model, "input": inputs, **fields}, timeout=60)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.output = self.proc.communicate(timeout=60)[0]
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def speech_wav(tmp_path_factory) -> bytes:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    path = tmp_path_factory.mktemp("serve-speech") / "hello.wav"
+    subprocess.run(["espeak-ng", "-w", str(path), "Serving embeddings over HTTP."], check=True)
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def server(open_clip_dir):
+    srv = Server("minilm-l6", "efficientnet-lite0", "ge2e-speaker", str(open_clip_dir), extra=("--max-body-mb", "1"))
+    yield srv
+    srv.stop()
+
+
+def _png(seed: int, size: tuple[int, int] = (64, 80)) -> bytes:
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 255, (*size, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _data_url(mime: str, payload: bytes) -> str:
+    return f"data:{mime};base64," + base64.b64encode(payload).decode()
+
+
+def _rows(reply: httpx.Response) -> np.ndarray:
+    assert reply.status_code == 200, reply.text
+    return np.array([d["embedding"] for d in reply.json()["data"]], dtype=np.float32)
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_openai_client_gets_featurize_vectors(server, minilm):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    got = client.embeddings.create(model="minilm-l6", input=TEXTS)  # the client asks for base64
+    rows = np.array([d.embedding for d in got.data], dtype=np.float32)
+    assert [d.index for d in got.data] == list(range(len(TEXTS)))
+    assert got.usage.prompt_tokens == sum(len(ids) for ids in minilm.tokenizer(TEXTS)["input_ids"])
+    assert _cosines(rows, minilm.featurize(TEXTS)).min() >= 0.9999
+
+
+def test_one_request_alone_is_bit_equal_to_featurize_in_float_and_base64(server, minilm):
+    # Alone on the server, a request is one featurize call with the server's batch size (64).
+    expected = minilm.featurize(TEXTS, batch_size=64)
+    assert np.array_equal(_rows(server.embed("minilm-l6", TEXTS)), expected)
+    encoded = server.embed("minilm-l6", TEXTS, encoding_format="base64").json()["data"]
+    decoded = np.array([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in encoded])
+    assert np.array_equal(decoded, expected)
+
+
+def test_dimensions_truncates_and_renormalises_like_featurize(server, minilm):
+    rows = _rows(server.embed("minilm-l6", TEXTS, dimensions=128))
+    with pytest.warns(UserWarning, match="Matryoshka"):
+        expected = minilm.featurize(TEXTS, batch_size=64, truncate_dim=128)
+    assert rows.shape == (len(TEXTS), 128)
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1, rtol=1e-5)
+    assert _cosines(rows, expected).min() >= 0.9999
+
+
+def test_images_as_data_urls(server):
+    import zoo
+
+    pngs = [_png(0), _png(1, (40, 30))]
+    rows = _rows(server.embed("efficientnet-lite0", [_data_url("image/png", b) for b in pngs]))
+    expected = zoo.load("efficientnet-lite0", device="cpu").featurize(pngs)
+    assert _cosines(rows, expected).min() >= 0.9999
+
+
+def test_audio_as_a_data_url_through_the_openai_client(server, speech_wav):
+    import zoo
+
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    got = client.embeddings.create(model="ge2e-speaker", input=[_data_url("audio/wav", speech_wav)])
+    expected = zoo.load("ge2e-speaker", device="cpu").featurize([speech_wav])
+    assert len(got.data[0].embedding) == 256
+    assert _cosines(np.array([got.data[0].embedding], dtype=np.float32), expected).min() >= 0.9999
+
+
+def test_image_text_model_takes_texts_and_images_in_one_request_into_one_space(server, open_clip_dir):
+    import zoo
+
+    name = str(open_clip_dir)
+    pngs = [_png(2, (32, 32)), _png(3, (48, 40))]
+    inputs = ["a photo of a cat", _data_url("image/png", pngs[0]), "a diagram", _data_url("image/png", pngs[1])]
+    rows = _rows(server.embed(name, inputs))
+    model = zoo.load(name, device="cpu")
+    expected = np.empty_like(rows)
+    expected[[0, 2]] = model.featurize_texts(["a photo of a cat", "a diagram"])
+    expected[[1, 3]] = model.featurize_images(pngs)
+    assert rows.shape == (4, 32)
+    assert _cosines(rows, expected).min() >= 0.9999
+
+
+def test_64_concurrent_clients_each_get_their_own_rows(server, minilm):
+    texts = [f"sentence number {i} about {'cats' if i % 2 else 'markets'}" for i in range(64)]
+    expected = minilm.featurize(texts)
+    with ThreadPoolExecutor(64) as pool:
+        rows = np.concatenate(list(pool.map(lambda t: _rows(server.embed("minilm-l6", t)), texts)))
+    # Each row is closest to its own text's: no client got another's.
+    assert _cosines(rows, expected).min() >= 0.9999
+    assert (np.argmax(rows @ expected.T, axis=1) == np.arange(64)).all()
+
+
+@pytest.mark.parametrize(("model", "inputs", "fields", "status", "needle"), [
+    ("minilm-l5", "x", {}, 404, "did you mean 'minilm-l6'"),
+    ("minilm-l6", [], {}, 400, "non-empty"),
+    ("minilm-l6", ["ok", "data:image/png;base64,AAAA"], {}, 400, "input[1] is an image; minilm-l6 embeds text"),
+    ("efficientnet-lite0", ["data:image/png;base64,bm90IGFuIGltYWdl"], {}, 400, "input[0]"),
+    ("ge2e-speaker", ["data:audio/wav;base64,UklGRgAAAABXQVZF"], {}, 400, "input[0]"),
+    ("ge2e-speaker", ["hello"], {}, 400, "input[0] is a text"),
+    ("minilm-l6", "x", {"encoding_format": "hex"}, 400, "encoding_format"),
+    ("minilm-l6", "x", {"dimensions": 1000}, 400, "dimensions 1000 is more than minilm-l6's 384"),
+    ("minilm-l6", [1, 2, 3], {}, 400, "input[0] is token ids"),
+])
+def test_bad_requests_get_named_4xx_and_the_server_stays_up(server, model, inputs, fields, status, needle):
+    reply = server.embed(model, inputs, **fields)
+    assert reply.status_code == status and needle in reply.json()["error"]["message"], reply.text
+    assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+
+
+def test_an_unknown_path_gets_a_json_404_naming_the_routes(server):
+    reply = httpx.post(f"{server.url}/v1/embedding", json={"model": "minilm-l6", "input": "x"}, timeout=10)
+    assert reply.status_code == 404 and "POST /v1/embeddings" in reply.json()["error"]["message"]
+
+
+def test_a_bad_image_fails_only_its_own_request_in_a_shared_batch(server):
+    good, bad = _data_url("image/png", _png(4)), "data:image/png;base64,bm90IGFuIGltYWdl"
+    bodies = [[good], [good, bad], [good]] * 4
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        replies = list(pool.map(lambda inputs: server.embed("efficientnet-lite0", inputs), bodies))
+    assert [r.status_code for r in replies] == [200, 400, 200] * 4
+    assert all("input[1]" in r.json()["error"]["message"] for r in replies[1::3])
+
+
+def test_an_oversized_body_gets_413_naming_the_limit(server):
+    reply = server.embed("minilm-l6", ["x" * (1 << 20)] * 2)
+    assert reply.status_code == 413 and "--max-body-mb" in reply.json()["error"]["message"]
+    assert server.embed("minilm-l6", "still up").status_code == 200
+
+
+def test_models_lists_modality_and_dimension(server, open_clip_dir):
+    data = httpx.get(f"{server.url}/v1/models", timeout=5).json()["data"]
+    assert {(m["id"], m["modality"], m["dimension"]) for m in data} == {
+        ("minilm-l6", "text", 384), ("efficientnet-lite0", "vision", 1280), ("ge2e-speaker", "audio", 256),
+        (str(open_clip_dir), "image-text", 32)}
+
+
+def test_sigterm_lets_the_request_in_flight_finish_then_exits_0():
+    srv = Server("minilm-l6", extra=("--max-batch", "8"))
+    texts = [f"a longer sentence, number {i}, to keep the model busy for a while" for i in range(1000)]
+    replies: list[tuple[httpx.Response, float]] = []
+    asking = threading.Thread(target=lambda: replies.append((srv.embed("minilm-l6", texts), time.monotonic())))
+    asking.start()
+    time.sleep(0.5)  # the request is in; 1000 texts take seconds on a CPU
+    signalled = time.monotonic()
+    assert srv.stop() == 0, srv.output
+    asking.join(timeout=60)
+    reply, answered = replies[0]
+    assert answered > signalled, "the request finished before the signal: nothing was in flight"
+    assert reply.status_code == 200 and len(reply.json()["data"]) == 1000
+    assert "Waiting for connections to close" in srv.output, srv.output
+
+
+def test_a_failing_model_fails_its_batch_loudly_and_the_batcher_goes_on(caplog):
+    from zoo.featurize import FeaturizeReport
+    from zoo.serve.batcher import Batcher
+
+    def run(items, key):
+        if "boom" in items:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return np.ones((len(items), 2), dtype=np.float32), FeaturizeReport(kept=list(range(len(items)))), None
+
+    async def scenario():
+        batcher = Batcher(run, max_batch=4, max_wait_ms=1, name="m")
+        batcher.start()
+        try:
+            with pytest.raises(RuntimeError, match="simulated"):
+                await batcher.embed(["boom"], "text")
+            rows, tokens = await batcher.embed(["fine", "too"], "text")
+            return rows
+        finally:
+            await batcher.stop()
+
+    with caplog.at_level(logging.ERROR, logger="zoo.serve"):
+        rows = asyncio.run(scenario())
+    assert rows.shape == (2, 2)
+    assert "model m failed on a batch of 1 items" in caplog.text and "simulated" in caplog.text
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--max-batch", "0"), ("--batch-size", "-1"), ("--max-wait-ms", "-5")])
+def test_a_setting_that_would_fail_every_request_is_refused_before_loading(flag, value):
+    done = subprocess.run([sys.executable, "-m", "zoo", "serve", "minilm-l6", flag, value],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and f"{flag} must be" in done.stderr, done.stderr

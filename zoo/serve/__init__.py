@@ -1,0 +1,103 @@
+"""``zoo serve``: zoo models behind one OpenAI-compatible HTTP endpoint, with dynamic batching.
+
+>>> from zoo.serve import serve
+>>> serve(["minilm-l6"], port=8080)   # POST /v1/embeddings, GET /v1/models, GET /health
+
+Needs the ``serve`` extra (Starlette and uvicorn): ``pip install 'zoo-models[serve]'``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+
+from ..loader import load
+
+log = logging.getLogger("zoo.serve")
+
+
+def _require_server() -> None:
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise ImportError("zoo serve needs Starlette and uvicorn: pip install 'zoo-models[serve]'") from exc
+
+
+def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, max_batch: int = 64,
+          max_wait_ms: float = 5, batch_size: int = 32, device: str | None = None, max_body_mb: float = 32,
+          stop_after: float | None = None, log_level: str = "info") -> None:
+    """Load each model once and serve them until SIGINT / SIGTERM (in-flight requests finish first).
+
+    Args:
+        names: models to serve, by any name :func:`zoo.load` takes; requests name them so.
+        host, port: where to listen (loopback by default).
+        max_batch, max_wait_ms: requests waiting together are gathered, up to ``max_batch``
+            items, waiting at most ``max_wait_ms`` for more after the first.
+        batch_size: what was gathered is sorted by length and embedded in forward passes of at
+            most this many items, as featurize does; each request is answered when its pass ends.
+        device: as in :func:`zoo.load`.
+        max_body_mb: larger request bodies get 413.
+        stop_after: shut down by itself after this many seconds (tests, batch jobs).
+    """
+    _check_settings(max_batch=max_batch, batch_size=batch_size, max_wait_ms=max_wait_ms, max_body_mb=max_body_mb)
+    _require_server()
+    import uvicorn
+
+    from .app import create_app
+
+    _log_like_uvicorn(log_level)
+    models = {name: load(name, device=device) for name in names}
+    for name, model in models.items():
+        log.info("serving %s: %s, %d dimensions, on %s", name, model.modality, model.embed_dim, model.device)
+    app = create_app(models, max_batch=max_batch, max_wait_ms=max_wait_ms, batch_size=batch_size,
+                     max_body_bytes=int(max_body_mb * 2**20))
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
+    server = uvicorn.Server(config)
+    if stop_after is not None:  # through the server's own shutdown path, as SIGTERM: in-flight requests finish
+        timer = threading.Timer(stop_after, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.daemon = True
+        timer.start()
+    with _exit_quietly_on_signals():
+        server.run()  # on uvloop and httptools where installed
+    log.info("zoo serve stopped")
+
+
+def _check_settings(*, max_batch: int, batch_size: int, max_wait_ms: float, max_body_mb: float) -> None:
+    """Refuse a setting that would fail every request, before any model loads."""
+    wrong = [f"--max-batch must be at least 1, not {max_batch}" if max_batch < 1 else "",
+             f"--batch-size must be at least 1, not {batch_size}" if batch_size < 1 else "",
+             f"--max-wait-ms must be >= 0, not {max_wait_ms}" if max_wait_ms < 0 else "",
+             f"--max-body-mb must be positive, not {max_body_mb}" if max_body_mb <= 0 else ""]
+    if any(wrong):
+        raise ValueError("zoo serve " + "; ".join(w for w in wrong if w))
+
+
+def _log_like_uvicorn(level: str) -> None:
+    """zoo's server log (start-up, worker errors with their traceback) beside uvicorn's, at its level."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)-9s %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(level.upper())
+
+
+@contextlib.contextmanager
+def _exit_quietly_on_signals() -> Iterator[None]:
+    """After its graceful shutdown, uvicorn re-raises the signal it caught for the handler it
+    replaced; with Python's defaults that kills the process (SIGTERM) or raises
+    KeyboardInterrupt (SIGINT). Stopping was asked for and went well, so that handler does
+    nothing and the command exits 0."""
+    caught = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in caught}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+

@@ -1,0 +1,210 @@
+"""The HTTP application: OpenAI-compatible ``/v1/embeddings``, ``/v1/models`` and ``/health``
+on Starlette, with one :class:`~zoo.serve.batcher.Batcher` per served model. Every refusal is
+answered in OpenAI's JSON error shape, which its clients read."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import warnings
+from collections.abc import AsyncIterator, Hashable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette  # this module is imported only to serve (the serve extra)
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ..embed_options import check_truncate_dim
+from ..errors import did_you_mean
+from .batcher import Batcher, ItemError
+from .requests import EmbeddingRequest, RequestError, check_modality, parse_request
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..adapter import Adapter
+    from ..featurize import FeaturizeReport
+
+log = logging.getLogger("zoo.serve")
+
+
+@dataclass
+class Served:
+    """One model behind the endpoint, with its batcher."""
+
+    name: str
+    model: Adapter
+    batcher: Batcher
+    warned: set[int] = field(default_factory=set)  # truncation widths already warned about
+
+
+def _runner(model: Adapter, batch_size: int) -> Any:
+    """What the batcher runs on its worker thread: featurize one pass, skipping bad items, and
+    count its tokens there, in one call, rather than per request on the event loop."""
+
+    def run(items: list[Any], key: Hashable) -> tuple[np.ndarray, FeaturizeReport, list[int] | None]:
+        kind, dimensions = key
+        with warnings.catch_warnings():  # _dimensions logged the truncation warning once
+            warnings.simplefilter("ignore", UserWarning)
+            options = model.embed_options(truncate_dim=dimensions, texts=kind == "text")
+            common = {"batch_size": batch_size, "progress": False, "on_error": "skip", "options": options}
+            if kind == "text" and model.modality == "image-text":
+                rows, report = model.featurize_texts(items, **common), model.last_report
+            else:
+                rows, report = model.featurize_with_report(items, **common)
+        return rows, report, _token_counts(model, items) if kind == "text" else None
+
+    return run
+
+
+def _token_counts(model: Adapter, texts: list[str]) -> list[int] | None:
+    """Tokens per text as the model counts them (truncated), for ``usage``; None when its
+    tokenizer is not a transformers one (open_clip's)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None or not hasattr(tokenizer, "model_max_length"):
+        return None
+    return list(tokenizer(texts, truncation=True, max_length=getattr(model, "max_length", None),
+                          return_length=True)["length"])
+
+
+def create_app(models: dict[str, Adapter], *, max_batch: int = 64, max_wait_ms: float = 5, batch_size: int = 32,
+               max_body_bytes: int = 32 << 20) -> Starlette:
+    """An ASGI app serving ``models`` (by name) until it shuts down; see :func:`zoo.serve.serve`."""
+    batch_size = min(batch_size, max_batch)
+    served = {name: Served(name, model, Batcher(_runner(model, batch_size), max_batch=max_batch,
+                                                max_wait_ms=max_wait_ms, batch_size=batch_size, name=name))
+              for name, model in models.items()}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        for entry in served.values():
+            entry.batcher.start()
+        yield
+        for entry in served.values():
+            await entry.batcher.stop()
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "models": list(served)})
+
+    async def list_models(request: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "zoo", "modality": entry.model.modality,
+             "dimension": entry.model.embed_dim, "backend": entry.model.backend} for name, entry in served.items()]})
+
+    async def embeddings(request: Request) -> JSONResponse:
+        parsed = parse_request(await _read_body(request, max_body_bytes))
+        entry = _served(served, parsed.model)
+        check_modality(parsed, entry.name, entry.model.modality)
+        rows, tokens = await _embed(entry, parsed)
+        return JSONResponse(_response(entry, parsed, rows, tokens))
+
+    routes = [Route("/health", health, methods=["GET"]), Route("/v1/models", list_models, methods=["GET"]),
+              Route("/v1/embeddings", embeddings, methods=["POST"])]
+    handlers = {RequestError: _refused, HTTPException: _http_error, Exception: _crashed}
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)  # type: ignore[arg-type]
+
+
+async def _refused(request: Request, exc: RequestError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """Unknown paths and methods, in the same JSON shape as every other refusal."""
+    message = (f"{request.method} {request.url.path}: {exc.detail}; zoo serve answers POST /v1/embeddings, "
+               "GET /v1/models and GET /health")
+    return await _refused(request, RequestError(exc.status_code, message))
+
+
+async def _crashed(request: Request, exc: Exception) -> JSONResponse:
+    """A bug in the server: uvicorn logs the traceback; the client gets JSON, not a bare 500."""
+    return await _refused(request, RequestError(500, f"the server failed: {type(exc).__name__}: {exc}"))
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"the body is {int(declared)} bytes; this server takes at most {limit} "
+                           "(zoo serve --max-body-mb)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"the body is over {limit} bytes, this server's limit (zoo serve --max-body-mb)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _served(served: dict[str, Served], name: str) -> Served:
+    if name in served:
+        return served[name]
+    names = [n for n in served if served[n].model.spec.name == name or name in served[n].model.spec.aliases]
+    if names:
+        return served[names[0]]
+    raise RequestError(404, f"model {name!r} is not served here{did_you_mean(name, served)}; served: "
+                       f"{', '.join(served)}", "model", "model_not_found")
+
+
+def _dimensions(entry: Served, dims: int | None) -> int | None:
+    """The width to truncate to (None: the model's own), checked when the request arrives; a
+    width the model was not trained for is logged once, as featurize would warn."""
+    width = entry.model.embed_dim
+    if dims is None or dims == width:
+        return None
+    if dims > width:
+        raise RequestError(400, f"dimensions {dims} is more than {entry.name}'s {width}", "dimensions")
+    if dims not in entry.warned:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            check_truncate_dim(entry.model.spec, dims, width)
+        for warning in caught:
+            log.warning("%s", warning.message)
+        entry.warned.add(dims)
+    return dims
+
+
+async def _embed(entry: Served, request: EmbeddingRequest) -> tuple[np.ndarray, int]:
+    """Rows for every item, in order, and their token count: one batcher job per kind (texts,
+    images...)."""
+    import asyncio
+
+    import numpy as np
+
+    dims = _dimensions(entry, request.dimensions)
+    kinds = sorted({kind for kind, _ in request.items})
+    positions = {kind: [i for i, (k, _) in enumerate(request.items) if k == kind] for kind in kinds}
+
+    async def rows_of(kind: str) -> tuple[np.ndarray, int]:
+        try:
+            return await entry.batcher.embed([request.items[i][1] for i in positions[kind]], (kind, dims))
+        except ItemError as exc:  # its index within this kind's items -> within the request
+            raise ItemError(positions[kind][exc.index], exc.reason) from None
+
+    try:
+        parts = await asyncio.gather(*(rows_of(kind) for kind in kinds))
+    except ItemError as exc:
+        raise RequestError(400, f"input[{exc.index}]: {exc.reason}", f"input[{exc.index}]") from None
+    except Exception as exc:  # the batcher logged it with its traceback; the client hears what failed
+        raise RequestError(500, f"{entry.name} failed on this request's batch: {type(exc).__name__}: {exc} "
+                           "(the server log has the traceback)", code="model_error") from None
+    out = np.empty((len(request.items), parts[0][0].shape[1]), dtype=np.float32)
+    for kind, (rows, _) in zip(kinds, parts):
+        out[positions[kind]] = rows
+    return out, sum(tokens for _, tokens in parts)
+
+
+def _response(entry: Served, request: EmbeddingRequest, rows: np.ndarray, tokens: int) -> dict[str, Any]:
+    import numpy as np
+
+    if request.encoding_format == "base64":
+        values: list[Any] = [base64.b64encode(np.ascontiguousarray(r, dtype="<f4").tobytes()).decode("ascii")
+                             for r in rows]
+    else:
+        values = rows.tolist()
+    return {"object": "list", "model": entry.name,
+            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(values)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
