@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,20 +40,20 @@ def _free_port() -> int:
 
 
 class Server:
-    """``zoo serve NAMES`` in a subprocess; ``output`` has what it printed once it stopped."""
+    """``zoo serve NAMES`` in a subprocess, its log in a file (a pipe nobody reads would fill)."""
 
     def __init__(self, *names: str, extra: tuple[str, ...] = ()) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.output = ""
+        self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "zoo", "serve", *names, "--port", str(self.port), "--device", "cpu",
              "--stop-after", "300", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ})
+            stdout=self.log, stderr=subprocess.STDOUT, text=True, env={**os.environ})
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"zoo serve exited: {self.proc.stdout.read()}")
+                raise RuntimeError(f"zoo serve exited: {self.output}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
@@ -64,11 +65,15 @@ class Server:
     def embed(self, model: str, inputs: object, **fields: object) -> httpx.Response:
         return httpx.post(f"{self.url}/v1/embeddings", json={"model": model, "input": inputs, **fields}, timeout=60)
 
+    @property
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        self.output = self.proc.communicate(timeout=60)[0]
-        return self.proc.returncode
+        return self.proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +125,8 @@ def test_openai_client_gets_featurize_vectors(server, minilm):
 
 
 def test_one_request_alone_is_bit_equal_to_featurize_in_float_and_base64(server, minilm):
-    # Alone on the server, a request is one featurize call with the server's batch size (64).
-    expected = minilm.featurize(TEXTS, batch_size=64)
+    # Alone on the server, a request is one forward pass: featurize with the server's batch size (32).
+    expected = minilm.featurize(TEXTS, batch_size=32)
     assert np.array_equal(_rows(server.embed("minilm-l6", TEXTS)), expected)
     encoded = server.embed("minilm-l6", TEXTS, encoding_format="base64").json()["data"]
     decoded = np.array([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in encoded])
@@ -131,7 +136,7 @@ def test_one_request_alone_is_bit_equal_to_featurize_in_float_and_base64(server,
 def test_dimensions_truncates_and_renormalises_like_featurize(server, minilm):
     rows = _rows(server.embed("minilm-l6", TEXTS, dimensions=128))
     with pytest.warns(UserWarning, match="Matryoshka"):
-        expected = minilm.featurize(TEXTS, batch_size=64, truncate_dim=128)
+        expected = minilm.featurize(TEXTS, batch_size=32, truncate_dim=128)
     assert rows.shape == (len(TEXTS), 128)
     np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1, rtol=1e-5)
     assert _cosines(rows, expected).min() >= 0.9999
@@ -192,11 +197,17 @@ def test_64_concurrent_clients_each_get_their_own_rows(server, minilm):
     ("minilm-l6", "x", {"encoding_format": "hex"}, 400, "encoding_format"),
     ("minilm-l6", "x", {"dimensions": 1000}, 400, "dimensions 1000 is more than minilm-l6's 384"),
     ("minilm-l6", [1, 2, 3], {}, 400, "input[0] is token ids"),
+    ("minilm-l6", ["x"] * 2049, {}, 400, "at most 2048 per request"),
 ])
 def test_bad_requests_get_named_4xx_and_the_server_stays_up(server, model, inputs, fields, status, needle):
     reply = server.embed(model, inputs, **fields)
     assert reply.status_code == status and needle in reply.json()["error"]["message"], reply.text
     assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+
+
+def test_text_that_starts_with_data_is_text(server, minilm):
+    texts = ["data: revenue up 5%", "data:image/png is how a PNG data URL begins"]
+    assert _cosines(_rows(server.embed("minilm-l6", texts)), minilm.featurize(texts)).min() >= 0.9999
 
 
 def test_an_unknown_path_gets_a_json_404_naming_the_routes(server):
@@ -232,7 +243,10 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0():
     replies: list[tuple[httpx.Response, float]] = []
     asking = threading.Thread(target=lambda: replies.append((srv.embed("minilm-l6", texts), time.monotonic())))
     asking.start()
-    time.sleep(0.5)  # the request is in; 1000 texts take seconds on a CPU
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{srv.url}/health", timeout=5).json()["in_flight"] == 0:  # until the request is in
+        assert time.monotonic() < deadline and asking.is_alive(), "the request never reached the server"
+        time.sleep(0.05)
     signalled = time.monotonic()
     assert srv.stop() == 0, srv.output
     asking.join(timeout=60)
@@ -273,3 +287,72 @@ def test_a_setting_that_would_fail_every_request_is_refused_before_loading(flag,
     done = subprocess.run([sys.executable, "-m", "zoo", "serve", "minilm-l6", flag, value],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and f"{flag} must be" in done.stderr, done.stderr
+
+
+def _fake_run(passes: list[list[int]]):
+    """A model for the batcher alone: item x -> row [x, 10x]; negative items cannot be decoded."""
+    from zoo.featurize import FeaturizeReport
+
+    def run(items, key):
+        passes.append(list(items))
+        kept = [i for i, x in enumerate(items) if x >= 0]
+        report = FeaturizeReport(total=len(items), kept=kept,
+                                 skipped=[(i, f"{x} is negative") for i, x in enumerate(items) if x < 0])
+        rows = np.array([[items[i], 10 * items[i]] for i in kept], dtype=np.float32).reshape(-1, 2)
+        return rows, report, [1] * len(items)
+
+    return run
+
+
+def test_requests_sharing_a_pass_each_get_their_own_rows_and_a_bad_item_fails_only_its_request():
+    from zoo.serve.batcher import Batcher, ItemError
+
+    passes: list[list[int]] = []
+    requests = [[5, 1], [7], [3, -4, 2], [9, 8]]  # 8 items: one full pass of 8
+
+    async def scenario():
+        batcher = Batcher(_fake_run(passes), max_batch=8, max_wait_ms=5000, batch_size=8, name="m")
+        asking = [asyncio.create_task(batcher.embed(r, "text")) for r in requests]
+        await asyncio.sleep(0)  # all queued before the worker starts: one gathering, whatever the timing
+        batcher.start()
+        try:
+            return await asyncio.gather(*asking, return_exceptions=True)
+        finally:
+            await batcher.stop()
+
+    answers = asyncio.run(scenario())
+    assert len(passes) == 1 and sorted(passes[0]) == sorted(x for r in requests for x in r)
+    for request, answer in zip(requests, answers):
+        if -4 in request:
+            assert isinstance(answer, ItemError) and answer.index == 1 and "-4 is negative" in answer.reason
+        else:
+            rows, tokens = answer
+            assert rows.tolist() == [[x, 10 * x] for x in request] and tokens == len(request)
+
+
+def test_gathered_requests_are_sorted_by_length_into_passes():
+    from zoo.serve.batcher import Batcher
+
+    seen: list[list[str]] = []
+
+    def run(items, key):
+        from zoo.featurize import FeaturizeReport
+
+        seen.append(list(items))
+        report = FeaturizeReport(total=len(items), kept=list(range(len(items))))
+        return np.zeros((len(items), 1), np.float32), report, None
+
+    texts = ["x" * n for n in (9, 1, 7, 3, 8, 2)]
+
+    async def scenario():
+        batcher = Batcher(run, max_batch=6, max_wait_ms=5000, batch_size=3, name="m")
+        asking = [asyncio.create_task(batcher.embed([t], "text")) for t in texts]
+        await asyncio.sleep(0)  # all queued before the worker starts: one gathering of 6
+        batcher.start()
+        try:
+            await asyncio.gather(*asking)
+        finally:
+            await batcher.stop()
+
+    asyncio.run(scenario())
+    assert [[len(t) for t in part] for part in seen] == [[1, 2, 3], [7, 8, 9]]

@@ -195,8 +195,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     serve(args.names, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-          batch_size=args.batch_size, device=args.device, max_body_mb=args.max_body_mb, stop_after=args.stop_after,
-          log_level=args.log_level)
+          batch_size=args.batch_size, device=args.device, max_body_mb=args.max_body_mb, max_inputs=args.max_inputs,
+          stop_after=args.stop_after, log_level=args.log_level)
     return 0
 
 
@@ -208,10 +208,11 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--max-batch", type=int, default=64,
                    help="most items gathered from concurrent requests at once (default 64; 1: no batching)")
     p.add_argument("--max-wait-ms", type=float, default=5,
-                   help="how long a gathering waits for more requests after the first (default 5)")
+                   help="how long a gathering short of a forward pass waits for more requests (default 5)")
     p.add_argument("--batch-size", type=int, default=32,
                    help="items per forward pass: what was gathered is sorted by length and split so (default 32)")
     p.add_argument("--max-body-mb", type=float, default=32, help="larger request bodies get 413 (default 32)")
+    p.add_argument("--max-inputs", type=int, default=2048, help="more items in one request get 400 (default 2048)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--stop-after", type=float, metavar="SECONDS", help="shut down by itself after SECONDS")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],

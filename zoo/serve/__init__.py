@@ -30,21 +30,24 @@ def _require_server() -> None:
 
 def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, max_batch: int = 64,
           max_wait_ms: float = 5, batch_size: int = 32, device: str | None = None, max_body_mb: float = 32,
-          stop_after: float | None = None, log_level: str = "info") -> None:
+          max_inputs: int = 2048, stop_after: float | None = None, log_level: str = "info") -> None:
     """Load each model once and serve them until SIGINT / SIGTERM (in-flight requests finish first).
 
     Args:
         names: models to serve, by any name :func:`zoo.load` takes; requests name them so.
         host, port: where to listen (loopback by default).
         max_batch, max_wait_ms: requests waiting together are gathered, up to ``max_batch``
-            items, waiting at most ``max_wait_ms`` for more after the first.
+            items; while that is less than a forward pass, it waits at most ``max_wait_ms`` for
+            more. ``max_batch=1``: one request at a time.
         batch_size: what was gathered is sorted by length and embedded in forward passes of at
             most this many items, as featurize does; each request is answered when its pass ends.
         device: as in :func:`zoo.load`.
         max_body_mb: larger request bodies get 413.
+        max_inputs: requests with more items get 400.
         stop_after: shut down by itself after this many seconds (tests, batch jobs).
     """
-    _check_settings(max_batch=max_batch, batch_size=batch_size, max_wait_ms=max_wait_ms, max_body_mb=max_body_mb)
+    _check_settings(max_batch=max_batch, batch_size=batch_size, max_wait_ms=max_wait_ms, max_body_mb=max_body_mb,
+                    max_inputs=max_inputs)
     _require_server()
     import uvicorn
 
@@ -55,7 +58,7 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
     for name, model in models.items():
         log.info("serving %s: %s, %d dimensions, on %s", name, model.modality, model.embed_dim, model.device)
     app = create_app(models, max_batch=max_batch, max_wait_ms=max_wait_ms, batch_size=batch_size,
-                     max_body_bytes=int(max_body_mb * 2**20))
+                     max_body_bytes=int(max_body_mb * 2**20), max_inputs=max_inputs)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
     server = uvicorn.Server(config)
     if stop_after is not None:  # through the server's own shutdown path, as SIGTERM: in-flight requests finish
@@ -67,24 +70,29 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
     log.info("zoo serve stopped")
 
 
-def _check_settings(*, max_batch: int, batch_size: int, max_wait_ms: float, max_body_mb: float) -> None:
+def _check_settings(*, max_batch: int, batch_size: int, max_wait_ms: float, max_body_mb: float,
+                    max_inputs: int) -> None:
     """Refuse a setting that would fail every request, before any model loads."""
     wrong = [f"--max-batch must be at least 1, not {max_batch}" if max_batch < 1 else "",
              f"--batch-size must be at least 1, not {batch_size}" if batch_size < 1 else "",
              f"--max-wait-ms must be >= 0, not {max_wait_ms}" if max_wait_ms < 0 else "",
-             f"--max-body-mb must be positive, not {max_body_mb}" if max_body_mb <= 0 else ""]
+             f"--max-body-mb must be positive, not {max_body_mb}" if max_body_mb <= 0 else "",
+             f"--max-inputs must be at least 1, not {max_inputs}" if max_inputs < 1 else ""]
     if any(wrong):
         raise ValueError("zoo serve " + "; ".join(w for w in wrong if w))
 
 
 def _log_like_uvicorn(level: str) -> None:
-    """zoo's server log (start-up, worker errors with their traceback) beside uvicorn's, at its level."""
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)-9s %(message)s"))
-        log.addHandler(handler)
-        log.propagate = False
-    log.setLevel(level.upper())
+    """zoo's server log (start-up, worker errors with their traceback, warnings such as an
+    untrained truncation width) beside uvicorn's, at its level."""
+    logging.captureWarnings(True)  # each warning once, as a log line, with no thread-unsafe catch_warnings
+    for logger in (log, logging.getLogger("py.warnings")):
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(levelname)-9s %(message)s"))
+            logger.addHandler(handler)
+            logger.propagate = False
+        logger.setLevel(level.upper())
 
 
 @contextlib.contextmanager

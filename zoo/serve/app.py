@@ -4,10 +4,10 @@ answered in OpenAI's JSON error shape, which its clients read."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import logging
-import warnings
 from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..embed_options import check_truncate_dim
 from ..errors import did_you_mean
 from .batcher import Batcher, ItemError
 from .requests import EmbeddingRequest, RequestError, check_modality, parse_request
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from ..adapter import Adapter
+    from ..embed_options import EmbedOptions
     from ..featurize import FeaturizeReport
 
 log = logging.getLogger("zoo.serve")
@@ -39,7 +39,7 @@ class Served:
     name: str
     model: Adapter
     batcher: Batcher
-    warned: set[int] = field(default_factory=set)  # truncation widths already warned about
+    options: dict[tuple[str, int | None], EmbedOptions] = field(default_factory=dict)  # by (kind, dimensions)
 
 
 def _runner(model: Adapter, batch_size: int) -> Any:
@@ -47,15 +47,12 @@ def _runner(model: Adapter, batch_size: int) -> Any:
     count its tokens there, in one call, rather than per request on the event loop."""
 
     def run(items: list[Any], key: Hashable) -> tuple[np.ndarray, FeaturizeReport, list[int] | None]:
-        kind, dimensions = key
-        with warnings.catch_warnings():  # _dimensions logged the truncation warning once
-            warnings.simplefilter("ignore", UserWarning)
-            options = model.embed_options(truncate_dim=dimensions, texts=kind == "text")
-            common = {"batch_size": batch_size, "progress": False, "on_error": "skip", "options": options}
-            if kind == "text" and model.modality == "image-text":
-                rows, report = model.featurize_texts(items, **common), model.last_report
-            else:
-                rows, report = model.featurize_with_report(items, **common)
+        kind, options = key  # options were checked on the event loop when the first request asked
+        common = {"batch_size": batch_size, "progress": False, "on_error": "skip", "options": options}
+        if kind == "text" and model.modality == "image-text":
+            rows, report = model.featurize_texts(items, **common), model.last_report
+        else:
+            rows, report = model.featurize_with_report(items, **common)
         return rows, report, _token_counts(model, items) if kind == "text" else None
 
     return run
@@ -72,9 +69,9 @@ def _token_counts(model: Adapter, texts: list[str]) -> list[int] | None:
 
 
 def create_app(models: dict[str, Adapter], *, max_batch: int = 64, max_wait_ms: float = 5, batch_size: int = 32,
-               max_body_bytes: int = 32 << 20) -> Starlette:
+               max_body_bytes: int = 32 << 20, max_inputs: int = 2048) -> Starlette:
     """An ASGI app serving ``models`` (by name) until it shuts down; see :func:`zoo.serve.serve`."""
-    batch_size = min(batch_size, max_batch)
+    in_flight = 0
     served = {name: Served(name, model, Batcher(_runner(model, batch_size), max_batch=max_batch,
                                                 max_wait_ms=max_wait_ms, batch_size=batch_size, name=name))
               for name, model in models.items()}
@@ -88,7 +85,9 @@ def create_app(models: dict[str, Adapter], *, max_batch: int = 64, max_wait_ms: 
             await entry.batcher.stop()
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "models": list(served)})
+        dead = [name for name, entry in served.items() if not entry.batcher.alive]
+        return JSONResponse({"status": "down" if dead else "ok", "models": list(served), "dead": dead,
+                             "in_flight": in_flight}, status_code=503 if dead else 200)
 
     async def list_models(request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [
@@ -96,11 +95,16 @@ def create_app(models: dict[str, Adapter], *, max_batch: int = 64, max_wait_ms: 
              "dimension": entry.model.embed_dim, "backend": entry.model.backend} for name, entry in served.items()]})
 
     async def embeddings(request: Request) -> JSONResponse:
-        parsed = parse_request(await _read_body(request, max_body_bytes))
-        entry = _served(served, parsed.model)
-        check_modality(parsed, entry.name, entry.model.modality)
-        rows, tokens = await _embed(entry, parsed)
-        return JSONResponse(_response(entry, parsed, rows, tokens))
+        nonlocal in_flight
+        in_flight += 1
+        try:
+            parsed = parse_request(await _read_body(request, max_body_bytes), max_inputs)
+            entry = _served(served, parsed.model)
+            check_modality(parsed, entry.name, entry.model.modality)
+            rows, tokens = await _embed(entry, parsed)
+            return JSONResponse(_response(entry, parsed, rows, tokens))
+        finally:
+            in_flight -= 1
 
     routes = [Route("/health", health, methods=["GET"]), Route("/v1/models", list_models, methods=["GET"]),
               Route("/v1/embeddings", embeddings, methods=["POST"])]
@@ -109,14 +113,14 @@ def create_app(models: dict[str, Adapter], *, max_batch: int = 64, max_wait_ms: 
 
 
 async def _refused(request: Request, exc: RequestError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     """Unknown paths and methods, in the same JSON shape as every other refusal."""
     message = (f"{request.method} {request.url.path}: {exc.detail}; zoo serve answers POST /v1/embeddings, "
                "GET /v1/models and GET /health")
-    return await _refused(request, RequestError(exc.status_code, message))
+    return await _refused(request, RequestError(exc.status_code, message, headers=exc.headers))
 
 
 async def _crashed(request: Request, exc: Exception) -> JSONResponse:
@@ -149,48 +153,45 @@ def _served(served: dict[str, Served], name: str) -> Served:
                        f"{', '.join(served)}", "model", "model_not_found")
 
 
-def _dimensions(entry: Served, dims: int | None) -> int | None:
-    """The width to truncate to (None: the model's own), checked when the request arrives; a
-    width the model was not trained for is logged once, as featurize would warn."""
+def _options(entry: Served, kind: str, dims: int | None) -> EmbedOptions:
+    """The embedding options for ``kind`` items truncated to ``dims``, checked once per pair; a
+    width the model was not trained for warns then (into the log, see ``serve``)."""
     width = entry.model.embed_dim
-    if dims is None or dims == width:
-        return None
-    if dims > width:
+    if dims is not None and dims > width:
         raise RequestError(400, f"dimensions {dims} is more than {entry.name}'s {width}", "dimensions")
-    if dims not in entry.warned:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            check_truncate_dim(entry.model.spec, dims, width)
-        for warning in caught:
-            log.warning("%s", warning.message)
-        entry.warned.add(dims)
-    return dims
+    key = (kind, None if dims == width else dims)
+    if key not in entry.options:
+        try:
+            entry.options[key] = entry.model.embed_options(truncate_dim=key[1], texts=kind == "text")
+        except ValueError as exc:  # UnsupportedOptionError included
+            raise RequestError(400, f"dimensions {dims}: {exc}", "dimensions") from None
+    return entry.options[key]
 
 
 async def _embed(entry: Served, request: EmbeddingRequest) -> tuple[np.ndarray, int]:
     """Rows for every item, in order, and their token count: one batcher job per kind (texts,
     images...)."""
-    import asyncio
-
     import numpy as np
 
-    dims = _dimensions(entry, request.dimensions)
     kinds = sorted({kind for kind, _ in request.items})
+    options = {kind: _options(entry, kind, request.dimensions) for kind in kinds}
     positions = {kind: [i for i, (k, _) in enumerate(request.items) if k == kind] for kind in kinds}
 
     async def rows_of(kind: str) -> tuple[np.ndarray, int]:
         try:
-            return await entry.batcher.embed([request.items[i][1] for i in positions[kind]], (kind, dims))
+            return await entry.batcher.embed([request.items[i][1] for i in positions[kind]], (kind, options[kind]))
         except ItemError as exc:  # its index within this kind's items -> within the request
             raise ItemError(positions[kind][exc.index], exc.reason) from None
 
-    try:
-        parts = await asyncio.gather(*(rows_of(kind) for kind in kinds))
-    except ItemError as exc:
-        raise RequestError(400, f"input[{exc.index}]: {exc.reason}", f"input[{exc.index}]") from None
-    except Exception as exc:  # the batcher logged it with its traceback; the client hears what failed
-        raise RequestError(500, f"{entry.name} failed on this request's batch: {type(exc).__name__}: {exc} "
-                           "(the server log has the traceback)", code="model_error") from None
+    parts = await asyncio.gather(*(rows_of(kind) for kind in kinds), return_exceptions=True)
+    bad = sorted((p for p in parts if isinstance(p, ItemError)), key=lambda e: e.index)
+    if bad:  # the first bad input of the request, whichever kind's pass ended first
+        raise RequestError(400, f"input[{bad[0].index}]: {bad[0].reason}", f"input[{bad[0].index}]")
+    failed = next((p for p in parts if isinstance(p, BaseException)), None)
+    if failed is not None:  # the batcher logged it with its traceback; the client hears what failed
+        raise RequestError(500, f"{entry.name} failed on this request's batch: {type(failed).__name__}: "
+                           f"{failed} (the server log has the traceback)", code="model_error",
+                           headers={"x-should-retry": "false"})  # openai's client would run it twice more
     out = np.empty((len(request.items), parts[0][0].shape[1]), dtype=np.float32)
     for kind, (rows, _) in zip(kinds, parts):
         out[positions[kind]] = rows

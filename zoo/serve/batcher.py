@@ -59,12 +59,17 @@ class Batcher:
     def __init__(self, run: RunBatch, *, max_batch: int, max_wait_ms: float, batch_size: int = 32,
                  name: str = "") -> None:
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000
-        self.batch_size = min(batch_size, max_batch)
+        self.batch_size = batch_size
         self.name = name
         self.passes = 0  # forward passes run, for tests and logs
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def alive(self) -> bool:
+        """The worker is running (false before start, after stop, or if it died)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
         """Start the worker; answers go to the running event loop."""
@@ -81,9 +86,9 @@ class Batcher:
     async def embed(self, items: list[Any], key: Hashable) -> tuple[np.ndarray, int]:
         """Rows for ``items`` (in order), computed with whatever else is waiting, and their
         token count (0 when the model has no tokenizer to count with); raises
-        :class:`ItemError` for the first bad item of this request."""
-        assert self._loop is not None, "Batcher.start() first"
-        job = _Job(items, key, self._loop.create_future())
+        :class:`ItemError` for the first bad item of this request. Jobs queued before
+        :meth:`start` wait for it."""
+        job = _Job(items, key, asyncio.get_running_loop().create_future())
         self._queue.put(job)
         return await job.future
 
@@ -179,7 +184,11 @@ def _hand_out(jobs: list[_Job], rows: np.ndarray, report: FeaturizeReport, token
         if job.future.done():  # the client went away
             continue
         bad = next((i for i in span if i in why), None)
-        if bad is not None:
-            job.future.set_exception(ItemError(bad - span.start, why[bad]))
-        else:
-            job.future.set_result((rows[[row_of[i] for i in span]], sum(tokens[i] for i in span) if tokens else 0))
+        try:
+            if bad is not None:
+                job.future.set_exception(ItemError(bad - span.start, why[bad]))
+            else:
+                job.future.set_result((rows[[row_of[i] for i in span]], sum(tokens[i] for i in span) if tokens else 0))
+        except Exception as exc:  # a bug here must not leave the other requests of the pass waiting
+            log.exception("answering a request of %d items failed", len(job.items))
+            job.future.set_exception(exc)

@@ -10,8 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
+
+# An image or audio data URL's header; anything else is text.
+_DATA_URL = re.compile(r"data:(image|audio)/[\w.+-]+(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
 
 # What each modality's model takes, by the kind of an input item.
 ACCEPTS = {"text": ("text",), "vision": ("image",), "audio": ("audio",), "image-text": ("text", "image")}
@@ -20,9 +24,11 @@ ACCEPTS = {"text": ("text",), "vision": ("image",), "audio": ("audio",), "image-
 class RequestError(Exception):
     """A request zoo refuses: HTTP ``status``, a message, and the field (``param``) it names."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = headers
 
     def body(self) -> dict[str, Any]:
         """OpenAI's error shape, which its clients read."""
@@ -38,8 +44,9 @@ class EmbeddingRequest:
     dimensions: int | None
 
 
-def parse_request(body: bytes) -> EmbeddingRequest:
-    """The request's fields, or a 400 naming the one that is wrong."""
+def parse_request(body: bytes, max_inputs: int = 2048) -> EmbeddingRequest:
+    """The request's fields, or a 400 naming the one that is wrong. More than ``max_inputs``
+    items is refused (OpenAI's own limit is 2048), so one request cannot hold a model for minutes."""
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -54,6 +61,9 @@ def parse_request(body: bytes) -> EmbeddingRequest:
         raw = [raw]
     if not isinstance(raw, list) or not raw:
         raise RequestError(400, "'input' must be a non-empty string or list of strings", "input")
+    if len(raw) > max_inputs:
+        raise RequestError(400, f"'input' has {len(raw)} items; this server takes at most {max_inputs} per request "
+                           "(zoo serve --max-inputs): send them in several requests", "input")
     encoding = data.get("encoding_format") or "float"
     if encoding not in ("float", "base64"):
         raise RequestError(400, f"encoding_format must be 'float' or 'base64', not {encoding!r}", "encoding_format")
@@ -68,14 +78,10 @@ def _item(index: int, value: Any) -> tuple[str, Any]:
         what = "token ids" if isinstance(value, (int, list)) else type(value).__name__
         raise RequestError(400, f"input[{index}] is {what}; send text, or an image or audio as a data URL",
                            f"input[{index}]")
-    if not value.startswith("data:"):
+    url = _DATA_URL.match(value)
+    if url is None:  # text, even text that starts with "data:"
         return "text", value
-    header, comma, payload = value.partition(",")
-    mime = header[len("data:"):].split(";")[0].lower()
-    kind = mime.split("/")[0]
-    if not comma or not header.endswith(";base64") or kind not in ("image", "audio"):
-        raise RequestError(400, f"input[{index}] is a data URL zoo cannot read ({header[:60]!r}); send "
-                           "data:image/...;base64,... or data:audio/...;base64,...", f"input[{index}]")
+    kind, payload = url.group(1).lower(), value[url.end():]
     try:
         return kind, base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
