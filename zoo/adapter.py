@@ -30,6 +30,8 @@ from .finetune_config import STRATEGIES, FinetuneConfig
 from .plugin_manager import get_plugin_manager
 from .quantize import Precision, calibration_ranges, quantize
 from .registry import get_registry
+from .zero_shot import Template
+from .zero_shot import classify as zero_shot_classify
 
 if TYPE_CHECKING:
     import numpy as np
@@ -413,6 +415,41 @@ class Adapter(ABC):
         rows, report = run_featurize(self, inputs, **kwargs)
         self.last_report = report
         return rows, report
+
+    # -- classification -------------------------------------------------------------------------
+
+    def classify(self, inputs: Iterable[Any], labels: Sequence[str],
+                 template: Template | Sequence[Template] | None = None, *, scale: float | None = None,
+                 batch_size: int = 32, progress: bool | None = None) -> np.ndarray:
+        """Zero-shot: ``(N, len(labels))`` float32 probabilities of each input among ``labels``,
+        with no training. Text and image-text models only (they embed the label names).
+
+        Args:
+            labels: the label names; column ``i`` is ``labels[i]``.
+            template: ``"a photo of a {}."``, a function of the label, or several (their embeddings
+                are averaged). Default: CLIP's 80 ImageNet prompts for image-text models, the bare
+                label for text models; a short description per label helps a text model most.
+            scale: multiplies the cosine similarities before the softmax. Default: the model's
+                learned ``logit_scale`` (image-text), 20 (text).
+        """
+        return zero_shot_classify(self, inputs, labels, template, scale=scale, batch_size=batch_size,
+                                  progress=progress)
+
+    def predict_proba(self, inputs: Iterable[Any], **kwargs: Any) -> np.ndarray:
+        """Probabilities from the model's own classifier head; models with one override this."""
+        raise UnsupportedOptionError(f"{self.name} has no classifier head: pass labels= to predict or call "
+                                     "classify(inputs, labels) for zero-shot, or finetune a head")
+
+    def predict(self, inputs: Iterable[Any], labels: Sequence[str] | None = None, **kwargs: Any) -> list[Any]:
+        """The most probable label of each input: among ``labels`` zero-shot when given (the
+        options of :meth:`classify` apply), else from the model's own head (``self.labels``)."""
+        if labels is not None:
+            probs, names = self.classify(inputs, labels, **kwargs), list(labels)
+        else:
+            probs, names = self.predict_proba(inputs, **kwargs), getattr(self, "labels", None)
+            if not names:
+                names = list(range(probs.shape[1]))
+        return [names[i] for i in probs.argmax(1)]
 
     # -- finetuning -----------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,15 @@ from .finetune_config import HEADS, STRATEGIES, FinetuneConfig
 from .inputs import open_inputs
 from .loader import load, pull, resolve, verify
 from .plugin_manager import get_plugin_manager
+from .predictions import check_output as check_predictions_output
+from .predictions import write_predictions
+from .provenance import weights_provenance
 from .quantize import PRECISIONS
 from .registry import CATALOGUE_OWNER, get_registry
 from .scores import METRICS
 from .serve import serve
 from .settings import zoo_home
+from .zero_shot import logit_scale
 from .testing import check, format_table
 
 
@@ -193,6 +198,23 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_classify(args: argparse.Namespace) -> int:
+    labels = [label.strip() for label in args.labels.split(",") if label.strip()]
+    output = check_predictions_output(args.output)  # before the model loads
+    model = load(args.name, device=args.device)
+    inputs = open_inputs(args.inputs, modality=model.modality, column=args.column, files_as_text=args.files_as_text)
+    ids, items = zip(*inputs) if len(inputs) else ((), ())
+    probs = model.classify(list(items), labels, args.template, scale=args.scale, batch_size=args.batch_size,
+                           progress=not args.quiet)
+    provenance = {**weights_provenance(model.spec, model.files), "template": args.template or "default",
+                  "scale": logit_scale(model, args.scale)}
+    write_predictions(output, ids, labels, probs, provenance)
+    counts = Counter(labels[i] for i in probs.argmax(1))
+    print(f"wrote {output}: {len(ids)} predictions from {model.name} ({inputs.description}): "
+          + ", ".join(f"{label} {counts[label]}" for label in labels))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     serve(args.names, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
           batch_size=args.batch_size, device=args.device, max_body_mb=args.max_body_mb, max_inputs=args.max_inputs,
@@ -312,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cache)
     _add_embed(sub)
     _add_finetune(sub)
+    _add_classify(sub)
     _add_serve(sub)
     return parser
 
@@ -342,6 +365,25 @@ def _add_embed(sub: Any) -> None:
     norm.add_argument("--no-normalize", dest="normalize", action="store_false", help="do not L2-normalise rows")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_embed)
+
+
+def _add_classify(sub: Any) -> None:
+    p = sub.add_parser("classify", help="zero-shot: label inputs with label names alone, no training")
+    p.add_argument("name", help="a text or image-text model: name, backend:id or path")
+    p.add_argument("inputs", help="as zoo embed takes them: a text file, a CSV / JSONL / parquet column, "
+                                   "or a folder or glob of images")
+    p.add_argument("--labels", required=True, help="comma-separated label names, e.g. cat,dog,bird")
+    p.add_argument("-o", "--output", required=True, help="output .parquet or .csv: id, label, score, p(LABEL)...")
+    p.add_argument("--template", help="text around each label, e.g. 'a photo of a {}.' (default: CLIP's 80 "
+                                      "ImageNet prompts for image-text models, the bare label for text models)")
+    p.add_argument("--scale", type=float, help="multiplies the cosine similarities before the softmax "
+                                               "(default: the model's logit scale, or 20 for text models)")
+    p.add_argument("--column", help="the input column of a CSV / JSONL / parquet file (default: text)")
+    p.add_argument("--files-as-text", action="store_true", help="for a text model: classify each file's content")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_classify)
 
 
 def _add_embed_options(p: argparse.ArgumentParser) -> None:

@@ -132,8 +132,3 @@ class FinetunedModel(Adapter):
         return self._run(inputs, encode=encode, dim=len(self.labels), batch_size=batch_size, normalize=False,
                          return_tensors=return_tensors, progress=progress, on_error=on_error, desc="predict")[0]
 
-    def predict(self, inputs: Iterable[Any], **kwargs: Any) -> list[Any]:
-        """The most probable label of each input (labels as they were given in training)."""
-        probs = self.predict_proba(inputs, **kwargs)
-        return [self.labels[i] for i in probs.argmax(1)]
-
