@@ -306,3 +306,27 @@ def test_a_full_disk_keeps_the_chunks_and_the_same_command_finishes(minilm, tmp_
     summary = embed_to_file(minilm, open_inputs(str(src)), out, progress=False)
     assert summary.chunks_done_before == 4
     np.testing.assert_allclose(np.load(out), minilm.featurize(TEXTS), atol=1e-6)
+
+
+def test_each_row_records_the_sha256_of_its_input(minilm, tmp_path):
+    import hashlib
+
+    from PIL import Image
+
+    from zoo.embedding_file import read_embeddings
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(["café", "hi", "café"]) + "\n", encoding="utf-8")
+    embed_to_file(minilm, open_inputs(str(texts)), tmp_path / "t.parquet", progress=False)
+    assert read_embeddings(tmp_path / "t.parquet").hashes == [
+        hashlib.sha256(t.encode("utf-8")).hexdigest() for t in ["café", "hi", "café"]]
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((16, 16, 3), 60 * i, np.uint8)).save(folder / f"{i}.png")
+    model = zoo.load("efficientnet-lite0", device="cpu")
+    embed_to_file(model, open_inputs(str(folder), modality="vision"), tmp_path / "i.parquet", progress=False,
+                  options=model.embed_options(precision="int8"))  # the hashes survive quantized assembly
+    read = read_embeddings(tmp_path / "i.parquet")
+    assert read.hashes == [hashlib.sha256((folder / f"{i}.png").read_bytes()).hexdigest() for i in range(2)]

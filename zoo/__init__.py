@@ -38,6 +38,7 @@ _LAZY = {
     "PluginError": "zoo.errors",
     "UnsafePathError": "zoo.errors",
     "UnsupportedOptionError": "zoo.errors",
+    "ProvenanceMismatchError": "zoo.errors",
     "EmbedOptions": "zoo.embed_options",
 }
 
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
         IntegrityError,
         OfflineError,
         PluginError,
+        ProvenanceMismatchError,
         RegistryError,
         SourceError,
         UnknownModelError,

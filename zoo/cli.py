@@ -31,6 +31,9 @@ from .provenance import weights_provenance
 from .quantize import PRECISIONS
 from .registry import CATALOGUE_OWNER, get_registry
 from .scores import METRICS
+from .search import META_FILE as INDEX_META_FILE
+from .search import build as build_index
+from .search import open_index
 from .serve import serve
 from .settings import zoo_home
 from .zero_shot import logit_scale
@@ -215,6 +218,34 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    parquets = list(args.inputs)
+    if (Path(args.output) / INDEX_META_FILE).is_file():
+        index = open_index(args.output)
+    else:
+        first = parquets.pop(0)
+        index = build_index(first, args.output, kind=args.kind, m=args.m, ef_search=args.ef_search)
+        print(f"{first}: {len(index)} rows")
+    for parquet in parquets:
+        print(f"{parquet}: {index.add(parquet)} new rows (rows whose input the index holds are skipped)")
+    print(f"{index.path}: a {index.kind} index of {len(index)} rows from {index.provenance['model']}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    index = open_index(args.index)
+    model = load(args.model, device=args.device) if args.model else None
+    hits = index.search(list(args.queries), k=args.k, model=model)
+    if args.json:
+        print(json.dumps([{"query": q, "hits": [vars(h) for h in row]} for q, row in zip(args.queries, hits)], indent=2))
+        return 0
+    for query, row in zip(args.queries, hits):
+        print(query)
+        for rank, hit in enumerate(row, 1):
+            print(f"  {rank:>3}. {hit.score:.4f}  {hit.id}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     serve(args.names, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
           batch_size=args.batch_size, device=args.device, max_body_mb=args.max_body_mb, max_inputs=args.max_inputs,
@@ -334,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cache)
     _add_embed(sub)
     _add_finetune(sub)
+    _add_index(sub)
     _add_classify(sub)
     _add_serve(sub)
     return parser
@@ -365,6 +397,26 @@ def _add_embed(sub: Any) -> None:
     norm.add_argument("--no-normalize", dest="normalize", action="store_false", help="do not L2-normalise rows")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_embed)
+
+
+def _add_index(sub: Any) -> None:
+    p = sub.add_parser("index", help="build a vector index over embedding files, or add files to one")
+    p.add_argument("inputs", nargs="+", metavar="EMB.parquet", help="embedding files zoo embed wrote")
+    p.add_argument("-o", "--output", required=True, metavar="IDX",
+                   help="index folder: built if new; an existing index gets the files' new rows")
+    p.add_argument("--kind", default="flat", choices=["flat", "hnsw"],
+                   help="flat: exact (default); hnsw: approximate, for millions of rows")
+    p.add_argument("--m", type=int, default=32, help="hnsw: links per node (default 32)")
+    p.add_argument("--ef-search", type=int, default=64, help="hnsw: candidates per search (default 64)")
+    p.set_defaults(func=cmd_index)
+    p = sub.add_parser("search", help="nearest rows of an index for texts or image / audio files")
+    p.add_argument("index", metavar="IDX")
+    p.add_argument("queries", nargs="+", metavar="QUERY", help="a text, or the path of an image or audio file")
+    p.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--model", help="embed queries with this model (it must match the index's provenance)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.set_defaults(func=cmd_search)
 
 
 def _add_classify(sub: Any) -> None:

@@ -31,7 +31,7 @@ from filelock import FileLock, Timeout
 from .atomic import atomic_path, write_json_atomic
 from .embedding_file import embedding_rows
 from .errors import ZooError
-from .inputs import InputSource, chunk_digest
+from .inputs import InputSource, chunk_digest, content_hash
 from .provenance import embedding_provenance
 from .quantize import calibration_ranges, needs_calibration, output_dtype, quantize
 from .settings import zoo_home
@@ -84,21 +84,23 @@ def check_output(output: str | os.PathLike[str], inputs: InputSource | None = No
 
 
 def _schema(width: int, id_type: pa.DataType, metadata: dict[str, Any], precision: str = "float32") -> pa.Schema:
-    """``id`` and a fixed-size ``embedding`` list of the precision's type (float32, int8 or uint8)."""
+    """``id``, a fixed-size ``embedding`` list of the precision's type (float32, int8 or uint8)
+    and ``content_sha256``, the hash of each row's input (see :func:`zoo.inputs.content_hash`)."""
     import pyarrow as pa
 
     value_type = pa.from_numpy_dtype(output_dtype(precision))
-    return pa.schema([("id", id_type), ("embedding", pa.list_(value_type, width))],
+    return pa.schema([("id", id_type), ("embedding", pa.list_(value_type, width)), ("content_sha256", pa.string())],
                      metadata={"zoo": json.dumps(metadata, sort_keys=True)})
 
 
-def _table(ids: list[Any], rows: np.ndarray, schema: pa.Schema) -> pa.Table:
+def _table(ids: list[Any], rows: np.ndarray, hashes: Any, schema: pa.Schema) -> pa.Table:
     import pyarrow as pa
 
     embedding_type = schema.field("embedding").type
     flat = pa.array(rows.reshape(-1), type=embedding_type.value_type)
     embedding = pa.FixedSizeListArray.from_arrays(flat, embedding_type.list_size)
-    return pa.Table.from_arrays([pa.array(ids, type=schema.field("id").type), embedding], schema=schema)
+    return pa.Table.from_arrays([pa.array(ids, type=schema.field("id").type), embedding,
+                                 pa.array(hashes, type=pa.string())], schema=schema)
 
 
 @dataclass
@@ -151,7 +153,7 @@ def _done_chunk(part: Path, chunk: list[tuple[Any, Any]], kind: str) -> bool:
     if not part.is_file():
         return False
     recorded = pq.read_schema(part).metadata.get(b"digest", b"").decode()
-    return recorded == chunk_digest(chunk, kind)
+    return recorded == chunk_digest([i for i, _ in chunk], [content_hash(x, kind) for _, x in chunk])
 
 
 def _write_chunk(model: Adapter, chunk: list[tuple[Any, Any]], part: Path, plan: _Plan, kind: str,
@@ -165,10 +167,11 @@ def _write_chunk(model: Adapter, chunk: list[tuple[Any, Any]], part: Path, plan:
         warnings.filterwarnings("ignore", message="featurize skipped", category=RuntimeWarning)
         rows, report = model.featurize_with_report([x for _, x in chunk], progress=False, options=float_options,
                                                    **featurize)
-    table = _table([ids[i] for i in report.kept], rows, plan.schema)
+    hashes = [content_hash(x, kind) for _, x in chunk]
+    table = _table([ids[i] for i in report.kept], rows, [hashes[i] for i in report.kept], plan.schema)
     skipped = json.dumps([[ids[i], why] for i, why in report.skipped], default=str)
     table = table.replace_schema_metadata({**table.schema.metadata, b"skipped": skipped.encode(),
-                                           b"digest": chunk_digest(chunk, kind).encode()})
+                                           b"digest": chunk_digest(ids, hashes).encode()})
     with atomic_path(part) as tmp:
         pq.write_table(table, tmp)
 
@@ -313,7 +316,8 @@ def _assemble(parts: list[Path], output: Path, plan: _Plan, calibration: np.ndar
                         table = table.replace_schema_metadata(schema.metadata)
                     else:
                         rows_of_part = quantize(embedding_rows(table), precision, ranges)
-                        table = _table(table.column("id").to_pylist(), rows_of_part, schema)
+                        table = _table(table.column("id").to_pylist(), rows_of_part, table.column("content_sha256").to_pylist(),
+                                       schema)
                     writer.write_table(table)
                     rows += table.num_rows
         else:

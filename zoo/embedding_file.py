@@ -17,13 +17,15 @@ if TYPE_CHECKING:
 
 @dataclass
 class EmbeddingFile:
-    """An embedding table: ``rows[i]`` is the embedding of ``ids[i]``; ``provenance`` is zoo's
-    metadata (empty for a ``.npy`` file, which has none)."""
+    """An embedding table: ``rows[i]`` is the embedding of ``ids[i]``, whose input content hashes
+    to ``hashes[i]``; ``provenance`` is zoo's metadata. A ``.npy`` file has neither (empty), nor
+    has a parquet written before zoo recorded hashes (``hashes`` None)."""
 
     path: Path
     ids: list[Any]
     rows: np.ndarray
     provenance: dict[str, Any] = field(default_factory=dict)
+    hashes: list[str] | None = None
 
 
 def read_embeddings(path: str | os.PathLike[str]) -> EmbeddingFile:
@@ -47,7 +49,8 @@ def read_embeddings(path: str | os.PathLike[str]) -> EmbeddingFile:
     if meta is None or "embedding" not in table.column_names:
         raise ZooError(f"{path} was not written by `zoo embed` (no embedding column with zoo's provenance); "
                        "embed the inputs with `zoo embed` first")
-    return EmbeddingFile(path, table.column("id").to_pylist(), embedding_rows(table), json.loads(meta))
+    hashes = table.column("content_sha256").to_pylist() if "content_sha256" in table.column_names else None
+    return EmbeddingFile(path, table.column("id").to_pylist(), embedding_rows(table), json.loads(meta), hashes)
 
 
 def embedding_rows(table: pa.Table) -> np.ndarray:

@@ -132,3 +132,8 @@ class Unreadable:
 
     def __repr__(self) -> str:
         return f"Unreadable({self.reason!r})"
+
+
+class ProvenanceMismatchError(ZooError, ValueError):
+    """Embeddings from another model (or revision, weights, pooling, normalisation, layers) than
+    the ones an index holds: comparing them would give meaningless neighbours."""

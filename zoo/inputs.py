@@ -108,18 +108,25 @@ def _read_text(path: str) -> Any:
         return Unreadable(f"cannot read {path} as UTF-8 text: {exc}")
 
 
-def chunk_digest(chunk: Iterable[tuple[Any, Any]], kind: str) -> str:
-    """A content hash of one chunk's items (file bytes for files, the text otherwise), so that a
-    resumed run recomputes a chunk whose inputs changed even where size and mtime did not."""
+def content_hash(item: Any, kind: str) -> str:
+    """sha256 of an input's content: a file's bytes for files, a text's UTF-8 otherwise. Stored
+    with each embedding row, so an index can tell an input it already holds, whatever its id."""
     digest = hashlib.sha256()
-    for item_id, item in chunk:
-        digest.update(repr(item_id).encode("utf-8", "surrogatepass"))
-        if kind == "files" and isinstance(item, str) and os.path.isfile(item):
-            with open(item, "rb") as fh:
-                while block := fh.read(_CHUNK):
-                    digest.update(block)
-        else:
-            digest.update(repr(item).encode("utf-8", "surrogatepass"))
+    if kind == "files" and isinstance(item, str) and os.path.isfile(item):
+        with open(item, "rb") as fh:
+            while block := fh.read(_CHUNK):
+                digest.update(block)
+    else:
+        digest.update((item if isinstance(item, str) else repr(item)).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def chunk_digest(ids: Iterable[Any], hashes: Iterable[str]) -> str:
+    """A hash of one chunk's ids and content hashes, so that a resumed run recomputes a chunk
+    whose inputs changed even where size and mtime did not."""
+    digest = hashlib.sha256()
+    for item_id, item_hash in zip(ids, hashes):
+        digest.update(repr(item_id).encode("utf-8", "surrogatepass") + item_hash.encode())
     return digest.hexdigest()
 
 

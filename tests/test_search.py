@@ -1,0 +1,137 @@
+"""zoo index / zoo search against brute force in numpy, on real MiniLM and EfficientNet embeddings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import zoo
+from zoo.embed import embed_to_file
+from zoo.errors import ProvenanceMismatchError, ZooError
+from zoo.inputs import open_inputs
+
+pytest.importorskip("faiss")
+from zoo import search  # noqa: E402
+
+CORPUS = ["A cat sleeps on the warm sofa.", "Stocks fell sharply on Wall Street.", "The striker scored twice.",
+          "Kittens play with a ball of wool.", "The central bank raised interest rates.",
+          "The goalkeeper saved a penalty.", "A recipe for tomato soup.", "Bake the bread for forty minutes."]
+
+
+@pytest.fixture
+def corpus_parquet(minilm, tmp_path):
+    lines = tmp_path / "corpus.txt"
+    lines.write_text("\n".join(CORPUS) + "\n")
+    out = tmp_path / "corpus.parquet"
+    embed_to_file(minilm, open_inputs(str(lines)), out, progress=False)
+    return out
+
+
+def test_exact_search_equals_numpy_top_k_and_text_queries_find_their_neighbours(minilm, corpus_parquet, tmp_path):
+    index = search.build(corpus_parquet, tmp_path / "idx")
+    queries = ["my kitten is asleep", "the market dropped", "a football match", "how to cook soup"]
+    hits = index.search(queries, k=3, model=minilm)
+    assert [row[0].id for row in hits] == ["0", "1", "2", "6"]
+    from zoo.embedding_file import read_embeddings
+
+    rows = read_embeddings(corpus_parquet).rows
+    q = minilm.featurize(queries)
+    expected = np.argsort(-(q @ rows.T), axis=1, kind="stable")[:, :3]
+    assert [[int(h.id) for h in row] for row in hits] == expected.tolist()
+    np.testing.assert_allclose([[h.score for h in row] for row in hits], np.sort(q @ rows.T, axis=1)[:, ::-1][:, :3],
+                               atol=1e-5)
+    # The same, read back from disk, with the model the provenance names.
+    assert [h.id for h in search.open_index(tmp_path / "idx").search(["my kitten is asleep"], k=1)[0]] == ["0"]
+
+
+def test_re_adding_is_a_no_op_and_another_models_rows_or_queries_are_refused(corpus_parquet, tmp_path):
+    index = search.build(corpus_parquet, tmp_path / "idx")
+    assert index.add(corpus_parquet) == 0 and len(search.open_index(tmp_path / "idx")) == len(CORPUS)
+    vision = zoo.load("efficientnet-lite0", device="cpu")
+    with pytest.raises(ProvenanceMismatchError, match="efficientnet-lite0.*minilm-l6|minilm-l6.*efficientnet-lite0"):
+        index.search(["a cat"], model=vision)
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "black.png")
+    embed_to_file(vision, open_inputs(str(images), modality="vision"), tmp_path / "img.parquet", progress=False)
+    with pytest.raises(ProvenanceMismatchError, match="img.parquet was embedded differently"):
+        index.add(tmp_path / "img.parquet")
+
+
+def test_new_inputs_are_added_and_repeated_ones_skipped(minilm, corpus_parquet, tmp_path):
+    index = search.build(corpus_parquet, tmp_path / "idx")
+    more = tmp_path / "more.txt"
+    more.write_text("A dog barks at the postman.\nThe striker scored twice.\n")  # one new, one held
+    embed_to_file(minilm, open_inputs(str(more)), tmp_path / "more.parquet", progress=False)
+    assert index.add(tmp_path / "more.parquet") == 1
+    hit = index.search(["a barking dog"], k=1)[0][0]
+    assert (hit.id, hit.source) == ("0", "more.parquet")
+
+
+def test_image_queries_find_a_resized_copy(tmp_path):
+    from PIL import Image
+
+    skimage_data = pytest.importorskip("skimage.data")
+    model = zoo.load("efficientnet-lite0", device="cpu")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    photos = ["astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry"]
+    for name in photos:
+        Image.fromarray(getattr(skimage_data, name)()).convert("RGB").save(folder / f"{name}.png")
+    embed_to_file(model, open_inputs(str(folder), modality="vision"), tmp_path / "img.parquet", progress=False)
+    index = search.build(tmp_path / "img.parquet", tmp_path / "idx")
+    for name in photos:  # a smaller JPEG of each photo finds the photo first
+        query = tmp_path / f"{name}-small.jpg"
+        with Image.open(folder / f"{name}.png") as photo:
+            photo.resize((photo.width // 2, photo.height // 2)).save(query, quality=80)
+        assert index.search([str(query)], k=1, model=model)[0][0].id == str(folder / f"{name}.png")
+
+
+def test_hnsw_recall_against_exact_on_random_rows(corpus_parquet, tmp_path):
+    """An approximate index over 20k unit rows in 400 clusters (as embeddings of real data cluster),
+    written with zoo's schema and MiniLM's provenance."""
+    import pyarrow as pa
+
+    from zoo.embed import _schema, _table
+
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((400, 384)).astype(np.float32)
+    rows = centers[rng.integers(0, 400, 20_000)] + 0.6 * rng.standard_normal((20_000, 384)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    meta = json.loads(pq.read_schema(corpus_parquet).metadata[b"zoo"])
+    schema = _schema(384, pa.int64(), meta)
+    pq.write_table(_table(list(range(len(rows))), rows, [f"h{i}" for i in range(len(rows))], schema),
+                   tmp_path / "random.parquet")
+    exact = search.build(tmp_path / "random.parquet", tmp_path / "flat")
+    approx = search.build(tmp_path / "random.parquet", tmp_path / "hnsw", kind="hnsw")
+    queries = rows[:200] + 0.02 * rng.standard_normal((200, 384)).astype(np.float32)
+    truth = [{h.id for h in row} for row in exact.search_vectors(queries, 10)]
+    found = [{h.id for h in row} for row in approx.search_vectors(queries, 10)]
+    recall = np.mean([len(t & f) / 10 for t, f in zip(truth, found)])
+    assert recall >= 0.95, recall
+
+
+def test_files_zoo_did_not_write_are_refused_with_a_clear_error(tmp_path):
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"x": [1, 2]}), tmp_path / "other.parquet")
+    with pytest.raises(ZooError, match="not written by `zoo embed`"):
+        search.build(tmp_path / "other.parquet", tmp_path / "idx")
+    with pytest.raises(ZooError, match="is not a zoo index"):
+        search.open_index(tmp_path)
+
+
+def test_cli_index_and_search(corpus_parquet, tmp_path, capsys):
+    from zoo.cli import main
+
+    assert main(["index", str(corpus_parquet), "-o", str(tmp_path / "idx")]) == 0
+    assert main(["index", str(corpus_parquet), "-o", str(tmp_path / "idx")]) == 0
+    assert "0 new rows" in capsys.readouterr().out
+    assert main(["search", str(tmp_path / "idx"), "the market dropped", "-k", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result[0]["query"] == "the market dropped" and result[0]["hits"][0]["id"] == "1"

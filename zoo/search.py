@@ -1,0 +1,255 @@
+"""Nearest-neighbour search over the embedding files ``zoo embed`` writes, with FAISS.
+
+>>> from zoo import search
+>>> index = search.build("photos.parquet", "photos.idx")         # exact inner product
+>>> index.search(["a dog on a beach"], k=5)                       # embedded with the index's model
+>>> search.open_index("photos.idx").add("more-photos.parquet")   # rows already held are skipped
+
+An index is a folder: ``index.faiss`` (the vectors), ``rows.parquet`` (each row's id, input
+content hash and source file) and ``zoo-index.json`` (the provenance of the embeddings, the kind
+of index and the row count, checked against the other two when it opens). Every embedding that
+meets the index (added rows, queries) must come from the same model, revision, weights, pooling,
+normalisation and layers, or :class:`~zoo.errors.ProvenanceMismatchError` names both sides.
+
+Kinds: ``flat`` (exact; the default) and ``hnsw`` (approximate, for millions of rows: FAISS's
+HNSW graph, ``M`` links per node, searched with ``ef_search`` candidates). Needs the ``search``
+extra (``pip install 'zoo-models[search]'``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .atomic import atomic_path, write_json_atomic
+from .embedding_file import embedding_rows
+from .errors import ProvenanceMismatchError, ZooError
+from .loader import load
+from .provenance import weights_provenance
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .adapter import Adapter
+
+KINDS = ("flat", "hnsw")
+INDEX_FILE, ROWS_FILE, META_FILE = "index.faiss", "rows.parquet", "zoo-index.json"
+#: what makes two embeddings comparable; a prompt is left out (queries and passages differ by design)
+GUARDED = ("model", "revision", "sha256", "pool", "normalize", "embed_dim", "layers", "layer_merge", "truncate_dim")
+_READ_ROWS = 65_536  # rows read from a parquet at a time: an index is built without a second copy
+
+
+@dataclass
+class Hit:
+    """One neighbour: its id, its score (inner product: the cosine for normalised embeddings)
+    and the embedding file it came from."""
+
+    id: str
+    score: float
+    source: str
+
+
+@dataclass
+class Index:
+    """A FAISS index over zoo embeddings with their provenance; see the module."""
+
+    path: Path
+    faiss_index: Any = field(repr=False)
+    provenance: dict[str, Any]
+    kind: str
+    ids: list[str] = field(default_factory=list, repr=False)
+    hashes: list[str | None] = field(default_factory=list, repr=False)
+    sources: list[str] = field(default_factory=list, repr=False)
+    _model: Adapter | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, parquet: str | os.PathLike[str], *, save: bool = True) -> int:
+        """Add the rows of another embedding file from the same model; rows whose input is
+        already held (same content hash) are skipped. Returns how many were added."""
+        import numpy as np
+
+        provenance = _file_provenance(parquet)
+        check_same(self.provenance, provenance, f"{parquet}", f"the index {self.path}")
+        held = {h for h in self.hashes if h}
+        added = 0
+        for ids, rows, hashes in _row_batches(parquet):
+            keep = []
+            for i, h in enumerate(hashes):  # in order: a repeated input within the file is held once too
+                if h is None or h not in held:
+                    keep.append(i)
+                    if h:
+                        held.add(h)
+            if keep:
+                self.faiss_index.add(np.ascontiguousarray(rows[keep], dtype=np.float32))
+                self.ids += [str(ids[i]) for i in keep]
+                self.hashes += [hashes[i] for i in keep]
+                self.sources += [Path(parquet).name] * len(keep)
+                added += len(keep)
+        if save:
+            self.save()
+        return added
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
+        """The ``k`` nearest rows of each query vector, best first (fewer if the index is smaller)."""
+        import numpy as np
+
+        queries = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+        if queries.shape[1] != self.faiss_index.d:
+            raise ValueError(f"query vectors have {queries.shape[1]} dimensions; the index holds {self.faiss_index.d}")
+        scores, rows = self.faiss_index.search(queries, min(k, len(self)))
+        return [[Hit(self.ids[r], float(s), self.sources[r]) for s, r in zip(srow, rrow) if r >= 0]
+                for srow, rrow in zip(scores, rows)]
+
+    def search(self, queries: list[Any], k: int = 10, *, model: Adapter | None = None) -> list[list[Hit]]:
+        """Embed each query (a text, or an image / audio file path) with the index's model, or
+        with ``model`` if it has the same provenance, and return its ``k`` nearest rows."""
+        model = self._query_model(model)
+        return self.search_vectors(embed_queries(model, queries, self.provenance), k)
+
+    def _query_model(self, model: Adapter | None) -> Adapter:
+        if model is None:
+            if self._model is None:
+                self._model = load(self.provenance["model"])
+            model = self._model
+        # The query is computed with the index's pooling, normalisation, layers and truncation;
+        # what must match is the model itself, then that it pools as the index's rows were.
+        what, against = f"the query model {model.name}", f"the index {self.path}"
+        check_same(self.provenance, {**self.provenance, **weights_provenance(model.spec, model.files)}, what, against)
+        check_same(self.provenance, {**self.provenance, "pool": model.resolve_pool(self.provenance.get("pool"))},
+                   what, against)
+        return model
+
+    def save(self) -> None:
+        """Write the index's three files; the metadata last, with the count the others must have."""
+        import faiss
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.path / INDEX_FILE) as tmp:
+            faiss.write_index(self.faiss_index, str(tmp))
+        rows = pa.table({"id": self.ids, "content_sha256": pa.array(self.hashes, pa.string()), "source": self.sources})
+        with atomic_path(self.path / ROWS_FILE) as tmp:
+            pq.write_table(rows, tmp)
+        write_json_atomic(self.path / META_FILE, {"provenance": self.provenance, "kind": self.kind,
+                                                  "rows": len(self), "dim": self.faiss_index.d})
+
+
+def build(parquet: str | os.PathLike[str], output: str | os.PathLike[str], *, kind: str = "flat", m: int = 32,
+          ef_construction: int = 80, ef_search: int = 64) -> Index:
+    """A new index at ``output`` (a folder) over an embedding file's rows; see the module."""
+    faiss = _faiss()
+    provenance = _file_provenance(parquet)
+    dim = int(provenance["embed_dim"])
+    if kind == "flat":
+        raw = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        raw = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+        raw.hnsw.efConstruction, raw.hnsw.efSearch = ef_construction, ef_search
+    else:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    out = Path(output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists; choose a new folder, or add rows to an index with Index.add")
+    index = Index(out, raw, {k: provenance.get(k) for k in (*GUARDED, "backend", "modality", "zoo_version")}, kind)
+    index.add(parquet)
+    return index
+
+
+def open_index(path: str | os.PathLike[str]) -> Index:
+    """An index ``build`` wrote, checked whole: its three files agree on the row count."""
+    import pyarrow.parquet as pq
+
+    faiss = _faiss()
+    folder = Path(path)
+    if not (folder / META_FILE).is_file():
+        raise ZooError(f"{folder} is not a zoo index (no {META_FILE}); build one with `zoo index EMB.parquet -o {folder}`")
+    meta = json.loads((folder / META_FILE).read_text())
+    raw = faiss.read_index(str(folder / INDEX_FILE))
+    rows = pq.read_table(folder / ROWS_FILE)
+    if not raw.ntotal == rows.num_rows == meta["rows"]:
+        raise ZooError(f"{folder} is inconsistent ({raw.ntotal} vectors, {rows.num_rows} rows, {meta['rows']} recorded):"
+                       " an update was interrupted; rebuild it with `zoo index`")
+    return Index(folder, raw, meta["provenance"], meta["kind"], rows.column("id").to_pylist(),
+                 rows.column("content_sha256").to_pylist(), rows.column("source").to_pylist())
+
+
+def embed_queries(model: Adapter, queries: list[Any], provenance: dict[str, Any]) -> np.ndarray:
+    """Query rows computed as the index's rows were (pooling, normalisation, layers, truncation);
+    for an image-text model, texts through its text tower and files through its image tower."""
+    import numpy as np
+
+    if isinstance(queries, (str, bytes)) or not queries:
+        raise ValueError("queries must be a non-empty list of texts or file paths")
+    settings = {"pool": provenance.get("pool"), "normalize": provenance.get("normalize"), "progress": False}
+    options = {"truncate_dim": provenance.get("truncate_dim"), "layers": provenance.get("layers")}
+    options = {k: v for k, v in options.items() if v}
+    if model.modality != "image-text":
+        return np.asarray(model.featurize(queries, **settings, **options), dtype=np.float32)
+    is_file = [isinstance(q, str) and os.path.isfile(q) for q in queries]
+    out = np.empty((len(queries), int(provenance["embed_dim"])), dtype=np.float32)
+    files = [i for i, f in enumerate(is_file) if f]
+    texts = [i for i, f in enumerate(is_file) if not f]
+    if files:
+        out[files] = model.featurize([queries[i] for i in files], **settings, **options)
+    if texts:
+        settings.pop("pool")
+        out[texts] = model.featurize_texts([queries[i] for i in texts], **settings, **options)  # type: ignore[attr-defined]
+    return out
+
+
+def check_same(expected: dict[str, Any], got: dict[str, Any], what: str, against: str) -> None:
+    """Refuse embeddings whose provenance differs from ``expected`` in a :data:`GUARDED` field."""
+    differ = [k for k in GUARDED if _norm(expected.get(k)) != _norm(got.get(k))]
+    if differ:
+        detail = "; ".join(f"{k}: {got.get(k)!r} vs {expected.get(k)!r}" for k in differ)
+        raise ProvenanceMismatchError(f"{what} was embedded differently from {against} ({detail}); "
+                                      f"embed with {expected.get('model')} and the same settings, or build a new index")
+
+
+def _norm(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _file_provenance(parquet: str | os.PathLike[str]) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    path = Path(parquet)
+    if path.suffix != ".parquet" or not path.is_file():
+        raise ZooError(f"{path}: index a .parquet file that `zoo embed` wrote")
+    schema = pq.read_schema(path)
+    meta = (schema.metadata or {}).get(b"zoo")
+    if meta is None or "embedding" not in schema.names:
+        raise ZooError(f"{path} was not written by `zoo embed` (no embedding column with zoo's provenance); "
+                       "embed the inputs with `zoo embed` first")
+    provenance = json.loads(meta)
+    if provenance.get("precision", "float32") != "float32":
+        raise ZooError(f"{path} holds {provenance['precision']} embeddings; index float32 ones "
+                       "(zoo embed without --precision)")
+    return provenance
+
+
+def _row_batches(parquet: str | os.PathLike[str]) -> Any:
+    """``(ids, rows, hashes)`` of an embedding file, ``_READ_ROWS`` at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(parquet)
+    columns = [c for c in ("id", "embedding", "content_sha256") if c in file.schema_arrow.names]
+    for batch in file.iter_batches(batch_size=_READ_ROWS, columns=columns):
+        table = pa.Table.from_batches([batch])
+        hashes = table.column("content_sha256").to_pylist() if "content_sha256" in columns else [None] * len(table)
+        yield table.column("id").to_pylist(), embedding_rows(table), hashes
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ImportError("zoo index and zoo search need FAISS: pip install 'zoo-models[search]'") from exc
+    return faiss
