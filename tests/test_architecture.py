@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"zoo": ROOT / "zoo", "zoo.plugins": ROOT / "plugins", "zoo.adapters": ROOT / "adapters"}
 HEAVY = ("torch", "numpy", "huggingface_hub", "transformers", "timm", "open_clip", "pyarrow", "PIL", "starlette",
-         "uvicorn")
+         "uvicorn", "faiss", "plotly")
 MAX_FUNCTION_LINES = 60
 
 

@@ -23,7 +23,8 @@ def run_zoo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_import_zoo_and_zoo_list_do_not_import_torch_or_a_server():
     code = ("import sys, zoo; from zoo.cli import main; zoo.list_models(); zoo.info('minilm-l6'); "
             "main(['list']); main(['plugins']); heavy = [m for m in "
-            "('torch', 'transformers', 'timm', 'open_clip', 'torchaudio', 'numpy', 'starlette', 'uvicorn') "
+            "('torch', 'transformers', 'timm', 'open_clip', 'torchaudio', 'numpy', 'starlette', 'uvicorn', 'faiss', "
+            "'plotly') "
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -19,7 +19,9 @@ from . import __version__
 from .bundle import pack, unpack
 from .embed import check_output, default_workers, embed_to_file
 from .embed_options import LAYER_MERGES
+from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .embedding_file import read_embeddings
+from .embedding_map import describe, hover_details, project, write_map
 from .errors import ZooError
 from .finetune_config import HEADS, STRATEGIES, FinetuneConfig
 from .inputs import open_inputs
@@ -36,6 +38,7 @@ from .search import build as build_index
 from .search import open_index
 from .serve import serve
 from .settings import zoo_home
+from .tables import is_table, iter_rows
 from .zero_shot import logit_scale
 from .testing import check, format_table
 
@@ -246,6 +249,52 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dedup(args: argparse.Namespace) -> int:
+    groups = find_duplicates(args.embeddings, args.threshold)
+    if args.json:
+        print(json.dumps([{"ids": g.ids, "min_similarity": g.min_similarity} for g in groups], indent=2, default=str))
+        return 0
+    for number, group in enumerate(groups, 1):
+        print(f"group {number} ({len(group.ids)} rows, cosine >= {group.min_similarity:.4f}):")
+        for item in group.ids:
+            print(f"  {item}")
+    extra = sum(len(g.ids) - 1 for g in groups)
+    print(f"{len(groups)} groups of near-duplicates (cosine >= {args.threshold}); {extra} rows could go")
+    return 0
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    if Path(args.output).suffix.lower() not in (".html", ".png"):  # before any work
+        raise ValueError(f"{args.output}: write a map to a .html or .png file")
+    emb = read_embeddings(args.embeddings)
+    if not emb.provenance:
+        raise ZooError(f"{args.embeddings} has no provenance: map a .parquet file that `zoo embed` wrote")
+    texts = None
+    if args.inputs:  # the texts the rows came from, to show on hover
+        source = open_inputs(args.inputs, modality="text", column=args.column)
+        by_id = {str(i): item for i, item in source}
+        texts = [str(by_id.get(str(i), "")) for i in emb.ids]
+    colors = _color_values(args, emb.ids) if args.color else None
+    xy, method = project(emb.rows, args.method)
+    out = write_map(args.output, xy, emb.ids, details=hover_details(emb.ids, texts), colors=colors,
+                    title=describe(method, len(emb.ids), emb.provenance))
+    print(f"wrote {out}: {len(emb.ids)} rows, {method.upper()}{f', colored by {args.color}' if colors else ''}")
+    return 0
+
+
+def _color_values(args: argparse.Namespace, ids: list[Any]) -> list[Any]:
+    """``--color COLUMN`` per row: from ``--table`` (joined on its ``id`` column, as zoo classify
+    writes), else from the ``--inputs`` table (row by row)."""
+    table = args.table or args.inputs
+    if not table or not is_table(table):
+        raise ValueError("--color COLUMN needs --table FILE (with an id column) or --inputs TABLE holding COLUMN")
+    if args.table:
+        values = {str(row["id"]): row[args.color] for row in iter_rows(args.table, ["id", args.color])}
+        return [values.get(str(i), "?") for i in ids]
+    values_by_row = [row[args.color] for row in iter_rows(table, [args.color])]
+    return [values_by_row[int(i)] if str(i).isdigit() and int(i) < len(values_by_row) else "?" for i in ids]
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     serve(args.names, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
           batch_size=args.batch_size, device=args.device, max_body_mb=args.max_body_mb, max_inputs=args.max_inputs,
@@ -366,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_embed(sub)
     _add_finetune(sub)
     _add_index(sub)
+    _add_dedup(sub)
+    _add_map(sub)
     _add_classify(sub)
     _add_serve(sub)
     return parser
@@ -417,6 +468,28 @@ def _add_index(sub: Any) -> None:
     p.add_argument("--model", help="embed queries with this model (it must match the index's provenance)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.set_defaults(func=cmd_search)
+
+
+def _add_dedup(sub: Any) -> None:
+    p = sub.add_parser("dedup", help="groups of near-duplicate rows in an embedding file")
+    p.add_argument("embeddings", metavar="EMB.parquet", help="an embedding file zoo embed wrote")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help=f"cosine similarity at which two rows are near-duplicates (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_dedup)
+
+
+def _add_map(sub: Any) -> None:
+    p = sub.add_parser("map", help="a 2-D picture of an embedding file: interactive .html or static .png")
+    p.add_argument("embeddings", metavar="EMB.parquet", help="an embedding file zoo embed wrote")
+    p.add_argument("-o", "--output", required=True, help="map.html (zoom, hover) or map.png")
+    p.add_argument("--inputs", help="the text file or table the rows were embedded from: hover shows each text")
+    p.add_argument("--column", help="the text column of --inputs, if a table (default: text)")
+    p.add_argument("--color", metavar="COLUMN", help="color points by this column of --table or --inputs")
+    p.add_argument("--table", help="a table with an id column, e.g. what zoo classify wrote")
+    p.add_argument("--method", default="auto", choices=["auto", "umap", "tsne", "pca"],
+                   help="projection (default: UMAP if installed, else t-SNE up to 5000 rows, else PCA)")
+    p.set_defaults(func=cmd_map)
 
 
 def _add_classify(sub: Any) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .errors import ZooError
@@ -44,16 +45,52 @@ def read_embeddings(path: str | os.PathLike[str]) -> EmbeddingFile:
         raise ZooError(f"{path.name} is not an embedding file: zoo reads the .parquet or .npy files `zoo embed` writes")
     import pyarrow.parquet as pq
 
+    meta = read_provenance(path)
     table = pq.read_table(path)
-    meta = (table.schema.metadata or {}).get(b"zoo")
-    if meta is None or "embedding" not in table.column_names:
-        raise ZooError(f"{path} was not written by `zoo embed` (no embedding column with zoo's provenance); "
-                       "embed the inputs with `zoo embed` first")
     hashes = table.column("content_sha256").to_pylist() if "content_sha256" in table.column_names else None
-    return EmbeddingFile(path, table.column("id").to_pylist(), embedding_rows(table), json.loads(meta), hashes)
+    return EmbeddingFile(path, table.column("id").to_pylist(), embedding_rows(table), meta, hashes)
 
 
 def embedding_rows(table: pa.Table) -> np.ndarray:
     """A table's fixed-size ``embedding`` column as an ``(N, D)`` array."""
     column = table.column("embedding").combine_chunks()
     return column.values.to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
+
+
+def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The provenance of a parquet file ``zoo embed`` wrote (read from its footer alone), or a
+    :class:`~zoo.errors.ZooError` saying the file is not one."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if path.suffix != ".parquet" or not path.is_file():
+        raise ZooError(f"{path}: expected a .parquet file that `zoo embed` wrote")
+    schema = pq.read_schema(path)
+    meta = (schema.metadata or {}).get(b"zoo")
+    if meta is None or "embedding" not in schema.names:
+        raise ZooError(f"{path} was not written by `zoo embed` (no embedding column with zoo's provenance); "
+                       "embed the inputs with `zoo embed` first")
+    return json.loads(meta)
+
+
+def float_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """:func:`read_provenance`, for a file of float32 rows (what search and duplicates compare)."""
+    meta = read_provenance(path)
+    if meta.get("precision", "float32") != "float32":
+        raise ZooError(f"{path} holds {meta['precision']} embeddings; use float32 ones (zoo embed without --precision)")
+    return meta
+
+
+def embedding_batches(path: str | os.PathLike[str], rows: int = 65_536) -> Iterator[tuple[list[Any], np.ndarray,
+                                                                                          list[str | None]]]:
+    """``(ids, rows, content hashes)`` of an embedding file, ``rows`` at a time, so that a large
+    file is never held whole (hashes are None in files written before zoo recorded them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(path)
+    columns = [c for c in ("id", "embedding", "content_sha256") if c in file.schema_arrow.names]
+    for batch in file.iter_batches(batch_size=rows, columns=columns):
+        table = pa.Table.from_batches([batch])
+        hashes = table.column("content_sha256").to_pylist() if "content_sha256" in columns else [None] * len(table)
+        yield table.column("id").to_pylist(), embedding_rows(table), hashes

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_path, write_json_atomic
-from .embedding_file import embedding_rows
+from .embedding_file import embedding_batches, float_provenance
 from .errors import ProvenanceMismatchError, ZooError
 from .loader import load
 from .provenance import weights_provenance
@@ -39,7 +39,6 @@ KINDS = ("flat", "hnsw")
 INDEX_FILE, ROWS_FILE, META_FILE = "index.faiss", "rows.parquet", "zoo-index.json"
 #: what makes two embeddings comparable; a prompt is left out (queries and passages differ by design)
 GUARDED = ("model", "revision", "sha256", "pool", "normalize", "embed_dim", "layers", "layer_merge", "truncate_dim")
-_READ_ROWS = 65_536  # rows read from a parquet at a time: an index is built without a second copy
 
 
 @dataclass
@@ -73,11 +72,11 @@ class Index:
         already held (same content hash) are skipped. Returns how many were added."""
         import numpy as np
 
-        provenance = _file_provenance(parquet)
+        provenance = float_provenance(parquet)
         check_same(self.provenance, provenance, f"{parquet}", f"the index {self.path}")
         held = {h for h in self.hashes if h}
         added = 0
-        for ids, rows, hashes in _row_batches(parquet):
+        for ids, rows, hashes in embedding_batches(parquet):
             keep = []
             for i, h in enumerate(hashes):  # in order: a repeated input within the file is held once too
                 if h is None or h not in held:
@@ -143,8 +142,8 @@ class Index:
 def build(parquet: str | os.PathLike[str], output: str | os.PathLike[str], *, kind: str = "flat", m: int = 32,
           ef_construction: int = 80, ef_search: int = 64) -> Index:
     """A new index at ``output`` (a folder) over an embedding file's rows; see the module."""
-    faiss = _faiss()
-    provenance = _file_provenance(parquet)
+    faiss = faiss_module()
+    provenance = float_provenance(parquet)
     dim = int(provenance["embed_dim"])
     if kind == "flat":
         raw = faiss.IndexFlatIP(dim)
@@ -165,7 +164,7 @@ def open_index(path: str | os.PathLike[str]) -> Index:
     """An index ``build`` wrote, checked whole: its three files agree on the row count."""
     import pyarrow.parquet as pq
 
-    faiss = _faiss()
+    faiss = faiss_module()
     folder = Path(path)
     if not (folder / META_FILE).is_file():
         raise ZooError(f"{folder} is not a zoo index (no {META_FILE}); build one with `zoo index EMB.parquet -o {folder}`")
@@ -216,38 +215,7 @@ def _norm(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _file_provenance(parquet: str | os.PathLike[str]) -> dict[str, Any]:
-    import pyarrow.parquet as pq
-
-    path = Path(parquet)
-    if path.suffix != ".parquet" or not path.is_file():
-        raise ZooError(f"{path}: index a .parquet file that `zoo embed` wrote")
-    schema = pq.read_schema(path)
-    meta = (schema.metadata or {}).get(b"zoo")
-    if meta is None or "embedding" not in schema.names:
-        raise ZooError(f"{path} was not written by `zoo embed` (no embedding column with zoo's provenance); "
-                       "embed the inputs with `zoo embed` first")
-    provenance = json.loads(meta)
-    if provenance.get("precision", "float32") != "float32":
-        raise ZooError(f"{path} holds {provenance['precision']} embeddings; index float32 ones "
-                       "(zoo embed without --precision)")
-    return provenance
-
-
-def _row_batches(parquet: str | os.PathLike[str]) -> Any:
-    """``(ids, rows, hashes)`` of an embedding file, ``_READ_ROWS`` at a time."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    file = pq.ParquetFile(parquet)
-    columns = [c for c in ("id", "embedding", "content_sha256") if c in file.schema_arrow.names]
-    for batch in file.iter_batches(batch_size=_READ_ROWS, columns=columns):
-        table = pa.Table.from_batches([batch])
-        hashes = table.column("content_sha256").to_pylist() if "content_sha256" in columns else [None] * len(table)
-        yield table.column("id").to_pylist(), embedding_rows(table), hashes
-
-
-def _faiss() -> Any:
+def faiss_module() -> Any:
     try:
         import faiss
     except ImportError as exc:

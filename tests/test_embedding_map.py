@@ -1,0 +1,86 @@
+"""zoo map: an HTML map opened in a real browser (headless Chromium, Debian's package), and a PNG.
+
+How "the screenshot shows the points" is checked: the page is rendered to a PNG by Chromium; the
+test counts the pixels within a small distance of each trace's marker colour (plotly's first
+colours, one trace per label). A blank or broken page (no plotly, a script error) has none of
+them; a drawn map has hundreds per trace, spread over the plot area rather than in one spot.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zoo.cli import main
+from zoo.embed import embed_to_file
+from zoo.inputs import open_inputs
+
+pytest.importorskip("plotly")
+FORTUNES = Path("/usr/share/games/fortunes")
+# plotly's first three colours, as the markers (opacity 0.8) show them on the white background
+TRACE_COLORS = [tuple(round(0.8 * c + 0.2 * 255) for c in rgb)
+                for rgb in ((0x63, 0x6E, 0xFA), (0xEF, 0x55, 0x3B), (0x00, 0xCC, 0x96))]
+
+
+@pytest.fixture
+def fortunes_map_inputs(minilm, tmp_path):
+    if not (FORTUNES / "science").exists():
+        pytest.skip("Debian's fortunes package is not installed")
+    texts, labels = [], []
+    for category in ("science", "food", "sports"):
+        quotes = [" ".join(q.split()) for q in (FORTUNES / category).read_text(errors="replace").split("\n%\n")]
+        quotes = [q for q in quotes if 20 < len(q) < 300][:80]
+        texts += quotes
+        labels += [category] * len(quotes)
+    (tmp_path / "quotes.txt").write_text("\n".join(texts) + "\n")
+    embed_to_file(minilm, open_inputs(str(tmp_path / "quotes.txt")), tmp_path / "quotes.parquet", progress=False)
+    (tmp_path / "labels.csv").write_text("id,category\n" + "".join(f"{i},{c}\n" for i, c in enumerate(labels)))
+    return tmp_path
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (apt-get install chromium)")
+def test_the_html_map_renders_points_in_headless_chromium(fortunes_map_inputs):
+    from PIL import Image
+
+    folder = fortunes_map_inputs
+    page = folder / "map.html"
+    assert main(["map", str(folder / "quotes.parquet"), "-o", str(page), "--inputs", str(folder / "quotes.txt"),
+                 "--color", "category", "--table", str(folder / "labels.csv"), "--method", "pca"]) == 0
+    html = page.read_text()
+    assert "plotly" in html and "zoo-hover" in html  # plotly's script is in the page
+    assert "src=\"https://" not in html  # no script fetched from the network
+    first = (folder / "quotes.txt").read_text().splitlines()[0]
+    assert first.split()[0] in html  # the hover panel's texts are in the page
+    shot = folder / "shot.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1100,900", "--virtual-time-budget=10000", f"--screenshot={shot}",
+                    page.as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    for color in TRACE_COLORS:
+        near = np.abs(pixels - np.array(color)).sum(axis=2) < 60
+        ys, xs = np.nonzero(near)
+        assert near.sum() > 200, f"trace colour {color}: {near.sum()} pixels; the map did not draw"
+        assert xs.std() > 20 and ys.std() > 20, f"trace colour {color} sits in one spot, not scattered points"
+
+
+def test_a_static_png_map(fortunes_map_inputs):
+    from PIL import Image
+
+    out = fortunes_map_inputs / "map.png"
+    assert main(["map", str(fortunes_map_inputs / "quotes.parquet"), "-o", str(out), "--method", "pca"]) == 0
+    with Image.open(out) as image:
+        assert image.size[0] > 500 and len(np.unique(np.asarray(image.convert("L")))) > 10
+
+
+def test_a_file_zoo_did_not_write_is_refused(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": [1, 2, 3]}), tmp_path / "other.parquet")
+    assert main(["map", str(tmp_path / "other.parquet"), "-o", str(tmp_path / "m.html")]) != 0
+    assert "not written by `zoo embed`" in capsys.readouterr().err

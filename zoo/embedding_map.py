@@ -1,0 +1,155 @@
+"""A picture of an embedding space: rows projected to 2-D (UMAP if installed, else t-SNE up to
+5000 rows, PCA beyond), drawn as an interactive, self-contained HTML scatter (plotly: zoom,
+pan, hover showing each row's id with its text or an image thumbnail) or a static PNG."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .atomic import atomic_path
+
+if TYPE_CHECKING:
+    import numpy as np
+
+METHODS = ("auto", "umap", "tsne", "pca")
+TSNE_MAX_ROWS = 5000  # t-SNE's cost grows fast; beyond this PCA (without UMAP installed)
+SVG_MAX_ROWS = 10_000  # beyond, points are drawn with WebGL
+_THUMB = 96  # pixels, the longer side of a hover thumbnail
+
+
+def project(rows: np.ndarray, method: str = "auto", *, seed: int = 0) -> tuple[np.ndarray, str]:
+    """``(N, 2)`` coordinates of ``rows`` and the method used."""
+    import numpy as np
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    if len(rows) < 3:
+        raise ValueError(f"a map needs at least 3 rows, not {len(rows)}")
+    if method == "auto":
+        try:
+            import umap  # noqa: F401
+
+            method = "umap"
+        except ImportError:
+            method = "tsne" if len(rows) <= TSNE_MAX_ROWS else "pca"
+    if method == "umap":
+        import umap
+
+        return np.asarray(umap.UMAP(random_state=seed).fit_transform(rows)), method
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        return TSNE(perplexity=min(30.0, (len(rows) - 1) / 3), random_state=seed).fit_transform(rows), method
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=2, random_state=seed).fit_transform(rows), method
+
+
+def hover_details(ids: Sequence[Any], texts: Sequence[str] | None = None) -> list[str]:
+    """Per row, what the hover shows under its id: its text (shortened), or a thumbnail of the
+    image file its id names, as HTML."""
+    details = []
+    for i, item in enumerate(ids):
+        if texts is not None:
+            details.append(html.escape(_shorten(texts[i])))
+        elif isinstance(item, str) and os.path.isfile(item):
+            details.append(_thumbnail(item))
+        else:
+            details.append("")
+    return details
+
+
+def write_map(path: str | os.PathLike[str], xy: np.ndarray, ids: Sequence[Any], *, details: Sequence[str] = (),
+              colors: Sequence[Any] | None = None, title: str = "") -> Path:
+    """Write the map as ``.html`` (interactive) or ``.png`` (static), atomically."""
+    out = Path(path)
+    if out.suffix.lower() not in (".html", ".png"):
+        raise ValueError(f"{out}: write a map to a .html or .png file")
+    with atomic_path(out) as tmp:
+        if out.suffix.lower() == ".png":
+            _write_png(tmp, xy, colors, title)
+        else:
+            _write_html(tmp, xy, ids, details, colors, title)
+    return out
+
+
+def _write_html(path: Path, xy: np.ndarray, ids: Sequence[Any], details: Sequence[str],
+                colors: Sequence[Any] | None, title: str) -> None:
+    import plotly.graph_objects as go
+
+    figure = go.Figure(layout={"title": title, "template": "plotly_white", "height": 760,
+                               "margin": {"l": 20, "r": 20, "t": 60, "b": 20}, "legend": {"itemsizing": "constant"}})
+    groups = {"": list(range(len(ids)))} if colors is None else _by_value(colors)
+    # SVG draws anywhere (a headless browser with no GPU too); WebGL keeps 100k points fluid.
+    add = figure.add_scatter if len(ids) <= SVG_MAX_ROWS else figure.add_scattergl
+    for name, members in groups.items():
+        add(x=xy[members, 0], y=xy[members, 1], mode="markers", name=str(name),
+                             marker={"size": 7, "opacity": 0.8}, showlegend=colors is not None,
+                             customdata=[[str(ids[i]), details[i] if details else ""] for i in members],
+                             hovertemplate="%{customdata[0]}<extra></extra>")
+    # The hover panel shows the text or the thumbnail beside the plot: plotly's own hover box
+    # cannot show an image.
+    panel = ("<div id='zoo-hover' style='font:14px sans-serif;max-width:700px;padding:8px;min-height:120px'>"
+             "hover a point</div>")
+    script = ("var p=document.getElementsByClassName('plotly-graph-div')[0],h=document.getElementById('zoo-hover');"
+              "p.on('plotly_hover',function(e){var d=e.points[0].customdata;"
+              "h.innerHTML='<b>'+d[0].replace(/</g,'&lt;')+'</b><br>'+d[1];});")
+    page = figure.to_html(include_plotlyjs=True, full_html=True, post_script=script)
+    path.write_text(page.replace("</body>", panel + "</body>", 1), encoding="utf-8")
+
+
+def _write_png(path: Path, xy: np.ndarray, colors: Sequence[Any] | None, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 8), dpi=110)
+    groups = {"": list(range(len(xy)))} if colors is None else _by_value(colors)
+    for name, members in groups.items():
+        ax.scatter(xy[members, 0], xy[members, 1], s=10, alpha=0.8, label=str(name) if colors is not None else None)
+    if colors is not None:
+        ax.legend(markerscale=2, fontsize=8)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def _by_value(values: Sequence[Any]) -> dict[Any, list[int]]:
+    groups: dict[Any, list[int]] = {}
+    for i, value in enumerate(values):
+        groups.setdefault(value, []).append(i)
+    return groups
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _thumbnail(file: str) -> str:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as image:
+            image.thumbnail((_THUMB, _THUMB))
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, format="JPEG", quality=80)
+    except (OSError, UnidentifiedImageError):
+        return ""
+    return f"<img src='data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}'>"
+
+
+def describe(method: str, count: int, provenance: dict[str, Any]) -> str:
+    """The map's title: what was projected, how."""
+    return f"{count} rows of {provenance.get('model', 'embeddings')}, {method.upper()}"
+
