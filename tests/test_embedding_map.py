@@ -84,3 +84,20 @@ def test_a_file_zoo_did_not_write_is_refused(tmp_path, capsys):
     pq.write_table(pa.table({"x": [1, 2, 3]}), tmp_path / "other.parquet")
     assert main(["map", str(tmp_path / "other.parquet"), "-o", str(tmp_path / "m.html")]) != 0
     assert "not written by `zoo embed`" in capsys.readouterr().err
+
+
+def test_hover_shows_a_thumbnail_for_an_image_and_escaped_text_for_a_text(tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from zoo.embedding_map import hover_details
+
+    Image.fromarray(np.zeros((300, 200, 3), np.uint8)).save(tmp_path / "a.png")
+    image_detail, missing = hover_details([str(tmp_path / "a.png"), str(tmp_path / "gone.png")])
+    payload = image_detail.split("base64,")[1].rstrip("'>")
+    with Image.open(io.BytesIO(base64.b64decode(payload))) as thumb:
+        assert max(thumb.size) == 96
+    assert missing == ""
+    assert hover_details([0], ["<b>fish</b> & chips"]) == ["&lt;b&gt;fish&lt;/b&gt; &amp; chips"]

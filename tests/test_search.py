@@ -135,3 +135,25 @@ def test_cli_index_and_search(corpus_parquet, tmp_path, capsys):
     assert main(["search", str(tmp_path / "idx"), "the market dropped", "-k", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result[0]["query"] == "the market dropped" and result[0]["hits"][0]["id"] == "1"
+
+
+def test_an_image_text_index_takes_text_and_image_queries_in_one_space(open_clip_dir, tmp_path):
+    from PIL import Image
+
+    model = zoo.load(str(open_clip_dir), device="cpu")
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    embed_to_file(model, open_inputs(str(folder), modality="image-text"), tmp_path / "img.parquet", progress=False)
+    index = search.build(tmp_path / "img.parquet", tmp_path / "idx")
+    queries = ["a photo of noise", str(folder / "3.png")]
+    hits = index.search(queries, k=5, model=model)
+    from zoo.embedding_file import read_embeddings
+
+    rows = read_embeddings(tmp_path / "img.parquet").rows
+    expected = np.concatenate([model.featurize_texts(queries[:1]), model.featurize(queries[1:])]) @ rows.T
+    assert [[h.id for h in row] for row in hits] == [[str(folder / f"{j}.png") for j in np.argsort(-e, kind="stable")]
+                                                     for e in expected]
+    assert hits[1][0].id == str(folder / "3.png")
