@@ -47,6 +47,17 @@ class ImageBackboneAdapter(Adapter):
 
         return torch.stack([self.transform(img) for img in items])
 
+    def export_examples(self) -> list[Any]:
+        """Noise images of several sizes through the weights' transform: two traced, then batches
+        of one and of three checked."""
+        import numpy as np
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        sizes = ((320, 240), (240, 320)), ((200, 200),), ((640, 480), (96, 128), (300, 300))
+        return [self.collate([Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in batch])
+                for batch in sizes]
+
     def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
         import torch
 

@@ -85,6 +85,16 @@ _ADAPTER_BY_MODALITY = {
 }
 
 
+# Encoders whose graphs ONNX Runtime's optimizer fuses as BERT's (zoo.compiled).
+_BERT_LIKE = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra", "mpnet"})
+_EXPORT_TEXTS = (
+    ("a short text", "a longer text, with a few more words in it than the first one has"),
+    ("three texts", "of other lengths than the traced pair, padded to the longest", "of the three"),
+    ("one text alone, with no padding at all",),
+    ("short", " ".join(["a long text that pads the short one by far"] * 12)),
+)
+
+
 # A pass-through name whose config.json is neither cached nor reachable: load decides.
 UNKNOWN_MODALITY = "unknown"
 
@@ -217,6 +227,30 @@ class TransformersAdapter(Adapter):
         batch = {k: v.to(self.device) for k, v in batch.items()}
         hidden = self.model(**batch, output_hidden_states=True).hidden_states
         return [pool_tokens(hidden[i], batch["attention_mask"], pool) for i in layers]
+
+    # -- other runtimes -------------------------------------------------------------------------
+
+    def export_examples(self) -> list[Any]:
+        """Traced on two texts of different lengths (so the mask is a real input); checked on three
+        others, on one text alone (no padding at all) and on a long one padded against a short."""
+        return [self.collate(list(texts)) for texts in _EXPORT_TEXTS]
+
+    @contextlib.contextmanager
+    def export_context(self) -> Iterator[None]:
+        """Eager attention while tracing: the pattern ONNX Runtime fuses into one Attention node."""
+        before = self.model.config._attn_implementation
+        self.model.set_attn_implementation("eager")
+        try:
+            yield
+        finally:
+            self.model.set_attn_implementation(before)
+
+    def onnx_fusion(self) -> dict[str, Any] | None:
+        config = self.model.config
+        if config.model_type not in _BERT_LIKE:
+            return None
+        return {"model_type": "bert", "num_heads": int(config.num_attention_heads),
+                "hidden_size": int(config.hidden_size)}
 
     # -- saving ---------------------------------------------------------------------------------
 

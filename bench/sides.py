@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 
 
-def run_side(script: str, side: str, argv: list[str]) -> dict[str, Any]:
-    """Run ``script --side SIDE ARGV`` in a fresh interpreter; returns its JSON line, with
-    ``vectors`` loaded from the file it saved."""
+def run_side(script: str, side: str, argv: list[str], python: str = sys.executable) -> dict[str, Any]:
+    """Run ``script --side SIDE ARGV`` in a fresh interpreter (``python``); returns its JSON line,
+    with ``vectors`` loaded from the file it saved."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "vectors.npy"
-        done = subprocess.run([sys.executable, script, "--side", side, "--vectors", str(out), *argv],
+        done = subprocess.run([python, script, "--side", side, "--vectors", str(out), *argv],
                               capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"side {side!r} failed:\n{done.stderr[-3000:]}")
@@ -33,12 +33,14 @@ def run_side(script: str, side: str, argv: list[str]) -> dict[str, Any]:
     return result
 
 
-def alternate(script: str, sides: list[str], argv: list[str], rounds: int) -> dict[str, list[dict[str, Any]]]:
-    """``rounds`` rounds, each running every side once in turn; each side's results in round order."""
+def alternate(script: str, sides: list[str], argv: list[str], rounds: int,
+              pythons: dict[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """``rounds`` rounds, each running every side once in turn; each side's results in round order.
+    ``pythons`` names another interpreter for some sides (peers that need other library versions)."""
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     for _ in range(rounds):
         for side, results in runs.items():
-            results.append(run_side(script, side, argv))
+            results.append(run_side(script, side, argv, (pythons or {}).get(side, sys.executable)))
     return runs
 
 

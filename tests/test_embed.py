@@ -57,7 +57,7 @@ def test_table_column_inputs(minilm, tmp_path, kind):
         pq.write_table(pa.Table.from_pylist(rows), src)
     out = tmp_path / "out.npy"
     summary = embed_to_file(minilm, open_inputs(str(src), column="body"), out, progress=False)
-    assert summary.chunk_size == 4096  # the default for text models
+    assert summary.chunks == 1
     np.testing.assert_allclose(np.load(out), minilm.featurize(TEXTS[:10]), atol=1e-6)
     with pytest.raises(zoo.ZooError, match="no column 'nope'|no field 'nope'"):
         embed_to_file(minilm, open_inputs(str(src), column="nope"), tmp_path / "x.npy", progress=False)
@@ -86,13 +86,10 @@ def test_image_folder_with_worker_processes_and_a_corrupt_file(tmp_path):
     assert [os.path.basename(i) for i in ids] == [f"{i:02d}.png" for i in range(10) if i != 5]
     expected = model.featurize([folder / f"{i:02d}.png" for i in range(10) if i != 5])
     np.testing.assert_allclose(X, expected, atol=1e-5)
-    default = embed_to_file(model, files, tmp_path / "out.npy", progress=False, on_error="skip")
-    assert default.chunk_size == 512  # images cost more per item: smaller parts, less lost to a kill
+    paced = embed_to_file(model, files, tmp_path / "out.npy", progress=False, on_error="skip", batch_size=2,
+                          num_workers=1)
+    assert paced.chunks > 1  # the first chunk is one batch per worker, then the pace sets the size
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-5)
-    wide = embed_to_file(model, files, tmp_path / "wide.npy", progress=False, on_error="skip", batch_size=64,
-                         num_workers=2)
-    assert wide.chunk_size == 8 * 64 * 2  # each worker, started afresh per chunk, gets several batches
-    np.testing.assert_allclose(np.load(tmp_path / "wide.npy"), expected, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -154,8 +151,73 @@ def test_resume_without_chunk_size_keeps_the_interrupted_runs(minilm, tmp_path, 
     src.write_text("\n".join(TEXTS) + "\n")
     out = tmp_path / "out.parquet"
     _interrupt_at_the_second_chunk(minilm, src, out, monkeypatch)
-    summary = embed_to_file(minilm, open_inputs(str(src)), out, progress=False)  # as after an upgrade
-    assert (summary.chunk_size, summary.chunks, summary.chunks_done_before) == (16, 4, 1)
+    summary = embed_to_file(minilm, open_inputs(str(src)), out, progress=False)  # chunks sized by pace now
+    assert (summary.chunks_done_before, summary.inputs_done_before) == (1, 16)
+    ids, X = _embeddings(out)
+    assert ids == list(range(60))
+    np.testing.assert_allclose(X, minilm.featurize(TEXTS), atol=1e-6)
+
+
+def test_chunks_take_about_chunk_seconds_at_the_runs_pace():
+    from zoo.embed import _ChunkSizer
+
+    sizer = _ChunkSizer(largest=4096, smallest=32, seconds=4.0)
+    sizes = []
+    for _ in range(6):  # a model that embeds 100 items a second
+        sizes.append(sizer.size)
+        sizer.record(sizer.size, sizer.size / 100)
+    assert sizes == [32, 128, 400, 400, 400, 400]  # grows at most 4x a chunk, then 4 s of work
+    sizer.record(400, 400 / 5000)  # far faster: capped by the largest chunk, after growing 4x
+    assert sizer.size == 1600
+    sizer.record(1600, 1600 / 0.5)  # far slower: never below the smallest
+    assert sizer.size == 32
+    sizer.record(5, 10.0)  # a short last chunk says little of the pace
+    assert sizer.size == 32
+    fixed = _ChunkSizer(largest=4096, smallest=32, seconds=4.0, fixed=7)
+    fixed.record(7, 100.0)
+    assert fixed.size == 7 and fixed.biggest == 7
+
+
+def test_a_slow_model_commits_a_chunk_every_few_tenths_of_a_second(minilm, tmp_path, monkeypatch):
+    src = tmp_path / "texts.txt"
+    src.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "out.parquet"
+    featurize = type(minilm).featurize_with_report
+
+    def slow(self, items, **kwargs):  # 20 ms an item
+        time.sleep(0.02 * len(items))
+        return featurize(self, items, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(type(minilm), "featurize_with_report", slow)
+        summary = embed_to_file(minilm, open_inputs(str(src)), out, progress=False, batch_size=4, chunk_seconds=0.2)
+    # 0.2 s at under 50 items a second: chunks of at most 10 after the first of one batch
+    assert summary.chunk_size <= 10 and summary.chunks >= 6
+    np.testing.assert_allclose(_embeddings(out)[1], minilm.featurize(TEXTS), atol=1e-6)
+
+
+def test_resume_keeps_chunks_of_another_size_and_fills_the_gaps(minilm, tmp_path, monkeypatch):
+    src = tmp_path / "texts.txt"
+    src.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "out.parquet"
+    partial = tmp_path / "out.parquet.partial"
+    featurize = type(minilm).featurize_with_report
+    calls = []
+
+    def stops_at_the_fourth_chunk(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return featurize(self, *args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(type(minilm), "featurize_with_report", stops_at_the_fourth_chunk)
+        with pytest.raises(KeyboardInterrupt):
+            embed_to_file(minilm, open_inputs(str(src)), out, chunk_size=16, progress=False)
+    (partial / "part-000000000016.parquet").unlink()  # a gap between two kept chunks
+    summary = embed_to_file(minilm, open_inputs(str(src)), out, chunk_size=10, progress=False)
+    # [0, 16) and [32, 48) kept; [16, 26), [26, 32), [48, 58), [58, 60) embedded
+    assert (summary.chunks_done_before, summary.inputs_done_before, summary.chunks) == (2, 32, 6)
     ids, X = _embeddings(out)
     assert ids == list(range(60))
     np.testing.assert_allclose(X, minilm.featurize(TEXTS), atol=1e-6)
@@ -300,7 +362,7 @@ def test_a_full_disk_keeps_the_chunks_and_the_same_command_finishes(minilm, tmp_
 
     with monkeypatch.context() as patched:
         patched.setattr(embed, "_write_npy", full_disk)
-        with pytest.raises(zoo.ZooError, match=r"No space left on device; the 4 of 4 chunks already embedded are kept"):
+        with pytest.raises(zoo.ZooError, match=r"No space left on device; the 60 of 60 inputs already embedded are kept"):
             embed_to_file(minilm, open_inputs(str(src)), out, chunk_size=16, progress=False)
     assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
     summary = embed_to_file(minilm, open_inputs(str(src)), out, progress=False)

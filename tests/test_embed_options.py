@@ -275,7 +275,7 @@ def test_an_interrupted_run_resumes_only_with_the_same_options(tmp_path, capsys)
         assert main([*command[:-5], "--chunk-size", "2", "--layer", "-2", "-q"]) != 0
         assert "holds an interrupted run with other settings (embed_dim, options)" in capsys.readouterr().err
         assert main([*command, "--skip-errors"]) == 0
-    assert "resumed: 2 of 3 chunks" in capsys.readouterr().out
+    assert "resumed: 4 of 6 inputs (2 of 3 chunks) were already done" in capsys.readouterr().out
 
 
 def test_sklearn_learns_int8_buckets_on_fit(minilm):

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from .compiled import CompiledEncoder
     from .model_files import ModelFiles
     from .spec import ModelSpec
 
@@ -131,6 +132,8 @@ class Adapter(ABC):
         self.dtype = dtype
         self._decode = decode
         self.last_report = FeaturizeReport()
+        #: the forward pass on another runtime (:mod:`zoo.compiled`), or None for PyTorch
+        self.compiled: CompiledEncoder | None = None
 
     # -- loading --------------------------------------------------------------------------------
 
@@ -183,6 +186,11 @@ class Adapter(ABC):
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def runtime(self) -> str:
+        """What runs the frozen forward pass: ``torch``, ``onnx`` or ``openvino``."""
+        return self.compiled.runtime if self.compiled is not None else "torch"
 
     @property
     def modality(self) -> str:
@@ -305,6 +313,28 @@ class Adapter(ABC):
         """One forward pass: each layer in ``layers`` pooled to ``(B, d)``."""
         raise UnsupportedOptionError(f"{self.name} does not give intermediate layers")
 
+    # -- other runtimes (zoo.compiled) ----------------------------------------------------------
+
+    def export_examples(self) -> list[Any]:
+        """Collated batches for exporting :meth:`encode_batch` to ONNX: the first is traced, the
+        others (other batch sizes and, for tokens, other padded lengths, one with no padding) are
+        where the export must give PyTorch's rows. Text transformers and image backbones give them."""
+        raise UnsupportedOptionError(f"{self.name} ({self.backend or type(self).__name__} backend) runs on PyTorch "
+                                     "only; runtime='onnx' and 'openvino' serve transformers text models and "
+                                     "timm / torchvision image models")
+
+    def export_context(self) -> Any:
+        """A context manager around the ONNX trace (transformers switches to eager attention,
+        the form ONNX Runtime's optimizer fuses)."""
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def onnx_fusion(self) -> dict[str, Any] | None:
+        """Arguments for ONNX Runtime's transformer optimizer (``model_type``, ``num_heads``,
+        ``hidden_size``), or None to leave the graph to the session's own optimisations."""
+        return None
+
     # -- featurize ------------------------------------------------------------------------------
 
     def featurize(
@@ -364,7 +394,12 @@ class Adapter(ABC):
         """:meth:`featurize`, also returning which inputs were kept and which skipped (and why)."""
         options = self._options(options, option_args)
         pool = self.resolve_pool(pool)
-        if options.layers:
+        if options.layers and self.compiled is not None:
+            raise UnsupportedOptionError(f"layer= runs on PyTorch; {self.name} was loaded with runtime="
+                                         f"{self.runtime!r}: load it with runtime='torch' for intermediate layers")
+        if self.compiled is not None:
+            encode = self.compiled.encoder(pool)
+        elif options.layers:
             if pool == "pooler":
                 raise UnsupportedOptionError(f"pool='pooler' is the final layer's pooler; with layer= use "
                                              f"pool='mean' or 'cls' for {self.name}")

@@ -17,7 +17,8 @@ from typing import Any
 
 from . import __version__
 from .bundle import pack, unpack
-from .embed import check_output, default_workers, embed_to_file
+from .compiled import RUNTIMES
+from .embed import DEFAULT_CHUNK_SECONDS, check_output, default_workers, embed_to_file
 from .embed_options import LAYER_MERGES
 from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .embedding_file import read_embeddings
@@ -182,18 +183,20 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     check_output(args.output)  # before the model loads
-    model = load(args.name, device=args.device)
+    model = load(args.name, device=args.device, runtime=args.runtime)
     inputs = open_inputs(args.inputs, modality=model.modality, column=args.column, files_as_text=args.files_as_text)
     options = model.embed_options(prompt=args.prompt, prompt_text=args.prompt_text, truncate_dim=args.truncate_dim,
                                   precision=args.precision, layers=args.layers, layer_merge=args.layer_merge)
     calibration = read_embeddings(args.calibration).rows if args.calibration else None
     summary = embed_to_file(model, inputs, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
+                            chunk_seconds=args.chunk_seconds,
                             normalize=args.normalize, pool=args.pool,
                             on_error="skip" if args.skip_errors else "raise",
                             num_workers=default_workers(model.device) if args.workers is None else args.workers,
                             progress=not args.quiet, options=options, calibration=calibration)
     if summary.chunks_done_before:
-        print(f"resumed: {summary.chunks_done_before} of {summary.chunks} chunks were already done")
+        print(f"resumed: {summary.inputs_done_before} of {summary.rows + len(summary.skipped)} inputs "
+              f"({summary.chunks_done_before} of {summary.chunks} chunks) were already done")
     for item, why in summary.skipped[:5]:
         print(f"skipped {item}: {why}", file=sys.stderr)
     if summary.skipped_file:
@@ -207,7 +210,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_classify(args: argparse.Namespace) -> int:
     labels = [label.strip() for label in args.labels.split(",") if label.strip()]
     output = check_predictions_output(args.output)  # before the model loads
-    model = load(args.name, device=args.device)
+    model = load(args.name, device=args.device, runtime=args.runtime)
     inputs = open_inputs(args.inputs, modality=model.modality, column=args.column, files_as_text=args.files_as_text)
     ids, items = zip(*inputs) if len(inputs) else ((), ())
     probs = model.classify(list(items), labels, args.template, scale=args.scale, batch_size=args.batch_size,
@@ -237,7 +240,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     index = open_index(args.index)
-    model = load(args.model, device=args.device) if args.model else None
+    model = load(args.model, device=args.device, runtime=args.runtime) if args.model else None
     hits = index.search(list(args.queries), k=args.k, model=model)
     if args.json:
         print(json.dumps([{"query": q, "hits": [vars(h) for h in row]} for q, row in zip(args.queries, hits)], indent=2))
@@ -297,8 +300,8 @@ def _color_values(args: argparse.Namespace, ids: list[Any]) -> list[Any]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     serve(args.names, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-          batch_size=args.batch_size, device=args.device, max_body_mb=args.max_body_mb, max_inputs=args.max_inputs,
-          stop_after=args.stop_after, log_level=args.log_level)
+          batch_size=args.batch_size, device=args.device, runtime=args.runtime, max_body_mb=args.max_body_mb,
+          max_inputs=args.max_inputs, stop_after=args.stop_after, log_level=args.log_level)
     return 0
 
 
@@ -315,7 +318,7 @@ def _add_serve(sub: Any) -> None:
                    help="items per forward pass: what was gathered is sorted by length and split so (default 32)")
     p.add_argument("--max-body-mb", type=float, default=32, help="larger request bodies get 413 (default 32)")
     p.add_argument("--max-inputs", type=int, default=2048, help="more items in one request get 400 (default 2048)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    _add_device(p)
     p.add_argument("--stop-after", type=float, metavar="SECONDS", help="shut down by itself after SECONDS")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="server log level (default info: one line per request)")
@@ -430,9 +433,10 @@ def _add_embed(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="output .parquet (id + embedding + provenance) or .npy")
     p.add_argument("--column", help="the input column of a CSV / JSONL / parquet file (default: text)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--chunk-size", type=int,
-                   help="items per resumable chunk (default: 4096 for text models; for others 512, "
-                        "or 8 batches per decode worker)")
+    p.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
+                   help="seconds of work per resumable chunk, sized at the run's pace, so a kill loses about "
+                        "that much (default: %(default)s; at most 4096 texts, or 512 images or clips, a chunk)")
+    p.add_argument("--chunk-size", type=int, help="a fixed number of items per resumable chunk instead")
     p.add_argument("--workers", type=int,
                    help="decode processes for images and audio (default: cores - 1, at most 4 on the CPU "
                         "and 16 on a GPU)")
@@ -442,7 +446,7 @@ def _add_embed(sub: Any) -> None:
                    help="for a text model: embed the content of each file of a folder or glob")
     p.add_argument("--pool", help="pooling mode, where the model has a choice")
     _add_embed_options(p)
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    _add_device(p)
     norm = p.add_mutually_exclusive_group()
     norm.add_argument("--normalize", dest="normalize", action="store_true", default=None, help="L2-normalise rows")
     norm.add_argument("--no-normalize", dest="normalize", action="store_false", help="do not L2-normalise rows")
@@ -466,7 +470,7 @@ def _add_index(sub: Any) -> None:
     p.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--model", help="embed queries with this model (it must match the index's provenance)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    _add_device(p)
     p.set_defaults(func=cmd_search)
 
 
@@ -506,9 +510,17 @@ def _add_classify(sub: Any) -> None:
     p.add_argument("--column", help="the input column of a CSV / JSONL / parquet file (default: text)")
     p.add_argument("--files-as-text", action="store_true", help="for a text model: classify each file's content")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    _add_device(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_classify)
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    """Where and on what the model runs."""
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--runtime", choices=RUNTIMES,
+                   help="what runs the frozen model: torch, or onnx / openvino on the CPU, exported from the "
+                        "same weights on first use (default: $ZOO_RUNTIME, else torch)")
 
 
 def _add_embed_options(p: argparse.ArgumentParser) -> None:

@@ -1,10 +1,13 @@
 """``zoo embed``: stream inputs through a model into parquet or ``.npy``, in bounded memory, resumably.
 
-Inputs are read and embedded ``chunk_size`` items at a time. Each finished chunk is written as its
-own parquet file (temporary name, then rename) in ``OUT.partial/``, next to a ``run.json`` naming
-the model, the inputs and the settings, with a content digest of its items. Killed at any moment
-and run again with the same command, the run keeps every chunk already written whose inputs are
-unchanged and computes only the rest. When every chunk is there, the parts are streamed into
+Inputs are read and embedded a chunk at a time, each chunk sized to take about
+``DEFAULT_CHUNK_SECONDS`` of work at the pace the run is going (or ``chunk_size`` items when
+asked), so a kill loses seconds of work whatever the model's speed. Each finished chunk is written as
+its own parquet file (temporary name, then rename) in ``OUT.partial/``, named by its first input's
+position and recording how many inputs it covers and a content digest of them, next to a
+``run.json`` naming the model, the inputs and the settings. Killed at any moment and run again with
+the same command, the run keeps every chunk already written whose inputs are unchanged and computes
+only the rest. When every chunk is there, the parts are streamed into
 ``OUT`` under a temporary name that is renamed at the end: a file at ``OUT`` is always complete, and
 carries its provenance (model, revision, weight sha256, embed_dim, preprocessing, zoo version) in
 its metadata. Skipped inputs are listed, with their reasons, in ``OUT.skipped.jsonl``.
@@ -44,8 +47,14 @@ if TYPE_CHECKING:
     from .embed_options import EmbedOptions
 
 FORMATS = (".parquet", ".npy")
+# The most items one chunk holds: text is sorted by length within a chunk, so a chunk is also the
+# window that sorting sees; images and audio hold decoded arrays.
 DEFAULT_CHUNK_TEXT = 4096
 DEFAULT_CHUNK_MEDIA = 512
+# Seconds of work a chunk aims at: what a kill loses, at most about twice this.
+DEFAULT_CHUNK_SECONDS = 4.0
+# A chunk takes at most this many times the items of the one before, while the pace settles.
+_CHUNK_GROWTH = 4
 
 
 @dataclass
@@ -58,8 +67,9 @@ class EmbedSummary:
     skipped_file: Path | None
     chunks_done_before: int
     chunks: int
-    chunk_size: int
+    chunk_size: int  # the most items a chunk held (the fixed size, when one was asked for)
     seconds: float
+    inputs_done_before: int = 0
 
 
 def default_workers(device: str) -> int:
@@ -108,31 +118,67 @@ class _Plan:
     """A run's fixed settings, recorded in ``run.json`` so that a resumed run is the same run."""
 
     partial: Path
-    chunk_size: int
-    chunks: int
     total: int
     meta: dict[str, Any]
     schema: pa.Schema  # of the parts: float32 rows, quantized only when assembled
     options: EmbedOptions
+    embedded: int = 0  # inputs in chunks on disk, for the message of a failed write
 
 
-def _plan_run(model: Adapter, inputs: InputSource, output: Path, *, batch_size: int, chunk_size: int | None,
-              normalize: bool, pool: str | None, num_workers: int, options: EmbedOptions) -> _Plan:
-    """Create ``OUT.partial/run.json``, or check that the interrupted run there had these settings."""
+@dataclass
+class _ChunkSizer:
+    """How many inputs the next chunk takes: ``fixed`` when the caller chose a size; otherwise as
+    many as the last chunk's pace gets through in ``seconds``, starting from ``smallest`` and growing
+    at most :data:`_CHUNK_GROWTH` times a chunk (the first includes warm-up), up to ``largest``."""
+
+    largest: int
+    smallest: int
+    seconds: float
+    fixed: int | None = None
+    size: int = 0
+    biggest: int = 0
+
+    def __post_init__(self) -> None:
+        self.size = self.fixed or min(self.smallest, self.largest)
+
+    def record(self, items: int, elapsed: float) -> None:
+        self.biggest = max(self.biggest, items)
+        if self.fixed or items < self.size or elapsed <= 0:  # a short last chunk says little of the pace
+            return
+        paced = int(items / elapsed * self.seconds)
+        self.size = max(1, min(self.largest, _CHUNK_GROWTH * self.size, max(self.smallest, paced)))
+
+
+def _sizer(model: Adapter, batch_size: int, num_workers: int, chunk_size: int | None,
+           chunk_seconds: float) -> _ChunkSizer:
+    """The chunk sizes of a run: text up to 4096 inputs a chunk; images and audio up to 512, or 8
+    batches per decode worker when that is more (each chunk starts its workers afresh), and at least
+    one batch per worker."""
+    if chunk_size is not None and chunk_size < 1:
+        raise ZooError(f"--chunk-size must be at least 1, got {chunk_size}")
+    if chunk_seconds <= 0:
+        raise ZooError(f"--chunk-seconds must be more than 0, got {chunk_seconds}")
+    if model.modality == "text":
+        return _ChunkSizer(DEFAULT_CHUNK_TEXT, batch_size, chunk_seconds, chunk_size)
+    return _ChunkSizer(max(DEFAULT_CHUNK_MEDIA, 8 * batch_size * num_workers), batch_size * max(1, num_workers),
+                       chunk_seconds, chunk_size)
+
+
+def _plan_run(model: Adapter, inputs: InputSource, output: Path, *, normalize: bool, pool: str | None,
+              options: EmbedOptions) -> _Plan:
+    """Create ``OUT.partial/run.json``, or check that the interrupted run there had these settings.
+    Chunk sizes are no setting: each chunk on disk says which inputs it holds."""
     import pyarrow as pa
 
     partial = output.with_name(output.name + ".partial")
     run_file = partial / "run.json"
     previous = json.loads(run_file.read_text()) if run_file.is_file() else None
-    if chunk_size is None:  # an interrupted run resumes with its own chunk size
-        chunk_size = (previous or {}).get("chunk_size") or (
-            DEFAULT_CHUNK_TEXT if model.modality == "text" else max(DEFAULT_CHUNK_MEDIA, 8 * batch_size * num_workers))
-    if chunk_size < 1:
-        raise ZooError(f"--chunk-size must be at least 1, got {chunk_size}")
+    if previous is not None:
+        previous.pop("chunk_size", None)  # recorded by earlier versions; their chunks are recomputed
     total = len(inputs)
     meta = embedding_provenance(model.spec, model.files, normalize=normalize, pool=pool, options=options)
     run = {"inputs": inputs.description, "fingerprint": inputs.fingerprint(), "total": total,
-           "chunk_size": chunk_size, **{k: meta[k] for k in ("model", "sha256", "normalize", "pool", "embed_dim")},
+           **{k: meta[k] for k in ("model", "sha256", "normalize", "pool", "embed_dim")},
            "options": options.provenance()}
     if previous is None:
         partial.mkdir(parents=True, exist_ok=True)
@@ -142,8 +188,27 @@ def _plan_run(model: Adapter, inputs: InputSource, output: Path, *, batch_size: 
         raise ZooError(f"{partial} holds an interrupted run with other settings ({', '.join(changed)}); "
                        f"delete it to start over, or run the same command to resume")
     id_type = pa.string() if inputs.kind == "files" else pa.int64()
-    return _Plan(partial, chunk_size, -(-total // chunk_size), total, meta,
-                 _schema(options.float_dim, id_type, meta), options)
+    return _Plan(partial, total, meta, _schema(options.float_dim, id_type, meta), options)
+
+
+def _part_path(plan: _Plan, start: int) -> Path:
+    return plan.partial / f"part-{start:012d}.parquet"
+
+
+def _parts_on_disk(plan: _Plan) -> dict[int, tuple[Path, int]]:
+    """The chunks an interrupted run wrote: ``{first input's position: (file, inputs it covers)}``.
+    Files of the earlier layout (chunks numbered, not placed) are left out, so they are recomputed."""
+    import pyarrow.parquet as pq
+
+    parts = {}
+    for path in plan.partial.glob("part-" + "[0-9]" * 12 + ".parquet"):
+        try:
+            count = int(pq.read_schema(path).metadata.get(b"count", b"0"))
+        except (OSError, ValueError):  # an unreadable part is recomputed
+            continue
+        if count > 0:
+            parts[int(path.stem.removeprefix("part-"))] = (path, count)
+    return parts
 
 
 def _done_chunk(part: Path, chunk: list[tuple[Any, Any]], kind: str) -> bool:
@@ -158,7 +223,8 @@ def _done_chunk(part: Path, chunk: list[tuple[Any, Any]], kind: str) -> bool:
 
 def _write_chunk(model: Adapter, chunk: list[tuple[Any, Any]], part: Path, plan: _Plan, kind: str,
                  **featurize: Any) -> None:
-    """Embed one chunk and write it, with its skipped items and content digest, as one parquet part."""
+    """Embed one chunk and write it, with its skipped items, input count and content digest, as one
+    parquet part."""
     import pyarrow.parquet as pq
 
     ids = [i for i, _ in chunk]
@@ -171,6 +237,7 @@ def _write_chunk(model: Adapter, chunk: list[tuple[Any, Any]], part: Path, plan:
     table = _table([ids[i] for i in report.kept], rows, [hashes[i] for i in report.kept], plan.schema)
     skipped = json.dumps([[ids[i], why] for i, why in report.skipped], default=str)
     table = table.replace_schema_metadata({**table.schema.metadata, b"skipped": skipped.encode(),
+                                           b"count": str(len(chunk)).encode(),
                                            b"digest": chunk_digest(ids, hashes).encode()})
     with atomic_path(part) as tmp:
         pq.write_table(table, tmp)
@@ -183,6 +250,7 @@ def embed_to_file(
     *,
     batch_size: int = 32,
     chunk_size: int | None = None,
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     normalize: bool | None = None,
     pool: str | None = None,
     on_error: str = "raise",
@@ -193,41 +261,69 @@ def embed_to_file(
 ) -> EmbedSummary:
     """Embed ``inputs`` into ``output`` (``.parquet`` or ``.npy``), resuming an interrupted run.
 
-    ``chunk_size`` is how many items each resumable part holds. By default: 4096 for text models;
-    for the others (images and audio cost more per item) 512, or 8 batches per decode worker when
-    that is more, since each chunk starts its workers afresh; so a kill loses seconds of work, not
-    minutes. An interrupted run resumes with the chunk size it started with.
+    Each resumable chunk takes about ``chunk_seconds`` of work at the run's measured pace, so a
+    kill loses seconds whatever the model's speed; at most 4096 inputs for text models (the window
+    texts are sorted by length in) and 512 for the others, or 8 batches per decode worker when
+    that is more. ``chunk_size`` fixes the number of inputs per chunk instead. A resumed run keeps
+    the chunks on disk whose inputs are unchanged, whatever sizes they have.
 
     ``options`` (from :meth:`zoo.Adapter.embed_options`: prompt, layers, truncation, precision)
     are recorded in the output's metadata. A quantized precision is applied when the parts are
     assembled, so int8 / uint8 buckets come from every row of the output (or from the float
     embeddings ``calibration``), as ``quantize_embeddings`` would bucket the whole matrix.
     """
-    from tqdm.auto import tqdm
-
     output = check_output(output, inputs)
     began = time.perf_counter()
     normalize = model.resolve_normalize(normalize)
     pool = model.resolve_pool(pool)
     options = options or model.embed_options()
+    sizer = _sizer(model, batch_size, num_workers, chunk_size, chunk_seconds)
     with _exclusive(output):
         # on_error is not a setting of the run: a run that stopped at a bad input resumes with --skip-errors
-        plan = _plan_run(model, inputs, output, batch_size=batch_size, chunk_size=chunk_size, normalize=normalize,
-                         pool=pool, num_workers=num_workers, options=options)
-        reused = 0
-        with tqdm(total=plan.total, desc=f"embed {model.name}", unit="item", disable=not progress,
-                  smoothing=0.1) as bar, _kept_on_disk_error(plan, output):
-            stream = iter(inputs)
-            for index in range(plan.chunks):
-                chunk = list(itertools.islice(stream, plan.chunk_size))
-                part = plan.partial / f"part-{index:06d}.parquet"
-                if _done_chunk(part, chunk, inputs.kind):
-                    reused += 1
-                else:
-                    _write_chunk(model, chunk, part, plan, inputs.kind, batch_size=batch_size,
-                                 normalize=normalize, pool=pool, on_error=on_error, num_workers=num_workers)
-                bar.update(len(chunk))
-            return _finish(plan, output, reused, began, skip_allowed=on_error == "skip", calibration=calibration)
+        plan = _plan_run(model, inputs, output, normalize=normalize, pool=pool, options=options)
+        with _kept_on_disk_error(plan, output):
+            parts, reused = _embed_chunks(model, inputs, plan, sizer, progress=progress, batch_size=batch_size,
+                                          normalize=normalize, pool=pool, on_error=on_error, num_workers=num_workers)
+            return _finish(plan, output, parts, reused, sizer.biggest, began, skip_allowed=on_error == "skip",
+                           calibration=calibration)
+
+
+def _embed_chunks(model: Adapter, inputs: InputSource, plan: _Plan, sizer: _ChunkSizer, *, progress: bool,
+                  **featurize: Any) -> tuple[list[tuple[Path, int]], tuple[int, int]]:
+    """Walk the inputs chunk by chunk: a chunk on disk that starts here and still matches its inputs
+    is kept; anything else is embedded, in a chunk that ends where the next one on disk begins.
+    Returns the chunks covering the inputs, in order, and how many chunks and inputs were kept."""
+    from tqdm.auto import tqdm
+
+    on_disk = _parts_on_disk(plan)
+    stream = iter(inputs)
+    parts: list[tuple[Path, int]] = []
+    reused_chunks = reused_inputs = position = 0
+    with tqdm(total=plan.total, desc=f"embed {model.name}", unit="item", disable=not progress, smoothing=0.1) as bar:
+        while position < plan.total:
+            held = on_disk.pop(position, None)
+            if held is not None:
+                chunk = list(itertools.islice(stream, held[1]))
+                kept = _done_chunk(held[0], chunk, inputs.kind)
+            else:
+                following = min((start for start in on_disk if start > position), default=plan.total)
+                chunk, kept = list(itertools.islice(stream, min(sizer.size, following - position))), False
+            if not chunk:  # the inputs ended early: _finish counts and says so
+                break
+            part = _part_path(plan, position)
+            if kept:
+                reused_chunks, reused_inputs = reused_chunks + 1, reused_inputs + len(chunk)
+            else:
+                started = time.perf_counter()
+                _write_chunk(model, chunk, part, plan, inputs.kind, **featurize)
+                sizer.record(len(chunk), time.perf_counter() - started)
+            parts.append((part, len(chunk)))
+            position += len(chunk)
+            plan.embedded = position
+            bar.update(len(chunk))
+    for path, _ in on_disk.values():  # chunks of an earlier run that no longer line up
+        path.unlink(missing_ok=True)
+    return parts, (reused_chunks, reused_inputs)
 
 
 @contextlib.contextmanager
@@ -256,27 +352,27 @@ def _kept_on_disk_error(plan: _Plan, output: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        done = len(list(plan.partial.glob("part-*.parquet")))
-        raise ZooError(f"could not write {output}: {exc.strerror or exc}; the {done} of {plan.chunks} chunks "
-                       f"already embedded are kept in {plan.partial}: free space and run the same command to "
-                       "finish") from exc
+        raise ZooError(f"could not write {output}: {exc.strerror or exc}; the {plan.embedded} of {plan.total} "
+                       f"inputs already embedded are kept in {plan.partial}: free space and run the same command "
+                       "to finish") from exc
 
 
-def _finish(plan: _Plan, output: Path, reused: int, began: float, *, skip_allowed: bool,
-            calibration: np.ndarray | None) -> EmbedSummary:
+def _finish(plan: _Plan, output: Path, parts: list[tuple[Path, int]], reused: tuple[int, int], biggest: int,
+            began: float, *, skip_allowed: bool, calibration: np.ndarray | None) -> EmbedSummary:
     """Assemble the parts into ``output``, list skipped inputs beside it, and clear the staging folder."""
     import pyarrow.parquet as pq
 
-    parts = sorted(plan.partial.glob("part-*.parquet"))
-    if len(parts) != plan.chunks:
-        raise ZooError(f"{plan.partial} has {len(parts)} of {plan.chunks} chunks; run the command again to finish")
+    covered = sum(count for _, count in parts)
+    if covered != plan.total:
+        raise ZooError(f"counted {plan.total} inputs but read {covered}: the inputs changed during the run; "
+                       f"delete {plan.partial} and run again")
     skipped: list[tuple[Any, str]] = []  # each part records its own, this run's or an earlier one's
-    for part in parts:
+    for part, _ in parts:
         skipped += [tuple(x) for x in json.loads(pq.read_schema(part).metadata.get(b"skipped", b"[]"))]
     if skipped and not skip_allowed:  # chunks an earlier --skip-errors run wrote
         raise ZooError(f"input {skipped[0][0]}: {skipped[0][1]}; an earlier run of this command skipped "
                        f"{len(skipped)} inputs: pass --skip-errors to finish with them skipped")
-    rows = _assemble(parts, output, plan, calibration)
+    rows = _assemble([part for part, _ in parts], output, plan, calibration)
     if rows + len(skipped) != plan.total:  # never a silently short output
         output.unlink()
         raise ZooError(f"counted {plan.total} inputs but embedded {rows} and skipped {len(skipped)}: the inputs "
@@ -289,8 +385,8 @@ def _finish(plan: _Plan, output: Path, reused: int, began: float, *, skip_allowe
     else:
         skipped_file.unlink(missing_ok=True)  # from an earlier run of the same command
     shutil.rmtree(plan.partial)
-    return EmbedSummary(output, rows, skipped, skipped_file if skipped else None, reused, plan.chunks,
-                        plan.chunk_size, time.perf_counter() - began)
+    return EmbedSummary(output, rows, skipped, skipped_file if skipped else None, reused[0], len(parts), biggest,
+                        time.perf_counter() - began, inputs_done_before=reused[1])
 
 
 def _assemble(parts: list[Path], output: Path, plan: _Plan, calibration: np.ndarray | None) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .adapter import Adapter, resolve_device
+from .compiled import compile_adapter, resolve_runtime
 from .errors import PluginError, UnknownModelError, ZooError
 from .installed import installed_spec
 from .model_files import ModelFiles
@@ -92,6 +93,7 @@ def load(
     *,
     device: str | None = None,
     dtype: Any = None,
+    runtime: str | None = None,
     **options: Any,
 ) -> Adapter:
     """Load a pretrained model by curated name, alias, ``backend:id`` or path.
@@ -102,13 +104,19 @@ def load(
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None`` picks CUDA when available.
         dtype: compute dtype (``"float32"`` default, ``"bfloat16"``, a ``torch.dtype``...);
             featurize output is always float32.
+        runtime: what runs the frozen forward pass: ``"torch"``, or ``"onnx"`` / ``"openvino"``
+            on the CPU, exported from these weights on first use and cached (see
+            :mod:`zoo.compiled`); ``None`` reads ``ZOO_RUNTIME``, else ``"torch"``.
         **options: passed to the adapter, e.g. ``trust_remote_code=True`` (never on by default).
 
     Returns:
         A ready :class:`zoo.Adapter` in eval mode.
     """
+    runtime = resolve_runtime(runtime)
     registry = get_registry()
-    return _load(_resolve(name, registry), registry, device=resolve_device(device), dtype=dtype, options=options)
+    adapter = _load(_resolve(name, registry), registry, device=resolve_device(device), dtype=dtype, options=options)
+    compile_adapter(adapter, runtime)
+    return adapter
 
 
 def _load(spec: ModelSpec, registry: Registry, *, device: str, dtype: Any, options: dict[str, Any]) -> Adapter:

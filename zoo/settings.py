@@ -7,6 +7,9 @@
                        point names); unset loads all, empty loads none
 ``ZOO_MALLOC_TUNING``  ``0`` leaves glibc's malloc settings alone when a model runs on the CPU
                        (see :mod:`zoo.allocator`)
+``ZOO_RUNTIME``        what runs a loaded model's frozen forward pass when ``zoo.load`` is not
+                       told: ``torch`` (default), ``onnx`` or ``openvino`` (see
+                       :mod:`zoo.compiled`)
 =====================  ========================================================================
 """
 
@@ -47,6 +50,11 @@ def offline_reason() -> str:
 def malloc_tuning() -> bool:
     """False when ``ZOO_MALLOC_TUNING`` turns zoo's malloc tuning off (it is on by default)."""
     return os.environ.get("ZOO_MALLOC_TUNING", "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def default_runtime() -> str:
+    """``$ZOO_RUNTIME`` (lower-cased), or ``torch``."""
+    return os.environ.get("ZOO_RUNTIME", "").strip().lower() or "torch"
 
 
 def plugin_allow_list() -> frozenset[str] | None:

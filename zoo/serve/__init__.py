@@ -29,8 +29,9 @@ def _require_server() -> None:
 
 
 def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, max_batch: int = 64,
-          max_wait_ms: float = 5, batch_size: int = 32, device: str | None = None, max_body_mb: float = 32,
-          max_inputs: int = 2048, stop_after: float | None = None, log_level: str = "info") -> None:
+          max_wait_ms: float = 5, batch_size: int = 32, device: str | None = None, runtime: str | None = None,
+          max_body_mb: float = 32, max_inputs: int = 2048, stop_after: float | None = None,
+          log_level: str = "info") -> None:
     """Load each model once and serve them until SIGINT / SIGTERM (in-flight requests finish first).
 
     Args:
@@ -41,7 +42,7 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
             more. ``max_batch=1``: one request at a time.
         batch_size: what was gathered is sorted by length and embedded in forward passes of at
             most this many items, as featurize does; each request is answered when its pass ends.
-        device: as in :func:`zoo.load`.
+        device, runtime: as in :func:`zoo.load`.
         max_body_mb: larger request bodies get 413.
         max_inputs: requests with more items get 400.
         stop_after: shut down by itself after this many seconds (tests, batch jobs).
@@ -54,7 +55,7 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
     from .app import create_app
 
     _log_like_uvicorn(log_level)
-    models = {name: load(name, device=device) for name in names}
+    models = {name: load(name, device=device, runtime=runtime) for name in names}
     for name, model in models.items():
         log.info("serving %s: %s, %d dimensions, on %s", name, model.modality, model.embed_dim, model.device)
     app = create_app(models, max_batch=max_batch, max_wait_ms=max_wait_ms, batch_size=batch_size,

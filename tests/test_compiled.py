@@ -1,0 +1,151 @@
+"""runtime="onnx" / "openvino": the frozen forward pass exported from zoo's verified weights,
+cached under ZOO_HOME and checked against the backends called directly."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import zoo
+from zoo import compiled
+
+pytest.importorskip("onnxruntime")
+sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+
+import datasets  # noqa: E402  (bench/datasets.py: Debian's fortunes, the real corpus here)
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[str]:
+    """Real text of every length: fortunes when installed, else sentences of 1 to 120 words."""
+    texts = datasets.fortunes(600) if Path("/usr/share/games/fortunes").is_dir() else []
+    return texts or [" ".join(f"word{j}" for j in range(1 + (i * 37) % 120)) for i in range(600)]
+
+
+@pytest.fixture(scope="module")
+def sentence_transformers_rows(minilm_dir, corpus):
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(minilm_dir), device="cpu")
+    return reference.encode(corpus, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+
+
+@pytest.mark.slow  # 600 texts, three batch sizes, two runtimes
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_text_rows_equal_sentence_transformers_on_every_item(runtime, corpus, sentence_transformers_rows):
+    pytest.importorskip("onnxruntime" if runtime == "onnx" else "openvino")
+    model = zoo.load("minilm-l6", device="cpu", runtime=runtime)
+    assert model.runtime == runtime
+    for batch_size in (1, 7, 32):  # no padding, a little, and the bench's batches of mixed lengths
+        rows = model.featurize(corpus, batch_size=batch_size, progress=False)
+        assert rows.dtype == np.float32 and rows.shape == (len(corpus), 384)
+        assert _cosines(rows, sentence_transformers_rows).min() >= 0.9999
+
+
+def test_image_rows_equal_timm_called_directly():
+    import torch
+    from PIL import Image
+    from skimage import data as skimage_data
+    from test_vision import _timm_direct_lite0
+
+    model, transform = _timm_direct_lite0()
+    pictures = [Image.fromarray(a) for a in (skimage_data.coffee(), skimage_data.chelsea(), skimage_data.rocket(),
+                                             skimage_data.astronaut())]
+    with torch.no_grad():
+        expected = model.forward_head(model.forward_features(torch.stack([transform(p) for p in pictures])),
+                                      pre_logits=True).numpy()
+    ours = zoo.load("efficientnet-lite0", device="cpu", runtime="onnx")
+    for batch_size in (1, 3):
+        rows = ours.featurize(pictures, batch_size=batch_size)
+        assert _cosines(rows, expected).min() >= 0.9999
+        assert np.abs(rows - expected).max() < 1e-3
+
+
+def _exports(home: Path) -> list[Path]:
+    return sorted(p for p in (home / "compiled").iterdir() if not p.name.startswith("."))
+
+
+def test_an_export_is_reused_and_a_corrupt_or_stale_one_rebuilt(isolated_zoo, monkeypatch, tiny_bert_dir):
+    first = zoo.load(tiny_bert_dir, device="cpu", runtime="onnx")
+    folder, = _exports(isolated_zoo)
+    record = json.loads((folder / "export.json").read_text())
+    assert record["key"]["opset"] == compiled.OPSET and record["key"]["zoo"] == zoo.__version__
+    assert set(record["sha256"]) == {"model.onnx", "model.fused.onnx"}
+    rows = first.featurize(["a text", "another, longer text"])
+
+    exported = []
+    real_export = compiled._onnx_export
+    monkeypatch.setattr(compiled, "_onnx_export", lambda *a, **k: exported.append(1) or real_export(*a, **k))
+    zoo.load(tiny_bert_dir, device="cpu", runtime="onnx")
+    assert exported == []  # the cached export, its sha256 checked
+    fused = folder / "model.fused.onnx"
+    data = bytearray(fused.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle of the weights
+    fused.write_bytes(bytes(data))
+    again = zoo.load(tiny_bert_dir, device="cpu", runtime="onnx")
+    assert exported == [1]  # rebuilt, not trusted
+    np.testing.assert_allclose(again.featurize(["a text", "another, longer text"]), rows, atol=1e-6)
+    monkeypatch.setattr(zoo, "__version__", "99.0")
+    monkeypatch.setattr(compiled, "__version__", "99.0")
+    zoo.load(tiny_bert_dir, device="cpu", runtime="onnx")
+    assert exported == [1, 1] and len(_exports(isolated_zoo)) == 2  # another zoo: another export
+
+
+def test_a_trace_that_bakes_in_the_mask_is_refused(tiny_bert_dir, monkeypatch):
+    """An export that ignores the attention mask (as a trace of an all-ones mask could) gives the
+    traced batch right but padded batches wrong: the parity check must stop it."""
+    import torch
+
+    class IgnoresTheMask(compiled._Forward):
+        def module(self):
+            inner = super().module()
+
+            class Traced(torch.nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.inner = inner
+
+                def forward(self, input_ids, attention_mask, token_type_ids):
+                    return self.inner(input_ids, torch.ones_like(attention_mask), token_type_ids)
+
+            return Traced()
+
+    monkeypatch.setattr(compiled, "_Forward", IgnoresTheMask)
+    with pytest.raises(zoo.ZooError, match=r"does not give PyTorch's rows: lowest cosine .*runtime='torch'"):
+        zoo.load(tiny_bert_dir, device="cpu", runtime="onnx")
+
+
+def test_runtime_choices_and_what_they_do_not_run(monkeypatch, tiny_bert_dir):
+    with pytest.raises(ValueError, match="unknown runtime 'onxx'.*did you mean 'onnx'"):
+        zoo.load(tiny_bert_dir, runtime="onxx")
+    monkeypatch.setenv("ZOO_RUNTIME", "onnx")
+    model = zoo.load(tiny_bert_dir, device="cpu")
+    assert model.runtime == "onnx"
+    with pytest.raises(zoo.UnsupportedOptionError, match="layer= runs on PyTorch.*runtime='torch'"):
+        model.featurize(["a text"], layer=-2)
+    assert zoo.load(tiny_bert_dir, device="cpu", runtime="torch").runtime == "torch"
+
+
+def test_a_backend_without_an_export_says_which_ones_have_one():
+    with pytest.raises(zoo.UnsupportedOptionError, match="ge2e-speaker .*runs on PyTorch only; runtime='onnx'"):
+        zoo.load("ge2e-speaker", device="cpu", runtime="onnx")
+
+
+@pytest.mark.slow
+def test_zoo_embed_on_onnx_writes_the_same_rows(tmp_path, minilm, corpus):
+    from zoo.cli import main
+
+    src = tmp_path / "texts.txt"
+    src.write_text("\n".join(t.replace("\n", " ") for t in corpus[:64]) + "\n")
+    out = tmp_path / "out.npy"
+    assert main(["embed", "minilm-l6", str(src), "-o", str(out), "--runtime", "onnx", "-q"]) == 0
+    expected = minilm.featurize([t.replace("\n", " ") for t in corpus[:64]])
+    assert _cosines(np.load(out), expected).min() >= 0.9999
