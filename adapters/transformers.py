@@ -239,11 +239,11 @@ class TransformersAdapter(Adapter):
     def export_context(self) -> Iterator[None]:
         """Eager attention while tracing: the pattern ONNX Runtime fuses into one Attention node."""
         before = self.model.config._attn_implementation
-        self.model.set_attn_implementation("eager")
+        _set_attention(self.model, "eager")
         try:
             yield
         finally:
-            self.model.set_attn_implementation(before)
+            _set_attention(self.model, before)
 
     def onnx_fusion(self) -> dict[str, Any] | None:
         config = self.model.config
@@ -262,6 +262,15 @@ class TransformersAdapter(Adapter):
             self.tokenizer.save_pretrained(directory)
         write_manifest(directory, self.spec, self.files)
         return directory
+
+
+def _set_attention(model: Any, implementation: str) -> None:
+    """``model.set_attn_implementation`` where transformers has it (mid-2025 on), else the config
+    field that older versions read at each forward pass."""
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(implementation)
+    else:
+        model.config._attn_implementation = implementation
 
 
 def pool_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, pool: str | None) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 For each size, runs the real command line (``python -m zoo embed ...``) in a child process and
 reads its peak RSS from the kernel (``wait4``). Then, at the largest size, starts the same command
-again into a new output, kills it with SIGKILL once at least 40% of its chunks are written, runs the
+again into a new output, kills it with SIGKILL once its chunks hold 40% of the inputs, runs the
 same command again, and checks the result: one row per input, in input order, equal to the
 uninterrupted run's vectors.
 
@@ -22,16 +22,29 @@ from pathlib import Path
 import datasets
 
 
+def kept_inputs(partial: Path) -> int:
+    """How many inputs the chunks in ``partial`` hold (each part records its count)."""
+    import pyarrow.parquet as pq
+
+    count = 0
+    for part in partial.glob("part-*.parquet"):
+        try:
+            count += int(pq.read_schema(part).metadata.get(b"count", b"0"))
+        except OSError:  # renamed into place while we looked
+            continue
+    return count
+
+
 def run(args: list[str], *, kill_at: float | None = None, partial: Path | None = None,
-        chunks: int = 0) -> tuple[float, float, str]:
+        total: int = 0) -> tuple[float, float, str]:
     """Run ``python -m zoo ARGS``; returns (seconds, peak RSS in MiB, the progress bar's last state).
-    With ``kill_at``, SIGKILL it once that share of ``chunks`` part files exist in ``partial``."""
+    With ``kill_at``, SIGKILL it once the chunks in ``partial`` hold that share of ``total`` inputs."""
     began = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "zoo", *args], stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
     if kill_at is not None:
         assert partial is not None
-        while len(list(partial.glob("part-*.parquet"))) < kill_at * chunks:
+        while kept_inputs(partial) < kill_at * total:
             if child.poll() is not None:
                 raise SystemExit("the run finished before it could be killed; use more inputs")
             time.sleep(0.05)
@@ -76,11 +89,11 @@ def scale(kind: str, model: str, inputs: list[tuple[int, Path, list]], workdir: 
     out = workdir / f"{kind}-{n}-killed.parquet"
     out.unlink(missing_ok=True)
     partial = out.with_name(out.name + ".partial")
-    chunks = -(-n // (4096 if kind == "texts" else 512))  # zoo embed's default chunk sizes
     command = ["embed", model, str(path), "-o", str(out), *extra]
-    run(command, kill_at=0.4, partial=partial, chunks=chunks)
+    run(command, kill_at=0.4, partial=partial, total=n)
     kept = len(list(partial.glob("part-*.parquet")))
-    print(f"[{kind}] killed with SIGKILL: {kept} of {chunks} chunks on disk, output exists: {out.exists()}")
+    print(f"[{kind}] killed with SIGKILL: {kept} chunks holding {kept_inputs(partial)} of {n} inputs on disk, "
+          f"output exists: {out.exists()}")
     seconds, _, bar = run(command)
     print(f"    rerun: {seconds:.1f} s; bar: {bar}")
     # The same command as the uninterrupted run, so it saw the same batches.

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+from bench_embed_scale import kept_inputs
 
 
 def timed(command: list[str], kill_after: float | None = None) -> float:
@@ -39,12 +40,6 @@ def timed(command: list[str], kill_after: float | None = None) -> float:
     if kill_after is not None:
         raise SystemExit("the run finished before it could be killed; use more inputs")
     return time.perf_counter() - began
-
-
-def kept_inputs(partial: Path) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(int(pq.read_schema(p).metadata.get(b"count", b"0")) for p in partial.glob("part-*.parquet"))
 
 
 def max_difference(a: Path, b: Path) -> float:

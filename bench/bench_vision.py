@@ -5,8 +5,10 @@ The baseline is what one writes from timm's docs: ``timm.create_model`` in its d
 opens each file with PIL, a ``DataLoader`` with the same workers and batch size, and
 ``forward_head(forward_features(x), pre_logits=True)`` under ``torch.inference_mode``. Each side
 runs in its own interpreter (see ``sides.py``), alternating, after a warm-up pass on two batches.
-Also printed: zoo's end-to-end speed as a share of its own model-only speed (the same batches,
-already decoded), which shows how much of the decoding is hidden behind compute.
+zoo runs once per runtime (``torch``, and on the CPU ``onnx`` and ``openvino``: the same weights
+exported, see ``zoo.compiled``). Also printed: each one's end-to-end speed as a share of its own
+model-only speed (the same batches, already decoded), which shows how much of the decoding is
+hidden behind compute.
 
     python bench/bench_vision.py [--n 640] [--rounds 3] [--workers 1] [--batch-size 32] [--device cpu]
 """
@@ -24,13 +26,14 @@ from datasets import jpegs
 from sides import alternate, child, min_cosine
 
 
-def zoo_side(paths: list[str], args: argparse.Namespace) -> tuple[np.ndarray, dict[str, Any]]:
+def zoo_side(paths: list[str], args: argparse.Namespace, runtime: str = "torch") -> tuple[np.ndarray, dict[str, Any]]:
     import torch
 
     import zoo
     from zoo.allocator import keep_freed_memory
 
-    ours = zoo.load("efficientnet-lite0", device=args.device)
+    ours = zoo.load("efficientnet-lite0", device=args.device, runtime=runtime)
+    encode = ours.compiled.encoder(ours.resolve_pool(None)) if ours.compiled else ours.encode_batch
     ours.featurize(paths[:2 * args.batch_size], batch_size=args.batch_size, progress=False)
     began = time.perf_counter()
     vectors = ours.featurize(paths, batch_size=args.batch_size, num_workers=args.workers, progress=False)
@@ -40,10 +43,10 @@ def zoo_side(paths: list[str], args: argparse.Namespace) -> tuple[np.ndarray, di
     batches = [ours.collate([decode(p) for p in paths[i:i + args.batch_size]])
                for i in range(0, min(len(paths), 8 * args.batch_size), args.batch_size)]
     with keep_freed_memory(), torch.inference_mode():  # as featurize runs the model
-        ours.encode_batch(batches[0])
+        encode(batches[0])
         began = time.perf_counter()
         for batch in batches:
-            ours.encode_batch(batch)
+            encode(batch)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         model_seconds = time.perf_counter() - began
@@ -98,30 +101,34 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data", type=Path, default=Path.home() / ".cache" / "zoo-bench" / "jpegs")
     parser.add_argument("--device", default="cpu", help="where both sides run the model (cpu, cuda)")
-    parser.add_argument("--side", choices=["zoo", "timm"], help=argparse.SUPPRESS)
+    parser.add_argument("--runtimes", nargs="+", default=["torch", "onnx", "openvino"],
+                        help="zoo's runtimes to run (on the CPU; a GPU runs torch)")
+    parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--vectors", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     paths = jpegs(args.data, args.n)
+    runtimes = args.runtimes if args.device == "cpu" else ["torch"]
+    sides = {"zoo" if r == "torch" else f"zoo-{r}": r for r in runtimes}
     if args.side:
-        child(args.side, args.vectors, {"zoo": lambda: zoo_side(paths, args), "timm": lambda: timm_side(paths, args)})
+        child(args.side, args.vectors, {"timm": lambda: timm_side(paths, args),
+                                        **{side: (lambda r=r: zoo_side(paths, args, r)) for side, r in sides.items()}})
         return
     argv = ["--n", str(args.n), "--workers", str(args.workers), "--batch-size", str(args.batch_size),
-            "--data", str(args.data), "--device", args.device]
-    runs = alternate(__file__, ["zoo", "timm"], argv, args.rounds)
-    z = statistics.median(r["seconds"] for r in runs["zoo"])
+            "--data", str(args.data), "--device", args.device, "--runtimes", *runtimes]
+    runs = alternate(__file__, [*sides, "timm"], argv, args.rounds)
     t = statistics.median(r["seconds"] for r in runs["timm"])
-    m = statistics.median(r["model_seconds"] / r["model_items"] for r in runs["zoo"])
     print(f"{args.device}, torch threads: {runs['zoo'][0]['threads']}, {len(paths)} JPEGs, "
           f"batch size {args.batch_size}, {args.workers} decode worker(s), each side in its own process, "
           f"median of {args.rounds}")
-    print(f"zoo featurize (JPEG to vector):     {len(paths) / z:7.1f} images/s")
     print(f"timm + DataLoader (JPEG to vector): {len(paths) / t:7.1f} images/s")
-    print(f"zoo model only (decoded batches):   {1 / m:7.1f} images/s")
-    cos = min_cosine(runs["zoo"][-1]["vectors"], runs["timm"][-1]["vectors"])
-    print(f"ratio zoo / timm + DataLoader: {t / z:.2f}x   min cosine {cos:.6f}")
-    print(f"zoo end-to-end as share of its model-only speed: {(len(paths) / z) * m:.0%}")
-
+    for side in sides:
+        z = statistics.median(r["seconds"] for r in runs[side])
+        m = statistics.median(r["model_seconds"] / r["model_items"] for r in runs[side])
+        cos = min_cosine(runs[side][-1]["vectors"], runs["timm"][-1]["vectors"])
+        print(f"{side:<13} featurize (JPEG to vector): {len(paths) / z:7.1f} images/s = {t / z:.2f}x timm + "
+              f"DataLoader, min cosine {cos:.6f}; model only {1 / m:7.1f} images/s, end-to-end "
+              f"{(len(paths) / z) * m:.0%} of it")
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,7 @@ def isolated_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     from zoo.plugin_manager import reset_plugin_manager
 
     home = tmp_path / "zoo-home"
-    for var in ("ZOO_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "ZOO_PLUGINS", "HF_ENDPOINT"):
+    for var in ("ZOO_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "ZOO_PLUGINS", "HF_ENDPOINT", "ZOO_RUNTIME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("ZOO_HOME", str(home))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")

@@ -4,7 +4,6 @@ cached under ZOO_HOME and checked against the backends called directly."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +13,17 @@ import zoo
 from zoo import compiled
 
 pytest.importorskip("onnxruntime")
-sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
 
-import datasets  # noqa: E402  (bench/datasets.py: Debian's fortunes, the real corpus here)
+
+def _bench_datasets():
+    """bench/datasets.py (Debian's fortunes, the real corpus here), under a name of its own."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("zoo_bench_datasets",
+                                                  Path(__file__).parent.parent / "bench" / "datasets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -26,7 +33,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def corpus() -> list[str]:
     """Real text of every length: fortunes when installed, else sentences of 1 to 120 words."""
-    texts = datasets.fortunes(600) if Path("/usr/share/games/fortunes").is_dir() else []
+    texts = _bench_datasets().fortunes(600) if Path("/usr/share/games/fortunes").is_dir() else []
     return texts or [" ".join(f"word{j}" for j in range(1 + (i * 37) % 120)) for i in range(600)]
 
 
@@ -106,15 +113,16 @@ def test_a_trace_that_bakes_in_the_mask_is_refused(tiny_bert_dir, monkeypatch):
 
     class IgnoresTheMask(compiled._Forward):
         def module(self):
-            inner = super().module()
+            inner, names = super().module(), self.names
 
             class Traced(torch.nn.Module):
                 def __init__(self):
                     super().__init__()
                     self.inner = inner
 
-                def forward(self, input_ids, attention_mask, token_type_ids):
-                    return self.inner(input_ids, torch.ones_like(attention_mask), token_type_ids)
+                def forward(self, *tensors):
+                    return self.inner(*(torch.ones_like(t) if name == "attention_mask" else t
+                                        for name, t in zip(names, tensors)))
 
             return Traced()
 
@@ -134,9 +142,12 @@ def test_runtime_choices_and_what_they_do_not_run(monkeypatch, tiny_bert_dir):
     assert zoo.load(tiny_bert_dir, device="cpu", runtime="torch").runtime == "torch"
 
 
-def test_a_backend_without_an_export_says_which_ones_have_one():
+def test_a_backend_without_an_export_says_which_ones_have_one(monkeypatch):
     with pytest.raises(zoo.UnsupportedOptionError, match="ge2e-speaker .*runs on PyTorch only; runtime='onnx'"):
         zoo.load("ge2e-speaker", device="cpu", runtime="onnx")
+    monkeypatch.setenv("ZOO_RUNTIME", "onnx")  # a default for every load: this one still loads, on PyTorch
+    with pytest.warns(RuntimeWarning, match="ZOO_RUNTIME=onnx does not apply here.*ge2e-speaker runs on PyTorch"):
+        assert zoo.load("ge2e-speaker").runtime == "torch"
 
 
 @pytest.mark.slow

@@ -110,8 +110,8 @@ def test_resume_after_kill_9_computes_only_what_is_missing(minilm, tmp_path):
     assert 3 <= done < 30 and not out.exists()  # a partial run never looks complete
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    resumed = int(again.stdout.split("resumed: ")[1].split(" of")[0])
-    assert resumed >= done
+    kept_chunks = int(again.stdout.split("inputs (")[1].split(" of")[0])  # "resumed: I of N inputs (C of M chunks)"
+    assert kept_chunks >= done
     ids, X = _embeddings(out)
     assert ids == list(range(600))
     np.testing.assert_allclose(X, minilm.featurize(texts), atol=1e-5)
@@ -129,19 +129,19 @@ def test_resume_refuses_other_settings(minilm, tmp_path):
         embed_to_file(minilm, open_inputs(str(src)), out, progress=False)
 
 
-def _interrupt_at_the_second_chunk(model, src, out, monkeypatch):
-    """Run ``zoo embed`` in chunks of 16 and stop it (as Ctrl-C would) when the second chunk starts."""
+def _interrupt_at_chunk(model, src, out, monkeypatch, *, at: int):
+    """Run ``zoo embed`` in chunks of 16 and stop it (as Ctrl-C would) when chunk ``at`` starts."""
     featurize = type(model).featurize_with_report
     calls = []
 
-    def fails_on_the_second_chunk(self, *args, **kwargs):
+    def fails_at_that_chunk(self, *args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == at:
             raise KeyboardInterrupt
         return featurize(self, *args, **kwargs)
 
     with monkeypatch.context() as patched:
-        patched.setattr(type(model), "featurize_with_report", fails_on_the_second_chunk)
+        patched.setattr(type(model), "featurize_with_report", fails_at_that_chunk)
         with pytest.raises(KeyboardInterrupt):
             embed_to_file(model, open_inputs(str(src)), out, chunk_size=16, progress=False)
 
@@ -150,7 +150,7 @@ def test_resume_without_chunk_size_keeps_the_interrupted_runs(minilm, tmp_path, 
     src = tmp_path / "texts.txt"
     src.write_text("\n".join(TEXTS) + "\n")
     out = tmp_path / "out.parquet"
-    _interrupt_at_the_second_chunk(minilm, src, out, monkeypatch)
+    _interrupt_at_chunk(minilm, src, out, monkeypatch, at=2)
     summary = embed_to_file(minilm, open_inputs(str(src)), out, progress=False)  # chunks sized by pace now
     assert (summary.chunks_done_before, summary.inputs_done_before) == (1, 16)
     ids, X = _embeddings(out)
@@ -191,8 +191,8 @@ def test_a_slow_model_commits_a_chunk_every_few_tenths_of_a_second(minilm, tmp_p
     with monkeypatch.context() as patched:
         patched.setattr(type(minilm), "featurize_with_report", slow)
         summary = embed_to_file(minilm, open_inputs(str(src)), out, progress=False, batch_size=4, chunk_seconds=0.2)
-    # 0.2 s at under 50 items a second: chunks of at most 10 after the first of one batch
-    assert summary.chunk_size <= 10 and summary.chunks >= 6
+    # 0.2 s at under 50 items a second: chunks grow from the first batch of 4 to at most 10
+    assert 4 < summary.chunk_size <= 10 and summary.chunks >= 6
     np.testing.assert_allclose(_embeddings(out)[1], minilm.featurize(TEXTS), atol=1e-6)
 
 
@@ -201,19 +201,7 @@ def test_resume_keeps_chunks_of_another_size_and_fills_the_gaps(minilm, tmp_path
     src.write_text("\n".join(TEXTS) + "\n")
     out = tmp_path / "out.parquet"
     partial = tmp_path / "out.parquet.partial"
-    featurize = type(minilm).featurize_with_report
-    calls = []
-
-    def stops_at_the_fourth_chunk(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return featurize(self, *args, **kwargs)
-
-    with monkeypatch.context() as patched:
-        patched.setattr(type(minilm), "featurize_with_report", stops_at_the_fourth_chunk)
-        with pytest.raises(KeyboardInterrupt):
-            embed_to_file(minilm, open_inputs(str(src)), out, chunk_size=16, progress=False)
+    _interrupt_at_chunk(minilm, src, out, monkeypatch, at=4)
     (partial / "part-000000000016.parquet").unlink()  # a gap between two kept chunks
     summary = embed_to_file(minilm, open_inputs(str(src)), out, chunk_size=10, progress=False)
     # [0, 16) and [32, 48) kept; [16, 26), [26, 32), [48, 58), [58, 60) embedded
@@ -323,7 +311,7 @@ def test_an_edit_that_keeps_size_and_mtime_is_recomputed_on_resume(minilm, tmp_p
     src = tmp_path / "texts.txt"
     src.write_text("\n".join(TEXTS) + "\n")
     out = tmp_path / "out.parquet"
-    _interrupt_at_the_second_chunk(minilm, src, out, monkeypatch)
+    _interrupt_at_chunk(minilm, src, out, monkeypatch, at=2)
     stat = src.stat()
     edited = TEXTS.copy()
     edited[0] = edited[0].replace("cats", "dogs").replace("weather", "wezther")  # same length

@@ -18,7 +18,7 @@ from typing import Any
 
 
 @functools.cache
-def _umask() -> int:
+def current_umask() -> int:
     # os.umask can only be read by setting it; do it once per process.
     mask = os.umask(0)
     os.umask(mask)
@@ -39,7 +39,7 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

@@ -2,12 +2,14 @@
 
 ``zoo.load(name, runtime="onnx")`` (or ``ZOO_RUNTIME=onnx``) exports the adapter's own
 ``encode_batch`` (the forward pass and its pooling) from the verified weights already loaded, once
-per pooling mode, to ``ZOO_HOME/compiled/<key>/``. The key is a hash of the weights' sha256, zoo's
-version, the opset, the exporting torch's and the runtime's versions and the pooling mode, so an
-upgrade of any of them exports again. Each export records its own sha256 and is checked against it
-whenever it is loaded: a stale, partial or edited export is rebuilt, never trusted. Every session made
-on an export is first compared with PyTorch on batches of other sizes and padded lengths than the
-one it was traced with (a trace that baked in one length or one mask fails here).
+per pooling mode, to ``ZOO_HOME/compiled/<key>/``. The key is a hash of everything that shapes the
+graph (:func:`export_key`: the weights' sha256, the resolved preprocessing, the dtype, and the
+versions of zoo, the opset, torch, the backend library and the runtimes), so a change to any of
+them exports again. Each export records its files' sha256 and is checked against them whenever it
+is loaded, and every session made on it is first compared with PyTorch on batches of other sizes
+and padded lengths than the one it was traced with (a trace that baked in one length or one mask
+fails here). A new export is checked before it is moved into place; a cached one that no longer
+matches its record or fails the comparison is exported again: never trusted.
 
 For ONNX Runtime the graph then goes through its transformer optimizer where the adapter names a
 model type (attention, layer-norm and GELU fusions); OpenVINO reads the plain graph. Featurize,
@@ -20,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .atomic import write_json_atomic
+from .atomic import current_umask, write_json_atomic
 from .errors import UnsupportedOptionError, ZooError, did_you_mean
 from .integrity import cached_sha256, sha256_file
 from .settings import default_runtime, zoo_home
@@ -56,15 +59,15 @@ def resolve_runtime(runtime: str | None) -> str:
 
 @dataclass(frozen=True)
 class Export:
-    """An exported forward pass on disk: the plain graph, the fused one (ONNX Runtime only, when
-    the adapter names a model type the optimizer knows) and the input names, in order."""
+    """An exported forward pass on disk: its graphs (the plain one, and for ONNX Runtime a fused
+    one when the adapter names a model type the optimizer knows) and the graph's input names."""
 
     folder: Path
     inputs: tuple[str, ...]
+    files: tuple[str, ...] = (_PLAIN,)
 
     def graph(self, runtime: str) -> Path:
-        fused = self.folder / _FUSED
-        return fused if runtime == "onnx" and fused.is_file() else self.folder / _PLAIN
+        return self.folder / (_FUSED if runtime == "onnx" and _FUSED in self.files else _PLAIN)
 
 
 class CompiledEncoder:
@@ -76,14 +79,11 @@ class CompiledEncoder:
         self._runners: dict[str | None, Callable[[Any], torch.Tensor]] = {}
 
     def encoder(self, pool: str | None) -> Callable[[Any], torch.Tensor]:
-        """``batch -> (B, D)`` float32 tensor for ``pool``, exported first if needed, and checked
-        against PyTorch whenever a session is made."""
+        """``batch -> (B, D)`` float32 tensor for ``pool``, exported first if needed; every session
+        made is checked against PyTorch first."""
         runner = self._runners.get(pool)
         if runner is None:
-            export = ensure_export(self.adapter, pool)
-            runner = _runner(export, self.runtime)
-            check_parity(self.adapter, pool, runner, self.adapter.export_examples()[1:], self.runtime)
-            self._runners[pool] = runner
+            runner = self._runners[pool] = ensure_export(self.adapter, pool, self.runtime)
         return runner
 
 
@@ -95,38 +95,53 @@ def compile_adapter(adapter: Adapter, runtime: str) -> None:
     if not str(adapter.device).startswith("cpu"):
         raise UnsupportedOptionError(f"runtime={runtime!r} runs on the CPU; {adapter.name} is on "
                                      f"{adapter.device}: load it with device='cpu', or keep runtime='torch'")
-    _import_runtime(runtime)
+    if adapter.dtype is not None and str(adapter.dtype) != "torch.float32":
+        raise UnsupportedOptionError(f"runtime={runtime!r} runs float32; {adapter.name} was loaded with "
+                                     f"dtype={adapter.dtype}: drop dtype=, or keep runtime='torch'")
+    import_runtime(runtime)
     compiled = CompiledEncoder(adapter, runtime)
     compiled.encoder(adapter.resolve_pool(None))  # export and check now, not at the first featurize
     adapter.compiled = compiled
 
 
-def _import_runtime(runtime: str) -> Any:
-    module = "onnxruntime" if runtime == "onnx" else "openvino"
-    try:
-        return __import__(module)
-    except ImportError:
-        raise ZooError(f"runtime={runtime!r} needs {module}: pip install 'zoo-models[{runtime}]'") from None
+def import_runtime(runtime: str) -> None:
+    """Import what ``runtime`` needs (and the export needs), or say which extra installs it."""
+    for module in ("onnx", "onnxruntime", *(("openvino",) if runtime == "openvino" else ())):
+        try:
+            __import__(module)
+        except ImportError:
+            raise ZooError(f"runtime={runtime!r} needs {module}: pip install 'zoo-models[{runtime}]'") from None
 
 
 # -- export -------------------------------------------------------------------------------------
 
 
 def export_key(adapter: Adapter, pool: str | None) -> dict[str, Any]:
-    """What an export depends on; its hash names the export's folder."""
+    """What an export depends on; its hash names the export's folder. Everything that shapes the
+    traced graph is here: the weights, the settings the spec resolved (preprocessing fixes an
+    image graph's size), the dtype, and the versions of zoo, the exporter, the backend library that
+    wrote the forward pass, and the runtimes."""
     import onnx
     import torch
 
+    backend = type(adapter.model).__module__.split(".")[0]
+    settings = {"preprocessing": dict(adapter.spec.preprocessing), "config": dict(adapter.spec.config)}
     return {"model": adapter.name, "weights_sha256": weights_sha256(adapter), "zoo": __version__, "opset": OPSET,
-            "torch": torch.__version__, "onnx": onnx.__version__, "pool": pool,
-            "adapter": f"{type(adapter).__module__}.{type(adapter).__qualname__}", "runtime": _runtime_versions()}
+            "torch": torch.__version__, "onnx": onnx.__version__, "pool": pool, "dtype": str(adapter.dtype),
+            "adapter": f"{type(adapter).__module__}.{type(adapter).__qualname__}",
+            "backend": f"{backend} {getattr(sys.modules.get(backend), '__version__', '?')}",
+            "settings": json.loads(json.dumps(settings, sort_keys=True, default=str)),
+            "runtimes": _runtime_versions()}
 
 
 def _runtime_versions() -> dict[str, str]:
+    """The installed runtimes' versions, read from package metadata (importing OpenVINO is slow)."""
+    from importlib import metadata
+
     versions = {}
-    for module in ("onnxruntime", "openvino"):
-        with contextlib.suppress(ImportError):
-            versions[module] = str(getattr(__import__(module), "__version__", "?"))
+    for package in ("onnxruntime", "openvino"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
     return versions
 
 
@@ -141,9 +156,11 @@ def weights_sha256(adapter: Adapter) -> dict[str, str]:
     return {name: cached_sha256(adapter.files.path(name)) for name in adapter.files.members()}
 
 
-def ensure_export(adapter: Adapter, pool: str | None) -> Export:
-    """The checked export of ``adapter``'s forward pass with ``pool``: from the cache when its
-    files still have the sha256 they were written with, else exported now (under a lock)."""
+def ensure_export(adapter: Adapter, pool: str | None, runtime: str) -> Callable[[Any], torch.Tensor]:
+    """A ``runtime`` session on the checked export of ``adapter``'s forward pass with ``pool``: the
+    cached one when its files still have the sha256 they were written with and its rows are
+    PyTorch's; otherwise exported now, checked in a staging folder, then moved into place. Under a
+    lock, so two processes export once and nobody reads a file being replaced."""
     from filelock import FileLock
 
     key = export_key(adapter, pool)
@@ -153,42 +170,56 @@ def ensure_export(adapter: Adapter, pool: str | None) -> Export:
     with FileLock(str(zoo_home() / "locks" / f"compiled-{digest}.lock")):
         held = _trusted(folder, key)
         if held is not None:
-            return held
-        shutil.rmtree(folder, ignore_errors=True)
+            runner = _runner(held, runtime)
+            if parity(adapter, pool, runner) >= MIN_COSINE:
+                return runner
+        for stale in (folder, *folder.parent.glob(f".{digest}.*")):  # a failed check, or a killed export
+            shutil.rmtree(stale, ignore_errors=True)
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{digest}.", dir=folder.parent))
         try:
-            inputs = _export(adapter, pool, staging, key)
+            export = _export(adapter, pool, staging, key)
+            worst = parity(adapter, pool, _runner(export, runtime))
+            if worst < MIN_COSINE:
+                raise ZooError(f"the {runtime} export of {adapter.name} (pool {pool!r}) does not give PyTorch's "
+                               f"rows: lowest cosine {worst:.6f} < {MIN_COSINE}; load it with runtime='torch'")
+            staging.chmod(0o777 & ~current_umask())
             staging.rename(folder)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return Export(folder, inputs)
+        return _runner(Export(folder, export.inputs, export.files), runtime)
 
 
 def _trusted(folder: Path, key: dict[str, Any]) -> Export | None:
-    """The export in ``folder`` if its record names this key and every file matches its sha256."""
+    """The export in ``folder`` if its record names this key, lists every file there, the plain
+    graph among them, and each file still has its recorded sha256."""
     try:
         record = json.loads((folder / "export.json").read_text())
-    except (OSError, ValueError):
+        recorded, inputs = dict(record["sha256"]), tuple(record["inputs"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if record.get("key") != key:
+    present = {p.name for p in folder.iterdir()} - {"export.json"}
+    if record.get("key") != key or _PLAIN not in recorded or set(recorded) != present:
         return None
-    for name, digest in record.get("sha256", {}).items():
-        if not (folder / name).is_file() or sha256_file(folder / name) != digest:
-            return None
-    return Export(folder, tuple(record["inputs"]))
+    if any(sha256_file(folder / name) != digest for name, digest in recorded.items()):
+        return None
+    return Export(folder, inputs, tuple(recorded))
 
 
-def _export(adapter: Adapter, pool: str | None, folder: Path, key: dict[str, Any]) -> tuple[str, ...]:
-    """Trace and fuse into ``folder``, and record the files' sha256; returns the input names."""
-    names = _onnx_export(adapter, pool, adapter.export_examples()[0], folder / _PLAIN)
+def _export(adapter: Adapter, pool: str | None, folder: Path, key: dict[str, Any]) -> Export:
+    """Trace and fuse into ``folder``, and record the graph's inputs and each file's sha256."""
+    import onnx
+
+    _onnx_export(adapter, pool, adapter.export_examples()[0], folder / _PLAIN)
+    # The exporter drops inputs the graph does not use (token_type_ids of some models): feed what it kept.
+    inputs = tuple(i.name for i in onnx.load(str(folder / _PLAIN), load_external_data=False).graph.input)
     fusion = adapter.onnx_fusion()
     if fusion is not None:
         _fuse(folder / _PLAIN, folder / _FUSED, fusion)
-    files = [name for name in (_PLAIN, _FUSED) if (folder / name).is_file()]
-    write_json_atomic(folder / "export.json", {"key": key, "inputs": list(names),
+    files = tuple(p.name for p in sorted(folder.iterdir()))
+    write_json_atomic(folder / "export.json", {"key": key, "inputs": list(inputs),
                                                "sha256": {name: sha256_file(folder / name) for name in files}})
-    return names
+    return Export(folder, inputs, files)
 
 
 class _Forward:
@@ -214,7 +245,7 @@ class _Forward:
         return Traced().eval()
 
 
-def _onnx_export(adapter: Adapter, pool: str | None, example: Any, path: Path) -> tuple[str, ...]:
+def _onnx_export(adapter: Adapter, pool: str | None, example: Any, path: Path) -> None:
     """TorchScript-trace ``encode_batch`` to ONNX with the batch (and, for token inputs, the
     sequence) dimension left free."""
     import torch
@@ -228,12 +259,11 @@ def _onnx_export(adapter: Adapter, pool: str | None, example: Any, path: Path) -
     with torch.inference_mode():  # what an adapter builds on first use (a folded copy) is built outside the trace
         forward(*tensors)
     with adapter.export_context(), torch.no_grad(), warnings.catch_warnings():
-        # The trace's warnings are about Python branches on shapes; check_parity is the test of them.
+        # The trace's warnings are about Python branches on shapes; parity() is the test of them.
         warnings.simplefilter("ignore")
         torch.onnx.export(forward, tensors, str(path), input_names=list(names),
                           output_names=["embedding"], dynamic_axes={**axes, "embedding": {0: "batch"}},
                           opset_version=OPSET, dynamo=False)
-    return names
 
 
 def _fuse(plain: Path, fused: Path, fusion: dict[str, Any]) -> None:
@@ -258,20 +288,22 @@ def _quiet_logging(name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def check_parity(adapter: Adapter, pool: str | None, run: Callable[[Any], torch.Tensor], examples: list[Any],
-                 runtime: str) -> float:
-    """The lowest cosine between ``run`` and PyTorch's ``encode_batch`` over ``examples`` (batches
-    of other sizes and lengths than the traced one); below :data:`MIN_COSINE` is an error."""
+def parity(adapter: Adapter, pool: str | None, run: Callable[[Any], torch.Tensor]) -> float:
+    """The lowest cosine between ``run`` and PyTorch's ``encode_batch`` on the adapter's check
+    batches (other sizes and padded lengths than the traced one). A row of the wrong shape, not
+    finite, or of another length (beyond 0.1%) counts as -1."""
     import torch
 
     worst = 1.0
     with torch.inference_mode():
-        for batch in examples:
-            ours, torch_rows = run(batch), adapter.encode_batch(batch, pool=pool).float()
-            worst = min(worst, float(torch.nn.functional.cosine_similarity(ours, torch_rows, dim=-1).min()))
-    if worst < MIN_COSINE:
-        raise ZooError(f"the {runtime} export of {adapter.name} (pool {pool!r}) does not give PyTorch's rows: "
-                       f"lowest cosine {worst:.6f} < {MIN_COSINE}; load it with runtime='torch'")
+        for batch in adapter.export_examples()[1:]:
+            ours, theirs = run(batch), adapter.encode_batch(batch, pool=pool).float()
+            if ours.shape != theirs.shape or not bool(torch.isfinite(ours).all()):
+                return -1.0
+            cosine = torch.nn.functional.cosine_similarity(ours, theirs, dim=-1)
+            lengths = torch.linalg.vector_norm(ours, dim=-1) / torch.linalg.vector_norm(theirs, dim=-1).clamp(min=1e-12)
+            cosine = torch.where((lengths - 1).abs() <= 1e-3, torch.nan_to_num(cosine, nan=-1.0), -1.0)
+            worst = min(worst, float(cosine.min()))
     return worst
 
 
@@ -293,7 +325,8 @@ def _runner(export: Export, runtime: str) -> Callable[[Any], torch.Tensor]:
     else:
         import openvino
 
-        compiled = openvino.Core().compile_model(str(graph), "CPU")
+        # f32 explicitly: on CPUs with bf16 units OpenVINO would otherwise compute in bf16.
+        compiled = openvino.Core().compile_model(str(graph), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
         def run(arrays: dict[str, Any]) -> Any:
             return compiled(arrays)[0]

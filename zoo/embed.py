@@ -175,10 +175,12 @@ def _plan_run(model: Adapter, inputs: InputSource, output: Path, *, normalize: b
     previous = json.loads(run_file.read_text()) if run_file.is_file() else None
     if previous is not None:
         previous.pop("chunk_size", None)  # recorded by earlier versions; their chunks are recomputed
+        previous.setdefault("runtime", "torch")  # and every earlier run ran on PyTorch
     total = len(inputs)
-    meta = embedding_provenance(model.spec, model.files, normalize=normalize, pool=pool, options=options)
+    meta = embedding_provenance(model.spec, model.files, normalize=normalize, pool=pool, options=options,
+                                runtime=model.runtime)
     run = {"inputs": inputs.description, "fingerprint": inputs.fingerprint(), "total": total,
-           **{k: meta[k] for k in ("model", "sha256", "normalize", "pool", "embed_dim")},
+           **{k: meta[k] for k in ("model", "sha256", "normalize", "pool", "embed_dim", "runtime")},
            "options": options.provenance()}
     if previous is None:
         partial.mkdir(parents=True, exist_ok=True)
@@ -323,6 +325,9 @@ def _embed_chunks(model: Adapter, inputs: InputSource, plan: _Plan, sizer: _Chun
             bar.update(len(chunk))
     for path, _ in on_disk.values():  # chunks of an earlier run that no longer line up
         path.unlink(missing_ok=True)
+    if position == plan.total and next(stream, None) is not None:
+        raise ZooError(f"counted {plan.total} inputs but there are more now: the inputs grew during the run; "
+                       f"delete {plan.partial} and run again")
     return parts, (reused_chunks, reused_inputs)
 
 

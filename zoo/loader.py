@@ -13,12 +13,13 @@ asks the registry again.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 from .adapter import Adapter, resolve_device
-from .compiled import compile_adapter, resolve_runtime
-from .errors import PluginError, UnknownModelError, ZooError
+from .compiled import compile_adapter, import_runtime, resolve_runtime
+from .errors import PluginError, UnknownModelError, UnsupportedOptionError, ZooError
 from .installed import installed_spec
 from .model_files import ModelFiles
 from .plugin_manager import get_plugin_manager
@@ -112,10 +113,20 @@ def load(
     Returns:
         A ready :class:`zoo.Adapter` in eval mode.
     """
-    runtime = resolve_runtime(runtime)
+    chosen, runtime = runtime is not None, resolve_runtime(runtime)
+    if runtime != "torch":
+        import_runtime(runtime)  # before the weights load: a missing extra is said at once
+        device = device or "cpu"
     registry = get_registry()
     adapter = _load(_resolve(name, registry), registry, device=resolve_device(device), dtype=dtype, options=options)
-    compile_adapter(adapter, runtime)
+    try:
+        compile_adapter(adapter, runtime)
+    except UnsupportedOptionError as exc:
+        if chosen:
+            raise
+        # ZOO_RUNTIME is a default for every load: a model it cannot run still loads, on PyTorch.
+        warnings.warn(f"ZOO_RUNTIME={runtime} does not apply here: {exc}; {adapter.name} runs on PyTorch",
+                      RuntimeWarning, stacklevel=2)
     return adapter
 
 
