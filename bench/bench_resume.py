@@ -7,7 +7,7 @@ rerun's time as a share of the full run's, how many inputs the killed run had ke
 resumed output against the uninterrupted one. Texts: MiniLM on short texts; images:
 EfficientNet-Lite0 on camera-sized JPEGs, decoded in the default worker processes.
 
-    python bench/bench_resume.py [--texts 6000] [--images 600] [--kill-at 0.6] [--rounds 1]
+    python bench/bench_resume.py [--texts 6000] [--images 600] [--kill-at 0.6] [--rounds 1] [--chunk-seconds S]
 """
 
 from __future__ import annotations
@@ -53,12 +53,13 @@ def max_difference(a: Path, b: Path) -> float:
     return float(np.abs(xa - xb).max())
 
 
-def one_round(kind: str, model: str, source: Path, n: int, kill_at: float, workdir: Path) -> dict[str, float]:
+def one_round(kind: str, model: str, source: Path, n: int, kill_at: float, workdir: Path,
+              extra: list[str]) -> dict[str, float]:
     full_out, killed_out = workdir / f"{kind}-full.parquet", workdir / f"{kind}-killed.parquet"
     full_out.unlink(missing_ok=True)
     killed_out.unlink(missing_ok=True)
-    full = timed(["embed", model, str(source), "-o", str(full_out), "-q"])
-    command = ["embed", model, str(source), "-o", str(killed_out), "-q"]
+    full = timed(["embed", model, str(source), "-o", str(full_out), "-q", *extra])
+    command = ["embed", model, str(source), "-o", str(killed_out), "-q", *extra]
     timed(command, kill_after=kill_at * full)
     kept = kept_inputs(killed_out.with_name(killed_out.name + ".partial"))
     rerun = timed(command)
@@ -80,14 +81,16 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--kill-at", type=float, default=0.6)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--chunk-seconds", type=float, help="passed to zoo embed (default: zoo embed's)")
     parser.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "zoo-bench-resume")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    extra = ["--chunk-seconds", str(args.chunk_seconds)] if args.chunk_seconds else []
     print(f"{sys.platform}, {len(__import__('os').sched_getaffinity(0))} cores; each run is the real command line")
     if args.texts:
         source = args.workdir / f"texts-{args.texts}.txt"
         source.write_text("\n".join(datasets.short_texts(args.texts)) + "\n")
-        rounds = [one_round("texts", "minilm-l6", source, args.texts, args.kill_at, args.workdir)
+        rounds = [one_round("texts", "minilm-l6", source, args.texts, args.kill_at, args.workdir, extra)
                   for _ in range(args.rounds)]
         report("texts", args.texts, rounds, args.kill_at)
     if args.images:
@@ -97,7 +100,7 @@ def main() -> None:
             link = folder / Path(path).name
             if not link.exists():
                 link.symlink_to(path)
-        rounds = [one_round("images", "efficientnet-lite0", folder, args.images, args.kill_at, args.workdir)
+        rounds = [one_round("images", "efficientnet-lite0", folder, args.images, args.kill_at, args.workdir, extra)
                   for _ in range(args.rounds)]
         report("images", args.images, rounds, args.kill_at)
 

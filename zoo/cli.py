@@ -18,7 +18,7 @@ from typing import Any
 from . import __version__
 from .bundle import pack, unpack
 from .compiled import RUNTIMES
-from .embed import DEFAULT_CHUNK_SECONDS, check_output, default_workers, embed_to_file
+from .embed import check_output, default_workers, embed_to_file
 from .embed_options import LAYER_MERGES
 from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .embedding_file import read_embeddings
@@ -433,9 +433,10 @@ def _add_embed(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="output .parquet (id + embedding + provenance) or .npy")
     p.add_argument("--column", help="the input column of a CSV / JSONL / parquet file (default: text)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
+    p.add_argument("--chunk-seconds", type=float,
                    help="seconds of work per resumable chunk, sized at the run's pace, so a kill loses about "
-                        "that much (default: %(default)s; at most 4096 texts, or 512 images or clips, a chunk)")
+                        "that much (default: 2 for text, 5 for images and audio; at most 4096 texts, or 512 "
+                        "images or clips, a chunk)")
     p.add_argument("--chunk-size", type=int, help="a fixed number of items per resumable chunk instead")
     p.add_argument("--workers", type=int,
                    help="decode processes for images and audio (default: cores - 1, at most 4 on the CPU "
