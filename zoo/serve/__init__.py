@@ -57,7 +57,8 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
     _log_like_uvicorn(log_level)
     models = {name: load(name, device=device, runtime=runtime) for name in names}
     for name, model in models.items():
-        log.info("serving %s: %s, %d dimensions, on %s", name, model.modality, model.embed_dim, model.device)
+        log.info("serving %s: %s, %d dimensions, on %s (%s)", name, model.modality, model.embed_dim, model.device,
+                 model.runtime)
     app = create_app(models, max_batch=max_batch, max_wait_ms=max_wait_ms, batch_size=batch_size,
                      max_body_bytes=int(max_body_mb * 2**20), max_inputs=max_inputs)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
