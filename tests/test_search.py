@@ -92,6 +92,7 @@ def test_image_queries_find_a_resized_copy(tmp_path):
         assert index.search([str(query)], k=1, model=model)[0][0].id == str(folder / f"{name}.png")
 
 
+@pytest.mark.slow  # 20k rows through HNSW: the benchmark has the real figures
 def test_hnsw_recall_against_exact_on_random_rows(corpus_parquet, tmp_path):
     """An approximate index over 20k unit rows in 400 clusters (as embeddings of real data cluster),
     written with zoo's schema and MiniLM's provenance."""
