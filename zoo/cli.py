@@ -22,7 +22,7 @@ from .embed import check_output, default_workers, embed_to_file
 from .embed_options import LAYER_MERGES
 from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .embedding_file import read_embeddings
-from .embedding_map import describe, hover_details, project, write_map
+from .embedding_map import check_map_output, describe, hover_details, project, write_map
 from .errors import ZooError
 from .finetune_config import HEADS, STRATEGIES, FinetuneConfig
 from .inputs import open_inputs
@@ -267,8 +267,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
 
 
 def cmd_map(args: argparse.Namespace) -> int:
-    if Path(args.output).suffix.lower() not in (".html", ".png"):  # before any work
-        raise ValueError(f"{args.output}: write a map to a .html or .png file")
+    check_map_output(args.output)  # before any work
     emb = read_embeddings(args.embeddings)
     if not emb.provenance:
         raise ZooError(f"{args.embeddings} has no provenance: map a .parquet file that `zoo embed` wrote")

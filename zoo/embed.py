@@ -199,33 +199,25 @@ def _part_path(plan: _Plan, start: int) -> Path:
     return plan.partial / f"part-{start:012d}.parquet"
 
 
-def _parts_on_disk(plan: _Plan) -> dict[int, tuple[Path, int]]:
-    """The chunks an interrupted run wrote: ``{first input's position: (file, inputs it covers)}``.
-    Files of the earlier layout (chunks numbered, not placed) are left out, so they are recomputed."""
+def _parts_on_disk(plan: _Plan) -> dict[int, tuple[int, str]]:
+    """The chunks an interrupted run wrote: ``{first input's position: (inputs it covers, their
+    content digest)}``. Files of the earlier layout (chunks numbered, not placed) are left out, so
+    they are recomputed."""
     import pyarrow.parquet as pq
 
     parts = {}
     for path in plan.partial.glob("part-" + "[0-9]" * 12 + ".parquet"):
         try:
-            count = int(pq.read_schema(path).metadata.get(b"count", b"0"))
+            metadata = pq.read_schema(path).metadata
+            count = int(metadata.get(b"count", b"0"))
         except (OSError, ValueError):  # an unreadable part is recomputed
             continue
         if count > 0:
-            parts[int(path.stem.removeprefix("part-"))] = (path, count)
+            parts[int(path.stem.removeprefix("part-"))] = (count, metadata.get(b"digest", b"").decode())
     return parts
 
 
-def _done_chunk(part: Path, chunk: list[tuple[Any, Any]], kind: str) -> bool:
-    """Whether ``part`` holds this chunk's rows for inputs with the same content as now."""
-    import pyarrow.parquet as pq
-
-    if not part.is_file():
-        return False
-    recorded = pq.read_schema(part).metadata.get(b"digest", b"").decode()
-    return recorded == chunk_digest([i for i, _ in chunk], [content_hash(x, kind) for _, x in chunk])
-
-
-def _write_chunk(model: Adapter, chunk: list[tuple[Any, Any]], part: Path, plan: _Plan, kind: str,
+def _write_chunk(model: Adapter, chunk: list[tuple[Any, Any]], hashes: list[str], part: Path, plan: _Plan,
                  **featurize: Any) -> None:
     """Embed one chunk and write it, with its skipped items, input count and content digest, as one
     parquet part."""
@@ -237,7 +229,6 @@ def _write_chunk(model: Adapter, chunk: list[tuple[Any, Any]], part: Path, plan:
         warnings.filterwarnings("ignore", message="featurize skipped", category=RuntimeWarning)
         rows, report = model.featurize_with_report([x for _, x in chunk], progress=False, options=float_options,
                                                    **featurize)
-    hashes = [content_hash(x, kind) for _, x in chunk]
     table = _table([ids[i] for i in report.kept], rows, [hashes[i] for i in report.kept], plan.schema)
     skipped = json.dumps([[ids[i], why] for i, why in report.skipped], default=str)
     table = table.replace_schema_metadata({**table.schema.metadata, b"skipped": skipped.encode(),
@@ -308,26 +299,27 @@ def _embed_chunks(model: Adapter, inputs: InputSource, plan: _Plan, sizer: _Chun
         while position < plan.total:
             held = on_disk.pop(position, None)
             if held is not None:
-                chunk = list(itertools.islice(stream, held[1]))
-                kept = _done_chunk(held[0], chunk, inputs.kind)
+                chunk = list(itertools.islice(stream, held[0]))
             else:
                 following = min((start for start in on_disk if start > position), default=plan.total)
-                chunk, kept = list(itertools.islice(stream, min(sizer.size, following - position))), False
+                chunk = list(itertools.islice(stream, min(sizer.size, following - position)))
             if not chunk:  # the inputs ended early: _finish counts and says so
                 break
             part = _part_path(plan, position)
-            if kept:
+            started = time.perf_counter()
+            # Each input's content is hashed once: to match a chunk on disk, and for the rows written.
+            hashes = [content_hash(x, inputs.kind) for _, x in chunk]
+            if held is not None and held[1] == chunk_digest([i for i, _ in chunk], hashes):
                 reused_chunks, reused_inputs = reused_chunks + 1, reused_inputs + len(chunk)
             else:
-                started = time.perf_counter()
-                _write_chunk(model, chunk, part, plan, inputs.kind, **featurize)
+                _write_chunk(model, chunk, hashes, part, plan, **featurize)
                 sizer.record(len(chunk), time.perf_counter() - started)
             parts.append((part, len(chunk)))
             position += len(chunk)
             plan.embedded = position
             bar.update(len(chunk))
-    for path, _ in on_disk.values():  # chunks of an earlier run that no longer line up
-        path.unlink(missing_ok=True)
+    for start in on_disk:  # chunks of an earlier run that no longer line up
+        _part_path(plan, start).unlink(missing_ok=True)
     if position == plan.total and next(stream, None) is not None:
         raise ZooError(f"counted {plan.total} inputs but there are more now: the inputs grew during the run; "
                        f"delete {plan.partial} and run again")
@@ -420,8 +412,8 @@ def _assemble(parts: list[Path], output: Path, plan: _Plan, calibration: np.ndar
                         table = table.replace_schema_metadata(schema.metadata)
                     else:
                         rows_of_part = quantize(embedding_rows(table), precision, ranges)
-                        table = _table(table.column("id").to_pylist(), rows_of_part, table.column("content_sha256").to_pylist(),
-                                       schema)
+                        table = _table(table.column("id").to_pylist(), rows_of_part,
+                                       table.column("content_sha256").to_pylist(), schema)
                     writer.write_table(table)
                     rows += table.num_rows
         else:

@@ -65,12 +65,18 @@ def hover_details(ids: Sequence[Any], texts: Sequence[str] | None = None) -> lis
     return details
 
 
-def write_map(path: str | os.PathLike[str], xy: np.ndarray, ids: Sequence[Any], *, details: Sequence[str] = (),
-              colors: Sequence[Any] | None = None, title: str = "") -> Path:
-    """Write the map as ``.html`` (interactive) or ``.png`` (static), atomically."""
+def check_map_output(path: str | os.PathLike[str]) -> Path:
+    """``path`` if a map can be written there (``.html`` or ``.png``); checked before any work."""
     out = Path(path)
     if out.suffix.lower() not in (".html", ".png"):
         raise ValueError(f"{out}: write a map to a .html or .png file")
+    return out
+
+
+def write_map(path: str | os.PathLike[str], xy: np.ndarray, ids: Sequence[Any], *, details: Sequence[str] = (),
+              colors: Sequence[Any] | None = None, title: str = "") -> Path:
+    """Write the map as ``.html`` (interactive) or ``.png`` (static), atomically."""
+    out = check_map_output(path)
     with atomic_path(out) as tmp:
         if out.suffix.lower() == ".png":
             _write_png(tmp, xy, colors, title)
