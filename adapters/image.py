@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from zoo.adapter import Adapter
 from zoo.featurize import OnError
 
+from .device_images import DecodesImages, ImageBatcher
 from .fold import fold_batchnorm
 
 if TYPE_CHECKING:
@@ -18,13 +19,14 @@ if TYPE_CHECKING:
     from zoo.spec import ModelSpec
 
 
-class ImageBackboneAdapter(Adapter):
+class ImageBackboneAdapter(DecodesImages, Adapter):
     """An image model: ``features`` gives pooled pre-logits, ``logits`` the pretrained head."""
 
     def __init__(self, spec: ModelSpec, model: torch.nn.Module, *, transform: Callable[[Any], torch.Tensor],
                  labels: list[str] | Callable[[], list[str] | None] | None = None, **kwargs: Any) -> None:
         super().__init__(spec, model, **kwargs)
         self.transform = transform
+        self.images = ImageBatcher(transform, self.device)
         self._labels = labels
         self._channels_last = False
         self._folded: tuple[tuple[tuple[int, int], ...], torch.nn.Module] | None = None
@@ -42,10 +44,6 @@ class ImageBackboneAdapter(Adapter):
         """The transform from an RGB PIL image to the normalised tensor these weights expect."""
         return self.transform
 
-    def collate(self, items: list[Any]) -> torch.Tensor:
-        import torch
-
-        return torch.stack([self.transform(img) for img in items])
 
     def export_examples(self) -> list[Any]:
         """Noise images of several sizes through the weights' transform: two traced, then batches

@@ -15,6 +15,8 @@ from zoo.blocks import default_blocks
 from zoo.featurize import OnError
 from zoo.plugins.text import decode_text
 
+from .device_images import DecodesImages, ImageBatcher
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     from zoo.spec import ModelSpec
 
 
-class ImageTextAdapter(Adapter):
+class ImageTextAdapter(DecodesImages, Adapter):
     """A contrastive image-text model; subclasses implement the two towers and tokenisation."""
 
     normalize_default = True  # a dot product of unit vectors is the cosine similarity CLIP was trained on
@@ -31,6 +33,7 @@ class ImageTextAdapter(Adapter):
                  tokenizer: Any, **kwargs: Any) -> None:
         super().__init__(spec, model, **kwargs)
         self.image_transform = image_transform
+        self.images = ImageBatcher(image_transform, self.device)
         self.tokenizer = tokenizer
 
     @property
@@ -40,10 +43,6 @@ class ImageTextAdapter(Adapter):
 
     # -- the two towers -------------------------------------------------------------------------
 
-    def collate(self, items: list[Any]) -> Any:
-        import torch
-
-        return torch.stack([self.image_transform(img) for img in items])
 
     def tokenize(self, texts: list[str]) -> Any:
         """Token ids (and whatever else the text tower needs) for a batch of texts."""

@@ -265,6 +265,19 @@ class Adapter(ABC):
         """Turn a list of decoded items into one batch for :meth:`encode_batch`."""
         raise NotImplementedError(f"{type(self).__name__} must implement collate or plan_batches")
 
+    def input_decoder(self) -> Callable[[Any], Any]:
+        """The decoder featurize runs on each input (in DataLoader workers when asked): :attr:`decode`,
+        or one that leaves part of the work to :meth:`finish_batch` on the model's device (image
+        adapters keep JPEGs encoded when they decode them on the GPU)."""
+        return self.decode
+
+    def finish_batch(self, batch: Any) -> tuple[Any, list[tuple[int, str]]]:
+        """Finish, in the process that runs the model, what :meth:`collate` left for the model's
+        device. Returns the batch for :meth:`encode_batch` and ``[(row, reason)]`` for rows that
+        could not be finished, which the batch no longer holds; featurize raises or skips those
+        inputs as it does any bad input. The default has nothing to finish."""
+        return batch, []
+
     @abstractmethod
     def encode_batch(self, batch: Any, *, pool: str | None = None) -> torch.Tensor:
         """One forward pass of the frozen model: a ``(B, D)`` tensor."""
@@ -426,7 +439,7 @@ class Adapter(ABC):
                calibration: np.ndarray | None, **kwargs: Any) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
         """Run the model with ``options``: prompt before decoding, truncation in the engine,
         quantization of the whole output at the end."""
-        decode = kwargs.pop("decode", self.decode)
+        decode = kwargs.pop("decode", None) or self.input_decoder()
         if options.prompt:
             decode = Prompted(decode, options.prompt)
         quantized = options.precision != "float32"
@@ -444,7 +457,7 @@ class Adapter(ABC):
     def _run(self, inputs: Iterable[Any], **kwargs: Any) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
         """Every verb that runs the frozen model over inputs goes through here: the engine, then the
         :attr:`last_report` convenience, set in this one place."""
-        kwargs.setdefault("decode", self.decode)
+        kwargs.setdefault("decode", self.input_decoder())
         if type(self).windows is not Adapter.windows:
             kwargs.setdefault("windows", self.windows)
         rows, report = run_featurize(self, inputs, **kwargs)

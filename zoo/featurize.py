@@ -157,6 +157,21 @@ class _Output:
                 self.weight[positions[j]] += weights[j]
                 self.filled[positions[j]] = True
 
+    def drop(self, positions: list[int], weights: list[float | None], failed: list[tuple[int, str]]
+             ) -> tuple[list[int], list[float | None]]:
+        """A batch's rows without those its adapter could not finish (``failed``: (row, reason)),
+        each raised or recorded as a bad input."""
+        for row, reason in failed:
+            index = positions[row]
+            if self.on_error == "raise":
+                raise InputError(index, reason, self.items[index])
+            if index not in self.bad:  # an input cut into windows is skipped once, whole
+                self.bad.add(index)
+                self.report.skipped.append((index, reason))
+        gone = {row for row, _ in failed}
+        kept = [row for row in range(len(positions)) if row not in gone]
+        return [positions[row] for row in kept], [weights[row] for row in kept]
+
     def _refuse(self, index: int) -> None:
         if index in self.bad:
             return
@@ -251,6 +266,10 @@ def run_featurize(
         else:
             batches = _planned_batches(adapter, items, decode, batch_size, output, plan, windows)
         for positions, batch, weights, advance in batches:
+            if positions:
+                batch, failed = adapter.finish_batch(batch)
+                if failed:
+                    positions, weights = output.drop(positions, weights, failed)
             if positions:
                 output.store(adapter, positions, encode(batch), weights)
             bar.update(advance)

@@ -104,6 +104,12 @@ class FinetunedModel(Adapter):
     def collate(self, items: list[Any]) -> Any:
         return self.base.collate(items)
 
+    def input_decoder(self) -> Callable[[Any], Any]:
+        return self.base.input_decoder()
+
+    def finish_batch(self, batch: Any) -> tuple[Any, list[tuple[int, str]]]:
+        return self.base.finish_batch(batch)
+
     def windows(self, item: Any) -> list[tuple[Any, float]] | None:
         return self.base.windows(item)
 

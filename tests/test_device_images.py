@@ -1,0 +1,266 @@
+"""JPEGs decoded and transformed on the model's device (``image_decoding="device"``), compared
+with timm, torchvision and open_clip called directly on PIL images.
+
+This machine has no GPU: the device here is the CPU, where torchvision's ``decode_jpeg`` is
+libjpeg-turbo; everything but nvJPEG itself runs as it does on CUDA (the header check, the batch
+left encoded through the workers, the batched decode, the per-file CPU fallback, the tensor
+transform). The last test runs the same comparison on CUDA where there is one.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+import zoo
+from zoo.adapters.device_images import DeviceTransform, EncodedJpeg, ImageBatch, ImageBatcher, device_decodable
+from zoo.errors import InputError
+
+skimage_data = pytest.importorskip("skimage.data")
+
+
+def _jpeg(array: np.ndarray, **save: object) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=90, **save)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    model = zoo.load("efficientnet-lite0", device="cpu")
+    model.image_decoding = "device"
+    return model
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, bytes]:
+    """JPEGs as cameras and datasets write them: sizes, orientations, progressive, 4:4:4, grey."""
+    from PIL import Image
+
+    coffee, chelsea, rocket = skimage_data.coffee(), skimage_data.chelsea(), skimage_data.rocket()
+    big = np.asarray(Image.fromarray(chelsea).resize((1003, 761), Image.BICUBIC))
+    return {"coffee": _jpeg(coffee), "chelsea-progressive": _jpeg(chelsea, progressive=True),
+            "rocket-portrait": _jpeg(rocket), "big-444": _jpeg(big, subsampling=0),
+            "grey": _jpeg(skimage_data.camera()), "small": _jpeg(coffee[::5, ::5].copy())}
+
+
+def _timm_reference(model, images):
+    """EfficientNet-Lite0 through timm's own transform of PIL images and the model's forward."""
+    import timm
+    import torch
+
+    transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model.model))
+    net = model.model.eval()
+    with torch.inference_mode():
+        x = torch.stack([transform(image) for image in images])
+        return net.forward_head(net.forward_features(x), pre_logits=True).numpy()
+
+
+def _cosines(a, b):
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_the_header_check_sends_only_plain_jpegs_to_the_device(photos, monkeypatch):
+    from PIL import Image
+
+    for name, data in photos.items():
+        assert device_decodable(data), name
+    coffee = skimage_data.coffee()
+    buffer = io.BytesIO()
+    Image.fromarray(coffee).convert("CMYK").save(buffer, format="JPEG")
+    assert not device_decodable(buffer.getvalue())  # PIL converts CMYK itself
+    buffer = io.BytesIO()
+    Image.fromarray(coffee).save(buffer, format="PNG")
+    assert not device_decodable(buffer.getvalue())
+    assert not device_decodable(photos["coffee"][:5000])  # truncated: PIL names the error
+    assert not device_decodable(b"not an image at all")
+    assert device_decodable(photos["coffee"] + b"\0\0")  # padding after the end marker
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    assert not device_decodable(photos["coffee"])  # PIL's decompression-bomb check applies
+
+
+def test_device_decoding_equals_timm_on_pil_images(lite0, photos, tmp_path):
+    from PIL import Image
+
+    paths = []
+    for name, data in photos.items():
+        paths.append(tmp_path / f"{name}.jpg")
+        paths[-1].write_bytes(data)
+    batch = lite0.collate([lite0.input_decoder()(p) for p in paths])
+    assert isinstance(batch, ImageBatch) and all(batch.encoded)  # every one of them left encoded
+    pil = [Image.open(p).convert("RGB") for p in paths]
+    expected = _timm_reference(lite0, pil)
+    got = lite0.featurize([*paths, *photos.values()], batch_size=4)
+    cosines = _cosines(got, np.concatenate([expected, expected]))
+    assert cosines.min() >= 0.999, f"minimum cosine {cosines.min():.6f}"
+    print(f"minimum cosine against timm on PIL images: {cosines.min():.6f}")
+
+
+def test_what_the_device_cannot_decode_takes_the_cpu_path_unchanged(lite0, photos, tmp_path):
+    from PIL import Image
+
+    coffee = skimage_data.coffee()
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.fromarray(coffee).convert("CMYK").save(cmyk, format="JPEG")
+    png = tmp_path / "coffee.png"
+    Image.fromarray(coffee).save(png)
+    items = [cmyk, png, Image.fromarray(coffee), coffee, photos["coffee"]]
+    decoded = [lite0.input_decoder()(item) for item in items]
+    assert [isinstance(d, EncodedJpeg) for d in decoded] == [False, False, False, False, True]
+    pil = [Image.open(cmyk).convert("RGB"), Image.open(png).convert("RGB"), Image.fromarray(coffee),
+           Image.fromarray(coffee), Image.open(io.BytesIO(photos["coffee"])).convert("RGB")]
+    got = lite0.featurize(items, batch_size=5)
+    expected = _timm_reference(lite0, pil)
+    np.testing.assert_allclose(got[:4], expected[:4], atol=1e-5)  # the CPU path itself
+    assert _cosines(got[4:], expected[4:]).min() >= 0.999
+
+
+def test_bad_files_get_the_same_named_errors_in_both_modes(lite0, photos, tmp_path):
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(photos["coffee"][:2000])
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture")
+    # A JPEG's headers with no picture after them: it passes the header check, and neither decoder reads it.
+    frame = photos["coffee"][:photos["coffee"].index(b"\xff\xda")]
+    headers_only = tmp_path / "headers-only.jpg"
+    headers_only.write_bytes(frame + b"\xff\xd9")
+    assert device_decodable(headers_only.read_bytes())
+    good = tmp_path / "good.jpg"
+    good.write_bytes(photos["rocket-portrait"])
+    batch = [good, truncated, text, tmp_path / "missing.jpg", headers_only, good, 42]
+    reports, rows = {}, {}
+    for mode in ("pil", "device"):
+        lite0.image_decoding = mode
+        with pytest.raises(InputError, match=r"input 1 \(.*truncated.jpg'\): OSError"):
+            lite0.featurize(batch)
+        with pytest.raises(InputError, match=r"input 1 \(.*headers-only.jpg'\)"):
+            lite0.featurize([good, headers_only])
+        with pytest.warns(RuntimeWarning, match="skipped 5 of 7"):
+            rows[mode] = lite0.featurize(batch, on_error="skip", batch_size=3)
+        reports[mode] = lite0.last_report
+    lite0.image_decoding = "device"
+    assert reports["device"].skipped == reports["pil"].skipped
+    assert reports["device"].kept == reports["pil"].kept == [0, 5]
+    assert _cosines(rows["device"], rows["pil"]).min() >= 0.999
+
+
+def test_a_jpeg_the_device_decoder_refuses_is_decoded_on_the_cpu(lite0, photos, monkeypatch):
+    """nvJPEG refuses some files libjpeg reads (odd markers, sampling it does not support): the
+    batch is decoded again file by file, and the refused file alone takes the CPU path."""
+    import torchvision.io
+    from PIL import Image
+
+    decode_jpeg = torchvision.io.decode_jpeg
+    refused = photos["chelsea-progressive"]
+
+    def device_decoder(data, **kwargs):
+        for one in data if isinstance(data, list) else [data]:
+            if one.numpy().tobytes() == refused:
+                raise RuntimeError("nvjpegDecodeBatchedPhaseOne failed: 6")
+        return decode_jpeg(data, **kwargs)
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", device_decoder)
+    items = [photos["coffee"], refused, photos["grey"]]
+    got = lite0.featurize(items, batch_size=3)
+    assert lite0.last_report.skipped == []
+    expected = _timm_reference(lite0, [Image.open(io.BytesIO(d)).convert("RGB") for d in items])
+    np.testing.assert_allclose(got[1], expected[1], atol=1e-5)  # the CPU path, exactly
+    assert _cosines(got, expected).min() >= 0.999
+
+
+def test_a_batch_of_large_photos_is_decoded_in_groups(lite0, photos, monkeypatch):
+    from zoo.adapters import device_images
+
+    assert device_images._by_pixels([0, 2, 3, 5], [5, 0, 5, 5, 0, 20], 10) == [[0, 2], [3], [5]]
+    items = list(photos.values())
+    whole = lite0.featurize(items, batch_size=len(items))
+    monkeypatch.setattr(device_images, "DECODE_PIXELS", 1)  # one photo per decoder call
+    np.testing.assert_array_equal(lite0.featurize(items, batch_size=len(items)), whole)
+
+
+def test_encoded_batches_cross_decode_workers(lite0, photos):
+    items = list(photos.values()) * 2
+    in_process = lite0.featurize(items, batch_size=4)
+    np.testing.assert_array_equal(lite0.featurize(items, batch_size=4, num_workers=1), in_process)
+
+
+@pytest.mark.parametrize("library", ["torchvision", "open_clip", "timm-squash"])
+def test_the_device_transform_replays_each_library_on_tensors(library):
+    import torch
+    from PIL import Image
+
+    if library == "torchvision":
+        import torchvision
+
+        transform = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()
+    elif library == "open_clip":
+        import open_clip
+
+        transform = open_clip.image_transform(224, is_train=False)
+    else:
+        import timm
+
+        transform = timm.data.create_transform(224, crop_mode="squash", crop_pct=1.0)
+    replay = DeviceTransform.of(transform)
+    assert replay is not None, transform
+    image = skimage_data.chelsea()
+    got = replay([torch.from_numpy(image).permute(2, 0, 1).contiguous()])[0]
+    expected = transform(Image.fromarray(image))
+    assert got.shape == expected.shape
+    one_level = 1 / 255 / min(replay.std)
+    assert (got - expected).abs().max() <= 1.01 * one_level
+    assert (got - expected).abs().mean() <= 0.01 * one_level
+
+
+def test_transforms_that_cannot_run_on_tensors_keep_pil():
+    from torchvision import transforms as T
+
+    assert DeviceTransform.of(T.Compose([T.RandomResizedCrop(224), T.ToTensor()])) is None
+    assert DeviceTransform.of(T.Compose([T.Resize(224), T.ToTensor()])) is None  # sizes would differ
+
+    def processor(image):  # what the transformers adapters hand over
+        return image
+
+    batcher = ImageBatcher(processor, "cuda")
+    assert batcher.mode == "pil"
+    with pytest.raises(ValueError, match="image_decoding='device' needs a transform"):
+        batcher.set_mode("device")
+    with pytest.raises(ValueError, match="'device' or 'pil'"):
+        batcher.set_mode("gpu")
+
+
+def test_the_device_is_the_default_on_cuda_only(lite0):
+    assert ImageBatcher(lite0.transform, "cuda:0").mode == "device"
+    assert ImageBatcher(lite0.transform, "cpu").mode == "pil"
+    assert zoo.load("efficientnet-lite0", device="cpu").image_decoding == "pil"
+
+
+def test_open_clip_images_decoded_on_the_device_equal_open_clip(open_clip_dir, photos):
+    import open_clip
+    import torch
+    from PIL import Image
+
+    model = zoo.load(str(open_clip_dir), device="cpu")
+    model.image_decoding = "device"
+    reference, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{open_clip_dir}")
+    with torch.no_grad():
+        pil = [Image.open(io.BytesIO(d)).convert("RGB") for d in photos.values()]
+        expected = reference.eval().encode_image(torch.stack([preprocess(p) for p in pil])).numpy()
+    got = model.featurize(list(photos.values()), batch_size=3)
+    assert _cosines(got, expected).min() >= 0.999
+
+
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
+def test_nvjpeg_equals_timm_on_pil_images(photos):
+    from PIL import Image
+
+    model = zoo.load("efficientnet-lite0", device="cuda")
+    assert model.image_decoding == "device"
+    got = model.featurize(list(photos.values()), batch_size=4)
+    model.model.cpu()
+    expected = _timm_reference(model, [Image.open(io.BytesIO(d)).convert("RGB") for d in photos.values()])
+    assert _cosines(got, expected).min() >= 0.999
