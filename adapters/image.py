@@ -44,7 +44,6 @@ class ImageBackboneAdapter(DecodesImages, Adapter):
         """The transform from an RGB PIL image to the normalised tensor these weights expect."""
         return self.transform
 
-
     def export_examples(self) -> list[Any]:
         """Noise images of several sizes through the weights' transform: two traced, then batches
         of one and of three checked."""

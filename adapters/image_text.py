@@ -43,7 +43,6 @@ class ImageTextAdapter(DecodesImages, Adapter):
 
     # -- the two towers -------------------------------------------------------------------------
 
-
     def tokenize(self, texts: list[str]) -> Any:
         """Token ids (and whatever else the text tower needs) for a batch of texts."""
         raise NotImplementedError
