@@ -35,6 +35,8 @@ _STANDALONE = frozenset((0x01, *range(0xD0, 0xD8)))
 # Transform steps that only make sure an image is RGB: the device decoder outputs RGB already.
 _RGB_STEPS = frozenset(("MaybeConvertMode", "_convert_to_rgb", "convert_to_rgb"))
 _TO_TENSOR_STEPS = frozenset(("ToTensor", "MaybeToTensor"))
+# Resize filters whose antialiased tensor version follows PIL's to a level or so.
+_PIL_LIKE = frozenset(("bilinear", "bicubic"))
 
 
 def device_decodable(data: bytes) -> bool:
@@ -139,6 +141,8 @@ class DeviceTransform:
         from torchvision import transforms as T
 
         if type(transform).__name__ == "ImageClassification":  # torchvision's weights.transforms()
+            if transform.interpolation.value not in _PIL_LIKE:
+                return None
             return cls(T.Resize(transform.resize_size, transform.interpolation, antialias=transform.antialias),
                        T.CenterCrop(transform.crop_size), tuple(transform.mean), tuple(transform.std))
         steps = transform.transforms if isinstance(transform, T.Compose) else [transform]
@@ -147,6 +151,8 @@ class DeviceTransform:
         for step in steps:
             kind = getattr(step, "__name__", None) or type(step).__name__  # a function, or a step object
             if isinstance(step, T.Resize) and resize is None and crop is None and not to_tensor:
+                if getattr(step.interpolation, "value", step.interpolation) not in _PIL_LIKE:
+                    return None  # nearest and box sample otherwise on tensors than PIL does
                 resize = step
             elif isinstance(step, T.CenterCrop) and crop is None and not to_tensor:
                 crop = step
@@ -177,7 +183,6 @@ class DeviceTransform:
         std = torch.tensor(self.std, device=batch.device).view(1, -1, 1, 1)
         return batch.sub_(mean).div_(std)
 
-
     def _resized(self, x: torch.Tensor) -> torch.Tensor:
         """Resize as PIL does an 8-bit image: width first, then height, each pass rounded to 8 bits
         (one float pass differs from PIL by a level on 9% of pixels; this, on 0.003%)."""
@@ -187,7 +192,8 @@ class DeviceTransform:
         new_height, new_width = _resized_size(height, width, self.resize.size, self.resize.max_size)
         for size in ([height, new_width], [new_height, new_width]):
             if list(x.shape[-2:]) != size:
-                x = resize(x, size, self.resize.interpolation, antialias=self.resize.antialias).clamp_(0, 255).round_()
+                # antialias always: PIL's filters always scale with the image, whatever Resize says
+                x = resize(x, size, self.resize.interpolation, antialias=True).clamp_(0, 255).round_()
         return x
 
 

@@ -221,6 +221,8 @@ def test_transforms_that_cannot_run_on_tensors_keep_pil():
 
     assert DeviceTransform.of(T.Compose([T.RandomResizedCrop(224), T.ToTensor()])) is None
     assert DeviceTransform.of(T.Compose([T.Resize(224), T.ToTensor()])) is None  # sizes would differ
+    nearest = T.Resize(224, interpolation=T.InterpolationMode.NEAREST)
+    assert DeviceTransform.of(T.Compose([nearest, T.CenterCrop(224), T.ToTensor()])) is None
 
     def processor(image):  # what the transformers adapters hand over
         return image
