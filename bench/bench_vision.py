@@ -161,7 +161,8 @@ def main() -> None:
         z = statistics.median(r["seconds"] for r in runs[side])
         m = statistics.median(r["model_seconds"] / r["model_items"] for r in runs[side])
         cos = min_cosine(runs[side][-1]["vectors"], runs["timm"][-1]["vectors"])
-        print(f"{side:<16} {'embed' if args.embed else 'featurize'} (JPEG to vector): {len(paths) / z:7.1f} images/s = {t / z:.2f}x timm + "
+        verb = "embed" if args.embed else "featurize"
+        print(f"{side:<16} {verb} (JPEG to vector): {len(paths) / z:7.1f} images/s = {t / z:.2f}x timm + "
               f"DataLoader, min cosine {cos:.6f}; model only {1 / m:7.1f} images/s, end-to-end "
               f"{(len(paths) / z) * m:.0%} of it")
 
