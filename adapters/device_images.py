@@ -17,6 +17,7 @@ torchvision's and open_clip's ``Resize`` / ``CenterCrop`` / to-tensor / ``Normal
 
 from __future__ import annotations
 
+import base64
 import os
 import warnings
 from collections.abc import Callable
@@ -37,6 +38,19 @@ _RGB_STEPS = frozenset(("MaybeConvertMode", "_convert_to_rgb", "convert_to_rgb")
 _TO_TENSOR_STEPS = frozenset(("ToTensor", "MaybeToTensor"))
 # Resize filters whose antialiased tensor version follows PIL's to a level or so.
 _PIL_LIKE = frozenset(("bilinear", "bicubic"))
+
+# An 8x8 JPEG: what the device decoder is tried on once, before the first batch.
+_PROBE = base64.b64decode(
+    "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDABALDA4MChAODQ4SERATGCgaGBYWGDEjJR0oOjM9PDkzODdASFxOQERXRTc4UG1R"
+    "V19iZ2hnPk1xeXBkeFxlZ2P/2wBDARESEhgVGC8aGi9jQjhCY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2Nj"
+    "Y2NjY2NjY2NjY2NjY2P/wAARCAAIAAgDASIAAhEBAxEB/8QAHwAAAQUBAQEBAQEAAAAAAAAAAAECAwQFBgcICQoL/8QAtRAA"
+    "AgEDAwIEAwUFBAQAAAF9AQIDAAQRBRIhMUEGE1FhByJxFDKBkaEII0KxwRVS0fAkM2JyggkKFhcYGRolJicoKSo0NTY3ODk6"
+    "Q0RFRkdISUpTVFVWV1hZWmNkZWZnaGlqc3R1dnd4eXqDhIWGh4iJipKTlJWWl5iZmqKjpKWmp6ipqrKztLW2t7i5usLDxMXG"
+    "x8jJytLT1NXW19jZ2uHi4+Tl5ufo6erx8vP09fb3+Pn6/8QAHwEAAwEBAQEBAQEBAQAAAAAAAAECAwQFBgcICQoL/8QAtREA"
+    "AgECBAQDBAcFBAQAAQJ3AAECAxEEBSExBhJBUQdhcRMiMoEIFEKRobHBCSMzUvAVYnLRChYkNOEl8RcYGRomJygpKjU2Nzg5"
+    "OkNERUZHSElKU1RVVldYWVpjZGVmZ2hpanN0dXZ3eHl6goOEhYaHiImKkpOUlZaXmJmaoqOkpaanqKmqsrO0tba3uLm6wsPE"
+    "xcbHyMnK0tPU1dbX2Nna4uPk5ebn6Onq8vP09fb3+Pn6/9oADAMBAAIRAxEAPwDJooorA+nP/9k="
+)
 
 
 def device_decodable(data: bytes) -> bool:
@@ -104,25 +118,40 @@ class KeepJpegsEncoded:
         self.decode = decode
 
     def __call__(self, item: Any) -> Any:
-        if isinstance(item, (str, os.PathLike, bytes, bytearray)):
-            data = Path(item).read_bytes() if isinstance(item, (str, os.PathLike)) else bytes(item)
-            size = jpeg_size(data)
+        if isinstance(item, (str, os.PathLike)):
+            data = _read_if_jpeg(item)
+            size = jpeg_size(data) if data is not None else None
             if size is not None:
-                return EncodedJpeg(data, size[0] * size[1], item if isinstance(item, (str, os.PathLike)) else None)
+                return EncodedJpeg(data, size[0] * size[1], item)
+        elif isinstance(item, (bytes, bytearray)) and (size := jpeg_size(bytes(item))) is not None:
+            return EncodedJpeg(bytes(item), size[0] * size[1])
         return self.decode(item)
+
+
+def _read_if_jpeg(path: str | os.PathLike[str]) -> bytes | None:
+    """The file's bytes if it starts as a JPEG; None for anything else, and for anything unreadable
+    (the modality's decoder then reads it, and names the error, as the CPU path does)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read() if file.read(2) == b"\xff\xd8" and file.seek(0) == 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass
 class ImageBatch:
-    """A collated batch whose JPEGs are still encoded: ``entries[k]`` holds a JPEG's bytes (a 1-D
-    uint8 tensor) where ``encoded[k]``, else the CPU-transformed image; ``sources[k]`` is the path
-    an encoded JPEG was read from (None for bytes), for a CPU fallback that reads it as the CPU
-    path does."""
+    """A collated batch whose JPEGs are still encoded: row ``jpegs[i]`` is the JPEG ``data[i]``
+    (read from ``sources[i]``, None for bytes, so a CPU fallback reads it as the CPU path does),
+    and rows ``others`` are ``transformed``, stacked. Bytes and one tensor, not a tensor a row:
+    each tensor crossing from a DataLoader worker holds a file descriptor until it is freed."""
 
-    entries: list[torch.Tensor] = field(default_factory=list)
-    encoded: list[bool] = field(default_factory=list)
+    size: int
+    jpegs: list[int] = field(default_factory=list)
+    data: list[bytes] = field(default_factory=list)
     sources: list[str | os.PathLike[str] | None] = field(default_factory=list)
-    pixels: list[int] = field(default_factory=list)  # of each encoded JPEG (0 for the others)
+    pixels: list[int] = field(default_factory=list)
+    others: list[int] = field(default_factory=list)
+    transformed: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -218,14 +247,15 @@ class ImageBatcher:
 
     def __init__(self, transform: Callable[[Any], torch.Tensor], device: str) -> None:
         self.transform = transform
-        self.on_device = DeviceTransform.of(transform) if _device_decoder_available() else None
-        self.mode: ImageDecoding = "device" if str(device).startswith("cuda") and self.on_device else "pil"
+        self.device_transform = DeviceTransform.of(transform) if _device_decoder_available() else None
+        self.mode: ImageDecoding = "device" if str(device).startswith("cuda") and self.device_transform else "pil"
+        self._working: bool | None = None  # whether the device decoder decodes at all, once tried
 
     def set_mode(self, mode: ImageDecoding) -> None:
         """Decode on the device or with PIL; ``"device"`` needs a transform this can replay."""
         if mode not in ("device", "pil"):
             raise ValueError(f"image_decoding must be 'device' or 'pil', not {mode!r}")
-        if mode == "device" and self.on_device is None:
+        if mode == "device" and self.device_transform is None:
             raise ValueError(f"image_decoding='device' needs a transform of Resize, CenterCrop, to-tensor and "
                              f"Normalize steps; this model's is {self.transform!r}: keep 'pil'")
         self.mode = mode
@@ -240,14 +270,17 @@ class ImageBatcher:
 
         if not any(isinstance(item, EncodedJpeg) for item in items):
             return torch.stack([self.transform(item) for item in items])
-        batch = ImageBatch()
-        for item in items:
-            encoded = isinstance(item, EncodedJpeg)
-            batch.entries.append(torch.frombuffer(bytearray(item.data), dtype=torch.uint8) if encoded
-                                 else self.transform(item))
-            batch.encoded.append(encoded)
-            batch.sources.append(item.source if encoded else None)
-            batch.pixels.append(item.pixels if encoded else 0)
+        batch = ImageBatch(len(items))
+        for row, item in enumerate(items):
+            if isinstance(item, EncodedJpeg):
+                batch.jpegs.append(row)
+                batch.data.append(item.data)
+                batch.sources.append(item.source)
+                batch.pixels.append(item.pixels)
+            else:
+                batch.others.append(row)
+        if batch.others:
+            batch.transformed = torch.stack([self.transform(items[row]) for row in batch.others])
         return batch
 
     def finish(self, batch: Any, device: str, decode: Callable[[Any], Any]) -> tuple[Any, list[tuple[int, str]]]:
@@ -257,21 +290,35 @@ class ImageBatcher:
             return batch, []
         import torch
 
-        rows = {k: entry for k, (entry, encoded) in enumerate(zip(batch.entries, batch.encoded)) if not encoded}
+        rows: dict[int, torch.Tensor] = {}
+        if batch.transformed is not None:
+            rows.update(zip(batch.others, batch.transformed.to(device)))
         failed: list[tuple[int, str]] = []
-        for group in _by_pixels([k for k, encoded in enumerate(batch.encoded) if encoded], batch.pixels, DECODE_PIXELS):
-            decoded = _decode_jpegs([batch.entries[k] for k in group], device)
-            for k in (k for k, image in zip(group, decoded) if image is None):
+        for group in _by_pixels(batch.pixels, DECODE_PIXELS):
+            decoded = self._decode_jpegs([batch.data[i] for i in group], device)
+            for i in (i for i, image in zip(group, decoded) if image is None):
                 try:  # the device decoder refused it: the CPU path, errors and all
-                    rows[k] = self.transform(decode(batch.sources[k] or batch.entries[k].numpy().tobytes()))
+                    rows[batch.jpegs[i]] = self.transform(decode(batch.sources[i] or batch.data[i])).to(device)
                 except (TypeError, ValueError, OSError, EOFError) as exc:
-                    failed.append((k, f"{type(exc).__name__}: {exc}"))
-            on_device = [(k, image) for k, image in zip(group, decoded) if image is not None]
-            if on_device:
-                rows.update(zip([k for k, _ in on_device], self.on_device([image for _, image in on_device])))
-        kept = sorted(rows)
-        out = torch.stack([rows[k].to(device, non_blocking=True) for k in kept]) if kept else None
-        return out, failed
+                    failed.append((batch.jpegs[i], f"{type(exc).__name__}: {exc}"))
+            kept = [(batch.jpegs[i], image) for i, image in zip(group, decoded) if image is not None]
+            del decoded  # this group's decoded images go before the next group's come
+            if kept:
+                rows.update(zip([row for row, _ in kept], self.device_transform([image for _, image in kept])))
+            del kept
+        order = sorted(rows)
+        return (torch.stack([rows[row] for row in order]) if order else None), sorted(failed)
+
+    def _decode_jpegs(self, data: list[bytes], device: str) -> list[torch.Tensor | None]:
+        """:func:`decode_jpegs`, after checking once that the device decoder works at all: where
+        it does not (no nvJPEG in this torchvision build), warn and decode with PIL from now on."""
+        if self._working is None:
+            self._working = decode_jpegs([_PROBE], device)[0] is not None
+            if not self._working:
+                warnings.warn(f"torchvision cannot decode JPEGs on {device}; decoding them with PIL instead "
+                              "(model.image_decoding = 'pil')", RuntimeWarning, stacklevel=2)
+                self.mode = "pil"
+        return decode_jpegs(data, device) if self._working else [None] * len(data)
 
 
 # Decoded pixels held on the device at once (3 bytes each): a batch of camera photos is decoded in
@@ -279,16 +326,17 @@ class ImageBatcher:
 DECODE_PIXELS = 1 << 27
 
 
-def _by_pixels(rows: list[int], pixels: list[int], budget: int) -> list[list[int]]:
-    """``rows`` cut into consecutive groups of at most ``budget`` pixels (a larger image alone)."""
+def _by_pixels(pixels: list[int], budget: int) -> list[list[int]]:
+    """The positions of ``pixels`` cut into consecutive groups of at most ``budget`` pixels (a
+    larger image alone)."""
     groups: list[list[int]] = []
     held = budget
-    for k in rows:
-        if held + pixels[k] > budget:
+    for i, count in enumerate(pixels):
+        if held + count > budget:
             groups.append([])
             held = 0
-        groups[-1].append(k)
-        held += pixels[k]
+        groups[-1].append(i)
+        held += count
     return groups
 
 
@@ -297,28 +345,35 @@ def _device_decoder_available() -> bool:
         from torchvision.io import decode_jpeg  # noqa: F401
     except ImportError:
         return False
+    # torchvision 0.29 deprecates its decoders for TorchCodec's (the same call, one more dependency);
+    # zoo keeps torchvision's, which it already has, until they go: no warning at every batch.
+    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                            category=DeprecationWarning, module="torchvision")
     return True
 
 
-def _decode_jpegs(data: list[torch.Tensor], device: str) -> list[torch.Tensor | None]:
+def decode_jpegs(data: list[bytes], device: str) -> list[torch.Tensor | None]:
     """Decode JPEG bytes to RGB uint8 CxHxW tensors on ``device``, in one batched call; when that
-    fails, file by file, with None for each file the decoder cannot read."""
+    fails, file by file, with None for each file the decoder cannot read. Running out of device
+    memory is not a bad file: it is raised."""
+    import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
     if not data:
         return []
-    # torchvision 0.29 deprecates its decoders for TorchCodec's (the same call, one more dependency);
-    # zoo keeps torchvision's, which it already has, until they go: no warning at every batch.
-    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
-                            category=DeprecationWarning)
+    encoded = [torch.frombuffer(bytearray(one), dtype=torch.uint8) for one in data]
     try:
-        return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+        return list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device))
+    except torch.cuda.OutOfMemoryError:
+        raise
     except RuntimeError:
         pass
     out: list[torch.Tensor | None] = []
-    for one in data:
+    for one in encoded:
         try:
             out.append(decode_jpeg(one, mode=ImageReadMode.RGB, device=device))
+        except torch.cuda.OutOfMemoryError:
+            raise
         except RuntimeError:
             out.append(None)
     return out
@@ -343,10 +398,16 @@ class DecodesImages:
         self.images.set_mode(mode)
 
     def input_decoder(self) -> Callable[[Any], Any]:
+        """The modality's decoder, or in ``"device"`` mode one that keeps JPEGs encoded (not for a
+        subclass with a ``collate`` of its own, which expects decoded images)."""
+        if type(self).collate is not DecodesImages.collate:
+            return self.decode
         return self.images.input_decoder(self.decode)
 
     def collate(self, items: list[Any]) -> torch.Tensor | ImageBatch:
+        """The weights' transform of each image, stacked; encoded JPEGs kept for the device."""
         return self.images.collate(items)
 
     def finish_batch(self, batch: Any) -> tuple[Any, list[tuple[int, str]]]:
+        """The JPEGs of an :class:`ImageBatch` decoded and transformed on the model's device."""
         return self.images.finish(batch, self.device, self.decode)

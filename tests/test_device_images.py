@@ -91,7 +91,7 @@ def test_device_decoding_equals_timm_on_pil_images(lite0, photos, tmp_path):
         paths.append(tmp_path / f"{name}.jpg")
         paths[-1].write_bytes(data)
     batch = lite0.collate([lite0.input_decoder()(p) for p in paths])
-    assert isinstance(batch, ImageBatch) and all(batch.encoded)  # every one of them left encoded
+    assert isinstance(batch, ImageBatch) and batch.jpegs == list(range(len(paths)))  # all left encoded
     pil = [Image.open(p).convert("RGB") for p in paths]
     expected = _timm_reference(lite0, pil)
     got = lite0.featurize([*paths, *photos.values()], batch_size=4)
@@ -142,6 +142,9 @@ def test_bad_files_get_the_same_named_errors_in_both_modes(lite0, photos, tmp_pa
         with pytest.warns(RuntimeWarning, match="skipped 5 of 7"):
             rows[mode] = lite0.featurize(batch, on_error="skip", batch_size=3)
         reports[mode] = lite0.last_report
+        # the first bad input named, whether the workers or the device decoder found it
+        with pytest.raises(InputError, match=r"input 1 \(.*headers-only.jpg'\)"):
+            lite0.featurize([good, headers_only, text], batch_size=3)
     lite0.image_decoding = "device"
     assert reports["device"].skipped == reports["pil"].skipped
     assert reports["device"].kept == reports["pil"].kept == [0, 5]
@@ -157,7 +160,10 @@ def test_a_jpeg_the_device_decoder_refuses_is_decoded_on_the_cpu(lite0, photos, 
     decode_jpeg = torchvision.io.decode_jpeg
     refused = photos["chelsea-progressive"]
 
+    calls = []
+
     def device_decoder(data, **kwargs):
+        calls.append(len(data) if isinstance(data, list) else 1)
         for one in data if isinstance(data, list) else [data]:
             if one.numpy().tobytes() == refused:
                 raise RuntimeError("nvjpegDecodeBatchedPhaseOne failed: 6")
@@ -167,6 +173,7 @@ def test_a_jpeg_the_device_decoder_refuses_is_decoded_on_the_cpu(lite0, photos, 
     items = [photos["coffee"], refused, photos["grey"]]
     got = lite0.featurize(items, batch_size=3)
     assert lite0.last_report.skipped == []
+    assert calls == [3, 1, 1, 1]  # the batch, then file by file; the refused one alone took the CPU path
     expected = _timm_reference(lite0, [Image.open(io.BytesIO(d)).convert("RGB") for d in items])
     np.testing.assert_allclose(got[1], expected[1], atol=1e-5)  # the CPU path, exactly
     assert _cosines(got, expected).min() >= 0.999
@@ -175,17 +182,55 @@ def test_a_jpeg_the_device_decoder_refuses_is_decoded_on_the_cpu(lite0, photos, 
 def test_a_batch_of_large_photos_is_decoded_in_groups(lite0, photos, monkeypatch):
     from zoo.adapters import device_images
 
-    assert device_images._by_pixels([0, 2, 3, 5], [5, 0, 5, 5, 0, 20], 10) == [[0, 2], [3], [5]]
+    assert device_images._by_pixels([5, 5, 5, 20], 10) == [[0, 1], [2], [3]]
     items = list(photos.values())
     whole = lite0.featurize(items, batch_size=len(items))
+    calls = []
+    decode_jpegs = device_images.decode_jpegs
+    monkeypatch.setattr(device_images, "decode_jpegs", lambda data, device: calls.append(len(data)) or
+                        decode_jpegs(data, device))
     monkeypatch.setattr(device_images, "DECODE_PIXELS", 1)  # one photo per decoder call
     np.testing.assert_array_equal(lite0.featurize(items, batch_size=len(items)), whole)
+    assert calls == [1] * len(items)
+
+
+def test_a_device_that_cannot_decode_at_all_falls_back_to_pil_with_a_warning(photos, monkeypatch):
+    from zoo.adapters import device_images
+
+    model = zoo.load("efficientnet-lite0", device="cpu")
+    model.image_decoding = "device"
+    monkeypatch.setattr(device_images, "decode_jpegs", lambda data, device: [None] * len(data))
+    items = list(photos.values())[:3]
+    with pytest.warns(RuntimeWarning, match="cannot decode JPEGs on cpu; decoding them with PIL"):
+        got = model.featurize(items)
+    assert model.image_decoding == "pil"
+    model.image_decoding = "pil"
+    np.testing.assert_array_equal(got, model.featurize(items))
 
 
 def test_encoded_batches_cross_decode_workers(lite0, photos):
-    items = list(photos.values()) * 2
+    from PIL import Image
+
+    items = [*photos.values(), Image.open(io.BytesIO(photos["grey"]))] * 2
     in_process = lite0.featurize(items, batch_size=4)
     np.testing.assert_array_equal(lite0.featurize(items, batch_size=4, num_workers=1), in_process)
+    batch = lite0.collate([lite0.input_decoder()(item) for item in items[-3:]])
+    assert batch.jpegs == [0, 1] and batch.others == [2] and batch.transformed.shape == (1, 3, 224, 224)
+    assert all(isinstance(one, bytes) for one in batch.data)  # no tensor, no file descriptor, per JPEG
+
+
+def test_a_subclass_with_its_own_collate_gets_decoded_images(photos):
+    from zoo.adapters.timm import TimmAdapter
+
+    class OwnCollate(TimmAdapter):
+        def collate(self, items):
+            assert all(hasattr(item, "size") and not isinstance(item, EncodedJpeg) for item in items)
+            return super().collate(items)
+
+    model = zoo.load("efficientnet-lite0", device="cpu")
+    model.__class__ = OwnCollate
+    model.image_decoding = "device"
+    assert model.featurize(list(photos.values())[:2]).shape == (2, 1280)
 
 
 @pytest.mark.parametrize("library", ["torchvision", "open_clip", "timm-squash"])
@@ -262,6 +307,9 @@ def test_nvjpeg_equals_timm_on_pil_images(photos):
 
     model = zoo.load("efficientnet-lite0", device="cuda")
     assert model.image_decoding == "device"
+    from zoo.adapters.device_images import decode_jpegs
+
+    assert all(image is not None for image in decode_jpegs(list(photos.values()), "cuda"))
     got = model.featurize(list(photos.values()), batch_size=4)
     model.model.cpu()
     expected = _timm_reference(model, [Image.open(io.BytesIO(d)).convert("RGB") for d in photos.values()])

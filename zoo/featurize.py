@@ -335,10 +335,21 @@ def _streamed_batches(adapter: Adapter, items: list[Any], decode: Callable[[Any]
                         prefetch_factor=4 if num_workers else None)
     for start, (batches, notes) in zip(range(0, len(items), batch_size), loader):
         if notes.skipped and output.on_error == "raise":
-            index, why = notes.skipped[0]
+            index, why = _first_error(adapter, batches, notes.skipped[0])
             raise InputError(index, why, items[index])
         output.report.skipped += notes.skipped
         output.report.warned += notes.warned
         for positions, batch, weights in batches:
             yield positions, batch, weights, 0
         yield [], None, [], min(batch_size, len(items) - start)  # this loader batch's inputs are done
+
+
+def _first_error(adapter: Adapter, batches: list[tuple[list[int], Any, list[float | None]]],
+                 first: tuple[int, str]) -> tuple[int, str]:
+    """The bad input of a loader batch with the lowest index: ``first`` (the first the decode
+    workers found) or one only :meth:`Adapter.finish_batch` finds (a JPEG left for the GPU), so the
+    error names the input it would name with every input decoded on the CPU."""
+    errors = [first]
+    for positions, batch, _ in batches:
+        errors += [(positions[row], why) for row, why in adapter.finish_batch(batch)[1]]
+    return min(errors)
