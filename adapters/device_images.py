@@ -1,12 +1,14 @@
 """Images decoded on the model's device: JPEGs go to the model as their encoded bytes and are
-decoded there in batches (torchvision's ``decode_jpeg``, nvJPEG on CUDA), then resized, cropped and
-normalised there as the weights' own transform does on the CPU.
+decoded there in batches (TorchCodec's ``decode_jpeg`` where it is installed, else torchvision's;
+nvJPEG on CUDA), then resized, cropped and normalised there as the weights' own transform does on
+the CPU.
 
 The CPU decodes only what the device decoder cannot be trusted with, file by file, through the
 modality's decoder and the weights' transform, exactly as when everything runs on the CPU: PNG and
 other formats, CMYK and YCCK JPEGs (PIL converts their colours its own way), lossless and
-arithmetic-coded JPEGs, files that end before their end marker (so a truncated file gets the same
-named error), images over PIL's decompression-bomb limit, PIL images and arrays. A JPEG the device
+arithmetic-coded JPEGs, JPEGs whose components may be RGB rather than YCbCr (decoders disagree on
+them), files that end before their end marker (so a truncated file gets the same named error),
+images over PIL's decompression-bomb limit, PIL images and arrays. A JPEG the device
 decoder rejects is decoded on the CPU too; if that also fails, its error names the input.
 
 :class:`ImageBatcher` is what an image adapter holds: it is resolved at load time (``mode``
@@ -60,11 +62,11 @@ def device_decodable(data: bytes) -> bool:
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
     """``(height, width)`` of a JPEG the device decoder may take: 8-bit Huffman (baseline or
-    progressive) with 1 or 3 components that are not Adobe RGB, within PIL's pixel limit, and
-    complete to its end marker; None for anything else. Reads the headers only."""
+    progressive) with 1 or 3 components that are surely YCbCr, within PIL's pixel limit, and
+    complete to its end marker; None for anything else. Reads the headers up to the first scan."""
     if data[:2] != b"\xff\xd8" or data.rstrip(b"\0")[-2:] != b"\xff\xd9":
         return None
-    adobe_rgb = False
+    jfif, adobe_transform, frame = False, None, None
     pos = 2
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
@@ -78,23 +80,37 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
             continue
         length = int.from_bytes(data[pos + 2:pos + 4], "big")
         segment = data[pos + 4:pos + 2 + length]
-        if marker == 0xEE and segment[:5] == b"Adobe" and len(segment) >= 12:
-            adobe_rgb = segment[11] == 0  # colour transform 0: the 3 components are RGB, not YCbCr
-        elif marker in _HUFFMAN_FRAMES:
-            return _frame_size(segment, adobe_rgb) if len(segment) >= 6 else None
-        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) or marker == 0xDA:
-            return None  # lossless, hierarchical or arithmetic coded; or a scan before any frame
+        if marker == 0xE0 and segment[:5] == b"JFIF\0":
+            jfif = True
+        elif marker == 0xEE and segment[:5] == b"Adobe" and len(segment) >= 12:
+            adobe_transform = segment[11]
+        elif marker in _HUFFMAN_FRAMES and frame is None:
+            frame = segment
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return None  # lossless, hierarchical or arithmetic coded, or a second frame
+        elif marker == 0xDA:  # the first scan: libjpeg has settled the colour space by here
+            return _frame_size(frame, _maybe_rgb(frame, jfif, adobe_transform)) if frame else None
         pos += 2 + length
     return None
 
 
-def _frame_size(frame: bytes, adobe_rgb: bool) -> tuple[int, int] | None:
+def _maybe_rgb(frame: bytes, jfif: bool, adobe_transform: int | None) -> bool:
+    """Whether a decoder could take the 3 components of ``frame`` as RGB, not YCbCr: Adobe's colour
+    transform 0, or (libjpeg's guess without JFIF or Adobe markers) components named R, G, B."""
+    components = frame[5] if len(frame) >= 6 else 0
+    names = bytes(frame[6 + 3 * i] for i in range(components) if 6 + 3 * i < len(frame))
+    return components == 3 and (adobe_transform == 0 or (not jfif and adobe_transform is None and names == b"RGB"))
+
+
+def _frame_size(frame: bytes, maybe_rgb: bool) -> tuple[int, int] | None:
     from PIL import Image
 
+    if len(frame) < 6:
+        return None
     precision, height, width, components = frame[0], int.from_bytes(frame[1:3], "big"), \
         int.from_bytes(frame[3:5], "big"), frame[5]
     limit = Image.MAX_IMAGE_PIXELS
-    fits = (precision == 8 and components in (1, 3) and not (adobe_rgb and components == 3)
+    fits = (precision == 8 and components in (1, 3) and not maybe_rgb
             and height > 0 and width > 0 and (limit is None or height * width <= limit))
     return (height, width) if fits else None
 
@@ -145,7 +161,6 @@ class ImageBatch:
     and rows ``others`` are ``transformed``, stacked. Bytes and one tensor, not a tensor a row:
     each tensor crossing from a DataLoader worker holds a file descriptor until it is freed."""
 
-    size: int
     jpegs: list[int] = field(default_factory=list)
     data: list[bytes] = field(default_factory=list)
     sources: list[str | os.PathLike[str] | None] = field(default_factory=list)
@@ -247,7 +262,9 @@ class ImageBatcher:
 
     def __init__(self, transform: Callable[[Any], torch.Tensor], device: str) -> None:
         self.transform = transform
-        self.device_transform = DeviceTransform.of(transform) if _device_decoder_available() else None
+        decoders = jpeg_decoders()
+        self.decoder: JpegDecoder | None = decoders[0] if decoders else None
+        self.device_transform = DeviceTransform.of(transform) if self.decoder else None
         self.mode: ImageDecoding = "device" if str(device).startswith("cuda") and self.device_transform else "pil"
         self._working: bool | None = None  # whether the device decoder decodes at all, once tried
 
@@ -270,7 +287,7 @@ class ImageBatcher:
 
         if not any(isinstance(item, EncodedJpeg) for item in items):
             return torch.stack([self.transform(item) for item in items])
-        batch = ImageBatch(len(items))
+        batch = ImageBatch()
         for row, item in enumerate(items):
             if isinstance(item, EncodedJpeg):
                 batch.jpegs.append(row)
@@ -311,14 +328,15 @@ class ImageBatcher:
 
     def _decode_jpegs(self, data: list[bytes], device: str) -> list[torch.Tensor | None]:
         """:func:`decode_jpegs`, after checking once that the device decoder works at all: where
-        it does not (no nvJPEG in this torchvision build), warn and decode with PIL from now on."""
+        it does not (a build without nvJPEG), warn and decode with PIL from now on."""
+        assert self.decoder is not None  # "device" mode needs one
         if self._working is None:
-            self._working = decode_jpegs([_PROBE], device)[0] is not None
+            self._working = decode_jpegs([_PROBE], device, self.decoder)[0] is not None
             if not self._working:
-                warnings.warn(f"torchvision cannot decode JPEGs on {device}; decoding them with PIL instead "
-                              "(model.image_decoding = 'pil')", RuntimeWarning, stacklevel=2)
+                warnings.warn(f"{self.decoder.name} cannot decode JPEGs on {device}; decoding them with PIL "
+                              "instead (model.image_decoding = 'pil')", RuntimeWarning, stacklevel=2)
                 self.mode = "pil"
-        return decode_jpegs(data, device) if self._working else [None] * len(data)
+        return decode_jpegs(data, device, self.decoder) if self._working else [None] * len(data)
 
 
 # Decoded pixels held on the device at once (3 bytes each): a batch of camera photos is decoded in
@@ -340,30 +358,67 @@ def _by_pixels(pixels: list[int], budget: int) -> list[list[int]]:
     return groups
 
 
-def _device_decoder_available() -> bool:
+@dataclass(frozen=True)
+class JpegDecoder:
+    """A library's JPEG decoder: ``decode(encoded, device)`` turns a 1-D uint8 CPU tensor, or a list
+    of them (one batched call), into RGB uint8 CxHxW tensors on ``device``."""
+
+    name: str
+    decode: Callable[[Any, str], Any]
+
+
+def _torchcodec_decode(encoded: Any, device: str) -> Any:
+    from torchcodec.decoders import decode_jpeg
+
+    return decode_jpeg(encoded, mode="RGB", device=device)
+
+
+def _torchvision_decode(encoded: Any, device: str) -> Any:
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+
+
+def jpeg_decoders() -> list[JpegDecoder]:
+    """The JPEG decoders installed, preferred first: TorchCodec's (``pip install zoo-models[gpu]``;
+    the maintained one, torchvision's successor) and torchvision's."""
+    found = []
+    try:
+        from torchcodec.decoders import decode_jpeg  # noqa: F401
+    except (ImportError, OSError, RuntimeError):  # absent, or its libraries do not load with this torch
+        pass
+    else:
+        found.append(JpegDecoder("torchcodec", _torchcodec_decode))
     try:
         from torchvision.io import decode_jpeg  # noqa: F401
     except ImportError:
-        return False
-    # torchvision 0.29 deprecates its decoders for TorchCodec's (the same call, one more dependency);
-    # zoo keeps torchvision's, which it already has, until they go: no warning at every batch.
+        return found
+    # torchvision 0.29 deprecates its decoders for TorchCodec's; where TorchCodec is not installed zoo
+    # keeps torchvision's until they go, with no warning at every batch.
     warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
                             category=DeprecationWarning, module="torchvision")
-    return True
+    found.append(JpegDecoder("torchvision", _torchvision_decode))
+    return found
 
 
-def decode_jpegs(data: list[bytes], device: str) -> list[torch.Tensor | None]:
-    """Decode JPEG bytes to RGB uint8 CxHxW tensors on ``device``, in one batched call; when that
-    fails, file by file, with None for each file the decoder cannot read. Running out of device
-    memory is not a bad file: it is raised."""
+def decode_jpegs(data: list[bytes], device: str, decoder: JpegDecoder | None = None) -> list[torch.Tensor | None]:
+    """Decode JPEG bytes to RGB uint8 CxHxW tensors on ``device`` with ``decoder`` (the preferred
+    one by default), in one batched call; when that fails, file by file, with None for each file
+    the decoder cannot read. Running out of device memory is not a bad file: it is raised."""
     import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
 
     if not data:
         return []
+    decoder = decoder or jpeg_decoders()[0]
     encoded = [torch.frombuffer(bytearray(one), dtype=torch.uint8) for one in data]
+    if torch.device(device).type == "cuda":
+        # nvJPEG writes its outputs on a stream of its own without waiting for this one, into blocks
+        # the caching allocator may have just freed here while kernels still queued on this stream
+        # (the last group's resize, the last batch's forward) are yet to read them
+        # (pytorch/vision#9606, meta-pytorch/torchcodec#1634): let those finish first.
+        torch.cuda.current_stream(torch.device(device)).synchronize()
     try:
-        return list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device))
+        return list(decoder.decode(encoded, device))
     except torch.cuda.OutOfMemoryError:
         raise
     except RuntimeError:
@@ -371,7 +426,7 @@ def decode_jpegs(data: list[bytes], device: str) -> list[torch.Tensor | None]:
     out: list[torch.Tensor | None] = []
     for one in encoded:
         try:
-            out.append(decode_jpeg(one, mode=ImageReadMode.RGB, device=device))
+            out.append(decoder.decode(one, device))
         except torch.cuda.OutOfMemoryError:
             raise
         except RuntimeError:

@@ -1,10 +1,10 @@
 """JPEGs decoded and transformed on the model's device (``image_decoding="device"``), compared
 with timm, torchvision and open_clip called directly on PIL images.
 
-This machine has no GPU: the device here is the CPU, where torchvision's ``decode_jpeg`` is
-libjpeg-turbo; everything but nvJPEG itself runs as it does on CUDA (the header check, the batch
-left encoded through the workers, the batched decode, the per-file CPU fallback, the tensor
-transform). The last test runs the same comparison on CUDA where there is one.
+This machine has no GPU: the device here is the CPU, where TorchCodec's and torchvision's
+``decode_jpeg`` are libjpeg-turbo; everything but nvJPEG itself runs as it does on CUDA (the header
+check, the batch left encoded through the workers, the batched decode, the per-file CPU fallback,
+the tensor transform). The last tests run on CUDA where there is one.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.adapters.device_images import DeviceTransform, EncodedJpeg, ImageBatch, ImageBatcher, device_decodable
+from zoo.adapters.device_images import (DeviceTransform, EncodedJpeg, ImageBatch, ImageBatcher, JpegDecoder,
+                                        device_decodable, jpeg_decoders)
 from zoo.errors import InputError
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -64,6 +65,37 @@ def _cosines(a, b):
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
+@pytest.fixture(params=["torchcodec", "torchvision"])
+def decoder(request, lite0, monkeypatch) -> JpegDecoder:
+    """Each JPEG decoder zoo can use, set on ``lite0`` for the test."""
+    found = {one.name: one for one in jpeg_decoders()}
+    if request.param not in found:
+        pytest.skip(f"{request.param} is not installed")
+    monkeypatch.setattr(lite0.images, "decoder", found[request.param])
+    return found[request.param]
+
+
+def _segments(data: bytes) -> list[bytes]:
+    """A JPEG cut into its marker segments up to the first scan, then the rest whole."""
+    out, pos = [data[:2]], 2
+    while data[pos + 1] != 0xDA:
+        end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        out.append(data[pos:end])
+        pos = end
+    return [*out, data[pos:]]
+
+
+def _rgb_named(data: bytes) -> bytes:
+    """``data`` without its JFIF marker and with its components named R, G, B: libjpeg (and so PIL)
+    then takes the components for RGB, not YCbCr."""
+    segments = [one for one in _segments(data) if not one.startswith(b"\xff\xe0")]
+    frame = next(i for i, one in enumerate(segments) if one[:2] == b"\xff\xc0")
+    named_frame, named_scan = bytearray(segments[frame]), bytearray(segments[-1])
+    for i, name in enumerate(b"RGB"):
+        named_frame[10 + 3 * i] = named_scan[5 + 2 * i] = name  # the frame's and the scan's names
+    return b"".join([*segments[:frame], bytes(named_frame), *segments[frame + 1:-1], bytes(named_scan)])
+
+
 def test_the_header_check_sends_only_plain_jpegs_to_the_device(photos, monkeypatch):
     from PIL import Image
 
@@ -79,11 +111,17 @@ def test_the_header_check_sends_only_plain_jpegs_to_the_device(photos, monkeypat
     assert not device_decodable(photos["coffee"][:5000])  # truncated: PIL names the error
     assert not device_decodable(b"not an image at all")
     assert device_decodable(photos["coffee"] + b"\0\0")  # padding after the end marker
+    assert not device_decodable(_rgb_named(photos["coffee"]))  # libjpeg's RGB; nvJPEG's may differ
+    segments = _segments(photos["coffee"])
+    adobe_rgb = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"  # colour transform 0: RGB
+    frame = next(i for i, one in enumerate(segments) if one[:2] == b"\xff\xc0")
+    after_frame = b"".join([*segments[:frame + 1], adobe_rgb, *segments[frame + 1:]])
+    assert not device_decodable(after_frame)  # an Adobe marker counts wherever it is before the scan
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     assert not device_decodable(photos["coffee"])  # PIL's decompression-bomb check applies
 
 
-def test_device_decoding_equals_timm_on_pil_images(lite0, photos, tmp_path):
+def test_device_decoding_equals_timm_on_pil_images(lite0, decoder, photos, tmp_path):
     from PIL import Image
 
     paths = []
@@ -97,7 +135,7 @@ def test_device_decoding_equals_timm_on_pil_images(lite0, photos, tmp_path):
     got = lite0.featurize([*paths, *photos.values()], batch_size=4)
     cosines = _cosines(got, np.concatenate([expected, expected]))
     assert cosines.min() >= 0.999, f"minimum cosine {cosines.min():.6f}"
-    print(f"minimum cosine against timm on PIL images: {cosines.min():.6f}")
+    print(f"{decoder.name}: minimum cosine against timm on PIL images: {cosines.min():.6f}")
 
 
 def test_what_the_device_cannot_decode_takes_the_cpu_path_unchanged(lite0, photos, tmp_path):
@@ -108,68 +146,69 @@ def test_what_the_device_cannot_decode_takes_the_cpu_path_unchanged(lite0, photo
     Image.fromarray(coffee).convert("CMYK").save(cmyk, format="JPEG")
     png = tmp_path / "coffee.png"
     Image.fromarray(coffee).save(png)
-    items = [cmyk, png, Image.fromarray(coffee), coffee, photos["coffee"]]
+    rgb = _rgb_named(photos["coffee"])
+    items = [cmyk, png, Image.fromarray(coffee), coffee, rgb, photos["coffee"]]
     decoded = [lite0.input_decoder()(item) for item in items]
-    assert [isinstance(d, EncodedJpeg) for d in decoded] == [False, False, False, False, True]
+    assert [isinstance(d, EncodedJpeg) for d in decoded] == [False, False, False, False, False, True]
     pil = [Image.open(cmyk).convert("RGB"), Image.open(png).convert("RGB"), Image.fromarray(coffee),
-           Image.fromarray(coffee), Image.open(io.BytesIO(photos["coffee"])).convert("RGB")]
-    got = lite0.featurize(items, batch_size=5)
+           Image.fromarray(coffee), Image.open(io.BytesIO(rgb)).convert("RGB"),
+           Image.open(io.BytesIO(photos["coffee"])).convert("RGB")]
+    got = lite0.featurize(items, batch_size=6)
     expected = _timm_reference(lite0, pil)
-    np.testing.assert_allclose(got[:4], expected[:4], atol=1e-5)  # the CPU path itself
-    assert _cosines(got[4:], expected[4:]).min() >= 0.999
+    np.testing.assert_allclose(got[:5], expected[:5], atol=1e-5)  # the CPU path itself
+    assert _cosines(got[5:], expected[5:]).min() >= 0.999
 
 
-def test_bad_files_get_the_same_named_errors_in_both_modes(lite0, photos, tmp_path):
+def test_bad_files_get_the_same_named_errors_in_both_modes(lite0, decoder, photos, tmp_path):
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(photos["coffee"][:2000])
     text = tmp_path / "notes.jpg"
     text.write_text("not a picture")
-    # A JPEG's headers with no picture after them: it passes the header check, and neither decoder reads it.
-    frame = photos["coffee"][:photos["coffee"].index(b"\xff\xda")]
-    headers_only = tmp_path / "headers-only.jpg"
-    headers_only.write_bytes(frame + b"\xff\xd9")
-    assert device_decodable(headers_only.read_bytes())
+    # A scan that names Huffman tables the file never defines: it passes the header check, and
+    # neither decoder reads it.
+    undefined = bytearray(photos["coffee"])
+    undefined[undefined.index(b"\xff\xda") + 6] = 0x33
+    undefined_tables = tmp_path / "undefined-tables.jpg"
+    undefined_tables.write_bytes(undefined)
+    assert device_decodable(undefined_tables.read_bytes())
     good = tmp_path / "good.jpg"
     good.write_bytes(photos["rocket-portrait"])
-    batch = [good, truncated, text, tmp_path / "missing.jpg", headers_only, good, 42]
+    batch = [good, truncated, text, tmp_path / "missing.jpg", undefined_tables, good, 42]
     reports, rows = {}, {}
     for mode in ("pil", "device"):
         lite0.image_decoding = mode
         with pytest.raises(InputError, match=r"input 1 \(.*truncated.jpg'\): OSError"):
             lite0.featurize(batch)
-        with pytest.raises(InputError, match=r"input 1 \(.*headers-only.jpg'\)"):
-            lite0.featurize([good, headers_only])
+        with pytest.raises(InputError, match=r"input 1 \(.*undefined-tables.jpg'\)"):
+            lite0.featurize([good, undefined_tables])
         with pytest.warns(RuntimeWarning, match="skipped 5 of 7"):
             rows[mode] = lite0.featurize(batch, on_error="skip", batch_size=3)
         reports[mode] = lite0.last_report
         # the first bad input named, whether the workers or the device decoder found it
-        with pytest.raises(InputError, match=r"input 1 \(.*headers-only.jpg'\)"):
-            lite0.featurize([good, headers_only, text], batch_size=3)
+        with pytest.raises(InputError, match=r"input 1 \(.*undefined-tables.jpg'\)"):
+            lite0.featurize([good, undefined_tables, text], batch_size=3)
     lite0.image_decoding = "device"
     assert reports["device"].skipped == reports["pil"].skipped
     assert reports["device"].kept == reports["pil"].kept == [0, 5]
     assert _cosines(rows["device"], rows["pil"]).min() >= 0.999
 
 
-def test_a_jpeg_the_device_decoder_refuses_is_decoded_on_the_cpu(lite0, photos, monkeypatch):
+def test_a_jpeg_the_device_decoder_refuses_is_decoded_on_the_cpu(lite0, decoder, photos, monkeypatch):
     """nvJPEG refuses some files libjpeg reads (odd markers, sampling it does not support): the
     batch is decoded again file by file, and the refused file alone takes the CPU path."""
-    import torchvision.io
     from PIL import Image
 
-    decode_jpeg = torchvision.io.decode_jpeg
     refused = photos["chelsea-progressive"]
-
     calls = []
 
-    def device_decoder(data, **kwargs):
-        calls.append(len(data) if isinstance(data, list) else 1)
-        for one in data if isinstance(data, list) else [data]:
+    def refusing(encoded, device):
+        calls.append(len(encoded) if isinstance(encoded, list) else 1)
+        for one in encoded if isinstance(encoded, list) else [encoded]:
             if one.numpy().tobytes() == refused:
                 raise RuntimeError("nvjpegDecodeBatchedPhaseOne failed: 6")
-        return decode_jpeg(data, **kwargs)
+        return decoder.decode(encoded, device)
 
-    monkeypatch.setattr(torchvision.io, "decode_jpeg", device_decoder)
+    monkeypatch.setattr(lite0.images, "decoder", JpegDecoder("refusing", refusing))
     items = [photos["coffee"], refused, photos["grey"]]
     got = lite0.featurize(items, batch_size=3)
     assert lite0.last_report.skipped == []
@@ -187,8 +226,8 @@ def test_a_batch_of_large_photos_is_decoded_in_groups(lite0, photos, monkeypatch
     whole = lite0.featurize(items, batch_size=len(items))
     calls = []
     decode_jpegs = device_images.decode_jpegs
-    monkeypatch.setattr(device_images, "decode_jpegs", lambda data, device: calls.append(len(data)) or
-                        decode_jpegs(data, device))
+    monkeypatch.setattr(device_images, "decode_jpegs", lambda data, device, decoder: calls.append(len(data)) or
+                        decode_jpegs(data, device, decoder))
     monkeypatch.setattr(device_images, "DECODE_PIXELS", 1)  # one photo per decoder call
     np.testing.assert_array_equal(lite0.featurize(items, batch_size=len(items)), whole)
     assert calls == [1] * len(items)
@@ -199,9 +238,10 @@ def test_a_device_that_cannot_decode_at_all_falls_back_to_pil_with_a_warning(pho
 
     model = zoo.load("efficientnet-lite0", device="cpu")
     model.image_decoding = "device"
-    monkeypatch.setattr(device_images, "decode_jpegs", lambda data, device: [None] * len(data))
+    monkeypatch.setattr(device_images, "decode_jpegs", lambda data, device, decoder: [None] * len(data))
     items = list(photos.values())[:3]
-    with pytest.warns(RuntimeWarning, match="cannot decode JPEGs on cpu; decoding them with PIL"):
+    with pytest.warns(RuntimeWarning, match=f"{model.images.decoder.name} cannot decode JPEGs on cpu; decoding "
+                      "them with PIL"):
         got = model.featurize(items)
     assert model.image_decoding == "pil"
     model.image_decoding = "pil"
@@ -231,6 +271,29 @@ def test_a_subclass_with_its_own_collate_gets_decoded_images(photos):
     model.__class__ = OwnCollate
     model.image_decoding = "device"
     assert model.featurize(list(photos.values())[:2]).shape == (2, 1280)
+
+
+def test_a_finetuned_model_decodes_as_its_base(lite0, photos, tmp_path):
+    images = list(photos.values())
+    lite0.finetune((images, ["a", "b"] * 3), strategy="linear-probe", epochs=1, output_dir=tmp_path / "run")
+    tuned = zoo.load(str(tmp_path / "run"), device="cpu")
+    assert tuned.image_decoding == "pil"
+    pil = tuned.predict_proba(images)
+    tuned.image_decoding = "device"
+    assert tuned.base.image_decoding == "device"
+    assert isinstance(tuned.input_decoder()(images[0]), EncodedJpeg)
+    np.testing.assert_allclose(tuned.predict_proba(images), pil, atol=1e-3)
+    with pytest.raises(ValueError, match="'device' or 'pil'"):
+        tuned.image_decoding = "gpu"
+
+
+def test_a_finetuned_text_model_says_it_decodes_no_images(minilm, tmp_path):
+    minilm.finetune((["tea", "coffee", "rain", "snow"], ["drink", "drink", "sky", "sky"]), strategy="linear-probe",
+                    epochs=1, output_dir=tmp_path / "run")
+    tuned = zoo.load(str(tmp_path / "run"), device="cpu")
+    for attempt in (lambda: tuned.image_decoding, lambda: setattr(tuned, "image_decoding", "device")):
+        with pytest.raises(AttributeError, match="decodes no images"):
+            attempt()
 
 
 @pytest.mark.parametrize("library", ["torchvision", "open_clip", "timm-squash"])
@@ -301,16 +364,51 @@ def test_open_clip_images_decoded_on_the_device_equal_open_clip(open_clip_dir, p
     assert _cosines(got, expected).min() >= 0.999
 
 
-@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
-def test_nvjpeg_equals_timm_on_pil_images(photos):
+needs_cuda = pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", ["torchcodec", "torchvision"])
+def test_nvjpeg_equals_timm_on_pil_images(name, photos, monkeypatch):
     from PIL import Image
 
-    model = zoo.load("efficientnet-lite0", device="cuda")
-    assert model.image_decoding == "device"
     from zoo.adapters.device_images import decode_jpegs
 
-    assert all(image is not None for image in decode_jpegs(list(photos.values()), "cuda"))
+    decoders = {one.name: one for one in jpeg_decoders()}
+    if name not in decoders:
+        pytest.skip(f"{name} is not installed")
+    model = zoo.load("efficientnet-lite0", device="cuda")
+    assert model.image_decoding == "device"
+    monkeypatch.setattr(model.images, "decoder", decoders[name])
+    assert all(image is not None for image in decode_jpegs(list(photos.values()), "cuda", decoders[name]))
     got = model.featurize(list(photos.values()), batch_size=4)
     model.model.cpu()
     expected = _timm_reference(model, [Image.open(io.BytesIO(d)).convert("RGB") for d in photos.values()])
-    assert _cosines(got, expected).min() >= 0.999
+    cosines = _cosines(got, expected)
+    print(f"{name} on CUDA: minimum cosine against timm on PIL images: {cosines.min():.6f}")
+    assert cosines.min() >= 0.999
+
+
+@needs_cuda
+def test_the_gpu_decoder_leaves_memory_queued_kernels_still_read_alone(photos):
+    """Blocks freed while kernels queued on the stream still read them are what the caching
+    allocator hands the decoder next; nvJPEG, on a stream of its own, must not write them before
+    those kernels ran (pytorch/vision#9606)."""
+    import torch
+
+    from zoo.adapters.device_images import decode_jpegs
+
+    data = list(photos.values()) * 4
+    shapes = [image.shape for image in decode_jpegs(data, "cuda")]
+    big = torch.randn(4096, 4096, device="cuda")
+    for decoder in jpeg_decoders():
+        for _ in range(5):
+            filled = [torch.full(shape, 7, dtype=torch.uint8, device="cuda") for shape in shapes]
+            torch.cuda.synchronize()
+            for _ in range(20):  # keeps the stream busy, so the sums below are still queued
+                big = big @ big / 64
+            sums = [one.sum(dtype=torch.int64) for one in filled]
+            del filled  # freed while the sums that read them are queued
+            decode_jpegs(data, "cuda", decoder)
+            torch.cuda.synchronize()
+            assert [int(one) for one in sums] == [7 * int(np.prod(shape)) for shape in shapes], decoder.name

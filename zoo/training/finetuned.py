@@ -110,6 +110,20 @@ class FinetunedModel(Adapter):
     def finish_batch(self, batch: Any) -> tuple[Any, list[tuple[int, str]]]:
         return self.base.finish_batch(batch)
 
+    @property
+    def image_decoding(self) -> str:
+        """The base's ``image_decoding`` (``"device"`` or ``"pil"``), for image models."""
+        return self._image_base().image_decoding
+
+    @image_decoding.setter
+    def image_decoding(self, mode: str) -> None:
+        self._image_base().image_decoding = mode
+
+    def _image_base(self) -> Any:
+        if not hasattr(type(self.base), "image_decoding"):
+            raise AttributeError(f"{self.spec.name} decodes no images (its base is a {self.base.modality} model)")
+        return self.base
+
     def windows(self, item: Any) -> list[tuple[Any, float]] | None:
         return self.base.windows(item)
 
