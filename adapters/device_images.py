@@ -80,7 +80,7 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
             continue
         length = int.from_bytes(data[pos + 2:pos + 4], "big")
         segment = data[pos + 4:pos + 2 + length]
-        if marker == 0xE0 and segment[:5] == b"JFIF\0":
+        if marker == 0xE0 and segment[:5] == b"JFIF\0" and len(segment) >= 14:  # libjpeg's test
             jfif = True
         elif marker == 0xEE and segment[:5] == b"Adobe" and len(segment) >= 12:
             adobe_transform = segment[11]
@@ -105,7 +105,7 @@ def _maybe_rgb(frame: bytes, jfif: bool, adobe_transform: int | None) -> bool:
 def _frame_size(frame: bytes, maybe_rgb: bool) -> tuple[int, int] | None:
     from PIL import Image
 
-    if len(frame) < 6:
+    if len(frame) < 6 or len(frame) != 6 + 3 * frame[5]:  # libjpeg refuses a frame of the wrong length
         return None
     precision, height, width, components = frame[0], int.from_bytes(frame[1:3], "big"), \
         int.from_bytes(frame[3:5], "big"), frame[5]
@@ -262,8 +262,8 @@ class ImageBatcher:
 
     def __init__(self, transform: Callable[[Any], torch.Tensor], device: str) -> None:
         self.transform = transform
-        decoders = jpeg_decoders()
-        self.decoder: JpegDecoder | None = decoders[0] if decoders else None
+        self.decoders = jpeg_decoders()
+        self.decoder: JpegDecoder | None = self.decoders[0] if self.decoders else None
         self.device_transform = DeviceTransform.of(transform) if self.decoder else None
         self.mode: ImageDecoding = "device" if str(device).startswith("cuda") and self.device_transform else "pil"
         self._working: bool | None = None  # whether the device decoder decodes at all, once tried
@@ -327,16 +327,20 @@ class ImageBatcher:
         return (torch.stack([rows[row] for row in order]) if order else None), sorted(failed)
 
     def _decode_jpegs(self, data: list[bytes], device: str) -> list[torch.Tensor | None]:
-        """:func:`decode_jpegs`, after checking once that the device decoder works at all: where
-        it does not (a build without nvJPEG), warn and decode with PIL from now on."""
-        assert self.decoder is not None  # "device" mode needs one
+        """:func:`decode_jpegs`, after checking once which decoder works on ``device`` at all (a
+        CPU-only TorchCodec build does not; torchvision's nvJPEG then may): where none does,
+        warn and decode with PIL from now on."""
         if self._working is None:
-            self._working = decode_jpegs([_PROBE], device, self.decoder)[0] is not None
+            candidates = list(dict.fromkeys(one for one in (self.decoder, *self.decoders) if one is not None))
+            self.decoder = next((one for one in candidates if decode_jpegs([_PROBE], device, one)[0] is not None),
+                                None)
+            self._working = self.decoder is not None
             if not self._working:
-                warnings.warn(f"{self.decoder.name} cannot decode JPEGs on {device}; decoding them with PIL "
-                              "instead (model.image_decoding = 'pil')", RuntimeWarning, stacklevel=2)
+                names = " and ".join(one.name for one in candidates)
+                warnings.warn(f"{names} cannot decode JPEGs on {device}; decoding them with PIL instead "
+                              "(model.image_decoding = 'pil')", RuntimeWarning, stacklevel=2)
                 self.mode = "pil"
-        return decode_jpegs(data, device, self.decoder) if self._working else [None] * len(data)
+        return decode_jpegs(data, device, self.decoder) if self.decoder else [None] * len(data)
 
 
 # Decoded pixels held on the device at once (3 bytes each): a batch of camera photos is decoded in
@@ -412,10 +416,11 @@ def decode_jpegs(data: list[bytes], device: str, decoder: JpegDecoder | None = N
     decoder = decoder or jpeg_decoders()[0]
     encoded = [torch.frombuffer(bytearray(one), dtype=torch.uint8) for one in data]
     if torch.device(device).type == "cuda":
-        # nvJPEG writes its outputs on a stream of its own without waiting for this one, into blocks
-        # the caching allocator may have just freed here while kernels still queued on this stream
-        # (the last group's resize, the last batch's forward) are yet to read them
-        # (pytorch/vision#9606, meta-pytorch/torchcodec#1634): let those finish first.
+        # nvJPEG's writes do not wait for the work queued on this stream (torchvision decodes on a
+        # stream of its own; the hardware engine ignores the stream it is given), and its outputs may
+        # be blocks the caching allocator has just freed while queued kernels (the last group's
+        # resize, the last batch's forward) are yet to read them (pytorch/vision#9606,
+        # meta-pytorch/torchcodec#1634): let those finish first. The retries below free nothing.
         torch.cuda.current_stream(torch.device(device)).synchronize()
     try:
         return list(decoder.decode(encoded, device))

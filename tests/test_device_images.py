@@ -10,6 +10,7 @@ the tensor transform). The last tests run on CUDA where there is one.
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -72,6 +73,7 @@ def decoder(request, lite0, monkeypatch) -> JpegDecoder:
     if request.param not in found:
         pytest.skip(f"{request.param} is not installed")
     monkeypatch.setattr(lite0.images, "decoder", found[request.param])
+    monkeypatch.setattr(lite0.images, "_working", None)  # its own check that it decodes at all
     return found[request.param]
 
 
@@ -117,6 +119,12 @@ def test_the_header_check_sends_only_plain_jpegs_to_the_device(photos, monkeypat
     frame = next(i for i, one in enumerate(segments) if one[:2] == b"\xff\xc0")
     after_frame = b"".join([*segments[:frame + 1], adobe_rgb, *segments[frame + 1:]])
     assert not device_decodable(after_frame)  # an Adobe marker counts wherever it is before the scan
+    short_jfif = b"\xff\xe0\x00\x0eJFIF\x00\x01\x01\x00\x00\x01"  # 12 bytes: libjpeg ignores it
+    rgb = _rgb_named(photos["coffee"])
+    assert not device_decodable(rgb[:2] + short_jfif + rgb[2:])
+    stretched = bytearray(segments[frame])
+    stretched[3] += 1  # the frame's length one past its 3 components
+    assert not device_decodable(b"".join([*segments[:frame], bytes(stretched) + b"\0", *segments[frame + 1:]]))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     assert not device_decodable(photos["coffee"])  # PIL's decompression-bomb check applies
 
@@ -212,7 +220,8 @@ def test_a_jpeg_the_device_decoder_refuses_is_decoded_on_the_cpu(lite0, decoder,
     items = [photos["coffee"], refused, photos["grey"]]
     got = lite0.featurize(items, batch_size=3)
     assert lite0.last_report.skipped == []
-    assert calls == [3, 1, 1, 1]  # the batch, then file by file; the refused one alone took the CPU path
+    # the check that it decodes at all, the batch, then file by file; the refused one alone took the CPU path
+    assert calls == [1, 3, 1, 1, 1]
     expected = _timm_reference(lite0, [Image.open(io.BytesIO(d)).convert("RGB") for d in items])
     np.testing.assert_allclose(got[1], expected[1], atol=1e-5)  # the CPU path, exactly
     assert _cosines(got, expected).min() >= 0.999
@@ -240,12 +249,34 @@ def test_a_device_that_cannot_decode_at_all_falls_back_to_pil_with_a_warning(pho
     model.image_decoding = "device"
     monkeypatch.setattr(device_images, "decode_jpegs", lambda data, device, decoder: [None] * len(data))
     items = list(photos.values())[:3]
-    with pytest.warns(RuntimeWarning, match=f"{model.images.decoder.name} cannot decode JPEGs on cpu; decoding "
-                      "them with PIL"):
+    names = " and ".join(one.name for one in model.images.decoders)
+    with pytest.warns(RuntimeWarning, match=f"{names} cannot decode JPEGs on cpu; decoding them with PIL"):
         got = model.featurize(items)
     assert model.image_decoding == "pil"
     model.image_decoding = "pil"
     np.testing.assert_array_equal(got, model.featurize(items))
+
+
+def test_a_decoder_that_cannot_decode_on_the_device_gives_way_to_the_next(photos, monkeypatch):
+    """TorchCodec built for the CPU only cannot decode on CUDA, where torchvision's nvJPEG may."""
+    from zoo.adapters import device_images
+
+    model = zoo.load("efficientnet-lite0", device="cpu")
+    if len(model.images.decoders) < 2:
+        pytest.skip("needs TorchCodec and torchvision")
+    model.image_decoding = "device"
+    first, second = model.images.decoders[:2]
+    decode_jpegs = device_images.decode_jpegs
+    monkeypatch.setattr(device_images, "decode_jpegs", lambda data, device, decoder: [None] * len(data)
+                        if decoder is first else decode_jpegs(data, device, decoder))
+    items = list(photos.values())[:3]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = model.featurize(items)
+    assert not [w for w in caught if "cannot decode JPEGs" in str(w.message)]
+    assert model.images.decoder is second and model.image_decoding == "device"
+    model.image_decoding = "pil"
+    assert _cosines(got, model.featurize(items)).min() >= 0.999
 
 
 def test_encoded_batches_cross_decode_workers(lite0, photos):
@@ -389,26 +420,40 @@ def test_nvjpeg_equals_timm_on_pil_images(name, photos, monkeypatch):
     assert cosines.min() >= 0.999
 
 
+def _sums_overwritten(decode, shapes, rounds: int = 5) -> int:
+    """How many sums over freed blocks come out wrong when ``decode`` runs while they are queued."""
+    import torch
+
+    wrong = 0
+    big = torch.randn(4096, 4096, device="cuda")
+    for _ in range(rounds):
+        filled = [torch.full(shape, 7, dtype=torch.uint8, device="cuda") for shape in shapes]
+        torch.cuda.synchronize()
+        for _ in range(20):  # keeps the stream busy, so the sums below are still queued
+            big = big @ big / 64
+        sums = [one.sum(dtype=torch.int64) for one in filled]
+        del filled  # freed while the sums that read them are queued: the allocator may hand them on
+        decode()
+        torch.cuda.synchronize()
+        wrong += sum(int(got) != 7 * int(np.prod(shape)) for got, shape in zip(sums, shapes))
+    return wrong
+
+
 @needs_cuda
-def test_the_gpu_decoder_leaves_memory_queued_kernels_still_read_alone(photos):
-    """Blocks freed while kernels queued on the stream still read them are what the caching
-    allocator hands the decoder next; nvJPEG, on a stream of its own, must not write them before
-    those kernels ran (pytorch/vision#9606)."""
+@pytest.mark.parametrize("name", ["torchcodec", "torchvision"])
+def test_the_gpu_decoder_leaves_memory_queued_kernels_still_read_alone(name, photos):
+    """nvJPEG's writes do not wait for the kernels queued on the caller's stream, and may land in
+    blocks freed while those still read them (pytorch/vision#9606): zoo waits for them first."""
     import torch
 
     from zoo.adapters.device_images import decode_jpegs
 
-    data = list(photos.values()) * 4
-    shapes = [image.shape for image in decode_jpegs(data, "cuda")]
-    big = torch.randn(4096, 4096, device="cuda")
-    for decoder in jpeg_decoders():
-        for _ in range(5):
-            filled = [torch.full(shape, 7, dtype=torch.uint8, device="cuda") for shape in shapes]
-            torch.cuda.synchronize()
-            for _ in range(20):  # keeps the stream busy, so the sums below are still queued
-                big = big @ big / 64
-            sums = [one.sum(dtype=torch.int64) for one in filled]
-            del filled  # freed while the sums that read them are queued
-            decode_jpegs(data, "cuda", decoder)
-            torch.cuda.synchronize()
-            assert [int(one) for one in sums] == [7 * int(np.prod(shape)) for shape in shapes], decoder.name
+    decoders = {one.name: one for one in jpeg_decoders()}
+    if name not in decoders:
+        pytest.skip(f"{name} is not installed")
+    decoder, data = decoders[name], list(photos.values()) * 4
+    shapes = [image.shape for image in decode_jpegs(data, "cuda", decoder)]
+    encoded = [torch.frombuffer(bytearray(one), dtype=torch.uint8) for one in data]
+    if not _sums_overwritten(lambda: decoder.decode(encoded, "cuda"), shapes):
+        pytest.skip(f"{name} on this GPU does not overwrite queued memory when called directly")
+    assert _sums_overwritten(lambda: decode_jpegs(data, "cuda", decoder), shapes) == 0
