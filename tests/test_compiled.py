@@ -57,6 +57,7 @@ def test_text_rows_equal_sentence_transformers_on_every_item(runtime, corpus, se
         assert _cosines(rows, sentence_transformers_rows).min() >= 0.9999
 
 
+@pytest.mark.slow
 def test_image_rows_equal_timm_called_directly():
     import torch
     from PIL import Image
@@ -80,6 +81,7 @@ def _exports(home: Path) -> list[Path]:
     return sorted(p for p in (home / "compiled").iterdir() if not p.name.startswith("."))
 
 
+@pytest.mark.slow
 def test_an_export_is_reused_and_a_corrupt_or_stale_one_rebuilt(isolated_zoo, monkeypatch, tiny_bert_dir):
     first = zoo.load(tiny_bert_dir, device="cpu", runtime="onnx")
     folder, = _exports(isolated_zoo)

@@ -66,7 +66,7 @@ def _cosines(a, b):
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-@pytest.fixture(params=["torchcodec", "torchvision"])
+@pytest.fixture(params=["torchcodec", pytest.param("torchvision", marks=pytest.mark.slow)])
 def decoder(request, lite0, monkeypatch) -> JpegDecoder:
     """Each JPEG decoder zoo can use, set on ``lite0`` for the test."""
     found = {one.name: one for one in jpeg_decoders()}
@@ -304,6 +304,7 @@ def test_a_subclass_with_its_own_collate_gets_decoded_images(photos):
     assert model.featurize(list(photos.values())[:2]).shape == (2, 1280)
 
 
+@pytest.mark.slow
 def test_a_finetuned_model_decodes_as_its_base(lite0, photos, tmp_path):
     images = list(photos.values())
     lite0.finetune((images, ["a", "b"] * 3), strategy="linear-probe", epochs=1, output_dir=tmp_path / "run")
@@ -318,6 +319,7 @@ def test_a_finetuned_model_decodes_as_its_base(lite0, photos, tmp_path):
         tuned.image_decoding = "gpu"
 
 
+@pytest.mark.slow
 def test_a_finetuned_text_model_says_it_decodes_no_images(minilm, tmp_path):
     minilm.finetune((["tea", "coffee", "rain", "snow"], ["drink", "drink", "sky", "sky"]), strategy="linear-probe",
                     epochs=1, output_dir=tmp_path / "run")

@@ -19,6 +19,7 @@ pytest.importorskip("faiss")
 FORTUNES = Path("/usr/share/games/fortunes")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (FORTUNES / "science").exists(), reason="Debian's fortunes package is not installed")
 def test_whitespace_changed_texts_are_grouped_and_nothing_else(minilm, tmp_path):
     quotes = [q.strip() for q in (FORTUNES / "science").read_text(errors="replace").split("\n%\n")]
@@ -33,6 +34,7 @@ def test_whitespace_changed_texts_are_grouped_and_nothing_else(minilm, tmp_path)
     assert min(g.min_similarity for g in groups) >= DEFAULT_THRESHOLD
 
 
+@pytest.mark.slow
 def test_re_encoded_and_resized_photos_are_grouped_and_nothing_else(tmp_path):
     skimage_data = pytest.importorskip("skimage.data")
     from PIL import Image

@@ -178,6 +178,7 @@ def test_chunks_take_about_chunk_seconds_at_the_runs_pace():
     assert fixed.size == 7 and fixed.biggest == 7
 
 
+@pytest.mark.slow
 def test_a_slow_model_commits_a_chunk_every_few_tenths_of_a_second(minilm, tmp_path, monkeypatch):
     src = tmp_path / "texts.txt"
     src.write_text("\n".join(TEXTS) + "\n")

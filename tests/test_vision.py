@@ -213,6 +213,7 @@ def test_timm_hub_weights_load_through_the_loopback_hub(fake_hub, tmp_path, imag
     np.testing.assert_allclose(model.featurize(pil), expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bfloat16_vision_output_is_float32(images, lite0):
     import torch
 
