@@ -89,20 +89,12 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
         elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             return None  # lossless, hierarchical or arithmetic coded, or a second frame
         elif marker == 0xDA:  # the first scan: libjpeg has settled the colour space by here
-            return _frame_size(frame, _maybe_rgb(frame, jfif, adobe_transform)) if frame else None
+            return _frame_size(frame, jfif, adobe_transform) if frame else None
         pos += 2 + length
     return None
 
 
-def _maybe_rgb(frame: bytes, jfif: bool, adobe_transform: int | None) -> bool:
-    """Whether a decoder could take the 3 components of ``frame`` as RGB, not YCbCr: Adobe's colour
-    transform 0, or (libjpeg's guess without JFIF or Adobe markers) components named R, G, B."""
-    components = frame[5] if len(frame) >= 6 else 0
-    names = bytes(frame[6 + 3 * i] for i in range(components) if 6 + 3 * i < len(frame))
-    return components == 3 and (adobe_transform == 0 or (not jfif and adobe_transform is None and names == b"RGB"))
-
-
-def _frame_size(frame: bytes, maybe_rgb: bool) -> tuple[int, int] | None:
+def _frame_size(frame: bytes, jfif: bool, adobe_transform: int | None) -> tuple[int, int] | None:
     from PIL import Image
 
     if len(frame) < 6 or len(frame) != 6 + 3 * frame[5]:  # libjpeg refuses a frame of the wrong length
@@ -110,9 +102,17 @@ def _frame_size(frame: bytes, maybe_rgb: bool) -> tuple[int, int] | None:
     precision, height, width, components = frame[0], int.from_bytes(frame[1:3], "big"), \
         int.from_bytes(frame[3:5], "big"), frame[5]
     limit = Image.MAX_IMAGE_PIXELS
-    fits = (precision == 8 and components in (1, 3) and not maybe_rgb
+    fits = (precision == 8 and components in (1, 3) and not _maybe_rgb(frame, jfif, adobe_transform)
             and height > 0 and width > 0 and (limit is None or height * width <= limit))
     return (height, width) if fits else None
+
+
+def _maybe_rgb(frame: bytes, jfif: bool, adobe_transform: int | None) -> bool:
+    """Whether a decoder could take the 3 components of a (well-formed) ``frame`` as RGB, not YCbCr:
+    Adobe's colour transform 0, or (libjpeg's guess without JFIF or Adobe markers) components named
+    R, G, B."""
+    names = bytes(frame[6 + 3 * i] for i in range(frame[5]))
+    return frame[5] == 3 and (adobe_transform == 0 or (not jfif and adobe_transform is None and names == b"RGB"))
 
 
 @dataclass(frozen=True)
@@ -266,7 +266,7 @@ class ImageBatcher:
         self.decoder: JpegDecoder | None = self.decoders[0] if self.decoders else None
         self.device_transform = DeviceTransform.of(transform) if self.decoder else None
         self.mode: ImageDecoding = "device" if str(device).startswith("cuda") and self.device_transform else "pil"
-        self._working: bool | None = None  # whether the device decoder decodes at all, once tried
+        self._probed = False  # whether the decoders were tried on the device (``decoder``: the one that works)
 
     def set_mode(self, mode: ImageDecoding) -> None:
         """Decode on the device or with PIL; ``"device"`` needs a transform this can replay."""
@@ -330,12 +330,12 @@ class ImageBatcher:
         """:func:`decode_jpegs`, after checking once which decoder works on ``device`` at all (a
         CPU-only TorchCodec build does not; torchvision's nvJPEG then may): where none does,
         warn and decode with PIL from now on."""
-        if self._working is None:
+        if not self._probed:
+            self._probed = True
             candidates = list(dict.fromkeys(one for one in (self.decoder, *self.decoders) if one is not None))
             self.decoder = next((one for one in candidates if decode_jpegs([_PROBE], device, one)[0] is not None),
                                 None)
-            self._working = self.decoder is not None
-            if not self._working:
+            if self.decoder is None:
                 names = " and ".join(one.name for one in candidates)
                 warnings.warn(f"{names} cannot decode JPEGs on {device}; decoding them with PIL instead "
                               "(model.image_decoding = 'pil')", RuntimeWarning, stacklevel=2)

@@ -66,15 +66,21 @@ def _cosines(a, b):
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
+def _installed(name: str) -> JpegDecoder:
+    """The JPEG decoder ``name``, or the test skipped where it is not installed."""
+    found = {one.name: one for one in jpeg_decoders()}
+    if name not in found:
+        pytest.skip(f"{name} is not installed")
+    return found[name]
+
+
 @pytest.fixture(params=["torchcodec", pytest.param("torchvision", marks=pytest.mark.slow)])
 def decoder(request, lite0, monkeypatch) -> JpegDecoder:
     """Each JPEG decoder zoo can use, set on ``lite0`` for the test."""
-    found = {one.name: one for one in jpeg_decoders()}
-    if request.param not in found:
-        pytest.skip(f"{request.param} is not installed")
-    monkeypatch.setattr(lite0.images, "decoder", found[request.param])
-    monkeypatch.setattr(lite0.images, "_working", None)  # its own check that it decodes at all
-    return found[request.param]
+    found = _installed(request.param)
+    monkeypatch.setattr(lite0.images, "decoder", found)
+    monkeypatch.setattr(lite0.images, "_probed", False)  # its own check that it decodes at all
+    return found
 
 
 def _segments(data: bytes) -> list[bytes]:
@@ -407,13 +413,11 @@ def test_nvjpeg_equals_timm_on_pil_images(name, photos, monkeypatch):
 
     from zoo.adapters.device_images import decode_jpegs
 
-    decoders = {one.name: one for one in jpeg_decoders()}
-    if name not in decoders:
-        pytest.skip(f"{name} is not installed")
+    decoder = _installed(name)
     model = zoo.load("efficientnet-lite0", device="cuda")
     assert model.image_decoding == "device"
-    monkeypatch.setattr(model.images, "decoder", decoders[name])
-    assert all(image is not None for image in decode_jpegs(list(photos.values()), "cuda", decoders[name]))
+    monkeypatch.setattr(model.images, "decoder", decoder)
+    assert all(image is not None for image in decode_jpegs(list(photos.values()), "cuda", decoder))
     got = model.featurize(list(photos.values()), batch_size=4)
     model.model.cpu()
     expected = _timm_reference(model, [Image.open(io.BytesIO(d)).convert("RGB") for d in photos.values()])
@@ -450,10 +454,7 @@ def test_the_gpu_decoder_leaves_memory_queued_kernels_still_read_alone(name, pho
 
     from zoo.adapters.device_images import decode_jpegs
 
-    decoders = {one.name: one for one in jpeg_decoders()}
-    if name not in decoders:
-        pytest.skip(f"{name} is not installed")
-    decoder, data = decoders[name], list(photos.values()) * 4
+    decoder, data = _installed(name), list(photos.values()) * 4
     shapes = [image.shape for image in decode_jpegs(data, "cuda", decoder)]
     encoded = [torch.frombuffer(bytearray(one), dtype=torch.uint8) for one in data]
     if not _sums_overwritten(lambda: decoder.decode(encoded, "cuda"), shapes):
