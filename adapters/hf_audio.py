@@ -1,8 +1,14 @@
 """transformers audio encoders (wav2vec2, HuBERT, WavLM, Whisper's encoder, AST) through their own
-feature extractors; frame features are mean-pooled over the frames that hold real audio."""
+feature extractors; frame features are mean-pooled over the frames that hold real audio.
+
+A row never depends on the clips batched with it: extractors that return an attention mask pad
+with it, Whisper and AST pad every clip to their fixed window as their extractors do, and models
+whose extractor takes no mask (group-norm wav2vec2 / HuBERT, whose statistics would include the
+padding) are batched only with clips of the same length."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from zoo.adapter import Built
@@ -27,6 +33,10 @@ class HFAudioAdapter(TransformersFamily, AudioAdapter):
         self.extractor = extractor
         self.sample_rate = int(extractor.sampling_rate)
         self.is_whisper = model.config.model_type == "whisper"
+        # Whisper's and AST's extractors pad every clip to one fixed length themselves.
+        fixed = self.is_whisper or model.config.model_type == "audio-spectrogram-transformer"
+        self.pads_exactly = fixed or bool(getattr(extractor, "return_attention_mask", False))
+        self._padding: dict[str, Any] = {} if fixed else {"padding": True}
 
     @classmethod
     def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
@@ -48,9 +58,26 @@ class HFAudioAdapter(TransformersFamily, AudioAdapter):
         """The feature extractor these weights expect (raw waveform or log-mel front end)."""
         return self.extractor
 
+    def plan_batches(self, items: Sequence[tuple[Any, int]], batch_size: int
+                     ) -> Iterator[tuple[list[int], Any]]:
+        """Longest first; without an attention mask, each batch holds clips of one length only."""
+        if self.pads_exactly:
+            yield from super().plan_batches(items, batch_size)
+            return
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, (wave, rate) in enumerate(items):
+            groups.setdefault((len(wave), int(rate)), []).append(index)
+        for key in sorted(groups, key=lambda k: -k[0] / k[1]):
+            positions = groups[key]
+            for start in range(0, len(positions), batch_size):
+                chunk = positions[start:start + batch_size]
+                yield chunk, self.collate([items[i] for i in chunk])
+
     def collate(self, items: list[tuple[Any, int]]) -> tuple[dict[str, Any], list[int]]:
+        """The extractor's own features: padded to the longest clip with a mask, or to the model's
+        fixed window (Whisper's 30 s, AST's frames) as the extractor does by default."""
         waves = [self.resample(item).numpy() for item in items]
-        inputs = self.extractor(waves, sampling_rate=self.sample_rate, return_tensors="pt", padding=True)
+        inputs = self.extractor(waves, sampling_rate=self.sample_rate, return_tensors="pt", **self._padding)
         return dict(inputs), [len(w) for w in waves]
 
     def _valid_frames(self, n_frames: int, lengths: list[int]) -> torch.Tensor:

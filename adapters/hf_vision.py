@@ -1,10 +1,17 @@
-"""transformers image encoders (ViT, DINOv2, ConvNeXt, ...) with their own image processors."""
+"""transformers image encoders (ViT, DINOv2, ConvNeXt, Swin, ...) with their own image processors.
+
+The default pooling is what the model type's own ``*ForImageClassification`` head reads: the
+class token for ViT and DeiT (DINOv2's pooled output is its class token too), the model's pooled
+output for the others (Swin's and
+BEiT's average of patch tokens, the convolutional models' global pool). A model type zoo has no
+such entry for is refused by name rather than pooled by a guess."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from zoo.adapter import Built
+from zoo.errors import ModelFormatError
 
 from .image import ImageBackboneAdapter
 from .transformers import TransformersFamily, load_model_and_processor
@@ -14,6 +21,14 @@ if TYPE_CHECKING:
 
     from zoo.model_files import ModelFiles
     from zoo.spec import ModelSpec
+
+
+# model_type -> what its image-classification head pools (transformers' modeling_*.py).
+HEAD_POOLING = {
+    **dict.fromkeys(("vit", "deit", "dinov2", "dinov2_with_registers"), "cls"),
+    **dict.fromkeys(("beit", "swin", "swinv2", "convnext", "convnextv2", "resnet", "efficientnet", "regnet"),
+                    "pooler"),
+}
 
 
 class HFVisionAdapter(TransformersFamily, ImageBackboneAdapter):
@@ -29,14 +44,18 @@ class HFVisionAdapter(TransformersFamily, ImageBackboneAdapter):
         model, processor = load_model_and_processor(files.root, AutoModel, AutoImageProcessor, dtype=dtype,
                                                     trust_remote_code=trust_remote_code)
         config = model.config
-        # Convolutional models have no tokens: their pooled output is the embedding.
-        default_pool = "cls" if hasattr(config, "patch_size") else "pooler"
+        default_pool = spec.pooling or HEAD_POOLING.get(config.model_type)
+        if default_pool is None:
+            raise ModelFormatError(
+                f"{files.root / 'config.json'}: model_type {config.model_type!r} is a vision model zoo has no "
+                f"pooling rule for (it knows {', '.join(sorted(HEAD_POOLING))}); name one in a registry entry "
+                "(pooling: cls, mean or pooler)")
 
         def transform(image: Any) -> torch.Tensor:
             return processor(images=image, return_tensors="pt")["pixel_values"][0]
 
         return Built(model, int(getattr(config, "hidden_size", 0) or config.hidden_sizes[-1]),
-                     {"pooling": spec.pooling or default_pool}, {"transform": transform})
+                     {"pooling": default_pool}, {"transform": transform})
 
     def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
         return batch.to(self.device, dtype=self.dtype)
@@ -46,4 +65,11 @@ class HFVisionAdapter(TransformersFamily, ImageBackboneAdapter):
         if pool == "pooler" or out.last_hidden_state.ndim != 3:
             return out.pooler_output.flatten(1).float()
         hidden = out.last_hidden_state.float()
-        return hidden[:, 0] if pool == "cls" else hidden[:, 1:].mean(1)
+        has_class_token = HEAD_POOLING.get(self.model.config.model_type) == "cls" or \
+            self.model.config.model_type == "beit"
+        if pool == "cls":
+            if not has_class_token:
+                raise ValueError(f"{self.name} ({self.model.config.model_type}) has no class token; use "
+                                 "pool='pooler' or 'mean'")
+            return hidden[:, 0]
+        return hidden[:, 1:].mean(1) if has_class_token else hidden.mean(1)

@@ -11,9 +11,13 @@ from zoo.checkpoint import load_state_dict, weights_file
 from zoo.errors import UnknownModelError, ZooError, close_matches
 from zoo.spec import ModelSpec, Source, split_revision
 
+from .hf_folders import FolderFormat
+
 from .image import ImageBackboneAdapter
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
     from zoo.model_files import ModelFiles
@@ -66,17 +70,28 @@ class TimmAdapter(ImageBackboneAdapter):
                          sources=(Source("hub", cfg.hf_hub_id, revision=revision),))
 
     @classmethod
+    def spec_for_path(cls, path: Path, found: FolderFormat) -> ModelSpec:
+        """A spec for a folder timm wrote (``save_for_hf``, a timm hub repository's files)."""
+        return ModelSpec(name=str(path), modality="vision", backend=cls.backend, backend_id=str(path),
+                         sources=(Source("path", str(path)),), config={"folder": found.describe()})
+
+    @classmethod
     def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype) -> Built:
         import timm
         from timm.data import create_transform, resolve_model_data_config
 
-        weights = weights_file(spec, files)
-        if spec.config.get("key_map") == "in-order":
+        if spec.config.get("folder", {}).get("format") == "timm":
+            # timm's own reader of its folder format: config.json's architecture, model_args and
+            # pretrained_cfg (current or pre-0.9 layout), then the weights beside it.
+            model = _create_from_folder(files.root)
+        elif spec.config.get("key_map") == "in-order":
+            weights = weights_file(spec, files)
             model = timm.create_model(spec.backend_id, pretrained=False)
             state = load_state_dict(weights, key=spec.config.get("state_key"))
             model.load_state_dict(remap_in_order(state, model.state_dict()))
         else:
             # timm's own pretrained loading (its checkpoint filters included), from the verified file.
+            weights = weights_file(spec, files)
             model = timm.create_model(spec.backend_id, pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
         data_config = resolve_model_data_config(model)
         return Built(model, int(getattr(model, "head_hidden_size", None) or model.num_features),
@@ -125,3 +140,15 @@ class TimmAdapter(ImageBackboneAdapter):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+
+def _create_from_folder(root: Path) -> torch.nn.Module:
+    """``timm.create_model("local-dir:ROOT", pretrained=True)``, with a config timm cannot build
+    named with its file."""
+    import timm
+
+    try:
+        return timm.create_model(f"local-dir:{root}", pretrained=True)
+    except (RuntimeError, TypeError, KeyError, ValueError) as exc:
+        raise ZooError(f"timm cannot build the model {root / 'config.json'} describes: {type(exc).__name__}: "
+                       f"{exc}") from exc

@@ -1,10 +1,15 @@
 """Hugging Face transformers encoders behind the zoo adapter interface.
 
-Text encoders (BERT, MiniLM, BGE, E5, ...) load with ``AutoModel`` / ``AutoTokenizer`` from a
-verified local folder, never with remote code unless the caller asks. Pooling is mask-aware.
-A sentence-transformers folder's own settings (``1_Pooling/config.json``, ``modules.json``,
-``sentence_bert_config.json``) give the pooling, normalisation and maximum length its weights
-were trained with, so ``hf:`` pass-through names embed as sentence-transformers does.
+Text encoders load with ``AutoModel`` / ``AutoTokenizer`` from a verified local folder, never with
+remote code unless the caller asks. Pooling is mask-aware (``mean``, ``cls``, ``max``,
+``lasttoken`` for decoders whatever their padding side, ``pooler``).
+
+The ``transformers`` backend (prefix ``hf:``) serves every Hugging Face style folder:
+:func:`~zoo.adapters.hf_folders.read_folder` tells which library wrote it, once, in
+:meth:`TransformersAdapter.resolve_files`, and the folder goes to the adapter that runs that
+library's own code: a sentence-transformers pipeline to
+:class:`~zoo.adapters.sentence_transformers.SentenceTransformerAdapter`, a timm folder to timm,
+audio / vision / image-text model types to their adapters.
 """
 
 from __future__ import annotations
@@ -12,16 +17,17 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.adapter import Adapter, Built
-from zoo.errors import RegistryError
+from zoo.errors import ModelFormatError, RegistryError
 from zoo.manifest import write_manifest
 from zoo.registry import import_ref
 from zoo.sources import hub_file
 from zoo.spec import ModelSpec, Source, split_revision
+
+from .hf_folders import MODALITY_BY_MODEL_TYPE, FolderFormat, read_folder
 
 if TYPE_CHECKING:
     import torch
@@ -29,55 +35,11 @@ if TYPE_CHECKING:
     from zoo.model_files import ModelFiles
 
 
-@dataclass(frozen=True)
-class SentenceTransformersConfig:
-    """What a sentence-transformers folder says about pooling, normalisation and length."""
-
-    pooling: str | None = None
-    normalize: bool | None = None
-    max_length: int | None = None
-    prompts: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def read(cls, root: Path) -> SentenceTransformersConfig:
-        pooling = normalize = max_length = None
-        modules_file = root / "modules.json"
-        if modules_file.is_file():
-            modules = json.loads(modules_file.read_text())
-            types = [m.get("type", "") for m in modules]
-            normalize = any(t.endswith(".Normalize") for t in types)
-            for module in modules:
-                if module.get("type", "").endswith(".Pooling"):
-                    pooling = _pooling_mode(root / module.get("path", "") / "config.json")
-        bert_config = root / "sentence_bert_config.json"
-        if bert_config.is_file():
-            max_length = json.loads(bert_config.read_text()).get("max_seq_length")
-        st_config = root / "config_sentence_transformers.json"
-        prompts = json.loads(st_config.read_text()).get("prompts") or {} if st_config.is_file() else {}
-        return cls(pooling=pooling, normalize=normalize, max_length=max_length,
-                   prompts={str(k): str(v) for k, v in prompts.items()})
-
-
-def _pooling_mode(config_file: Path) -> str | None:
-    if not config_file.is_file():
-        return None
-    config = json.loads(config_file.read_text())
-    for key, mode in (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls"),
-                      ("pooling_mode_max_tokens", "max")):
-        if config.get(key):
-            return mode
-    return None
-
-
-# model_type (config.json) -> modality, for the encoders zoo knows how to pool; anything else is text.
-MODALITY_BY_MODEL_TYPE = {
-    **dict.fromkeys(("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat",
-                     "whisper", "audio-spectrogram-transformer"), "audio"),
-    **dict.fromkeys(("clip", "siglip", "siglip2", "chinese_clip", "altclip"), "image-text"),
-    **dict.fromkeys(("vit", "dinov2", "dinov2_with_registers", "deit", "beit", "convnext", "convnextv2",
-                     "swin", "swinv2", "resnet", "efficientnet", "regnet"), "vision"),
+# The adapter class serving each format and modality, imported when first needed.
+_ADAPTER_BY_FORMAT = {
+    "sentence-transformers": "zoo.adapters.sentence_transformers:SentenceTransformerAdapter",
+    "timm": "zoo.adapters.timm:TimmAdapter",
 }
-# The adapter class serving each non-text modality, imported when first needed.
 _ADAPTER_BY_MODALITY = {
     "audio": "zoo.adapters.hf_audio:HFAudioAdapter",
     "image-text": "zoo.adapters.hf_image_text:HFImageTextAdapter",
@@ -99,25 +61,31 @@ _EXPORT_TEXTS = (
 UNKNOWN_MODALITY = "unknown"
 
 
-def read_config(root: Path) -> dict[str, Any]:
-    path = root / "config.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def modality_of(config: dict[str, Any]) -> str:
+    """The modality of a ``config.json``: timm's are vision, transformers' by model type."""
+    if "architecture" in config:
+        return "vision"
     return MODALITY_BY_MODEL_TYPE.get(str(config.get("model_type", "")), "text")
 
 
-class TransformersAdapter(Adapter):
-    """A transformers text encoder with mean / cls / max / pooler pooling.
+def folder_format(root: Path) -> FolderFormat:
+    """:func:`read_folder` for a folder that must be a Hugging Face style one."""
+    found = read_folder(root)
+    if found is None:
+        raise ModelFormatError(f"{root} has neither modules.json (sentence-transformers) nor config.json "
+                               "(transformers, timm): zoo cannot tell which library wrote it")
+    return found
 
-    A folder whose ``config.json`` names an audio, vision or image-text model type is served by
-    the matching adapter (:data:`MODALITY_BY_MODEL_TYPE`, chosen once in :meth:`resolve_files`),
-    all under the ``transformers`` backend and the ``hf:`` prefix.
+
+class TransformersAdapter(Adapter):
+    """A transformers text encoder with mean / cls / max / lasttoken / pooler pooling.
+
+    A folder of another format or modality is served by the matching adapter, chosen once in
+    :meth:`resolve_files`, all under the ``transformers`` backend and the ``hf:`` prefix.
     """
 
     backend = "transformers"
-    pooling_modes = ("mean", "cls", "max", "pooler")
+    pooling_modes = ("mean", "cls", "max", "lasttoken", "pooler")
     parallel_decode = False  # texts are tokenised in length-sorted batches here, fast enough in-process
     load_options = ("trust_remote_code",)
 
@@ -146,38 +114,42 @@ class TransformersAdapter(Adapter):
 
     @classmethod
     def spec_for_path(cls, path: Path) -> ModelSpec:
-        """A spec for a Hugging Face model folder on disk."""
+        """A spec for a Hugging Face model folder on disk; ``config["folder"]`` says what
+        :func:`read_folder` found and why (``zoo info`` shows it)."""
+        found = folder_format(path)
         return ModelSpec(
             name=str(path),
-            modality=modality_of(read_config(path)),
+            modality=found.modality,
             backend=cls.backend,
             backend_id=str(path),
             sources=(Source("path", str(path)),),
+            config={"folder": found.describe()},
         )
 
     # -- loading --------------------------------------------------------------------------------
 
     @classmethod
     def resolve_files(cls, spec: ModelSpec, files: ModelFiles) -> tuple[ModelSpec, type[Adapter]]:
-        """A pass-through hub name learns its modality only now, from the downloaded config."""
-        modality = modality_of(read_config(files.root))
-        if modality == "text":
-            return spec.replace(modality=modality), cls
-        return spec.replace(modality=modality), import_ref(_ADAPTER_BY_MODALITY[modality])
+        """Which library wrote the files, read once from them: a pass-through hub name learns its
+        format and modality only now. A reranker, sparse or multi-vector folder is refused here."""
+        found = folder_format(files.root)
+        spec = spec.replace(modality=found.modality, config={**spec.config, "folder": found.describe()})
+        if found.format == "timm":
+            spec = spec.replace(backend="timm")
+        ref = _ADAPTER_BY_FORMAT.get(found.format) or _ADAPTER_BY_MODALITY.get(found.modality)
+        return spec, import_ref(ref) if ref else cls
 
     @classmethod
     def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
                trust_remote_code: bool = False) -> Built:
         from transformers import AutoModel, AutoTokenizer
 
-        st = SentenceTransformersConfig.read(files.root)
         model, tokenizer = load_model_and_processor(files.root, AutoModel, AutoTokenizer, dtype=dtype,
                                                     trust_remote_code=trust_remote_code)
-        max_length = int(spec.preprocessing.get("max_length") or st.max_length or _model_max_length(tokenizer, model))
-        changes = {"pooling": spec.pooling or st.pooling or "mean",
-                   "normalize": spec.normalize if spec.normalize is not None else bool(st.normalize),
-                   "preprocessing": {**spec.preprocessing, "max_length": max_length},
-                   "prompts": {**st.prompts, **spec.prompts}}  # the folder's own, then the catalogue's
+        max_length = int(spec.preprocessing.get("max_length") or _model_max_length(tokenizer, model))
+        changes = {"pooling": spec.pooling or _plain_folder_pooling(spec, files.root),
+                   "normalize": bool(spec.normalize),
+                   "preprocessing": {**spec.preprocessing, "max_length": max_length}}
         return Built(model, int(model.config.hidden_size), changes,
                      {"tokenizer": tokenizer, "max_length": max_length})
 
@@ -216,12 +188,15 @@ class TransformersAdapter(Adapter):
     def layer_dims(self, layers: tuple[int, ...]) -> list[int]:
         """Every hidden state is ``hidden_size`` wide; index 0 is the embedding layer's output and
         -1 the last layer's (what :meth:`encode_batch` pools)."""
-        count = int(self.model.config.num_hidden_layers) + 1
+        return self._hidden_state_dims(self.model.config, layers)
+
+    def _hidden_state_dims(self, config: Any, layers: tuple[int, ...]) -> list[int]:
+        count = int(config.num_hidden_layers) + 1
         for index in layers:
             if not -count <= index < count:
                 raise ValueError(f"{self.name} has {count} hidden states (the embeddings and "
                                  f"{count - 1} layers): layer must be from {-count} to {count - 1}, not {index}")
-        return [int(self.model.config.hidden_size)] * len(layers)
+        return [int(config.hidden_size)] * len(layers)
 
     def encode_layers(self, batch: Any, *, pool: str | None, layers: tuple[int, ...]) -> list[torch.Tensor]:
         batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -273,8 +248,21 @@ def _set_attention(model: Any, implementation: str) -> None:
         model.config._attn_implementation = implementation
 
 
+def _plain_folder_pooling(spec: ModelSpec, root: Path) -> str:
+    """A transformers folder with no sentence-transformers pipeline declares no pooling: zoo
+    mean-pools, as sentence-transformers does for such a folder, and says so once."""
+    import warnings
+
+    warnings.warn(f"{spec.name}: {root} has no sentence-transformers modules.json, so nothing declares how to "
+                  "pool its tokens; zoo mean-pools over the attention mask, as sentence-transformers does for a "
+                  "plain transformers folder. Pass pool= ('cls', 'max', 'lasttoken', 'pooler') if the model was "
+                  "trained otherwise", UserWarning, stacklevel=2)
+    return "mean"
+
+
 def pool_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, pool: str | None) -> torch.Tensor:
-    """``(B, T, H)`` token states to ``(B, H)``, ignoring padding: ``mean``, ``cls`` or ``max``."""
+    """``(B, T, H)`` token states to ``(B, H)``, ignoring padding: ``mean``, ``cls``, ``max`` or
+    ``lasttoken`` (the last token the mask keeps, on either padding side)."""
     import torch
 
     mask = attention_mask.unsqueeze(-1).to(torch.float32)
@@ -283,6 +271,10 @@ def pool_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, pool: str | 
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
     if pool == "cls":
         return hidden[:, 0]
+    if pool == "lasttoken":
+        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+        last = (attention_mask.long() * positions).argmax(1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     if pool == "max":
         return hidden.masked_fill(mask == 0, float("-inf")).max(1).values
     raise ValueError(f"unknown pool {pool!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from zoo.adapters.hf_folders import read_folder
 from zoo.adapters.transformers import TransformersAdapter
 from zoo.hookspecs import RegisterAdapter, RegisterModality, hookimpl
 from zoo.spec import ModelSpec
@@ -35,7 +36,11 @@ def zoo_register_adapters(register: RegisterAdapter) -> None:
 
 @hookimpl
 def zoo_spec_from_path(path: Path) -> ModelSpec | None:
-    """A Hugging Face model folder (it has ``config.json``)."""
-    if path.is_dir() and (path / "config.json").is_file():
-        return TransformersAdapter.spec_for_path(path)
+    """A folder that sentence-transformers or transformers wrote (``modules.json``, or
+    ``config.json`` with a ``model_type``); a reranker, sparse or multi-vector one is an error
+    naming its kind. timm's folders are the vision plugin's."""
+    if path.is_dir():
+        found = read_folder(path)
+        if found is not None and found.format in ("sentence-transformers", "transformers"):
+            return TransformersAdapter.spec_for_path(path)
     return None

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 from typing import Any
 
+from zoo.adapters.hf_folders import read_folder
+from zoo.adapters.timm import TimmAdapter
 from zoo.hookspecs import RegisterAdapter, RegisterModality, hookimpl
+from zoo.spec import ModelSpec
 
 # What PIL decodes that cameras, scanners and datasets produce.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -111,3 +115,13 @@ def zoo_register_modalities(register: RegisterModality) -> None:
 def zoo_register_adapters(register: RegisterAdapter) -> None:
     register("timm", "zoo.adapters.timm:TimmAdapter", schemes=("timm",))
     register("torchvision", "zoo.adapters.torchvision:TorchvisionAdapter", schemes=("torchvision",))
+
+
+@hookimpl
+def zoo_spec_from_path(path: Path) -> ModelSpec | None:
+    """A folder that timm wrote (``config.json`` naming an ``architecture``): timm loads it."""
+    if path.is_dir():
+        found = read_folder(path)
+        if found is not None and found.format == "timm":
+            return TimmAdapter.spec_for_path(path, found)
+    return None

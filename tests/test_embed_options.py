@@ -182,11 +182,15 @@ def test_several_layers_concatenate_or_average(minilm, minilm_dir):
     np.testing.assert_allclose(mean, (first + last) / 2, atol=2e-5)
 
 
-def test_layer_errors_name_the_range_and_the_model(minilm):
+def test_layer_errors_name_the_range_and_the_model(minilm, tiny_bert_dir):
     with pytest.raises(ValueError, match="7 hidden states .* from -7 to 6, not 9"):
         minilm.featurize(TEXTS, layer=9)
-    with pytest.raises(UnsupportedOptionError, match="pool='pooler'"):
+    with pytest.raises(ValueError, match="unknown pool 'pooler' for minilm-l6"):  # a sentence-transformers pipeline
         minilm.featurize(TEXTS, layer=-2, pool="pooler")
+    with pytest.warns(UserWarning, match="no sentence-transformers modules.json"):
+        plain = zoo.load(tiny_bert_dir, device="cpu")
+    with pytest.raises(UnsupportedOptionError, match="pool='pooler'"):
+        plain.featurize(TEXTS, layer=-2, pool="pooler")
     with pytest.raises(UnsupportedOptionError, match=r"ge2e-speaker \(ge2e backend\) does not give intermediate"):
         zoo.load("ge2e-speaker", device="cpu").featurize([np.zeros(16000, np.float32)], layer=-2)
 

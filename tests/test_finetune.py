@@ -181,9 +181,9 @@ def test_partial_trains_only_the_last_blocks_and_frozen_batchnorm_stays_in_eval(
 
 
 def test_text_blocks_are_the_transformer_layers(minilm):
-    blocks = minilm.blocks()
-    assert [b[0] for b in blocks] == [f"encoder.layer.{i}" for i in range(6)]
-    assert "pooler.dense.weight" in blocks[-1]  # what follows the stack trains with the last block
+    blocks = minilm.blocks()  # module paths inside the sentence-transformers pipeline (module 0)
+    assert [b[0] for b in blocks] == [f"0.model.encoder.layer.{i}" for i in range(6)]
+    assert "0.model.pooler.dense.weight" in blocks[-1]  # what follows the stack trains with the last block
 
 
 def test_bad_settings_are_clear(minilm, tmp_path):

@@ -88,12 +88,15 @@ class Built:
         embed_dim: the width the weights give (checked against the spec's).
         spec_changes: spec fields the weights settle (pooling, preprocessing...).
         parts: further keyword arguments for the adapter's constructor (transform, tokenizer...).
+        placed: the backend already placed the model (``device_map`` across devices): the build
+            path leaves its devices and dtype alone.
     """
 
     model: torch.nn.Module
     embed_dim: int
     spec_changes: dict[str, Any] = field(default_factory=dict)
     parts: dict[str, Any] = field(default_factory=dict)
+    placed: bool = False
 
 
 class Adapter(ABC):
@@ -152,7 +155,9 @@ class Adapter(ABC):
                             f"backend){did_you_mean(unknown[0], cls.load_options)}; it accepts: {accepted}")
         torch_dtype = resolve_dtype(dtype)
         built = cls._build(spec, files, device=device, dtype=torch_dtype, **options)
-        built.model.to(device=device, dtype=torch_dtype).eval()
+        if not built.placed:
+            built.model.to(device=device, dtype=torch_dtype)
+        built.model.eval()
         if spec.embed_dim is not None and spec.embed_dim != built.embed_dim:
             raise RegistryError(f"model {spec.name!r} declares embed_dim {spec.embed_dim} but its weights give "
                                 f"{built.embed_dim}; fix the registry entry")

@@ -80,7 +80,9 @@ def resolve_prompt(spec: ModelSpec, prompt: str | None, prompt_text: str | None,
                    takes_text: bool) -> tuple[str | None, str]:
     """``(name, text)`` of the prompt asked for by name (one the model declares) or literally."""
     if prompt is None and prompt_text is None:
-        return None, ""
+        if spec.default_prompt is None or not takes_text:
+            return None, ""
+        prompt = spec.default_prompt  # the weights' default_prompt_name, as encode() applies it
     if prompt is not None and prompt_text is not None:
         raise ValueError("pass either prompt= (a name the model declares) or prompt_text= (the text itself), "
                          "not both")

@@ -98,6 +98,16 @@ class UnsafePathError(ZooError, ValueError):
     """A record (bundle manifest, installed entry, spec) names a file outside its model folder."""
 
 
+class ModelFormatError(ZooError, ValueError):
+    """A model folder whose files zoo cannot read exactly: an unknown config value, module type or
+    layout. Names the file and the value, and what zoo supports; never replaced by a default."""
+
+
+class UnsupportedModelKindError(ModelFormatError):
+    """A folder saved as a kind of model zoo does not embed with yet (a reranker, a sparse or a
+    multi-vector encoder, a routed pipeline): loading it as a dense embedder would give wrong rows."""
+
+
 class UnsupportedOptionError(ZooError, ValueError):
     """An option this model cannot honour (intermediate layers of a backend without them, a
     prompt for a model that takes no text); the message names the model."""

@@ -122,6 +122,8 @@ class ModelSpec:
             loads them first and hands them over, and ``zoo pack`` bundles them too.
         prompts: named texts to put before inputs (E5's ``{query: "query: ", passage: "passage: "}``),
             used by ``featurize(..., prompt="query")``.
+        default_prompt: the name of the prompt put before texts when featurize names none (a
+            sentence-transformers folder's ``default_prompt_name``); ``prompt_text=""`` turns it off.
         matryoshka_dims: the truncated widths the weights were trained for (``truncate_dim``).
         scores: figures the authors published, by metric (see :mod:`zoo.scores`), each
             ``{value, source[, note]}``.
@@ -145,6 +147,7 @@ class ModelSpec:
     description: str = ""
     requires: tuple[str, ...] = ()
     prompts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    default_prompt: str | None = None
     matryoshka_dims: tuple[int, ...] = ()
     scores: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     plugin: str | None = None
@@ -162,6 +165,9 @@ class ModelSpec:
         for name, text in self.prompts.items():
             if not isinstance(name, str) or not isinstance(text, str):
                 raise RegistryError(f"prompts of {self.name!r} map names to texts; got {name!r}: {text!r}")
+        if self.default_prompt is not None and self.default_prompt not in self.prompts:
+            raise RegistryError(f"default_prompt {self.default_prompt!r} of {self.name!r} is not one of its prompts "
+                                f"({', '.join(self.prompts) or 'none declared'})")
         for dim in self.matryoshka_dims:
             if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
                 raise RegistryError(f"matryoshka_dims of {self.name!r} must be positive integers, not {dim!r}")

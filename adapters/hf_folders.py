@@ -1,0 +1,200 @@
+"""What a Hugging Face style model folder is, read from its files alone (no torch, no backend).
+
+Each library that writes such folders marks them in its own way:
+
+- sentence-transformers: ``modules.json`` (the module pipeline) and, since v2,
+  ``config_sentence_transformers.json``, whose ``model_type`` says which of its model classes
+  saved it (``SentenceTransformer``, ``CrossEncoder``, ``SparseEncoder``, ``MultiVectorEncoder``;
+  PyLate wrote ``ColBERT``);
+- timm: ``config.json`` with ``architecture`` (and, since timm 0.9, ``pretrained_cfg``);
+- transformers: ``config.json`` with ``model_type``.
+
+:func:`read_folder` tells them apart and says why, so that ``zoo info`` can show it and the loader
+picks the backend that runs the library's own code. A folder of a kind zoo does not embed with yet
+(a reranker, a sparse or multi-vector encoder, a routed pipeline) is an
+:class:`~zoo.errors.UnsupportedModelKindError`, never dense rows from the wrong head.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import ModelFormatError, UnsupportedModelKindError
+
+# model_type (config.json) -> modality, for the transformers encoders zoo pools; text otherwise.
+MODALITY_BY_MODEL_TYPE = {
+    **dict.fromkeys(("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat",
+                     "whisper", "audio-spectrogram-transformer"), "audio"),
+    **dict.fromkeys(("clip", "siglip", "siglip2", "chinese_clip", "altclip"), "image-text"),
+    **dict.fromkeys(("vit", "dinov2", "dinov2_with_registers", "deit", "beit", "convnext", "convnextv2",
+                     "swin", "swinv2", "resnet", "efficientnet", "regnet"), "vision"),
+}
+
+# sentence-transformers' model classes other than the dense SentenceTransformer, by the
+# model_type their config_sentence_transformers.json records, and what each is.
+_OTHER_ST_KINDS = {
+    "CrossEncoder": "a reranker (sentence-transformers CrossEncoder): it scores (query, document) pairs",
+    "SparseEncoder": "a sparse encoder (sentence-transformers SparseEncoder, SPLADE-style): its rows are "
+                     "vocabulary-sized term weights",
+    "MultiVectorEncoder": "a multi-vector encoder (sentence-transformers MultiVectorEncoder, ColBERT-style): "
+                          "it gives one vector per token",
+    "ColBERT": "a multi-vector encoder (PyLate ColBERT): it gives one vector per token",
+}
+# Module classes that only those kinds use, by class name (the module path moved between versions).
+_KIND_BY_MODULE = {
+    **dict.fromkeys(("SpladePooling", "SparseStaticEmbedding", "MLMTransformer", "SparseAutoEncoder"),
+                    "SparseEncoder"),
+    **dict.fromkeys(("TokenPooling", "MultiVectorMask"), "MultiVectorEncoder"),
+    "LogitScore": "CrossEncoder",
+}
+_ROUTERS = ("Router", "Asym")
+# The key of each pooling mode in sentence-transformers' older, boolean Pooling config.
+_POOLING_FLAGS = {
+    "pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken",
+}
+# How zoo pools a plain transformers folder of each modality, said by zoo info.
+_POOLING_BY_MODALITY = {
+    "text": "it declares no pooling, so zoo mean-pools over the attention mask (what sentence-transformers "
+            "does for such a folder) and warns at load; pass pool= to choose",
+    "vision": "pooled as the model type's own image-classification head reads it",
+    "audio": "frames mean-pooled over the audio they hold (AST: its pooled output)",
+    "image-text": "the model's own image and text projections",
+}
+# Heads that make a transformers folder something other than an embedder.
+_HEAD_KINDS = {
+    "ForSequenceClassification": "a sequence classifier or reranker ({arch}): its head scores inputs "
+                                 "rather than embedding them",
+}
+
+
+@dataclass(frozen=True)
+class FolderFormat:
+    """What :func:`read_folder` found.
+
+    Attributes:
+        format: ``sentence-transformers``, ``timm`` or ``transformers``.
+        modality: the modality zoo loads it as.
+        reason: the files and values that decided it, for ``zoo info``.
+        pooling: the pooling the library itself will apply, where the files say (None: the adapter
+            decides from the model, and says so).
+        modules: a sentence-transformers pipeline's module class names, in order.
+    """
+
+    format: str
+    modality: str
+    reason: str
+    pooling: str | None = None
+    modules: tuple[str, ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        """Plain data for ``zoo info``."""
+        out: dict[str, Any] = {"format": self.format, "why": self.reason}
+        if self.modules:
+            out["modules"] = list(self.modules)
+        if self.pooling:
+            out["pooling"] = self.pooling
+        return out
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a model folder, with its name in the error when it does not parse."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelFormatError(f"{path}: not readable JSON ({exc})") from None
+
+
+def read_folder(root: Path) -> FolderFormat | None:
+    """The format of the model folder ``root``, or None when it has none of the marker files.
+
+    Raises:
+        UnsupportedModelKindError: a reranker, sparse, multi-vector or routed folder.
+        ModelFormatError: a marker file zoo cannot read exactly (it names the file and value).
+    """
+    if (root / "modules.json").is_file():
+        return _sentence_transformers(root)
+    config_file = root / "config.json"
+    if not config_file.is_file():
+        return None
+    config = read_json(config_file)
+    if not isinstance(config, dict):
+        raise ModelFormatError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
+    if "architecture" in config:
+        cfg = "pretrained_cfg" if "pretrained_cfg" in config else "top-level (timm before 0.9)"
+        return FolderFormat("timm", "vision", f"config.json names a timm architecture "
+                                              f"{config['architecture']!r} with a {cfg} pretrained config")
+    if "model_type" in config:
+        check_head(config, config_file)
+        model_type = str(config["model_type"])
+        modality = MODALITY_BY_MODEL_TYPE.get(model_type, "text")
+        return FolderFormat("transformers", modality,
+                            f"config.json has transformers model_type {model_type!r} and no sentence-transformers "
+                            f"modules.json; {_POOLING_BY_MODALITY[modality]}")
+    raise ModelFormatError(
+        f"{config_file} is neither a transformers config (it has no 'model_type') nor a timm config (no "
+        "'architecture'), and the folder has no sentence-transformers modules.json; zoo cannot tell which "
+        "library wrote it")
+
+
+def check_head(config: dict[str, Any], config_file: Path) -> None:
+    """A transformers folder saved with a scoring head is not an embedder."""
+    for arch in config.get("architectures") or ():
+        for suffix, kind in _HEAD_KINDS.items():
+            if str(arch).endswith(suffix):
+                raise UnsupportedModelKindError(
+                    f"{config_file.parent} is {kind.format(arch=arch)} (config.json architectures: {arch!r}); "
+                    "zoo does not embed with this kind of model yet, and taking its base model's hidden "
+                    "states as embeddings would give numbers no one trained")
+
+
+def _sentence_transformers(root: Path) -> FolderFormat:
+    modules = read_json(root / "modules.json")
+    if not isinstance(modules, list) or not all(isinstance(m, dict) and "type" in m for m in modules):
+        raise ModelFormatError(f"{root / 'modules.json'}: expected a list of modules with a 'type' each")
+    st_config_file = root / "config_sentence_transformers.json"
+    st_config = read_json(st_config_file) if st_config_file.is_file() else {}
+    model_type = str(st_config.get("model_type") or "SentenceTransformer") if isinstance(st_config, dict) else ""
+    names = tuple(str(m["type"]).rsplit(".", 1)[-1] for m in modules)
+    if model_type != "SentenceTransformer":
+        kind = _OTHER_ST_KINDS.get(model_type, f"a sentence-transformers {model_type!r} model")
+        raise UnsupportedModelKindError(
+            f"{root} is {kind} ({st_config_file.name}: model_type {model_type!r}); zoo's featurize gives one "
+            "dense vector per input and does not load this kind yet")
+    for module, name in zip(modules, names):
+        if name in _KIND_BY_MODULE:
+            kind = _OTHER_ST_KINDS[_KIND_BY_MODULE[name]]
+            raise UnsupportedModelKindError(f"{root} is {kind} (modules.json has {module['type']!r}); zoo does not "
+                                            "load this kind yet")
+        if name in _ROUTERS or str(module["type"]).startswith("pylate."):
+            raise UnsupportedModelKindError(
+                f"{root} is a sentence-transformers pipeline with {module['type']!r} (modules.json), which routes "
+                "queries and documents through different modules (or is PyLate's); zoo does not load routed "
+                "or multi-vector pipelines yet")
+    pooling = _pipeline_pooling(root, modules)
+    steps = ", ".join(f"{n}({pooling})" if n == "Pooling" and pooling else n for n in names)
+    return FolderFormat("sentence-transformers", "text",
+                        f"modules.json: a sentence-transformers pipeline ({steps}), run by sentence-transformers "
+                        "itself", pooling=pooling, modules=names)
+
+
+def _pipeline_pooling(root: Path, modules: list[dict[str, Any]]) -> str | None:
+    """The pooling mode a Pooling module's config names, in either format sentence-transformers
+    has written: ``pooling_mode`` (a name, v5.x on) or one boolean per mode (before)."""
+    for module in modules:
+        if str(module["type"]).rsplit(".", 1)[-1] != "Pooling":
+            continue
+        config_file = root / str(module.get("path", "")) / "config.json"
+        config = read_json(config_file) if config_file.is_file() else {}
+        mode = config.get("pooling_mode")
+        if isinstance(mode, str):
+            return mode
+        if isinstance(mode, list):
+            return "+".join(str(m) for m in mode)
+        modes = [name for flag, name in _POOLING_FLAGS.items() if config.get(flag)]
+        return "+".join(modes) or None
+    return None

@@ -1,0 +1,209 @@
+"""A sentence-transformers folder, run by sentence-transformers' own module pipeline.
+
+``SentenceTransformer(folder)`` reads ``modules.json`` and every module's config in each format the
+library has written (Pooling's booleans and its ``pooling_mode``, Dense, LayerNorm, Normalize, the
+old ``sentence_transformers.models.*`` paths), and zoo drives its modules inside the featurize
+engine: texts sorted by token count, progress, provenance, runtimes and options stay zoo's, the
+numbers are the library's. Prompts come from the folder's ``config_sentence_transformers.json``
+(``prompts``, ``default_prompt_name``); a Pooling module with ``include_prompt: false`` leaves the
+prompt's tokens out of the pool, as ``encode`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zoo.adapter import Built
+from zoo.errors import ModelFormatError, RegistryError, UnsupportedOptionError
+from zoo.manifest import write_manifest
+
+from .hf_folders import read_folder
+from .transformers import TransformersAdapter, quiet_progress
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from zoo.embed_options import EmbedOptions
+    from zoo.featurize import FeaturizeReport
+    from zoo.model_files import ModelFiles
+    from zoo.spec import ModelSpec
+
+# sentence-transformers' Pooling modes (``Pooling.POOLING_MODES``), for pool= overrides.
+ST_POOLING_MODES = ("mean", "cls", "max", "lasttoken", "mean_sqrt_len_tokens", "weightedmean")
+
+
+class SentenceTransformerAdapter(TransformersAdapter):
+    """A ``SentenceTransformer`` pipeline; ``model`` is the ``SentenceTransformer`` itself.
+
+    ``pool=None`` runs the pipeline as saved. Another mode replaces its Pooling module with
+    sentence-transformers' own ``Pooling`` of that mode; the modules after it still run. A trailing
+    ``Normalize`` is zoo's ``normalize`` (on by default, as saved), so ``normalize=False`` gives the
+    rows before it.
+    """
+
+    pooling_modes = ST_POOLING_MODES
+    load_options = ("trust_remote_code", "device_map")
+
+    def __init__(self, spec: ModelSpec, model: Any, **kwargs: Any) -> None:
+        super().__init__(spec, model, **kwargs)
+        modules = list(model)
+        self._pooling_index = next((i for i, m in enumerate(modules) if type(m).__name__ == "Pooling"), None)
+        trailing_norm = type(modules[-1]).__name__ == "Normalize"
+        self._steps = modules[:-1] if trailing_norm else modules
+        self._poolers: dict[str, Any] = {}
+
+    # -- loading --------------------------------------------------------------------------------
+
+    @classmethod
+    def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
+               trust_remote_code: bool = False, device_map: Any = None) -> Built:
+        root = files.root
+        found = read_folder(root)
+        _check_module_sources(root, trust_remote_code)
+        model = _load(root, device=device, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map)
+        if "text" not in model.modalities:
+            raise ModelFormatError(f"{root}: a sentence-transformers pipeline for {', '.join(model.modalities)} "
+                                   "inputs; zoo runs sentence-transformers' text pipelines (load CLIP-style "
+                                   "weights through open_clip or transformers)")
+        pooling = found.pooling if found is not None else None
+        if spec.pooling and pooling and spec.pooling != pooling:
+            raise RegistryError(f"{spec.name} declares pooling {spec.pooling!r} but its sentence-transformers "
+                                f"pipeline pools {pooling!r} ({root / 'modules.json'}); fix the registry entry")
+        if spec.preprocessing.get("max_length"):
+            model.max_seq_length = int(spec.preprocessing["max_length"])
+        max_length = int(model.max_seq_length or _tokenizer_limit(model.tokenizer))
+        prompts = {str(k): str(v) for k, v in (model.prompts or {}).items() if v is not None}
+        changes = {"pooling": pooling,
+                   "normalize": spec.normalize if spec.normalize is not None
+                   else type(list(model)[-1]).__name__ == "Normalize",
+                   "preprocessing": {**spec.preprocessing, "max_length": max_length},
+                   "prompts": {**prompts, **spec.prompts},
+                   "default_prompt": spec.default_prompt or model.default_prompt_name or None}
+        # get_embedding_dimension since sentence-transformers 6, get_sentence_embedding_dimension before
+        dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
+        if not dim:
+            raise ModelFormatError(f"{root}: sentence-transformers cannot say this pipeline's output width")
+        return Built(model, int(dim), changes, {"tokenizer": model.tokenizer, "max_length": max_length},
+                     placed=device_map is not None)
+
+    # -- featurize ------------------------------------------------------------------------------
+
+    def collate(self, items: list[str]) -> dict[str, torch.Tensor]:
+        """sentence-transformers' own preprocessing of the (already prompted) texts: its tokenizer
+        settings, maximum length and padding side. Tensors only, so the batch exports to ONNX."""
+        import torch
+
+        features = self.model.preprocess(items)
+        return {k: v for k, v in features.items() if isinstance(v, torch.Tensor)}
+
+    def encode_batch(self, batch: dict[str, Any], *, pool: str | None = None) -> torch.Tensor:
+        features = {**{k: v.to(self.device) if hasattr(v, "to") else v for k, v in batch.items()},
+                    "modality": "text"}
+        for index, module in enumerate(self._steps):
+            if index == self._pooling_index and pool not in (None, self.spec.pooling):
+                module = self._pooler(pool)
+            features = module(features)
+        return features["sentence_embedding"].float()
+
+    def _pooler(self, mode: str) -> Any:
+        """sentence-transformers' Pooling of another mode, built once per mode."""
+        if mode not in self._poolers:
+            from sentence_transformers.sentence_transformer.modules import Pooling
+
+            saved = self.model[self._pooling_index]
+            self._poolers[mode] = Pooling(saved.embedding_dimension, pooling_mode=mode,
+                                          include_prompt=saved.include_prompt)
+        return self._poolers[mode]
+
+    def resolve_pool(self, pool: str | None) -> str | None:
+        if pool is not None and pool != self.spec.pooling and self._pooling_index is None:
+            raise UnsupportedOptionError(f"{self.name}'s sentence-transformers pipeline has no Pooling module to "
+                                         "replace; leave pool= unset")
+        return super().resolve_pool(pool)
+
+    def _embed(self, inputs: Iterable[Any], options: EmbedOptions, **kwargs: Any
+               ) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
+        """A Pooling module with ``include_prompt: false`` pools without the prompt's tokens: each
+        batch carries the prompt's length, measured by sentence-transformers as ``encode`` does."""
+        pooling = self.model[self._pooling_index] if self._pooling_index is not None else None
+        if options.prompt and pooling is not None and not pooling.include_prompt:
+            if self.compiled is not None:
+                raise UnsupportedOptionError(
+                    f"{self.name} pools without its prompt's tokens (include_prompt: false), which the "
+                    f"{self.runtime} export does not take as an input; load it with runtime='torch'")
+            length = self.model.preprocess([""], prompt=options.prompt).get("prompt_length")
+            encode = kwargs["encode"]
+            kwargs["encode"] = lambda batch: encode({**batch, "prompt_length": length})
+        return super()._embed(inputs, options, **kwargs)
+
+    # -- layers ---------------------------------------------------------------------------------
+
+    @property
+    def transformer(self) -> Any:
+        """The transformers model inside the pipeline's first module."""
+        return self.model.transformers_model
+
+    def layer_dims(self, layers: tuple[int, ...]) -> list[int]:
+        return self._hidden_state_dims(self.transformer.config, layers)
+
+    def encode_layers(self, batch: Any, *, pool: str | None, layers: tuple[int, ...]) -> list[torch.Tensor]:
+        """Hidden states pooled by the pipeline's Pooling (or ``pool``'s); the modules after the
+        pool (Dense, ...) belong to the final layer and are not applied."""
+        inputs = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask",
+                                                                           "token_type_ids")}
+        hidden = self.transformer(**inputs, output_hidden_states=True).hidden_states
+        pooler = self._pooler(pool) if pool not in (None, self.spec.pooling) else self.model[self._pooling_index]
+        return [pooler({"token_embeddings": hidden[i], "attention_mask": inputs["attention_mask"]})
+                ["sentence_embedding"].float() for i in layers]
+
+    def onnx_fusion(self) -> dict[str, Any] | None:
+        return None  # the pipeline's graph is more than the BERT pattern the fusion expects
+
+    # -- saving ---------------------------------------------------------------------------------
+
+    def save(self, directory: Any) -> Path:
+        """The pipeline as sentence-transformers saves it, with zoo's manifest beside it."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with quiet_progress():
+            self.model.save(str(directory), create_model_card=False)
+        write_manifest(directory, self.spec, self.files)
+        return directory
+
+
+def _check_module_sources(root: Path, trust_remote_code: bool) -> None:
+    """A module class from outside sentence-transformers is code the folder brings: run only when
+    asked, as transformers' ``trust_remote_code``."""
+    import json
+
+    for module in json.loads((root / "modules.json").read_text()):
+        ref = str(module["type"])
+        if not ref.startswith("sentence_transformers.") and not trust_remote_code:
+            raise ModelFormatError(
+                f"{root / 'modules.json'} names module {ref!r}, code from outside sentence-transformers; zoo runs "
+                "it only with zoo.load(..., trust_remote_code=True)")
+
+
+def _load(root: Path, *, device: str, dtype: torch.dtype, trust_remote_code: bool, device_map: Any) -> Any:
+    """``SentenceTransformer(root)`` from local files only; its own errors say what is wrong, with
+    the folder named."""
+    from sentence_transformers import SentenceTransformer
+
+    model_kwargs: dict[str, Any] = {"dtype": dtype}
+    if device_map is not None:
+        model_kwargs["device_map"] = device_map
+    try:
+        with quiet_progress():
+            return SentenceTransformer(str(root), device=None if device_map is not None else device,
+                                       local_files_only=True, trust_remote_code=trust_remote_code,
+                                       model_kwargs=model_kwargs)
+    except (ValueError, TypeError, KeyError, ImportError, AttributeError, OSError) as exc:
+        raise ModelFormatError(f"sentence-transformers cannot load {root}: {type(exc).__name__}: {exc}") from exc
+
+
+def _tokenizer_limit(tokenizer: Any) -> int:
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if isinstance(limit, int) and 0 < limit < 100_000 else 512

@@ -1,0 +1,408 @@
+"""The parity matrix: folders saved by each library's own save function, in each on-disk format it
+has written, give through zoo what the library gives when called directly.
+
+For every case: the same width, a minimum cosine of 0.9999, row norms within 0.1% (a per-row
+rescaling passes a cosine test), and every row the same whether its input is featurized alone or
+in a batch with others of other lengths.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_models import TEXTS, as_st_format, bert_folder, decoder_folder, st_folder, timm_folder
+
+import zoo
+from zoo.errors import ModelFormatError, UnsupportedModelKindError
+
+MIN_COSINE = 0.9999
+
+
+def assert_same_rows(ours: np.ndarray, theirs: np.ndarray) -> None:
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    assert ours.shape == theirs.shape
+    norms_ours, norms_theirs = np.linalg.norm(ours, axis=1), np.linalg.norm(theirs, axis=1)
+    cosine = (ours * theirs).sum(1) / (norms_ours * norms_theirs)
+    assert cosine.min() >= MIN_COSINE, cosine
+    np.testing.assert_allclose(norms_ours, norms_theirs, rtol=1e-3)
+
+
+def assert_batch_independent(model, items, **options) -> np.ndarray:
+    """Each row alone equals its row in one batch of all, and in batches of three."""
+    alone = np.vstack([model.featurize([item], **options) for item in items])
+    assert_same_rows(model.featurize(items, batch_size=len(items), **options), alone)
+    assert_same_rows(model.featurize(items, batch_size=3, **options), alone)
+    return alone
+
+
+# -- sentence-transformers --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory, minilm_dir) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bases")
+    return {"bert": bert_folder(root / "bert", minilm_dir),
+            "qwen3": decoder_folder(root / "qwen3", minilm_dir, "qwen3"),
+            "gemma3": decoder_folder(root / "gemma3", minilm_dir, "gemma3")}
+
+
+# name: (base, pipeline options, the on-disk eras to write it in)
+PIPELINES = {
+    "mean": ("bert", {"pooling": "mean"}, ("current", "v3", "v2")),
+    "cls": ("bert", {"pooling": "cls"}, ("current", "v3", "v2")),
+    "max": ("bert", {"pooling": "max"}, ("current", "v3", "v2")),
+    "mean_sqrt_len_tokens": ("bert", {"pooling": "mean_sqrt_len_tokens", "normalize": False}, ("current", "v2")),
+    "weightedmean": ("bert", {"pooling": "weightedmean"}, ("current", "v3")),
+    "dense-then-normalize": ("bert", {"pooling": "mean", "dense": (24,)}, ("current", "v3", "v2")),
+    "dense-keeps-width": ("bert", {"pooling": "cls", "dense": (32,), "normalize": False}, ("current", "v3")),
+    "layernorm": ("bert", {"pooling": "mean", "layer_norm": True, "normalize": False}, ("current", "v3")),
+    "qwen3-lasttoken": ("qwen3", {"pooling": "lasttoken", "prompts": {"query": "Instruct: find the passage\nQuery:"}},
+                        ("current", "v3")),
+    "gemma3-two-dense": ("gemma3", {"pooling": "mean", "dense": (64, 32),
+                                    "prompts": {"query": "task: search result | query: ", "document": "title: none | "
+                                                "text: "}, "default_prompt": "document"}, ("current", "v3")),
+    "include-prompt-false": ("bert", {"pooling": "mean", "include_prompt": False, "prompts": {"query": "query: "}},
+                             ("current", "v3")),
+}
+CASES = [(name, era) for name, (_, _, eras) in PIPELINES.items() for era in eras]
+
+
+@pytest.fixture(scope="module")
+def st_folders(tmp_path_factory, bases) -> dict[tuple[str, str], Path]:
+    root = tmp_path_factory.mktemp("st")
+    cache: dict[tuple[str, str], Path] = {}
+
+    def get(name: str, era: str) -> Path:
+        if (name, era) not in cache:
+            base, options, _ = PIPELINES[name]
+            folder = st_folder(root / f"{name}-{era}", bases[base], **options)
+            cache[(name, era)] = folder if era == "current" else as_st_format(folder, era)
+        return cache[(name, era)]
+
+    return get
+
+
+def _encode(folder: Path, texts, **kwargs) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device="cpu", local_files_only=True).encode(
+        list(texts), batch_size=4, convert_to_numpy=True, **kwargs)
+
+
+@pytest.mark.parametrize(("name", "era"), CASES, ids=[f"{n}-{e}" for n, e in CASES])
+def test_sentence_transformers_folder_equals_encode(st_folders, name, era):
+    folder = st_folders(name, era)
+    model = zoo.load(folder, device="cpu")
+    assert model.backend == "transformers" and type(model).__name__ == "SentenceTransformerAdapter"
+    ours = assert_batch_independent(model, TEXTS)
+    assert_same_rows(ours, _encode(folder, TEXTS))  # encode() applies the default prompt too
+    prompts = PIPELINES[name][1].get("prompts") or {}
+    for prompt in prompts:
+        assert_same_rows(model.featurize(TEXTS, prompt=prompt), _encode(folder, TEXTS, prompt_name=prompt))
+    if prompts:
+        assert_same_rows(model.featurize(TEXTS, prompt_text=""), _encode(folder, TEXTS, prompt=""))
+
+
+def test_the_pipeline_is_what_info_and_the_spec_say(st_folders):
+    folder = st_folders("gemma3-two-dense", "v3")
+    info = zoo.info(str(folder))
+    assert info["backend"] == "transformers" and info["config"]["folder"]["format"] == "sentence-transformers"
+    assert info["config"]["folder"]["pooling"] == "mean"
+    assert info["config"]["folder"]["modules"] == ["Transformer", "Pooling", "Dense", "Dense", "Normalize"]
+    model = zoo.load(folder, device="cpu")
+    assert model.embed_dim == 32 and model.spec.normalize is True
+    assert model.spec.default_prompt == "document" and model.spec.prompts["query"].startswith("task: search")
+
+
+def test_normalize_false_gives_the_rows_before_the_trailing_normalize(st_folders):
+    from sentence_transformers import SentenceTransformer
+
+    folder = st_folders("dense-then-normalize", "current")
+    modules = list(SentenceTransformer(str(folder), device="cpu"))
+    before_norm = SentenceTransformer(modules=modules[:-1], device="cpu").encode(TEXTS, convert_to_numpy=True)
+    assert_same_rows(zoo.load(folder, device="cpu").featurize(TEXTS, normalize=False), before_norm)
+
+
+def test_another_pool_replaces_the_pooling_module_and_keeps_the_rest(st_folders):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    folder = st_folders("dense-then-normalize", "current")
+    reference = SentenceTransformer(str(folder), device="cpu")
+    reference[1] = Pooling(32, pooling_mode="cls")
+    model = zoo.load(folder, device="cpu")
+    assert_same_rows(model.featurize(TEXTS, pool="cls"), reference.encode(TEXTS, convert_to_numpy=True))
+    with pytest.raises(ValueError, match="unknown pool 'median'"):
+        model.featurize(TEXTS, pool="median")
+
+
+@pytest.mark.parametrize("runtime", ["onnx", pytest.param("openvino", marks=pytest.mark.slow)])
+def test_the_export_holds_the_whole_pipeline(st_folders, runtime):
+    folder = st_folders("dense-then-normalize", "v3")
+    model = zoo.load(folder, device="cpu", runtime=runtime)
+    assert model.runtime == runtime and model.embed_dim == 24
+    assert_same_rows(model.featurize(TEXTS), _encode(folder, TEXTS))
+
+
+def test_include_prompt_false_is_a_torch_only_option(st_folders):
+    model = zoo.load(st_folders("include-prompt-false", "current"), device="cpu", runtime="onnx")
+    model.featurize(TEXTS[:2])  # no prompt: the export serves it
+    with pytest.raises(zoo.UnsupportedOptionError, match="include_prompt: false"):
+        model.featurize(TEXTS[:2], prompt="query")
+
+
+def test_plain_decoder_folder_pools_the_last_token_whatever_the_padding_side(bases):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    with pytest.warns(UserWarning, match="no sentence-transformers modules.json"):
+        model = zoo.load(bases["qwen3"], device="cpu")
+    ours = assert_batch_independent(model, TEXTS, pool="lasttoken")
+    tokenizer = AutoTokenizer.from_pretrained(bases["qwen3"])
+    reference = AutoModel.from_pretrained(bases["qwen3"]).eval()
+    with torch.inference_mode():
+        rows = [reference(**tokenizer([t], truncation=True, max_length=model.max_length, return_tensors="pt"))
+                .last_hidden_state[0, -1].numpy() for t in TEXTS]
+    assert_same_rows(ours, np.vstack(rows))
+
+
+# -- what must not load as a dense embedder ---------------------------------------------------
+
+def _kind_folders(root: Path, bert: Path) -> dict[str, Path]:
+    from sentence_transformers import CrossEncoder, MultiVectorEncoder, SentenceTransformer, SparseEncoder
+    from sentence_transformers.base.modules import Router, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+    from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
+
+    folders = {}
+    CrossEncoder(str(bert), num_labels=1).save(str(root / "cross-encoder"))
+    folders["cross-encoder"] = root / "cross-encoder"
+    BertForSequenceClassification(BertConfig.from_pretrained(bert, num_labels=1)).save_pretrained(root / "seq-cls")
+    folders["seq-cls"] = root / "seq-cls"
+    mlm = root / "mlm"
+    BertForMaskedLM(BertConfig.from_pretrained(bert)).save_pretrained(mlm)
+    for file in bert.glob("*token*"):
+        shutil.copy(file, mlm)
+    SparseEncoder(str(mlm)).save(str(root / "sparse"))
+    folders["sparse"] = root / "sparse"
+    MultiVectorEncoder(str(bert)).save(str(root / "multi-vector"))
+    folders["multi-vector"] = root / "multi-vector"
+    router = Router.for_query_document(query_modules=[Transformer(str(bert)), Pooling(32)],
+                                       document_modules=[Transformer(str(bert)), Pooling(32)])
+    SentenceTransformer(modules=[router]).save(str(root / "router"))
+    folders["router"] = root / "router"
+    colbert = shutil.copytree(folders["multi-vector"], root / "pylate-v3")
+    config = json.loads((colbert / "config_sentence_transformers.json").read_text())
+    (colbert / "config_sentence_transformers.json").write_text(json.dumps({**config, "model_type": "ColBERT"}))
+    folders["pylate-v3"] = colbert
+    return folders
+
+
+@pytest.fixture(scope="module")
+def kind_folders(tmp_path_factory, bases) -> dict[str, Path]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _kind_folders(tmp_path_factory.mktemp("kinds"), bases["bert"])
+
+
+@pytest.mark.parametrize(("kind", "says"), [
+    ("cross-encoder", "reranker"), ("seq-cls", "sequence classifier or reranker"), ("sparse", "sparse encoder"),
+    ("multi-vector", "multi-vector encoder"), ("router", "routes queries and documents"),
+    ("pylate-v3", "PyLate ColBERT"),
+])
+def test_other_kinds_are_refused_by_name(kind_folders, kind, says):
+    with pytest.raises(UnsupportedModelKindError, match=says):
+        zoo.load(kind_folders[kind], device="cpu")
+    with pytest.raises(UnsupportedModelKindError, match=says):
+        zoo.info(str(kind_folders[kind]))
+
+
+def test_what_zoo_cannot_read_is_named_with_its_file(st_folders, tmp_path):
+    unknown_mode = shutil.copytree(st_folders("mean", "current"), tmp_path / "median")
+    (unknown_mode / "1_Pooling" / "config.json").write_text(json.dumps({"embedding_dimension": 32,
+                                                                       "pooling_mode": "median"}))
+    with pytest.raises(ModelFormatError, match=r"median.*|.*median"):
+        zoo.load(unknown_mode, device="cpu")
+    custom = shutil.copytree(st_folders("mean", "current"), tmp_path / "custom")
+    modules = json.loads((custom / "modules.json").read_text())
+    modules[1]["type"] = "my_package.pooling.FancyPooling"
+    (custom / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ModelFormatError, match=r"modules.json names module 'my_package.pooling.FancyPooling'"):
+        zoo.load(custom, device="cpu")
+    neither = tmp_path / "neither"
+    neither.mkdir()
+    (neither / "config.json").write_text(json.dumps({"hidden_size": 8}))
+    with pytest.raises(ModelFormatError, match="neither a transformers config .* nor a timm config"):
+        zoo.load(neither, device="cpu")
+
+
+# -- timm -------------------------------------------------------------------------------------
+
+TIMM_FAMILIES = ["test_resnet", "test_convnext", "test_vit", "test_efficientnet"]
+
+
+@pytest.fixture(scope="module")
+def pictures():
+    from PIL import Image
+    from skimage import data
+
+    return [Image.fromarray(f()) for f in (data.astronaut, data.coffee, data.chelsea, data.rocket)] + [
+        Image.fromarray(data.camera()).convert("RGB").resize((97, 131))]
+
+
+def _timm_reference(folder: Path, pictures) -> np.ndarray:
+    import timm
+    import torch
+    from timm.data import create_transform, resolve_model_data_config
+
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    transform = create_transform(**resolve_model_data_config(model), is_training=False)
+    with torch.inference_mode():
+        x = torch.stack([transform(p) for p in pictures])
+        return model.forward_head(model.forward_features(x), pre_logits=True).numpy()
+
+
+@pytest.mark.parametrize("arch", TIMM_FAMILIES)
+@pytest.mark.parametrize("layout", ["safetensors", "pytorch_model.bin", "before-0.9"])
+def test_timm_folder_equals_timm(tmp_path, pictures, arch, layout):
+    if layout == "before-0.9" and arch != "test_resnet":
+        pytest.skip("the pre-0.9 config layout is one case")
+    folder = timm_folder(tmp_path / arch, arch, legacy=layout == "before-0.9", safetensors=layout != "pytorch_model.bin")
+    info = zoo.info(str(folder))
+    assert info["backend"] == "timm" and info["config"]["folder"]["format"] == "timm"
+    model = zoo.load(folder, device="cpu")
+    ours = assert_batch_independent(model, pictures)
+    assert_same_rows(ours, _timm_reference(folder, pictures))
+    assert model.spec.preprocessing["input_size"] == tuple(model.model.pretrained_cfg["input_size"]) or \
+        list(model.spec.preprocessing["input_size"]) == list(model.model.pretrained_cfg["input_size"])
+
+
+def test_a_timm_field_timm_does_not_know_is_named(tmp_path):
+    folder = timm_folder(tmp_path / "odd", "test_resnet")
+    config = json.loads((folder / "config.json").read_text())
+    config["pretrained_cfg"]["crop_weird"] = 0.5
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(zoo.ZooError, match=r"config.json.*crop_weird"):
+        zoo.load(folder, device="cpu")
+
+
+# -- transformers audio -----------------------------------------------------------------------
+
+def _audio_folder(root: Path, kind: str) -> Path:
+    """A tiny audio encoder and its feature extractor, saved by save_pretrained."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=16,
+                 num_conv_pos_embedding_groups=4)
+    if kind in ("wav2vec2-group", "hubert-group"):
+        cls = tf.Wav2Vec2Model if kind.startswith("wav2vec2") else tf.HubertModel
+        config = (tf.Wav2Vec2Config if cls is tf.Wav2Vec2Model else tf.HubertConfig)(feat_extract_norm="group", **small)
+        extractor = tf.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False)
+    elif kind == "wav2vec2-layer":
+        cls, config = tf.Wav2Vec2Model, tf.Wav2Vec2Config(feat_extract_norm="layer", do_stable_layer_norm=True, **small)
+        extractor = tf.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
+    elif kind == "whisper":
+        cls = tf.WhisperModel
+        config = tf.WhisperConfig(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                                  decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
+                                  vocab_size=64, max_target_positions=32, pad_token_id=0,
+                                  bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+        extractor = tf.WhisperFeatureExtractor(feature_size=80)
+    else:  # audio-spectrogram-transformer
+        cls = tf.ASTModel
+        config = tf.ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                              num_mel_bins=16, max_length=100)
+        extractor = tf.ASTFeatureExtractor(num_mel_bins=16, max_length=100)
+    cls(config).eval().save_pretrained(root)
+    extractor.save_pretrained(root)
+    return root
+
+
+def _audio_reference(folder: Path, kind: str, clips: list) -> np.ndarray:
+    """The model called directly on each clip alone: the extractor's features, then the frames'
+    mean (Whisper: the frames that hold audio; AST: the pooled output zoo uses by default)."""
+    import torch
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    extractor = AutoFeatureExtractor.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    rows = []
+    with torch.inference_mode():
+        for wave in clips:
+            inputs = extractor(wave, sampling_rate=16000, return_tensors="pt")
+            if kind == "whisper":
+                hidden = model.get_encoder()(inputs["input_features"]).last_hidden_state[0]
+                rows.append(hidden[: -(-len(wave) // 320)].mean(0).numpy())
+            elif kind == "ast":
+                rows.append(model(**inputs).pooler_output[0].numpy())
+            else:
+                rows.append(model(**inputs).last_hidden_state[0].mean(0).numpy())
+    return np.vstack(rows)
+
+
+@pytest.mark.parametrize("kind", ["wav2vec2-group", "hubert-group", "wav2vec2-layer", "whisper", "ast"])
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_audio_encoder_equals_the_model_and_rows_do_not_depend_on_their_batch(tmp_path, kind, rate):
+    import torch
+    import torchaudio
+
+    folder = _audio_folder(tmp_path / kind, kind)
+    rng = np.random.default_rng(0)
+    seconds = (0.35, 1.2, 0.6, 0.6, 2.0)
+    clips = [(0.1 * rng.standard_normal(int(s * rate))).astype(np.float32) for s in seconds]
+    model = zoo.load(folder, device="cpu")
+    ours = assert_batch_independent(model, [(c, rate) for c in clips])
+    at_16k = clips if rate == 16000 else [torchaudio.functional.resample(torch.from_numpy(c), rate, 16000).numpy()
+                                         for c in clips]
+    assert_same_rows(ours, _audio_reference(folder, kind, at_16k))
+
+
+# -- transformers vision ----------------------------------------------------------------------
+
+def _vision_folder(root: Path, kind: str):
+    """A tiny ``*ForImageClassification`` model saved by save_pretrained (zoo loads its base model),
+    and the same model with its classifier replaced by the identity: what its head reads."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    small = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=64, num_labels=3)
+    if kind == "vit":
+        model = tf.ViTForImageClassification(tf.ViTConfig(**small))
+    elif kind == "dinov2":
+        model = tf.Dinov2ForImageClassification(tf.Dinov2Config(**small))
+    elif kind == "swin":
+        model = tf.SwinForImageClassification(tf.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=(1, 1),
+                                                            num_heads=(2, 2), window_size=4, num_labels=3))
+    else:
+        model = tf.ConvNextForImageClassification(tf.ConvNextConfig(num_stages=2, hidden_sizes=(8, 16), depths=(1, 1),
+                                                                    num_labels=3))
+    model.eval().save_pretrained(root)
+    tf.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root)
+    model.classifier = torch.nn.Identity()
+    return root, model
+
+
+@pytest.mark.parametrize("kind", ["vit", "dinov2", "swin", "convnext"])
+def test_hf_vision_pools_what_its_own_head_reads(tmp_path, pictures, kind):
+    import torch
+    from transformers import ViTImageProcessor
+
+    folder, headless = _vision_folder(tmp_path / kind, kind)
+    model = zoo.load(folder, device="cpu")
+    ours = assert_batch_independent(model, pictures)
+    pixels = ViTImageProcessor.from_pretrained(folder)(images=pictures, return_tensors="pt")["pixel_values"]
+    with torch.inference_mode():
+        if kind == "dinov2":  # its head reads [class token, mean of patches]; the class token is the embedding
+            reference = headless.dinov2(pixel_values=pixels).pooler_output
+        else:
+            reference = headless(pixel_values=pixels).logits
+    assert_same_rows(ours, reference.numpy())

@@ -1,0 +1,187 @@
+"""Tiny random-weight models saved by each library's own save function, for parity tests.
+
+Every builder seeds torch, builds a model of a few KB to a few MB, and writes it with the library's
+own writer (``SentenceTransformer.save``, ``save_pretrained``, ``timm.models.save_for_hf``). The
+older on-disk formats of sentence-transformers and timm are written from a current save by
+rewriting exactly the files those versions wrote differently (see :func:`as_st_format`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+# Texts of varied length (one far over the tiny models' maximum length, so truncation is exercised).
+TEXTS = [
+    "A man is eating food.",
+    "Someone is playing a guitar on the corner of the street while people walk past.",
+    "The cat sleeps.",
+    "Debian is a free operating system, developed and maintained by volunteers around the world. " * 12,
+    "Rain.",
+    "A quick brown fox jumps over the lazy dog, and the dog does not seem to mind at all.",
+    "Two children build a castle of sand near the water.",
+]
+
+
+def _seed(seed: int = 0) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def bert_folder(root: Path, tokenizer_dir: Path, *, padding_side: str = "right") -> Path:
+    """A 2-layer, 32-wide BERT with MiniLM's real WordPiece tokenizer (save_pretrained)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    _seed()
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer.padding_side = padding_side
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).eval().save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return root
+
+
+def decoder_folder(root: Path, tokenizer_dir: Path, kind: str = "qwen3") -> Path:
+    """A 2-layer decoder (Qwen3, or Gemma3's bidirectional text model) with a left-padding tokenizer,
+    as decoder embedding models ship."""
+    from transformers import AutoTokenizer
+
+    _seed()
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer.padding_side = "left"
+    common = dict(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=128,
+                  pad_token_id=tokenizer.pad_token_id)
+    if kind == "qwen3":
+        from transformers import Qwen3Config, Qwen3Model
+
+        model = Qwen3Model(Qwen3Config(**common))
+    else:
+        from transformers import Gemma3TextConfig, Gemma3TextModel
+
+        model = Gemma3TextModel(Gemma3TextConfig(**common, use_bidirectional_attention=True, sliding_window=16))
+    model.eval().save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return root
+
+
+def st_folder(root: Path, base: Path, *, pooling: str = "mean", dense: tuple[int, ...] = (), normalize: bool = True,
+              layer_norm: bool = False, prompts: dict[str, str] | None = None, default_prompt: str | None = None,
+              include_prompt: bool = True, max_seq_length: int = 48) -> Path:
+    """A sentence-transformers pipeline over the transformers folder ``base``, saved by
+    ``SentenceTransformer.save``: Transformer, Pooling, then Dense layers, LayerNorm, Normalize."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Dense, Normalize, Transformer
+    from sentence_transformers.sentence_transformer.modules import LayerNorm, Pooling
+
+    _seed(1)
+    transformer = Transformer(str(base), max_seq_length=max_seq_length)
+    width = transformer.get_embedding_dimension()
+    modules: list[Any] = [transformer, Pooling(width, pooling_mode=pooling, include_prompt=include_prompt)]
+    for out in dense:
+        modules.append(Dense(width, out))
+        width = out
+    if layer_norm:
+        modules.append(LayerNorm(width))
+    if normalize:
+        modules.append(Normalize())
+    model = SentenceTransformer(modules=modules, prompts=prompts, default_prompt_name=default_prompt, device="cpu")
+    model.save(str(root), create_model_card=False)
+    return root
+
+
+# The module paths sentence-transformers wrote before its 5.x reorganisation.
+_OLD_MODULE_PATHS = {"Transformer": "sentence_transformers.models.Transformer",
+                     "Pooling": "sentence_transformers.models.Pooling",
+                     "Dense": "sentence_transformers.models.Dense",
+                     "LayerNorm": "sentence_transformers.models.LayerNorm",
+                     "Normalize": "sentence_transformers.models.Normalize"}
+_OLD_POOLING_FLAGS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
+                      "max": "pooling_mode_max_tokens", "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+                      "weightedmean": "pooling_mode_weightedmean_tokens", "lasttoken": "pooling_mode_lasttoken"}
+
+
+def as_st_format(folder: Path, era: str) -> Path:
+    """Rewrite a current sentence-transformers save into the files an older version wrote.
+
+    - ``"v3"`` (2.3 to 5.x): modules under ``sentence_transformers.models``, Pooling as one boolean
+      per mode with ``word_embedding_dimension`` and ``include_prompt``, ``sentence_bert_config.json``
+      with ``max_seq_length`` / ``do_lower_case``, Dense weights in ``pytorch_model.bin``.
+    - ``"v2"`` (2.0 to 2.2): the same with only the four modes 2.x knew, no ``include_prompt``, and a
+      ``config_sentence_transformers.json`` with neither ``model_type`` nor prompts.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    modules = json.loads((folder / "modules.json").read_text())
+    for module in modules:
+        name = module["type"].rsplit(".", 1)[-1]
+        module["type"] = _OLD_MODULE_PATHS[name]
+        sub = folder / module["path"]
+        if name == "Pooling":
+            config = json.loads((sub / "config.json").read_text())
+            modes = ("cls", "mean", "max", "mean_sqrt_len_tokens")
+            if era == "v3":
+                modes += ("weightedmean", "lasttoken")
+            old = {"word_embedding_dimension": config["embedding_dimension"],
+                   **{_OLD_POOLING_FLAGS[m]: config["pooling_mode"] == m for m in modes}}
+            if era == "v3":
+                old["include_prompt"] = config["include_prompt"]
+            (sub / "config.json").write_text(json.dumps(old, indent=2))
+        elif name == "Dense":
+            state = load_file(sub / "model.safetensors")
+            (sub / "model.safetensors").unlink()
+            torch.save(state, sub / "pytorch_model.bin")
+            config = json.loads((sub / "config.json").read_text())
+            for key in ("module_input_name", "module_output_name"):
+                config.pop(key, None)
+            (sub / "config.json").write_text(json.dumps(config, indent=2))
+        elif name == "Transformer":
+            max_length = json.loads((folder / "tokenizer_config.json").read_text()).get("model_max_length")
+            (folder / "sentence_bert_config.json").write_text(json.dumps(
+                {"max_seq_length": min(int(max_length or 48), 48), "do_lower_case": False}, indent=2))
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2))
+    st_config_file = folder / "config_sentence_transformers.json"
+    st_config = json.loads(st_config_file.read_text())
+    st_config.pop("model_type", None)
+    if era == "v2":
+        st_config = {"__version__": {"sentence_transformers": "2.2.2", "transformers": "4.30.2",
+                                     "pytorch": "2.0.1"}}
+    st_config_file.write_text(json.dumps(st_config, indent=2))
+    return folder
+
+
+def copy_folder(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def timm_folder(root: Path, arch: str, *, legacy: bool = False, safetensors: bool = True) -> Path:
+    """A timm model saved by ``timm.models.save_for_hf`` (``config.json`` with ``pretrained_cfg``
+    and ``model.safetensors`` or ``pytorch_model.bin``), with BatchNorm statistics far from their
+    defaults; ``legacy=True`` rewrites the config as timm wrote it before 0.9 (one flat dict)."""
+    import timm
+    import torch
+
+    _seed()
+    model = timm.create_model(arch, pretrained=False, num_classes=7)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                if module.affine:
+                    module.weight.uniform_(0.5, 1.5)
+                    module.bias.uniform_(-0.2, 0.2)
+    timm.models.save_for_hf(model.eval(), str(root), safe_serialization=safetensors)
+    if legacy:
+        config = json.loads((root / "config.json").read_text())
+        flat = {"architecture": config["architecture"], "num_features": config.get("num_features"),
+                **config["pretrained_cfg"], "num_classes": config.get("num_classes", 7)}
+        flat.pop("architecture", None)
+        (root / "config.json").write_text(json.dumps({"architecture": config["architecture"], **flat}, indent=2))
+    return root
