@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from zoo.adapter import Adapter
@@ -17,10 +18,31 @@ class AudioAdapter(Adapter):
     An input longer than :attr:`window_seconds` runs as near-equal windows no longer than that,
     whose rows are averaged by duration: a model's memory (attention is quadratic in length) stays
     that of one window however long the recording. Shorter inputs run whole, exactly as the backend
-    runs them."""
+    runs them.
+
+    A row must not depend on the clips batched with it: a model that pads exactly (a mask, or a
+    fixed window) batches clips of any lengths, longest first; one that does not (group
+    normalisation over the time axis sees the padding) sets :attr:`pads_exactly` to False and is
+    batched only with clips of the same length."""
 
     sample_rate: int = 16000
     window_seconds: ClassVar[float | None] = 30.0
+    pads_exactly: bool = True
+
+    def plan_batches(self, items: Sequence[tuple[Any, int]], batch_size: int
+                     ) -> Iterator[tuple[list[int], Any]]:
+        """Longest first; where padding would change a row, each batch holds one length only."""
+        if self.pads_exactly:
+            yield from super().plan_batches(items, batch_size)
+            return
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, (wave, rate) in enumerate(items):
+            groups.setdefault((len(wave), int(rate)), []).append(index)
+        for key in sorted(groups, key=lambda k: -k[0] / k[1]):
+            positions = groups[key]
+            for start in range(0, len(positions), batch_size):
+                chunk = positions[start:start + batch_size]
+                yield chunk, self.collate([items[i] for i in chunk])
 
     def windows(self, item: tuple[Any, int]) -> list[tuple[tuple[Any, int], float]] | None:
         wave, rate = item

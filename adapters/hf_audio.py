@@ -8,7 +8,6 @@ padding) are batched only with clips of the same length."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from zoo.adapter import Built
@@ -57,21 +56,6 @@ class HFAudioAdapter(TransformersFamily, AudioAdapter):
     def preprocess(self) -> Any:
         """The feature extractor these weights expect (raw waveform or log-mel front end)."""
         return self.extractor
-
-    def plan_batches(self, items: Sequence[tuple[Any, int]], batch_size: int
-                     ) -> Iterator[tuple[list[int], Any]]:
-        """Longest first; without an attention mask, each batch holds clips of one length only."""
-        if self.pads_exactly:
-            yield from super().plan_batches(items, batch_size)
-            return
-        groups: dict[tuple[int, int], list[int]] = {}
-        for index, (wave, rate) in enumerate(items):
-            groups.setdefault((len(wave), int(rate)), []).append(index)
-        for key in sorted(groups, key=lambda k: -k[0] / k[1]):
-            positions = groups[key]
-            for start in range(0, len(positions), batch_size):
-                chunk = positions[start:start + batch_size]
-                yield chunk, self.collate([items[i] for i in chunk])
 
     def collate(self, items: list[tuple[Any, int]]) -> tuple[dict[str, Any], list[int]]:
         """The extractor's own features: padded to the longest clip with a mask, or to the model's

@@ -49,6 +49,12 @@ class TorchaudioAdapter(AudioAdapter):
         super().__init__(spec, model, **kwargs)
         self.sample_rate = sample_rate
         self.normalize_waveform = normalize_waveform
+        # A "group_norm" feature extractor (WavLM / wav2vec2 base) normalises each channel over the
+        # whole padded length: such models batch clips of one length only.
+        import torch
+
+        extractor = getattr(model, "feature_extractor", model)
+        self.pads_exactly = not any(isinstance(m, torch.nn.GroupNorm) for m in extractor.modules())
 
     @classmethod
     def spec_for_id(cls, backend: str, backend_id: str) -> ModelSpec:

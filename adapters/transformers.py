@@ -87,7 +87,8 @@ class TransformersAdapter(Adapter):
     backend = "transformers"
     pooling_modes = ("mean", "cls", "max", "lasttoken", "pooler")
     parallel_decode = False  # texts are tokenised in length-sorted batches here, fast enough in-process
-    load_options = ("trust_remote_code",)
+    #: ``device_map`` (``"auto"``, a dict...) spreads a model too big for one device, as transformers does
+    load_options = ("trust_remote_code", "device_map")
 
     def __init__(self, spec: ModelSpec, model: Any, *, tokenizer: Any, max_length: int, **kwargs: Any) -> None:
         super().__init__(spec, model, **kwargs)
@@ -141,17 +142,17 @@ class TransformersAdapter(Adapter):
 
     @classmethod
     def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
-               trust_remote_code: bool = False) -> Built:
+               trust_remote_code: bool = False, device_map: Any = None) -> Built:
         from transformers import AutoModel, AutoTokenizer
 
         model, tokenizer = load_model_and_processor(files.root, AutoModel, AutoTokenizer, dtype=dtype,
-                                                    trust_remote_code=trust_remote_code)
+                                                    trust_remote_code=trust_remote_code, device_map=device_map)
         max_length = int(spec.preprocessing.get("max_length") or _model_max_length(tokenizer, model))
         changes = {"pooling": spec.pooling or _plain_folder_pooling(spec, files.root),
                    "normalize": bool(spec.normalize),
                    "preprocessing": {**spec.preprocessing, "max_length": max_length}}
         return Built(model, int(model.config.hidden_size), changes,
-                     {"tokenizer": tokenizer, "max_length": max_length})
+                     {"tokenizer": tokenizer, "max_length": max_length}, placed=device_map is not None)
 
     # -- featurize ------------------------------------------------------------------------------
 
@@ -253,7 +254,8 @@ def _plain_folder_pooling(spec: ModelSpec, root: Path) -> str:
     mean-pools, as sentence-transformers does for such a folder, and says so once."""
     import warnings
 
-    warnings.warn(f"{spec.name}: {root} has no sentence-transformers modules.json, so nothing declares how to "
+    where = str(root) if spec.name == str(root) else f"{spec.name} ({root})"
+    warnings.warn(f"{where} has no sentence-transformers modules.json, so nothing declares how to "
                   "pool its tokens; zoo mean-pools over the attention mask, as sentence-transformers does for a "
                   "plain transformers folder. Pass pool= ('cls', 'max', 'lasttoken', 'pooler') if the model was "
                   "trained otherwise", UserWarning, stacklevel=2)
@@ -281,10 +283,12 @@ def pool_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, pool: str | 
 
 
 def load_model_and_processor(root: Path, model_cls: Any, processor_cls: Any, *, dtype: torch.dtype,
-                             trust_remote_code: bool) -> tuple[Any, Any]:
+                             trust_remote_code: bool, device_map: Any = None) -> tuple[Any, Any]:
     """``model_cls.from_pretrained`` and ``processor_cls.from_pretrained`` from a verified local folder:
     no network, no remote code unless asked, safetensors when the folder has them (otherwise
-    transformers reads the pickle with ``torch.load(weights_only=True)``)."""
+    transformers reads the pickle with ``torch.load(weights_only=True)``), placed by transformers
+    when a ``device_map`` is given."""
+    placement = {} if device_map is None else {"device_map": device_map}
     with quiet_progress():
         processor = processor_cls.from_pretrained(root, local_files_only=True, trust_remote_code=trust_remote_code)
         model = model_cls.from_pretrained(
@@ -293,6 +297,7 @@ def load_model_and_processor(root: Path, model_cls: Any, processor_cls: Any, *, 
             trust_remote_code=trust_remote_code,
             use_safetensors=True if any(root.glob("*.safetensors")) else None,
             dtype=dtype,
+            **placement,
         )
     return model, processor
 

@@ -189,14 +189,17 @@ def _torchaudio_reference(model, waves, normalize):
     return torch.stack(out).numpy()
 
 
-def test_torchaudio_architecture_equals_extract_features(tmp_path):
+@pytest.mark.parametrize("extractor_mode", ["layer_norm", "group_norm"])
+def test_torchaudio_architecture_equals_extract_features(tmp_path, extractor_mode):
     import torch
     import torchaudio
 
     from zoo.plugin_manager import get_plugin_manager
 
     torch.manual_seed(0)
-    reference = torchaudio.models.wav2vec2_model(**TINY_WAV2VEC2).eval()
+    params = {**TINY_WAV2VEC2, "extractor_mode": extractor_mode,
+              "encoder_layer_norm_first": extractor_mode == "layer_norm"}  # as the large and base models
+    reference = torchaudio.models.wav2vec2_model(**params).eval()
     torch.save(reference.state_dict(), tmp_path / "tiny.pth")
 
     class Register:
@@ -205,7 +208,7 @@ def test_torchaudio_architecture_equals_extract_features(tmp_path):
             register({"name": "tiny-torchaudio", "modality": "audio", "backend": "torchaudio",
                       "backend_id": "wav2vec2_model", "embed_dim": 32, "sources": [{"path": str(tmp_path)}],
                       "config": {"weights": "tiny.pth", "architecture": "wav2vec2_model",
-                                 "params": TINY_WAV2VEC2}})
+                                 "params": params}})
 
     get_plugin_manager().register(Register())
     model = zoo.load("tiny-torchaudio", device="cpu")

@@ -170,6 +170,25 @@ def test_plain_decoder_folder_pools_the_last_token_whatever_the_padding_side(bas
     assert_same_rows(ours, np.vstack(rows))
 
 
+@pytest.mark.parametrize("pool", ["mean", "cls", "max"])
+def test_plain_encoder_folder_pools_over_the_mask(bases, pool):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    with pytest.warns(UserWarning, match="zoo mean-pools over the attention mask"):
+        model = zoo.load(bases["bert"], device="cpu")
+    assert model.spec.pooling == "mean"
+    ours = assert_batch_independent(model, TEXTS, pool=pool)
+    tokenizer = AutoTokenizer.from_pretrained(bases["bert"])
+    reference = AutoModel.from_pretrained(bases["bert"]).eval()
+    with torch.inference_mode():
+        states = [reference(**tokenizer([t], truncation=True, max_length=model.max_length, return_tensors="pt"))
+                  .last_hidden_state[0] for t in TEXTS]
+    rows = {"mean": [h.mean(0) for h in states], "cls": [h[0] for h in states],
+            "max": [h.max(0).values for h in states]}[pool]
+    assert_same_rows(ours, torch.stack(rows).numpy())
+
+
 # -- what must not load as a dense embedder ---------------------------------------------------
 
 def _kind_folders(root: Path, bert: Path) -> dict[str, Path]:
@@ -406,3 +425,101 @@ def test_hf_vision_pools_what_its_own_head_reads(tmp_path, pictures, kind):
         else:
             reference = headless(pixel_values=pixels).logits
     assert_same_rows(ours, reference.numpy())
+
+
+# -- through the hub, on the command line, across devices -------------------------------------
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_hf_names_of_timm_and_sentence_transformers_repositories(fake_hub, tmp_path, pictures, st_folders):
+    timm_repo = timm_folder(tmp_path / "timm-repo", "test_convnext")
+    commit = fake_hub.add_repo("someone/tiny-convnext", timm_repo)
+    model = zoo.load(f"hf:someone/tiny-convnext@{commit}", device="cpu")
+    assert model.backend == "timm" and model.spec.backend == "timm" and model.modality == "vision"
+    assert_same_rows(model.featurize(pictures), _timm_reference(timm_repo, pictures))
+
+    folder = st_folders("qwen3-lasttoken", "current")
+    commit = fake_hub.add_repo("someone/tiny-qwen3-embedding", folder)
+    model = zoo.load(f"hf:someone/tiny-qwen3-embedding@{commit}", device="cpu")
+    assert type(model).__name__ == "SentenceTransformerAdapter" and model.spec.pooling == "lasttoken"
+    assert_same_rows(model.featurize(TEXTS, prompt="query"), _encode(folder, TEXTS, prompt_name="query"))
+
+
+def test_zoo_info_says_the_format_pooling_and_why(st_folders, tmp_path, capsys):
+    from zoo.cli import main
+
+    assert main(["info", str(st_folders("qwen3-lasttoken", "v3"))]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["config"]["folder"]["pooling"] == "lasttoken"
+    assert "Pooling(lasttoken)" in shown["config"]["folder"]["why"]
+    assert main(["info", str(timm_folder(tmp_path / "t", "test_vit"))]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["backend"] == "timm" and "timm architecture 'test_vit'" in shown["config"]["folder"]["why"]
+
+
+@pytest.mark.parametrize("kind", ["sentence-transformers", "transformers"])
+def test_device_map_places_the_model_through_transformers(st_folders, bases, kind):
+    folder = st_folders("mean", "current") if kind == "sentence-transformers" else bases["bert"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the plain folder's undeclared pooling
+        placed = zoo.load(folder, device_map="cpu")
+        plain = zoo.load(folder, device="cpu")
+    assert_same_rows(placed.featurize(TEXTS), plain.featurize(TEXTS))
+
+
+# -- one tiny model of every architecture the catalogue names ---------------------------------
+
+def test_siglip_equals_get_image_and_text_features(tmp_path, pictures):
+    import torch
+    import transformers as tf
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    torch.manual_seed(0)
+    unigram = Tokenizer(models.Unigram())
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+    unigram.train_from_iterator(TEXTS * 10, trainers.UnigramTrainer(vocab_size=120, special_tokens=["<pad>", "</s>",
+                                                                                                    "<unk>"],
+                                                                    unk_token="<unk>"))
+    tokenizer = tf.PreTrainedTokenizerFast(tokenizer_object=unigram, pad_token="<pad>", eos_token="</s>",
+                                           unk_token="<unk>", model_max_length=16)
+    vision = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=64)
+    text = dict(vocab_size=120, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                max_position_embeddings=16, pad_token_id=0, eos_token_id=1)
+    reference = tf.SiglipModel(tf.SiglipConfig(text_config=text, vision_config=vision)).eval()
+    reference.save_pretrained(tmp_path)
+    processor = tf.SiglipProcessor(image_processor=tf.SiglipImageProcessor(size={"height": 32, "width": 32}),
+                                   tokenizer=tokenizer)
+    processor.save_pretrained(tmp_path)
+    model = zoo.load(tmp_path, device="cpu")
+    with torch.inference_mode():
+        images = reference.get_image_features(**processor(images=pictures, return_tensors="pt"))
+        texts = reference.get_text_features(**processor(text=TEXTS, padding="max_length", truncation=True,
+                                                        max_length=16, return_tensors="pt"))
+    ours = assert_batch_independent(model, pictures, normalize=False)
+    assert_same_rows(ours, getattr(images, "pooler_output", images).numpy())
+    assert_same_rows(model.featurize_texts(TEXTS, normalize=False), getattr(texts, "pooler_output", texts).numpy())
+
+
+# Each transformers-backed catalogue entry, and the test here (or elsewhere) that runs a tiny model
+# of its architecture against the library.
+CATALOGUE_CASES = {
+    "minilm-l6": "test_sentence_transformers_folder_equals_encode[mean-*]",
+    "bge-small-en-v1.5": "test_sentence_transformers_folder_equals_encode[cls-*]",
+    "e5-small-v2": "test_sentence_transformers_folder_equals_encode[mean-*]",
+    "bert-base-uncased": "test_plain_encoder_folder_pools_over_the_mask",
+    "qwen3-embedding-0.6b": "test_sentence_transformers_folder_equals_encode[qwen3-lasttoken-*]",
+    "embeddinggemma-300m": "test_sentence_transformers_folder_equals_encode[gemma3-two-dense-*]",
+    "wav2vec2-base": "test_audio_encoder_equals_the_model_...[*-wav2vec2-group]",
+    "hubert-base": "test_audio_encoder_equals_the_model_...[*-hubert-group]",
+    "whisper-base-encoder": "test_audio_encoder_equals_the_model_...[*-whisper]",
+    "clip-vit-b-32-openai": "tests/test_image_text.py::test_hf_clip_equals_get_image_and_text_features",
+    "siglip-base-patch16-224": "test_siglip_equals_get_image_and_text_features",
+}
+
+
+def test_every_transformers_entry_of_the_catalogue_has_a_tiny_parity_case():
+    from zoo.registry import REGISTRY_FILE
+    from zoo.registry_file import read_registry
+
+    names = {s.name for s in read_registry(REGISTRY_FILE) if s.backend == "transformers"}
+    assert names == set(CATALOGUE_CASES), "add a tiny model of the new entry's architecture to this file"
