@@ -158,7 +158,9 @@ def _sentence_transformers(root: Path) -> FolderFormat:
         raise ModelFormatError(f"{root / 'modules.json'}: expected a list of modules with a 'type' each")
     st_config_file = root / "config_sentence_transformers.json"
     st_config = read_json(st_config_file) if st_config_file.is_file() else {}
-    model_type = str(st_config.get("model_type") or "SentenceTransformer") if isinstance(st_config, dict) else ""
+    if not isinstance(st_config, dict):
+        raise ModelFormatError(f"{st_config_file}: expected a JSON object, got {type(st_config).__name__}")
+    model_type = str(st_config.get("model_type") or "SentenceTransformer")
     names = tuple(str(m["type"]).rsplit(".", 1)[-1] for m in modules)
     if model_type != "SentenceTransformer":
         kind = _OTHER_ST_KINDS.get(model_type, f"a sentence-transformers {model_type!r} model")

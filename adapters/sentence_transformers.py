@@ -11,7 +11,7 @@ prompt's tokens out of the pool, as ``encode`` does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,12 +74,13 @@ class SentenceTransformerAdapter(TransformersAdapter):
                                 f"pipeline pools {pooling!r} ({root / 'modules.json'}); fix the registry entry")
         if spec.preprocessing.get("max_length"):
             model.max_seq_length = int(spec.preprocessing["max_length"])
-        max_length = int(model.max_seq_length or _tokenizer_limit(model.tokenizer))
+        max_length = _max_length(model)
         prompts = {str(k): str(v) for k, v in (model.prompts or {}).items() if v is not None}
         changes = {"pooling": pooling,
                    "normalize": spec.normalize if spec.normalize is not None
                    else type(list(model)[-1]).__name__ == "Normalize",
-                   "preprocessing": {**spec.preprocessing, "max_length": max_length},
+                   "preprocessing": {**spec.preprocessing,
+                                     **({"max_length": max_length} if max_length else {})},
                    "prompts": {**prompts, **spec.prompts},
                    "default_prompt": spec.default_prompt or model.default_prompt_name or None}
         # get_embedding_dimension since sentence-transformers 6, get_sentence_embedding_dimension before
@@ -90,6 +91,17 @@ class SentenceTransformerAdapter(TransformersAdapter):
                      placed=device_map is not None)
 
     # -- featurize ------------------------------------------------------------------------------
+
+    def plan_batches(self, items: Sequence[str], batch_size: int) -> Iterator[tuple[list[int], Any]]:
+        """By token count where the pipeline starts with a transformers tokenizer; by characters,
+        as sentence-transformers sorts, for the others (static embeddings, ...)."""
+        if self.model.transformers_model is not None:
+            yield from super().plan_batches(items, batch_size)
+            return
+        order = sorted(range(len(items)), key=lambda i: -len(items[i]))
+        for start in range(0, len(order), batch_size):
+            positions = order[start:start + batch_size]
+            yield positions, self.collate([items[i] for i in positions])
 
     def collate(self, items: list[str]) -> dict[str, torch.Tensor]:
         """sentence-transformers' own preprocessing of the (already prompted) texts: its tokenizer
@@ -144,10 +156,10 @@ class SentenceTransformerAdapter(TransformersAdapter):
     @property
     def transformer(self) -> Any:
         """The transformers model inside the pipeline's first module."""
+        if self.model.transformers_model is None:
+            raise UnsupportedOptionError(f"{self.name}'s sentence-transformers pipeline starts with "
+                                         f"{type(self.model[0]).__name__}, not a transformers model")
         return self.model.transformers_model
-
-    def layer_dims(self, layers: tuple[int, ...]) -> list[int]:
-        return self._hidden_state_dims(self.transformer.config, layers)
 
     def encode_layers(self, batch: Any, *, pool: str | None, layers: tuple[int, ...]) -> list[torch.Tensor]:
         """Hidden states pooled by the pipeline's Pooling (or ``pool``'s); the modules after the
@@ -158,9 +170,6 @@ class SentenceTransformerAdapter(TransformersAdapter):
         pooler = self._pooler(pool) if pool not in (None, self.spec.pooling) else self.model[self._pooling_index]
         return [pooler({"token_embeddings": hidden[i], "attention_mask": inputs["attention_mask"]})
                 ["sentence_embedding"].float() for i in layers]
-
-    def onnx_fusion(self) -> dict[str, Any] | None:
-        return None  # the pipeline's graph is more than the BERT pattern the fusion expects
 
     # -- saving ---------------------------------------------------------------------------------
 
@@ -204,6 +213,15 @@ def _load(root: Path, *, device: str, dtype: torch.dtype, trust_remote_code: boo
         raise ModelFormatError(f"sentence-transformers cannot load {root}: {type(exc).__name__}: {exc}") from exc
 
 
-def _tokenizer_limit(tokenizer: Any) -> int:
-    limit = getattr(tokenizer, "model_max_length", None)
+def _max_length(model: Any) -> int | None:
+    """The tokens the pipeline keeps per text: its ``max_seq_length``; None where it keeps all
+    (static embeddings say infinity)."""
+    import math
+
+    limit = model.max_seq_length
+    if isinstance(limit, (int, float)) and math.isfinite(limit) and limit > 0:
+        return int(limit)
+    if model.transformers_model is None:
+        return None
+    limit = getattr(model.tokenizer, "model_max_length", None)
     return int(limit) if isinstance(limit, int) and 0 < limit < 100_000 else 512

@@ -161,6 +161,11 @@ class TransformersAdapter(Adapter):
         """The tokenizer these weights were trained with."""
         return self.tokenizer
 
+    @property
+    def transformer(self) -> Any:
+        """The transformers model that computes the token states (here the model itself)."""
+        return self.model
+
     def plan_batches(self, items: Sequence[str], batch_size: int) -> Iterator[tuple[list[int], Any]]:
         """Sort by token count (longest first) so each batch pads to similar lengths."""
         lengths = self.tokenizer(
@@ -189,7 +194,7 @@ class TransformersAdapter(Adapter):
     def layer_dims(self, layers: tuple[int, ...]) -> list[int]:
         """Every hidden state is ``hidden_size`` wide; index 0 is the embedding layer's output and
         -1 the last layer's (what :meth:`encode_batch` pools)."""
-        return self._hidden_state_dims(self.model.config, layers)
+        return self._hidden_state_dims(self.transformer.config, layers)
 
     def _hidden_state_dims(self, config: Any, layers: tuple[int, ...]) -> list[int]:
         count = int(config.num_hidden_layers) + 1
@@ -214,15 +219,15 @@ class TransformersAdapter(Adapter):
     @contextlib.contextmanager
     def export_context(self) -> Iterator[None]:
         """Eager attention while tracing: the pattern ONNX Runtime fuses into one Attention node."""
-        before = self.model.config._attn_implementation
-        _set_attention(self.model, "eager")
+        before = self.transformer.config._attn_implementation
+        _set_attention(self.transformer, "eager")
         try:
             yield
         finally:
-            _set_attention(self.model, before)
+            _set_attention(self.transformer, before)
 
     def onnx_fusion(self) -> dict[str, Any] | None:
-        config = self.model.config
+        config = self.transformer.config
         if config.model_type not in _BERT_LIKE:
             return None
         return {"model_type": "bert", "num_heads": int(config.num_attention_heads),

@@ -107,6 +107,20 @@ def test_sentence_transformers_folder_equals_encode(st_folders, name, era):
         assert_same_rows(model.featurize(TEXTS, prompt_text=""), _encode(folder, TEXTS, prompt=""))
 
 
+def test_a_static_embedding_pipeline_equals_encode(tmp_path, minilm_dir):
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+    from tokenizers import Tokenizer
+
+    torch.manual_seed(0)
+    static = StaticEmbedding(Tokenizer.from_file(str(minilm_dir / "tokenizer.json")), embedding_dim=16)
+    SentenceTransformer(modules=[static], device="cpu").save(str(tmp_path), create_model_card=False)
+    model = zoo.load(tmp_path, device="cpu")
+    assert model.embed_dim == 16 and "max_length" not in model.spec.preprocessing
+    assert_same_rows(assert_batch_independent(model, TEXTS), _encode(tmp_path, TEXTS))
+
+
 def test_the_pipeline_is_what_info_and_the_spec_say(st_folders):
     folder = st_folders("gemma3-two-dense", "v3")
     info = zoo.info(str(folder))
@@ -285,11 +299,13 @@ def _timm_reference(folder: Path, pictures) -> np.ndarray:
         return model.forward_head(model.forward_features(x), pre_logits=True).numpy()
 
 
-@pytest.mark.parametrize("arch", TIMM_FAMILIES)
-@pytest.mark.parametrize("layout", ["safetensors", "pytorch_model.bin", "before-0.9"])
+# Every family in timm's current layout, with safetensors and with a pickle; the pre-0.9 config once.
+TIMM_CASES = [(arch, layout) for layout in ("safetensors", "pytorch_model.bin") for arch in TIMM_FAMILIES] + [
+    ("test_resnet", "before-0.9")]
+
+
+@pytest.mark.parametrize(("arch", "layout"), TIMM_CASES, ids=[f"{a}-{lay}" for a, lay in TIMM_CASES])
 def test_timm_folder_equals_timm(tmp_path, pictures, arch, layout):
-    if layout == "before-0.9" and arch != "test_resnet":
-        pytest.skip("the pre-0.9 config layout is one case")
     folder = timm_folder(tmp_path / arch, arch, legacy=layout == "before-0.9", safetensors=layout != "pytorch_model.bin")
     info = zoo.info(str(folder))
     assert info["backend"] == "timm" and info["config"]["folder"]["format"] == "timm"
@@ -298,6 +314,13 @@ def test_timm_folder_equals_timm(tmp_path, pictures, arch, layout):
     assert_same_rows(ours, _timm_reference(folder, pictures))
     assert model.spec.preprocessing["input_size"] == tuple(model.model.pretrained_cfg["input_size"]) or \
         list(model.spec.preprocessing["input_size"]) == list(model.model.pretrained_cfg["input_size"])
+
+
+def test_a_timm_folder_exports_to_onnx(tmp_path, pictures):
+    folder = timm_folder(tmp_path / "convnext", "test_convnext")
+    model = zoo.load(folder, device="cpu", runtime="onnx")
+    assert model.runtime == "onnx"
+    assert_same_rows(model.featurize(pictures), _timm_reference(folder, pictures))
 
 
 def test_a_timm_field_timm_does_not_know_is_named(tmp_path):

@@ -71,8 +71,9 @@ def _spec_from_path(path: Path) -> ModelSpec:
     spec = get_plugin_manager().hook.zoo_spec_from_path(path=path.resolve())
     if spec is None:
         raise ZooError(
-            f"{path} is not a model folder any plugin recognises (expected, e.g., a Hugging Face "
-            "folder with config.json, or a folder that `finetune` wrote)"
+            f"{path} is not a model folder any plugin recognises: zoo looked for zoo.json (a folder that "
+            "model.save() or finetune wrote), modules.json (sentence-transformers), config.json with a "
+            "'model_type' (transformers) or an 'architecture' (timm), and open_clip_config.json (open_clip)"
         )
     return spec
 
