@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.adapter import Adapter, Built
-from zoo.errors import ModelFormatError, RegistryError
+from zoo.errors import ModelFormatError, PluginError, RegistryError
 from zoo.manifest import write_manifest
 from zoo.registry import import_ref
 from zoo.sources import hub_file
@@ -138,7 +138,14 @@ class TransformersAdapter(Adapter):
         if found.format == "timm":
             spec = spec.replace(backend="timm")
         ref = _ADAPTER_BY_FORMAT.get(found.format) or _ADAPTER_BY_MODALITY.get(found.modality)
-        return spec, import_ref(ref) if ref else cls
+        chosen = import_ref(ref) if ref else TransformersAdapter
+        if issubclass(cls, chosen):
+            return spec, cls  # a plugin's own subclass of the adapter this format needs
+        if cls is not TransformersAdapter:
+            raise PluginError(f"{spec.name} is a {found.format} {found.modality} folder, which "
+                              f"{chosen.__name__} runs; backend {spec.backend!r} ({cls.__name__}) does not subclass "
+                              f"it, so it would run other code than the library's: subclass {chosen.__name__}")
+        return spec, chosen
 
     @classmethod
     def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,

@@ -123,3 +123,44 @@ def test_finetune_nproc_relaunches_the_argv_given_to_main(monkeypatch, tmp_path)
     assert args[module_at + 1:] == ["zoo", "finetune", "minilm-l6", str(tmp_path / "data.jsonl"), "-o",
                                           str(tmp_path / "run"), "-q"]
     assert "--nproc_per_node=2" in args
+
+
+def test_a_reader_that_stops_early_is_no_error():
+    """`zoo list --json | head -1`: the pipe closes, zoo exits 0 and says nothing."""
+    proc = subprocess.run(f"{sys.executable} -m zoo list --json | head -1", shell=True, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() and proc.stderr == ""
+    done = subprocess.run(["bash", "-c", f"set -o pipefail; {sys.executable} -m zoo list --json | head -c 10"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Broken pipe" not in done.stderr
+
+
+def test_a_bad_input_points_at_skip_errors_and_warnings_are_one_line(tmp_path, minilm, capsys, monkeypatch):
+    import warnings
+
+    (tmp_path / "t.jsonl").write_text('{"text": "good"}\n{"text": 5}\n')
+    assert main(["embed", "minilm-l6", str(tmp_path / "t.jsonl"), "-o", str(tmp_path / "t.parquet"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "input 1: TypeError: expected str, got int; rerun with --skip-errors" in err
+
+    from zoo import cli
+
+    def warn(args):
+        warnings.warn("something to know", UserWarning)
+
+    monkeypatch.setattr(cli, "cmd_list", warn)
+    monkeypatch.setattr(cli.sys, "argv", ["zoo", "list"])
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["list"].set_defaults(func=warn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main(["list"]) == 0
+    err = capsys.readouterr().err
+    assert "zoo: warning: something to know" in err and "UserWarning" not in err
+
+
+def test_plural_counts():
+    from zoo.cli import plural
+
+    assert (plural(1, "input"), plural(0, "group"), plural(4, "row")) == ("1 input", "0 groups", "4 rows")

@@ -66,3 +66,15 @@ def test_cli_dedup_json(minilm, tmp_path, capsys):
     assert [g["ids"] for g in json.loads(capsys.readouterr().out)] == [[0, 2]]
     assert main(["dedup", str(tmp_path / "t.parquet"), "--threshold", "1.5"]) != 0
     assert np.isfinite(DEFAULT_THRESHOLD)
+
+
+def test_threshold_one_groups_identical_inputs_within_float_rounding(minilm, tmp_path, capsys):
+    from zoo.cli import main
+
+    # Five identical texts score 0.9999998 against each other in float32, not 1.0.
+    (tmp_path / "t.txt").write_text("The cat sat on the mat.\n" * 5 + "Stocks fell.\n")
+    embed_to_file(minilm, open_inputs(str(tmp_path / "t.txt")), tmp_path / "t.parquet", progress=False)
+    assert [g.ids for g in find_duplicates(tmp_path / "t.parquet", 1.0)] == [[0, 1, 2, 3, 4]]
+    assert main(["dedup", str(tmp_path / "t.parquet"), "--threshold", "1.0"]) == 0
+    assert "1 group of near-duplicates (cosine >= 1.0, within float rounding); 4 rows could go" in \
+        capsys.readouterr().out

@@ -101,3 +101,23 @@ def test_hover_shows_a_thumbnail_for_an_image_and_escaped_text_for_a_text(tmp_pa
         assert max(thumb.size) == 96
     assert missing == ""
     assert hover_details([0], ["<b>fish</b> & chips"]) == ["&lt;b&gt;fish&lt;/b&gt; &amp; chips"]
+
+
+def test_umap_without_umap_learn_says_what_to_install(monkeypatch):
+    import builtins
+
+    import zoo
+    from zoo.embedding_map import project
+
+    real_import = builtins.__import__
+
+    def no_umap(name, *args, **kwargs):
+        if name == "umap":
+            raise ImportError("No module named 'umap'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_umap)
+    rows = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
+    with pytest.raises(zoo.ZooError, match="pip install umap-learn"):
+        project(rows, "umap")
+    assert project(rows, "auto")[1] == "tsne"  # auto takes the next method without it

@@ -70,13 +70,13 @@ def test_the_plugins_own_tests_and_the_cli_check(with_plugin, tmp_path):
 @pytest.mark.slow
 def test_conformance_kit_reports_a_broken_adapter(tmp_path):
     """The kit must fail on a model that breaks the contract (here: rows come back reversed)."""
-    from zoo.adapters.transformers import TransformersAdapter
+    from zoo.adapters.sentence_transformers import SentenceTransformerAdapter
     from zoo.plugin_manager import get_plugin_manager
     from zoo.registry import REGISTRY_FILE
     from zoo.registry_file import read_registry
     from zoo.testing import check_model, format_table
 
-    class Reversed(TransformersAdapter):
+    class Reversed(SentenceTransformerAdapter):
         def encode_batch(self, batch, *, pool=None):
             return super().encode_batch(batch, pool=pool).flip(0)
 

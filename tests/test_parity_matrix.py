@@ -203,6 +203,35 @@ def test_plain_encoder_folder_pools_over_the_mask(bases, pool):
     assert_same_rows(ours, torch.stack(rows).numpy())
 
 
+def test_a_plugin_adapter_must_subclass_the_one_the_format_needs(st_folders):
+    from zoo.adapters.sentence_transformers import SentenceTransformerAdapter
+    from zoo.adapters.transformers import TransformersAdapter
+    from zoo.plugin_manager import get_plugin_manager
+
+    class Plain(TransformersAdapter):
+        pass
+
+    class Pipeline(SentenceTransformerAdapter):
+        pass
+
+    class Plugin:
+        @zoo.hookimpl
+        def zoo_register_adapters(self, register):
+            register("plain-subclass", Plain)
+            register("pipeline-subclass", Pipeline)
+
+        @zoo.hookimpl
+        def zoo_register_models(self, register):
+            for backend in ("plain-subclass", "pipeline-subclass"):
+                register({"name": f"tiny-{backend}", "modality": "text", "backend": backend,
+                          "sources": [{"path": str(st_folders("mean", "current"))}]})
+
+    get_plugin_manager().register(Plugin())
+    with pytest.raises(zoo.PluginError, match="subclass SentenceTransformerAdapter"):
+        zoo.load("tiny-plain-subclass", device="cpu")
+    assert type(zoo.load("tiny-pipeline-subclass", device="cpu")) is Pipeline
+
+
 # -- what must not load as a dense embedder ---------------------------------------------------
 
 def _kind_folders(root: Path, bert: Path) -> dict[str, Path]:

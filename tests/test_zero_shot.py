@@ -75,10 +75,19 @@ def test_text_model_matches_sentence_transformers(minilm, minilm_dir):
     ([], None, ValueError, "non-empty list"),
     (["a", "a"], None, ValueError, "labels repeat"),
     (LABELS, "no placeholder", ValueError, "has no '{}'"),
+    (LABELS, "{} and {}", ValueError, "exactly one '{}'"),
+    (LABELS, "a {} of {name}", ValueError, "exactly one '{}'"),
+    (LABELS, "unbalanced {} }", ValueError, "exactly one '{}'"),
 ])
 def test_bad_labels_and_templates_are_named(minilm, labels, template, error, needle):
     with pytest.raises(error, match=needle.replace("{", r"\{").replace("}", r"\}")):
         minilm.classify(TEXTS, labels, template)
+
+
+@pytest.mark.parametrize("scale", [float("inf"), float("nan"), 0, -1])
+def test_a_scale_that_is_not_positive_and_finite_is_refused(minilm, scale):
+    with pytest.raises(ValueError, match="positive finite number"):
+        minilm.classify(TEXTS, LABELS, scale=scale)
 
 
 def test_a_model_with_no_text_tower_says_what_to_do_instead():

@@ -23,7 +23,7 @@ from .embed_options import LAYER_MERGES
 from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .embedding_file import read_embeddings
 from .embedding_map import check_map_output, describe, hover_details, project, write_map
-from .errors import ZooError
+from .errors import InputError, ZooError
 from .finetune_config import HEADS, STRATEGIES, FinetuneConfig
 from .inputs import open_inputs
 from .loader import load, pull, resolve, verify
@@ -200,7 +200,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     for item, why in summary.skipped[:5]:
         print(f"skipped {item}: {why}", file=sys.stderr)
     if summary.skipped_file:
-        print(f"skipped {len(summary.skipped)} inputs; all are listed with their reasons in {summary.skipped_file}",
+        print(f"skipped {plural(len(summary.skipped), 'input')}; all are listed with their reasons in "
+              f"{summary.skipped_file}",
               file=sys.stderr)
     print(f"wrote {summary.output}: {summary.rows} x {options.width} {options.precision} from {model.name} "
           f"({inputs.description}{f', {len(summary.skipped)} skipped' if summary.skipped else ''})")
@@ -262,7 +263,8 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         for item in group.ids:
             print(f"  {item}")
     extra = sum(len(g.ids) - 1 for g in groups)
-    print(f"{len(groups)} groups of near-duplicates (cosine >= {args.threshold}); {extra} rows could go")
+    print(f"{plural(len(groups), 'group')} of near-duplicates (cosine >= {args.threshold}, within float rounding); "
+          f"{plural(extra, 'row')} could go")
     return 0
 
 
@@ -562,16 +564,40 @@ def _add_finetune(sub: Any) -> None:
     p.set_defaults(func=cmd_finetune)
 
 
+def plural(count: int, noun: str) -> str:
+    """``"1 input"``, ``"2 inputs"``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Warnings as one line a person reads (``zoo: warning: ...``), not Python's file:line form."""
+    print(f"zoo: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv  # `zoo finetune --nproc N` re-runs the same arguments under torchrun
+    import warnings
+
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # The reader stopped early (`zoo list --json | head -1`): what it read is the answer.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ZooError, OSError, ValueError) as exc:
-        print(f"zoo: error: {exc}", file=sys.stderr)
+        hint = ""
+        if isinstance(exc, InputError) and getattr(args, "skip_errors", None) is False:
+            hint = "; rerun with --skip-errors to leave such inputs out (each is listed with its reason)"
+        print(f"zoo: error: {exc}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("zoo: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown

@@ -16,6 +16,9 @@ from .search import faiss_module
 #: a copy at 2/3 the size 0.94, while distinct photos stay under 0.5; with MiniLM, a text with
 #: other whitespace keeps 0.99+. Lower it for harsher edits, raise it for near-identical only.
 DEFAULT_THRESHOLD = 0.9
+#: cosines this close below the threshold count as reaching it: float32 dot products of unit
+#: vectors round by about 1e-7 per dimension, so identical inputs score 0.9999998, not 1.0.
+ROUNDING = 1e-5
 
 
 @dataclass
@@ -29,7 +32,9 @@ class DuplicateGroup:
 
 def find_duplicates(path: str | os.PathLike[str], threshold: float = DEFAULT_THRESHOLD, *,
                     batch_rows: int = 4096) -> list[DuplicateGroup]:
-    """The groups of near-duplicate rows of ``path`` (an embedding file ``zoo embed`` wrote)."""
+    """The groups of near-duplicate rows of ``path`` (an embedding file ``zoo embed`` wrote):
+    rows whose cosine reaches ``threshold`` within float rounding (:data:`ROUNDING`), so that
+    ``threshold=1.0`` groups identical inputs."""
     import numpy as np
 
     if not 0 < threshold <= 1:
@@ -44,7 +49,7 @@ def find_duplicates(path: str | os.PathLike[str], threshold: float = DEFAULT_THR
     lowest: dict[int, float] = {}
     start = 0
     for _, rows, _ in embedding_batches(path, batch_rows):
-        limits, scores, found = index.range_search(_unit(rows), threshold)
+        limits, scores, found = index.range_search(_unit(rows), threshold - ROUNDING)
         for q in range(len(rows)):
             for score, j in zip(scores[limits[q]:limits[q + 1]], found[limits[q]:limits[q + 1]]):
                 if j != start + q:

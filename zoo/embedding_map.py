@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_path
+from .errors import ZooError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,7 +40,11 @@ def project(rows: np.ndarray, method: str = "auto", *, seed: int = 0) -> tuple[n
         except ImportError:
             method = "tsne" if len(rows) <= TSNE_MAX_ROWS else "pca"
     if method == "umap":
-        import umap
+        try:
+            import umap
+        except ImportError:
+            raise ZooError("method 'umap' needs umap-learn: pip install umap-learn (or use --method tsne / pca)") \
+                from None
 
         return np.asarray(umap.UMAP(random_state=seed).fit_transform(rows)), method
     if method == "tsne":

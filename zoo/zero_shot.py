@@ -11,6 +11,8 @@ image-text models compare images (or texts) with labels in their shared space.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
@@ -69,8 +71,8 @@ def classify(model: Adapter, inputs: Iterable[Any], labels: Sequence[str],
 def logit_scale(model: Adapter, scale: float | None = None) -> float:
     """``scale`` if given; else the model's learned ``logit_scale`` (exp'd) or :data:`TEXT_SCALE`."""
     if scale is not None:
-        if not scale > 0:
-            raise ValueError(f"scale must be positive, not {scale!r}")
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive finite number, not {scale!r}")
         return float(scale)
     learned = getattr(model.model, "logit_scale", None)
     return float(learned.detach().exp()) if learned is not None and model.modality == "image-text" else TEXT_SCALE
@@ -96,6 +98,19 @@ def _templates(model: Adapter, templates: Sequence[Template] | Template | None) 
     for form in forms:
         if isinstance(form, str) and "{}" not in form:
             raise ValueError(f"template {form!r} has no '{{}}' where the label goes, e.g. 'a photo of a {{}}.'")
+        if isinstance(form, str) and _fields(form) != 1:
+            raise ValueError(f"template {form!r} must have exactly one '{{}}' (the label) and no other braces; "
+                             "write a literal brace as '{{' or '}}'")
     if not forms:
         raise ValueError("templates is empty; leave it out for the default ones")
     return forms
+
+
+def _fields(template: str) -> int:
+    """How many replacement fields ``template.format`` would fill (-1: not a valid format string)."""
+    import string
+
+    try:
+        return sum(1 for _, field, _, _ in string.Formatter().parse(template) if field is not None)
+    except ValueError:
+        return -1
