@@ -33,6 +33,14 @@ MODALITY_BY_MODEL_TYPE = {
                      "swin", "swinv2", "resnet", "efficientnet", "regnet"), "vision"),
 }
 
+# Vision model_type -> what its image-classification head reads (transformers' modeling_*.py):
+# the class token, or the model's pooled output.
+HEAD_POOLING = {
+    **dict.fromkeys(("vit", "deit", "dinov2", "dinov2_with_registers"), "cls"),
+    **dict.fromkeys(("beit", "swin", "swinv2", "convnext", "convnextv2", "resnet", "efficientnet", "regnet"),
+                    "pooler"),
+}
+
 # sentence-transformers' model classes other than the dense SentenceTransformer, by the
 # model_type their config_sentence_transformers.json records, and what each is.
 _OTHER_ST_KINDS = {
@@ -132,9 +140,10 @@ def read_folder(root: Path) -> FolderFormat | None:
         check_head(config, config_file)
         model_type = str(config["model_type"])
         modality = MODALITY_BY_MODEL_TYPE.get(model_type, "text")
+        pooling = {"text": "mean", "vision": HEAD_POOLING.get(model_type)}.get(modality)
         return FolderFormat("transformers", modality,
                             f"config.json has transformers model_type {model_type!r} and no sentence-transformers "
-                            f"modules.json; {_POOLING_BY_MODALITY[modality]}")
+                            f"modules.json; {_POOLING_BY_MODALITY[modality]}", pooling=pooling)
     raise ModelFormatError(
         f"{config_file} is neither a transformers config (it has no 'model_type') nor a timm config (no "
         "'architecture'), and the folder has no sentence-transformers modules.json; zoo cannot tell which "

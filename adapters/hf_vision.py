@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from zoo.adapter import Built
 from zoo.errors import ModelFormatError
 
+from .hf_folders import HEAD_POOLING
 from .image import ImageBackboneAdapter
 from .transformers import TransformersFamily, load_model_and_processor
 
@@ -21,14 +22,6 @@ if TYPE_CHECKING:
 
     from zoo.model_files import ModelFiles
     from zoo.spec import ModelSpec
-
-
-# model_type -> what its image-classification head pools (transformers' modeling_*.py).
-HEAD_POOLING = {
-    **dict.fromkeys(("vit", "deit", "dinov2", "dinov2_with_registers"), "cls"),
-    **dict.fromkeys(("beit", "swin", "swinv2", "convnext", "convnextv2", "resnet", "efficientnet", "regnet"),
-                    "pooler"),
-}
 
 
 class HFVisionAdapter(TransformersFamily, ImageBackboneAdapter):

@@ -468,7 +468,9 @@ def test_hf_vision_pools_what_its_own_head_reads(tmp_path, pictures, kind):
     from transformers import ViTImageProcessor
 
     folder, headless = _vision_folder(tmp_path / kind, kind)
+    said = zoo.info(str(folder))["config"]["folder"]["pooling"]
     model = zoo.load(folder, device="cpu")
+    assert said == model.spec.pooling == ("cls" if kind in ("vit", "dinov2") else "pooler")
     ours = assert_batch_independent(model, pictures)
     pixels = ViTImageProcessor.from_pretrained(folder)(images=pictures, return_tensors="pt")["pixel_values"]
     with torch.inference_mode():
