@@ -36,6 +36,9 @@ class HFAudioAdapter(TransformersFamily, AudioAdapter):
         fixed = self.is_whisper or model.config.model_type == "audio-spectrogram-transformer"
         self.pads_exactly = fixed or bool(getattr(extractor, "return_attention_mask", False))
         self._padding: dict[str, Any] = {} if fixed else {"padding": True}
+        if model.config.model_type == "audio-spectrogram-transformer":
+            # AST's extractor keeps max_length frames of 10 ms: longer clips run as windows of that.
+            self.window_seconds = int(extractor.max_length) * 0.01
 
     @classmethod
     def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,

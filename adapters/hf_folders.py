@@ -60,11 +60,15 @@ _KIND_BY_MODULE = {
 }
 _ROUTERS = ("Router", "Asym")
 # The key of each pooling mode in sentence-transformers' older, boolean Pooling config.
+# In sentence-transformers' own order (Pooling's _LEGACY_POOLING_MODE_KWARGS).
 _POOLING_FLAGS = {
-    "pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max",
+    "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max", "pooling_mode_mean_tokens": "mean",
     "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
     "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken",
 }
+# Files that make a transformers folder a text model whatever its model_type.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model", "tokenizer.model",
+                    "sentencepiece.bpe.model", "vocab.json")
 # How zoo pools a plain transformers folder of each modality, said by zoo info.
 _POOLING_BY_MODALITY = {
     "text": "it declares no pooling, so zoo mean-pools over the attention mask (what sentence-transformers "
@@ -140,6 +144,11 @@ def read_folder(root: Path) -> FolderFormat | None:
         check_head(config, config_file)
         model_type = str(config["model_type"])
         modality = MODALITY_BY_MODEL_TYPE.get(model_type, "text")
+        if model_type not in MODALITY_BY_MODEL_TYPE and not any((root / f).is_file() for f in _TOKENIZER_FILES):
+            raise ModelFormatError(
+                f"{config_file}: model_type {model_type!r} is not one zoo knows as audio, vision or image-text "
+                f"({', '.join(sorted(MODALITY_BY_MODEL_TYPE))}), and the folder has no tokenizer to make it a text "
+                "model; zoo will not guess its modality")
         pooling = {"text": "mean", "vision": HEAD_POOLING.get(model_type)}.get(modality)
         return FolderFormat("transformers", modality,
                             f"config.json has transformers model_type {model_type!r} and no sentence-transformers "
@@ -207,5 +216,6 @@ def _pipeline_pooling(root: Path, modules: list[dict[str, Any]]) -> str | None:
         if isinstance(mode, list):
             return "+".join(str(m) for m in mode)
         modes = [name for flag, name in _POOLING_FLAGS.items() if config.get(flag)]
-        return "+".join(modes) or None
+        # With every flag false, sentence-transformers itself pools the mean.
+        return "+".join(modes) or ("mean" if any(flag in config for flag in _POOLING_FLAGS) else None)
     return None

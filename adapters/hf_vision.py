@@ -1,8 +1,8 @@
 """transformers image encoders (ViT, DINOv2, ConvNeXt, Swin, ...) with their own image processors.
 
 The default pooling is what the model type's own ``*ForImageClassification`` head reads: the
-class token for ViT and DeiT (DINOv2's pooled output is its class token too), the model's pooled
-output for the others (Swin's and
+class token for ViT and DeiT, the model's pooled output for the others (DINOv2's head reads its
+class token beside the patches' mean; its pooled output, the class token, is its embedding) (Swin's and
 BEiT's average of patch tokens, the convolutional models' global pool). A model type zoo has no
 such entry for is refused by name rather than pooled by a guess."""
 
@@ -47,7 +47,8 @@ class HFVisionAdapter(TransformersFamily, ImageBackboneAdapter):
         def transform(image: Any) -> torch.Tensor:
             return processor(images=image, return_tensors="pt")["pixel_values"][0]
 
-        return Built(model, int(getattr(config, "hidden_size", 0) or config.hidden_sizes[-1]),
+        width = getattr(config, "hidden_size", 0) or getattr(config, "hidden_dim", 0) or config.hidden_sizes[-1]
+        return Built(model, int(width),
                      {"pooling": default_pool}, {"transform": transform})
 
     def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
@@ -55,14 +56,20 @@ class HFVisionAdapter(TransformersFamily, ImageBackboneAdapter):
 
     def encode_batch(self, batch: torch.Tensor, *, pool: str | None = None) -> torch.Tensor:
         out = self.model(pixel_values=self._to_device(batch))
-        if pool == "pooler" or out.last_hidden_state.ndim != 3:
+        if pool == "pooler":
             return out.pooler_output.flatten(1).float()
+        config = self.model.config
+        if out.last_hidden_state.ndim != 3:  # a feature map: no tokens
+            if pool == "cls":
+                raise ValueError(f"{self.name} ({config.model_type}) is convolutional: it has no class token; use "
+                                 "pool='pooler' or 'mean'")
+            return out.last_hidden_state.float().mean(dim=(2, 3))
         hidden = out.last_hidden_state.float()
-        has_class_token = HEAD_POOLING.get(self.model.config.model_type) == "cls" or \
-            self.model.config.model_type == "beit"
+        has_class_token = HEAD_POOLING.get(config.model_type) == "cls" or config.model_type == "beit"
         if pool == "cls":
             if not has_class_token:
-                raise ValueError(f"{self.name} ({self.model.config.model_type}) has no class token; use "
-                                 "pool='pooler' or 'mean'")
+                raise ValueError(f"{self.name} ({config.model_type}) has no class token; use pool='pooler' or 'mean'")
             return hidden[:, 0]
-        return hidden[:, 1:].mean(1) if has_class_token else hidden.mean(1)
+        # Patch tokens only: after the class token and any register tokens (DINOv2 with registers).
+        skip = int(has_class_token) + int(getattr(config, "num_register_tokens", 0) or 0)
+        return hidden[:, skip:].mean(1)

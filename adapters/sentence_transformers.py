@@ -19,7 +19,7 @@ from zoo.adapter import Built
 from zoo.errors import ModelFormatError, RegistryError, UnsupportedOptionError
 from zoo.manifest import write_manifest
 
-from .hf_folders import read_folder
+from .hf_folders import read_json
 from .transformers import TransformersAdapter, quiet_progress
 
 if TYPE_CHECKING:
@@ -51,8 +51,7 @@ class SentenceTransformerAdapter(TransformersAdapter):
         super().__init__(spec, model, **kwargs)
         modules = list(model)
         self._pooling_index = next((i for i, m in enumerate(modules) if type(m).__name__ == "Pooling"), None)
-        trailing_norm = type(modules[-1]).__name__ == "Normalize"
-        self._steps = modules[:-1] if trailing_norm else modules
+        self._steps = modules[:-1] if _ends_with_normalize(model) else modules
         self._poolers: dict[str, Any] = {}
 
     # -- loading --------------------------------------------------------------------------------
@@ -61,30 +60,25 @@ class SentenceTransformerAdapter(TransformersAdapter):
     def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
                trust_remote_code: bool = False, device_map: Any = None) -> Built:
         root = files.root
-        found = read_folder(root)
         _check_module_sources(root, trust_remote_code)
         model = _load(root, device=device, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map)
-        if "text" not in model.modalities:
-            raise ModelFormatError(f"{root}: a sentence-transformers pipeline for {', '.join(model.modalities)} "
-                                   "inputs; zoo runs sentence-transformers' text pipelines (load CLIP-style "
-                                   "weights through open_clip or transformers)")
-        pooling = found.pooling if found is not None else None
+        _check_text_pipeline(root, model)
+        pooler = next((m for m in model if type(m).__name__ == "Pooling"), None)
+        mode = getattr(pooler, "pooling_mode", None)
+        pooling = "+".join(mode) if isinstance(mode, tuple) else mode
         if spec.pooling and pooling and spec.pooling != pooling:
             raise RegistryError(f"{spec.name} declares pooling {spec.pooling!r} but its sentence-transformers "
                                 f"pipeline pools {pooling!r} ({root / 'modules.json'}); fix the registry entry")
         if spec.preprocessing.get("max_length"):
             model.max_seq_length = int(spec.preprocessing["max_length"])
         max_length = _max_length(model)
-        prompts = {str(k): str(v) for k, v in (model.prompts or {}).items() if v is not None}
         changes = {"pooling": pooling,
-                   "normalize": spec.normalize if spec.normalize is not None
-                   else type(list(model)[-1]).__name__ == "Normalize",
+                   "normalize": spec.normalize if spec.normalize is not None else _ends_with_normalize(model),
                    "preprocessing": {**spec.preprocessing,
                                      **({"max_length": max_length} if max_length else {})},
-                   "prompts": {**prompts, **spec.prompts},
+                   "prompts": {**_declared_prompts(root, model), **spec.prompts},
                    "default_prompt": spec.default_prompt or model.default_prompt_name or None}
-        # get_embedding_dimension since sentence-transformers 6, get_sentence_embedding_dimension before
-        dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
+        dim = model.get_embedding_dimension()
         if not dim:
             raise ModelFormatError(f"{root}: sentence-transformers cannot say this pipeline's output width")
         return Built(model, int(dim), changes, {"tokenizer": model.tokenizer, "max_length": max_length},
@@ -131,9 +125,13 @@ class SentenceTransformerAdapter(TransformersAdapter):
         return self._poolers[mode]
 
     def resolve_pool(self, pool: str | None) -> str | None:
-        if pool is not None and pool != self.spec.pooling and self._pooling_index is None:
-            raise UnsupportedOptionError(f"{self.name}'s sentence-transformers pipeline has no Pooling module to "
-                                         "replace; leave pool= unset")
+        if pool is not None and pool != self.spec.pooling:
+            if self._pooling_index is None:
+                raise UnsupportedOptionError(f"{self.name}'s sentence-transformers pipeline has no Pooling module "
+                                             "to replace; leave pool= unset")
+            if "+" in (self.spec.pooling or ""):
+                raise UnsupportedOptionError(f"{self.name} pools {self.spec.pooling!r}, several modes side by side, "
+                                             "which the modules after it read at that width; leave pool= unset")
         return super().resolve_pool(pool)
 
     def _embed(self, inputs: Iterable[Any], options: EmbedOptions, **kwargs: Any
@@ -161,14 +159,22 @@ class SentenceTransformerAdapter(TransformersAdapter):
                                          f"{type(self.model[0]).__name__}, not a transformers model")
         return self.model.transformers_model
 
+    def layer_dims(self, layers: tuple[int, ...]) -> list[int]:
+        if self._pooling_index is None or "+" in (self.spec.pooling or ""):
+            raise UnsupportedOptionError(f"{self.name}'s sentence-transformers pipeline has no single-mode Pooling "
+                                         "module to pool hidden layers with; layer= needs one")
+        return super().layer_dims(layers)
+
     def encode_layers(self, batch: Any, *, pool: str | None, layers: tuple[int, ...]) -> list[torch.Tensor]:
-        """Hidden states pooled by the pipeline's Pooling (or ``pool``'s); the modules after the
-        pool (Dense, ...) belong to the final layer and are not applied."""
+        """Hidden states pooled by the pipeline's Pooling (or ``pool``'s), prompt tokens left out as
+        the pipeline does; the modules after the pool (Dense, ...) belong to the final layer and are
+        not applied."""
         inputs = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask",
                                                                            "token_type_ids")}
         hidden = self.transformer(**inputs, output_hidden_states=True).hidden_states
         pooler = self._pooler(pool) if pool not in (None, self.spec.pooling) else self.model[self._pooling_index]
-        return [pooler({"token_embeddings": hidden[i], "attention_mask": inputs["attention_mask"]})
+        extra = {"prompt_length": batch["prompt_length"]} if "prompt_length" in batch else {}
+        return [pooler({"token_embeddings": hidden[i], "attention_mask": inputs["attention_mask"], **extra})
                 ["sentence_embedding"].float() for i in layers]
 
     # -- saving ---------------------------------------------------------------------------------
@@ -181,6 +187,33 @@ class SentenceTransformerAdapter(TransformersAdapter):
             self.model.save(str(directory), create_model_card=False)
         write_manifest(directory, self.spec, self.files)
         return directory
+
+
+def _ends_with_normalize(model: Any) -> bool:
+    return type(list(model)[-1]).__name__ == "Normalize"
+
+
+def _declared_prompts(root: Path, model: Any) -> dict[str, str]:
+    """The prompts the folder declares. sentence-transformers also fills ``query`` and
+    ``document`` with ``""`` placeholders; those are not declared prompts, unless the file names them."""
+    config_file = root / "config_sentence_transformers.json"
+    config = read_json(config_file) if config_file.is_file() else {}
+    declared = config.get("prompts") or {} if isinstance(config, dict) else {}
+    return {str(k): str(v) for k, v in (model.prompts or {}).items() if v is not None and (v or k in declared)}
+
+
+def _check_text_pipeline(root: Path, model: Any) -> None:
+    """zoo drives pipelines that take plain texts into a feature-extraction model; the others
+    (images, chat messages, generation tasks, packed sequences) would run other code than encode()."""
+    first = model[0]
+    modalities = getattr(first, "modality_config", None) or {"text": None}
+    task = getattr(first, "transformer_task", "feature-extraction")
+    flattens = bool(getattr(model, "_can_flatten_inputs", lambda: False)())
+    if "text" not in model.modalities or set(modalities) - {"text"} or task != "feature-extraction" or flattens:
+        raise ModelFormatError(
+            f"{root}: a sentence-transformers pipeline for {', '.join(map(str, modalities))} inputs with task "
+            f"{task!r}{' and packed (flattened) sequences' if flattens else ''}; zoo runs text pipelines of "
+            "task 'feature-extraction' (load CLIP-style weights through open_clip or transformers)")
 
 
 def _check_module_sources(root: Path, trust_remote_code: bool) -> None:
@@ -221,7 +254,4 @@ def _max_length(model: Any) -> int | None:
     limit = model.max_seq_length
     if isinstance(limit, (int, float)) and math.isfinite(limit) and limit > 0:
         return int(limit)
-    if model.transformers_model is None:
-        return None
-    limit = getattr(model.tokenizer, "model_max_length", None)
-    return int(limit) if isinstance(limit, int) and 0 < limit < 100_000 else 512
+    return None

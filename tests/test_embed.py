@@ -244,7 +244,7 @@ def test_a_line_that_is_not_utf8_is_named_and_skippable(minilm, tmp_path, capsys
     assert "mixed.txt line 2 is not UTF-8" in capsys.readouterr().err and not out.exists()
     assert main(["embed", "minilm-l6", str(src), "-o", str(out), "-q", "--skip-errors"]) == 0
     err = capsys.readouterr().err
-    assert "skipped 1 inputs; all are listed with their reasons in" in err
+    assert "skipped 1 input; all are listed with their reasons in" in err
     np.testing.assert_allclose(np.load(out), minilm.featurize(["good one", "good two"]), atol=1e-6)
     record, = [json.loads(line) for line in (tmp_path / "out.npy.skipped.jsonl").read_text().splitlines()]
     assert record["id"] == 1 and "line 2" in record["reason"]

@@ -65,6 +65,7 @@ PIPELINES = {
     "gemma3-two-dense": ("gemma3", {"pooling": "mean", "dense": (64, 32),
                                     "prompts": {"query": "task: search result | query: ", "document": "title: none | "
                                                 "text: "}, "default_prompt": "document"}, ("current", "v3")),
+    "cls-and-mean": ("bert", {"pooling": ("cls", "mean"), "dense": (16,)}, ("current", "v3")),
     "include-prompt-false": ("bert", {"pooling": "mean", "include_prompt": False, "prompts": {"query": "query: "}},
                              ("current", "v3")),
 }
@@ -139,6 +140,22 @@ def test_normalize_false_gives_the_rows_before_the_trailing_normalize(st_folders
     modules = list(SentenceTransformer(str(folder), device="cpu"))
     before_norm = SentenceTransformer(modules=modules[:-1], device="cpu").encode(TEXTS, convert_to_numpy=True)
     assert_same_rows(zoo.load(folder, device="cpu").featurize(TEXTS, normalize=False), before_norm)
+
+
+def test_placeholder_prompts_are_not_declared_prompts(st_folders):
+    model = zoo.load(st_folders("mean", "v2"), device="cpu")  # a 2.x folder declares no prompts
+    assert dict(model.spec.prompts) == {}
+    with pytest.raises(ValueError, match="unknown prompt 'document'"):
+        model.featurize(TEXTS, prompt="document")
+
+
+def test_a_multi_mode_pooling_keeps_its_width_for_the_modules_after_it(st_folders):
+    model = zoo.load(st_folders("cls-and-mean", "v3"), device="cpu")
+    assert model.spec.pooling == "cls+mean" and model.embed_dim == 16
+    with pytest.raises(zoo.UnsupportedOptionError, match="several modes side by side"):
+        model.featurize(TEXTS, pool="max")
+    with pytest.raises(zoo.UnsupportedOptionError, match="single-mode Pooling"):
+        model.featurize(TEXTS, layer=-2)
 
 
 def test_another_pool_replaces_the_pooling_module_and_keeps_the_rest(st_folders):
@@ -295,6 +312,11 @@ def test_what_zoo_cannot_read_is_named_with_its_file(st_folders, tmp_path):
     (custom / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(ModelFormatError, match=r"modules.json names module 'my_package.pooling.FancyPooling'"):
         zoo.load(custom, device="cpu")
+    unknown_type = tmp_path / "unknown-type"
+    unknown_type.mkdir()
+    (unknown_type / "config.json").write_text(json.dumps({"model_type": "made_up_vision_net"}))
+    with pytest.raises(ModelFormatError, match="model_type 'made_up_vision_net' is not one zoo knows"):
+        zoo.load(unknown_type, device="cpu")
     neither = tmp_path / "neither"
     neither.mkdir()
     (neither / "config.json").write_text(json.dumps({"hidden_size": 8}))
@@ -411,8 +433,14 @@ def _audio_reference(folder: Path, kind: str, clips: list) -> np.ndarray:
             if kind == "whisper":
                 hidden = model.get_encoder()(inputs["input_features"]).last_hidden_state[0]
                 rows.append(hidden[: -(-len(wave) // 320)].mean(0).numpy())
-            elif kind == "ast":
-                rows.append(model(**inputs).pooler_output[0].numpy())
+            elif kind == "ast":  # longer than its extractor's window: windows averaged by length, as zoo documents
+                window = int(extractor.max_length * 0.01 * 16000)
+                count = -(-len(wave) // window)
+                size = -(-len(wave) // count)
+                parts = [wave[i:i + size] for i in range(0, len(wave), size)]
+                pooled = [model(**extractor(p, sampling_rate=16000, return_tensors="pt")).pooler_output[0].numpy()
+                          for p in parts]
+                rows.append(np.average(pooled, axis=0, weights=[len(p) for p in parts]))
             else:
                 rows.append(model(**inputs).last_hidden_state[0].mean(0).numpy())
     return np.vstack(rows)
@@ -479,6 +507,12 @@ def test_hf_vision_pools_what_its_own_head_reads(tmp_path, pictures, kind):
         else:
             reference = headless(pixel_values=pixels).logits
     assert_same_rows(ours, reference.numpy())
+    if kind == "convnext":  # a feature map: mean over its positions; no class token to take
+        with torch.inference_mode():
+            grid = headless.convnext(pixel_values=pixels).last_hidden_state
+        assert_same_rows(model.featurize(pictures, pool="mean"), grid.mean(dim=(2, 3)).numpy())
+        with pytest.raises(ValueError, match="no class token"):
+            model.featurize(pictures, pool="cls")
 
 
 # -- through the hub, on the command line, across devices -------------------------------------

@@ -69,7 +69,7 @@ def decoder_folder(root: Path, tokenizer_dir: Path, kind: str = "qwen3") -> Path
     return root
 
 
-def st_folder(root: Path, base: Path, *, pooling: str = "mean", dense: tuple[int, ...] = (), normalize: bool = True,
+def st_folder(root: Path, base: Path, *, pooling: str | tuple[str, ...] = "mean", dense: tuple[int, ...] = (), normalize: bool = True,
               layer_norm: bool = False, prompts: dict[str, str] | None = None, default_prompt: str | None = None,
               include_prompt: bool = True, max_seq_length: int = 48) -> Path:
     """A sentence-transformers pipeline over the transformers folder ``base``, saved by
@@ -80,8 +80,9 @@ def st_folder(root: Path, base: Path, *, pooling: str = "mean", dense: tuple[int
 
     _seed(1)
     transformer = Transformer(str(base), max_seq_length=max_seq_length)
-    width = transformer.get_embedding_dimension()
-    modules: list[Any] = [transformer, Pooling(width, pooling_mode=pooling, include_prompt=include_prompt)]
+    pooler = Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling, include_prompt=include_prompt)
+    modules: list[Any] = [transformer, pooler]
+    width = pooler.pooling_output_dimension
     for out in dense:
         modules.append(Dense(width, out))
         width = out
@@ -127,8 +128,10 @@ def as_st_format(folder: Path, era: str) -> Path:
             modes = ("cls", "mean", "max", "mean_sqrt_len_tokens")
             if era == "v3":
                 modes += ("weightedmean", "lasttoken")
+            mode = config["pooling_mode"]
+            chosen = set(mode) if isinstance(mode, list) else {mode}
             old = {"word_embedding_dimension": config["embedding_dimension"],
-                   **{_OLD_POOLING_FLAGS[m]: config["pooling_mode"] == m for m in modes}}
+                   **{_OLD_POOLING_FLAGS[m]: m in chosen for m in modes}}
             if era == "v3":
                 old["include_prompt"] = config["include_prompt"]
             (sub / "config.json").write_text(json.dumps(old, indent=2))

@@ -155,7 +155,9 @@ class Adapter(ABC):
                             f"backend){did_you_mean(unknown[0], cls.load_options)}; it accepts: {accepted}")
         torch_dtype = resolve_dtype(dtype)
         built = cls._build(spec, files, device=device, dtype=torch_dtype, **options)
-        if not built.placed:
+        if built.placed:  # inputs go where the model's first weights are
+            device = str(getattr(built.model, "device", None) or next(built.model.parameters()).device)
+        else:
             built.model.to(device=device, dtype=torch_dtype)
         built.model.eval()
         if spec.embed_dim is not None and spec.embed_dim != built.embed_dim:

@@ -12,6 +12,7 @@ image-text models compare images (or texts) with labels in their shared space.
 from __future__ import annotations
 
 import math
+import numbers
 
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Union
@@ -71,7 +72,7 @@ def classify(model: Adapter, inputs: Iterable[Any], labels: Sequence[str],
 def logit_scale(model: Adapter, scale: float | None = None) -> float:
     """``scale`` if given; else the model's learned ``logit_scale`` (exp'd) or :data:`TEXT_SCALE`."""
     if scale is not None:
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        if isinstance(scale, bool) or not (isinstance(scale, numbers.Real) and math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a positive finite number, not {scale!r}")
         return float(scale)
     learned = getattr(model.model, "logit_scale", None)
