@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from zoo.errors import is_item_error
+
 if TYPE_CHECKING:
     import torch
 
@@ -316,7 +318,9 @@ class ImageBatcher:
             for i in (i for i, image in zip(group, decoded) if image is None):
                 try:  # the device decoder refused it: the CPU path, errors and all
                     rows[batch.jpegs[i]] = self.transform(decode(batch.sources[i] or batch.data[i])).to(device)
-                except (TypeError, ValueError, OSError, EOFError) as exc:
+                except Exception as exc:  # whatever the decoder raises for this file (is_item_error)
+                    if not is_item_error(exc):
+                        raise
                     failed.append((batch.jpegs[i], f"{type(exc).__name__}: {exc}"))
             kept = [(batch.jpegs[i], image) for i, image in zip(group, decoded) if image is not None]
             del decoded  # this group's decoded images go before the next group's come

@@ -31,6 +31,20 @@ def _wav(samples: np.ndarray, rate: int = 16000, subtype: str = "PCM_16") -> byt
     return buf.getvalue()
 
 
+def broken_png_chunk() -> bytes:
+    """A PNG whose second chunk's type is broken: PIL raises SyntaxError, not an OSError."""
+    data = bytearray(_png(np.full((8, 8, 3), 200, np.uint8)))
+    data[36] = 0
+    return bytes(data)
+
+
+def dds_of_unknown_format() -> bytes:
+    """A DDS header naming a pixel format PIL does not know: PIL raises NotImplementedError."""
+    header = struct.pack("<4sI", b"DDS ", 124) + struct.pack("<6I", 0x1007, 8, 8, 0, 0, 0) + b"\0" * 44
+    pixel_format = struct.pack("<2I4s5I", 32, 0x4, b"ZZZZ", 0, 0, 0, 0, 0)
+    return header + pixel_format + struct.pack("<5I", 0x1000, 0, 0, 0, 0) + b"\0" * 64
+
+
 def _images() -> dict[str, object]:
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
@@ -51,6 +65,7 @@ def _images() -> dict[str, object]:
         "nan float array": np.full((8, 8, 3), np.nan, np.float32), "float array out of range": np.full((8, 8, 3), 2.0),
         "5-channel array": np.zeros((8, 8, 5), np.uint8), "int64 array": np.zeros((8, 8, 3), np.int64),
         "missing file": "/nonexistent/image.png", "a number": 42, "unreadable line": Unreadable("images.txt line 3 is not UTF-8"),
+        "broken png chunk": broken_png_chunk(), "dds of unknown format": dds_of_unknown_format(),
     }
 
 
@@ -112,7 +127,8 @@ REFUSED = {
     "vision": {"0x0 array": "empty image", "0-wide PIL image": "empty image", "truncated jpeg": "OSError",
                "empty bytes": "cannot identify", "text bytes": "cannot identify", "nan float array": "NaN",
                "float array out of range": "[0, 1]", "5-channel array": "channels", "int64 array": "uint8",
-               "missing file": "No such file", "a number": "expected an image", "unreadable line": "not UTF-8"},
+               "missing file": "No such file", "a number": "expected an image", "unreadable line": "not UTF-8",
+               "broken png chunk": "SyntaxError: broken PNG", "dds of unknown format": "NotImplementedError"},
     "audio": {"header-only wav": "empty waveform", "1e30 amplitude": "not finite", "nan wave": "NaN",
               "empty wave": "empty waveform", "zero rate": "sample rate", "bool rate": "sample rate",
               "3-D wave": "1-D waveform", "string wave": "numeric samples", "garbage bytes": "cannot decode",

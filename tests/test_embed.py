@@ -269,6 +269,27 @@ def test_every_skipped_input_is_listed_beside_the_output(tmp_path):
     assert all("cannot identify image file" in r["reason"] for r in listed)
 
 
+def test_skip_errors_goes_on_past_a_file_whatever_its_decoder_raises(tmp_path, capsys):
+    from PIL import Image
+    from test_bad_inputs import broken_png_chunk
+
+    import pyarrow.parquet
+
+    from zoo.cli import main
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (32, 32), (200, 0, 0)).save(folder / "a-good.png")
+    (folder / "b-broken.png").write_bytes(broken_png_chunk())  # PIL: SyntaxError
+    Image.new("RGB", (32, 32), (0, 200, 0)).save(folder / "c-good.png")
+    out = tmp_path / "out.parquet"
+    assert main(["embed", "efficientnet-lite0", str(folder), "-o", str(out), "--skip-errors", "-q",
+                 "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 1 input;" in err and "b-broken.png: SyntaxError: broken PNG" in err
+    assert len(pyarrow.parquet.read_table(out)) == 2
+
+
 @pytest.mark.parametrize("case", ["image folder to a text model", "text file to a vision model",
                                   "single image to a text model"])
 def test_inputs_of_another_modality_are_refused(tmp_path, case):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import logging
 import os
 import shutil
@@ -63,7 +64,10 @@ class Server:
         raise RuntimeError("zoo serve did not answer /health within 120 s")
 
     def embed(self, model: str, inputs: object, **fields: object) -> httpx.Response:
-        return httpx.post(f"{self.url}/v1/embeddings", json={"model": model, "input": inputs, **fields}, timeout=60)
+        # ASCII JSON (\uXXXX escapes), as many clients send: it carries lone surrogates too.
+        body = json.dumps({"model": model, "input": inputs, **fields}).encode()
+        return httpx.post(f"{self.url}/v1/embeddings", content=body, timeout=60,
+                          headers={"content-type": "application/json"})
 
     @property
     def output(self) -> str:
@@ -222,6 +226,26 @@ def test_a_bad_image_fails_only_its_own_request_in_a_shared_batch(server):
         replies = list(pool.map(lambda inputs: server.embed("efficientnet-lite0", inputs), bodies))
     assert [r.status_code for r in replies] == [200, 400, 200] * 4
     assert all("input[1]" in r.json()["error"]["message"] for r in replies[1::3])
+
+
+@pytest.mark.parametrize(("model", "good", "bad", "needle"), [
+    ("minilm-l6", "a good sentence", "broken \ud800 text", "not valid Unicode"),
+    ("efficientnet-lite0", "png", "broken png", "SyntaxError"),
+    ("efficientnet-lite0", "png", "dds", "NotImplementedError"),
+])
+def test_a_poisoned_request_fails_alone_whatever_its_decoder_raises(server, model, good, bad, needle):
+    from test_bad_inputs import broken_png_chunk, dds_of_unknown_format
+
+    payloads = {"png": _data_url("image/png", _png(5)), "broken png": _data_url("image/png", broken_png_chunk()),
+                "dds": _data_url("image/vnd-ms.dds", dds_of_unknown_format())}
+    good, bad = payloads.get(good, good), payloads.get(bad, bad)
+    bodies = [[good], [good, bad], [good, good]] * 3
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        replies = list(pool.map(lambda inputs: server.embed(model, inputs), bodies))
+    assert [r.status_code for r in replies] == [200, 400, 200] * 3
+    assert all("input[1]" in r.json()["error"]["message"] and needle in r.json()["error"]["message"]
+               for r in replies[1::3])
+    assert server.embed(model, [good]).status_code == 200
 
 
 def test_an_oversized_body_gets_413_naming_the_limit(server):

@@ -128,6 +128,17 @@ class InputError(ZooError, ValueError):
         super().__init__(f"{where}: {reason}")
 
 
+def is_item_error(exc: BaseException) -> bool:
+    """Whether ``exc``, raised while decoding or tokenising one input, is that input's fault.
+
+    Decoders raise what their libraries raise for bad data: PIL a ``SyntaxError`` for a broken PNG
+    chunk and ``NotImplementedError`` for an unknown DDS pixel format, tokenizers a ``TypeError``,
+    soundfile its own errors. Any ``Exception`` is the item's, except running out of memory, which
+    says nothing about the item and must stop the run.
+    """
+    return isinstance(exc, Exception) and not isinstance(exc, MemoryError)
+
+
 class InputWarning(UserWarning):
     """A decoder's note that an input was used but is suspect (a truncated audio file: what
     survives is embedded). featurize records it in its report with the item's index."""

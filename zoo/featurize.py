@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .allocator import keep_freed_memory
-from .errors import InputError, InputWarning, Unreadable
+from .errors import InputError, InputWarning, Unreadable, is_item_error
 
 if TYPE_CHECKING:
     import numpy as np
@@ -77,7 +77,9 @@ def decode_items(items: Sequence[Any], decode: Callable[[Any], Any], on_error: O
             value = _decode_noting(decode, item, i, report)
         except InputError as exc:
             error: InputError = InputError(i, exc.reason, item) if exc.index != i else exc
-        except (TypeError, ValueError, OSError, EOFError) as exc:
+        except Exception as exc:  # whatever a decoder raises for one bad item (is_item_error)
+            if not is_item_error(exc):
+                raise
             error = InputError(i, f"{type(exc).__name__}: {exc}", item)
         else:
             decoded.add(i, value, windows)

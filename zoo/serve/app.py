@@ -53,19 +53,25 @@ def _runner(model: Adapter, batch_size: int) -> Any:
             rows, report = model.featurize_texts(items, **common), model.last_report
         else:
             rows, report = model.featurize_with_report(items, **common)
-        return rows, report, _token_counts(model, items) if kind == "text" else None
+        return rows, report, _token_counts(model, items, report.kept) if kind == "text" else None
 
     return run
 
 
-def _token_counts(model: Adapter, texts: list[str]) -> list[int] | None:
-    """Tokens per text as the model counts them (truncated), for ``usage``; None when its
+def _token_counts(model: Adapter, texts: list[str], kept: list[int]) -> list[int] | None:
+    """Tokens per text as the model counts them (truncated), for ``usage``; 0 for the texts
+    featurize skipped (never tokenised: a bad one would fail the whole pass); None when its
     tokenizer is not a transformers one (open_clip's)."""
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None or not hasattr(tokenizer, "model_max_length"):
         return None
-    return list(tokenizer(texts, truncation=True, max_length=getattr(model, "max_length", None),
-                          return_length=True)["length"])
+    counts = [0] * len(texts)
+    if kept:
+        lengths = tokenizer([texts[i] for i in kept], truncation=True, max_length=getattr(model, "max_length", None),
+                            return_length=True)["length"]
+        for index, length in zip(kept, lengths):
+            counts[index] = int(length)
+    return counts
 
 
 def create_app(models: dict[str, Adapter], *, max_batch: int = 64, max_wait_ms: float = 5, batch_size: int = 32,
