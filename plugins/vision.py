@@ -76,14 +76,20 @@ def to_rgb(image: Any) -> Any:
 
 
 def _open(source: Any) -> Any:
-    """Open and fully decode an image file (a truncated one fails here, not later in a worker)."""
+    """Open and fully decode an image file (a truncated one fails here, not later in a worker).
+    An image over PIL's pixel limit is refused before its pixels are decoded: PIL itself only
+    warns up to twice the limit, which would let one small file take gigabytes."""
+    import warnings
+
     from PIL import Image
 
     try:
-        with Image.open(source) as img:
-            img.load()
-            return to_rgb(img)
-    except Image.DecompressionBombError as exc:  # not an OSError: say what to do
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as img:
+                img.load()
+                return to_rgb(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # not OSErrors: say what to do
         raise ValueError(f"{exc} If the file is trusted, raise PIL.Image.MAX_IMAGE_PIXELS") from None
 
 
@@ -94,7 +100,11 @@ def decode_image(item: Any) -> Any:
     if isinstance(item, (str, os.PathLike)):
         return _open(item)
     if isinstance(item, (bytes, bytearray)):
-        return _open(io.BytesIO(item))
+        try:
+            return _open(io.BytesIO(item))
+        except Image.UnidentifiedImageError:  # PIL's message would show a BytesIO's address
+            raise OSError(f"cannot identify the image data ({len(item)} bytes, starting {bytes(item[:8])!r}) as any "
+                          "image format PIL reads") from None
     if isinstance(item, Image.Image):
         return to_rgb(item)
     if hasattr(item, "detach") and hasattr(item, "numpy"):  # a torch tensor, CxHxW

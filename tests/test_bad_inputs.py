@@ -209,3 +209,15 @@ def test_declared_wav_length_reads_the_data_chunk():
     for placeholder in (0xFFFFFFFF, 0x7FFFF000, 0):  # ffmpeg's, espeak-ng --stdout's, and none
         assert _declared_wav_frames(wav[:40] + struct.pack("<I", placeholder) + wav[44:]) is None
     assert _declared_wav_frames(b"fLaC....") is None
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding_even_where_pil_only_warns(monkeypatch):
+    from PIL import Image
+
+    from zoo.plugins.vision import decode_image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    over = _png(np.zeros((40, 40, 3), np.uint8))  # 1600 pixels: PIL warns (it raises from 2000 on)
+    with pytest.raises(ValueError, match="MAX_IMAGE_PIXELS"):
+        decode_image(over)
+    assert decode_image(_png(np.zeros((20, 20, 3), np.uint8))).size == (20, 20)

@@ -202,11 +202,22 @@ def test_64_concurrent_clients_each_get_their_own_rows(server, minilm):
     ("minilm-l6", "x", {"dimensions": 1000}, 400, "dimensions 1000 is more than minilm-l6's 384"),
     ("minilm-l6", [1, 2, 3], {}, 400, "input[0] is token ids"),
     ("minilm-l6", ["x"] * 2049, {}, 400, "at most 2048 per request"),
+    ("minilm-l6", "x", {"encodng_format": "float"}, 400, "unknown field 'encodng_format'; did you mean "
+                                                          "'encoding_format'"),
+    ("efficientnet-lite0", ["data:image/png;base64,bm90IGFuIGltYWdl"], {}, 400, "cannot identify the image data"),
 ])
 def test_bad_requests_get_named_4xx_and_the_server_stays_up(server, model, inputs, fields, status, needle):
     reply = server.embed(model, inputs, **fields)
     assert reply.status_code == status and needle in reply.json()["error"]["message"], reply.text
     assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash(server):
+    body = '{"model": "minilm-l6", "input": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    reply = httpx.post(f"{server.url}/v1/embeddings", content=body, timeout=30,
+                       headers={"content-type": "application/json"})
+    assert reply.status_code == 400 and "nested too deeply" in reply.json()["error"]["message"]
+    assert server.embed("minilm-l6", "still up").status_code == 200
 
 
 def test_text_that_starts_with_data_is_text(server, minilm):

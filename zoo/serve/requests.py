@@ -14,8 +14,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import did_you_mean
+
 # An image or audio data URL's header; anything else is text.
 _DATA_URL = re.compile(r"data:(image|audio)/[\w.+-]+(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
+
+# The fields of OpenAI's embeddings request ("user" is accepted and unused, as OpenAI documents it).
+FIELDS = ("model", "input", "encoding_format", "dimensions", "user")
 
 # What each modality's model takes, by the kind of an input item.
 ACCEPTS = {"text": ("text",), "vision": ("image",), "audio": ("audio",), "image-text": ("text", "image")}
@@ -51,8 +56,14 @@ def parse_request(body: bytes, max_inputs: int = 2048) -> EmbeddingRequest:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError(400, "the body's JSON is nested too deeply; send 'input' as a flat list") from None
     if not isinstance(data, dict):
         raise RequestError(400, "the body must be a JSON object with 'model' and 'input'")
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise RequestError(400, f"unknown field {unknown[0]!r}{did_you_mean(unknown[0], FIELDS)}; the request "
+                           f"takes {', '.join(FIELDS)}", unknown[0])
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise RequestError(400, "'model' is required: the name of a served model (GET /v1/models)", "model")
