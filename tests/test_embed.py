@@ -178,21 +178,29 @@ def test_chunks_take_about_chunk_seconds_at_the_runs_pace():
     assert fixed.size == 7 and fixed.biggest == 7
 
 
-@pytest.mark.slow
 def test_a_slow_model_commits_a_chunk_every_few_tenths_of_a_second(minilm, tmp_path, monkeypatch):
+    """Chunk sizing on a clock the test owns: the model takes 20 ms an item of that clock, so the
+    sizes do not depend on how loaded the machine is."""
+    import types
+
+    import zoo.embed
+
     src = tmp_path / "texts.txt"
     src.write_text("\n".join(TEXTS) + "\n")
     out = tmp_path / "out.parquet"
     featurize = type(minilm).featurize_with_report
+    clock = types.SimpleNamespace(now=0.0)
+    clock.perf_counter = lambda: clock.now
 
     def slow(self, items, **kwargs):  # 20 ms an item
-        time.sleep(0.02 * len(items))
+        clock.now += 0.02 * len(items)
         return featurize(self, items, **kwargs)
 
     with monkeypatch.context() as patched:
         patched.setattr(type(minilm), "featurize_with_report", slow)
+        patched.setattr(zoo.embed, "time", clock)
         summary = embed_to_file(minilm, open_inputs(str(src)), out, progress=False, batch_size=4, chunk_seconds=0.2)
-    # 0.2 s at under 50 items a second: chunks grow from the first batch of 4 to at most 10
+    # 0.2 s at 50 items a second: chunks grow from the first batch of 4 to at most 10
     assert 4 < summary.chunk_size <= 10 and summary.chunks >= 6
     np.testing.assert_allclose(_embeddings(out)[1], minilm.featurize(TEXTS), atol=1e-6)
 
