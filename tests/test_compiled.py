@@ -4,6 +4,7 @@ cached under ZOO_HOME and checked against the backends called directly."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +163,17 @@ def test_zoo_embed_on_onnx_writes_the_same_rows(tmp_path, minilm, corpus):
     assert main(["embed", "minilm-l6", str(src), "-o", str(out), "--runtime", "onnx", "-q"]) == 0
     expected = minilm.featurize([t.replace("\n", " ") for t in corpus[:64]])
     assert _cosines(np.load(out), expected).min() >= 0.9999
+
+
+def test_zoo_cache_lists_and_removes_exports(isolated_zoo, tiny_bert_dir, capsys):
+    from zoo.cli import main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the plain folder's undeclared pooling
+        model = zoo.load(tiny_bert_dir, device="cpu", runtime="onnx")
+    folder, = _exports(isolated_zoo)
+    assert main(["cache", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "export" in listed and model.name in listed and "the cache is empty" not in listed
+    assert main(["cache", "remove", str(tiny_bert_dir)]) == 0
+    assert f"removed export {folder}" in capsys.readouterr().out and not folder.exists()

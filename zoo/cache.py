@@ -1,11 +1,13 @@
 """What ``ZOO_HOME`` holds, and keeping it healthy: ``zoo cache list | verify | remove``.
 
-Three kinds of entries: models installed from bundles (``models/``), Hugging Face Hub snapshots
-(``hub/``, managed through ``huggingface_hub.scan_cache_dir``) and URL downloads (``url/``).
+Four kinds of entries: models installed from bundles (``models/``), Hugging Face Hub snapshots
+(``hub/``, managed through ``huggingface_hub.scan_cache_dir``), URL downloads (``url/``) and the
+ONNX / OpenVINO exports of ``runtime=`` (``compiled/``, each recording the model it was made from).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from .integrity import cached_sha256, evict_file, memo_matches
 from .loader import resolve
 from .registry import get_registry
 from .safe_paths import file_in
+from .settings import zoo_home
 from .sources import hub_cache_dir, url_cache_dir, url_dest
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -29,7 +32,7 @@ class CacheEntry:
     """One thing in the cache."""
 
     name: str
-    kind: str  # "bundle", "hub" or "url"
+    kind: str  # "bundle", "hub", "url" or "export"
     path: Path
     size: int
     verified: bool
@@ -65,6 +68,25 @@ def _hub_snapshots() -> list[tuple[str, str, Path, int, list[Path]]]:
     return out
 
 
+def _exports() -> list[tuple[str, Path, int, bool]]:
+    """(model, folder, size, every recorded sha256 memo still matches) per export in ``compiled/``;
+    staging folders of an export in progress (``.digest.*``) are left out."""
+    folder = zoo_home() / "compiled"
+    out = []
+    for sub in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if sub.name.startswith(".") or not sub.is_dir():
+            continue
+        try:
+            record = json.loads((sub / "export.json").read_text())
+            model, digests = str(record["key"]["model"]), dict(record["sha256"])
+        except (OSError, ValueError, KeyError, TypeError):
+            model, digests = "?", {}
+        size = sum(f.stat().st_size for f in sub.rglob("*") if f.is_file())
+        ok = bool(digests) and all(memo_matches(sub / name, digest) for name, digest in digests.items())
+        out.append((model, sub, size, ok))
+    return out
+
+
 def list_cache() -> list[CacheEntry]:
     """Everything in ``ZOO_HOME``; ``verified`` means every file with a known hash was checked since
     it last changed."""
@@ -84,6 +106,8 @@ def list_cache() -> list[CacheEntry]:
         for file in sorted(url_cache_dir().glob("*/*")):
             if file.is_file() and not file.name.endswith((".lock", ".part")):
                 out.append(CacheEntry(file.name, "url", file, file.stat().st_size, False, []))
+    for model, folder, size, ok in _exports():
+        out.append(CacheEntry(f"{model} export {folder.name[:12]}", "export", folder, size, ok, [model]))
     return out
 
 
@@ -129,7 +153,8 @@ def verify_cache() -> VerifyReport:
 
 
 def remove_model(name: str) -> list[str]:
-    """Delete what the cache holds for model ``name``: its bundle entry, hub snapshots, URL files."""
+    """Delete what the cache holds for model ``name``: its bundle entry, hub snapshots, URL files
+    and runtime exports."""
     removed = []
     folder = remove(name)
     if folder is not None:
@@ -137,6 +162,12 @@ def remove_model(name: str) -> list[str]:
     try:
         spec = resolve(name)
     except (ZooError, FileNotFoundError):  # only installed, and its entry is gone already
+        spec = None
+    for model, export, _, _ in _exports():
+        if model in (name, spec.name if spec else None):
+            shutil.rmtree(export)
+            removed.append(f"export {export}")
+    if spec is None:
         return removed
     hub_repos = {(s.location, s.revision) for s in spec.sources if s.kind == "hub"}
     if hub_repos and hub_cache_dir().is_dir():
