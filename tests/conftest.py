@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # for `hubserver` and `plugin_fixtures`
+sys.path.insert(0, str(Path(__file__).parent))  # for helper modules: hubserver, plugin_fixtures, tiny_models, bad_files
 
 from hubserver import FakeHub  # noqa: E402
 

@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+from bad_files import broken_png_chunk, dds_of_unknown_format
 from PIL import Image
 
 import zoo
@@ -29,20 +30,6 @@ def _wav(samples: np.ndarray, rate: int = 16000, subtype: str = "PCM_16") -> byt
     buf = io.BytesIO()
     soundfile.write(buf, samples, rate, format="WAV", subtype=subtype)
     return buf.getvalue()
-
-
-def broken_png_chunk() -> bytes:
-    """A PNG whose second chunk's type is broken: PIL raises SyntaxError, not an OSError."""
-    data = bytearray(_png(np.full((8, 8, 3), 200, np.uint8)))
-    data[36] = 0
-    return bytes(data)
-
-
-def dds_of_unknown_format() -> bytes:
-    """A DDS header naming a pixel format PIL does not know: PIL raises NotImplementedError."""
-    header = struct.pack("<4sI", b"DDS ", 124) + struct.pack("<6I", 0x1007, 8, 8, 0, 0, 0) + b"\0" * 44
-    pixel_format = struct.pack("<2I4s5I", 32, 0x4, b"ZZZZ", 0, 0, 0, 0, 0)
-    return header + pixel_format + struct.pack("<5I", 0x1000, 0, 0, 0, 0) + b"\0" * 64
 
 
 def _images() -> dict[str, object]:

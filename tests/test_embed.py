@@ -279,7 +279,7 @@ def test_every_skipped_input_is_listed_beside_the_output(tmp_path):
 
 def test_skip_errors_goes_on_past_a_file_whatever_its_decoder_raises(tmp_path, capsys):
     from PIL import Image
-    from test_bad_inputs import broken_png_chunk
+    from bad_files import broken_png_chunk
 
     import pyarrow.parquet
 

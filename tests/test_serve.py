@@ -245,7 +245,7 @@ def test_a_bad_image_fails_only_its_own_request_in_a_shared_batch(server):
     ("efficientnet-lite0", "png", "dds", "NotImplementedError"),
 ])
 def test_a_poisoned_request_fails_alone_whatever_its_decoder_raises(server, model, good, bad, needle):
-    from test_bad_inputs import broken_png_chunk, dds_of_unknown_format
+    from bad_files import broken_png_chunk, dds_of_unknown_format
 
     payloads = {"png": _data_url("image/png", _png(5)), "broken png": _data_url("image/png", broken_png_chunk()),
                 "dds": _data_url("image/vnd-ms.dds", dds_of_unknown_format())}
