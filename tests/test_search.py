@@ -158,3 +158,25 @@ def test_an_image_text_index_takes_text_and_image_queries_in_one_space(open_clip
     assert [[h.id for h in row] for row in hits] == [[str(folder / f"{j}.png") for j in np.argsort(-e, kind="stable")]
                                                      for e in expected]
     assert hits[1][0].id == str(folder / "3.png")
+
+
+def test_non_finite_rows_are_refused_by_id_and_k_must_be_positive(corpus_parquet, tmp_path):
+    table = pq.read_table(corpus_parquet)
+    rows = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+    rows[[2, 5]] = np.nan
+    import pyarrow as pa
+
+    column = pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), rows.shape[1])
+    poisoned = tmp_path / "poisoned.parquet"
+    pq.write_table(table.set_column(table.schema.get_field_index("embedding"), "embedding", column), poisoned)
+    with pytest.raises(ZooError, match=r"2 rows hold NaN or infinite values \(id 2, 5\); nothing was added"):
+        search.build(poisoned, tmp_path / "bad-idx")
+    index = search.build(corpus_parquet, tmp_path / "idx")
+    with pytest.raises(ZooError, match="id 2, 5"):
+        index.add(poisoned)
+    assert len(search.open_index(tmp_path / "idx")) == len(CORPUS)  # what was saved is unchanged
+    for k in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            index.search_vectors(rows[:1] * 0 + 1, k=k)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        index.search_vectors(rows[2:3])

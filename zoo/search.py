@@ -69,11 +69,19 @@ class Index:
 
     def add(self, parquet: str | os.PathLike[str], *, save: bool = True) -> int:
         """Add the rows of another embedding file from the same model; rows whose input is
-        already held (same content hash) are skipped. Returns how many were added."""
+        already held (same content hash) are skipped. Returns how many were added. A file with a
+        NaN or infinite row is refused whole, by id, before anything is added: such a row would
+        never be found, and would make every score it takes part in meaningless."""
         import numpy as np
 
         provenance = float_provenance(parquet)
         check_same(self.provenance, provenance, f"{parquet}", f"the index {self.path}")
+        bad = [i for ids, rows, _ in embedding_batches(parquet) for i, ok in zip(ids, np.isfinite(rows).all(1))
+               if not ok]
+        if bad:
+            shown = ", ".join(map(str, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise ZooError(f"{parquet}: {len(bad)} row{'s' if len(bad) != 1 else ''} hold NaN or infinite values "
+                           f"(id {shown}); nothing was added: re-embed those inputs or leave them out")
         held = {h for h in self.hashes if h}
         added = 0
         for ids, rows, hashes in embedding_batches(parquet):
@@ -97,9 +105,15 @@ class Index:
         """The ``k`` nearest rows of each query vector, best first (fewer if the index is smaller)."""
         import numpy as np
 
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, not {k!r}")
         queries = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
         if queries.shape[1] != self.faiss_index.d:
             raise ValueError(f"query vectors have {queries.shape[1]} dimensions; the index holds {self.faiss_index.d}")
+        if not np.isfinite(queries).all():
+            raise ValueError("a query vector holds NaN or infinite values")
+        if not len(self):
+            return [[] for _ in queries]
         scores, rows = self.faiss_index.search(queries, min(k, len(self)))
         return [[Hit(self.ids[r], float(s), self.sources[r]) for s, r in zip(srow, rrow) if r >= 0]
                 for srow, rrow in zip(scores, rows)]
