@@ -180,3 +180,27 @@ def test_non_finite_rows_are_refused_by_id_and_k_must_be_positive(corpus_parquet
             index.search_vectors(rows[:1] * 0 + 1, k=k)
     with pytest.raises(ValueError, match="NaN or infinite"):
         index.search_vectors(rows[2:3])
+
+
+def test_scores_are_cosines_even_where_the_model_does_not_normalise(tiny_bert_dir, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the plain folder's undeclared pooling
+        model = zoo.load(tiny_bert_dir, device="cpu")
+    assert model.spec.normalize is False
+    lines = tmp_path / "corpus.txt"
+    lines.write_text("\n".join(CORPUS) + "\n")
+    embed_to_file(model, open_inputs(str(lines)), tmp_path / "raw.parquet", progress=False)
+    index = search.build(tmp_path / "raw.parquet", tmp_path / "idx")
+    rows, query = model.featurize(CORPUS), model.featurize(["a kitten asleep"])
+    assert np.linalg.norm(rows, axis=1).min() > 1.5  # not unit length: raw inner products would exceed 1
+    cosines = (rows @ query.T)[:, 0] / np.linalg.norm(rows, axis=1) / np.linalg.norm(query)
+    hits = search.open_index(tmp_path / "idx").search(["a kitten asleep"], k=3, model=model)[0]
+    assert [int(h.id) for h in hits] == list(np.argsort(-cosines)[:3])
+    np.testing.assert_allclose([h.score for h in hits], np.sort(cosines)[::-1][:3], atol=1e-5)
+    meta = json.loads((tmp_path / "idx" / search.META_FILE).read_text())
+    assert meta["metric"] == "cosine"
+    del meta["metric"]  # as an index written before zoo recorded its metric
+    (tmp_path / "idx" / search.META_FILE).write_text(json.dumps(meta))
+    assert search.open_index(tmp_path / "idx").metric == "inner_product"

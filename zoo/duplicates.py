@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .embedding_file import embedding_batches, float_provenance
+from .embedding_file import embedding_batches, float_provenance, unit_rows
 from .search import faiss_module
 
 #: cosine at or above which two inputs count as near-duplicates by default. Measured with
@@ -43,13 +43,13 @@ def find_duplicates(path: str | os.PathLike[str], threshold: float = DEFAULT_THR
     index = faiss.IndexFlatIP(int(float_provenance(path)["embed_dim"]))
     ids: list[Any] = []
     for batch_ids, rows, _ in embedding_batches(path, batch_rows):
-        index.add(_unit(rows))
+        index.add(unit_rows(rows))
         ids += batch_ids
     parent = list(range(len(ids)))
     lowest: dict[int, float] = {}
     start = 0
     for _, rows, _ in embedding_batches(path, batch_rows):
-        limits, scores, found = index.range_search(_unit(rows), threshold - ROUNDING)
+        limits, scores, found = index.range_search(unit_rows(rows), threshold - ROUNDING)
         for q in range(len(rows)):
             for score, j in zip(scores[limits[q]:limits[q + 1]], found[limits[q]:limits[q + 1]]):
                 if j != start + q:
@@ -60,13 +60,6 @@ def find_duplicates(path: str | os.PathLike[str], threshold: float = DEFAULT_THR
         groups.setdefault(_root(parent, i), []).append(i)
     return [DuplicateGroup([ids[i] for i in members], float(np.float32(lowest[root])))
             for root, members in groups.items() if len(members) > 1]
-
-
-def _unit(rows: Any) -> Any:
-    import numpy as np
-
-    rows = np.ascontiguousarray(rows, dtype=np.float32)
-    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
 def _root(parent: list[int], i: int) -> int:

@@ -94,3 +94,12 @@ def embedding_batches(path: str | os.PathLike[str], rows: int = 65_536) -> Itera
         table = pa.Table.from_batches([batch])
         hashes = table.column("content_sha256").to_pylist() if "content_sha256" in columns else [None] * len(table)
         yield table.column("id").to_pylist(), embedding_rows(table), hashes
+
+
+def unit_rows(rows: Any) -> np.ndarray:
+    """``rows`` as contiguous float32 of length 1, so that inner products are cosines (a zero row
+    stays zero)."""
+    import numpy as np
+
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)

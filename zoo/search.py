@@ -1,13 +1,16 @@
 """Nearest-neighbour search over the embedding files ``zoo embed`` writes, with FAISS.
 
 >>> from zoo import search
->>> index = search.build("photos.parquet", "photos.idx")         # exact inner product
+>>> index = search.build("photos.parquet", "photos.idx")         # exact cosine similarity
 >>> index.search(["a dog on a beach"], k=5)                       # embedded with the index's model
 >>> search.open_index("photos.idx").add("more-photos.parquet")   # rows already held are skipped
 
 An index is a folder: ``index.faiss`` (the vectors), ``rows.parquet`` (each row's id, input
 content hash and source file) and ``zoo-index.json`` (the provenance of the embeddings, the kind
-of index and the row count, checked against the other two when it opens). Every embedding that
+of index, the metric and the row count, checked against the other two when it opens). Scores are
+cosine similarities whether or not the model normalises its rows (rows and queries are stored and
+compared at unit length), as ``zoo dedup`` reports them; an index written before zoo recorded its
+metric keeps the raw inner product it was built with. Every embedding that
 meets the index (added rows, queries) must come from the same model, revision, weights, pooling,
 normalisation and layers, or :class:`~zoo.errors.ProvenanceMismatchError` names both sides.
 
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_path, write_json_atomic
-from .embedding_file import embedding_batches, float_provenance
+from .embedding_file import embedding_batches, float_provenance, unit_rows
 from .errors import ProvenanceMismatchError, ZooError
 from .loader import load
 from .provenance import weights_provenance
@@ -43,8 +46,8 @@ GUARDED = ("model", "revision", "sha256", "pool", "normalize", "embed_dim", "lay
 
 @dataclass
 class Hit:
-    """One neighbour: its id, its score (inner product: the cosine for normalised embeddings)
-    and the embedding file it came from."""
+    """One neighbour: its id, its score (the cosine similarity; the raw inner product in an index
+    written before zoo recorded its metric) and the embedding file it came from."""
 
     id: str
     score: float
@@ -63,6 +66,8 @@ class Index:
     hashes: list[str | None] = field(default_factory=list, repr=False)
     sources: list[str] = field(default_factory=list, repr=False)
     _model: Adapter | None = field(default=None, repr=False)
+    #: ``cosine`` (rows stored at unit length) or ``inner_product`` (indexes written before)
+    metric: str = "cosine"
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -92,7 +97,8 @@ class Index:
                     if h:
                         held.add(h)
             if keep:
-                self.faiss_index.add(np.ascontiguousarray(rows[keep], dtype=np.float32))
+                kept = unit_rows(rows[keep]) if self.metric == "cosine" else rows[keep]
+                self.faiss_index.add(np.ascontiguousarray(kept, dtype=np.float32))
                 self.ids += [str(ids[i]) for i in keep]
                 self.hashes += [hashes[i] for i in keep]
                 self.sources += [Path(parquet).name] * len(keep)
@@ -114,6 +120,8 @@ class Index:
             raise ValueError("a query vector holds NaN or infinite values")
         if not len(self):
             return [[] for _ in queries]
+        if self.metric == "cosine":
+            queries = unit_rows(queries)
         scores, rows = self.faiss_index.search(queries, min(k, len(self)))
         return [[Hit(self.ids[r], float(s), self.sources[r]) for s, r in zip(srow, rrow) if r >= 0]
                 for srow, rrow in zip(scores, rows)]
@@ -150,7 +158,8 @@ class Index:
         with atomic_path(self.path / ROWS_FILE) as tmp:
             pq.write_table(rows, tmp)
         write_json_atomic(self.path / META_FILE, {"provenance": self.provenance, "kind": self.kind,
-                                                  "rows": len(self), "dim": self.faiss_index.d})
+                                                  "metric": self.metric, "rows": len(self),
+                                                  "dim": self.faiss_index.d})
 
 
 def build(parquet: str | os.PathLike[str], output: str | os.PathLike[str], *, kind: str = "flat", m: int = 32,
@@ -189,7 +198,8 @@ def open_index(path: str | os.PathLike[str]) -> Index:
         raise ZooError(f"{folder} is inconsistent ({raw.ntotal} vectors, {rows.num_rows} rows, {meta['rows']} recorded):"
                        " an update was interrupted; rebuild it with `zoo index`")
     return Index(folder, raw, meta["provenance"], meta["kind"], rows.column("id").to_pylist(),
-                 rows.column("content_sha256").to_pylist(), rows.column("source").to_pylist())
+                 rows.column("content_sha256").to_pylist(), rows.column("source").to_pylist(),
+                 metric=meta.get("metric", "inner_product"))
 
 
 def embed_queries(model: Adapter, queries: list[Any], provenance: dict[str, Any]) -> np.ndarray:
