@@ -90,6 +90,9 @@ def test_image_queries_find_a_resized_copy(tmp_path):
         with Image.open(folder / f"{name}.png") as photo:
             photo.resize((photo.width // 2, photo.height // 2)).save(query, quality=80)
         assert index.search([str(query)], k=1, model=model)[0][0].id == str(folder / f"{name}.png")
+    with pytest.raises(ValueError, match=r"query 0 \('a photo of coffee'\) is not a file, but efficientnet-lite0 "
+                                         "embeds vision inputs"):
+        index.search(["a photo of coffee"], k=1, model=model)
 
 
 @pytest.mark.slow  # 20k rows through HNSW: the benchmark has the real figures
@@ -136,6 +139,14 @@ def test_cli_index_and_search(corpus_parquet, tmp_path, capsys):
     assert main(["search", str(tmp_path / "idx"), "the market dropped", "-k", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result[0]["query"] == "the market dropped" and result[0]["hits"][0]["id"] == "1"
+    assert main(["search", str(tmp_path / "idx"), "the market dropped", "-k", "1"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0] == "the market dropped  (cosine, id, embedding file)"
+    assert shown[1].split()[-2:] == ["1", "corpus.parquet"]
+    picture = tmp_path / "cat.png"
+    picture.write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"query 0 \('.*cat.png'\) names a media file, but minilm-l6 embeds texts"):
+        search.open_index(tmp_path / "idx").search([str(picture)], k=1)
 
 
 def test_an_image_text_index_takes_text_and_image_queries_in_one_space(open_clip_dir, tmp_path):

@@ -246,10 +246,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"query": q, "hits": [vars(h) for h in row]} for q, row in zip(args.queries, hits)], indent=2))
         return 0
+    measure = "cosine" if index.metric == "cosine" else "inner product"
     for query, row in zip(args.queries, hits):
-        print(query)
+        print(f"{query}  ({measure}, id, embedding file)")
         for rank, hit in enumerate(row, 1):
-            print(f"  {rank:>3}. {hit.score:.4f}  {hit.id}")
+            print(f"  {rank:>3}. {hit.score:.4f}  {hit.id}  {hit.source}")
     return 0
 
 

@@ -209,6 +209,7 @@ def embed_queries(model: Adapter, queries: list[Any], provenance: dict[str, Any]
 
     if isinstance(queries, (str, bytes)) or not queries:
         raise ValueError("queries must be a non-empty list of texts or file paths")
+    _check_query_kinds(model, queries)
     settings = {"pool": provenance.get("pool"), "normalize": provenance.get("normalize"), "progress": False}
     options = {"truncate_dim": provenance.get("truncate_dim"), "layers": provenance.get("layers")}
     options = {k: v for k, v in options.items() if v}
@@ -224,6 +225,28 @@ def embed_queries(model: Adapter, queries: list[Any], provenance: dict[str, Any]
         settings.pop("pool")
         out[texts] = model.featurize_texts([queries[i] for i in texts], **settings, **options)  # type: ignore[attr-defined]
     return out
+
+
+def _check_query_kinds(model: Adapter, queries: list[Any]) -> None:
+    """A text index searched with a media file's path warns (the path is embedded as text); an
+    image or audio index searched with something that is not a file is an error naming it."""
+    import warnings
+
+    from .registry import get_registry
+
+    media = get_registry().media_suffixes()
+    for i, query in enumerate(queries):
+        if not isinstance(query, str):
+            continue
+        is_file = os.path.isfile(query)
+        if model.modality == "text" and is_file and Path(query).suffix.lower() in media:
+            warnings.warn(f"query {i} ({query!r}) names a media file, but {model.name} embeds texts: the path is "
+                          "searched as text; index the files with a model of their modality", UserWarning,
+                          stacklevel=3)
+        elif model.modality in ("vision", "audio") and not is_file:
+            raise ValueError(f"query {i} ({query[:60]!r}) is not a file, but {model.name} embeds {model.modality} "
+                             "inputs: query it with files of that kind, or build the index with an image-text model "
+                             "to search images by text")
 
 
 def check_same(expected: dict[str, Any], got: dict[str, Any], what: str, against: str) -> None:
