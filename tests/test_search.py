@@ -135,7 +135,8 @@ def test_cli_index_and_search(corpus_parquet, tmp_path, capsys):
 
     assert main(["index", str(corpus_parquet), "-o", str(tmp_path / "idx")]) == 0
     assert main(["index", str(corpus_parquet), "-o", str(tmp_path / "idx")]) == 0
-    assert "0 new rows" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0 new rows" in out and "the same content as" not in out  # the same rows again: nothing to say
     assert main(["search", str(tmp_path / "idx"), "the market dropped", "-k", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result[0]["query"] == "the market dropped" and result[0]["hits"][0]["id"] == "1"
@@ -215,3 +216,15 @@ def test_scores_are_cosines_even_where_the_model_does_not_normalise(tiny_bert_di
     del meta["metric"]  # as an index written before zoo recorded its metric
     (tmp_path / "idx" / search.META_FILE).write_text(json.dumps(meta))
     assert search.open_index(tmp_path / "idx").metric == "inner_product"
+
+
+def test_rows_whose_content_another_id_holds_are_named_not_dropped_silently(minilm, tmp_path, capsys):
+    from zoo.cli import main
+
+    (tmp_path / "t.txt").write_text("\n".join([*CORPUS, CORPUS[1], CORPUS[3]]) + "\n")
+    embed_to_file(minilm, open_inputs(str(tmp_path / "t.txt")), tmp_path / "t.parquet", progress=False)
+    assert main(["index", str(tmp_path / "t.parquet"), "-o", str(tmp_path / "idx")]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(CORPUS)} rows" in out
+    assert "  8: the same content as 1, which the index holds; not added" in out
+    assert "  9: the same content as 3, which the index holds; not added" in out

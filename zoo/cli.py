@@ -232,11 +232,21 @@ def cmd_index(args: argparse.Namespace) -> int:
     else:
         first = parquets.pop(0)
         index = build_index(first, args.output, kind=args.kind, m=args.m, ef_search=args.ef_search)
-        print(f"{first}: {len(index)} rows")
+        print(f"{first}: {plural(len(index), 'row')}")
+        _print_same_content(index)
     for parquet in parquets:
-        print(f"{parquet}: {index.add(parquet)} new rows (rows whose input the index holds are skipped)")
-    print(f"{index.path}: a {index.kind} index of {len(index)} rows from {index.provenance['model']}")
+        print(f"{parquet}: {plural(index.add(parquet), 'new row')} (rows whose input the index holds are skipped)")
+        _print_same_content(index)
+    print(f"{index.path}: a {index.kind} index of {plural(len(index), 'row')} from {index.provenance['model']}")
     return 0
+
+
+def _print_same_content(index: Any) -> None:
+    """Rows the last add left out because another id holds the same content: named, not silent."""
+    for row_id, held in index.same_content[:5]:
+        print(f"  {row_id}: the same content as {held}, which the index holds; not added")
+    if len(index.same_content) > 5:
+        print(f"  and {len(index.same_content) - 5} more rows whose content the index holds under another id")
 
 
 def cmd_search(args: argparse.Namespace) -> int:

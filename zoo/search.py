@@ -66,6 +66,8 @@ class Index:
     hashes: list[str | None] = field(default_factory=list, repr=False)
     sources: list[str] = field(default_factory=list, repr=False)
     _model: Adapter | None = field(default=None, repr=False)
+    #: after :meth:`add`: ``(id, held id)`` of each row left out because another id holds its content
+    same_content: list[tuple[str, str]] = field(default_factory=list, repr=False)
     #: ``cosine`` (rows stored at unit length) or ``inner_product`` (indexes written before)
     metric: str = "cosine"
 
@@ -81,13 +83,9 @@ class Index:
 
         provenance = float_provenance(parquet)
         check_same(self.provenance, provenance, f"{parquet}", f"the index {self.path}")
-        bad = [i for ids, rows, _ in embedding_batches(parquet) for i, ok in zip(ids, np.isfinite(rows).all(1))
-               if not ok]
-        if bad:
-            shown = ", ".join(map(str, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-            raise ZooError(f"{parquet}: {len(bad)} row{'s' if len(bad) != 1 else ''} hold NaN or infinite values "
-                           f"(id {shown}); nothing was added: re-embed those inputs or leave them out")
-        held = {h for h in self.hashes if h}
+        _refuse_non_finite(parquet)
+        held = {h: i for i, h in zip(self.ids, self.hashes) if h}
+        self.same_content = []
         added = 0
         for ids, rows, hashes in embedding_batches(parquet):
             keep = []
@@ -95,7 +93,9 @@ class Index:
                 if h is None or h not in held:
                     keep.append(i)
                     if h:
-                        held.add(h)
+                        held[h] = str(ids[i])
+                elif held[h] != str(ids[i]):
+                    self.same_content.append((str(ids[i]), held[h]))
             if keep:
                 kept = unit_rows(rows[keep]) if self.metric == "cosine" else rows[keep]
                 self.faiss_index.add(np.ascontiguousarray(kept, dtype=np.float32))
@@ -160,6 +160,17 @@ class Index:
         write_json_atomic(self.path / META_FILE, {"provenance": self.provenance, "kind": self.kind,
                                                   "metric": self.metric, "rows": len(self),
                                                   "dim": self.faiss_index.d})
+
+
+def _refuse_non_finite(parquet: str | os.PathLike[str]) -> None:
+    """A file with NaN or infinite rows, named by id, before anything of it is added."""
+    import numpy as np
+
+    bad = [i for ids, rows, _ in embedding_batches(parquet) for i, ok in zip(ids, np.isfinite(rows).all(1)) if not ok]
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise ZooError(f"{parquet}: {len(bad)} row{'s' if len(bad) != 1 else ''} hold NaN or infinite values "
+                       f"(id {shown}); nothing was added: re-embed those inputs or leave them out")
 
 
 def build(parquet: str | os.PathLike[str], output: str | os.PathLike[str], *, kind: str = "flat", m: int = 32,
