@@ -32,6 +32,7 @@ from .embedding_file import embedding_batches, float_provenance, unit_rows
 from .errors import ProvenanceMismatchError, ZooError
 from .loader import load
 from .provenance import weights_provenance
+from .registry import get_registry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -242,8 +243,6 @@ def _check_query_kinds(model: Adapter, queries: list[Any]) -> None:
     """A text index searched with a media file's path warns (the path is embedded as text); an
     image or audio index searched with something that is not a file is an error naming it."""
     import warnings
-
-    from .registry import get_registry
 
     media = get_registry().media_suffixes()
     for i, query in enumerate(queries):
