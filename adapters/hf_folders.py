@@ -40,6 +40,8 @@ HEAD_POOLING = {
     **dict.fromkeys(("beit", "swin", "swinv2", "convnext", "convnextv2", "resnet", "efficientnet", "regnet"),
                     "pooler"),
 }
+# Vision model types whose token sequence starts with a class token (BEiT's head pools the patches).
+CLASS_TOKEN_TYPES = frozenset({"vit", "deit", "dinov2", "dinov2_with_registers", "beit"})
 
 # sentence-transformers' model classes other than the dense SentenceTransformer, by the
 # model_type their config_sentence_transformers.json records, and what each is.
@@ -59,8 +61,8 @@ _KIND_BY_MODULE = {
     "LogitScore": "CrossEncoder",
 }
 _ROUTERS = ("Router", "Asym")
-# The key of each pooling mode in sentence-transformers' older, boolean Pooling config.
-# In sentence-transformers' own order (Pooling's _LEGACY_POOLING_MODE_KWARGS).
+# The key of each pooling mode in sentence-transformers' older, boolean Pooling config, in the
+# library's own order (Pooling's _LEGACY_POOLING_MODE_KWARGS).
 _POOLING_FLAGS = {
     "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max", "pooling_mode_mean_tokens": "mean",
     "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
@@ -113,6 +115,14 @@ class FolderFormat:
         return out
 
 
+def config_modality(config: dict[str, Any]) -> str:
+    """The modality a ``config.json`` declares: timm's (``architecture``) are vision, transformers'
+    by ``model_type`` (text where zoo's table has no other)."""
+    if "architecture" in config:
+        return "vision"
+    return MODALITY_BY_MODEL_TYPE.get(str(config.get("model_type", "")), "text")
+
+
 def read_json(path: Path) -> Any:
     """A JSON file of a model folder, with its name in the error when it does not parse."""
     try:
@@ -136,14 +146,14 @@ def read_folder(root: Path) -> FolderFormat | None:
     config = read_json(config_file)
     if not isinstance(config, dict):
         raise ModelFormatError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
+    modality = config_modality(config)
     if "architecture" in config:
         cfg = "pretrained_cfg" if "pretrained_cfg" in config else "top-level (timm before 0.9)"
-        return FolderFormat("timm", "vision", f"config.json names a timm architecture "
+        return FolderFormat("timm", modality, f"config.json names a timm architecture "
                                               f"{config['architecture']!r} with a {cfg} pretrained config")
     if "model_type" in config:
         check_head(config, config_file)
         model_type = str(config["model_type"])
-        modality = MODALITY_BY_MODEL_TYPE.get(model_type, "text")
         if model_type not in MODALITY_BY_MODEL_TYPE and not any((root / f).is_file() for f in _TOKENIZER_FILES):
             raise ModelFormatError(
                 f"{config_file}: model_type {model_type!r} is not one zoo knows as audio, vision or image-text "

@@ -1,10 +1,10 @@
 """transformers image encoders (ViT, DINOv2, ConvNeXt, Swin, ...) with their own image processors.
 
 The default pooling is what the model type's own ``*ForImageClassification`` head reads: the
-class token for ViT and DeiT, the model's pooled output for the others (DINOv2's head reads its
-class token beside the patches' mean; its pooled output, the class token, is its embedding) (Swin's and
-BEiT's average of patch tokens, the convolutional models' global pool). A model type zoo has no
-such entry for is refused by name rather than pooled by a guess."""
+class token for ViT and DeiT, the model's pooled output for the others (Swin's and BEiT's average
+of patch tokens, the convolutional models' global pool). DINOv2's head reads its class token beside
+the patches' mean; its embedding is the class token. A model type zoo has no such entry for is
+refused by name rather than pooled by a guess."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from zoo.adapter import Built
 from zoo.errors import ModelFormatError
 
-from .hf_folders import HEAD_POOLING
+from .hf_folders import CLASS_TOKEN_TYPES, HEAD_POOLING
 from .image import ImageBackboneAdapter
 from .transformers import TransformersFamily, load_model_and_processor
 
@@ -65,7 +65,7 @@ class HFVisionAdapter(TransformersFamily, ImageBackboneAdapter):
                                  "pool='pooler' or 'mean'")
             return out.last_hidden_state.float().mean(dim=(2, 3))
         hidden = out.last_hidden_state.float()
-        has_class_token = HEAD_POOLING.get(config.model_type) == "cls" or config.model_type == "beit"
+        has_class_token = config.model_type in CLASS_TOKEN_TYPES
         if pool == "cls":
             if not has_class_token:
                 raise ValueError(f"{self.name} ({config.model_type}) has no class token; use pool='pooler' or 'mean'")

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import Built
+from zoo.adapter import Adapter, Built
 from zoo.errors import ModelFormatError, RegistryError, UnsupportedOptionError
 from zoo.manifest import write_manifest
 
@@ -50,7 +50,7 @@ class SentenceTransformerAdapter(TransformersAdapter):
     def __init__(self, spec: ModelSpec, model: Any, **kwargs: Any) -> None:
         super().__init__(spec, model, **kwargs)
         modules = list(model)
-        self._pooling_index = next((i for i, m in enumerate(modules) if type(m).__name__ == "Pooling"), None)
+        self._pooling_index = _pooling_position(model)
         self._steps = modules[:-1] if _ends_with_normalize(model) else modules
         self._poolers: dict[str, Any] = {}
 
@@ -63,8 +63,8 @@ class SentenceTransformerAdapter(TransformersAdapter):
         _check_module_sources(root, trust_remote_code)
         model = _load(root, device=device, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map)
         _check_text_pipeline(root, model)
-        pooler = next((m for m in model if type(m).__name__ == "Pooling"), None)
-        mode = getattr(pooler, "pooling_mode", None)
+        position = _pooling_position(model)
+        mode = model[position].pooling_mode if position is not None else None
         pooling = "+".join(mode) if isinstance(mode, tuple) else mode
         if spec.pooling and pooling and spec.pooling != pooling:
             raise RegistryError(f"{spec.name} declares pooling {spec.pooling!r} but its sentence-transformers "
@@ -90,12 +90,12 @@ class SentenceTransformerAdapter(TransformersAdapter):
         """By token count where the pipeline starts with a transformers tokenizer; by characters,
         as sentence-transformers sorts, for the others (static embeddings, ...)."""
         if self.model.transformers_model is not None:
-            yield from super().plan_batches(items, batch_size)
-            return
-        order = sorted(range(len(items)), key=lambda i: -len(items[i]))
-        for start in range(0, len(order), batch_size):
-            positions = order[start:start + batch_size]
-            yield positions, self.collate([items[i] for i in positions])
+            return super().plan_batches(items, batch_size)
+        return Adapter.plan_batches(self, items, batch_size)  # longest first by size(): characters
+
+    def size(self, item: str) -> int:
+        """A text's length in characters, what sentence-transformers sorts by."""
+        return len(item)
 
     def collate(self, items: list[str]) -> dict[str, torch.Tensor]:
         """sentence-transformers' own preprocessing of the (already prompted) texts: its tokenizer
@@ -189,6 +189,11 @@ class SentenceTransformerAdapter(TransformersAdapter):
         return directory
 
 
+def _pooling_position(model: Any) -> int | None:
+    """Where the pipeline's Pooling module is, if it has one."""
+    return next((i for i, m in enumerate(model) if type(m).__name__ == "Pooling"), None)
+
+
 def _ends_with_normalize(model: Any) -> bool:
     return type(list(model)[-1]).__name__ == "Normalize"
 
@@ -219,9 +224,7 @@ def _check_text_pipeline(root: Path, model: Any) -> None:
 def _check_module_sources(root: Path, trust_remote_code: bool) -> None:
     """A module class from outside sentence-transformers is code the folder brings: run only when
     asked, as transformers' ``trust_remote_code``."""
-    import json
-
-    for module in json.loads((root / "modules.json").read_text()):
+    for module in read_json(root / "modules.json"):
         ref = str(module["type"])
         if not ref.startswith("sentence_transformers.") and not trust_remote_code:
             raise ModelFormatError(

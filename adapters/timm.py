@@ -12,7 +12,6 @@ from zoo.errors import UnknownModelError, ZooError, close_matches
 from zoo.spec import ModelSpec, Source, split_revision
 
 from .hf_folders import FolderFormat
-
 from .image import ImageBackboneAdapter
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from zoo.registry import import_ref
 from zoo.sources import hub_file
 from zoo.spec import ModelSpec, Source, split_revision
 
-from .hf_folders import MODALITY_BY_MODEL_TYPE, FolderFormat, read_folder
+from .hf_folders import FolderFormat, config_modality, read_folder
 
 if TYPE_CHECKING:
     import torch
@@ -59,13 +59,6 @@ _EXPORT_TEXTS = (
 
 # A pass-through name whose config.json is neither cached nor reachable: load decides.
 UNKNOWN_MODALITY = "unknown"
-
-
-def modality_of(config: dict[str, Any]) -> str:
-    """The modality of a ``config.json``: timm's are vision, transformers' by model type."""
-    if "architecture" in config:
-        return "vision"
-    return MODALITY_BY_MODEL_TYPE.get(str(config.get("model_type", "")), "text")
 
 
 def folder_format(root: Path) -> FolderFormat:
@@ -107,7 +100,7 @@ class TransformersAdapter(Adapter):
         config = hub_file(repo, "config.json", revision)
         return ModelSpec(
             name=f"hf:{backend_id}",
-            modality=modality_of(json.loads(config.read_text())) if config else UNKNOWN_MODALITY,
+            modality=config_modality(json.loads(config.read_text())) if config else UNKNOWN_MODALITY,
             backend=backend,
             backend_id=repo,
             sources=(Source("hub", repo, revision=revision),),

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -591,8 +592,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv  # `zoo finetune --nproc N` re-runs the same arguments under torchrun
-    import warnings
-
     shown = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
