@@ -478,6 +478,17 @@ def _vision_folder(root: Path, kind: str):
         model = tf.ViTForImageClassification(tf.ViTConfig(**small))
     elif kind == "dinov2":
         model = tf.Dinov2ForImageClassification(tf.Dinov2Config(**small))
+    elif kind == "dinov2-registers":
+        model = tf.Dinov2WithRegistersForImageClassification(tf.Dinov2WithRegistersConfig(**small,
+                                                                                           num_register_tokens=2))
+    elif kind == "efficientnet":  # hidden_dim is the width its classifier reads
+        model = tf.EfficientNetForImageClassification(tf.EfficientNetConfig(
+            image_size=32, width_coefficient=0.1, depth_coefficient=0.1, hidden_dim=128, num_labels=3))
+        with torch.no_grad():  # default BatchNorm statistics leave this tiny net's features at zero
+            for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+                norm.running_mean.uniform_(-0.5, 0.5)
+                norm.running_var.uniform_(0.5, 2.0)
+                norm.bias.uniform_(0.1, 0.5)
     elif kind == "swin":
         model = tf.SwinForImageClassification(tf.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=(1, 1),
                                                             num_heads=(2, 2), window_size=4, num_labels=3))
@@ -490,7 +501,7 @@ def _vision_folder(root: Path, kind: str):
     return root, model
 
 
-@pytest.mark.parametrize("kind", ["vit", "dinov2", "swin", "convnext"])
+@pytest.mark.parametrize("kind", ["vit", "dinov2", "dinov2-registers", "swin", "convnext", "efficientnet"])
 def test_hf_vision_pools_what_its_own_head_reads(tmp_path, pictures, kind):
     import torch
     from transformers import ViTImageProcessor
@@ -498,15 +509,20 @@ def test_hf_vision_pools_what_its_own_head_reads(tmp_path, pictures, kind):
     folder, headless = _vision_folder(tmp_path / kind, kind)
     said = zoo.info(str(folder))["config"]["folder"]["pooling"]
     model = zoo.load(folder, device="cpu")
-    assert said == model.spec.pooling == ("cls" if kind in ("vit", "dinov2") else "pooler")
+    assert said == model.spec.pooling == ("cls" if kind.startswith(("vit", "dinov2")) else "pooler")
     ours = assert_batch_independent(model, pictures)
     pixels = ViTImageProcessor.from_pretrained(folder)(images=pictures, return_tensors="pt")["pixel_values"]
     with torch.inference_mode():
-        if kind == "dinov2":  # its head reads [class token, mean of patches]; the class token is the embedding
-            reference = headless.dinov2(pixel_values=pixels).pooler_output
+        if kind.startswith("dinov2"):  # its head reads [class token, mean of patches]; the class token is the embedding
+            base = headless.dinov2 if kind == "dinov2" else headless.dinov2_with_registers
+            reference = base(pixel_values=pixels).pooler_output
         else:
             reference = headless(pixel_values=pixels).logits
     assert_same_rows(ours, reference.numpy())
+    if kind == "dinov2-registers":  # the patches' mean leaves out the class and the two register tokens
+        with torch.inference_mode():
+            tokens = headless.dinov2_with_registers(pixel_values=pixels).last_hidden_state
+        assert_same_rows(model.featurize(pictures, pool="mean"), tokens[:, 3:].mean(1).numpy())
     if kind == "convnext":  # a feature map: mean over its positions; no class token to take
         with torch.inference_mode():
             grid = headless.convnext(pixel_values=pixels).last_hidden_state
