@@ -6,13 +6,13 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from zoo.adapter import Adapter
+from zoo.encoder import Encoder
 
 if TYPE_CHECKING:
     import torch
 
 
-class AudioAdapter(Adapter):
+class AudioAdapter(Encoder):
     """An audio model; :attr:`sample_rate` is the rate its weights expect.
 
     An input longer than :attr:`window_seconds` runs as near-equal windows no longer than that,

@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import Built
+from zoo.encoder import Built
 from zoo.checkpoint import load_state_dict, weights_file
 
 from .audio import AudioAdapter

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import Built
+from zoo.encoder import Built
 
 from .audio import AudioAdapter
 from .transformers import TransformersFamily, load_model_and_processor

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import Built
+from zoo.encoder import Built
 
 from .image_text import ImageTextAdapter
 from .transformers import TransformersFamily, load_model_and_processor

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import Built
+from zoo.encoder import Built
 from zoo.errors import ModelFormatError
 
 from .hf_folders import CLASS_TOKEN_TYPES, HEAD_POOLING

@@ -3,11 +3,10 @@ images, and the pretrained classifier head as ``predict_proba`` where the weight
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import Adapter
-from zoo.featurize import OnError
+from zoo.encoder import Encoder
 
 from .device_images import DecodesImages, ImageBatcher
 from .fold import fold_batchnorm
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
     from zoo.spec import ModelSpec
 
 
-class ImageBackboneAdapter(DecodesImages, Adapter):
+class ImageBackboneAdapter(DecodesImages, Encoder):
     """An image model: ``features`` gives pooled pre-logits, ``logits`` the pretrained head."""
 
     def __init__(self, spec: ModelSpec, model: torch.nn.Module, *, transform: Callable[[Any], torch.Tensor],
@@ -111,17 +110,13 @@ class ImageBackboneAdapter(DecodesImages, Adapter):
         self._folded = (state, net)
         return net
 
-    def predict_proba(self, inputs: Iterable[Any], *, batch_size: int = 32, progress: bool | None = None,
-                      on_error: OnError = "raise", return_tensors: Literal["np", "pt"] = "np") -> np.ndarray:
-        """Class probabilities ``(N, num_classes)`` from the weights' own classifier head.
-
-        Column ``i`` is ``self.labels[i]`` when the weights name their classes (ImageNet for most).
-        """
+    def classifier(self) -> tuple[Callable[[Any], torch.Tensor], list[Any]] | None:
+        """The weights' own classifier head: logits of a collated batch, and the class names
+        (ImageNet's for most; the class indices where the weights name none)."""
         if not self.num_classes:
-            raise ValueError(f"{self.name} has no classifier head; use featurize, or finetune a head")
+            return None
 
-        def encode(batch: torch.Tensor) -> torch.Tensor:
-            return self.logits(self._to_device(batch)).float().softmax(-1)
+        def logits(batch: torch.Tensor) -> torch.Tensor:
+            return self.logits(self._to_device(batch))
 
-        return self._run(inputs, encode=encode, dim=self.num_classes, batch_size=batch_size, normalize=False,
-                         return_tensors=return_tensors, progress=progress, on_error=on_error, desc="predict")[0]
+        return logits, list(self.labels or range(self.num_classes))

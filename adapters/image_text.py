@@ -1,30 +1,27 @@
-"""What image-text (CLIP-style) adapters share: two towers into one embedding space.
+"""What image-text (CLIP-style) encoders share: two towers into one embedding space.
 
-``featurize(images)`` (the same call as every other modality) and ``featurize_images`` embed images;
-``featurize_texts`` embeds texts into the same space. Both L2-normalise by default, so a dot
-product is the cosine similarity.
+The model's towers are ``{"vision": the image encoder (this), "text": its TextTower}``, so
+``model.featurize(images)`` and ``model.featurize(texts, tower="text")`` (or ``featurize_texts``)
+embed into the same space. Both L2-normalise by default, so a dot product is the cosine similarity.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import Adapter
 from zoo.blocks import default_blocks
-from zoo.featurize import OnError
-from zoo.plugins.text import decode_text
+from zoo.encoder import Encoder
 
 from .device_images import DecodesImages, ImageBatcher
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
     from zoo.spec import ModelSpec
 
 
-class ImageTextAdapter(DecodesImages, Adapter):
+class ImageTextAdapter(DecodesImages, Encoder):
     """A contrastive image-text model; subclasses implement the two towers and tokenisation."""
 
     normalize_default = True  # a dot product of unit vectors is the cosine similarity CLIP was trained on
@@ -35,11 +32,15 @@ class ImageTextAdapter(DecodesImages, Adapter):
         self.image_transform = image_transform
         self.images = ImageBatcher(image_transform, self.device)
         self.tokenizer = tokenizer
+        self.text_tower = TextTower(self)
 
     @property
     def preprocess(self) -> dict[str, Any]:
         """``{"image": transform, "text": tokenizer}`` bound to these weights."""
         return {"image": self.image_transform, "text": self.tokenizer}
+
+    def towers(self) -> Mapping[str, Encoder]:
+        return {"vision": self, "text": self.text_tower}
 
     # -- the two towers -------------------------------------------------------------------------
 
@@ -56,11 +57,6 @@ class ImageTextAdapter(DecodesImages, Adapter):
     def encode_texts(self, tokens: Any) -> torch.Tensor:
         raise NotImplementedError
 
-    def _plan_texts(self, texts: Sequence[str], batch_size: int) -> Iterator[tuple[list[int], Any]]:
-        for start in range(0, len(texts), batch_size):
-            positions = list(range(start, min(start + batch_size, len(texts))))
-            yield positions, self.tokenize([texts[i] for i in positions])
-
     def image_tower(self) -> tuple[str, torch.nn.Module]:
         """``(module path, module)`` of the image encoder: what classification finetunes."""
         raise NotImplementedError
@@ -69,27 +65,25 @@ class ImageTextAdapter(DecodesImages, Adapter):
         prefix, tower = self.image_tower()
         return [[f"{prefix}.{name}" for name in block] for block in default_blocks(tower)]
 
-    # -- public API -----------------------------------------------------------------------------
 
-    def featurize_images(self, images: Iterable[Any], **kwargs: Any) -> np.ndarray | torch.Tensor:
-        """Embed images (paths, PIL images, arrays, tensors); the same as :meth:`featurize`."""
-        return self.featurize(images, **kwargs)
+class TextTower(Encoder):
+    """The text encoder of an image-text model: the same weights, texts tokenised in input order."""
 
-    def featurize_texts(
-        self,
-        texts: Iterable[str],
-        *,
-        batch_size: int = 32,
-        normalize: bool | None = None,
-        return_tensors: Literal["np", "pt"] = "np",
-        progress: bool | None = None,
-        on_error: OnError = "raise",
-        calibration: np.ndarray | None = None,
-        **options: Any,
-    ) -> np.ndarray | torch.Tensor:
-        """Embed texts into the image embedding space (same contract as :meth:`featurize`; the
-        options ``prompt`` / ``prompt_text`` put a prompt before each text)."""
-        return self._embed(texts, self._options(options.pop("options", None), options, texts=True),
-                           encode=self.encode_texts, decode=decode_text, plan=self._plan_texts, batch_size=batch_size,
-                           normalize=self.resolve_normalize(normalize), return_tensors=return_tensors,
-                           progress=progress, on_error=on_error, calibration=calibration, desc="featurize texts")[0]
+    parallel_decode = False  # tokenised here, a batch at a time
+    normalize_default = True
+
+    def __init__(self, owner: ImageTextAdapter) -> None:
+        super().__init__(owner.spec, owner.model, files=owner.files, device=owner.device, dtype=owner.dtype)
+        self.owner = owner
+
+    @property
+    def preprocess(self) -> Any:
+        return self.owner.tokenizer
+
+    def plan_batches(self, items: Sequence[Any], batch_size: int) -> Iterator[tuple[list[int], Any]]:
+        for start in range(0, len(items), batch_size):
+            positions = list(range(start, min(start + batch_size, len(items))))
+            yield positions, self.owner.tokenize([items[i] for i in positions])
+
+    def encode_batch(self, batch: Any, *, pool: str | None = None) -> torch.Tensor:
+        return self.owner.encode_texts(batch)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import Built
+from zoo.encoder import Built
 from zoo.errors import UnknownModelError, ZooError, close_matches
 from zoo.spec import ModelSpec, Source, split_revision
 

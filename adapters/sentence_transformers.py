@@ -11,11 +11,11 @@ prompt's tokens out of the pool, as ``encode`` does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import Adapter, Built
+from zoo.encoder import Built, Encoder
 from zoo.errors import ModelFormatError, RegistryError, UnsupportedOptionError
 from zoo.manifest import write_manifest
 
@@ -23,11 +23,8 @@ from .hf_folders import read_json
 from .transformers import TransformersAdapter, quiet_progress
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
-    from zoo.embed_options import EmbedOptions
-    from zoo.featurize import FeaturizeReport
     from zoo.model_files import ModelFiles
     from zoo.spec import ModelSpec
 
@@ -91,7 +88,7 @@ class SentenceTransformerAdapter(TransformersAdapter):
         as sentence-transformers sorts, for the others (static embeddings, ...)."""
         if self.model.transformers_model is not None:
             return super().plan_batches(items, batch_size)
-        return Adapter.plan_batches(self, items, batch_size)  # longest first by size(): characters
+        return Encoder.plan_batches(self, items, batch_size)  # longest first by size(): characters
 
     def size(self, item: str) -> int:
         """A text's length in characters, what sentence-transformers sorts by."""
@@ -134,20 +131,13 @@ class SentenceTransformerAdapter(TransformersAdapter):
                                              "which the modules after it read at that width; leave pool= unset")
         return super().resolve_pool(pool)
 
-    def _embed(self, inputs: Iterable[Any], options: EmbedOptions, **kwargs: Any
-               ) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
+    def prompt_features(self, prompt: str) -> dict[str, Any] | None:
         """A Pooling module with ``include_prompt: false`` pools without the prompt's tokens: each
         batch carries the prompt's length, measured by sentence-transformers as ``encode`` does."""
         pooling = self.model[self._pooling_index] if self._pooling_index is not None else None
-        if options.prompt and pooling is not None and not pooling.include_prompt:
-            if self.compiled is not None:
-                raise UnsupportedOptionError(
-                    f"{self.name} pools without its prompt's tokens (include_prompt: false), which the "
-                    f"{self.runtime} export does not take as an input; load it with runtime='torch'")
-            length = self.model.preprocess([""], prompt=options.prompt).get("prompt_length")
-            encode = kwargs["encode"]
-            kwargs["encode"] = lambda batch: encode({**batch, "prompt_length": length})
-        return super()._embed(inputs, options, **kwargs)
+        if pooling is None or pooling.include_prompt:
+            return None
+        return {"prompt_length": self.model.preprocess([""], prompt=prompt).get("prompt_length")}
 
     # -- layers ---------------------------------------------------------------------------------
 

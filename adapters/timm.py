@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import Built
+from zoo.encoder import Built
 from zoo.checkpoint import load_state_dict, weights_file
 from zoo.errors import UnknownModelError, ZooError, close_matches
 from zoo.spec import ModelSpec, Source, split_revision

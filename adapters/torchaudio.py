@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import Built
+from zoo.encoder import Built
 from zoo.checkpoint import load_state_dict, weights_file
 from zoo.errors import UnknownModelError, close_matches
 from zoo.spec import ModelSpec, Source

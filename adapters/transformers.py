@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.adapter import Adapter, Built
+from zoo.encoder import Built, Encoder
 from zoo.errors import ModelFormatError, PluginError, RegistryError
 from zoo.manifest import write_manifest
 from zoo.registry import import_ref
@@ -70,7 +70,7 @@ def folder_format(root: Path) -> FolderFormat:
     return found
 
 
-class TransformersAdapter(Adapter):
+class TransformersAdapter(Encoder):
     """A transformers text encoder with mean / cls / max / lasttoken / pooler pooling.
 
     A folder of another format or modality is served by the matching adapter, chosen once in
@@ -123,7 +123,7 @@ class TransformersAdapter(Adapter):
     # -- loading --------------------------------------------------------------------------------
 
     @classmethod
-    def resolve_files(cls, spec: ModelSpec, files: ModelFiles) -> tuple[ModelSpec, type[Adapter]]:
+    def resolve_files(cls, spec: ModelSpec, files: ModelFiles) -> tuple[ModelSpec, type[Encoder]]:
         """Which library wrote the files, read once from them: a pass-through hub name learns its
         format and modality only now. A reranker, sparse or multi-vector folder is refused here."""
         found = folder_format(files.root)

@@ -38,16 +38,16 @@ def zoo_side(paths: list[str], args: argparse.Namespace, runtime: str = "torch",
     from zoo.allocator import keep_freed_memory
 
     ours = zoo.load("efficientnet-lite0", device=args.device, runtime=runtime)
-    ours.image_decoding = decoding
-    encode = ours.compiled.encoder(ours.resolve_pool(None)) if ours.compiled else ours.encode_batch
+    ours.encoder.image_decoding = decoding
+    encode = ours.compiled.forward(ours.encoder.resolve_pool(None)) if ours.compiled else ours.encoder.encode_batch
     ours.featurize(paths[:2 * args.batch_size], batch_size=args.batch_size, progress=False)
     began = time.perf_counter()
     vectors = embed_files(ours, paths, args) if args.embed else \
         ours.featurize(paths, batch_size=args.batch_size, num_workers=args.workers, progress=False)
     seconds = time.perf_counter() - began
 
-    decode = ours.decode
-    batches = [ours.collate([decode(p) for p in paths[i:i + args.batch_size]])
+    decode = ours.encoder.decode
+    batches = [ours.encoder.collate([decode(p) for p in paths[i:i + args.batch_size]])
                for i in range(0, min(len(paths), 8 * args.batch_size), args.batch_size)]
     with keep_freed_memory(), torch.inference_mode():  # as featurize runs the model
         encode(batches[0])

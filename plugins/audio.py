@@ -121,7 +121,7 @@ def decode_audio(item: Any) -> tuple[Any, int]:
 def zoo_register_modalities(register: RegisterModality) -> None:
     register("audio", decode=decode_audio,
              description="audio: file paths, bytes, (waveform, sample_rate) pairs; resampled, mixed to mono",
-             examples="zoo.plugins.examples:sounds", suffixes=AUDIO_SUFFIXES)
+             examples="zoo.plugins.examples:sounds", suffixes=AUDIO_SUFFIXES, media_types=("audio/*",))
 
 
 @hookimpl

@@ -118,7 +118,7 @@ def decode_image(item: Any) -> Any:
 def zoo_register_modalities(register: RegisterModality) -> None:
     register("vision", decode=decode_image,
              description="images: paths, bytes, PIL images, HxWxC uint8 arrays, CxHxW tensors",
-             examples="zoo.plugins.examples:images", suffixes=IMAGE_SUFFIXES)
+             examples="zoo.plugins.examples:images", suffixes=IMAGE_SUFFIXES, media_types=("image/*",))
 
 
 @hookimpl

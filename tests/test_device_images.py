@@ -34,7 +34,7 @@ def _jpeg(array: np.ndarray, **save: object) -> bytes:
 @pytest.fixture(scope="module")
 def lite0():
     model = zoo.load("efficientnet-lite0", device="cpu")
-    model.image_decoding = "device"
+    model.encoder.image_decoding = "device"
     return model
 
 
@@ -78,8 +78,8 @@ def _installed(name: str) -> JpegDecoder:
 def decoder(request, lite0, monkeypatch) -> JpegDecoder:
     """Each JPEG decoder zoo can use, set on ``lite0`` for the test."""
     found = _installed(request.param)
-    monkeypatch.setattr(lite0.images, "decoder", found)
-    monkeypatch.setattr(lite0.images, "_probed", False)  # its own check that it decodes at all
+    monkeypatch.setattr(lite0.encoder.images, "decoder", found)
+    monkeypatch.setattr(lite0.encoder.images, "_probed", False)  # its own check that it decodes at all
     return found
 
 
@@ -142,7 +142,7 @@ def test_device_decoding_equals_timm_on_pil_images(lite0, decoder, photos, tmp_p
     for name, data in photos.items():
         paths.append(tmp_path / f"{name}.jpg")
         paths[-1].write_bytes(data)
-    batch = lite0.collate([lite0.input_decoder()(p) for p in paths])
+    batch = lite0.encoder.collate([lite0.encoder.input_decoder()(p) for p in paths])
     assert isinstance(batch, ImageBatch) and batch.jpegs == list(range(len(paths)))  # all left encoded
     pil = [Image.open(p).convert("RGB") for p in paths]
     expected = _timm_reference(lite0, pil)
@@ -162,7 +162,7 @@ def test_what_the_device_cannot_decode_takes_the_cpu_path_unchanged(lite0, photo
     Image.fromarray(coffee).save(png)
     rgb = _rgb_named(photos["coffee"])
     items = [cmyk, png, Image.fromarray(coffee), coffee, rgb, photos["coffee"]]
-    decoded = [lite0.input_decoder()(item) for item in items]
+    decoded = [lite0.encoder.input_decoder()(item) for item in items]
     assert [isinstance(d, EncodedJpeg) for d in decoded] == [False, False, False, False, False, True]
     pil = [Image.open(cmyk).convert("RGB"), Image.open(png).convert("RGB"), Image.fromarray(coffee),
            Image.fromarray(coffee), Image.open(io.BytesIO(rgb)).convert("RGB"),
@@ -190,7 +190,7 @@ def test_bad_files_get_the_same_named_errors_in_both_modes(lite0, decoder, photo
     batch = [good, truncated, text, tmp_path / "missing.jpg", undefined_tables, good, 42]
     reports, rows = {}, {}
     for mode in ("pil", "device"):
-        lite0.image_decoding = mode
+        lite0.encoder.image_decoding = mode
         with pytest.raises(InputError, match=r"input 1 \(.*truncated.jpg'\): OSError"):
             lite0.featurize(batch)
         with pytest.raises(InputError, match=r"input 1 \(.*undefined-tables.jpg'\)"):
@@ -201,7 +201,7 @@ def test_bad_files_get_the_same_named_errors_in_both_modes(lite0, decoder, photo
         # the first bad input named, whether the workers or the device decoder found it
         with pytest.raises(InputError, match=r"input 1 \(.*undefined-tables.jpg'\)"):
             lite0.featurize([good, undefined_tables, text], batch_size=3)
-    lite0.image_decoding = "device"
+    lite0.encoder.image_decoding = "device"
     assert reports["device"].skipped == reports["pil"].skipped
     assert reports["device"].kept == reports["pil"].kept == [0, 5]
     assert _cosines(rows["device"], rows["pil"]).min() >= 0.999
@@ -222,7 +222,7 @@ def test_a_jpeg_the_device_decoder_refuses_is_decoded_on_the_cpu(lite0, decoder,
                 raise RuntimeError("nvjpegDecodeBatchedPhaseOne failed: 6")
         return decoder.decode(encoded, device)
 
-    monkeypatch.setattr(lite0.images, "decoder", JpegDecoder("refusing", refusing))
+    monkeypatch.setattr(lite0.encoder.images, "decoder", JpegDecoder("refusing", refusing))
     items = [photos["coffee"], refused, photos["grey"]]
     got = lite0.featurize(items, batch_size=3)
     assert lite0.last_report.skipped == []
@@ -252,14 +252,14 @@ def test_a_device_that_cannot_decode_at_all_falls_back_to_pil_with_a_warning(pho
     from zoo.adapters import device_images
 
     model = zoo.load("efficientnet-lite0", device="cpu")
-    model.image_decoding = "device"
+    model.encoder.image_decoding = "device"
     monkeypatch.setattr(device_images, "decode_jpegs", lambda data, device, decoder: [None] * len(data))
     items = list(photos.values())[:3]
-    names = " and ".join(one.name for one in model.images.decoders)
+    names = " and ".join(one.name for one in model.encoder.images.decoders)
     with pytest.warns(RuntimeWarning, match=f"{names} cannot decode JPEGs on cpu; decoding them with PIL"):
         got = model.featurize(items)
-    assert model.image_decoding == "pil"
-    model.image_decoding = "pil"
+    assert model.encoder.image_decoding == "pil"
+    model.encoder.image_decoding = "pil"
     np.testing.assert_array_equal(got, model.featurize(items))
 
 
@@ -268,10 +268,10 @@ def test_a_decoder_that_cannot_decode_on_the_device_gives_way_to_the_next(photos
     from zoo.adapters import device_images
 
     model = zoo.load("efficientnet-lite0", device="cpu")
-    if len(model.images.decoders) < 2:
+    if len(model.encoder.images.decoders) < 2:
         pytest.skip("needs TorchCodec and torchvision")
-    model.image_decoding = "device"
-    first, second = model.images.decoders[:2]
+    model.encoder.image_decoding = "device"
+    first, second = model.encoder.images.decoders[:2]
     decode_jpegs = device_images.decode_jpegs
     monkeypatch.setattr(device_images, "decode_jpegs", lambda data, device, decoder: [None] * len(data)
                         if decoder is first else decode_jpegs(data, device, decoder))
@@ -280,8 +280,8 @@ def test_a_decoder_that_cannot_decode_on_the_device_gives_way_to_the_next(photos
         warnings.simplefilter("always")
         got = model.featurize(items)
     assert not [w for w in caught if "cannot decode JPEGs" in str(w.message)]
-    assert model.images.decoder is second and model.image_decoding == "device"
-    model.image_decoding = "pil"
+    assert model.encoder.images.decoder is second and model.encoder.image_decoding == "device"
+    model.encoder.image_decoding = "pil"
     assert _cosines(got, model.featurize(items)).min() >= 0.999
 
 
@@ -291,7 +291,7 @@ def test_encoded_batches_cross_decode_workers(lite0, photos):
     items = [*photos.values(), Image.open(io.BytesIO(photos["grey"]))] * 2
     in_process = lite0.featurize(items, batch_size=4)
     np.testing.assert_array_equal(lite0.featurize(items, batch_size=4, num_workers=1), in_process)
-    batch = lite0.collate([lite0.input_decoder()(item) for item in items[-3:]])
+    batch = lite0.encoder.collate([lite0.encoder.input_decoder()(item) for item in items[-3:]])
     assert batch.jpegs == [0, 1] and batch.others == [2] and batch.transformed.shape == (1, 3, 224, 224)
     assert all(isinstance(one, bytes) for one in batch.data)  # no tensor, no file descriptor, per JPEG
 
@@ -305,8 +305,8 @@ def test_a_subclass_with_its_own_collate_gets_decoded_images(photos):
             return super().collate(items)
 
     model = zoo.load("efficientnet-lite0", device="cpu")
-    model.__class__ = OwnCollate
-    model.image_decoding = "device"
+    model.encoder.__class__ = OwnCollate
+    model.encoder.image_decoding = "device"
     assert model.featurize(list(photos.values())[:2]).shape == (2, 1280)
 
 
@@ -315,24 +315,23 @@ def test_a_finetuned_model_decodes_as_its_base(lite0, photos, tmp_path):
     images = list(photos.values())
     lite0.finetune((images, ["a", "b"] * 3), strategy="linear-probe", epochs=1, output_dir=tmp_path / "run")
     tuned = zoo.load(str(tmp_path / "run"), device="cpu")
-    assert tuned.image_decoding == "pil"
+    assert type(tuned.encoder) is type(lite0.encoder)  # the base's encoder, with a head beside it
+    assert tuned.encoder.image_decoding == "pil"
     pil = tuned.predict_proba(images)
-    tuned.image_decoding = "device"
-    assert tuned.base.image_decoding == "device"
-    assert isinstance(tuned.input_decoder()(images[0]), EncodedJpeg)
+    tuned.encoder.image_decoding = "device"
+    assert isinstance(tuned.encoder.input_decoder()(images[0]), EncodedJpeg)
     np.testing.assert_allclose(tuned.predict_proba(images), pil, atol=1e-3)
     with pytest.raises(ValueError, match="'device' or 'pil'"):
-        tuned.image_decoding = "gpu"
+        tuned.encoder.image_decoding = "gpu"
 
 
 @pytest.mark.slow
-def test_a_finetuned_text_model_says_it_decodes_no_images(minilm, tmp_path):
+def test_a_finetuned_text_model_holds_its_text_encoder(minilm, tmp_path):
     minilm.finetune((["tea", "coffee", "rain", "snow"], ["drink", "drink", "sky", "sky"]), strategy="linear-probe",
                     epochs=1, output_dir=tmp_path / "run")
     tuned = zoo.load(str(tmp_path / "run"), device="cpu")
-    for attempt in (lambda: tuned.image_decoding, lambda: setattr(tuned, "image_decoding", "device")):
-        with pytest.raises(AttributeError, match="decodes no images"):
-            attempt()
+    assert type(tuned.encoder) is type(minilm.encoder) and list(tuned.towers) == ["text"]
+    assert not hasattr(tuned.encoder, "image_decoding")
 
 
 @pytest.mark.parametrize("library", ["torchvision", "open_clip", "timm-squash"])
@@ -383,9 +382,9 @@ def test_transforms_that_cannot_run_on_tensors_keep_pil():
 
 
 def test_the_device_is_the_default_on_cuda_only(lite0):
-    assert ImageBatcher(lite0.transform, "cuda:0").mode == "device"
-    assert ImageBatcher(lite0.transform, "cpu").mode == "pil"
-    assert zoo.load("efficientnet-lite0", device="cpu").image_decoding == "pil"
+    assert ImageBatcher(lite0.encoder.transform, "cuda:0").mode == "device"
+    assert ImageBatcher(lite0.encoder.transform, "cpu").mode == "pil"
+    assert zoo.load("efficientnet-lite0", device="cpu").encoder.image_decoding == "pil"
 
 
 def test_open_clip_images_decoded_on_the_device_equal_open_clip(open_clip_dir, photos):
@@ -394,7 +393,7 @@ def test_open_clip_images_decoded_on_the_device_equal_open_clip(open_clip_dir, p
     from PIL import Image
 
     model = zoo.load(str(open_clip_dir), device="cpu")
-    model.image_decoding = "device"
+    model.encoder.image_decoding = "device"
     reference, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{open_clip_dir}")
     with torch.no_grad():
         pil = [Image.open(io.BytesIO(d)).convert("RGB") for d in photos.values()]
@@ -415,8 +414,8 @@ def test_nvjpeg_equals_timm_on_pil_images(name, photos, monkeypatch):
 
     decoder = _installed(name)
     model = zoo.load("efficientnet-lite0", device="cuda")
-    assert model.image_decoding == "device"
-    monkeypatch.setattr(model.images, "decoder", decoder)
+    assert model.encoder.image_decoding == "device"
+    monkeypatch.setattr(model.encoder.images, "decoder", decoder)
     assert all(image is not None for image in decode_jpegs(list(photos.values()), "cuda", decoder))
     got = model.featurize(list(photos.values()), batch_size=4)
     model.model.cpu()

@@ -5,22 +5,21 @@ default threshold."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import zoo
+from required_tools import FORTUNES, needs_tool
 from zoo.duplicates import DEFAULT_THRESHOLD, find_duplicates
 from zoo.embed import embed_to_file
 from zoo.inputs import open_inputs
 
 pytest.importorskip("faiss")
-FORTUNES = Path("/usr/share/games/fortunes")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (FORTUNES / "science").exists(), reason="Debian's fortunes package is not installed")
+@needs_tool("fortunes")
 def test_whitespace_changed_texts_are_grouped_and_nothing_else(minilm, tmp_path):
     quotes = [q.strip() for q in (FORTUNES / "science").read_text(errors="replace").split("\n%\n")]
     quotes = list(dict.fromkeys(" ".join(q.split()) for q in quotes if 40 < len(q) < 300))[:300]

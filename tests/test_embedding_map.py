@@ -8,19 +8,17 @@ them; a drawn map has hundreds per trace, spread over the plot area rather than 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from required_tools import FORTUNES, needs_tool, require_tool
 from zoo.cli import main
 from zoo.embed import embed_to_file
 from zoo.inputs import open_inputs
 
 pytest.importorskip("plotly")
-FORTUNES = Path("/usr/share/games/fortunes")
 # plotly's first three colours, as the markers (opacity 0.8) show them on the white background
 TRACE_COLORS = [tuple(round(0.8 * c + 0.2 * 255) for c in rgb)
                 for rgb in ((0x63, 0x6E, 0xFA), (0xEF, 0x55, 0x3B), (0x00, 0xCC, 0x96))]
@@ -28,8 +26,7 @@ TRACE_COLORS = [tuple(round(0.8 * c + 0.2 * 255) for c in rgb)
 
 @pytest.fixture
 def fortunes_map_inputs(minilm, tmp_path):
-    if not (FORTUNES / "science").exists():
-        pytest.skip("Debian's fortunes package is not installed")
+    require_tool("fortunes")
     texts, labels = [], []
     for category in ("science", "food", "sports"):
         quotes = [" ".join(q.split()) for q in (FORTUNES / category).read_text(errors="replace").split("\n%\n")]
@@ -43,7 +40,7 @@ def fortunes_map_inputs(minilm, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (apt-get install chromium)")
+@needs_tool("chromium")
 def test_the_html_map_renders_points_in_headless_chromium(fortunes_map_inputs):
     from PIL import Image
 

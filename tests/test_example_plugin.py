@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import zoo
@@ -42,6 +43,21 @@ def test_the_plugin_is_listed_with_its_version_and_registrations(with_plugin, ca
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("zoo-crepe"))
     assert re.search(r"zoo-crepe\s+0\.1\.0\s+1 models, 1 adapters", line)
     assert zoo.resolve("crepe-tiny").plugin == "zoo-crepe (crepe)"
+
+
+def test_the_plugin_adds_a_command(with_plugin, tmp_path, capsys):
+    import wave
+
+    from zoo.cli import main
+
+    rate = 16000
+    tone = (0.5 * np.sin(2 * np.pi * 220.0 * np.arange(rate) / rate) * 32767).astype("<i2")
+    with wave.open(str(tmp_path / "a3.wav"), "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(rate)
+        out.writeframes(tone.tobytes())
+    assert main(["pitch", str(tmp_path / "a3.wav")]) == 0
+    hertz = float(capsys.readouterr().out.split("\t")[1].split()[0])
+    assert abs(hertz - 220.0) < 5, hertz  # A3, as CREPE hears it
 
 
 @pytest.mark.slow

@@ -6,20 +6,18 @@ import hashlib
 import itertools
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import zoo
+from required_tools import FORTUNES, needs_tool
 from zoo.finetune_config import STRATEGIES
 
 skimage_data = pytest.importorskip("skimage.data")
-FORTUNES = Path("/usr/share/games/fortunes")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +58,7 @@ def test_vision_linear_probe_on_lfw_faces(lite0, faces, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (FORTUNES / "science").exists(), reason="Debian's fortunes package is not installed")
+@needs_tool("fortunes")
 def test_text_linear_probe_on_fortunes(minilm, tmp_path):
     texts, labels = [], []
     for category in ("computers", "science", "food", "love", "sports", "politics"):
@@ -76,7 +74,7 @@ def test_text_linear_probe_on_fortunes(minilm, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+@needs_tool("espeak-ng")
 def test_audio_spoken_words_on_unseen_voices(tmp_path):
     words = ["yes", "no", "stop", "go", "left", "right"]
     voices = ["en-us", "en-gb", "en-us+f3", "en-gb-scotland+m7", "en-us+m3", "en-gb+f2", "en-us+f4", "en-gb-x-rp+m1"]
@@ -167,7 +165,7 @@ def test_every_modality_finetunes_with_every_strategy(modality, strategy, tiny_s
 def test_partial_trains_only_the_last_blocks_and_frozen_batchnorm_stays_in_eval(lite0):
     from zoo.training.strategies import Plan, apply_plan, set_train_mode
 
-    blocks = lite0.blocks()
+    blocks = lite0.encoder.blocks()
     assert len(blocks) >= 5
     backbone = lite0.model
     apply_plan(backbone, Plan("last-blocks", 1), blocks)
@@ -181,7 +179,7 @@ def test_partial_trains_only_the_last_blocks_and_frozen_batchnorm_stays_in_eval(
 
 
 def test_text_blocks_are_the_transformer_layers(minilm):
-    blocks = minilm.blocks()  # module paths inside the sentence-transformers pipeline (module 0)
+    blocks = minilm.encoder.blocks()  # module paths inside the sentence-transformers pipeline (module 0)
     assert [b[0] for b in blocks] == [f"0.model.encoder.layer.{i}" for i in range(6)]
     assert "0.model.pooler.dense.weight" in blocks[-1]  # what follows the stack trains with the last block
 
@@ -253,7 +251,7 @@ DDP = textwrap.dedent("""
     result = model.finetune((texts, labels), strategy="partial", epochs=2, batch_size=4, unfreeze_blocks=1,
                             output_dir=sys.argv[1], progress=False)
     digest = hashlib.sha256()
-    for name, tensor in sorted({**result.model.base.model.state_dict(), **result.model.head.state_dict()}.items()):
+    for name, tensor in sorted({**result.model.model.state_dict(), **result.model.head.module.state_dict()}.items()):
         digest.update(name.encode() + tensor.numpy().tobytes())
     rank = os.environ["RANK"]
     open(os.path.join(sys.argv[2], f"rank{rank}.sha"), "w").write(digest.hexdigest())
@@ -274,7 +272,7 @@ def test_data_parallel_two_processes_end_with_the_same_weights(tmp_path):
     assert manifest["settings"]["world_size"] == 2
     saved = zoo.load(tmp_path / "run")  # what rank 0 saved is what both ranks trained
     digest = hashlib.sha256()
-    for name, tensor in sorted({**saved.base.model.state_dict(), **saved.head.state_dict()}.items()):
+    for name, tensor in sorted({**saved.model.state_dict(), **saved.head.module.state_dict()}.items()):
         digest.update(name.encode() + tensor.numpy().tobytes())
     assert digest.hexdigest() == rank0
 

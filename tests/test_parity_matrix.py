@@ -98,7 +98,7 @@ def _encode(folder: Path, texts, **kwargs) -> np.ndarray:
 def test_sentence_transformers_folder_equals_encode(st_folders, name, era):
     folder = st_folders(name, era)
     model = zoo.load(folder, device="cpu")
-    assert model.backend == "transformers" and type(model).__name__ == "SentenceTransformerAdapter"
+    assert model.backend == "transformers" and type(model.encoder).__name__ == "SentenceTransformerAdapter"
     ours = assert_batch_independent(model, TEXTS)
     assert_same_rows(ours, _encode(folder, TEXTS))  # encode() applies the default prompt too
     prompts = PIPELINES[name][1].get("prompts") or {}
@@ -196,7 +196,7 @@ def test_plain_decoder_folder_pools_the_last_token_whatever_the_padding_side(bas
     tokenizer = AutoTokenizer.from_pretrained(bases["qwen3"])
     reference = AutoModel.from_pretrained(bases["qwen3"]).eval()
     with torch.inference_mode():
-        rows = [reference(**tokenizer([t], truncation=True, max_length=model.max_length, return_tensors="pt"))
+        rows = [reference(**tokenizer([t], truncation=True, max_length=model.encoder.max_length, return_tensors="pt"))
                 .last_hidden_state[0, -1].numpy() for t in TEXTS]
     assert_same_rows(ours, np.vstack(rows))
 
@@ -213,7 +213,7 @@ def test_plain_encoder_folder_pools_over_the_mask(bases, pool):
     tokenizer = AutoTokenizer.from_pretrained(bases["bert"])
     reference = AutoModel.from_pretrained(bases["bert"]).eval()
     with torch.inference_mode():
-        states = [reference(**tokenizer([t], truncation=True, max_length=model.max_length, return_tensors="pt"))
+        states = [reference(**tokenizer([t], truncation=True, max_length=model.encoder.max_length, return_tensors="pt"))
                   .last_hidden_state[0] for t in TEXTS]
     rows = {"mean": [h.mean(0) for h in states], "cls": [h[0] for h in states],
             "max": [h.max(0).values for h in states]}[pool]
@@ -246,7 +246,7 @@ def test_a_plugin_adapter_must_subclass_the_one_the_format_needs(st_folders):
     get_plugin_manager().register(Plugin())
     with pytest.raises(zoo.PluginError, match="subclass SentenceTransformerAdapter"):
         zoo.load("tiny-plain-subclass", device="cpu")
-    assert type(zoo.load("tiny-pipeline-subclass", device="cpu")) is Pipeline
+    assert type(zoo.load("tiny-pipeline-subclass", device="cpu").encoder) is Pipeline
 
 
 # -- what must not load as a dense embedder ---------------------------------------------------
@@ -544,7 +544,7 @@ def test_hf_names_of_timm_and_sentence_transformers_repositories(fake_hub, tmp_p
     folder = st_folders("qwen3-lasttoken", "current")
     commit = fake_hub.add_repo("someone/tiny-qwen3-embedding", folder)
     model = zoo.load(f"hf:someone/tiny-qwen3-embedding@{commit}", device="cpu")
-    assert type(model).__name__ == "SentenceTransformerAdapter" and model.spec.pooling == "lasttoken"
+    assert type(model.encoder).__name__ == "SentenceTransformerAdapter" and model.spec.pooling == "lasttoken"
     assert_same_rows(model.featurize(TEXTS, prompt="query"), _encode(folder, TEXTS, prompt_name="query"))
 
 

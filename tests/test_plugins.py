@@ -103,6 +103,7 @@ def test_misspelled_hook_fails_loudly_naming_the_plugin(site):
     with pytest.warns(RuntimeWarning, match="zoo-test-typo"):
         get_registry()
     assert "unknown hook 'zoo_register_model'" in failures_text()
+    assert "(zoo_register_model; did you mean 'zoo_register_models'," in failures_text()
     with pytest.raises(UnknownModelError):
         zoo.resolve("never")
 
@@ -263,8 +264,8 @@ def test_hook_register_modalities_and_register_adapters():
 HOOKSPECS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("zoo_"))
 
 
-def test_the_hookspecs_are_the_documented_seven():
-    assert len(HOOKSPECS) == 7, HOOKSPECS
+def test_the_hookspecs_are_the_documented_eight():
+    assert len(HOOKSPECS) == 8, HOOKSPECS
 
 
 @pytest.mark.parametrize("name", HOOKSPECS)
@@ -276,6 +277,26 @@ def test_hookspec_is_documented_and_typed(name):
     for param in sig.parameters.values():
         assert param.annotation is not inspect.Parameter.empty, param.name
         assert f":param {param.name}:" in fn.__doc__, param.name
+
+
+def test_hook_register_commands_adds_a_verb_and_a_clash_names_both_plugins(site, capsys):
+    from zoo.cli import main
+
+    install_plugin(site, "zoo-test-verb", "zoo_test_verb", """
+        from zoo import hookimpl
+
+        @hookimpl
+        def zoo_register_commands(register):
+            command = register("hello", lambda args: print(f"hello {args.who}") or 3, help="say hello")
+            command.add_argument("who")
+            register("embed", lambda args: 0, help="taken")
+    """)
+    reset_plugin_manager()
+    with pytest.warns(RuntimeWarning, match="zoo-test-verb"):
+        assert main(["hello", "plugins"]) == 3
+    assert capsys.readouterr().out == "hello plugins\n"
+    assert "command 'embed' is registered by both zoo.cli and zoo-test-verb (zoo_test_verb)" in failures_text()
+    assert main(["info", "minilm-l6"]) == 0  # zoo's own verbs still work
 
 
 @pytest.mark.parametrize("name", HOOKSPECS)

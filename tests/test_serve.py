@@ -12,18 +12,18 @@ import io
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+
+from required_tools import require_tool
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -74,6 +74,15 @@ class Server:
         self.log.seek(0)
         return self.log.read()
 
+    def output_so_far(self) -> str:
+        """The log while the server still writes it: read with pread, which leaves the file offset
+        that the server's writes share alone (a seek would make them overwrite the log)."""
+        fd, chunks, offset = self.log.fileno(), [], 0
+        while chunk := os.pread(fd, 1 << 16, offset):
+            chunks.append(chunk)
+            offset += len(chunk)
+        return b"".join(chunks).decode(errors="replace")
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -82,8 +91,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def speech_wav(tmp_path_factory) -> bytes:
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    require_tool("espeak-ng")
     path = tmp_path_factory.mktemp("serve-speech") / "hello.wav"
     subprocess.run(["espeak-ng", "-w", str(path), "Serving embeddings over HTTP."], check=True)
     return path.read_bytes()
@@ -124,7 +132,7 @@ def test_openai_client_gets_featurize_vectors(server, minilm):
     got = client.embeddings.create(model="minilm-l6", input=TEXTS)  # the client asks for base64
     rows = np.array([d.embedding for d in got.data], dtype=np.float32)
     assert [d.index for d in got.data] == list(range(len(TEXTS)))
-    assert got.usage.prompt_tokens == sum(len(ids) for ids in minilm.tokenizer(TEXTS)["input_ids"])
+    assert got.usage.prompt_tokens == sum(len(ids) for ids in minilm.preprocess(TEXTS)["input_ids"])
     assert _cosines(rows, minilm.featurize(TEXTS)).min() >= 0.9999
 
 
@@ -272,23 +280,47 @@ def test_models_lists_modality_and_dimension(server, open_clip_dir):
         (str(open_clip_dir), "image-text", 32)}
 
 
-def test_sigterm_lets_the_request_in_flight_finish_then_exits_0():
-    srv = Server("minilm-l6", extra=("--max-batch", "8"))
-    texts = [f"a longer sentence, number {i}, to keep the model busy for a while" for i in range(1000)]
-    replies: list[tuple[httpx.Response, float]] = []
-    asking = threading.Thread(target=lambda: replies.append((srv.embed("minilm-l6", texts), time.monotonic())))
-    asking.start()
-    deadline = time.monotonic() + 30
-    while httpx.get(f"{srv.url}/health", timeout=5).json()["in_flight"] == 0:  # until the request is in
-        assert time.monotonic() < deadline and asking.is_alive(), "the request never reached the server"
+def _wait_for(condition, what: str, seconds: float = 60, detail=lambda: "") -> None:
+    """Until ``condition()`` holds; fails naming ``what`` after ``seconds`` (a bound, not a timing)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds:.0f} s\n{detail()}"
         time.sleep(0.05)
-    signalled = time.monotonic()
-    assert srv.stop() == 0, srv.output
-    asking.join(timeout=60)
-    reply, answered = replies[0]
-    assert answered > signalled, "the request finished before the signal: nothing was in flight"
-    assert reply.status_code == 200 and len(reply.json()["data"]) == 1000
-    assert "Waiting for connections to close" in srv.output, srv.output
+
+
+def test_sigterm_lets_the_request_in_flight_finish_then_exits_0():
+    """The request is held in flight by its own client: the headers and half the body are sent, the
+    server counts it in flight, and only once SIGTERM has put the server in its graceful shutdown is the
+    rest sent. So the signal always lands while the request is in flight, however fast or loaded the
+    machine, and the request can only have been answered after it."""
+    import http.client
+
+    srv = Server("minilm-l6", extra=("--max-batch", "8"))
+    texts = [f"a sentence, number {i}, sent in two halves around the signal" for i in range(40)]
+    body = json.dumps({"model": "minilm-l6", "input": texts}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=120)
+    status = None
+    try:
+        conn.putrequest("POST", "/v1/embeddings")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(message_body=body[: len(body) // 2])
+        _wait_for(lambda: httpx.get(f"{srv.url}/health", timeout=5).json()["in_flight"] == 1,
+                  "the request never reached the server")
+        srv.proc.send_signal(signal.SIGTERM)
+        _wait_for(lambda: "Waiting for connections to close" in srv.output_so_far(),
+                  "the server did not begin its graceful shutdown with the request open", detail=srv.output_so_far)
+        assert srv.proc.poll() is None, srv.output
+        conn.send(body[len(body) // 2:])
+        reply = conn.getresponse()
+        status, data = reply.status, reply.read()
+    finally:
+        conn.close()
+        if srv.proc.poll() is None and status is None:  # failed before the reply came: do not leave it running
+            srv.proc.kill()
+    assert srv.proc.wait(timeout=60) == 0, srv.output
+    assert status == 200, data
+    assert len(json.loads(data)["data"]) == len(texts)
 
 
 def test_a_failing_model_fails_its_batch_loudly_and_the_batcher_goes_on(caplog):

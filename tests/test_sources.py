@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -187,29 +188,55 @@ def test_verify_rehashes_ignoring_the_memo(minilm_dir, tmp_path):
 
 
 PULL_SCRIPT = textwrap.dedent("""
-    import json, sys
+    import json, os, sys, time
+    from pathlib import Path
     from zoo.sources import provide_files as fetch
     from zoo.spec import ModelSpec, Source
     kind, location, revision, pins = sys.argv[1], sys.argv[2], sys.argv[3] or None, json.loads(sys.argv[4])
+    marks = Path(sys.argv[5])
     spec = ModelSpec(name="t", modality="text", backend="transformers",
                      sources=(Source(kind, location, revision=revision),), sha256=pins)
-    print(fetch(spec).root)
+    (marks / f"started-{os.getpid()}").write_text(repr(time.time()))
+    root = fetch(spec).root
+    (marks / f"ended-{os.getpid()}").write_text(repr(time.time()))
+    print(root)
 """)
 
 
 @loopback
 @pytest.mark.parametrize("kind", ["hub", "url"])
-def test_two_processes_pulling_at_once_end_with_one_good_copy(kind, fake_hub, tiny_bert_dir, isolated_zoo):
+def test_two_processes_pulling_at_once_end_with_one_good_copy(kind, fake_hub, tiny_bert_dir, isolated_zoo, tmp_path):
+    """The hub holds the weights back until both processes are inside fetch (each leaves a file as it
+    enters), so the two pulls overlap by construction; had they run one after the other, the hold
+    would have waited in vain and the test fails."""
     commit = fake_hub.add_repo("org/tiny-bert", tiny_bert_dir)
-    fake_hub.delay = 0.01  # ~0.5 s per copy, so the two downloads overlap
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    held: list[tuple[str, bool]] = []  # (file, whether both processes had entered fetch when it was sent)
+
+    def until_both_started(file: str) -> None:
+        deadline = time.monotonic() + 50  # under zoo's 60 s urlopen timeout; HF's is raised below
+        while len(list(marks.glob("started-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        held.append((file, len(list(marks.glob("started-*"))) == 2))
+
+    fake_hub.hold = until_both_started
     pins = _pins(tiny_bert_dir, "model.safetensors")
     location = "org/tiny-bert" if kind == "hub" else f"{fake_hub.endpoint}/files/org/tiny-bert/model.safetensors"
-    env = {**os.environ, "ZOO_HOME": str(isolated_zoo), "HF_ENDPOINT": fake_hub.endpoint}
-    args = [sys.executable, "-c", PULL_SCRIPT, kind, location, commit if kind == "hub" else "", json.dumps(pins)]
+    env = {**os.environ, "ZOO_HOME": str(isolated_zoo), "HF_ENDPOINT": fake_hub.endpoint,
+           "HF_HUB_DOWNLOAD_TIMEOUT": "120"}
+    args = [sys.executable, "-c", PULL_SCRIPT, kind, location, commit if kind == "hub" else "", json.dumps(pins),
+            str(marks)]
     procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
-    outs = [p.communicate(timeout=120) for p in procs]
+    outs = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
+    # They overlapped: the one download was sent only once both were pulling, and (the same fact
+    # read from each process's own clock) each entered fetch before the other left it.
+    assert held == [("org/tiny-bert/model.safetensors", True)], f"not one download sent while both pulled: {held}"
+    started = [float(f.read_text()) for f in marks.glob("started-*")]
+    ended = [float(f.read_text()) for f in marks.glob("ended-*")]
+    assert len(started) == len(ended) == 2 and max(started) < min(ended)
     roots = {out.strip() for out, _ in outs}
     assert len(roots) == 1
     copies = [p for p in isolated_zoo.rglob("*") if p.is_file() and not p.is_symlink()

@@ -101,7 +101,7 @@ def test_normalize_pool_and_tensor_options(minilm):
 
 def test_preprocessing_travels_with_the_weights(minilm):
     assert minilm.preprocess.__class__.__name__.startswith("BertTokenizer")
-    assert minilm.max_length == 256
+    assert minilm.encoder.max_length == 256
     assert minilm.files.verified  # every pinned file was checked
 
 
@@ -129,7 +129,7 @@ def test_save_and_load_round_trip(minilm, tmp_path):
 
 def test_plain_hugging_face_folder_reads_sentence_transformers_settings(minilm, minilm_dir):
     folder_model = zoo.load(str(minilm_dir))
-    assert (folder_model.spec.pooling, folder_model.spec.normalize, folder_model.max_length) == ("mean", True, 256)
+    assert (folder_model.spec.pooling, folder_model.spec.normalize, folder_model.encoder.max_length) == ("mean", True, 256)
     np.testing.assert_array_equal(folder_model.featurize(SENTENCES), minilm.featurize(SENTENCES))
 
 

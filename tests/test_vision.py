@@ -173,7 +173,7 @@ def test_torchvision_model_equals_torchvision_called_directly(tmp_path, images):
         expected = reference(x).numpy()
     np.testing.assert_allclose(model.featurize(pil), expected, atol=1e-4)
     np.testing.assert_allclose(model.predict_proba(pil), logits.softmax(-1).numpy(), atol=1e-5)
-    assert model.labels[0] == "tench" and model.num_classes == 1000
+    assert model.labels[0] == "tench" and model.encoder.num_classes == 1000
 
 
 def test_timm_and_torchvision_pass_through_names():
@@ -267,14 +267,14 @@ def test_inference_folds_batchnorm_and_training_keeps_it(lite0, images):
     import torch
 
     lite0.featurize(list(images.values()))
-    folded = lite0._folded[1]
+    folded = lite0.encoder._folded[1]
     assert folded is not lite0.model
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.model.modules()) == 49
-    batch = lite0.collate([lite0.decode(a) for a in images.values()])
+    batch = lite0.encoder.collate([lite0.encoder.decode(a) for a in images.values()])
     with torch.inference_mode():
-        fast = lite0.encode_batch(batch)
-    slow = lite0.encode_batch(batch)  # grad enabled, as in finetuning: the real BatchNorm layers
+        fast = lite0.encoder.encode_batch(batch)
+    slow = lite0.encoder.encode_batch(batch)  # grad enabled, as in finetuning: the real BatchNorm layers
     assert slow.requires_grad and torch.allclose(fast, slow.detach(), atol=1e-5)
 
 
@@ -287,7 +287,7 @@ def test_a_weight_changed_in_place_rebuilds_the_folded_copy(images):
     with torch.no_grad():
         model.model.conv_head.weight.mul_(0.5)
     after = model.featurize(arrays)
-    expected = model.encode_batch(model.collate([model.decode(a) for a in arrays])).detach().numpy()
+    expected = model.encoder.encode_batch(model.encoder.collate([model.encoder.decode(a) for a in arrays])).detach().numpy()
     assert np.abs(after - before).max() > 1e-2
     np.testing.assert_allclose(after, expected, atol=1e-5)
 
@@ -334,23 +334,20 @@ def test_folding_that_would_change_the_output_is_not_used():
 
 def test_images_are_decoded_batch_by_batch(lite0, images, monkeypatch):
     """Memory holds one batch of decoded images, not the whole input."""
-    decode = lite0.decode
+    decode = lite0.encoder.decode
     log: list[str] = []
 
     def counting_decode(item):
         log.append("decode")
         return decode(item)
 
-    encode = lite0.encode_batch
+    encode = lite0.encoder.encode_batch
 
     def logging_encode(batch, **kwargs):
         log.append("encode")
         return encode(batch, **kwargs)
 
-    monkeypatch.setattr(lite0, "encode_batch", logging_encode)
-    lite0.bind_decoder(counting_decode)
-    try:
-        lite0.featurize(list(images.values()) * 2, batch_size=2)
-    finally:
-        lite0.bind_decoder(decode)
+    monkeypatch.setattr(lite0.encoder, "encode_batch", logging_encode)
+    monkeypatch.setattr(lite0.encoder, "decode", counting_decode)
+    lite0.featurize(list(images.values()) * 2, batch_size=2)
     assert log == ["decode", "decode", "encode"] * 3

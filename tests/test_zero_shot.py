@@ -5,15 +5,14 @@ accuracy on real text (Debian's fortunes) with label names only."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import zoo
+from required_tools import FORTUNES, needs_tool
 from zoo.errors import UnsupportedOptionError
 
-FORTUNES = Path("/usr/share/games/fortunes")
 LABELS = ["cats", "the stock market", "football"]
 TEXTS = ["My kitten sleeps on the sofa.", "Shares fell 3% on Wall Street today.", "The striker scored twice.",
          "Dogs and cats", "hi"]
@@ -102,7 +101,7 @@ def test_predict_without_labels_needs_a_head(minilm):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (FORTUNES / "science").exists(), reason="Debian's fortunes package is not installed")
+@needs_tool("fortunes")
 def test_label_names_alone_classify_fortunes_well_above_chance(minilm):
     categories = ["computers", "science", "food", "love", "sports", "politics"]
     texts, truth = [], []

@@ -5,6 +5,9 @@
 >>> X = model.featurize(["a sentence", "another one"])   # (2, 384) float32
 
 Importing zoo is cheap: no torch and no backend library is imported until a model loads.
+
+This module is the whole public surface, for users and for plugins alike (``docs/plugins.md``
+imports only from it): every other module may move.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ _LAZY = {
     "info": "zoo.loader",
     "pull": "zoo.loader",
     "verify": "zoo.loader",
+    "Model": "zoo.model",
+    "Encoder": "zoo.encoder",
+    "Built": "zoo.encoder",
     "Adapter": "zoo.adapter",
     "ModelSpec": "zoo.spec",
     "Source": "zoo.spec",
@@ -40,14 +46,31 @@ _LAZY = {
     "UnsupportedOptionError": "zoo.errors",
     "ProvenanceMismatchError": "zoo.errors",
     "EmbedOptions": "zoo.embed_options",
+    # for plugins: the encoder contract, shared encoder bases, checked weight reading, the kit
+    "Head": "zoo.model",
+    "AudioAdapter": "zoo.adapters.audio",
+    "ImageBackboneAdapter": "zoo.adapters.image",
+    "ImageTextAdapter": "zoo.adapters.image_text",
+    "load_state_dict": "zoo.checkpoint",
+    "weights_file": "zoo.checkpoint",
+    "assert_conformance": "zoo.testing",
+    "InputWarning": "zoo.errors",
 }
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:
     from .adapter import Adapter
+    from .adapters.audio import AudioAdapter
+    from .adapters.image import ImageBackboneAdapter
+    from .adapters.image_text import ImageTextAdapter
+    from .checkpoint import load_state_dict, weights_file
+    from .testing import assert_conformance
+    from .encoder import Built, Encoder
+    from .model import Head, Model
     from .errors import (
         DuplicateModelError,
+        InputWarning,
         InputError,
         IntegrityError,
         OfflineError,

@@ -12,28 +12,28 @@ import os
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .bundle import pack, unpack
 from .compiled import RUNTIMES
-from .embed import check_output, default_workers, embed_to_file
+from .embed import check_embedding_output, default_workers, embed_to_file
 from .embed_options import LAYER_MERGES
 from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .embedding_file import read_embeddings
 from .embedding_map import check_map_output, describe, hover_details, project, write_map
-from .errors import InputError, ZooError
+from .errors import InputError, RegistryError, ZooError
 from .finetune_config import HEADS, STRATEGIES, FinetuneConfig
+from .hookspecs import RegisterCommand, hookimpl
 from .inputs import open_inputs
 from .loader import load, pull, resolve, verify
 from .plugin_manager import get_plugin_manager
-from .predictions import check_output as check_predictions_output
-from .predictions import write_predictions
+from .predictions import check_predictions_output, write_predictions
 from .provenance import weights_provenance
 from .quantize import PRECISIONS
-from .registry import CATALOGUE_OWNER, get_registry
+from .registry import CATALOGUE_OWNER, Owner, call_registration_hook, get_registry
 from .scores import METRICS
 from .search import META_FILE as INDEX_META_FILE
 from .search import build as build_index
@@ -183,16 +183,14 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    check_output(args.output)  # before the model loads
+    check_embedding_output(args.output)  # before the model loads
     model = load(args.name, device=args.device, runtime=args.runtime)
-    inputs = open_inputs(args.inputs, modality=model.modality, column=args.column, files_as_text=args.files_as_text)
-    options = model.embed_options(prompt=args.prompt, prompt_text=args.prompt_text, truncate_dim=args.truncate_dim,
+    inputs = open_inputs(args.inputs, modality=model.tower()[0], column=args.column, files_as_text=args.files_as_text)
+    options = model.embed_options(pool=args.pool, normalize=args.normalize, prompt=args.prompt, prompt_text=args.prompt_text, truncate_dim=args.truncate_dim,
                                   precision=args.precision, layers=args.layers, layer_merge=args.layer_merge)
     calibration = read_embeddings(args.calibration).rows if args.calibration else None
     summary = embed_to_file(model, inputs, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
-                            chunk_seconds=args.chunk_seconds,
-                            normalize=args.normalize, pool=args.pool,
-                            on_error="skip" if args.skip_errors else "raise",
+                            chunk_seconds=args.chunk_seconds, on_error="skip" if args.skip_errors else "raise",
                             num_workers=default_workers(model.device) if args.workers is None else args.workers,
                             progress=not args.quiet, options=options, calibration=calibration)
     if summary.chunks_done_before:
@@ -213,7 +211,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     labels = [label.strip() for label in args.labels.split(",") if label.strip()]
     output = check_predictions_output(args.output)  # before the model loads
     model = load(args.name, device=args.device, runtime=args.runtime)
-    inputs = open_inputs(args.inputs, modality=model.modality, column=args.column, files_as_text=args.files_as_text)
+    inputs = open_inputs(args.inputs, modality=model.tower()[0], column=args.column, files_as_text=args.files_as_text)
     ids, items = zip(*inputs) if len(inputs) else ((), ())
     probs = model.classify(list(items), labels, args.template, scale=args.scale, batch_size=args.batch_size,
                            progress=not args.quiet)
@@ -318,8 +316,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_serve(sub: Any) -> None:
-    p = sub.add_parser("serve", help="serve models behind an OpenAI-compatible /v1/embeddings endpoint")
+def _add_serve(register: RegisterCommand) -> None:
+    p = register("serve", cmd_serve, help="serve models behind an OpenAI-compatible /v1/embeddings endpoint")
     p.add_argument("names", nargs="+", metavar="NAME", help="models to serve (requests name them so)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8080)
@@ -335,7 +333,6 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--stop-after", type=float, metavar="SECONDS", help="shut down by itself after SECONDS")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="server log level (default info: one line per request)")
-    p.set_defaults(func=cmd_serve)
 
 
 def _finetune_config(args: argparse.Namespace) -> FinetuneConfig:
@@ -388,58 +385,69 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"zoo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("list", help="list curated models")
+    commands: dict[str, str] = {}
+
+    def bound(owner: Owner) -> RegisterCommand:
+        def register(name: str, run: Callable[[argparse.Namespace], int | None], *,
+                     help: str = "") -> argparse.ArgumentParser:  # noqa: A002 (argparse's own word)
+            if name in commands:
+                raise RegistryError(f"command {name!r} is registered by both {commands[name]} and {owner}")
+            commands[name] = str(owner)
+            command = sub.add_parser(name, help=help)
+            command.set_defaults(func=run)
+            return command
+
+        return register
+
+    call_registration_hook(get_plugin_manager(), "zoo_register_commands", bound, builtins_first=True)
+    return parser
+
+
+@hookimpl
+def zoo_register_commands(register: RegisterCommand) -> None:
+    """zoo's own verbs, registered through the hook a plugin adds one with."""
+    for add in (_add_catalogue, _add_embed, _add_finetune, _add_index, _add_dedup, _add_map, _add_classify,
+                _add_serve):
+        add(register)
+
+
+def _add_catalogue(register: RegisterCommand) -> None:
+    p = register("list", cmd_list, help="list curated models")
     p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. '*minilm*'")
     p.add_argument("--modality", "-m", help="only this modality (text, vision, audio, image-text)")
     p.add_argument("--sort", metavar="METRIC",
                    help=f"only models that publish METRIC, best first ({', '.join(METRICS)})")
     p.add_argument("--json", action="store_true", help="print full specs as JSON")
-    p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("info", help="show what zoo knows about a model")
+    p = register("info", cmd_info, help="show what zoo knows about a model")
     p.add_argument("name")
-    p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("plugins", help="list plugins, what they registered, and failures; or check one")
+    p = register("plugins", cmd_plugins, help="list plugins, what they registered, and failures; or check one")
     p.add_argument("action", nargs="?", help="'check' runs the conformance kit on TARGET")
     p.add_argument("target", nargs="?", help="a plugin (distribution or entry-point name) or a model name")
     p.add_argument("--json", action="store_true")
     p.add_argument("--strict", action="store_true", help="exit 1 if any plugin failed")
-    p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("pull", help="download (or find) and verify model files")
+    p = register("pull", cmd_pull, help="download (or find) and verify model files")
     p.add_argument("names", nargs="+")
-    p.set_defaults(func=cmd_pull)
 
-    p = sub.add_parser("verify", help="re-hash a model's files against their pinned sha256")
+    p = register("verify", cmd_verify, help="re-hash a model's files against their pinned sha256")
     p.add_argument("names", nargs="+")
-    p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("pack", help="write models and everything they need into a bundle for offline machines")
+    p = register("pack", cmd_pack, help="write models and everything they need into a bundle for offline machines")
     p.add_argument("names", nargs="+", help="model names, backend:id names or finetuned folders")
     p.add_argument("-o", "--output", required=True, help="bundle file (.tar)")
-    p.set_defaults(func=cmd_pack)
 
-    p = sub.add_parser("unpack", help="verify a bundle and install its models into ZOO_HOME")
+    p = register("unpack", cmd_unpack, help="verify a bundle and install its models into ZOO_HOME")
     p.add_argument("bundle")
-    p.set_defaults(func=cmd_unpack)
 
-    p = sub.add_parser("cache", help="list, verify or remove what ZOO_HOME holds")
+    p = register("cache", cmd_cache, help="list, verify or remove what ZOO_HOME holds")
     p.add_argument("action", choices=["list", "verify", "remove"])
     p.add_argument("name", nargs="?", help="remove: the model whose files to delete")
-    p.set_defaults(func=cmd_cache)
-    _add_embed(sub)
-    _add_finetune(sub)
-    _add_index(sub)
-    _add_dedup(sub)
-    _add_map(sub)
-    _add_classify(sub)
-    _add_serve(sub)
-    return parser
 
 
-def _add_embed(sub: Any) -> None:
-    p = sub.add_parser("embed", help="featurize inputs to an embedding file")
+def _add_embed(register: RegisterCommand) -> None:
+    p = register("embed", cmd_embed, help="featurize inputs to an embedding file")
     p.add_argument("name", help="model name, backend:id or path")
     p.add_argument("inputs", help="text file (one item per line), CSV / JSONL / parquet (see --column), "
                                    "or a folder or glob of image or audio files")
@@ -465,11 +473,10 @@ def _add_embed(sub: Any) -> None:
     norm.add_argument("--normalize", dest="normalize", action="store_true", default=None, help="L2-normalise rows")
     norm.add_argument("--no-normalize", dest="normalize", action="store_false", help="do not L2-normalise rows")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_embed)
 
 
-def _add_index(sub: Any) -> None:
-    p = sub.add_parser("index", help="build a vector index over embedding files, or add files to one")
+def _add_index(register: RegisterCommand) -> None:
+    p = register("index", cmd_index, help="build a vector index over embedding files, or add files to one")
     p.add_argument("inputs", nargs="+", metavar="EMB.parquet", help="embedding files zoo embed wrote")
     p.add_argument("-o", "--output", required=True, metavar="IDX",
                    help="index folder: built if new; an existing index gets the files' new rows")
@@ -477,28 +484,25 @@ def _add_index(sub: Any) -> None:
                    help="flat: exact (default); hnsw: approximate, for millions of rows")
     p.add_argument("--m", type=int, default=32, help="hnsw: links per node (default 32)")
     p.add_argument("--ef-search", type=int, default=64, help="hnsw: candidates per search (default 64)")
-    p.set_defaults(func=cmd_index)
-    p = sub.add_parser("search", help="nearest rows of an index for texts or image / audio files")
+    p = register("search", cmd_search, help="nearest rows of an index for texts or image / audio files")
     p.add_argument("index", metavar="IDX")
     p.add_argument("queries", nargs="+", metavar="QUERY", help="a text, or the path of an image or audio file")
     p.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--model", help="embed queries with this model (it must match the index's provenance)")
     _add_device(p)
-    p.set_defaults(func=cmd_search)
 
 
-def _add_dedup(sub: Any) -> None:
-    p = sub.add_parser("dedup", help="groups of near-duplicate rows in an embedding file")
+def _add_dedup(register: RegisterCommand) -> None:
+    p = register("dedup", cmd_dedup, help="groups of near-duplicate rows in an embedding file")
     p.add_argument("embeddings", metavar="EMB.parquet", help="an embedding file zoo embed wrote")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                    help=f"cosine similarity at which two rows are near-duplicates (default {DEFAULT_THRESHOLD})")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_dedup)
 
 
-def _add_map(sub: Any) -> None:
-    p = sub.add_parser("map", help="a 2-D picture of an embedding file: interactive .html or static .png")
+def _add_map(register: RegisterCommand) -> None:
+    p = register("map", cmd_map, help="a 2-D picture of an embedding file: interactive .html or static .png")
     p.add_argument("embeddings", metavar="EMB.parquet", help="an embedding file zoo embed wrote")
     p.add_argument("-o", "--output", required=True, help="map.html (zoom, hover) or map.png")
     p.add_argument("--inputs", help="the text file or table the rows were embedded from: hover shows each text")
@@ -507,11 +511,10 @@ def _add_map(sub: Any) -> None:
     p.add_argument("--table", help="a table with an id column, e.g. what zoo classify wrote")
     p.add_argument("--method", default="auto", choices=["auto", "umap", "tsne", "pca"],
                    help="projection (default: UMAP if installed, else t-SNE up to 5000 rows, else PCA)")
-    p.set_defaults(func=cmd_map)
 
 
-def _add_classify(sub: Any) -> None:
-    p = sub.add_parser("classify", help="zero-shot: label inputs with label names alone, no training")
+def _add_classify(register: RegisterCommand) -> None:
+    p = register("classify", cmd_classify, help="zero-shot: label inputs with label names alone, no training")
     p.add_argument("name", help="a text or image-text model: name, backend:id or path")
     p.add_argument("inputs", help="as zoo embed takes them: a text file, a CSV / JSONL / parquet column, "
                                    "or a folder or glob of images")
@@ -526,7 +529,6 @@ def _add_classify(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     _add_device(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_classify)
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -551,8 +553,8 @@ def _add_embed_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer-merge", default="concat", choices=LAYER_MERGES, help="how repeated --layer combine")
 
 
-def _add_finetune(sub: Any) -> None:
-    p = sub.add_parser("finetune", help="train a classifier on a model and save it")
+def _add_finetune(register: RegisterCommand) -> None:
+    p = register("finetune", cmd_finetune, help="train a classifier on a model and save it")
     p.add_argument("name", help="model name, backend:id or path")
     p.add_argument("data", help="class folder (one subfolder per label) or CSV / JSONL with text and label columns")
     p.add_argument("-o", "--output", required=True, help="output folder (zoo.load reads it back)")
@@ -573,7 +575,6 @@ def _add_finetune(sub: Any) -> None:
     p.add_argument("--label-column", default="label")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_finetune)
 
 
 def plural(count: int, noun: str) -> str:

@@ -39,7 +39,7 @@ from .settings import default_runtime, zoo_home
 if TYPE_CHECKING:
     import torch
 
-    from .adapter import Adapter
+    from .encoder import Encoder
 
 RUNTIMES = ("torch", "onnx", "openvino")
 OPSET = 17
@@ -71,14 +71,14 @@ class Export:
 
 
 class CompiledEncoder:
-    """An adapter's ``encode_batch`` run by ONNX Runtime or OpenVINO, one session per pooling mode
+    """An encoder's ``encode_batch`` run by ONNX Runtime or OpenVINO, one session per pooling mode
     (made on first use, the default mode's at load time)."""
 
-    def __init__(self, adapter: Adapter, runtime: str) -> None:
+    def __init__(self, adapter: Encoder, runtime: str) -> None:
         self.adapter, self.runtime = adapter, runtime
         self._runners: dict[str | None, Callable[[Any], torch.Tensor]] = {}
 
-    def encoder(self, pool: str | None) -> Callable[[Any], torch.Tensor]:
+    def forward(self, pool: str | None) -> Callable[[Any], torch.Tensor]:
         """``batch -> (B, D)`` float32 tensor for ``pool``, exported first if needed; every session
         made is checked against PyTorch first."""
         runner = self._runners.get(pool)
@@ -87,11 +87,12 @@ class CompiledEncoder:
         return runner
 
 
-def compile_adapter(adapter: Adapter, runtime: str) -> None:
-    """Make ``adapter`` run its frozen forward pass on ``runtime`` (``torch`` changes nothing)."""
+def compile_encoder(adapter: Encoder, runtime: str) -> CompiledEncoder | None:
+    """``adapter``'s frozen forward pass on ``runtime``, exported and checked now rather than at
+    the first featurize; None for ``torch``."""
     runtime = resolve_runtime(runtime)
     if runtime == "torch":
-        return
+        return None
     if not str(adapter.device).startswith("cpu"):
         raise UnsupportedOptionError(f"runtime={runtime!r} runs on the CPU; {adapter.name} is on "
                                      f"{adapter.device}: load it with device='cpu', or keep runtime='torch'")
@@ -100,8 +101,8 @@ def compile_adapter(adapter: Adapter, runtime: str) -> None:
                                      f"dtype={adapter.dtype}: drop dtype=, or keep runtime='torch'")
     import_runtime(runtime)
     compiled = CompiledEncoder(adapter, runtime)
-    compiled.encoder(adapter.resolve_pool(None))  # export and check now, not at the first featurize
-    adapter.compiled = compiled
+    compiled.forward(adapter.resolve_pool(None))
+    return compiled
 
 
 def import_runtime(runtime: str) -> None:
@@ -116,7 +117,7 @@ def import_runtime(runtime: str) -> None:
 # -- export -------------------------------------------------------------------------------------
 
 
-def export_key(adapter: Adapter, pool: str | None) -> dict[str, Any]:
+def export_key(adapter: Encoder, pool: str | None) -> dict[str, Any]:
     """What an export depends on; its hash names the export's folder. Everything that shapes the
     traced graph is here: the weights, the settings the spec resolved (preprocessing fixes an
     image graph's size), the dtype, and the versions of zoo, the exporter, the backend library that
@@ -145,7 +146,7 @@ def _runtime_versions() -> dict[str, str]:
     return versions
 
 
-def weights_sha256(adapter: Adapter) -> dict[str, str]:
+def weights_sha256(adapter: Encoder) -> dict[str, str]:
     """The pinned sha256 of the weights, or, for a model with no pins (a local folder), each
     file's own (memoised by size and mtime)."""
     if adapter.spec.sha256:
@@ -156,7 +157,7 @@ def weights_sha256(adapter: Adapter) -> dict[str, str]:
     return {name: cached_sha256(adapter.files.path(name)) for name in adapter.files.members()}
 
 
-def ensure_export(adapter: Adapter, pool: str | None, runtime: str) -> Callable[[Any], torch.Tensor]:
+def ensure_export(adapter: Encoder, pool: str | None, runtime: str) -> Callable[[Any], torch.Tensor]:
     """A ``runtime`` session on the checked export of ``adapter``'s forward pass with ``pool``: the
     cached one when its files still have the sha256 they were written with and its rows are
     PyTorch's; otherwise exported now, checked in a staging folder, then moved into place. Under a
@@ -206,7 +207,7 @@ def _trusted(folder: Path, key: dict[str, Any]) -> Export | None:
     return Export(folder, inputs, tuple(recorded))
 
 
-def _export(adapter: Adapter, pool: str | None, folder: Path, key: dict[str, Any]) -> Export:
+def _export(adapter: Encoder, pool: str | None, folder: Path, key: dict[str, Any]) -> Export:
     """Trace and fuse into ``folder``, and record the graph's inputs and each file's sha256."""
     import onnx
 
@@ -225,7 +226,7 @@ def _export(adapter: Adapter, pool: str | None, folder: Path, key: dict[str, Any
 class _Forward:
     """The traced function: named input tensors -> ``adapter.encode_batch(batch, pool)``."""
 
-    def __init__(self, adapter: Adapter, pool: str | None, names: tuple[str, ...], mapping: bool) -> None:
+    def __init__(self, adapter: Encoder, pool: str | None, names: tuple[str, ...], mapping: bool) -> None:
         self.adapter, self.pool, self.names, self.mapping = adapter, pool, names, mapping
 
     def module(self) -> torch.nn.Module:
@@ -245,7 +246,7 @@ class _Forward:
         return Traced().eval()
 
 
-def _onnx_export(adapter: Adapter, pool: str | None, example: Any, path: Path) -> None:
+def _onnx_export(adapter: Encoder, pool: str | None, example: Any, path: Path) -> None:
     """TorchScript-trace ``encode_batch`` to ONNX with the batch (and, for token inputs, the
     sequence) dimension left free."""
     import torch
@@ -288,7 +289,7 @@ def _quiet_logging(name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def parity(adapter: Adapter, pool: str | None, run: Callable[[Any], torch.Tensor]) -> float:
+def parity(adapter: Encoder, pool: str | None, run: Callable[[Any], torch.Tensor]) -> float:
     """The lowest cosine between ``run`` and PyTorch's ``encode_batch`` on the adapter's check
     batches (other sizes and padded lengths than the traced one). A row of the wrong shape, not
     finite, or of another length (beyond 0.1%) counts as -1."""

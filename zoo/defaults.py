@@ -14,7 +14,8 @@ from .sources import provide_files
 from .spec import ModelSpec
 
 if TYPE_CHECKING:
-    from .adapter import Adapter
+    from .encoder import Encoder
+    from .model import Model
 
 
 @hookimpl(trylast=True)
@@ -25,15 +26,15 @@ def zoo_resolve_source(spec: ModelSpec, cache_dir: Path, network: bool) -> Model
 
 
 @hookimpl(trylast=True)
-def zoo_load_pretrained(spec: ModelSpec, files: ModelFiles, adapter_class: type[Adapter],
-                        requires: Mapping[str, Adapter], device: str, dtype: Any,
-                        options: dict[str, Any]) -> Adapter:
-    """Build the model with the adapter class the loader resolved for it."""
+def zoo_load_pretrained(spec: ModelSpec, files: ModelFiles, adapter_class: type[Encoder],
+                        requires: Mapping[str, Model], device: str, dtype: Any,
+                        options: dict[str, Any]) -> Encoder:
+    """Build the model with the encoder class the loader resolved for it."""
     return adapter_class.load_pretrained(spec, files, device=device, dtype=dtype, **options)
 
 
 @hookimpl(tryfirst=True)
 def zoo_spec_from_path(path: Path) -> ModelSpec | None:
-    """A folder that :meth:`zoo.Adapter.save` wrote: its ``zoo.json`` describes it more exactly than
+    """A folder that :meth:`zoo.Model.save` wrote: its ``zoo.json`` describes it more exactly than
     its backend files alone, so this runs first."""
     return spec_from_manifest(path) if is_manifest_of(path, FORMAT) else None

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-    from .adapter import Adapter
+    from .model import Model
     from .embed_options import EmbedOptions
 
 FORMATS = (".parquet", ".npy")
@@ -82,7 +82,7 @@ def default_workers(device: str) -> int:
     return max(0, min(4 if str(device).startswith("cpu") else 16, cores - 1))
 
 
-def check_output(output: str | os.PathLike[str], inputs: InputSource | None = None) -> Path:
+def check_embedding_output(output: str | os.PathLike[str], inputs: InputSource | None = None) -> Path:
     """The output path, if its format is one zoo writes and it is none of the inputs."""
     path = Path(output)
     if path.suffix not in FORMATS:
@@ -151,7 +151,7 @@ class _ChunkSizer:
         self.size = max(1, min(self.largest, _CHUNK_GROWTH * self.size, max(self.smallest, paced)))
 
 
-def _sizer(model: Adapter, batch_size: int, num_workers: int, chunk_size: int | None,
+def _sizer(tower: str | None, batch_size: int, num_workers: int, chunk_size: int | None,
            chunk_seconds: float | None) -> _ChunkSizer:
     """The chunk sizes of a run: text up to 4096 inputs a chunk; images and audio up to 512, or 8
     batches per decode worker when that is more (each chunk starts its workers afresh), and at least
@@ -160,14 +160,13 @@ def _sizer(model: Adapter, batch_size: int, num_workers: int, chunk_size: int | 
         raise ZooError(f"--chunk-size must be at least 1, got {chunk_size}")
     if chunk_seconds is not None and chunk_seconds <= 0:
         raise ZooError(f"--chunk-seconds must be more than 0, got {chunk_seconds}")
-    if model.modality == "text":
+    if tower == "text":
         return _ChunkSizer(DEFAULT_CHUNK_TEXT, batch_size, chunk_seconds or DEFAULT_CHUNK_SECONDS_TEXT, chunk_size)
     return _ChunkSizer(max(DEFAULT_CHUNK_MEDIA, 8 * batch_size * num_workers), batch_size * max(1, num_workers),
                        chunk_seconds or DEFAULT_CHUNK_SECONDS_MEDIA, chunk_size)
 
 
-def _plan_run(model: Adapter, inputs: InputSource, output: Path, *, normalize: bool, pool: str | None,
-              options: EmbedOptions) -> _Plan:
+def _plan_run(model: Model, inputs: InputSource, output: Path, options: EmbedOptions) -> _Plan:
     """Create ``OUT.partial/run.json``, or check that the interrupted run there had these settings.
     Chunk sizes are no setting: each chunk on disk says which inputs it holds."""
     import pyarrow as pa
@@ -175,15 +174,10 @@ def _plan_run(model: Adapter, inputs: InputSource, output: Path, *, normalize: b
     partial = output.with_name(output.name + ".partial")
     run_file = partial / "run.json"
     previous = json.loads(run_file.read_text()) if run_file.is_file() else None
-    if previous is not None:
-        previous.pop("chunk_size", None)  # recorded by earlier versions; their chunks are recomputed
-        previous.setdefault("runtime", "torch")  # and every earlier run ran on PyTorch
     total = len(inputs)
-    meta = embedding_provenance(model.spec, model.files, normalize=normalize, pool=pool, options=options,
-                                runtime=model.runtime)
+    meta = embedding_provenance(model.spec, model.files, options=options, runtime=model.runtime)
     run = {"inputs": inputs.description, "fingerprint": inputs.fingerprint(), "total": total,
-           **{k: meta[k] for k in ("model", "sha256", "normalize", "pool", "embed_dim", "runtime")},
-           "options": options.provenance()}
+           **{k: meta[k] for k in ("model", "sha256", "embed_dim", "runtime")}, "options": options.provenance()}
     if previous is None:
         partial.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_file, run)
@@ -217,7 +211,7 @@ def _parts_on_disk(plan: _Plan) -> dict[int, tuple[int, str]]:
     return parts
 
 
-def _write_chunk(model: Adapter, chunk: list[tuple[Any, Any]], hashes: list[str], part: Path, plan: _Plan,
+def _write_chunk(model: Model, chunk: list[tuple[Any, Any]], hashes: list[str], part: Path, plan: _Plan,
                  **featurize: Any) -> None:
     """Embed one chunk and write it, with its skipped items, input count and content digest, as one
     parquet part."""
@@ -239,15 +233,13 @@ def _write_chunk(model: Adapter, chunk: list[tuple[Any, Any]], hashes: list[str]
 
 
 def embed_to_file(
-    model: Adapter,
+    model: Model,
     inputs: InputSource,
     output: str | os.PathLike[str],
     *,
     batch_size: int = 32,
     chunk_size: int | None = None,
     chunk_seconds: float | None = None,
-    normalize: bool | None = None,
-    pool: str | None = None,
     on_error: str = "raise",
     num_workers: int = 0,
     progress: bool = True,
@@ -263,28 +255,26 @@ def embed_to_file(
     that is more. ``chunk_size`` fixes the number of inputs per chunk instead. A resumed run keeps
     the chunks on disk whose inputs are unchanged, whatever sizes they have.
 
-    ``options`` (from :meth:`zoo.Adapter.embed_options`: prompt, layers, truncation, precision)
-    are recorded in the output's metadata. A quantized precision is applied when the parts are
+    ``options`` (from :meth:`zoo.Model.embed_options`: tower, pooling, normalisation, prompt,
+    layers, truncation, precision; default: the model's own) are recorded in the output's metadata. A quantized precision is applied when the parts are
     assembled, so int8 / uint8 buckets come from every row of the output (or from the float
     embeddings ``calibration``), as ``quantize_embeddings`` would bucket the whole matrix.
     """
-    output = check_output(output, inputs)
+    output = check_embedding_output(output, inputs)
     began = time.perf_counter()
-    normalize = model.resolve_normalize(normalize)
-    pool = model.resolve_pool(pool)
     options = options or model.embed_options()
-    sizer = _sizer(model, batch_size, num_workers, chunk_size, chunk_seconds)
+    sizer = _sizer(options.tower, batch_size, num_workers, chunk_size, chunk_seconds)
     with _exclusive(output):
         # on_error is not a setting of the run: a run that stopped at a bad input resumes with --skip-errors
-        plan = _plan_run(model, inputs, output, normalize=normalize, pool=pool, options=options)
+        plan = _plan_run(model, inputs, output, options)
         with _kept_on_disk_error(plan, output):
             parts, reused = _embed_chunks(model, inputs, plan, sizer, progress=progress, batch_size=batch_size,
-                                          normalize=normalize, pool=pool, on_error=on_error, num_workers=num_workers)
+                                          on_error=on_error, num_workers=num_workers)
             return _finish(plan, output, parts, reused, sizer.biggest, began, skip_allowed=on_error == "skip",
                            calibration=calibration)
 
 
-def _embed_chunks(model: Adapter, inputs: InputSource, plan: _Plan, sizer: _ChunkSizer, *, progress: bool,
+def _embed_chunks(model: Model, inputs: InputSource, plan: _Plan, sizer: _ChunkSizer, *, progress: bool,
                   **featurize: Any) -> tuple[list[tuple[Path, int]], tuple[int, int]]:
     """Walk the inputs chunk by chunk: a chunk on disk that starts here and still matches its inputs
     is kept; anything else is embedded, in a chunk that ends where the next one on disk begins.

@@ -2,7 +2,7 @@
 Matryoshka truncation, quantized outputs and intermediate layers (:class:`EmbedOptions`).
 
 ``featurize``, ``zoo embed``, the scikit-learn transformer and the server all take the same
-options and hand them to :meth:`zoo.Adapter.embed_options`, which checks them against the model
+options and hand them to :meth:`zoo.Model.embed_options`, which checks them against the model
 (its declared prompts and Matryoshka dimensions, the layers it has) and says what is wrong by
 name. The resolved options travel with the output as provenance.
 """
@@ -29,9 +29,13 @@ LAYER_MERGES = ("concat", "mean")
 
 @dataclass(frozen=True)
 class EmbedOptions:
-    """How a model's output becomes rows, beyond pooling and normalisation.
+    """Every setting of a row, resolved once per call against a loaded model
+    (:meth:`zoo.Model.embed_options`), handed to the engine and written to provenance.
 
     Attributes:
+        tower: the modality of the inputs, naming the tower that embeds them (``"text"``...).
+        pool: the pooling mode (None where the model has no choice).
+        normalize: whether rows are L2-normalised.
         prompt_name: the declared prompt used (``"query"``), or None for a literal or no prompt.
         prompt: the text put before every text input (``""``: none).
         layers: hidden layers to pool instead of the final output (``()``: the final output).
@@ -48,6 +52,9 @@ class EmbedOptions:
     layer_merge: str = "concat"
     truncate_dim: int | None = None
     precision: str = "float32"
+    tower: str | None = None
+    pool: str | None = None
+    normalize: bool = False
 
     @property
     def float_dim(self) -> int:
@@ -70,10 +77,23 @@ class EmbedOptions:
         return torch.cat(list(outputs), dim=-1)
 
     def provenance(self) -> dict[str, Any]:
-        """The options as plain data, for an output's metadata."""
-        return {"prompt_name": self.prompt_name, "prompt": self.prompt, "layers": list(self.layers),
+        """The options as plain data, for an output's metadata (read back by :func:`recorded_settings`)."""
+        return {"tower": self.tower, "pool": self.pool, "normalize": self.normalize, "prompt_name": self.prompt_name,
+                "prompt": self.prompt, "layers": list(self.layers),
                 "layer_merge": self.layer_merge if len(self.layers) > 1 else None,
                 "truncate_dim": self.truncate_dim, "precision": self.precision}
+
+
+def recorded_settings(provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings :meth:`EmbedOptions.provenance` wrote, as keyword arguments of
+    :meth:`zoo.Model.embed_options`, so rows computed later match the recorded ones. The prompt
+    and precision are left out: a query takes its own prompt, and search compares float rows."""
+    layers = provenance.get("layers") or None
+    settings = {"pool": provenance.get("pool"), "normalize": provenance.get("normalize"), "layers": layers,
+                "truncate_dim": provenance.get("truncate_dim")}
+    if layers and len(layers) > 1:
+        settings["layer_merge"] = provenance.get("layer_merge") or "concat"
+    return settings
 
 
 def resolve_prompt(spec: ModelSpec, prompt: str | None, prompt_text: str | None, *,
@@ -153,8 +173,8 @@ def merged_dim(name: str, dims: Sequence[int], layer_merge: str) -> int:
 
 def build_options(spec: ModelSpec, *, dim: int, layer_dims: Any, takes_text: bool, prompt: str | None = None,
                   prompt_text: str | None = None, truncate_dim: int | None = None, precision: str = "float32",
-                  layer: int | None = None, layers: Sequence[int] | None = None,
-                  layer_merge: str = "concat") -> EmbedOptions:
+                  layer: int | None = None, layers: Sequence[int] | None = None, layer_merge: str = "concat",
+                  tower: str | None = None, pool: str | None = None, normalize: bool = False) -> EmbedOptions:
     """Check every option against the model and return them resolved. ``layer_dims(layers)`` gives
     the widths of the named layers (or raises :class:`UnsupportedOptionError`)."""
     prompt_name, text = resolve_prompt(spec, prompt, prompt_text, takes_text=takes_text)
@@ -163,4 +183,4 @@ def build_options(spec: ModelSpec, *, dim: int, layer_dims: Any, takes_text: boo
         dim = merged_dim(spec.name, layer_dims(chosen), layer_merge)
     return EmbedOptions(dim=dim, prompt_name=prompt_name, prompt=text, layers=chosen, layer_merge=layer_merge,
                         truncate_dim=check_truncate_dim(spec, truncate_dim, dim),
-                        precision=check_precision(precision))
+                        precision=check_precision(precision), tower=tower, pool=pool, normalize=normalize)

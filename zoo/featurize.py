@@ -1,12 +1,12 @@
-"""The featurize engine every adapter shares: decode, batch, run frozen, assemble (N, D) float32.
+"""The featurize engine every encoder shares: decode, batch, run frozen, assemble (N, D) float32.
 
-An adapter supplies three pieces (see :class:`zoo.Adapter`): ``decode`` for one item (its
+An encoder supplies three pieces (see :class:`zoo.Encoder`): ``decode`` for one item (its
 modality's decoder), ``plan_batches`` (how decoded items group into model inputs; text sorts by length), and
 ``encode_batch`` (one forward pass to a ``(B, D)`` tensor). Everything else lives here, once: input
 validation with the failing index, ``on_error="skip"`` bookkeeping, ``eval()`` plus
 ``torch.inference_mode()``, normalisation, float32 output in input order, progress, empty input.
 
-An adapter may also cut a long decoded input into windows (:meth:`zoo.Adapter.windows`): each
+An encoder may also cut a long decoded input into windows (:meth:`zoo.Encoder.windows`): each
 window is one model input, batched like any other, and the input's row is the mean of its windows'
 rows weighted by their lengths, so the model's memory is bounded by the window, not the input.
 """
@@ -20,18 +20,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .allocator import keep_freed_memory
+from .encoder import Encoder
 from .errors import InputError, InputWarning, Unreadable, is_item_error
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from .adapter import Adapter
 
 OnError = Literal["raise", "skip"]
 # Show a progress bar by default only when there is enough work for it to matter.
 PROGRESS_MIN_ITEMS = 256
-# An adapter's ``windows``: a decoded item -> [(window, weight)], or None to keep it whole.
+# An encoder's ``windows``: a decoded item -> [(window, weight)], or None to keep it whole.
 Windows = Callable[[Any], "list[tuple[Any, float]] | None"]
 
 
@@ -48,7 +48,7 @@ class FeaturizeReport:
 
 @dataclass
 class Decoded:
-    """Decoded model inputs: ``parts[k]`` belongs to input ``indices[k]``. An input the adapter
+    """Decoded model inputs: ``parts[k]`` belongs to input ``indices[k]``. An input the encoder
     cut into windows has several parts, each with its ``weights[k]`` (None: a whole input)."""
 
     indices: list[int] = field(default_factory=list)
@@ -65,7 +65,7 @@ class Decoded:
 
 def decode_items(items: Sequence[Any], decode: Callable[[Any], Any], on_error: OnError, report: FeaturizeReport,
                  windows: Windows | None = None) -> Decoded:
-    """Decode every item (cut into ``windows`` where the adapter asks); an error names its index,
+    """Decode every item (cut into ``windows`` where the encoder asks); an error names its index,
     or with ``on_error="skip"`` is recorded."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -127,7 +127,7 @@ class _Output:
         self.filled = np.zeros(len(self.items), dtype=bool)
         self.weight = np.zeros(len(self.items), dtype=np.float64)
 
-    def store(self, adapter: Adapter, positions: list[int], emb: torch.Tensor,
+    def store(self, encoder: Encoder, positions: list[int], emb: torch.Tensor,
               weights: Sequence[float | None] | None = None) -> None:
         """One batch's output, checked and (if asked) normalised, into its rows. A row that is not
         finite (a waveform of amplitude 1e30, an overflow in float16) is that input's error."""
@@ -136,7 +136,7 @@ class _Output:
 
         n = len(positions)
         if emb.shape != (n, self.dim):
-            raise RuntimeError(f"{type(adapter).__name__} returned shape {tuple(emb.shape)} "
+            raise RuntimeError(f"{type(encoder).__name__} returned shape {tuple(emb.shape)} "
                                f"for {n} items; expected ({n}, {self.dim})")
         emb = emb.float()  # first: numpy has no bfloat16
         if self.keep_dims:
@@ -161,7 +161,7 @@ class _Output:
 
     def drop(self, positions: list[int], weights: list[float | None], failed: list[tuple[int, str]]
              ) -> tuple[list[int], list[float | None]]:
-        """A batch's rows without those its adapter could not finish (``failed``: (row, reason)),
+        """A batch's rows without those its encoder could not finish (``failed``: (row, reason)),
         each raised or recorded as a bad input."""
         for row, reason in failed:
             index = positions[row]
@@ -221,13 +221,12 @@ class _Output:
 
 
 def run_featurize(
-    adapter: Adapter,
+    encoder: Encoder,
     inputs: Iterable[Any],
     *,
     encode: Callable[[Any], torch.Tensor],
     dim: int,
     decode: Callable[[Any], Any],
-    plan: Callable[[Sequence[Any], int], Iterable[tuple[list[int], Any]]] | None = None,
     batch_size: int,
     normalize: bool,
     return_tensors: Literal["np", "pt"],
@@ -235,16 +234,14 @@ def run_featurize(
     on_error: OnError,
     desc: str = "featurize",
     num_workers: int = 0,
-    windows: Windows | None = None,
     keep_dims: int | None = None,
 ) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
     """Run ``encode`` over ``inputs`` batch by batch into ``(N, dim)`` float32 rows.
 
-    ``plan`` defaults to the adapter's ``plan_batches``; ``windows`` (the adapter's, for its own
-    model) cuts long inputs; ``keep_dims`` keeps each row's first dimensions (``(N, keep_dims)``),
+    The encoder's ``plan_batches`` groups the decoded items and its ``windows`` cuts long ones;
+    ``keep_dims`` keeps each row's first dimensions (``(N, keep_dims)``),
     normalised after the cut. Returns the rows and the report of what was kept and skipped. See
-    :meth:`zoo.Adapter.featurize` for the contract; classifier outputs and the text tower of an
-    image-text model reuse the same loop.
+    :meth:`zoo.Model.featurize` for the contract; classifier outputs reuse the same loop.
     """
     import torch
 
@@ -257,36 +254,36 @@ def run_featurize(
     if isinstance(inputs, (str, bytes)):
         raise TypeError("featurize takes a sequence of items; wrap a single item in a list: [item]")
     items = list(inputs)
+    windows = encoder.windows if type(encoder).windows is not Encoder.windows else None
     output = _Output(items, dim, keep_dims, normalize, on_error, FeaturizeReport(total=len(items)))
-    adapter.model.eval()
-    with keep_freed_memory(enabled=str(adapter.device).startswith("cpu")), torch.inference_mode(), \
-            _progress_bar(adapter, len(items), progress, desc) as bar:
-        if plan is None and (num_workers > 0 or not adapter.decodes_all_first):
+    encoder.model.eval()
+    with keep_freed_memory(enabled=str(encoder.device).startswith("cpu")), torch.inference_mode(), \
+            _progress_bar(encoder, len(items), progress, desc) as bar:
+        if num_workers > 0 or not encoder.decodes_all_first:
             # Decode batch by batch (in workers if asked) so memory holds one batch of decoded items,
             # not the whole input: images and other inputs batched in input order.
-            batches = _streamed_batches(adapter, items, decode, batch_size, num_workers, output, windows)
+            batches = _streamed_batches(encoder, items, decode, batch_size, num_workers, output, windows)
         else:
-            batches = _planned_batches(adapter, items, decode, batch_size, output, plan, windows)
+            batches = _planned_batches(encoder, items, decode, batch_size, output, windows)
         for positions, batch, weights, advance in batches:
             if positions:
-                batch, failed = adapter.finish_batch(batch)
+                batch, failed = encoder.finish_batch(batch)
                 if failed:
                     positions, weights = output.drop(positions, weights, failed)
             if positions:
-                output.store(adapter, positions, encode(batch), weights)
+                output.store(encoder, positions, encode(batch), weights)
             bar.update(advance)
     return output.finish(return_tensors)
 
 
-def _planned_batches(adapter: Adapter, items: list[Any], decode: Callable[[Any], Any], batch_size: int,
-                     output: _Output, plan: Callable[[Sequence[Any], int], Iterable[tuple[list[int], Any]]] | None,
-                     windows: Windows | None) -> Iterator[tuple[list[int], Any, list[float | None], int]]:
-    """Decode everything first, then batch as the adapter plans (text: by length). Yields
+def _planned_batches(encoder: Encoder, items: list[Any], decode: Callable[[Any], Any], batch_size: int,
+                     output: _Output, windows: Windows | None) -> Iterator[tuple[list[int], Any, list[float | None], int]]:
+    """Decode everything first, then batch as the encoder plans (text: by length). Yields
     ``(positions, batch, weights, inputs finished)``."""
     decoded = decode_items(items, decode, output.on_error, output.report, windows)
     remaining = Counter(decoded.indices)  # parts still to run, per input
     yield [], None, [], len(items) - len(remaining)  # the skipped ones
-    planned = (plan or adapter.plan_batches)(decoded.parts, batch_size) if decoded.parts else ()
+    planned = encoder.plan_batches(decoded.parts, batch_size) if decoded.parts else ()
     for positions, batch in planned:
         indices = [decoded.indices[p] for p in positions]
         remaining.subtract(indices)
@@ -294,21 +291,21 @@ def _planned_batches(adapter: Adapter, items: list[Any], decode: Callable[[Any],
         yield indices, batch, [decoded.weights[p] for p in positions], finished
 
 
-def _progress_bar(adapter: Adapter, total: int, progress: bool | None, desc: str) -> Any:
+def _progress_bar(encoder: Encoder, total: int, progress: bool | None, desc: str) -> Any:
     """A tqdm bar over ``total`` items; ``progress=None`` shows it only for long inputs."""
     from tqdm.auto import tqdm
 
     show = progress if progress is not None else total >= PROGRESS_MIN_ITEMS
-    return tqdm(total=total, desc=f"{desc} {adapter.name}", unit="item", disable=not show)
+    return tqdm(total=total, desc=f"{desc} {encoder.name}", unit="item", disable=not show)
 
 
 class _DecodeCollate:
     """Runs in DataLoader workers: decode a batch of items, cut long ones into windows, and collate
     them into model batches of at most ``batch_size`` parts, recording bad items."""
 
-    def __init__(self, adapter: Adapter, items: list[Any], decode: Callable[[Any], Any], batch_size: int,
+    def __init__(self, encoder: Encoder, items: list[Any], decode: Callable[[Any], Any], batch_size: int,
                  windows: Windows | None) -> None:
-        self.adapter, self.items, self.decode = adapter, items, decode
+        self.encoder, self.items, self.decode = encoder, items, decode
         self.batch_size, self.windows = batch_size, windows
 
     def __call__(self, positions: list[int]) -> tuple[list[tuple[list[int], Any, list[float | None]]], FeaturizeReport]:
@@ -320,11 +317,11 @@ class _DecodeCollate:
         for start in range(0, len(decoded.parts), self.batch_size):
             part = slice(start, start + self.batch_size)
             batches.append(([positions[i] for i in decoded.indices[part]],
-                            self.adapter.collate(decoded.parts[part]), decoded.weights[part]))
+                            self.encoder.collate(decoded.parts[part]), decoded.weights[part]))
         return batches, report
 
 
-def _streamed_batches(adapter: Adapter, items: list[Any], decode: Callable[[Any], Any], batch_size: int,
+def _streamed_batches(encoder: Encoder, items: list[Any], decode: Callable[[Any], Any], batch_size: int,
                       num_workers: int, output: _Output, windows: Windows | None
                       ) -> Iterator[tuple[list[int], Any, list[float | None], int]]:
     """Decode and collate batch by batch, in input order; with ``num_workers`` > 0 in that many
@@ -333,11 +330,11 @@ def _streamed_batches(adapter: Adapter, items: list[Any], decode: Callable[[Any]
     from torch.utils.data import DataLoader
 
     loader = DataLoader(range(len(items)), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_DecodeCollate(adapter, items, decode, batch_size, windows),
+                        collate_fn=_DecodeCollate(encoder, items, decode, batch_size, windows),
                         prefetch_factor=4 if num_workers else None)
     for start, (batches, notes) in zip(range(0, len(items), batch_size), loader):
         if notes.skipped and output.on_error == "raise":
-            index, why = _first_error(adapter, batches, notes.skipped[0])
+            index, why = _first_error(encoder, batches, notes.skipped[0])
             raise InputError(index, why, items[index])
         output.report.skipped += notes.skipped
         output.report.warned += notes.warned
@@ -346,12 +343,12 @@ def _streamed_batches(adapter: Adapter, items: list[Any], decode: Callable[[Any]
         yield [], None, [], min(batch_size, len(items) - start)  # this loader batch's inputs are done
 
 
-def _first_error(adapter: Adapter, batches: list[tuple[list[int], Any, list[float | None]]],
+def _first_error(encoder: Encoder, batches: list[tuple[list[int], Any, list[float | None]]],
                  first: tuple[int, str]) -> tuple[int, str]:
     """The bad input of a loader batch with the lowest index: ``first`` (the first the decode
-    workers found) or one only :meth:`Adapter.finish_batch` finds (a JPEG left for the GPU), so the
+    workers found) or one only :meth:`Encoder.finish_batch` finds (a JPEG left for the GPU), so the
     error names the input it would name with every input decoded on the CPU."""
     errors = [first]
     for positions, batch, _ in batches:
-        errors += [(positions[row], why) for row, why in adapter.finish_batch(batch)[1]]
+        errors += [(positions[row], why) for row, why in encoder.finish_batch(batch)[1]]
     return min(errors)

@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable, Mapping, Sequence
 
     import torch
 
-    from .adapter import Adapter
+    from .encoder import Encoder
+    from .model import Model
     from .finetune_config import FinetuneConfig
     from .model_files import ModelFiles
     from .spec import ModelSpec
@@ -42,6 +44,7 @@ class RegisterModality(Protocol):
         description: str = "",
         examples: Callable[[], list[Any]] | str | None = None,
         suffixes: Sequence[str] = (),
+        media_types: Sequence[str] = (),
     ) -> None: ...
 
 
@@ -49,10 +52,20 @@ class RegisterAdapter(Protocol):
     def __call__(
         self,
         backend: str,
-        adapter: type[Adapter] | str,
+        adapter: type[Encoder] | str,
         *,
         schemes: Sequence[str] = (),
     ) -> None: ...
+
+
+class RegisterCommand(Protocol):
+    def __call__(
+        self,
+        name: str,
+        run: Callable[[argparse.Namespace], int | None],
+        *,
+        help: str = "",  # noqa: A002 (argparse's word for it)
+    ) -> argparse.ArgumentParser: ...
 
 
 class RegisterModel(Protocol):
@@ -73,7 +86,9 @@ def zoo_register_modalities(register: RegisterModality) -> None:
         the conformance kit (``zoo plugins check``) feeds to every model of the modality.
         ``suffixes`` (optional) are the file suffixes of the modality's media files, lower case with
         the dot (``(".wav", ".flac")``): ``zoo embed`` lists a folder's files of the model's
-        modality by them, and refuses a file of another modality.
+        modality by them, and refuses a file of another modality. ``media_types`` (optional) are the
+        MIME types of its inputs as data URLs, fnmatch patterns (``("audio/*",)``): ``zoo serve``
+        routes a ``data:audio/wav;base64,...`` item to the model's tower of this modality.
 
     Called once, when the registry is first built. A name registered twice is an error that names
     both plugins.
@@ -86,10 +101,10 @@ def zoo_register_adapters(register: RegisterAdapter) -> None:
 
     :param register:
         Call ``register(backend, adapter, schemes=(...))``. ``adapter`` is a subclass of
-        :class:`zoo.Adapter` or a ``"module:Class"`` string, imported only when a model of that
+        :class:`zoo.Encoder` or a ``"module:Class"`` string, imported only when a model of that
         backend is loaded (so ``zoo list`` never imports torch). ``schemes`` are the pass-through
         prefixes it serves: with ``schemes=("hf",)``, ``zoo.load("hf:org/name@rev")`` builds a spec
-        with :meth:`Adapter.spec_for_id`.
+        with :meth:`Encoder.spec_for_id`.
 
     Called once, when the registry is first built. A backend or scheme registered twice is an
     error that names both plugins.
@@ -108,6 +123,23 @@ def zoo_register_models(register: RegisterModel) -> None:
     Called once, when the registry is first built. A name or alias already registered (by
     ``registry.yaml`` or another plugin) raises :class:`~zoo.errors.DuplicateModelError` naming
     both plugins; the rest of the plugin's models still register.
+    """
+
+
+@hookspec
+def zoo_register_commands(register: RegisterCommand) -> None:
+    """Add subcommands to the ``zoo`` command line, as zoo's own verbs are added.
+
+    :param register:
+        Call ``register(name, run, help=...)`` once per command. It returns the command's
+        ``argparse.ArgumentParser``, to which the plugin adds its arguments; ``run(args)`` gets the
+        parsed ``argparse.Namespace`` and returns the exit code (``None`` means 0). A
+        :class:`~zoo.errors.ZooError`, ``OSError`` or ``ValueError`` it raises is printed as one
+        ``zoo: error:`` line with exit code 1.
+
+    Called each time the command line is built. A name registered twice is an error naming both
+    plugins; a third-party plugin's failure is recorded (``zoo plugins``) and its other commands
+    still register.
     """
 
 
@@ -142,22 +174,22 @@ def zoo_resolve_source(spec: ModelSpec, cache_dir: Path, network: bool) -> Model
 def zoo_load_pretrained(
     spec: ModelSpec,
     files: ModelFiles,
-    adapter_class: type[Adapter],
-    requires: Mapping[str, Adapter],
+    adapter_class: type[Encoder],
+    requires: Mapping[str, Model],
     device: str,
     dtype: str | torch.dtype | None,
     options: dict[str, Any],
-) -> Adapter | None:
+) -> Encoder | Model | None:
     """Build the loaded model for ``spec`` from its verified files.
 
-    Everything is resolved before this hook runs, once per load: the spec, its files, the adapter
+    Everything is resolved before this hook runs, once per load: the spec, its files, the encoder
     class and the models it requires.
 
-    :param spec: the resolved spec (refined by :meth:`Adapter.resolve_files`, e.g. with the modality
+    :param spec: the resolved spec (refined by :meth:`Encoder.resolve_files`, e.g. with the modality
         a downloaded ``config.json`` names).
     :param files: the verified local files (``files.root`` is the model folder).
-    :param adapter_class: the adapter class that serves ``spec``: the one registered for
-        ``spec.backend``, or the class its :meth:`Adapter.resolve_files` picked for these files.
+    :param adapter_class: the :class:`zoo.Encoder` subclass that serves ``spec``: the one registered
+        for ``spec.backend``, or the class its :meth:`Encoder.resolve_files` picked for these files.
     :param requires: the models named in ``spec.requires``, already loaded, by name (a finetuned
         model's base).
     :param device: torch device string, e.g. ``"cpu"`` or ``"cuda:0"``.
@@ -165,20 +197,21 @@ def zoo_load_pretrained(
         ``None`` for float32.
     :param options: further keyword arguments given to :func:`zoo.load`, such as
         ``trust_remote_code`` (which zoo never turns on by itself).
-    :return: a ready :class:`zoo.Adapter`, or ``None`` to let the next implementation try.
+    :return: a ready :class:`zoo.Encoder` (the loader wraps it in a :class:`zoo.Model`, binding
+        each tower's decoder), a :class:`zoo.Model` built on a required one (a finetuned model is
+        its base's encoder with a head), or ``None`` to let the next implementation try.
 
     firstresult: stops at the first non-``None`` result. zoo's own implementation runs last and
-    calls ``adapter_class.load_pretrained``. The loader then hands the adapter its modality's
-    decoder; an implementation need not.
+    calls ``adapter_class.load_pretrained``.
     """
 
 
 @hookspec(firstresult=True)
-def zoo_finetune(model: Adapter, train: Any, val: Any, config: FinetuneConfig) -> Any:
+def zoo_finetune(model: Model, train: Any, val: Any, config: FinetuneConfig) -> Any:
     """Train a classifier on ``model`` and save it so that ``zoo.load(config.output_dir)`` reads it back.
 
     :param model: the loaded pretrained model (its weights must not change: train a copy).
-    :param train: training data as :meth:`zoo.Adapter.finetune` accepts it.
+    :param train: training data as :meth:`zoo.Model.finetune` accepts it.
     :param val: validation data in the same forms, or ``None``.
     :param config: the run's settings.
     :return: a result with ``history``, ``best_epoch``, ``best_checkpoint`` and ``model``

@@ -5,9 +5,9 @@ name or alias from the registry; a model installed from a bundle; a pass-through
 (``hf:org/name@rev``); an existing local folder.
 Anything else is an :class:`~zoo.errors.UnknownModelError` with close matches.
 
-Loading resolves everything once, here: the spec, its verified files, the adapter class, the
-models it requires and its modality's decoder. The adapter is handed what it needs and never
-asks the registry again.
+Loading resolves everything once, here: the spec, its verified files, the encoder class, the
+models it requires and each tower's decoder. The :class:`~zoo.model.Model` is handed what it needs
+and never asks the registry again.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .adapter import Adapter, resolve_device
-from .compiled import compile_adapter, import_runtime, resolve_runtime
+from .compiled import compile_encoder, import_runtime, resolve_runtime
+from .encoder import resolve_device
 from .errors import PluginError, UnknownModelError, UnsupportedOptionError, ZooError
 from .installed import installed_spec
+from .model import Model
 from .model_files import ModelFiles
 from .plugin_manager import get_plugin_manager
 from .registry import Registry, get_registry
@@ -97,7 +98,7 @@ def load(
     dtype: Any = None,
     runtime: str | None = None,
     **options: Any,
-) -> Adapter:
+) -> Model:
     """Load a pretrained model by curated name, alias, ``backend:id`` or path.
 
     Args:
@@ -109,43 +110,43 @@ def load(
         runtime: what runs the frozen forward pass: ``"torch"``, or ``"onnx"`` / ``"openvino"``
             on the CPU, exported from these weights on first use and cached (see
             :mod:`zoo.compiled`); ``None`` reads ``ZOO_RUNTIME``, else ``"torch"``.
-        **options: passed to the adapter, e.g. ``trust_remote_code=True`` (never on by default).
+        **options: passed to the encoder, e.g. ``trust_remote_code=True`` (never on by default).
 
     Returns:
-        A ready :class:`zoo.Adapter` in eval mode.
+        A ready :class:`zoo.Model` in eval mode.
     """
     chosen, runtime = runtime is not None, resolve_runtime(runtime)
     if runtime != "torch":
         import_runtime(runtime)  # before the weights load: a missing extra is said at once
         device = device or "cpu"
     registry = get_registry()
-    adapter = _load(_resolve(name, registry), registry, device=resolve_device(device), dtype=dtype, options=options)
+    model = _load(_resolve(name, registry), registry, device=resolve_device(device), dtype=dtype, options=options)
     try:
-        compile_adapter(adapter, runtime)
+        model.compiled = compile_encoder(model.encoder, runtime)
     except UnsupportedOptionError as exc:
         if chosen:
             raise
         # ZOO_RUNTIME is a default for every load: a model it cannot run still loads, on PyTorch.
-        warnings.warn(f"ZOO_RUNTIME={runtime} does not apply here: {exc}; {adapter.name} runs on PyTorch",
+        warnings.warn(f"ZOO_RUNTIME={runtime} does not apply here: {exc}; {model.name} runs on PyTorch",
                       RuntimeWarning, stacklevel=2)
-    return adapter
+    return model
 
 
-def _load(spec: ModelSpec, registry: Registry, *, device: str, dtype: Any, options: dict[str, Any]) -> Adapter:
-    """Resolve ``spec``'s files, adapter class, required models and decoder once, then build it."""
+def _load(spec: ModelSpec, registry: Registry, *, device: str, dtype: Any, options: dict[str, Any]) -> Model:
+    """Resolve ``spec``'s files, encoder class, required models and decoders once, then build it."""
     files = locate_files(spec)
     spec, adapter_class = registry.adapter_entry(spec.backend).load_class().resolve_files(spec, files)
-    modality = registry.modality(spec.modality)
     requires = {name: _load(_resolve(name, registry), registry, device=device, dtype=dtype, options=options)
                 for name in spec.requires}
-    adapter = get_plugin_manager().hook.zoo_load_pretrained(
+    loaded = get_plugin_manager().hook.zoo_load_pretrained(
         spec=spec, files=files, adapter_class=adapter_class, requires=requires, device=device, dtype=dtype,
         options=dict(options))
-    if adapter is None:
+    if loaded is None:
         raise PluginError(f"no plugin could load {spec.name!r} (backend {spec.backend!r}): every "
                           "zoo_load_pretrained implementation returned None")
-    adapter.bind_decoder(modality.decode)
-    return adapter
+    if isinstance(loaded, Model):
+        return loaded
+    return Model(loaded, decoders={kind: registry.modality(kind).decode for kind in loaded.towers()})
 
 
 def info(name: str) -> dict[str, Any]:

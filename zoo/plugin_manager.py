@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pluggy
 
 from . import hookspecs
+from .errors import did_you_mean
 from .settings import plugin_allow_list
 
 ENTRY_POINT_GROUP = "zoo"
@@ -29,6 +30,7 @@ BUILTIN_PLUGINS = (
     "zoo.plugins.vision",
     "zoo.plugins.audio",
     "zoo.plugins.image_text",
+    "zoo.cli",
 )
 
 
@@ -150,8 +152,15 @@ def build_plugin_manager(*, builtins: tuple[str, ...] = BUILTIN_PLUGINS, entry_p
                 raise
             pm.unregister(exc.plugin)
             pm.record_failure(PluginFailure(bad_name, pm.dist_of(bad_name), "validate",
-                                            f"{exc}; the hooks are listed in zoo.hookspecs"))
+                                            f"{exc}{_hook_hint(exc.plugin)}; the hooks are listed in zoo.hookspecs"))
     return pm
+
+
+def _hook_hint(plugin: object) -> str:
+    """A did-you-mean for each function of ``plugin`` named like a hook that zoo does not have."""
+    known = [name for name in dir(hookspecs) if name.startswith("zoo_")]
+    typos = [name for name in dir(plugin) if name.startswith("zoo_") and name not in known]
+    return "".join(f" ({name}{did_you_mean(name, known)})" for name in typos if did_you_mean(name, known))
 
 
 _lock = threading.Lock()

@@ -19,7 +19,7 @@ SUFFIXES = (".parquet", ".csv")
 METADATA_KEY = b"zoo"
 
 
-def check_output(path: str | os.PathLike[str]) -> Path:
+def check_predictions_output(path: str | os.PathLike[str]) -> Path:
     """``path`` if zoo can write a predictions table there; checked before the model loads."""
     out = Path(path)
     if out.suffix.lower() not in SUFFIXES:
@@ -34,7 +34,7 @@ def write_predictions(path: str | os.PathLike[str], ids: Sequence[Any], labels: 
     """Write the table (see the module) and return its path."""
     import pyarrow as pa
 
-    out = check_output(path)
+    out = check_predictions_output(path)
     best = probs.argmax(axis=1)
     columns: dict[str, Any] = {
         "id": pa.array([str(i) for i in ids]),

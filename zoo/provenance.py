@@ -24,17 +24,12 @@ def weights_provenance(spec: ModelSpec, files: ModelFiles | None) -> dict[str, A
             "zoo_version": __version__}
 
 
-def embedding_provenance(spec: ModelSpec, files: ModelFiles | None, *, normalize: bool, pool: str | None,
-                         options: EmbedOptions, runtime: str = "torch") -> dict[str, Any]:
+def embedding_provenance(spec: ModelSpec, files: ModelFiles | None, *, options: EmbedOptions,
+                         runtime: str = "torch") -> dict[str, Any]:
     """:func:`weights_provenance` plus how the embeddings were computed from it: pooling,
     normalisation, preprocessing, the runtime (PyTorch, ONNX Runtime, OpenVINO) and the embedding
     options (prompt, layers, truncation, precision). ``embed_dim`` is the width of the float rows,
     after truncation."""
     preprocessing = json.loads(json.dumps(dict(spec.preprocessing), default=str))  # plain JSON values
-    return {**weights_provenance(spec, files), "embed_dim": options.float_dim, "normalize": normalize,
-            "pool": pool, "preprocessing": preprocessing, "runtime": runtime, **options.provenance()}
-
-
-def base_model_name(record: dict[str, Any]) -> str:
-    """The model name in a provenance record (checkpoints before zoo 0.1.1 called the key ``name``)."""
-    return str(record.get("model") or record["name"])
+    return {**weights_provenance(spec, files), "embed_dim": options.float_dim, "preprocessing": preprocessing,
+            "runtime": runtime, **options.provenance()}

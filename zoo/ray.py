@@ -6,7 +6,7 @@
 >>> ds.write_parquet("s3://bucket/embeddings/")
 
 Each Ray actor loads the model once (``map_batches`` with a callable class) and embeds the batches
-it is given with :meth:`zoo.Adapter.featurize`, so the vectors equal the single-process ones. Every
+it is given with :meth:`zoo.Model.featurize`, so the vectors equal the single-process ones. Every
 other column of the dataset is kept, so an id column makes any order recoverable; set
 ``DataContext.get_current().execution_options.preserve_order = True`` to keep input order too.
 
@@ -74,7 +74,7 @@ def featurize(
     calibration: np.ndarray | None = None,
     **options: Any,
 ) -> ray.data.Dataset:
-    """Add an embedding column to ``dataset``: the lazy Ray Data equivalent of :meth:`zoo.Adapter.featurize`.
+    """Add an embedding column to ``dataset``: the lazy Ray Data equivalent of :meth:`zoo.Model.featurize`.
 
     Args:
         dataset: a Ray dataset with a column of items the model takes (texts, image paths or
@@ -84,12 +84,12 @@ def featurize(
         output_column: the new column, a fixed-shape ``(D,)`` float32 tensor per row.
         batch_size: rows Ray hands each actor call; ``model_batch_size`` rows go through the model
             at a time (text is sorted by length within each Ray batch).
-        normalize, pool, on_error: as in :meth:`zoo.Adapter.featurize`; with ``on_error="skip"``
+        normalize, pool, on_error: as in :meth:`zoo.Model.featurize`; with ``on_error="skip"``
             bad rows are dropped from the output.
         device, dtype: as in :func:`zoo.load`.
         concurrency: actors (or a ``(min, max)`` autoscaling range).
         num_cpus, num_gpus: resources each actor reserves.
-        calibration, **options: as in :meth:`zoo.Adapter.featurize`; int8 / uint8 need
+        calibration, **options: as in :meth:`zoo.Model.featurize`; int8 / uint8 need
             ``calibration``, since buckets computed per Ray batch would differ.
 
     Returns: a lazy dataset, the input columns plus ``output_column``; nothing runs until consumed.

@@ -74,6 +74,7 @@ class Modality:
     owner: Owner
     examples_ref: Callable[[], list[Any]] | str | None = None
     suffixes: tuple[str, ...] = ()  # file suffixes of this modality's media, lower case with the dot
+    media_types: tuple[str, ...] = ()  # MIME types of its data URLs, fnmatch patterns ("image/*")
 
     @property
     def decode(self) -> Callable[[Any], Any]:
@@ -198,6 +199,13 @@ class Registry:
                 f"no plugin registers modality {name!r}{did_you_mean(name, self.modalities)}"
             ) from None
 
+    def modality_of_media(self, media_type: str) -> str | None:
+        """The modality whose data URLs have MIME type ``media_type`` (``"image/png"``), or None."""
+        import fnmatch
+
+        return next((m.name for m in self.modalities.values()
+                     if any(fnmatch.fnmatch(media_type.lower(), pattern) for pattern in m.media_types)), None)
+
     def media_suffixes(self) -> frozenset[str]:
         """Every media file suffix any modality registers."""
         return frozenset(suffix for m in self.modalities.values() for suffix in m.suffixes)
@@ -231,17 +239,21 @@ class Registry:
         return [spec.name for spec in sorted(scored, key=lambda spec: (best_first(spec), spec.name))]
 
 
-def _call_each(pm: ZooPluginManager, hook_name: str, make_register: Callable[[Owner], Callable[..., None]]) -> None:
+def call_registration_hook(pm: ZooPluginManager, hook_name: str,
+                           make_register: Callable[[Owner], Callable[..., Any]], *, builtins_first: bool = False) -> None:
     """Call every implementation of a registration hook with a ``register`` bound to its plugin.
 
     zoo calls each implementation itself (not through pluggy's hook caller) so that each gets its
     own ``register``; a wrapper implementation (``wrapper=True`` or ``hookwrapper=True``) would
     have nothing to wrap, so it is refused. A built-in plugin's error propagates (it is a bug in
     zoo). A third-party plugin's bad registration is recorded as a failure naming the plugin and
-    skipped, so its other registrations and every other plugin still work.
+    skipped, so its other registrations and every other plugin still work. With ``builtins_first``
+    zoo's own implementations run before every plugin's.
     """
-    hook = getattr(pm.hook, hook_name)
-    for impl in reversed(hook.get_hookimpls()):  # pluggy's call order
+    impls = list(reversed(getattr(pm.hook, hook_name).get_hookimpls()))  # pluggy's call order
+    if builtins_first:  # zoo's own names are taken first, so a clash is the plugin's failure
+        impls.sort(key=lambda impl: not pm.is_builtin(impl.plugin_name))
+    for impl in impls:
         builtin = pm.is_builtin(impl.plugin_name)
         owner = Owner(impl.plugin_name, pm.dist_of(impl.plugin_name))
         register = make_register(owner)
@@ -250,9 +262,9 @@ def _call_each(pm: ZooPluginManager, hook_name: str, make_register: Callable[[Ow
             pm.record_failure(PluginFailure(name, pm.dist_of(name), "register",
                                             f"{hook_name}: {type(exc).__name__}: {exc}"))
 
-        def guarded(*args: Any, _register: Callable[..., None] = register, _fail=fail, **kwargs: Any) -> None:
+        def guarded(*args: Any, _register: Callable[..., Any] = register, _fail=fail, **kwargs: Any) -> Any:
             try:
-                _register(*args, **kwargs)
+                return _register(*args, **kwargs)
             except (RegistryError, TypeError) as exc:
                 _fail(exc)
 
@@ -273,8 +285,10 @@ def build_registry(pm: ZooPluginManager, catalogue: Path | None = REGISTRY_FILE)
 
     def register_modality(owner: Owner) -> Callable[..., None]:
         def register(name: str, *, decode: Callable[[Any], Any] | str, description: str = "",
-                     examples: Callable[[], list[Any]] | str | None = None, suffixes: Sequence[str] = ()) -> None:
-            registry.add_modality(Modality(name, decode, description, owner, examples, tuple(suffixes)))
+                     examples: Callable[[], list[Any]] | str | None = None, suffixes: Sequence[str] = (),
+                     media_types: Sequence[str] = ()) -> None:
+            registry.add_modality(Modality(name, decode, description, owner, examples, tuple(suffixes),
+                                           tuple(media_types)))
 
         return register
 
@@ -290,12 +304,12 @@ def build_registry(pm: ZooPluginManager, catalogue: Path | None = REGISTRY_FILE)
 
         return register
 
-    _call_each(pm, "zoo_register_modalities", register_modality)
-    _call_each(pm, "zoo_register_adapters", register_adapter)
+    call_registration_hook(pm, "zoo_register_modalities", register_modality)
+    call_registration_hook(pm, "zoo_register_adapters", register_adapter)
     if catalogue is not None:
         for spec in read_registry(catalogue):
             registry.add_spec(spec, CATALOGUE_OWNER)
-    _call_each(pm, "zoo_register_models", register_model)
+    call_registration_hook(pm, "zoo_register_models", register_model)
     _drop_unserved(registry, pm)
     registry.failures = list(pm.failures)
     return registry

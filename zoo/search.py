@@ -31,13 +31,14 @@ from .atomic import atomic_path, write_json_atomic
 from .embedding_file import embedding_batches, float_provenance, unit_rows
 from .errors import ProvenanceMismatchError, ZooError
 from .loader import load
+from .embed_options import recorded_settings
 from .provenance import weights_provenance
 from .registry import get_registry
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .adapter import Adapter
+    from .model import Model
 
 KINDS = ("flat", "hnsw")
 INDEX_FILE, ROWS_FILE, META_FILE = "index.faiss", "rows.parquet", "zoo-index.json"
@@ -66,7 +67,7 @@ class Index:
     ids: list[str] = field(default_factory=list, repr=False)
     hashes: list[str | None] = field(default_factory=list, repr=False)
     sources: list[str] = field(default_factory=list, repr=False)
-    _model: Adapter | None = field(default=None, repr=False)
+    _model: Model | None = field(default=None, repr=False)
     #: after :meth:`add`: ``(id, held id)`` of each row left out because another id holds its content
     same_content: list[tuple[str, str]] = field(default_factory=list, repr=False)
     #: ``cosine`` (rows stored at unit length) or ``inner_product`` (indexes written before)
@@ -127,13 +128,13 @@ class Index:
         return [[Hit(self.ids[r], float(s), self.sources[r]) for s, r in zip(srow, rrow) if r >= 0]
                 for srow, rrow in zip(scores, rows)]
 
-    def search(self, queries: list[Any], k: int = 10, *, model: Adapter | None = None) -> list[list[Hit]]:
+    def search(self, queries: list[Any], k: int = 10, *, model: Model | None = None) -> list[list[Hit]]:
         """Embed each query (a text, or an image / audio file path) with the index's model, or
         with ``model`` if it has the same provenance, and return its ``k`` nearest rows."""
         model = self._query_model(model)
         return self.search_vectors(embed_queries(model, queries, self.provenance), k)
 
-    def _query_model(self, model: Adapter | None) -> Adapter:
+    def _query_model(self, model: Model | None) -> Model:
         if model is None:
             if self._model is None:
                 self._model = load(self.provenance["model"])
@@ -142,7 +143,7 @@ class Index:
         # what must match is the model itself, then that it pools as the index's rows were.
         what, against = f"the query model {model.name}", f"the index {self.path}"
         check_same(self.provenance, {**self.provenance, **weights_provenance(model.spec, model.files)}, what, against)
-        check_same(self.provenance, {**self.provenance, "pool": model.resolve_pool(self.provenance.get("pool"))},
+        check_same(self.provenance, {**self.provenance, "pool": model.tower()[1].resolve_pool(self.provenance.get("pool"))},
                    what, against)
         return model
 
@@ -214,49 +215,50 @@ def open_index(path: str | os.PathLike[str]) -> Index:
                  metric=meta.get("metric", "inner_product"))
 
 
-def embed_queries(model: Adapter, queries: list[Any], provenance: dict[str, Any]) -> np.ndarray:
-    """Query rows computed as the index's rows were (pooling, normalisation, layers, truncation);
-    for an image-text model, texts through its text tower and files through its image tower."""
+def embed_queries(model: Model, queries: list[Any], provenance: dict[str, Any]) -> np.ndarray:
+    """Query rows computed as the index's rows were (pooling, normalisation, layers, truncation),
+    each query through the tower of its kind: a file through the tower of its modality, anything
+    else through the text tower (an image-text index searched by text)."""
     import numpy as np
 
     if isinstance(queries, (str, bytes)) or not queries:
         raise ValueError("queries must be a non-empty list of texts or file paths")
-    _check_query_kinds(model, queries)
-    settings = {"pool": provenance.get("pool"), "normalize": provenance.get("normalize"), "progress": False}
-    options = {"truncate_dim": provenance.get("truncate_dim"), "layers": provenance.get("layers")}
-    options = {k: v for k, v in options.items() if v}
-    if model.modality != "image-text":
-        return np.asarray(model.featurize(queries, **settings, **options), dtype=np.float32)
-    is_file = [isinstance(q, str) and os.path.isfile(q) for q in queries]
+    kinds = _query_towers(model, queries)
+    recorded = recorded_settings(provenance)
     out = np.empty((len(queries), int(provenance["embed_dim"])), dtype=np.float32)
-    files = [i for i, f in enumerate(is_file) if f]
-    texts = [i for i, f in enumerate(is_file) if not f]
-    if files:
-        out[files] = model.featurize([queries[i] for i in files], **settings, **options)
-    if texts:
-        settings.pop("pool")
-        out[texts] = model.featurize_texts([queries[i] for i in texts], **settings, **options)  # type: ignore[attr-defined]
+    for kind in dict.fromkeys(kinds):
+        chosen = [i for i, k in enumerate(kinds) if k == kind]
+        settings = recorded if kind == provenance.get("tower", model.tower()[0]) else {**recorded, "pool": None}
+        options = model.embed_options(tower=kind, **settings)
+        out[chosen] = model.featurize([queries[i] for i in chosen], options=options, progress=False)
     return out
 
 
-def _check_query_kinds(model: Adapter, queries: list[Any]) -> None:
-    """A text index searched with a media file's path warns (the path is embedded as text); an
-    image or audio index searched with something that is not a file is an error naming it."""
+def _query_towers(model: Model, queries: list[Any]) -> list[str]:
+    """The tower each query goes through. A model with only a text tower searched with a media
+    file's path warns (the path is embedded as text); a query that is not a file, for a model with
+    no text tower, is an error naming it."""
     import warnings
 
-    media = get_registry().media_suffixes()
+    registry = get_registry()
+    media = {kind: registry.modality(kind).suffixes for kind in model.towers if kind != "text"}
+    kinds = []
     for i, query in enumerate(queries):
-        if not isinstance(query, str):
-            continue
-        is_file = os.path.isfile(query)
-        if model.modality == "text" and is_file and Path(query).suffix.lower() in media:
-            warnings.warn(f"query {i} ({query!r}) names a media file, but {model.name} embeds texts: the path is "
-                          "searched as text; index the files with a model of their modality", UserWarning,
-                          stacklevel=3)
-        elif model.modality in ("vision", "audio") and not is_file:
-            raise ValueError(f"query {i} ({query[:60]!r}) is not a file, but {model.name} embeds {model.modality} "
-                             "inputs: query it with files of that kind, or build the index with an image-text model "
-                             "to search images by text")
+        is_file = isinstance(query, str) and os.path.isfile(query)
+        suffix = Path(query).suffix.lower() if is_file else ""
+        if is_file and media:
+            kinds.append(next((k for k, suffixes in media.items() if suffix in suffixes), next(iter(media))))
+        elif "text" in model.towers:
+            if is_file and suffix in registry.media_suffixes():
+                warnings.warn(f"query {i} ({query!r}) names a media file, but {model.name} embeds texts: the path "
+                              "is searched as text; index the files with a model of their modality", UserWarning,
+                              stacklevel=3)
+            kinds.append("text")
+        else:
+            raise ValueError(f"query {i} ({str(query)[:60]!r}) is not a file, but {model.name} embeds "
+                             f"{' and '.join(model.towers)} inputs: query it with files of that kind, or build the "
+                             "index with an image-text model to search images by text")
+    return kinds
 
 
 def check_same(expected: dict[str, Any], got: dict[str, Any], what: str, against: str) -> None:

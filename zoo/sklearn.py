@@ -23,9 +23,9 @@ class Featurizer(TransformerMixin, BaseEstimator):
 
     Args:
         model: anything :func:`zoo.load` accepts.
-        batch_size, normalize, pool, num_workers: as in :meth:`zoo.Adapter.featurize`.
+        batch_size, normalize, pool, num_workers: as in :meth:`zoo.Model.featurize`.
         prompt, prompt_text, truncate_dim, precision, layer: the embedding options of
-            :meth:`zoo.Adapter.featurize`. With ``precision="int8"`` or ``"uint8"``, ``fit`` learns
+            :meth:`zoo.Model.featurize`. With ``precision="int8"`` or ``"uint8"``, ``fit`` learns
             the buckets from the training inputs (``ranges_``) and ``transform`` applies them, so
             train and test rows share one scale.
         device, dtype: as in :func:`zoo.load`.
@@ -70,13 +70,13 @@ class Featurizer(TransformerMixin, BaseEstimator):
         return cached[1]
 
     def _options(self) -> Any:
-        return self._loaded().embed_options(prompt=self.prompt, prompt_text=self.prompt_text,
+        return self._loaded().embed_options(pool=self.pool, normalize=self.normalize, prompt=self.prompt,
+                                            prompt_text=self.prompt_text,
                                             truncate_dim=self.truncate_dim, precision=self.precision, layer=self.layer)
 
     def _featurize(self, X: Any, options: Any) -> Any:
-        return self._loaded().featurize(list(X), batch_size=self.batch_size, normalize=self.normalize,
-                                        pool=self.pool, progress=self.progress, num_workers=self.num_workers,
-                                        options=options)
+        return self._loaded().featurize(list(X), batch_size=self.batch_size, progress=self.progress,
+                                        num_workers=self.num_workers, options=options)
 
     def fit(self, X: Any, y: Any = None) -> Featurizer:
         """Records the output width (``n_features_out_``); for int8 / uint8 output, learns each

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .adapter import Adapter
 from .errors import InputError, OfflineError, SourceError, UnknownModelError, ZooError
 from .loader import load, locate_files, resolve
+from .model import Model
 from .registry import get_registry
 from .spec import ModelSpec
 
@@ -88,10 +88,10 @@ def check_model(name: str, *, workdir: str | Path | None = None, strategies: tup
         return rec.results
     with rec.check("preprocessing present"):
         assert model.preprocess is not None, "model.preprocess is None"
-    inputs = examples if examples is not None else get_registry().modality(model.modality).examples()
+    inputs = examples if examples is not None else get_registry().modality(model.tower()[0]).examples()
     X = _check_featurize(rec, model, spec, inputs)
     if X is not None:
-        claimed = strategies if strategies is not None else tuple(getattr(model, "strategies", ()))
+        claimed = strategies if strategies is not None else model.encoder.strategies
         _check_finetune(rec, model, inputs, X, claimed, workdir)
     return rec.results
 
@@ -107,7 +107,7 @@ def _check_loadable(rec: _Recorder, name: str) -> ModelSpec | None:
     return spec if rec.results[-1].status == "pass" else None
 
 
-def _check_featurize(rec: _Recorder, model: Adapter, spec: ModelSpec, inputs: list[Any]) -> np.ndarray | None:
+def _check_featurize(rec: _Recorder, model: Model, spec: ModelSpec, inputs: list[Any]) -> np.ndarray | None:
     """Shape, dtype, width, row order, determinism, empty input and a bad item; returns the features."""
     import numpy as np
 
@@ -141,7 +141,7 @@ def _check_featurize(rec: _Recorder, model: Adapter, spec: ModelSpec, inputs: li
     return X
 
 
-def _check_finetune(rec: _Recorder, model: Adapter, inputs: list[Any], X: np.ndarray, claimed: tuple[str, ...],
+def _check_finetune(rec: _Recorder, model: Model, inputs: list[Any], X: np.ndarray, claimed: tuple[str, ...],
                     workdir: str | Path | None) -> None:
     """For each strategy the adapter claims: one short run that zoo.load reads back with the same
     predictions; then the pretrained weights must be untouched."""
@@ -156,11 +156,23 @@ def _check_finetune(rec: _Recorder, model: Adapter, inputs: list[Any], X: np.nda
                                         output_dir=out, progress=False, unfreeze_blocks=1)
                 losses = [h["train_loss"] for h in result.history]
                 assert all(np.isfinite(losses)), f"losses {losses}"
+                if strategy in ("full", "partial"):  # freeze-unfreeze's one epoch is frozen
+                    assert _backbone_changed(model, result.model), (
+                        f"{strategy} trained no weight of the backbone: blocks() names no module of the model "
+                        "(see docs/plugins.md, 'blocks')")
                 again = load(out, device="cpu")
                 assert _close(again.predict_proba(inputs), result.model.predict_proba(inputs), 1e-4), \
                     "zoo.load(output_dir) predicts differently from the trained model"
         with rec.check("pretrained weights untouched by finetune"):
             assert _close(model.featurize(inputs, batch_size=3), X, 1e-5), "featurize changed after finetune"
+
+
+def _backbone_changed(before: Model, after: Model) -> bool:
+    import torch
+
+    trained = after.model.state_dict()
+    return any(not torch.equal(value, trained[name]) for name, value in before.model.state_dict().items()
+               if value.is_floating_point())
 
 
 def check(target: str, *, workdir: str | Path | None = None,
@@ -171,8 +183,9 @@ def check(target: str, *, workdir: str | Path | None = None,
     if not names:
         if registry.get(target) is None and ":" not in target and not Path(target).exists():
             plugins = sorted({str(owner) for owner in registry.owners.values()})
+            failed = "".join(f"; {failure}" for failure in registry.failures)
             raise UnknownModelError(target, hint=f"(neither a plugin with models nor a model; plugins: "
-                                                 f"{', '.join(plugins)})")
+                                                 f"{', '.join(plugins)}{failed})")
         names = [target]
     results: list[Check] = []
     for name in names:

@@ -22,7 +22,7 @@ from .errors import UnsupportedOptionError
 if TYPE_CHECKING:
     import numpy as np
 
-    from .adapter import Adapter
+    from .model import Model
 
 Template = Union[str, Callable[[str], str]]  # "a photo of a {}." or a function of the label
 
@@ -30,16 +30,17 @@ Template = Union[str, Callable[[str], str]]  # "a photo of a {}." or a function 
 TEXT_SCALE = 20.0
 
 
-def default_templates(model: Adapter) -> tuple[Template, ...]:
-    """CLIP's 80 ImageNet prompts for an image-text model; the bare label for a text model."""
-    if model.modality == "image-text":
+def default_templates(model: Model) -> tuple[Template, ...]:
+    """CLIP's 80 ImageNet prompts for a model whose primary tower is not its text tower (an
+    image-text model); the bare label for a text model."""
+    if model.tower()[0] != "text":
         from open_clip import OPENAI_IMAGENET_TEMPLATES
 
         return tuple(OPENAI_IMAGENET_TEMPLATES)
     return ("{}",)
 
 
-def label_vectors(model: Adapter, labels: Sequence[str], templates: Sequence[Template] | Template | None = None,
+def label_vectors(model: Model, labels: Sequence[str], templates: Sequence[Template] | Template | None = None,
                   *, batch_size: int = 32) -> np.ndarray:
     """``(len(labels), D)`` unit vectors: each label's template texts embedded, averaged,
     re-normalised."""
@@ -48,13 +49,13 @@ def label_vectors(model: Adapter, labels: Sequence[str], templates: Sequence[Tem
     labels = _check_labels(model, labels)
     forms = _templates(model, templates)
     texts = [form.format(label) if isinstance(form, str) else form(label) for label in labels for form in forms]
-    embed_texts = model.featurize_texts if model.modality == "image-text" else model.featurize  # type: ignore[attr-defined]
-    rows = np.asarray(embed_texts(texts, batch_size=batch_size, normalize=True, progress=False), dtype=np.float32)
+    rows = np.asarray(model.featurize(texts, tower="text", batch_size=batch_size, normalize=True, progress=False),
+                      dtype=np.float32)
     means = rows.reshape(len(labels), len(forms), -1).mean(axis=1)
     return means / np.linalg.norm(means, axis=1, keepdims=True)
 
 
-def classify(model: Adapter, inputs: Iterable[Any], labels: Sequence[str],
+def classify(model: Model, inputs: Iterable[Any], labels: Sequence[str],
              templates: Sequence[Template] | Template | None = None, *, scale: float | None = None,
              batch_size: int = 32, progress: bool | None = None) -> np.ndarray:
     """``(N, len(labels))`` float32 probabilities of each input among ``labels``; see the module."""
@@ -69,18 +70,18 @@ def classify(model: Adapter, inputs: Iterable[Any], labels: Sequence[str],
     return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def logit_scale(model: Adapter, scale: float | None = None) -> float:
+def logit_scale(model: Model, scale: float | None = None) -> float:
     """``scale`` if given; else the model's learned ``logit_scale`` (exp'd) or :data:`TEXT_SCALE`."""
     if scale is not None:
         if isinstance(scale, bool) or not (isinstance(scale, numbers.Real) and math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a positive finite number, not {scale!r}")
         return float(scale)
     learned = getattr(model.model, "logit_scale", None)
-    return float(learned.detach().exp()) if learned is not None and model.modality == "image-text" else TEXT_SCALE
+    return float(learned.detach().exp()) if learned is not None and model.tower()[0] != "text" else TEXT_SCALE
 
 
-def _check_labels(model: Adapter, labels: Sequence[str]) -> list[str]:
-    if model.modality not in ("text", "image-text"):
+def _check_labels(model: Model, labels: Sequence[str]) -> list[str]:
+    if "text" not in model.towers:
         raise UnsupportedOptionError(
             f"{model.name} is a {model.modality} model with no text tower, so it cannot score label names; "
             "use an image-text model (open_clip, CLIP) or finetune a head: model.finetune(..., "
@@ -92,7 +93,7 @@ def _check_labels(model: Adapter, labels: Sequence[str]) -> list[str]:
     return list(labels)
 
 
-def _templates(model: Adapter, templates: Sequence[Template] | Template | None) -> list[Template]:
+def _templates(model: Model, templates: Sequence[Template] | Template | None) -> list[Template]:
     if templates is None:
         return list(default_templates(model))
     forms = [templates] if isinstance(templates, str) or callable(templates) else list(templates)

@@ -19,13 +19,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..errors import did_you_mean
+from ..registry import get_registry
 from .batcher import Batcher, ItemError
 from .requests import EmbeddingRequest, RequestError, check_modality, parse_request
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..adapter import Adapter
+    from ..encoder import Encoder
+    from ..model import Model
     from ..embed_options import EmbedOptions
     from ..featurize import FeaturizeReport
 
@@ -37,47 +39,45 @@ class Served:
     """One model behind the endpoint, with its batcher."""
 
     name: str
-    model: Adapter
+    model: Model
     batcher: Batcher
     options: dict[tuple[str, int | None], EmbedOptions] = field(default_factory=dict)  # by (kind, dimensions)
 
 
-def _runner(model: Adapter, batch_size: int) -> Any:
+def _runner(model: Model, batch_size: int) -> Any:
     """What the batcher runs on its worker thread: featurize one pass, skipping bad items, and
     count its tokens there, in one call, rather than per request on the event loop."""
 
     def run(items: list[Any], key: Hashable) -> tuple[np.ndarray, FeaturizeReport, list[int] | None]:
         kind, options = key  # options were checked on the event loop when the first request asked
-        common = {"batch_size": batch_size, "progress": False, "on_error": "skip", "options": options}
-        if kind == "text" and model.modality == "image-text":
-            rows, report = model.featurize_texts(items, **common), model.last_report
-        else:
-            rows, report = model.featurize_with_report(items, **common)
-        return rows, report, _token_counts(model, items, report.kept) if kind == "text" else None
+        rows, report = model.featurize_with_report(items, batch_size=batch_size, progress=False, on_error="skip",
+                                                   options=options)
+        return rows, report, _token_counts(model.towers[kind], items, report.kept) if kind == "text" else None
 
     return run
 
 
-def _token_counts(model: Adapter, texts: list[str], kept: list[int]) -> list[int] | None:
+def _token_counts(tower: Encoder, texts: list[str], kept: list[int]) -> list[int] | None:
     """Tokens per text as the model counts them (truncated), for ``usage``; 0 for the texts
     featurize skipped (never tokenised: a bad one would fail the whole pass); None when its
     tokenizer is not a transformers one (open_clip's)."""
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is None or not hasattr(tokenizer, "model_max_length"):
+    tokenizer = tower.preprocess
+    if not hasattr(tokenizer, "model_max_length"):
         return None
     counts = [0] * len(texts)
     if kept:
-        lengths = tokenizer([texts[i] for i in kept], truncation=True, max_length=getattr(model, "max_length", None),
+        lengths = tokenizer([texts[i] for i in kept], truncation=True, max_length=getattr(tower, "max_length", None),
                             return_length=True)["length"]
         for index, length in zip(kept, lengths):
             counts[index] = int(length)
     return counts
 
 
-def create_app(models: dict[str, Adapter], *, max_batch: int = 64, max_wait_ms: float = 5, batch_size: int = 32,
+def create_app(models: dict[str, Model], *, max_batch: int = 64, max_wait_ms: float = 5, batch_size: int = 32,
                max_body_bytes: int = 32 << 20, max_inputs: int = 2048) -> Starlette:
     """An ASGI app serving ``models`` (by name) until it shuts down; see :func:`zoo.serve.serve`."""
     in_flight = 0
+    media = get_registry().modality_of_media
     served = {name: Served(name, model, Batcher(_runner(model, batch_size), max_batch=max_batch,
                                                 max_wait_ms=max_wait_ms, batch_size=batch_size, name=name))
               for name, model in models.items()}
@@ -104,9 +104,9 @@ def create_app(models: dict[str, Adapter], *, max_batch: int = 64, max_wait_ms: 
         nonlocal in_flight
         in_flight += 1
         try:
-            parsed = parse_request(await _read_body(request, max_body_bytes), max_inputs)
+            parsed = parse_request(await _read_body(request, max_body_bytes), max_inputs, media)
             entry = _served(served, parsed.model)
-            check_modality(parsed, entry.name, entry.model.modality)
+            check_modality(parsed, entry.name, entry.model.towers)
             rows, tokens = await _embed(entry, parsed)
             return JSONResponse(_response(entry, parsed, rows, tokens))
         finally:
@@ -168,7 +168,7 @@ def _options(entry: Served, kind: str, dims: int | None) -> EmbedOptions:
     key = (kind, None if dims == width else dims)
     if key not in entry.options:
         try:
-            entry.options[key] = entry.model.embed_options(truncate_dim=key[1], texts=kind == "text")
+            entry.options[key] = entry.model.embed_options(tower=kind, truncate_dim=key[1])
         except ValueError as exc:  # UnsupportedOptionError included
             raise RequestError(400, f"dimensions {dims}: {exc}", "dimensions") from None
     return entry.options[key]

@@ -2,7 +2,9 @@
 
 Texts are strings; images and audio come as data URLs (``data:image/jpeg;base64,...``,
 ``data:audio/wav;base64,...``), as OpenAI's own multimodal endpoints take them. Every refusal is
-a :class:`RequestError` naming the field or the input index, answered as a 4xx JSON body.
+a :class:`RequestError` naming the field or the input index, answered as a 4xx JSON body. A data
+URL goes to the modality that registered its MIME type (``media_types``), so a modality a plugin
+adds is served with no change here.
 """
 
 from __future__ import annotations
@@ -11,19 +13,17 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import did_you_mean
 
-# An image or audio data URL's header; anything else is text.
-_DATA_URL = re.compile(r"data:(image|audio)/[\w.+-]+(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
+# A data URL's header; one whose MIME type no modality registered is text.
+_DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
 
 # The fields of OpenAI's embeddings request ("user" is accepted and unused, as OpenAI documents it).
 FIELDS = ("model", "input", "encoding_format", "dimensions", "user")
-
-# What each modality's model takes, by the kind of an input item.
-ACCEPTS = {"text": ("text",), "vision": ("image",), "audio": ("audio",), "image-text": ("text", "image")}
 
 
 class RequestError(Exception):
@@ -44,14 +44,17 @@ class RequestError(Exception):
 @dataclass
 class EmbeddingRequest:
     model: str
-    items: list[tuple[str, Any]]  # (kind, payload): ("text", str) or ("image" | "audio", bytes)
+    items: list[tuple[str, Any]]  # (modality, payload): ("text", str) or ("vision", bytes)...
     encoding_format: str
     dimensions: int | None
+    media: list[str]  # each item's type as sent: "text" or a data URL's MIME type ("image/png")
 
 
-def parse_request(body: bytes, max_inputs: int = 2048) -> EmbeddingRequest:
+def parse_request(body: bytes, max_inputs: int = 2048,
+                  modality_of_media: Callable[[str], str | None] = lambda media: None) -> EmbeddingRequest:
     """The request's fields, or a 400 naming the one that is wrong. More than ``max_inputs``
-    items is refused (OpenAI's own limit is 2048), so one request cannot hold a model for minutes."""
+    items is refused (OpenAI's own limit is 2048), so one request cannot hold a model for minutes.
+    ``modality_of_media`` names the modality of a data URL's MIME type (the registry's)."""
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -81,29 +84,32 @@ def parse_request(body: bytes, max_inputs: int = 2048) -> EmbeddingRequest:
     dimensions = data.get("dimensions")
     if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1):
         raise RequestError(400, f"dimensions must be a positive integer, not {dimensions!r}", "dimensions")
-    return EmbeddingRequest(model, [_item(i, x) for i, x in enumerate(raw)], encoding, dimensions)
+    items = [_item(i, x, modality_of_media) for i, x in enumerate(raw)]
+    return EmbeddingRequest(model, [(kind, payload) for kind, payload, _ in items], encoding, dimensions,
+                            [media for _, _, media in items])
 
 
-def _item(index: int, value: Any) -> tuple[str, Any]:
+def _item(index: int, value: Any, modality_of_media: Callable[[str], str | None]) -> tuple[str, Any, str]:
     if not isinstance(value, str):
         what = "token ids" if isinstance(value, (int, list)) else type(value).__name__
         raise RequestError(400, f"input[{index}] is {what}; send text, or an image or audio as a data URL",
                            f"input[{index}]")
     url = _DATA_URL.match(value)
-    if url is None:  # text, even text that starts with "data:"
-        return "text", value
-    kind, payload = url.group(1).lower(), value[url.end():]
+    kind = modality_of_media(url.group(1)) if url is not None else None
+    if url is None or kind is None:  # text, even text that starts with "data:"
+        return "text", value, "text"
     try:
-        return kind, base64.b64decode(payload, validate=True)
+        return kind, base64.b64decode(value[url.end():], validate=True), url.group(1).lower()
     except (binascii.Error, ValueError):
         raise RequestError(400, f"input[{index}]: the base64 payload of its data URL does not decode",
                            f"input[{index}]") from None
 
 
-def check_modality(request: EmbeddingRequest, name: str, modality: str) -> None:
-    """Every item is of a kind the model ``name`` takes, or a 400 naming the first that is not."""
-    accepted = ACCEPTS.get(modality, ("text", "image", "audio"))
+def check_modality(request: EmbeddingRequest, name: str, towers: Collection[str]) -> None:
+    """Every item is of a modality one of the model's ``towers`` takes, or a 400 naming the first
+    that is not."""
     for index, (kind, _) in enumerate(request.items):
-        if kind not in accepted:
-            raise RequestError(400, f"input[{index}] is {'an' if kind[0] in 'aeiou' else 'a'} {kind}; {name} "
-                               f"embeds {modality} inputs ({' or '.join(accepted)})", f"input[{index}]")
+        if kind not in towers:
+            what = request.media[index].split("/")[0]
+            raise RequestError(400, f"input[{index}] is {'an' if what[0] in 'aeiou' else 'a'} {what}; {name} "
+                               f"embeds {' or '.join(towers)} inputs", f"input[{index}]")

@@ -1,4 +1,4 @@
-"""The finetuning loop behind :meth:`zoo.Adapter.finetune`: one loop for every backend and modality.
+"""The finetuning loop behind :meth:`zoo.Model.finetune`: one loop for every backend and modality.
 
 Deterministic for a seed: each epoch's shuffle comes from ``(seed, epoch)`` and the RNG state is
 saved with every checkpoint, so a run killed at any moment and resumed with ``resume=True`` ends
@@ -26,7 +26,8 @@ from ..provenance import weights_provenance
 from .checkpoints import (RESUME, load_state, load_tensors, prune, read_run_manifest, save_state, save_tensors,
                           write_run_manifest)
 from .data import Examples, label_index, read_examples, stratified_split
-from .finetuned import FORMAT, FinetunedModel, features
+from ..model import Head, Model, features
+from .finetuned import FORMAT, FinetunedCheckpoint
 from .heads import build_head, fit_standardization
 from .plot import plot_history
 from .strategies import Plan, apply_plan, plan_for_epoch, set_train_mode
@@ -34,7 +35,7 @@ from .strategies import Plan, apply_plan, plan_for_epoch, set_train_mode
 if TYPE_CHECKING:
     import torch
 
-    from ..adapter import Adapter
+    from ..encoder import Encoder
 
 
 @dataclass
@@ -52,7 +53,7 @@ class FinetuneResult:
     history: list[dict[str, float]]
     best_epoch: int
     best_checkpoint: Path
-    model: FinetunedModel
+    model: Model
 
 
 @dataclass
@@ -107,17 +108,17 @@ class _Classifier:
     """Backbone + head as one trainable ``nn.Module`` (built lazily to keep torch out of import)."""
 
     @staticmethod
-    def build(adapter: Adapter, head: torch.nn.Module, pool: str | None) -> torch.nn.Module:
+    def build(encoder: Encoder, head: torch.nn.Module, pool: str | None) -> torch.nn.Module:
         import torch
 
         class Classifier(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
-                self.backbone = adapter.model
+                self.backbone = encoder.model
                 self.head = head
 
             def forward(self, batch: Any) -> torch.Tensor:
-                return self.head(features(adapter, batch, pool))
+                return self.head(features(encoder, batch, pool, bool(encoder.spec.normalize)))
 
         return Classifier()
 
@@ -140,16 +141,16 @@ def _metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict[st
                                            labels=list(range(num_classes)), zero_division=0))}
 
 
-def finetune(adapter: Adapter, train: Any, val: Any, config: FinetuneConfig) -> FinetuneResult:
-    """Train a classifier on ``adapter`` as ``config`` says; see :meth:`zoo.Adapter.finetune`."""
+def finetune(model: Model, train: Any, val: Any, config: FinetuneConfig) -> FinetuneResult:
+    """Train a classifier on ``model`` as ``config`` says; see :meth:`zoo.Model.finetune`."""
     from tqdm.auto import tqdm
 
-    run = _Run(adapter, train, val, config)
+    run = _Run(model, train, val, config)
     if config.resume:
         run.resume()
     disable = (not config.progress if config.progress is not None else False) or run.dist.rank != 0
     bar = tqdm(range(run.start, config.epochs), initial=run.start, total=config.epochs,
-               desc=f"finetune {adapter.name}", unit="epoch", disable=disable)
+               desc=f"finetune {model.name}", unit="epoch", disable=disable)
     for epoch in bar:
         began = time.perf_counter()
         record: dict[str, float] = {"epoch": epoch + 1, "train_loss": run.train_epoch(epoch)}
@@ -161,7 +162,7 @@ def finetune(adapter: Adapter, train: Any, val: Any, config: FinetuneConfig) -> 
         if config.on_epoch_end is not None:
             config.on_epoch_end(record)
     if run.dist.rank == 0:
-        plot_history(run.history, run.out / "curves.png", title=f"{adapter.name} ({config.strategy})")
+        plot_history(run.history, run.out / "curves.png", title=f"{model.name} ({config.strategy})")
     run.dist.barrier()
     return FinetuneResult(history=run.history, best_epoch=run.best["epoch"], best_checkpoint=run.out,
                           model=run.load_best())
@@ -170,23 +171,24 @@ def finetune(adapter: Adapter, train: Any, val: Any, config: FinetuneConfig) -> 
 class _Run:
     """One finetuning run's state: data, model copy, head, optimizer, and where it has got to."""
 
-    def __init__(self, adapter: Adapter, train: Any, val: Any, config: FinetuneConfig) -> None:
+    def __init__(self, base: Model, train: Any, val: Any, config: FinetuneConfig) -> None:
         import torch
 
-        self.adapter, self.config = adapter, config
-        self.dist = _Dist.from_env(adapter.device)
+        self.base, self.config = base, config
+        self.dist = _Dist.from_env(base.device)
         self.out = config.output_dir
         if self.dist.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
         self.dist.barrier()
         self._read_data(train, val)
-        self.pool = adapter.resolve_pool(config.pool)
+        self.pool = base.embed_options(pool=config.pool).pool
         self.trains_backbone = config.strategy != "linear-probe"
         # A copy, so the caller's pretrained model keeps its weights when the backbone trains.
-        self.model = copy.deepcopy(adapter) if self.trains_backbone else adapter
+        self.model = copy.deepcopy(base) if self.trains_backbone else base
+        self.encoder = self.model.encoder
         torch.manual_seed(config.seed)
         self.head = build_head(config.head, self.model.embed_dim, len(self.classes)).to(self.model.device)
-        self.blocks = self.model.blocks()
+        self.blocks = self.encoder.blocks()
         self.x_train = self.x_val = None
         if not self.trains_backbone:
             self._embed_once()
@@ -194,7 +196,7 @@ class _Run:
         if self.trains_backbone:
             params.append({"params": list(self.model.model.parameters()), "lr": config.effective_backbone_lr})
         self.optimizer = torch.optim.AdamW(params, weight_decay=config.weight_decay)
-        self.module = _Classifier.build(self.model, self.head, self.pool) if self.trains_backbone else self.head
+        self.module = _Classifier.build(self.encoder, self.head, self.pool) if self.trains_backbone else self.head
         self.ddp_plan: Plan | None = None
         self.ddp_module = self.module
         self.start, self.history, self.best = 0, [], None
@@ -289,7 +291,7 @@ class _Run:
             if self.x_train is not None:
                 batch = self.x_train[idx]
             else:
-                batch = self.model.collate([self.model.decode(self.train_ex.inputs[i]) for i in idx])
+                batch = self.encoder.collate([self.encoder.decode(self.train_ex.inputs[i]) for i in idx])
             logits = self.ddp_module(batch)
             loss = torch.nn.functional.cross_entropy(logits, self.y_train[idx].to(logits.device))
             self.optimizer.zero_grad(set_to_none=True)
@@ -310,14 +312,15 @@ class _Run:
             if self.x_val is not None:
                 logits = self.head(self.x_val)
             else:
-                logits = torch.cat([self.head(features(self.model, batch, self.pool))
+                normalize = bool(self.encoder.spec.normalize)
+                logits = torch.cat([self.head(features(self.encoder, batch, self.pool, normalize))
                                     for batch in self._val_batches()])
         return _metrics(logits.float().cpu(), self.y_val, len(self.classes))
 
     def _val_batches(self) -> Iterator[Any]:
         inputs, size = self.val_ex.inputs, self.config.batch_size
         for start in range(0, len(inputs), size):
-            yield self.model.collate([self.model.decode(x) for x in inputs[start:start + size]])
+            yield self.encoder.collate([self.encoder.decode(x) for x in inputs[start:start + size]])
 
     def checkpoint(self, epoch: int, record: dict[str, float]) -> None:
         """Record the epoch; rank 0 saves its weights, and the manifests that name them, atomically."""
@@ -349,19 +352,20 @@ class _Run:
         self.dist.barrier()
 
     def _manifest_common(self) -> dict[str, Any]:
-        adapter = self.adapter
-        return {"format": FORMAT, "zoo_version": __version__, "base": weights_provenance(adapter.spec, adapter.files),
+        base = self.base
+        return {"format": FORMAT, "zoo_version": __version__, "base": weights_provenance(base.spec, base.files),
                 "labels": self.classes, "pool": self.pool, "settings": self.settings,
                 "head": {"type": self.config.head, "in_features": self.model.embed_dim,
                          "num_classes": len(self.classes)}}
 
-    def load_best(self) -> FinetunedModel:
+    def load_best(self) -> Model:
         """The best epoch's weights, read back from what was saved (so the result is what zoo.load gives)."""
         manifest = read_json(self.out / MANIFEST)
         load_tensors(self.head, self.out / manifest["head"]["file"])
         if manifest.get("backbone"):
             load_tensors(self.model.model, self.out / manifest["backbone"]["file"])
         self.model.model.eval()
-        spec = FinetunedModel.spec_for_path(self.out, manifest)
+        spec = FinetunedCheckpoint.spec_for_path(self.out, manifest)
         spec = spec.replace(normalize=self.model.spec.normalize, pooling=manifest.get("pool"))
-        return FinetunedModel(spec, self.model, self.head, manifest["labels"], pool=manifest.get("pool"), files=None)
+        return Model(self.encoder, decoders={kind: tower.decode for kind, tower in self.model.towers.items()},
+                     spec=spec, head=Head(self.head, list(manifest["labels"]), manifest.get("pool")))

