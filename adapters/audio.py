@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from zoo.encoder import Encoder
 
@@ -26,7 +26,7 @@ class AudioAdapter(Encoder):
     batched only with clips of the same length."""
 
     sample_rate: int = 16000
-    window_seconds: ClassVar[float | None] = 30.0
+    window_seconds: float | None = 30.0
     pads_exactly: bool = True
 
     def plan_batches(self, items: Sequence[tuple[Any, int]], batch_size: int

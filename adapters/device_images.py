@@ -24,7 +24,6 @@ import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from zoo.errors import is_item_error
@@ -139,7 +138,7 @@ class KeepJpegsEncoded:
         if isinstance(item, (str, os.PathLike)):
             data = _read_if_jpeg(item)
             size = jpeg_size(data) if data is not None else None
-            if size is not None:
+            if data is not None and size is not None:
                 return EncodedJpeg(data, size[0] * size[1], item)
         elif isinstance(item, (bytes, bytearray)) and (size := jpeg_size(bytes(item))) is not None:
             return EncodedJpeg(bytes(item), size[0] * size[1])
@@ -325,6 +324,7 @@ class ImageBatcher:
             kept = [(batch.jpegs[i], image) for i, image in zip(group, decoded) if image is not None]
             del decoded  # this group's decoded images go before the next group's come
             if kept:
+                assert self.device_transform is not None  # an ImageBatch comes from "device" mode, which has one
                 rows.update(zip([row for row, _ in kept], self.device_transform([image for _, image in kept])))
             del kept
         order = sorted(rows)
@@ -392,13 +392,13 @@ def jpeg_decoders() -> list[JpegDecoder]:
     the maintained one, torchvision's successor) and torchvision's."""
     found = []
     try:
-        from torchcodec.decoders import decode_jpeg  # noqa: F401
+        from torchcodec.decoders import decode_jpeg as torchcodec_decode_jpeg  # noqa: F401 (whether it imports)
     except (ImportError, OSError, RuntimeError):  # absent, or its libraries do not load with this torch
         pass
     else:
         found.append(JpegDecoder("torchcodec", _torchcodec_decode))
     try:
-        from torchvision.io import decode_jpeg  # noqa: F401
+        from torchvision.io import decode_jpeg as torchvision_decode_jpeg  # noqa: F401 (whether it imports)
     except ImportError:
         return found
     # torchvision 0.29 deprecates its decoders for TorchCodec's; where TorchCodec is not installed zoo

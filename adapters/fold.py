@@ -9,6 +9,7 @@ the convolution's weight and bias: one pass over the activations instead of two.
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -32,10 +33,11 @@ def fold_batchnorm(model: torch.nn.Module) -> tuple[torch.nn.Module, int]:
     count = 0
     for parent in list(folded.modules()):
         names = list(parent._modules)
-        for first, second in zip(names, names[1:]):
+        for first, second in itertools.pairwise(names):
             conv, bn = parent._modules[first], parent._modules[second]
             if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
-                    and bn.track_running_stats and conv.out_channels == bn.num_features):
+                    and bn.track_running_stats and conv.out_channels == bn.num_features
+                    and bn.running_mean is not None and bn.running_var is not None):
                 continue
             with torch.no_grad():
                 scale = torch.rsqrt(bn.running_var.float() + bn.eps)

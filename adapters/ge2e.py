@@ -15,8 +15,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from zoo.encoder import Built
 from zoo.checkpoint import load_state_dict, weights_file
+from zoo.encoder import Built
 
 from .audio import AudioAdapter
 
@@ -61,7 +61,7 @@ def partial_slices(n_samples: int, sample_rate: int, hop: int, frames: int, rate
     """Start frames of the partial utterances covering ``n_samples`` (as resemblyzer computes them):
     ``rate`` partials per second, the last one kept if it covers at least ``min_coverage``."""
     n_frames = math.ceil((n_samples + 1) / hop)
-    step = max(1, int(round((sample_rate / rate) / hop)))
+    step = max(1, round((sample_rate / rate) / hop))
     starts = list(range(0, max(1, n_frames - frames + step + 1), step))
     last_start = starts[-1] * hop
     coverage = (n_samples - last_start) / (frames * hop)

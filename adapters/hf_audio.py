@@ -82,7 +82,8 @@ class HFAudioAdapter(TransformersFamily, AudioAdapter):
     def encode_batch(self, batch: tuple[dict[str, Any], list[int]], *, pool: str | None = None) -> torch.Tensor:
         inputs, lengths = batch
         dtype = next(self.model.parameters()).dtype
-        inputs = {k: v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device) for k, v in inputs.items()}
+        inputs = {k: v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device)
+                  for k, v in inputs.items()}
         out = self.model(**inputs)
         if pool == "pooler":
             if getattr(out, "pooler_output", None) is None:

@@ -6,13 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from zoo.encoder import Encoder
+from zoo.encoder import Encoder, ExportPlan
 
 from .device_images import DecodesImages, ImageBatcher
 from .fold import fold_batchnorm
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
     from zoo.spec import ModelSpec
@@ -43,7 +42,7 @@ class ImageBackboneAdapter(DecodesImages, Encoder):
         """The transform from an RGB PIL image to the normalised tensor these weights expect."""
         return self.transform
 
-    def export_examples(self) -> list[Any]:
+    def export_plan(self) -> ExportPlan:
         """Noise images of several sizes through the weights' transform: two traced, then batches
         of one and of three checked."""
         import numpy as np
@@ -51,8 +50,8 @@ class ImageBackboneAdapter(DecodesImages, Encoder):
 
         rng = np.random.default_rng(0)
         sizes = ((320, 240), (240, 320)), ((200, 200),), ((640, 480), (96, 128), (300, 300))
-        return [self.collate([Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in batch])
-                for batch in sizes]
+        return ExportPlan([self.collate([Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+                                         for w, h in batch]) for batch in sizes])
 
     def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
         import torch

@@ -25,6 +25,8 @@ class OpenClipAdapter(ImageTextAdapter):
     """``open_clip.create_model_and_transforms`` with ``encode_image`` / ``encode_text``."""
 
     backend = "open_clip"
+    #: an open_clip ``CLIP`` (or ``CustomTextCLIP``): ``visual``, ``encode_image``, ``encode_text``
+    model: Any
 
     @classmethod
     def spec_for_id(cls, backend: str, backend_id: str) -> ModelSpec:

@@ -24,6 +24,7 @@ from .transformers import TransformersAdapter, quiet_progress
 
 if TYPE_CHECKING:
     import torch
+    from sentence_transformers import SentenceTransformer
 
     from zoo.model_files import ModelFiles
     from zoo.spec import ModelSpec
@@ -43,6 +44,7 @@ class SentenceTransformerAdapter(TransformersAdapter):
 
     pooling_modes = ST_POOLING_MODES
     load_options = ("trust_remote_code", "device_map")
+    model: SentenceTransformer
 
     def __init__(self, spec: ModelSpec, model: Any, **kwargs: Any) -> None:
         super().__init__(spec, model, **kwargs)
@@ -116,6 +118,7 @@ class SentenceTransformerAdapter(TransformersAdapter):
         if mode not in self._poolers:
             from sentence_transformers.sentence_transformer.modules import Pooling
 
+            assert self._pooling_index is not None  # resolve_pool refuses another mode without a Pooling
             saved = self.model[self._pooling_index]
             self._poolers[mode] = Pooling(saved.embedding_dimension, pooling_mode=mode,
                                           include_prompt=saved.include_prompt)
@@ -162,6 +165,7 @@ class SentenceTransformerAdapter(TransformersAdapter):
         inputs = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask",
                                                                            "token_type_ids")}
         hidden = self.transformer(**inputs, output_hidden_states=True).hidden_states
+        assert self._pooling_index is not None  # layer_dims refuses a pipeline without a Pooling
         pooler = self._pooler(pool) if pool not in (None, self.spec.pooling) else self.model[self._pooling_index]
         extra = {"prompt_length": batch["prompt_length"]} if "prompt_length" in batch else {}
         return [pooler({"token_embeddings": hidden[i], "attention_mask": inputs["attention_mask"], **extra})

@@ -6,8 +6,8 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from zoo.encoder import Built
 from zoo.checkpoint import load_state_dict, weights_file
+from zoo.encoder import Built
 from zoo.errors import UnknownModelError, ZooError, close_matches
 from zoo.spec import ModelSpec, Source, split_revision
 
@@ -51,6 +51,8 @@ class TimmAdapter(ImageBackboneAdapter):
     """A ``timm.create_model`` architecture with its pretrained weights."""
 
     backend = "timm"
+    #: a timm model: its members (``pretrained_cfg``, ``forward_intermediates``...) are the architecture's
+    model: Any
 
     @classmethod
     def spec_for_id(cls, backend: str, backend_id: str) -> ModelSpec:
@@ -79,6 +81,7 @@ class TimmAdapter(ImageBackboneAdapter):
         import timm
         from timm.data import create_transform, resolve_model_data_config
 
+        model: Any  # a timm model (num_features, head_hidden_size)
         if spec.config.get("folder", {}).get("format") == "timm":
             # timm's own reader of its folder format: config.json's architecture, model_args and
             # pretrained_cfg (current or pre-0.9 layout), then the weights beside it.
@@ -113,7 +116,7 @@ class TimmAdapter(ImageBackboneAdapter):
                   for _, names in sorted(groups.items())][1:]
         return [b for b in blocks if b]
 
-    def forward_features(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, net: Any, x: torch.Tensor) -> torch.Tensor:
         return net.forward_head(net.forward_features(x), pre_logits=True)
 
     def layer_dims(self, layers: tuple[int, ...]) -> list[int]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.encoder import Built
 from zoo.checkpoint import load_state_dict, weights_file
+from zoo.encoder import Built
 from zoo.errors import UnknownModelError, close_matches
 from zoo.spec import ModelSpec, Source
 
@@ -43,6 +43,8 @@ class TorchaudioAdapter(AudioAdapter):
 
     backend = "torchaudio"
     pooling_modes = ("mean",)
+    #: a torchaudio ``Wav2Vec2Model`` (``extract_features``)
+    model: Any
 
     def __init__(self, spec: ModelSpec, model: torch.nn.Module, *, sample_rate: int, normalize_waveform: bool,
                  **kwargs: Any) -> None:

@@ -4,10 +4,10 @@ enum, and ``weights.transforms()`` as the preprocessing that travels with the we
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from zoo.encoder import Built
 from zoo.checkpoint import load_state_dict, weights_file
+from zoo.encoder import Built
 from zoo.errors import UnknownModelError, ZooError, close_matches
 from zoo.spec import ModelSpec, Source
 
@@ -46,17 +46,17 @@ def _replace_last_linear(model: torch.nn.Module) -> torch.nn.Linear:
     """Swap the final classifier Linear for Identity (so the model returns pre-logits) and return it."""
     import torch
 
-    last = None
+    last: tuple[str, torch.nn.Linear] | None = None
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear):
-            last = name
+            last = name, module
     if last is None:
         raise ZooError(f"{type(model).__name__} has no Linear classifier to take features before")
-    parent_name, _, child = last.rpartition(".")
+    path, head = last
+    parent_name, _, child = path.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
-    head = getattr(parent, child) if not child.isdigit() else parent[int(child)]
-    if child.isdigit():
-        parent[int(child)] = torch.nn.Identity()
+    if child.isdigit():  # a position in a Sequential
+        cast("torch.nn.Sequential", parent)[int(child)] = torch.nn.Identity()
     else:
         setattr(parent, child, torch.nn.Identity())
     return head
@@ -67,7 +67,7 @@ class TorchvisionAdapter(ImageBackboneAdapter):
 
     backend = "torchvision"
 
-    def __init__(self, *args: Any, head: torch.nn.Module, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, head: torch.nn.Linear, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.head = head
 

@@ -18,9 +18,9 @@ import contextlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from zoo.encoder import Built, Encoder
+from zoo.encoder import Built, Encoder, ExportPlan
 from zoo.errors import ModelFormatError, PluginError, RegistryError
 from zoo.manifest import write_manifest
 from zoo.registry import import_ref
@@ -78,10 +78,12 @@ class TransformersAdapter(Encoder):
     """
 
     backend = "transformers"
-    pooling_modes = ("mean", "cls", "max", "lasttoken", "pooler")
+    pooling_modes: ClassVar[tuple[str, ...]] = ("mean", "cls", "max", "lasttoken", "pooler")
     parallel_decode = False  # texts are tokenised in length-sorted batches here, fast enough in-process
     #: ``device_map`` (``"auto"``, a dict...) spreads a model too big for one device, as transformers does
     load_options = ("trust_remote_code", "device_map")
+    #: a transformers ``PreTrainedModel``: its members (``config``, ``save_pretrained``) are the architecture's
+    model: Any
 
     def __init__(self, spec: ModelSpec, model: Any, *, tokenizer: Any, max_length: int, **kwargs: Any) -> None:
         super().__init__(spec, model, **kwargs)
@@ -211,13 +213,15 @@ class TransformersAdapter(Encoder):
 
     # -- other runtimes -------------------------------------------------------------------------
 
-    def export_examples(self) -> list[Any]:
+    def export_plan(self) -> ExportPlan:
         """Traced on two texts of different lengths (so the mask is a real input); checked on three
-        others, on one text alone (no padding at all) and on a long one padded against a short."""
-        return [self.collate(list(texts)) for texts in _EXPORT_TEXTS]
+        others, on one text alone (no padding at all) and on a long one padded against a short.
+        BERT-like graphs go through ONNX Runtime's transformer fusions."""
+        return ExportPlan([self.collate(list(texts)) for texts in _EXPORT_TEXTS], self._eager_attention,
+                          self._onnx_fusion())
 
     @contextlib.contextmanager
-    def export_context(self) -> Iterator[None]:
+    def _eager_attention(self) -> Iterator[None]:
         """Eager attention while tracing: the pattern ONNX Runtime fuses into one Attention node."""
         before = self.transformer.config._attn_implementation
         _set_attention(self.transformer, "eager")
@@ -226,7 +230,7 @@ class TransformersAdapter(Encoder):
         finally:
             _set_attention(self.transformer, before)
 
-    def onnx_fusion(self) -> dict[str, Any] | None:
+    def _onnx_fusion(self) -> dict[str, Any] | None:
         config = self.transformer.config
         if config.model_type not in _BERT_LIKE:
             return None
@@ -333,4 +337,6 @@ class TransformersFamily:
     :meth:`TransformersAdapter.resolve_files` picks which one serves a folder."""
 
     backend = "transformers"
-    load_options = ("trust_remote_code",)
+    load_options: ClassVar[tuple[str, ...]] = ("trust_remote_code",)
+    #: a transformers ``PreTrainedModel``: its members (``config``, ``vision_model``...) are the architecture's
+    model: Any

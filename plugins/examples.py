@@ -41,5 +41,5 @@ def sounds(n: int = 8, rate: int = 16000) -> list[tuple[Any, int]]:
 
     rng = np.random.default_rng(0)
     t = np.arange(rate // 2) / rate
-    return [((0.3 * np.sin(2 * np.pi * 110 * (i + 1) * t) + 0.02 * rng.standard_normal(len(t))).astype(np.float32), rate)
-            for i in range(n)]
+    return [((0.3 * np.sin(2 * np.pi * 110 * (i + 1) * t) + 0.02 * rng.standard_normal(len(t))).astype(np.float32),
+             rate) for i in range(n)]

@@ -27,6 +27,7 @@ _LAZY = {
     "Model": "zoo.model",
     "Encoder": "zoo.encoder",
     "Built": "zoo.encoder",
+    "ExportPlan": "zoo.encoder",
     "Adapter": "zoo.adapter",
     "ModelSpec": "zoo.spec",
     "Source": "zoo.spec",
@@ -65,13 +66,12 @@ if TYPE_CHECKING:
     from .adapters.image import ImageBackboneAdapter
     from .adapters.image_text import ImageTextAdapter
     from .checkpoint import load_state_dict, weights_file
-    from .testing import assert_conformance
-    from .encoder import Built, Encoder
-    from .model import Head, Model
+    from .embed_options import EmbedOptions
+    from .encoder import Built, Encoder, ExportPlan
     from .errors import (
         DuplicateModelError,
-        InputWarning,
         InputError,
+        InputWarning,
         IntegrityError,
         OfflineError,
         PluginError,
@@ -83,12 +83,13 @@ if TYPE_CHECKING:
         UnsupportedOptionError,
         ZooError,
     )
-    from .embed_options import EmbedOptions
+    from .finetune_config import FinetuneConfig
     from .hookspecs import hookimpl
     from .loader import info, list_models, load, pull, resolve, verify
-    from .finetune_config import FinetuneConfig
+    from .model import Head, Model
     from .model_files import ModelFiles
     from .spec import ModelSpec, Source
+    from .testing import assert_conformance
 
 
 def __getattr__(name: str) -> Any:

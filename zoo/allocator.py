@@ -73,4 +73,6 @@ def keep_freed_memory(enabled: bool = True) -> Iterator[bool]:
         with _lock:
             _active -= 1
             if _active == 0:
-                _glibc().malloc_trim(0)  # type: ignore[union-attr]
+                libc = _glibc()  # loaded, as the tuning is in effect
+                if libc is not None:
+                    libc.malloc_trim(0)

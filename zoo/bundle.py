@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import __version__
-from .atomic import atomic_path, write_json_atomic
 from filelock import FileLock
 
+from . import __version__
+from .atomic import atomic_path, write_json_atomic
 from .errors import IntegrityError, ZooError
 from .installed import ENTRY, FILES, entry_key, entry_path, read_entry, store_dir
 from .integrity import remember, sha256_file
@@ -77,23 +77,22 @@ def pack(names: list[str], output: str | os.PathLike[str]) -> list[PackedModel]:
     manifest: dict[str, Any] = {"format": FORMAT, "zoo_version": __version__, "created": time.time(), "models": []}
     packed = []
     output.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output) as tmp:
-        with tarfile.open(tmp, "w", dereference=True) as tar:
-            for model_name, (spec, root, members) in models.items():
-                key = entry_key(model_name)
-                spec_data = {**spec.to_dict(), "name": model_name}
-                spec_data.pop("plugin")
-                manifest["models"].append({"name": model_name, "key": key, "spec": spec_data,
-                                           "files": {m: sha256_file(root / m) for m in members},
-                                           "sizes": {m: (root / m).stat().st_size for m in members}})
-                for member in members:
-                    tar.add(root / member, arcname=f"models/{key}/{member}", recursive=False, filter=_plain)
-                packed.append(PackedModel(model_name, len(members), sum(manifest["models"][-1]["sizes"].values())))
-            data = json.dumps(manifest, indent=2, sort_keys=True).encode()
-            info = tarfile.TarInfo(MANIFEST)
-            info.size = len(data)
-            info.mtime = int(time.time())
-            tar.addfile(info, io.BytesIO(data))
+    with atomic_path(output) as tmp, tarfile.open(tmp, "w", dereference=True) as tar:
+        for model_name, (spec, root, members) in models.items():
+            key = entry_key(model_name)
+            spec_data = {**spec.to_dict(), "name": model_name}
+            spec_data.pop("plugin")
+            manifest["models"].append({"name": model_name, "key": key, "spec": spec_data,
+                                       "files": {m: sha256_file(root / m) for m in members},
+                                       "sizes": {m: (root / m).stat().st_size for m in members}})
+            for member in members:
+                tar.add(root / member, arcname=f"models/{key}/{member}", recursive=False, filter=_plain)
+            packed.append(PackedModel(model_name, len(members), sum(manifest["models"][-1]["sizes"].values())))
+        data = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        info = tarfile.TarInfo(MANIFEST)
+        info.size = len(data)
+        info.mtime = int(time.time())
+        tar.addfile(info, io.BytesIO(data))
     return packed
 
 
@@ -132,12 +131,14 @@ def read_bundle_manifest(tar: tarfile.TarFile) -> dict[str, Any]:
     if not member.isfile() or member.size > _MAX_MANIFEST:
         raise BundleError(f"{MANIFEST} is not a regular file of a sensible size")
     try:
-        manifest = json.loads(tar.extractfile(member).read())
+        file = tar.extractfile(member)
+        assert file is not None  # a regular file, checked above
+        manifest = json.loads(file.read())
     except ValueError as exc:
         raise BundleError(f"{MANIFEST} is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(f"unsupported bundle format {getattr(manifest, 'get', dict().get)('format')!r} "
-                          f"(expected {FORMAT!r})")
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise BundleError(f"unsupported bundle format {found!r} (expected {FORMAT!r})")
     if not isinstance(manifest.get("models"), list):
         raise BundleError(f"{MANIFEST} has no list of models")
     return manifest

@@ -19,9 +19,9 @@ from typing import Any
 from . import __version__
 from .bundle import pack, unpack
 from .compiled import RUNTIMES
+from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .embed import check_embedding_output, default_workers, embed_to_file
 from .embed_options import LAYER_MERGES
-from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .embedding_file import read_embeddings
 from .embedding_map import check_map_output, describe, hover_details, project, write_map
 from .errors import InputError, RegistryError, ZooError
@@ -41,8 +41,8 @@ from .search import open_index
 from .serve import serve
 from .settings import zoo_home
 from .tables import is_table, iter_rows
-from .zero_shot import logit_scale
 from .testing import check, format_table
+from .zero_shot import logit_scale
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -186,7 +186,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     check_embedding_output(args.output)  # before the model loads
     model = load(args.name, device=args.device, runtime=args.runtime)
     inputs = open_inputs(args.inputs, modality=model.tower()[0], column=args.column, files_as_text=args.files_as_text)
-    options = model.embed_options(pool=args.pool, normalize=args.normalize, prompt=args.prompt, prompt_text=args.prompt_text, truncate_dim=args.truncate_dim,
+    options = model.embed_options(pool=args.pool, normalize=args.normalize, prompt=args.prompt,
+                                  prompt_text=args.prompt_text, truncate_dim=args.truncate_dim,
                                   precision=args.precision, layers=args.layers, layer_merge=args.layer_merge)
     calibration = read_embeddings(args.calibration).rows if args.calibration else None
     summary = embed_to_file(model, inputs, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
@@ -253,7 +254,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     model = load(args.model, device=args.device, runtime=args.runtime) if args.model else None
     hits = index.search(list(args.queries), k=args.k, model=model)
     if args.json:
-        print(json.dumps([{"query": q, "hits": [vars(h) for h in row]} for q, row in zip(args.queries, hits)], indent=2))
+        print(json.dumps([{"query": q, "hits": [vars(h) for h in row]} for q, row in zip(args.queries, hits)],
+                         indent=2))
         return 0
     measure = "cosine" if index.metric == "cosine" else "inner product"
     for query, row in zip(args.queries, hits):
@@ -312,7 +314,9 @@ def _color_values(args: argparse.Namespace, ids: list[Any]) -> list[Any]:
 def cmd_serve(args: argparse.Namespace) -> int:
     serve(args.names, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
           batch_size=args.batch_size, device=args.device, runtime=args.runtime, max_body_mb=args.max_body_mb,
-          max_inputs=args.max_inputs, stop_after=args.stop_after, log_level=args.log_level)
+          max_inputs=args.max_inputs, max_queue=args.max_queue, body_timeout=args.body_timeout,
+          api_key=args.api_key, max_text_chars=args.max_text_chars, stop_after=args.stop_after,
+          log_level=args.log_level)
     return 0
 
 
@@ -329,10 +333,18 @@ def _add_serve(register: RegisterCommand) -> None:
                    help="items per forward pass: what was gathered is sorted by length and split so (default 32)")
     p.add_argument("--max-body-mb", type=float, default=32, help="larger request bodies get 413 (default 32)")
     p.add_argument("--max-inputs", type=int, default=2048, help="more items in one request get 400 (default 2048)")
+    p.add_argument("--max-text-chars", type=int, default=100_000,
+                   help="a longer text gets 400 (default 100000; truncation keeps far less of it)")
+    p.add_argument("--max-queue", type=int, default=8192,
+                   help="most inputs queued or running per model; more get 429 with Retry-After (default 8192)")
+    p.add_argument("--body-timeout", type=float, default=30, metavar="SECONDS",
+                   help="a client that sends nothing of its body for SECONDS gets 408 (default 30)")
+    p.add_argument("--api-key", help="ask every request but GET /health for 'Authorization: Bearer KEY' "
+                                     "(default: $ZOO_API_KEY; unset: no key)")
     _add_device(p)
     p.add_argument("--stop-after", type=float, metavar="SECONDS", help="shut down by itself after SECONDS")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                   help="server log level (default info: one line per request)")
+                   help="server log level (default info: one JSON line per request, with its id)")
 
 
 def _finetune_config(args: argparse.Namespace) -> FinetuneConfig:

@@ -39,7 +39,7 @@ from .settings import default_runtime, zoo_home
 if TYPE_CHECKING:
     import torch
 
-    from .encoder import Encoder
+    from .encoder import Encoder, ExportPlan
 
 RUNTIMES = ("torch", "onnx", "openvino")
 OPSET = 17
@@ -211,12 +211,12 @@ def _export(adapter: Encoder, pool: str | None, folder: Path, key: dict[str, Any
     """Trace and fuse into ``folder``, and record the graph's inputs and each file's sha256."""
     import onnx
 
-    _onnx_export(adapter, pool, adapter.export_examples()[0], folder / _PLAIN)
+    plan = adapter.export_plan()
+    _onnx_export(adapter, pool, plan, folder / _PLAIN)
     # The exporter drops inputs the graph does not use (token_type_ids of some models): feed what it kept.
     inputs = tuple(i.name for i in onnx.load(str(folder / _PLAIN), load_external_data=False).graph.input)
-    fusion = adapter.onnx_fusion()
-    if fusion is not None:
-        _fuse(folder / _PLAIN, folder / _FUSED, fusion)
+    if plan.fusion is not None:
+        _fuse(folder / _PLAIN, folder / _FUSED, plan.fusion)
     files = tuple(p.name for p in sorted(folder.iterdir()))
     write_json_atomic(folder / "export.json", {"key": key, "inputs": list(inputs),
                                                "sha256": {name: sha256_file(folder / name) for name in files}})
@@ -246,11 +246,12 @@ class _Forward:
         return Traced().eval()
 
 
-def _onnx_export(adapter: Encoder, pool: str | None, example: Any, path: Path) -> None:
-    """TorchScript-trace ``encode_batch`` to ONNX with the batch (and, for token inputs, the
-    sequence) dimension left free."""
+def _onnx_export(adapter: Encoder, pool: str | None, plan: ExportPlan, path: Path) -> None:
+    """TorchScript-trace ``encode_batch`` on the plan's first batch to ONNX with the batch (and,
+    for token inputs, the sequence) dimension left free."""
     import torch
 
+    example = plan.examples[0]
     mapping = isinstance(example, Mapping)
     names = tuple(example) if mapping else ("pixel_values",)
     tensors = tuple(example[n] for n in names) if mapping else (example,)
@@ -259,7 +260,7 @@ def _onnx_export(adapter: Encoder, pool: str | None, example: Any, path: Path) -
     forward = _Forward(adapter, pool, names, mapping).module()
     with torch.inference_mode():  # what an adapter builds on first use (a folded copy) is built outside the trace
         forward(*tensors)
-    with adapter.export_context(), torch.no_grad(), warnings.catch_warnings():
+    with plan.context(), torch.no_grad(), warnings.catch_warnings():
         # The trace's warnings are about Python branches on shapes; parity() is the test of them.
         warnings.simplefilter("ignore")
         torch.onnx.export(forward, tensors, str(path), input_names=list(names),
@@ -297,7 +298,7 @@ def parity(adapter: Encoder, pool: str | None, run: Callable[[Any], torch.Tensor
 
     worst = 1.0
     with torch.inference_mode():
-        for batch in adapter.export_examples()[1:]:
+        for batch in adapter.export_plan().examples[1:]:
             ours, theirs = run(batch), adapter.encode_batch(batch, pool=pool).float()
             if ours.shape != theirs.shape or not bool(torch.isfinite(ours).all()):
                 return -1.0

@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from filelock import FileLock, Timeout
 
@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-    from .model import Model
     from .embed_options import EmbedOptions
+    from .model import Model
 
 FORMATS = (".parquet", ".npy")
 # The most items one chunk holds: text is sorted by length within a chunk, so a chunk is also the
@@ -223,7 +223,8 @@ def _write_chunk(model: Model, chunk: list[tuple[Any, Any]], hashes: list[str], 
         warnings.filterwarnings("ignore", message="featurize skipped", category=RuntimeWarning)
         rows, report = model.featurize_with_report([x for _, x in chunk], progress=False, options=float_options,
                                                    **featurize)
-    table = _table([ids[i] for i in report.kept], rows, [hashes[i] for i in report.kept], plan.schema)
+    table = _table([ids[i] for i in report.kept], cast("np.ndarray", rows), [hashes[i] for i in report.kept],
+                   plan.schema)  # numpy rows: return_tensors is left at "np"
     skipped = json.dumps([[ids[i], why] for i, why in report.skipped], default=str)
     table = table.replace_schema_metadata({**table.schema.metadata, b"skipped": skipped.encode(),
                                            b"count": str(len(chunk)).encode(),
@@ -256,9 +257,10 @@ def embed_to_file(
     the chunks on disk whose inputs are unchanged, whatever sizes they have.
 
     ``options`` (from :meth:`zoo.Model.embed_options`: tower, pooling, normalisation, prompt,
-    layers, truncation, precision; default: the model's own) are recorded in the output's metadata. A quantized precision is applied when the parts are
-    assembled, so int8 / uint8 buckets come from every row of the output (or from the float
-    embeddings ``calibration``), as ``quantize_embeddings`` would bucket the whole matrix.
+    layers, truncation, precision; default: the model's own) are recorded in the output's metadata.
+    A quantized precision is applied when the parts are assembled, so int8 / uint8 buckets come from
+    every row of the output (or from the float embeddings ``calibration``), as ``quantize_embeddings``
+    would bucket the whole matrix.
     """
     output = check_embedding_output(output, inputs)
     began = time.perf_counter()
@@ -422,7 +424,7 @@ def _ranges_of(parts: list[Path]) -> np.ndarray:
         if len(rows):
             low = rows.min(axis=0) if low is None else np.minimum(low, rows.min(axis=0))
             high = rows.max(axis=0) if high is None else np.maximum(high, rows.max(axis=0))
-    if low is None:
+    if low is None or high is None:
         raise ZooError("no rows to calibrate int8 / uint8 buckets from; pass --calibration FILE")
     return np.vstack((low, high))
 

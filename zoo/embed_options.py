@@ -19,6 +19,8 @@ from .errors import UnsupportedOptionError, did_you_mean
 from .quantize import check_precision, output_width
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     import torch
 
     from .spec import ModelSpec
@@ -114,7 +116,7 @@ def resolve_prompt(spec: ModelSpec, prompt: str | None, prompt_text: str | None,
             raise TypeError(f"prompt_text must be a string, not {type(prompt_text).__name__}")
         return None, prompt_text
     declared: Mapping[str, str] = spec.prompts
-    if prompt not in declared:
+    if prompt is None or prompt not in declared:
         listed = ", ".join(f"{k!r}" for k in declared) or "none"
         raise ValueError(f"unknown prompt {prompt!r} for {spec.name}{did_you_mean(str(prompt), declared)}; it "
                          f"declares: {listed} (or pass the text itself as prompt_text=)")
@@ -157,7 +159,8 @@ def check_truncate_dim(spec: ModelSpec, truncate_dim: int | None, dim: int) -> i
 def _user_frame() -> int:
     """The ``stacklevel`` of the first caller outside zoo, so a warning points at the user's line
     whichever verb (featurize, embed, a transformer) checked the options."""
-    level, frame = 2, sys._getframe(2)
+    level = 2
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None and str(frame.f_globals.get("__name__", "")).startswith("zoo."):
         level, frame = level + 1, frame.f_back
     return level

@@ -34,7 +34,7 @@ def project(rows: np.ndarray, method: str = "auto", *, seed: int = 0) -> tuple[n
         raise ValueError(f"a map needs at least 3 rows, not {len(rows)}")
     if method == "auto":
         try:
-            import umap  # noqa: F401
+            import umap
 
             method = "umap"
         except ImportError:

@@ -12,12 +12,13 @@ This module imports no torch at import time: encoders import their backend when 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from .blocks import default_blocks
 from .errors import PluginError, RegistryError, UnsupportedOptionError, did_you_mean
@@ -77,6 +78,26 @@ class Built:
     spec_changes: dict[str, Any] = field(default_factory=dict)
     parts: dict[str, Any] = field(default_factory=dict)
     placed: bool = False
+
+
+@dataclass
+class ExportPlan:
+    """How an encoder's forward pass exports to ONNX (:mod:`zoo.compiled`).
+
+    Attributes:
+        examples: collated batches: the first is traced, the others (other batch sizes and, for
+            tokens, other padded lengths, one with no padding) are where the export must give
+            PyTorch's rows.
+        context: a context manager factory around the trace (transformers switches to eager
+            attention, the form ONNX Runtime's optimizer fuses).
+        fusion: arguments for ONNX Runtime's transformer optimizer (``model_type``,
+            ``num_heads``, ``hidden_size``), or None to leave the graph to the session's own
+            optimisations.
+    """
+
+    examples: list[Any]
+    context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+    fusion: dict[str, Any] | None = None
 
 
 class Encoder(ABC):
@@ -145,9 +166,9 @@ class Encoder(ABC):
                    **built.parts)
 
     @classmethod
-    def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
-               **options: Any) -> Built:
-        """The backend's part of loading: the model and its preprocessing from verified files."""
+    def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype) -> Built:
+        """The backend's part of loading: the model and its preprocessing from verified files. A
+        backend with :attr:`load_options` takes each as a keyword argument of its own."""
         raise NotImplementedError(f"{cls.__name__} must implement _build")
 
     @classmethod
@@ -203,7 +224,7 @@ class Encoder(ABC):
         """
         order = list(range(len(items)))
         if items and self.size(items[0]) is not None:
-            order.sort(key=lambda i: -self.size(items[i]))  # type: ignore[operator]
+            order.sort(key=lambda i: -cast(float, self.size(items[i])))  # every item has a size
         for start in range(0, len(order), batch_size):
             positions = order[start:start + batch_size]
             yield positions, self.collate([items[i] for i in positions])
@@ -211,14 +232,6 @@ class Encoder(ABC):
     def size(self, item: Any) -> float | None:
         """How much padding an item would need in a batch (its length), or None when sizes are equal."""
         return None
-
-    @property
-    def decodes_all_first(self) -> bool:
-        """Whether batching looks at every decoded item before the first batch (to sort by length),
-        so featurize decodes the whole input first; otherwise items decode batch by batch, in input
-        order, and memory holds one batch."""
-        cls = type(self)
-        return cls.plan_batches is not Encoder.plan_batches or cls.size is not Encoder.size
 
     def collate(self, items: list[Any]) -> Any:
         """Turn a list of decoded items into one batch for :meth:`encode_batch`."""
@@ -279,25 +292,13 @@ class Encoder(ABC):
 
     # -- other runtimes (zoo.compiled) ----------------------------------------------------------
 
-    def export_examples(self) -> list[Any]:
-        """Collated batches for exporting :meth:`encode_batch` to ONNX: the first is traced, the
-        others (other batch sizes and, for tokens, other padded lengths, one with no padding) are
-        where the export must give PyTorch's rows. Text transformers and image backbones give them."""
+    def export_plan(self) -> ExportPlan:
+        """How :meth:`encode_batch` exports to ONNX: the batches to trace and check it on, the
+        context of the trace and ONNX Runtime's fusion arguments. Text transformers and image
+        backbones give one; the default runs on PyTorch only."""
         raise UnsupportedOptionError(f"{self.name} ({self.backend or type(self).__name__} backend) runs on PyTorch "
                                      "only; runtime='onnx' and 'openvino' serve transformers text models and "
                                      "timm / torchvision image models")
-
-    def export_context(self) -> Any:
-        """A context manager around the ONNX trace (transformers switches to eager attention,
-        the form ONNX Runtime's optimizer fuses)."""
-        import contextlib
-
-        return contextlib.nullcontext()
-
-    def onnx_fusion(self) -> dict[str, Any] | None:
-        """Arguments for ONNX Runtime's transformer optimizer (``model_type``, ``num_heads``,
-        ``hidden_size``), or None to leave the graph to the session's own optimisations."""
-        return None
 
     # -- training and saving --------------------------------------------------------------------
 

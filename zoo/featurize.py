@@ -56,7 +56,7 @@ class Decoded:
     weights: list[float | None] = field(default_factory=list)
 
     def add(self, index: int, value: Any, windows: Windows | None) -> None:
-        cut = windows(value) if windows is not None else None
+        cut: Sequence[tuple[Any, float | None]] | None = windows(value) if windows is not None else None
         for part, weight in cut or [(value, None)]:
             self.indices.append(index)
             self.parts.append(part)
@@ -143,8 +143,8 @@ class _Output:
             emb = emb[:, :self.keep_dims]
         values = emb.cpu().numpy()
         finite = np.isfinite(values).all(axis=1)
-        for j in np.flatnonzero(~finite):
-            self._refuse(positions[j])
+        for row in np.flatnonzero(~finite):
+            self._refuse(positions[row])
         weights = weights or [None] * n
         whole = [j for j in range(n) if finite[j] and weights[j] is None]
         if whole:
@@ -259,7 +259,7 @@ def run_featurize(
     encoder.model.eval()
     with keep_freed_memory(enabled=str(encoder.device).startswith("cpu")), torch.inference_mode(), \
             _progress_bar(encoder, len(items), progress, desc) as bar:
-        if num_workers > 0 or not encoder.decodes_all_first:
+        if num_workers > 0 or not _decodes_all_first(encoder):
             # Decode batch by batch (in workers if asked) so memory holds one batch of decoded items,
             # not the whole input: images and other inputs batched in input order.
             batches = _streamed_batches(encoder, items, decode, batch_size, num_workers, output, windows)
@@ -276,8 +276,17 @@ def run_featurize(
     return output.finish(return_tensors)
 
 
+def _decodes_all_first(encoder: Encoder) -> bool:
+    """Whether the encoder's batching looks at every decoded item before the first batch (to sort
+    by length), so the engine decodes the whole input first; otherwise items decode batch by batch,
+    in input order, and memory holds one batch."""
+    cls = type(encoder)
+    return cls.plan_batches is not Encoder.plan_batches or cls.size is not Encoder.size
+
+
 def _planned_batches(encoder: Encoder, items: list[Any], decode: Callable[[Any], Any], batch_size: int,
-                     output: _Output, windows: Windows | None) -> Iterator[tuple[list[int], Any, list[float | None], int]]:
+                     output: _Output, windows: Windows | None
+                     ) -> Iterator[tuple[list[int], Any, list[float | None], int]]:
     """Decode everything first, then batch as the encoder plans (text: by length). Yields
     ``(positions, batch, weights, inputs finished)``."""
     decoded = decode_items(items, decode, output.on_error, output.report, windows)
@@ -329,9 +338,11 @@ def _streamed_batches(encoder: Encoder, items: list[Any], decode: Callable[[Any]
     finished)``; bad items are raised or recorded as they come."""
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(range(len(items)), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_DecodeCollate(encoder, items, decode, batch_size, windows),
-                        prefetch_factor=4 if num_workers else None)
+    # Any sequence serves as a map-style dataset; torch's annotation asks for a Dataset subclass.
+    loader: DataLoader[int] = DataLoader(range(len(items)),  # type: ignore[arg-type]
+                                         batch_size=batch_size, num_workers=num_workers,
+                                         collate_fn=_DecodeCollate(encoder, items, decode, batch_size, windows),
+                                         prefetch_factor=4 if num_workers else None)
     for start, (batches, notes) in zip(range(0, len(items), batch_size), loader):
         if notes.skipped and output.on_error == "raise":
             index, why = _first_error(encoder, batches, notes.skipped[0])

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     import torch
 
     from .encoder import Encoder
-    from .model import Model
     from .finetune_config import FinetuneConfig
+    from .model import Model
     from .model_files import ModelFiles
     from .spec import ModelSpec
 

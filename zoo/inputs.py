@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Unreadable, ZooError
-from .tables import count_rows, is_table, iter_rows
 from .registry import Registry, get_registry
+from .tables import count_rows, is_table, iter_rows
 
 _CHUNK = 1 << 20
 
@@ -47,6 +47,7 @@ class InputSource:
             for path in self._files:
                 yield path, _read_text(path) if self.files_as_text else path
         else:
+            assert self.column is not None  # a table's column is always named (open_inputs)
             for i, row in enumerate(iter_rows(self.path, [self.column])):
                 yield i, row[self.column]
 
@@ -66,6 +67,7 @@ class InputSource:
             return newlines + self._no_final_newline()
         if self.kind == "files":
             return len(self._files)
+        assert self.column is not None  # a table's column is always named (open_inputs)
         return count_rows(self.path, self.column)
 
     def _no_final_newline(self) -> int:

@@ -29,8 +29,9 @@ from .settings import offline, zoo_home
 from .sources import verify_files
 from .spec import ModelSpec, Source
 
+
 def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.sep in name and Path(name).exists()
+    return name.startswith((".", "/", "~")) or (os.sep in name and Path(name).exists())
 
 
 def resolve(name: str | os.PathLike[str]) -> ModelSpec:

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, final
+from typing import TYPE_CHECKING, Any, Literal, cast, final
 
 from .embed_options import EmbedOptions, LayerMerge, build_options
 from .errors import PluginError, UnsupportedOptionError
@@ -258,9 +258,9 @@ class Model:
                                  progress=progress, on_error=on_error,
                                  num_workers=num_workers if encoder.parallel_decode else 0,
                                  desc="featurize" if encoder is self.encoder else f"featurize {options.tower}s")
-        if quantized:
-            rows = quantize(rows, options.precision, calibration_ranges(calibration) if calibration is not None
-                            else None)
+        if quantized:  # the rows came back as numpy
+            rows = quantize(cast("np.ndarray", rows), options.precision,
+                            calibration_ranges(calibration) if calibration is not None else None)
             if return_tensors == "pt":
                 import torch
 
@@ -312,7 +312,8 @@ class Model:
                                   progress=progress)
 
     def predict_proba(self, inputs: Iterable[Any], *, batch_size: int = 32, progress: bool | None = None,
-                      on_error: OnError = "raise", return_tensors: Literal["np", "pt"] = "np") -> np.ndarray:
+                      on_error: OnError = "raise", return_tensors: Literal["np", "pt"] = "np"
+                      ) -> np.ndarray | torch.Tensor:
         """Class probabilities ``(N, len(self.labels))`` from the finetuned head, or from the
         classifier the weights ship with (an ImageNet head); column ``i`` is ``self.labels[i]``."""
         logits, labels = self._classifier()

@@ -37,7 +37,7 @@ class _Embedder:
         self.output_column = output_column
         self.options = featurize_options
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         if self.column not in batch:
             raise KeyError(f"dataset has no column {self.column!r}{did_you_mean(self.column, list(batch))} "
                            f"(columns: {', '.join(batch)})")
@@ -99,7 +99,7 @@ def featurize(
     except ImportError as exc:
         raise ImportError("zoo.ray needs Ray Data: pip install 'zoo-models[ray]'") from exc
     _check_calibration(options, calibration)
-    resources = {k: v for k, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus)) if v is not None}
+    resources: dict[str, Any] = {k: v for k, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus)) if v is not None}
     return dataset.map_batches(
         _Embedder,
         fn_constructor_kwargs={

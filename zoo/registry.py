@@ -78,17 +78,19 @@ class Modality:
 
     @property
     def decode(self) -> Callable[[Any], Any]:
-        if isinstance(self.decode_ref, str):
-            self.decode_ref = import_ref(self.decode_ref)
-        return self.decode_ref
+        decode = self.decode_ref
+        if isinstance(decode, str):
+            decode = self.decode_ref = import_ref(decode)
+        return decode
 
     def examples(self) -> list[Any]:
         """A few valid inputs of this modality (empty if its plugin gives none)."""
-        if self.examples_ref is None:
+        examples = self.examples_ref
+        if examples is None:
             return []
-        if isinstance(self.examples_ref, str):
-            self.examples_ref = import_ref(self.examples_ref)
-        return list(self.examples_ref())
+        if isinstance(examples, str):
+            examples = self.examples_ref = import_ref(examples)
+        return list(examples())
 
 
 @dataclass
@@ -101,9 +103,10 @@ class AdapterEntry:
     owner: Owner
 
     def load_class(self) -> type[Adapter]:
-        if isinstance(self.ref, str):
-            self.ref = import_ref(self.ref)
-        return self.ref
+        ref = self.ref
+        if isinstance(ref, str):
+            ref = self.ref = import_ref(ref)
+        return ref
 
 
 @dataclass
@@ -239,8 +242,8 @@ class Registry:
         return [spec.name for spec in sorted(scored, key=lambda spec: (best_first(spec), spec.name))]
 
 
-def call_registration_hook(pm: ZooPluginManager, hook_name: str,
-                           make_register: Callable[[Owner], Callable[..., Any]], *, builtins_first: bool = False) -> None:
+def call_registration_hook(pm: ZooPluginManager, hook_name: str, make_register: Callable[[Owner], Callable[..., Any]],
+                           *, builtins_first: bool = False) -> None:
     """Call every implementation of a registration hook with a ``register`` bound to its plugin.
 
     zoo calls each implementation itself (not through pluggy's hook caller) so that each gets its

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_path, write_json_atomic
+from .embed_options import recorded_settings
 from .embedding_file import embedding_batches, float_provenance, unit_rows
 from .errors import ProvenanceMismatchError, ZooError
 from .loader import load
-from .embed_options import recorded_settings
 from .provenance import weights_provenance
 from .registry import get_registry
 
@@ -143,8 +143,8 @@ class Index:
         # what must match is the model itself, then that it pools as the index's rows were.
         what, against = f"the query model {model.name}", f"the index {self.path}"
         check_same(self.provenance, {**self.provenance, **weights_provenance(model.spec, model.files)}, what, against)
-        check_same(self.provenance, {**self.provenance, "pool": model.tower()[1].resolve_pool(self.provenance.get("pool"))},
-                   what, against)
+        pool = model.tower()[1].resolve_pool(self.provenance.get("pool"))
+        check_same(self.provenance, {**self.provenance, "pool": pool}, what, against)
         return model
 
     def save(self) -> None:
@@ -203,13 +203,14 @@ def open_index(path: str | os.PathLike[str]) -> Index:
     faiss = faiss_module()
     folder = Path(path)
     if not (folder / META_FILE).is_file():
-        raise ZooError(f"{folder} is not a zoo index (no {META_FILE}); build one with `zoo index EMB.parquet -o {folder}`")
+        raise ZooError(f"{folder} is not a zoo index (no {META_FILE}); "
+                       f"build one with `zoo index EMB.parquet -o {folder}`")
     meta = json.loads((folder / META_FILE).read_text())
     raw = faiss.read_index(str(folder / INDEX_FILE))
     rows = pq.read_table(folder / ROWS_FILE)
     if not raw.ntotal == rows.num_rows == meta["rows"]:
-        raise ZooError(f"{folder} is inconsistent ({raw.ntotal} vectors, {rows.num_rows} rows, {meta['rows']} recorded):"
-                       " an update was interrupted; rebuild it with `zoo index`")
+        raise ZooError(f"{folder} is inconsistent ({raw.ntotal} vectors, {rows.num_rows} rows, "
+                       f"{meta['rows']} recorded): an update was interrupted; rebuild it with `zoo index`")
     return Index(folder, raw, meta["provenance"], meta["kind"], rows.column("id").to_pylist(),
                  rows.column("content_sha256").to_pylist(), rows.column("source").to_pylist(),
                  metric=meta.get("metric", "inner_product"))

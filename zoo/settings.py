@@ -7,6 +7,8 @@
                        point names); unset loads all, empty loads none
 ``ZOO_MALLOC_TUNING``  ``0`` leaves glibc's malloc settings alone when a model runs on the CPU
                        (see :mod:`zoo.allocator`)
+``ZOO_API_KEY``        the key ``zoo serve`` asks of every request but ``GET /health`` (``Authorization:
+                       Bearer KEY``); unset: no key
 ``ZOO_RUNTIME``        what runs a loaded model's frozen forward pass when ``zoo.load`` is not
                        told: ``torch`` (default), ``onnx`` or ``openvino`` (see
                        :mod:`zoo.compiled`)
@@ -50,6 +52,11 @@ def offline_reason() -> str:
 def malloc_tuning() -> bool:
     """False when ``ZOO_MALLOC_TUNING`` turns zoo's malloc tuning off (it is on by default)."""
     return os.environ.get("ZOO_MALLOC_TUNING", "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def serve_api_key() -> str | None:
+    """``$ZOO_API_KEY``: the key ``zoo serve`` asks every request for (None when unset or empty)."""
+    return os.environ.get("ZOO_API_KEY", "").strip() or None
 
 
 def default_runtime() -> str:

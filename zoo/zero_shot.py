@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import math
 import numbers
-
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from .errors import UnsupportedOptionError
 
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
 
     from .model import Model
 
-Template = Union[str, Callable[[str], str]]  # "a photo of a {}." or a function of the label
+Template = str | Callable[[str], str]  # "a photo of a {}." or a function of the label
 
 #: the scale of a text model's cosine similarities (sentence-transformers' MultipleNegativesRankingLoss)
 TEXT_SCALE = 20.0

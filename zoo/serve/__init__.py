@@ -1,9 +1,9 @@
 """``zoo serve``: zoo models behind one OpenAI-compatible HTTP endpoint, with dynamic batching.
 
 >>> from zoo.serve import serve
->>> serve(["minilm-l6"], port=8080)   # POST /v1/embeddings, GET /v1/models, GET /health
+>>> serve(["minilm-l6"], port=8080)   # POST /v1/embeddings, GET /v1/models, /health, /metrics
 
-Needs the ``serve`` extra (Starlette and uvicorn): ``pip install 'zoo-models[serve]'``.
+Needs the ``serve`` extra (Starlette, uvicorn, prometheus-client): ``pip install 'zoo-models[serve]'``.
 """
 
 from __future__ import annotations
@@ -16,21 +16,25 @@ import threading
 from collections.abc import Iterator, Sequence
 
 from ..loader import load
+from ..settings import serve_api_key
 
 log = logging.getLogger("zoo.serve")
 
 
 def _require_server() -> None:
     try:
+        import prometheus_client  # noqa: F401
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
-        raise ImportError("zoo serve needs Starlette and uvicorn: pip install 'zoo-models[serve]'") from exc
+        raise ImportError("zoo serve needs Starlette, uvicorn and prometheus-client: "
+                          "pip install 'zoo-models[serve]'") from exc
 
 
 def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, max_batch: int = 64,
           max_wait_ms: float = 5, batch_size: int = 32, device: str | None = None, runtime: str | None = None,
-          max_body_mb: float = 32, max_inputs: int = 2048, stop_after: float | None = None,
+          max_body_mb: float = 32, max_inputs: int = 2048, max_queue: int = 8192, body_timeout: float = 30,
+          api_key: str | None = None, max_text_chars: int = 100_000, stop_after: float | None = None,
           log_level: str = "info") -> None:
     """Load each model once and serve them until SIGINT / SIGTERM (in-flight requests finish first).
 
@@ -45,10 +49,18 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
         device, runtime: as in :func:`zoo.load`.
         max_body_mb: larger request bodies get 413.
         max_inputs: requests with more items get 400.
+        max_text_chars: a longer text gets 400 (tokenising megabytes holds the model for seconds
+            while truncation keeps a few thousand characters of it).
+        max_queue: most inputs queued or running per model; a request beyond gets 429 with
+            ``Retry-After`` (the seconds the queue takes to drain at the recent pace).
+        body_timeout: a client that sends nothing of its body for this many seconds gets 408.
+        api_key: every request but ``GET /health`` must send ``Authorization: Bearer KEY``, or
+            gets OpenAI's 401; None reads ``$ZOO_API_KEY``; unset or empty: no key.
         stop_after: shut down by itself after this many seconds (tests, batch jobs).
     """
     _check_settings(max_batch=max_batch, batch_size=batch_size, max_wait_ms=max_wait_ms, max_body_mb=max_body_mb,
-                    max_inputs=max_inputs)
+                    max_inputs=max_inputs, max_queue=max_queue, body_timeout=body_timeout,
+                    max_text_chars=max_text_chars)
     _require_server()
     import uvicorn
 
@@ -60,8 +72,12 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
         log.info("serving %s: %s, %d dimensions, on %s (%s)", name, model.modality, model.embed_dim, model.device,
                  model.runtime)
     app = create_app(models, max_batch=max_batch, max_wait_ms=max_wait_ms, batch_size=batch_size,
-                     max_body_bytes=int(max_body_mb * 2**20), max_inputs=max_inputs)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
+                     max_body_bytes=int(max_body_mb * 2**20), max_inputs=max_inputs, max_queue=max_queue,
+                     body_timeout=body_timeout, api_key=api_key if api_key is not None else serve_api_key(),
+                     max_text_chars=max_text_chars)
+    # zoo's own access log (one JSON line per request, with its id) replaces uvicorn's
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30,
+                            access_log=False)
     server = uvicorn.Server(config)
     if stop_after is not None:  # through the server's own shutdown path, as SIGTERM: in-flight requests finish
         timer = threading.Timer(stop_after, os.kill, (os.getpid(), signal.SIGTERM))
@@ -73,13 +89,16 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
 
 
 def _check_settings(*, max_batch: int, batch_size: int, max_wait_ms: float, max_body_mb: float,
-                    max_inputs: int) -> None:
+                    max_inputs: int, max_queue: int, body_timeout: float, max_text_chars: int) -> None:
     """Refuse a setting that would fail every request, before any model loads."""
     wrong = [f"--max-batch must be at least 1, not {max_batch}" if max_batch < 1 else "",
              f"--batch-size must be at least 1, not {batch_size}" if batch_size < 1 else "",
              f"--max-wait-ms must be >= 0, not {max_wait_ms}" if max_wait_ms < 0 else "",
              f"--max-body-mb must be positive, not {max_body_mb}" if max_body_mb <= 0 else "",
-             f"--max-inputs must be at least 1, not {max_inputs}" if max_inputs < 1 else ""]
+             f"--max-inputs must be at least 1, not {max_inputs}" if max_inputs < 1 else "",
+             f"--max-queue must be at least 1, not {max_queue}" if max_queue < 1 else "",
+             f"--body-timeout must be positive, not {body_timeout}" if body_timeout <= 0 else "",
+             f"--max-text-chars must be at least 1, not {max_text_chars}" if max_text_chars < 1 else ""]
     if any(wrong):
         raise ValueError("zoo serve " + "; ".join(w for w in wrong if w))
 
@@ -88,7 +107,7 @@ def _log_like_uvicorn(level: str) -> None:
     """zoo's server log (start-up, worker errors with their traceback, warnings such as an
     untrained truncation width) beside uvicorn's, at its level."""
     logging.captureWarnings(True)  # each warning once, as a log line, with no thread-unsafe catch_warnings
-    for logger in (log, logging.getLogger("py.warnings")):
+    for logger in (log, logging.getLogger("py.warnings"), logging.getLogger("zoo.serve.access")):
         if not logger.handlers:
             handler = logging.StreamHandler()
             handler.setFormatter(logging.Formatter("%(levelname)-9s %(message)s"))

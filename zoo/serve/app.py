@@ -1,6 +1,7 @@
-"""The HTTP application: OpenAI-compatible ``/v1/embeddings``, ``/v1/models`` and ``/health``
-on Starlette, with one :class:`~zoo.serve.batcher.Batcher` per served model. Every refusal is
-answered in OpenAI's JSON error shape, which its clients read."""
+"""The HTTP application: OpenAI-compatible ``/v1/embeddings``, ``/v1/models``, ``/health`` and
+Prometheus ``/metrics`` on Starlette, with one :class:`~zoo.serve.batcher.Batcher` per served
+model, behind the :class:`~zoo.serve.frontdoor.Frontdoor` (request ids, API key, access log,
+metrics). Every refusal is answered in OpenAI's JSON error shape, which its clients read."""
 
 from __future__ import annotations
 
@@ -15,21 +16,22 @@ from typing import TYPE_CHECKING, Any
 from starlette.applications import Starlette  # this module is imported only to serve (the serve extra)
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import did_you_mean
 from ..registry import get_registry
-from .batcher import Batcher, ItemError
+from .batcher import Batcher, ItemError, QueueFull
+from .frontdoor import ASGIApp, Frontdoor, Metrics
 from .requests import EmbeddingRequest, RequestError, check_modality, parse_request
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..encoder import Encoder
-    from ..model import Model
     from ..embed_options import EmbedOptions
+    from ..encoder import Encoder
     from ..featurize import FeaturizeReport
+    from ..model import Model
 
 log = logging.getLogger("zoo.serve")
 
@@ -49,10 +51,13 @@ def _runner(model: Model, batch_size: int) -> Any:
     count its tokens there, in one call, rather than per request on the event loop."""
 
     def run(items: list[Any], key: Hashable) -> tuple[np.ndarray, FeaturizeReport, list[int] | None]:
-        kind, options = key  # options were checked on the event loop when the first request asked
+        assert isinstance(key, tuple)  # (kind, options): checked on the event loop when the first request asked
+        kind: str = key[0]
+        options: EmbedOptions = key[1]
         rows, report = model.featurize_with_report(items, batch_size=batch_size, progress=False, on_error="skip",
-                                                   options=options)
-        return rows, report, _token_counts(model.towers[kind], items, report.kept) if kind == "text" else None
+                                                   options=options, return_tensors="np")
+        tokens = _token_counts(model.towers[kind], items, report.kept) if kind == "text" else None
+        return rows, report, tokens  # type: ignore[return-value]  # return_tensors="np" gives an ndarray
 
     return run
 
@@ -74,13 +79,16 @@ def _token_counts(tower: Encoder, texts: list[str], kept: list[int]) -> list[int
 
 
 def create_app(models: dict[str, Model], *, max_batch: int = 64, max_wait_ms: float = 5, batch_size: int = 32,
-               max_body_bytes: int = 32 << 20, max_inputs: int = 2048) -> Starlette:
+               max_body_bytes: int = 32 << 20, max_inputs: int = 2048, max_queue: int | None = 8192,
+               body_timeout: float = 30, api_key: str | None = None, max_text_chars: int = 100_000) -> ASGIApp:
     """An ASGI app serving ``models`` (by name) until it shuts down; see :func:`zoo.serve.serve`."""
     in_flight = 0
     media = get_registry().modality_of_media
     served = {name: Served(name, model, Batcher(_runner(model, batch_size), max_batch=max_batch,
-                                                max_wait_ms=max_wait_ms, batch_size=batch_size, name=name))
+                                                max_wait_ms=max_wait_ms, batch_size=batch_size, name=name,
+                                                max_queue=max_queue))
               for name, model in models.items()}
+    metrics = Metrics({name: entry.batcher for name, entry in served.items()})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -100,12 +108,18 @@ def create_app(models: dict[str, Model], *, max_batch: int = 64, max_wait_ms: fl
             {"id": name, "object": "model", "created": 0, "owned_by": "zoo", "modality": entry.model.modality,
              "dimension": entry.model.embed_dim, "backend": entry.model.backend} for name, entry in served.items()]})
 
+    async def show_metrics(request: Request) -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
     async def embeddings(request: Request) -> JSONResponse:
         nonlocal in_flight
         in_flight += 1
         try:
-            parsed = parse_request(await _read_body(request, max_body_bytes), max_inputs, media)
+            parsed = parse_request(await _read_body(request, max_body_bytes, body_timeout), max_inputs, media,
+                                   max_text_chars)
             entry = _served(served, parsed.model)
+            request.state.model, request.state.inputs = entry.name, len(parsed.items)
             check_modality(parsed, entry.name, entry.model.towers)
             rows, tokens = await _embed(entry, parsed)
             return JSONResponse(_response(entry, parsed, rows, tokens))
@@ -113,20 +127,28 @@ def create_app(models: dict[str, Model], *, max_batch: int = 64, max_wait_ms: fl
             in_flight -= 1
 
     routes = [Route("/health", health, methods=["GET"]), Route("/v1/models", list_models, methods=["GET"]),
-              Route("/v1/embeddings", embeddings, methods=["POST"])]
+              Route("/v1/embeddings", embeddings, methods=["POST"]), Route("/metrics", show_metrics, methods=["GET"])]
     handlers = {RequestError: _refused, HTTPException: _http_error, Exception: _crashed}
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)  # type: ignore[arg-type]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)  # type: ignore[arg-type]
+    return Frontdoor(app, api_key=api_key, metrics=metrics)
 
 
 async def _refused(request: Request, exc: RequestError) -> JSONResponse:
+    request.state.error = exc.code or _KINDS.get(exc.status, str(exc.status))
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+# What a refusal without a code of its own is counted as (zoo_request_errors{kind}).
+_KINDS = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 408: "body_timeout",
+          413: "too_large", 500: "server_error"}
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     """Unknown paths and methods, in the same JSON shape as every other refusal."""
     message = (f"{request.method} {request.url.path}: {exc.detail}; zoo serve answers POST /v1/embeddings, "
                "GET /v1/models and GET /health")
-    return await _refused(request, RequestError(exc.status_code, message, headers=exc.headers))
+    headers = dict(exc.headers) if exc.headers else None
+    return await _refused(request, RequestError(exc.status_code, message, headers=headers))
 
 
 async def _crashed(request: Request, exc: Exception) -> JSONResponse:
@@ -134,14 +156,23 @@ async def _crashed(request: Request, exc: Exception) -> JSONResponse:
     return await _refused(request, RequestError(500, f"the server failed: {type(exc).__name__}: {exc}"))
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes ``limit`` bytes."""
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body, refused with 413 as soon as it passes ``limit`` bytes, and with 408 when the
+    client sends nothing for ``timeout`` seconds (a stalled client holds no request forever)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise RequestError(413, f"the body is {int(declared)} bytes; this server takes at most {limit} "
                            "(zoo serve --max-body-mb)")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise RequestError(408, f"the body stopped arriving: nothing for {timeout:g} s (zoo serve "
+                               "--body-timeout); send it whole") from None
         size += len(chunk)
         if size > limit:
             raise RequestError(413, f"the body is over {limit} bytes, this server's limit (zoo serve --max-body-mb)")
@@ -192,16 +223,21 @@ async def _embed(entry: Served, request: EmbeddingRequest) -> tuple[np.ndarray, 
     parts = await asyncio.gather(*(rows_of(kind) for kind in kinds), return_exceptions=True)
     bad = sorted((p for p in parts if isinstance(p, ItemError)), key=lambda e: e.index)
     if bad:  # the first bad input of the request, whichever kind's pass ended first
-        raise RequestError(400, f"input[{bad[0].index}]: {bad[0].reason}", f"input[{bad[0].index}]")
+        raise RequestError(400, f"input[{bad[0].index}]: {bad[0].reason}", f"input[{bad[0].index}]", "bad_input")
+    full = next((p for p in parts if isinstance(p, QueueFull)), None)
+    if full is not None:  # the server is busy, not broken: the client retries (openai's client does, on 429)
+        raise RequestError(429, f"{entry.name} is busy: {full}; retry after {full.retry_after} s (zoo serve "
+                           "--max-queue)", code="queue_full", headers={"retry-after": str(full.retry_after)})
+    answers = [p for p in parts if not isinstance(p, BaseException)]
     failed = next((p for p in parts if isinstance(p, BaseException)), None)
     if failed is not None:  # the batcher logged it with its traceback; the client hears what failed
         raise RequestError(500, f"{entry.name} failed on this request's batch: {type(failed).__name__}: "
                            f"{failed} (the server log has the traceback)", code="model_error",
                            headers={"x-should-retry": "false"})  # openai's client would run it twice more
-    out = np.empty((len(request.items), parts[0][0].shape[1]), dtype=np.float32)
-    for kind, (rows, _) in zip(kinds, parts):
+    out = np.empty((len(request.items), answers[0][0].shape[1]), dtype=np.float32)
+    for kind, (rows, _) in zip(kinds, answers):
         out[positions[kind]] = rows
-    return out, sum(tokens for _, tokens in parts)
+    return out, sum(int(tokens) for _, tokens in answers)
 
 
 def _response(entry: Served, request: EmbeddingRequest, rows: np.ndarray, tokens: int) -> dict[str, Any]:

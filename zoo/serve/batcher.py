@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import queue
 import threading
 import time
@@ -33,6 +34,15 @@ log = logging.getLogger("zoo.serve")
 # (items, group key) -> (rows, report, token count per item or None): featurize with
 # on_error="skip" over one pass's items
 RunBatch = Callable[[list[Any], Hashable], "tuple[np.ndarray, FeaturizeReport, list[int] | None]"]
+
+
+class QueueFull(Exception):
+    """The model's queue holds as many items as it may: the request is refused, to retry after
+    ``retry_after`` seconds (the time the queue takes to drain at the recent pace)."""
+
+    def __init__(self, waiting: int, limit: int, retry_after: int) -> None:
+        super().__init__(f"{waiting} inputs are waiting for this model, its limit is {limit}")
+        self.waiting, self.limit, self.retry_after = waiting, limit, retry_after
 
 
 class ItemError(Exception):
@@ -57,11 +67,14 @@ class Batcher:
     """Gathers concurrent requests for one model into shared forward passes on its own thread."""
 
     def __init__(self, run: RunBatch, *, max_batch: int, max_wait_ms: float, batch_size: int = 32,
-                 name: str = "") -> None:
+                 name: str = "", max_queue: int | None = None) -> None:
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000
         self.batch_size = batch_size
         self.name = name
+        self.max_queue = max_queue  # most items queued or running at once; None: unbounded
         self.passes = 0  # forward passes run, for tests and logs
+        self.waiting = 0  # items queued or in a pass, counted on the event loop
+        self._pace = 0.0  # items a second of the last pass, for Retry-After
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -88,9 +101,16 @@ class Batcher:
         token count (0 when the model has no tokenizer to count with); raises
         :class:`ItemError` for the first bad item of this request. Jobs queued before
         :meth:`start` wait for it."""
+        if self.max_queue is not None and self.waiting and self.waiting + len(items) > self.max_queue:
+            drain = self.waiting / self._pace if self._pace > 0 else 1.0
+            raise QueueFull(self.waiting, self.max_queue, max(1, math.ceil(drain)))
         job = _Job(items, key, asyncio.get_running_loop().create_future())
+        self.waiting += len(items)
         self._queue.put(job)
-        return await job.future
+        try:
+            return await job.future
+        finally:
+            self.waiting -= len(items)
 
     def _work(self) -> None:
         while (jobs := self._gather()) is not None:
@@ -129,6 +149,7 @@ class Batcher:
         to the event loop."""
         items = [item for job in jobs for item in job.items]
         log.debug("%s: a forward pass of %d items from %d requests", self.name, len(items), len(jobs))
+        began = time.monotonic()
         try:
             rows, report, tokens = self.run(items, key)
         except Exception as exc:  # the model failed as a whole: every request of the pass hears it
@@ -136,6 +157,7 @@ class Batcher:
             self._post(_fail, jobs, exc)
             return
         self.passes += 1
+        self._pace = len(items) / max(time.monotonic() - began, 1e-6)
         self._post(_hand_out, jobs, rows, report, tokens)
 
     def _post(self, answer: Callable[..., None], *args: Any) -> None:

@@ -51,10 +51,12 @@ class EmbeddingRequest:
 
 
 def parse_request(body: bytes, max_inputs: int = 2048,
-                  modality_of_media: Callable[[str], str | None] = lambda media: None) -> EmbeddingRequest:
+                  modality_of_media: Callable[[str], str | None] = lambda media: None,
+                  max_text_chars: int = 100_000) -> EmbeddingRequest:
     """The request's fields, or a 400 naming the one that is wrong. More than ``max_inputs``
-    items is refused (OpenAI's own limit is 2048), so one request cannot hold a model for minutes.
-    ``modality_of_media`` names the modality of a data URL's MIME type (the registry's)."""
+    items, or a text longer than ``max_text_chars``, is refused (OpenAI's own limit is 2048
+    inputs), so one request cannot hold a model for minutes. ``modality_of_media`` names the
+    modality of a data URL's MIME type (the registry's)."""
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -84,12 +86,13 @@ def parse_request(body: bytes, max_inputs: int = 2048,
     dimensions = data.get("dimensions")
     if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1):
         raise RequestError(400, f"dimensions must be a positive integer, not {dimensions!r}", "dimensions")
-    items = [_item(i, x, modality_of_media) for i, x in enumerate(raw)]
+    items = [_item(i, x, modality_of_media, max_text_chars) for i, x in enumerate(raw)]
     return EmbeddingRequest(model, [(kind, payload) for kind, payload, _ in items], encoding, dimensions,
                             [media for _, _, media in items])
 
 
-def _item(index: int, value: Any, modality_of_media: Callable[[str], str | None]) -> tuple[str, Any, str]:
+def _item(index: int, value: Any, modality_of_media: Callable[[str], str | None],
+          max_text_chars: int) -> tuple[str, Any, str]:
     if not isinstance(value, str):
         what = "token ids" if isinstance(value, (int, list)) else type(value).__name__
         raise RequestError(400, f"input[{index}] is {what}; send text, or an image or audio as a data URL",
@@ -97,6 +100,10 @@ def _item(index: int, value: Any, modality_of_media: Callable[[str], str | None]
     url = _DATA_URL.match(value)
     kind = modality_of_media(url.group(1)) if url is not None else None
     if url is None or kind is None:  # text, even text that starts with "data:"
+        if len(value) > max_text_chars:  # tokenising it would hold the model; truncation keeps far less
+            raise RequestError(400, f"input[{index}] is a text of {len(value)} characters; this server takes at most "
+                               f"{max_text_chars} (zoo serve --max-text-chars): cut it, or send it as several "
+                               "inputs", f"input[{index}]", "too_long")
         return "text", value, "text"
     try:
         return kind, base64.b64decode(value[url.end():], validate=True), url.group(1).lower()

@@ -73,7 +73,6 @@ def prune(directory: Path) -> None:
         if manifest:
             keep.update(manifest.get("files", {}))
     for path in directory.iterdir():
-        if path.is_file() and path.suffix in _WEIGHT_SUFFIXES and path.name not in keep:
-            path.unlink(missing_ok=True)
-        elif path.name.startswith(".") and path.name.endswith(".tmp"):
+        stale_weights = path.is_file() and path.suffix in _WEIGHT_SUFFIXES and path.name not in keep
+        if stale_weights or (path.name.startswith(".") and path.name.endswith(".tmp")):
             path.unlink(missing_ok=True)

@@ -20,6 +20,9 @@ def build_head(kind: str, in_features: int, num_classes: int, *, hidden: int = 5
     import torch
 
     class Standardize(torch.nn.Module):
+        mean: torch.Tensor  # buffers
+        std: torch.Tensor
+
         def __init__(self, dim: int) -> None:
             super().__init__()
             self.register_buffer("mean", torch.zeros(dim))
@@ -28,6 +31,7 @@ def build_head(kind: str, in_features: int, num_classes: int, *, hidden: int = 5
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return (x - self.mean) / self.std
 
+    layers: list[torch.nn.Module]
     if kind == "linear":
         layers = [torch.nn.Linear(in_features, num_classes)]
     elif kind == "mlp":
@@ -38,7 +42,8 @@ def build_head(kind: str, in_features: int, num_classes: int, *, hidden: int = 5
     return torch.nn.Sequential(Standardize(in_features), *layers)
 
 
-def fit_standardization(head: torch.nn.Module, features: torch.Tensor) -> None:
+def fit_standardization(head: torch.nn.Sequential, features: torch.Tensor) -> None:
     """Set the head's standardisation from training features."""
-    head[0].mean.copy_(features.mean(0))
-    head[0].std.copy_(features.std(0).clamp(min=1e-6))
+    standardize: Any = head[0]  # build_head's Standardize
+    standardize.mean.copy_(features.mean(0))
+    standardize.std.copy_(features.std(0).clamp(min=1e-6))

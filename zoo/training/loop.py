@@ -16,17 +16,25 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import __version__
 from ..errors import ZooError
 from ..finetune_config import FinetuneConfig
 from ..manifest import MANIFEST, read_json
-from ..provenance import weights_provenance
-from .checkpoints import (RESUME, load_state, load_tensors, prune, read_run_manifest, save_state, save_tensors,
-                          write_run_manifest)
-from .data import Examples, label_index, read_examples, stratified_split
 from ..model import Head, Model, features
+from ..provenance import weights_provenance
+from .checkpoints import (
+    RESUME,
+    load_state,
+    load_tensors,
+    prune,
+    read_run_manifest,
+    save_state,
+    save_tensors,
+    write_run_manifest,
+)
+from .data import Examples, label_index, read_examples, stratified_split
 from .finetuned import FORMAT, FinetunedCheckpoint
 from .heads import build_head, fit_standardization
 from .plot import plot_history
@@ -164,6 +172,7 @@ def finetune(model: Model, train: Any, val: Any, config: FinetuneConfig) -> Fine
     if run.dist.rank == 0:
         plot_history(run.history, run.out / "curves.png", title=f"{model.name} ({config.strategy})")
     run.dist.barrier()
+    assert run.best is not None  # every run records at least one epoch (epochs >= 1)
     return FinetuneResult(history=run.history, best_epoch=run.best["epoch"], best_checkpoint=run.out,
                           model=run.load_best())
 
@@ -189,7 +198,8 @@ class _Run:
         torch.manual_seed(config.seed)
         self.head = build_head(config.head, self.model.embed_dim, len(self.classes)).to(self.model.device)
         self.blocks = self.encoder.blocks()
-        self.x_train = self.x_val = None
+        self.x_train: torch.Tensor | None = None
+        self.x_val: torch.Tensor | None = None
         if not self.trains_backbone:
             self._embed_once()
         params = [{"params": list(self.head.parameters()), "lr": config.head_lr}]
@@ -199,7 +209,9 @@ class _Run:
         self.module = _Classifier.build(self.encoder, self.head, self.pool) if self.trains_backbone else self.head
         self.ddp_plan: Plan | None = None
         self.ddp_module = self.module
-        self.start, self.history, self.best = 0, [], None
+        self.start = 0
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] | None = None
         self.settings = self._settings()
 
     def _read_data(self, train: Any, val: Any) -> None:
@@ -228,8 +240,9 @@ class _Run:
                                        pool=self.pool, return_tensors="pt", progress=self.config.progress)
         self.x_train = dist.gather_rows(x_shard, shard, len(self.train_ex)).to(self.model.device)
         if self.val_ex is not None:
-            self.x_val = self.model.featurize(self.val_ex.inputs, batch_size=batch_size, pool=self.pool,
-                                              return_tensors="pt", progress=False).to(self.model.device)
+            x_val = self.model.featurize(self.val_ex.inputs, batch_size=batch_size, pool=self.pool,
+                                         return_tensors="pt", progress=False)
+            self.x_val = cast("torch.Tensor", x_val).to(self.model.device)
         fit_standardization(self.head, self.x_train)
 
     def _settings(self) -> dict[str, Any]:
@@ -315,9 +328,11 @@ class _Run:
                 normalize = bool(self.encoder.spec.normalize)
                 logits = torch.cat([self.head(features(self.encoder, batch, self.pool, normalize))
                                     for batch in self._val_batches()])
+        assert self.y_val is not None  # evaluate runs only with validation examples
         return _metrics(logits.float().cpu(), self.y_val, len(self.classes))
 
     def _val_batches(self) -> Iterator[Any]:
+        assert self.val_ex is not None  # evaluate runs only with validation examples
         inputs, size = self.val_ex.inputs, self.config.batch_size
         for start in range(0, len(inputs), size):
             yield self.encoder.collate([self.encoder.decode(x) for x in inputs[start:start + size]])

@@ -15,9 +15,9 @@ from ..encoder import Encoder
 from ..finetune_config import FinetuneConfig
 from ..hookspecs import RegisterAdapter, hookimpl
 from ..manifest import MANIFEST, is_manifest_of, read_json
+from ..model import Model
 from ..model_files import ModelFiles
 from ..spec import ModelSpec
-from ..model import Model
 from .finetuned import FORMAT, FinetunedCheckpoint
 from .loop import finetune
 

@@ -1,0 +1,134 @@
+"""What every request to ``zoo serve`` passes: the API key (OpenAI's 401), its id, one JSON
+access-log line, Prometheus metrics, a bounded queue (429 with Retry-After) and a body deadline
+(408). In-process, through Starlette's test client; the server itself is tested in test_serve.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("prometheus_client")
+
+from starlette.testclient import TestClient  # noqa: E402
+
+from zoo.serve.app import RequestError, _read_body, create_app  # noqa: E402
+
+KEY = "sk-zoo-test-0123456789"
+
+
+def _metric(client, line_start: str, headers=None) -> float:
+    text = client.get("/metrics", headers=headers or {}).text
+    found = [line for line in text.splitlines() if line.startswith(line_start)]
+    return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
+
+def test_the_api_key_is_asked_of_every_request_but_health(minilm):
+    with TestClient(create_app({"minilm-l6": minilm}, api_key=KEY)) as client:
+        body = {"model": "minilm-l6", "input": ["a text"]}
+        for headers in ({}, {"Authorization": "Bearer sk-wrong"}, {"Authorization": KEY}):
+            refused = client.post("/v1/embeddings", json=body, headers=headers)
+            assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+            error = refused.json()["error"]
+            assert error["code"] == "invalid_api_key" and error["type"] == "invalid_request_error"
+            assert KEY not in refused.text and "sk-wrong" not in refused.text
+        assert client.get("/v1/models").status_code == 401 and client.get("/metrics").status_code == 401
+        assert client.get("/health").status_code == 200
+        good = {"Authorization": f"Bearer {KEY}"}
+        assert client.post("/v1/embeddings", json=body, headers=good).status_code == 200
+        assert _metric(client, 'zoo_request_errors_total{kind="invalid_api_key"}', good) == 5
+
+
+def test_every_answer_carries_a_request_id_and_one_access_log_line(minilm, caplog):
+    with TestClient(create_app({"minilm-l6": minilm})) as client, \
+            caplog.at_level(logging.INFO, logger="zoo.serve.access"):
+        made = client.post("/v1/embeddings", json={"model": "minilm-l6", "input": ["one", "two"]})
+        kept = client.post("/v1/embeddings", json={"model": "minilm-l6", "input": "x"},
+                           headers={"X-Request-Id": "client-7:a.b"})
+        replaced = client.post("/v1/embeddings", json={"model": "nope", "input": "x"},
+                               headers={"X-Request-Id": "bad id {}"})
+    assert re.fullmatch(r"[0-9a-f]{32}", made.headers["x-request-id"])
+    assert kept.headers["x-request-id"] == "client-7:a.b"
+    assert replaced.status_code == 404 and re.fullmatch(r"[0-9a-f]{32}", replaced.headers["x-request-id"])
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "zoo.serve.access"]
+    assert [(x["status"], x["model"], x["inputs"]) for x in lines] == [(200, "minilm-l6", 2), (200, "minilm-l6", 1),
+                                                                      (404, None, None)]
+    assert lines[0]["request_id"] == made.headers["x-request-id"] and lines[2]["error"] == "model_not_found"
+    assert all(x["method"] == "POST" and x["ms"] >= 0 for x in lines)
+
+
+def test_metrics_count_requests_inputs_and_errors_by_kind(minilm):
+    with TestClient(create_app({"minilm-l6": minilm})) as client:
+        client.post("/v1/embeddings", json={"model": "minilm-l6", "input": ["a", "b", "c"]})
+        client.post("/v1/embeddings", content=b'{"model": "minilm-l6", "input": ["ok", "\\ud800"]}',
+                    headers={"content-type": "application/json"})  # a lone surrogate, as JSON escapes it
+        client.get("/no/such/path")
+        assert _metric(client, 'zoo_requests_total{path="/v1/embeddings",status="200"}') == 1
+        assert _metric(client, 'zoo_requests_total{path="/v1/embeddings",status="400"}') == 1
+        assert _metric(client, 'zoo_requests_total{path="other",status="404"}') == 1
+        assert _metric(client, 'zoo_inputs_total{model="minilm-l6"}') == 3
+        assert _metric(client, 'zoo_request_errors_total{kind="bad_input"}') == 1
+        assert _metric(client, 'zoo_forward_passes{model="minilm-l6"}') == 2
+        assert _metric(client, 'zoo_queue_inputs{model="minilm-l6"}') == 0
+        assert client.get("/metrics").headers["content-type"].startswith("text/plain")
+
+
+def test_a_full_queue_answers_429_with_retry_after_and_the_server_goes_on(minilm, monkeypatch):
+    release, started = threading.Event(), threading.Event()
+    featurize = minilm.featurize_with_report
+
+    def held(items, **kwargs):
+        started.set()
+        release.wait(timeout=30)
+        return featurize(items, **kwargs)
+
+    monkeypatch.setattr(minilm, "featurize_with_report", held)
+    with TestClient(create_app({"m": minilm}, max_queue=4)) as client:
+        first: dict = {}
+        worker = threading.Thread(target=lambda: first.update(answer=client.post(
+            "/v1/embeddings", json={"model": "m", "input": ["a", "b", "c"]})))
+        worker.start()
+        try:
+            assert started.wait(timeout=30), "the first request never reached the model"
+            busy = client.post("/v1/embeddings", json={"model": "m", "input": ["d", "e"]})
+            assert busy.status_code == 429 and busy.json()["error"]["code"] == "queue_full"
+            assert int(busy.headers["retry-after"]) >= 1 and "retry after" in busy.json()["error"]["message"]
+        finally:
+            release.set()
+            worker.join(timeout=60)
+        assert first["answer"].status_code == 200
+        assert client.post("/v1/embeddings", json={"model": "m", "input": ["d", "e"]}).status_code == 200
+        assert _metric(client, 'zoo_request_errors_total{kind="queue_full"}') >= 1
+
+
+def test_a_stalled_body_is_refused_with_408():
+    from starlette.requests import Request
+
+    async def receive():
+        if not sent:
+            sent.append(1)
+            return {"type": "http.request", "body": b'{"model": "m", ', "more_body": True}
+        await asyncio.sleep(60)  # the client stalls
+
+    sent: list[int] = []
+    request = Request({"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": []}, receive)
+    began = time.monotonic()
+    with pytest.raises(RequestError) as refused:
+        asyncio.run(_read_body(request, 1 << 20, timeout=0.2))
+    assert refused.value.status == 408 and "--body-timeout" in refused.value.message
+    assert time.monotonic() - began < 5
+
+
+def test_a_huge_text_is_refused_by_index_before_it_reaches_the_model(minilm):
+    with TestClient(create_app({"m": minilm}, max_text_chars=1000)) as client:
+        refused = client.post("/v1/embeddings", json={"model": "m", "input": ["fine", "x" * 1001]})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "input[1]"
+        assert "--max-text-chars" in refused.json()["error"]["message"]
+        assert _metric(client, 'zoo_forward_passes{model="m"}') == 0
+        assert client.post("/v1/embeddings", json={"model": "m", "input": ["x" * 1000]}).status_code == 200
