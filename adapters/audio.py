@@ -12,6 +12,12 @@ if TYPE_CHECKING:
     import torch
 
 
+# Above this reduced source rate (rate / gcd(rate, target)), audio is resampled with scipy's
+# polyphase filter instead of torchaudio's sinc kernel; every common rate reduces far below it
+# (44100 -> 16000 is 441 / 160).
+_SINC_MAX_RATIO = 1000
+
+
 class AudioAdapter(Encoder):
     """An audio model; :attr:`sample_rate` is the rate its weights expect.
 
@@ -65,6 +71,14 @@ class AudioAdapter(Encoder):
 
         wave, rate = item
         tensor = torch.from_numpy(wave)
-        if rate != self.sample_rate:
-            tensor = torchaudio.functional.resample(tensor, orig_freq=rate, new_freq=self.sample_rate)
-        return tensor
+        common = math.gcd(int(rate), self.sample_rate)
+        if rate == self.sample_rate:
+            return tensor
+        if int(rate) // common > _SINC_MAX_RATIO:
+            # torchaudio's sinc kernel is (new / gcd) x (orig / gcd) wide: gigabytes for a rate such as
+            # 16001 Hz. A polyphase filter's length grows only linearly with the ratio.
+            from scipy.signal import resample_poly
+
+            out = resample_poly(wave, self.sample_rate // common, int(rate) // common)
+            return torch.from_numpy(out.astype(wave.dtype, copy=False))
+        return torchaudio.functional.resample(tensor, orig_freq=rate, new_freq=self.sample_rate)

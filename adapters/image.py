@@ -44,12 +44,13 @@ class ImageBackboneAdapter(DecodesImages, Encoder):
 
     def export_plan(self) -> ExportPlan:
         """Noise images of several sizes through the weights' transform: two traced, then batches
-        of one and of three checked."""
+        of one, three and seven checked."""
         import numpy as np
         from PIL import Image
 
         rng = np.random.default_rng(0)
-        sizes = ((320, 240), (240, 320)), ((200, 200),), ((640, 480), (96, 128), (300, 300))
+        sizes = (((320, 240), (240, 320)), ((200, 200),), ((640, 480), (96, 128), (300, 300)),
+                 tuple((64 + 16 * i, 96 - 8 * i) for i in range(7)))
         return ExportPlan([self.collate([Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
                                          for w, h in batch]) for batch in sizes])
 

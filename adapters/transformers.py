@@ -54,6 +54,8 @@ _EXPORT_TEXTS = (
     ("three texts", "of other lengths than the traced pair, padded to the longest", "of the three"),
     ("one text alone, with no padding at all",),
     ("short", " ".join(["a long text that pads the short one by far"] * 12)),
+    tuple(" ".join(["seven texts of growing length"] * n) for n in range(1, 8)),
+    tuple(f"text {n} of thirty-three, " + "with words " * (n % 9) for n in range(33)),
 )
 
 
@@ -215,7 +217,8 @@ class TransformersAdapter(Encoder):
 
     def export_plan(self) -> ExportPlan:
         """Traced on two texts of different lengths (so the mask is a real input); checked on three
-        others, on one text alone (no padding at all) and on a long one padded against a short.
+        others, on one text alone (no padding at all), on a long one padded against a short, and on
+        batches of 7 and 33 (every row compared).
         BERT-like graphs go through ONNX Runtime's transformer fusions."""
         return ExportPlan([self.collate(list(texts)) for texts in _EXPORT_TEXTS], self._eager_attention,
                           self._onnx_fusion())

@@ -1,7 +1,8 @@
 """The audio modality: files (decoded with soundfile), bytes, or ``(waveform, sample_rate)`` pairs.
 
-Every input decodes to a mono float32 waveform and its sample rate; adapters resample it to their
-model's rate with ``torchaudio.functional.resample``.
+Every input decodes to a mono float32 waveform and its sample rate; encoders resample it to their
+model's rate (``AudioAdapter.resample``: torchaudio's sinc resampler, or scipy's polyphase filter
+for a rate whose ratio to the model's does not reduce, such as 16001 Hz).
 """
 
 from __future__ import annotations

@@ -11,10 +11,10 @@ from typing import Any
 from zoo.adapters.hf_folders import read_folder
 from zoo.adapters.timm import TimmAdapter
 from zoo.hookspecs import RegisterAdapter, RegisterModality, hookimpl
+from zoo.image_files import IMAGE_FORMATS, IMAGE_SUFFIXES, opened_image
 from zoo.spec import ModelSpec
 
 # What PIL decodes that cameras, scanners and datasets produce.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def _array_to_image(array: Any, layout: str) -> Any:
@@ -76,21 +76,10 @@ def to_rgb(image: Any) -> Any:
 
 
 def _open(source: Any) -> Any:
-    """Open and fully decode an image file (a truncated one fails here, not later in a worker).
-    An image over PIL's pixel limit is refused before its pixels are decoded: PIL itself only
-    warns up to twice the limit, which would let one small file take gigabytes."""
-    import warnings
-
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as img:
-                img.load()
-                return to_rgb(img)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # not OSErrors: say what to do
-        raise ValueError(f"{exc} If the file is trusted, raise PIL.Image.MAX_IMAGE_PIXELS") from None
+    """Open and fully decode an image file (a truncated one fails here, not later in a worker)."""
+    with opened_image(source) as img:
+        img.load()
+        return to_rgb(img)
 
 
 def decode_image(item: Any) -> Any:
@@ -103,8 +92,8 @@ def decode_image(item: Any) -> Any:
         try:
             return _open(io.BytesIO(item))
         except Image.UnidentifiedImageError:  # PIL's message would show a BytesIO's address
-            raise OSError(f"cannot identify the image data ({len(item)} bytes, starting {bytes(item[:8])!r}) as any "
-                          "image format PIL reads") from None
+            raise OSError(f"cannot identify the image data ({len(item)} bytes, starting {bytes(item[:8])!r}) as "
+                          f"an image zoo reads ({', '.join(IMAGE_FORMATS)})") from None
     if isinstance(item, Image.Image):
         return to_rgb(item)
     if hasattr(item, "detach") and hasattr(item, "numpy"):  # a torch tensor, CxHxW

@@ -273,3 +273,20 @@ def test_torchaudio_bundle_builds_itself_from_the_verified_file(tmp_path, monkey
                                _torchaudio_reference(reference, waves, normalize=True), atol=1e-5)
     with pytest.raises(zoo.UnknownModelError, match="did you mean 'torchaudio:WAV2VEC2_BASE'"):
         zoo.resolve("torchaudio:WAV2VEC2_BASEE")
+
+
+def test_a_rate_that_does_not_reduce_resamples_in_bounded_memory():
+    """16001 Hz or 48001 Hz against a 16 kHz model reduce to no common factor: torchaudio's sinc
+    kernel would take gigabytes; the polyphase filter takes milliseconds and gives the same row
+    as the clip at the standard rate."""
+    import time
+
+    model = zoo.load("ge2e-speaker", device="cpu")
+    t = np.arange(2 * 48000) / 48000
+    clip = (0.3 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 3 * t)).astype(np.float32)
+    began = time.perf_counter()
+    odd = model.encoder.resample((clip, 48001))
+    assert time.perf_counter() - began < 5 and abs(len(odd) - round(len(clip) * 16000 / 48001)) <= 1
+    standard, shifted = model.featurize([(clip, 48000), (clip, 48001)])
+    assert float(standard @ shifted) > 0.99
+    assert model.featurize([(np.zeros(100, np.float32), 16001)], on_error="skip").shape[1] == 256

@@ -115,7 +115,7 @@ REFUSED = {
                "empty bytes": "cannot identify", "text bytes": "cannot identify", "nan float array": "NaN",
                "float array out of range": "[0, 1]", "5-channel array": "channels", "int64 array": "uint8",
                "missing file": "No such file", "a number": "expected an image", "unreadable line": "not UTF-8",
-               "broken png chunk": "SyntaxError: broken PNG", "dds of unknown format": "NotImplementedError"},
+               "broken png chunk": "SyntaxError: broken PNG", "dds of unknown format": "an image zoo reads"},
     "audio": {"header-only wav": "empty waveform", "1e30 amplitude": "not finite", "nan wave": "NaN",
               "empty wave": "empty waveform", "zero rate": "sample rate", "bool rate": "sample rate",
               "3-D wave": "1-D waveform", "string wave": "numeric samples", "garbage bytes": "cannot decode",

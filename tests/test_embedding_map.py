@@ -41,6 +41,40 @@ def fortunes_map_inputs(minilm, tmp_path):
 
 @pytest.mark.slow
 @needs_tool("chromium")
+def test_hovering_a_point_in_chromium_shows_that_rows_text(fortunes_map_inputs):
+    """The mouse moves over a drawn point, as a person's would, and the panel shows that row's id
+    and text, with no error in the page's console."""
+    from cdp import Browser
+
+    folder = fortunes_map_inputs
+    page = folder / "map.html"
+    assert main(["map", str(folder / "quotes.parquet"), "-o", str(page), "--inputs", str(folder / "quotes.txt"),
+                 "--method", "pca"]) == 0
+    texts = (folder / "quotes.txt").read_text().splitlines()
+    with Browser() as browser:
+        browser.open(page.as_uri())
+        browser.wait_for("document.querySelectorAll('.scatterlayer .point').length > 0")
+        # the most isolated point, so the pointer is over that one row alone
+        target, x, y = browser.evaluate("""(() => {
+            const c = [...document.querySelectorAll('.scatterlayer .point')].map(p => {
+                const r = p.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; });
+            let best = 0, far = -1;
+            c.forEach(([x, y], i) => { const d = Math.min(...c.filter((_, j) => j !== i)
+                .map(([u, v]) => Math.hypot(u - x, v - y))); if (d > far) { far = d; best = i; } });
+            return [best, ...c[best]]; })()""")
+        browser.move_mouse(x, y)
+        shown = browser.wait_for("(() => { const t = document.getElementById('zoo-hover').innerText;"
+                                 " return t.startsWith('hover') ? '' : t; })()")
+        browser.screenshot(folder / "hover.png")
+        errors = browser.errors()
+    row_id, text = shown.split("\n", 1)
+    assert int(row_id) == target  # one trace: its points are the rows in order
+    assert " ".join(texts[target].split())[:60] == text[:60], (row_id, text)
+    assert not errors, errors
+
+
+@pytest.mark.slow
+@needs_tool("chromium")
 def test_the_html_map_renders_points_in_headless_chromium(fortunes_map_inputs):
     from PIL import Image
 
@@ -92,12 +126,51 @@ def test_hover_shows_a_thumbnail_for_an_image_and_escaped_text_for_a_text(tmp_pa
     from zoo.embedding_map import hover_details
 
     Image.fromarray(np.zeros((300, 200, 3), np.uint8)).save(tmp_path / "a.png")
-    image_detail, missing = hover_details([str(tmp_path / "a.png"), str(tmp_path / "gone.png")])
+    image_detail, missing = hover_details([str(tmp_path / "a.png"), str(tmp_path / "gone.png")], roots=[tmp_path])
     payload = image_detail.split("base64,")[1].rstrip("'>")
     with Image.open(io.BytesIO(base64.b64decode(payload))) as thumb:
         assert max(thumb.size) == 96
     assert missing == ""
     assert hover_details([0], ["<b>fish</b> & chips"]) == ["&lt;b&gt;fish&lt;/b&gt; &amp; chips"]
+
+
+def test_thumbnails_come_only_from_the_folders_the_user_passed(tmp_path):
+    from PIL import Image
+
+    from zoo.embedding_map import hover_details
+
+    inside, outside = tmp_path / "photos", tmp_path / "private"
+    inside.mkdir()
+    outside.mkdir()
+    Image.new("RGB", (40, 30), "red").save(inside / "a.png")
+    Image.new("RGB", (40, 30), "blue").save(outside / "secret.png")
+    (inside / "link.png").symlink_to(outside / "secret.png")
+    ids = [str(inside / "a.png"), str(outside / "secret.png"), str(inside / "link.png"),
+           str(inside / ".." / "private" / "secret.png")]
+    shown = hover_details(ids, roots=[inside])
+    assert shown[0].startswith("<img") and shown[1:] == ["", "", ""]
+    assert hover_details(ids) == ["", "", "", ""]  # no folder passed: ids only
+
+
+def test_an_oversized_image_gets_no_thumbnail_and_is_named(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from zoo.embedding_map import hover_details
+
+    Image.new("RGB", (300, 300), "red").save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    with pytest.warns(UserWarning, match=r"no thumbnail for .*big\.png: .*MAX_IMAGE_PIXELS"):
+        assert hover_details([str(tmp_path / "big.png")], roots=[tmp_path]) == [""]
+
+
+def test_inputs_whose_texts_are_not_the_embedded_ones_are_refused(minilm, tmp_path, capsys):
+    (tmp_path / "t.txt").write_text("first line\nsecond line\nthird line\n")
+    embed_to_file(minilm, open_inputs(str(tmp_path / "t.txt")), tmp_path / "t.parquet", progress=False)
+    (tmp_path / "other.txt").write_text("first line\nsecond line, edited\nthird line\n")
+    assert main(["map", str(tmp_path / "t.parquet"), "-o", str(tmp_path / "m.html"), "--inputs",
+                 str(tmp_path / "other.txt"), "--method", "pca"]) == 1
+    err = capsys.readouterr().err
+    assert "the text of id 1 is not the one embedded in row 1" in err and not (tmp_path / "m.html").exists()
 
 
 def test_umap_without_umap_learn_says_what_to_install(monkeypatch):

@@ -211,11 +211,54 @@ def test_scores_are_cosines_even_where_the_model_does_not_normalise(tiny_bert_di
     hits = search.open_index(tmp_path / "idx").search(["a kitten asleep"], k=3, model=model)[0]
     assert [int(h.id) for h in hits] == list(np.argsort(-cosines)[:3])
     np.testing.assert_allclose([h.score for h in hits], np.sort(cosines)[::-1][:3], atol=1e-5)
-    meta = json.loads((tmp_path / "idx" / search.META_FILE).read_text())
-    assert meta["metric"] == "cosine"
-    del meta["metric"]  # as an index written before zoo recorded its metric
-    (tmp_path / "idx" / search.META_FILE).write_text(json.dumps(meta))
-    assert search.open_index(tmp_path / "idx").metric == "inner_product"
+    assert json.loads((tmp_path / "idx" / search.META_FILE).read_text())["metric"] == "cosine"
+
+
+def test_an_index_changed_outside_zoo_is_refused_by_file(corpus_parquet, tmp_path):
+    """Ids rotated, vectors replaced by as many others, settings edited by hand, a file cut short:
+    each is named, none answers with wrong neighbours."""
+    import shutil
+
+    import faiss
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    search.build(corpus_parquet, tmp_path / "good")
+
+    def tampered(name, change):
+        folder = tmp_path / name
+        shutil.copytree(tmp_path / "good", folder)
+        change(folder)
+        with pytest.raises(ZooError) as refused:
+            search.open_index(folder)
+        return str(refused.value)
+
+    def rotate_ids(folder):
+        rows = pq.read_table(folder / search.ROWS_FILE)
+        ids = rows.column("id").to_pylist()
+        pq.write_table(rows.set_column(0, "id", pa.array(ids[1:] + ids[:1])), folder / search.ROWS_FILE)
+
+    def replace_vectors(folder):
+        other = faiss.IndexFlatIP(384)
+        other.add(np.random.default_rng(0).standard_normal((len(CORPUS), 384)).astype(np.float32))
+        faiss.write_index(other, str(folder / search.INDEX_FILE))
+
+    def edit_pool(folder):
+        meta = json.loads((folder / search.META_FILE).read_text())
+        meta["provenance"]["pool"] = "cls"
+        (folder / search.META_FILE).write_text(json.dumps(meta))
+
+    def cut_short(folder):
+        data = (folder / search.INDEX_FILE).read_bytes()
+        (folder / search.INDEX_FILE).write_bytes(data[: len(data) // 2])
+
+    assert "rows.parquet is not the file zoo wrote" in tampered("ids", rotate_ids)
+    assert "index.faiss is not the file zoo wrote" in tampered("vectors", replace_vectors)
+    assert "zoo-index.json was edited after zoo wrote it" in tampered("pool", edit_pool)
+    assert "index.faiss is not the file zoo wrote" in tampered("short", cut_short)
+    assert "is not valid JSON" in tampered("json", lambda f: (f / search.META_FILE).write_text("{not json"))
+    assert "index.faiss is missing" in tampered("gone", lambda f: (f / search.INDEX_FILE).unlink())
+    assert len(search.open_index(tmp_path / "good")) == len(CORPUS)
 
 
 def test_rows_whose_content_another_id_holds_are_named_not_dropped_silently(minilm, tmp_path, capsys):

@@ -351,3 +351,24 @@ def test_images_are_decoded_batch_by_batch(lite0, images, monkeypatch):
     monkeypatch.setattr(lite0.encoder, "decode", counting_decode)
     lite0.featurize(list(images.values()) * 2, batch_size=2)
     assert log == ["decode", "decode", "encode"] * 3
+
+
+def test_only_the_declared_raster_formats_are_decoded():
+    """An EPS (which PIL hands to Ghostscript) or an icon sent as image bytes is refused by name,
+    whatever a data URL or file name says it is; the formats zoo lists still decode."""
+    import io
+
+    from PIL import Image
+
+    from zoo.plugins.vision import IMAGE_FORMATS, decode_image
+
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n0 0 moveto 8 8 lineto stroke\nshowpage\n"
+    icon = io.BytesIO()
+    Image.new("RGB", (16, 16), "red").save(icon, format="ICO")
+    for data in (eps, icon.getvalue()):
+        with pytest.raises(OSError, match=r"as an image zoo reads \(JPEG, PNG, BMP"):
+            decode_image(data)
+    for fmt in ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF"):
+        encoded = io.BytesIO()
+        Image.new("RGB", (8, 8), "blue").save(encoded, format=fmt)
+        assert decode_image(encoded.getvalue()).size == (8, 8) and fmt in IMAGE_FORMATS

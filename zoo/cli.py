@@ -23,7 +23,7 @@ from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .embed import check_embedding_output, default_workers, embed_to_file
 from .embed_options import LAYER_MERGES
 from .embedding_file import read_embeddings
-from .embedding_map import check_map_output, describe, hover_details, project, write_map
+from .embedding_map import check_map_output, describe, hover_details, matching_texts, project, write_map
 from .errors import InputError, RegistryError, ZooError
 from .finetune_config import HEADS, STRATEGIES, FinetuneConfig
 from .hookspecs import RegisterCommand, hookimpl
@@ -285,14 +285,14 @@ def cmd_map(args: argparse.Namespace) -> int:
     emb = read_embeddings(args.embeddings)
     if not emb.provenance:
         raise ZooError(f"{args.embeddings} has no provenance: map a .parquet file that `zoo embed` wrote")
-    texts = None
-    if args.inputs:  # the texts the rows came from, to show on hover
-        source = open_inputs(args.inputs, modality="text", column=args.column)
-        by_id = {str(i): item for i, item in source}
-        texts = [str(by_id.get(str(i), "")) for i in emb.ids]
+    texts, roots = None, []
+    if args.inputs and Path(args.inputs).is_dir():  # image or audio files: thumbnails from under it only
+        roots = [args.inputs]
+    elif args.inputs:  # the texts the rows came from, to show on hover
+        texts = matching_texts(emb, open_inputs(args.inputs, modality="text", column=args.column), args.inputs)
     colors = _color_values(args, emb.ids) if args.color else None
     xy, method = project(emb.rows, args.method)
-    out = write_map(args.output, xy, emb.ids, details=hover_details(emb.ids, texts), colors=colors,
+    out = write_map(args.output, xy, emb.ids, details=hover_details(emb.ids, texts, roots=roots), colors=colors,
                     title=describe(method, len(emb.ids), emb.provenance))
     print(f"wrote {out}: {len(emb.ids)} rows, {method.upper()}{f', colored by {args.color}' if colors else ''}")
     return 0

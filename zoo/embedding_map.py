@@ -14,9 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_path
 from .errors import ZooError
+from .image_files import opened_image
+from .inputs import content_hash
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from .embedding_file import EmbeddingFile
+    from .inputs import InputSource
 
 METHODS = ("auto", "umap", "tsne", "pca")
 TSNE_MAX_ROWS = 5000  # t-SNE's cost grows fast; beyond this PCA (without UMAP installed)
@@ -56,18 +61,40 @@ def project(rows: np.ndarray, method: str = "auto", *, seed: int = 0) -> tuple[n
     return PCA(n_components=2, random_state=seed).fit_transform(rows), method
 
 
-def hover_details(ids: Sequence[Any], texts: Sequence[str] | None = None) -> list[str]:
-    """Per row, what the hover shows under its id: its text (shortened), or a thumbnail of the
-    image file its id names, as HTML."""
+def hover_details(ids: Sequence[Any], texts: Sequence[str] | None = None, *,
+                  roots: Sequence[str | os.PathLike[str]] = ()) -> list[str]:
+    """Per row, what the hover shows under its id, as HTML: its text (shortened), or a thumbnail of
+    the image file its id names when that file lies under one of ``roots`` (the folders the user
+    passed; symlinks are followed before the check), never from any other path an id names."""
+    allowed = [Path(root).resolve() for root in roots]
     details = []
     for i, item in enumerate(ids):
         if texts is not None:
             details.append(html.escape(_shorten(texts[i])))
-        elif isinstance(item, str) and os.path.isfile(item):
+        elif isinstance(item, str) and allowed and _under(item, allowed) and os.path.isfile(item):
             details.append(_thumbnail(item))
         else:
             details.append("")
     return details
+
+
+def matching_texts(embeddings: EmbeddingFile, source: InputSource, name: str) -> list[str]:
+    """Each row's text from ``source`` (by id), refused where a text is not the one embedded: its
+    hash differs from the row's recorded ``content_sha256``, so the hover would show another row's
+    text."""
+    by_id = {str(i): item for i, item in source}
+    texts = [str(by_id.get(str(i), "")) for i in embeddings.ids]
+    for position, (row_id, recorded) in enumerate(zip(embeddings.ids, embeddings.hashes or [])):
+        if str(row_id) in by_id and recorded and content_hash(by_id[str(row_id)], source.kind) != recorded:
+            raise ZooError(f"--inputs {name}: the text of id {row_id} is not the one embedded in row {position} "
+                           f"of {embeddings.path.name} (its sha256 differs from the row's content_sha256): pass "
+                           "the file the embeddings were made from")
+    return texts
+
+
+def _under(file: str, roots: Sequence[Path]) -> bool:
+    real = Path(file).resolve()
+    return any(real.is_relative_to(root) for root in roots)
 
 
 def check_map_output(path: str | os.PathLike[str]) -> Path:
@@ -112,7 +139,9 @@ def _write_html(path: Path, xy: np.ndarray, ids: Sequence[Any], details: Sequenc
               "p.on('plotly_hover',function(e){var d=e.points[0].customdata;"
               "h.innerHTML='<b>'+d[0].replace(/</g,'&lt;')+'</b><br>'+d[1];});")
     page = figure.to_html(include_plotlyjs=True, full_html=True, post_script=script)
-    path.write_text(page.replace("</body>", panel + "</body>", 1), encoding="utf-8")
+    # Before the plot: plotly's script (and the handler in it) runs where the plot's div is, and the
+    # panel must exist by then.
+    path.write_text(page.replace("<body>", "<body>" + panel, 1), encoding="utf-8")
 
 
 def _write_png(path: Path, xy: np.ndarray, colors: Sequence[Any] | None, title: str) -> None:
@@ -148,14 +177,19 @@ def _shorten(text: str, limit: int = 300) -> str:
 
 
 def _thumbnail(file: str) -> str:
-    from PIL import Image, UnidentifiedImageError
+    """A small JPEG of the image, inline; none for a file that is not an image zoo reads, and none
+    (named in a warning) for one over PIL's pixel limit."""
+    import warnings
 
     try:
-        with Image.open(file) as image:
+        with opened_image(file) as image:
             image.thumbnail((_THUMB, _THUMB))
             buffer = io.BytesIO()
             image.convert("RGB").save(buffer, format="JPEG", quality=80)
-    except (OSError, UnidentifiedImageError):
+    except ValueError as exc:
+        warnings.warn(f"no thumbnail for {file}: {exc}", UserWarning, stacklevel=3)
+        return ""
+    except OSError:  # not an image zoo reads, or unreadable: the hover shows the id alone
         return ""
     return f"<img src='data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}'>"
 

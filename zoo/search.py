@@ -7,10 +7,11 @@
 
 An index is a folder: ``index.faiss`` (the vectors), ``rows.parquet`` (each row's id, input
 content hash and source file) and ``zoo-index.json`` (the provenance of the embeddings, the kind
-of index, the metric and the row count, checked against the other two when it opens). Scores are
+of index, the metric, the row count and the sha256 of the other two files, sealed by a digest of
+its own content). Opening an index checks all of it, so a file replaced, edited or cut short
+outside zoo is refused by name rather than answering with wrong neighbours. Scores are
 cosine similarities whether or not the model normalises its rows (rows and queries are stored and
-compared at unit length), as ``zoo dedup`` reports them; an index written before zoo recorded its
-metric keeps the raw inner product it was built with. Every embedding that
+compared at unit length), as ``zoo dedup`` reports them. Every embedding that
 meets the index (added rows, queries) must come from the same model, revision, weights, pooling,
 normalisation and layers, or :class:`~zoo.errors.ProvenanceMismatchError` names both sides.
 
@@ -21,6 +22,7 @@ extra (``pip install 'zoo-models[search]'``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from .atomic import atomic_path, write_json_atomic
 from .embed_options import recorded_settings
 from .embedding_file import embedding_batches, float_provenance, unit_rows
 from .errors import ProvenanceMismatchError, ZooError
+from .integrity import sha256_file
 from .loader import load
 from .provenance import weights_provenance
 from .registry import get_registry
@@ -48,8 +51,7 @@ GUARDED = ("model", "revision", "sha256", "pool", "normalize", "embed_dim", "lay
 
 @dataclass
 class Hit:
-    """One neighbour: its id, its score (the cosine similarity; the raw inner product in an index
-    written before zoo recorded its metric) and the embedding file it came from."""
+    """One neighbour: its id, its score (the cosine similarity) and the embedding file it came from."""
 
     id: str
     score: float
@@ -70,7 +72,7 @@ class Index:
     _model: Model | None = field(default=None, repr=False)
     #: after :meth:`add`: ``(id, held id)`` of each row left out because another id holds its content
     same_content: list[tuple[str, str]] = field(default_factory=list, repr=False)
-    #: ``cosine`` (rows stored at unit length) or ``inner_product`` (indexes written before)
+    #: ``cosine``: rows are stored, and queries compared, at unit length
     metric: str = "cosine"
 
     def __len__(self) -> int:
@@ -159,9 +161,10 @@ class Index:
         rows = pa.table({"id": self.ids, "content_sha256": pa.array(self.hashes, pa.string()), "source": self.sources})
         with atomic_path(self.path / ROWS_FILE) as tmp:
             pq.write_table(rows, tmp)
-        write_json_atomic(self.path / META_FILE, {"provenance": self.provenance, "kind": self.kind,
-                                                  "metric": self.metric, "rows": len(self),
-                                                  "dim": self.faiss_index.d})
+        meta = {"provenance": self.provenance, "kind": self.kind, "metric": self.metric, "rows": len(self),
+                "dim": self.faiss_index.d, "sha256": {name: sha256_file(self.path / name)
+                                                      for name in (INDEX_FILE, ROWS_FILE)}}
+        write_json_atomic(self.path / META_FILE, {**meta, "seal": _seal(meta)})
 
 
 def _refuse_non_finite(parquet: str | os.PathLike[str]) -> None:
@@ -197,23 +200,52 @@ def build(parquet: str | os.PathLike[str], output: str | os.PathLike[str], *, ki
 
 
 def open_index(path: str | os.PathLike[str]) -> Index:
-    """An index ``build`` wrote, checked whole: its three files agree on the row count."""
+    """An index ``build`` wrote, checked whole: its metadata's seal, each file's sha256 and the
+    row counts; anything changed outside zoo is a :class:`~zoo.errors.ZooError` naming the file."""
     import pyarrow.parquet as pq
 
     faiss = faiss_module()
     folder = Path(path)
-    if not (folder / META_FILE).is_file():
-        raise ZooError(f"{folder} is not a zoo index (no {META_FILE}); "
-                       f"build one with `zoo index EMB.parquet -o {folder}`")
-    meta = json.loads((folder / META_FILE).read_text())
-    raw = faiss.read_index(str(folder / INDEX_FILE))
-    rows = pq.read_table(folder / ROWS_FILE)
+    meta = _read_meta(folder)
+    for name, digest in meta["sha256"].items():
+        if not (folder / name).is_file():
+            raise ZooError(f"{folder / name} is missing; rebuild the index with `zoo index EMB.parquet -o {folder}`")
+        if sha256_file(folder / name) != digest:
+            raise ZooError(f"{folder / name} is not the file zoo wrote (its sha256 differs from the one "
+                           f"{META_FILE} records): it was changed or replaced; rebuild the index with `zoo index`")
+    try:
+        raw = faiss.read_index(str(folder / INDEX_FILE))
+        rows = pq.read_table(folder / ROWS_FILE)
+    except (RuntimeError, OSError, ValueError) as exc:  # faiss raises RuntimeError, arrow ArrowInvalid (ValueError)
+        raise ZooError(f"{folder} holds a file zoo cannot read ({type(exc).__name__}: {exc}); rebuild the index "
+                       "with `zoo index`") from None
     if not raw.ntotal == rows.num_rows == meta["rows"]:
-        raise ZooError(f"{folder} is inconsistent ({raw.ntotal} vectors, {rows.num_rows} rows, "
-                       f"{meta['rows']} recorded): an update was interrupted; rebuild it with `zoo index`")
+        raise ZooError(f"{folder} is inconsistent ({raw.ntotal} vectors, {rows.num_rows} rows, {meta['rows']} "
+                       "recorded): an update was interrupted; rebuild it with `zoo index`")
     return Index(folder, raw, meta["provenance"], meta["kind"], rows.column("id").to_pylist(),
-                 rows.column("content_sha256").to_pylist(), rows.column("source").to_pylist(),
-                 metric=meta.get("metric", "inner_product"))
+                 rows.column("content_sha256").to_pylist(), rows.column("source").to_pylist(), metric=meta["metric"])
+
+
+def _seal(meta: dict[str, Any]) -> str:
+    """A digest of the metadata's content: an edit by hand (a pooling, a row count) breaks it."""
+    return hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    """``zoo-index.json``, checked against its seal."""
+    path = folder / META_FILE
+    if not path.is_file():
+        raise ZooError(f"{folder} is not a zoo index (no {META_FILE}); build one with "
+                       f"`zoo index EMB.parquet -o {folder}`")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ZooError(f"{path} is not valid JSON ({exc}); rebuild the index with `zoo index`") from None
+    seal = meta.pop("seal", None) if isinstance(meta, dict) else None
+    if seal is None or seal != _seal(meta):
+        raise ZooError(f"{path} was edited after zoo wrote it (its seal does not match its content): its settings "
+                       "cannot be trusted to describe the vectors; rebuild the index with `zoo index`")
+    return meta
 
 
 def embed_queries(model: Model, queries: list[Any], provenance: dict[str, Any]) -> np.ndarray:
