@@ -302,3 +302,13 @@ def test_sklearn_learns_int8_buckets_on_fit(minilm):
         np.testing.assert_allclose(cut.transform(test), minilm.featurize(test, prompt_text="query: ", truncate_dim=128),
                                    atol=1e-6)
         assert cut.n_features_out_ == 128 and len(cut.get_feature_names_out()) == 128
+
+
+def test_settings_left_at_their_default_go_with_resolved_options(minilm):
+    """zoo.ray and other callers pass normalize=None / pool=None beside options=: None is the
+    default, not a second setting; a real value beside options= is refused."""
+    options = minilm.embed_options(truncate_dim=128)
+    rows, _ = minilm.featurize_with_report(TEXTS[:2], options=options, normalize=None, pool=None)
+    np.testing.assert_array_equal(rows, minilm.featurize(TEXTS[:2], truncate_dim=128))
+    with pytest.raises(TypeError, match="pass options= or the settings themselves"):
+        minilm.featurize_with_report(TEXTS[:2], options=options, pool="cls")

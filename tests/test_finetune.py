@@ -310,3 +310,14 @@ def test_cli_finetune_from_a_class_folder_and_from_jsonl(tmp_path, faces):
         assert trained.labels == ["neg", "pos"]
         assert trained.predict(["I love it", "awful"]) == [trained.labels[i] for i in
                                                             trained.predict_proba(["I love it", "awful"]).argmax(1)]
+
+
+def test_a_finetuned_model_names_its_own_folder_and_runs_on_pytorch(minilm, tmp_path):
+    from zoo.errors import UnsupportedOptionError
+
+    minilm.finetune((["tea", "coffee", "rain", "snow"], ["drink", "drink", "sky", "sky"]), strategy="linear-probe",
+                    epochs=1, output_dir=tmp_path / "run", progress=False)
+    tuned = zoo.load(tmp_path / "run", device="cpu")
+    assert tuned.files.root.resolve() == (tmp_path / "run").resolve() != minilm.files.root.resolve()
+    with pytest.raises(UnsupportedOptionError, match="is finetuned: runtime='onnx' serves pretrained models"):
+        zoo.load(tmp_path / "run", device="cpu", runtime="onnx")

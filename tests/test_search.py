@@ -90,6 +90,8 @@ def test_image_queries_find_a_resized_copy(tmp_path):
         with Image.open(folder / f"{name}.png") as photo:
             photo.resize((photo.width // 2, photo.height // 2)).save(query, quality=80)
         assert index.search([str(query)], k=1, model=model)[0][0].id == str(folder / f"{name}.png")
+    in_memory = Image.fromarray(skimage_data.chelsea()).resize((200, 150))  # not a path: the model's own tower
+    assert index.search([in_memory], k=1, model=model)[0][0].id == str(folder / "chelsea.png")
     with pytest.raises(ValueError, match=r"query 0 \('a photo of coffee'\) is not a file, but efficientnet-lite0 "
                                          "embeds vision inputs"):
         index.search(["a photo of coffee"], k=1, model=model)
@@ -258,6 +260,13 @@ def test_an_index_changed_outside_zoo_is_refused_by_file(corpus_parquet, tmp_pat
     assert "index.faiss is not the file zoo wrote" in tampered("short", cut_short)
     assert "is not valid JSON" in tampered("json", lambda f: (f / search.META_FILE).write_text("{not json"))
     assert "index.faiss is missing" in tampered("gone", lambda f: (f / search.INDEX_FILE).unlink())
+
+    def as_written_before_digests(folder):
+        meta = json.loads((folder / search.META_FILE).read_text())
+        kept = {k: v for k, v in meta.items() if k not in ("seal", "sha256")}
+        (folder / search.META_FILE).write_text(json.dumps(kept))
+
+    assert "written by an earlier zoo" in tampered("old", as_written_before_digests)
     assert len(search.open_index(tmp_path / "good")) == len(CORPUS)
 
 

@@ -132,3 +132,23 @@ def test_a_huge_text_is_refused_by_index_before_it_reaches_the_model(minilm):
         assert "--max-text-chars" in refused.json()["error"]["message"]
         assert _metric(client, 'zoo_forward_passes{model="m"}') == 0
         assert client.post("/v1/embeddings", json={"model": "m", "input": ["x" * 1000]}).status_code == 200
+
+
+def test_a_request_alone_is_admitted_whatever_its_size_and_mixed_kinds_count_once(open_clip_dir):
+    """A request with texts and images to an image-text model, larger than --max-queue, on an idle
+    server: admitted (a request alone is never refused forever)."""
+    import base64 as b64
+    import io
+
+    from PIL import Image
+
+    import zoo
+
+    model = zoo.load(str(open_clip_dir), device="cpu")
+    png = io.BytesIO()
+    Image.new("RGB", (32, 32), "green").save(png, format="PNG")
+    url = "data:image/png;base64," + b64.b64encode(png.getvalue()).decode()
+    with TestClient(create_app({"clip": model}, max_queue=3)) as client:
+        answer = client.post("/v1/embeddings", json={"model": "clip", "input": ["a", "b", url, url, "c"]})
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["data"]) == 5

@@ -123,6 +123,9 @@ def load(
     registry = get_registry()
     model = _load(_resolve(name, registry), registry, device=resolve_device(device), dtype=dtype, options=options)
     try:
+        if model.head is not None and runtime != "torch":  # its export would be keyed by the base's weights
+            raise UnsupportedOptionError(f"{model.name} is finetuned: runtime={runtime!r} serves pretrained "
+                                         "models; load it with runtime='torch'")
         model.compiled = compile_encoder(model.encoder, runtime)
     except UnsupportedOptionError as exc:
         if chosen:

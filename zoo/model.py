@@ -70,12 +70,13 @@ class Model:
     """
 
     def __init__(self, encoder: Encoder, *, decoders: Mapping[str, Callable[[Any], Any]] | None = None,
-                 spec: ModelSpec | None = None, head: Head | None = None) -> None:
+                 spec: ModelSpec | None = None, head: Head | None = None, files: ModelFiles | None = None) -> None:
         """Hold ``encoder`` (and the other towers it names), each bound to its modality's decoder:
         ``decoders`` by tower name, else looked up once in the registry."""
         self.encoder = encoder
         self.spec = spec or encoder.spec
         self.head = head
+        self._files = files  # a finetuned checkpoint's own folder; else the encoder's
         self.compiled: CompiledEncoder | None = None
         self.last_report = FeaturizeReport()
         self._towers = dict(encoder.towers())
@@ -129,7 +130,8 @@ class Model:
 
     @property
     def files(self) -> ModelFiles | None:
-        return self.encoder.files
+        """Where the model's verified files are: a finetuned checkpoint's folder, or the encoder's."""
+        return self._files if self._files is not None else self.encoder.files
 
     @property
     def preprocess(self) -> Any:
@@ -243,6 +245,7 @@ class Model:
                               options: EmbedOptions | None = None,
                               **settings: Any) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
         """:meth:`featurize`, also returning which inputs were kept and which skipped (and why)."""
+        settings = {name: value for name, value in settings.items() if value is not None}  # None: the default
         if options is None:
             options = self.embed_options(**settings)
         elif settings:

@@ -242,6 +242,9 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ZooError(f"{path} is not valid JSON ({exc}); rebuild the index with `zoo index`") from None
     seal = meta.pop("seal", None) if isinstance(meta, dict) else None
+    if seal is None and isinstance(meta, dict) and "sha256" not in meta:
+        raise ZooError(f"{folder} was written by an earlier zoo, which recorded no digests of its files: rebuild "
+                       "it with `zoo index`")
     if seal is None or seal != _seal(meta):
         raise ZooError(f"{path} was edited after zoo wrote it (its seal does not match its content): its settings "
                        "cannot be trusted to describe the vectors; rebuild the index with `zoo index`")
@@ -277,7 +280,10 @@ def _query_towers(model: Model, queries: list[Any]) -> list[str]:
     media = {kind: registry.modality(kind).suffixes for kind in model.towers if kind != "text"}
     kinds = []
     for i, query in enumerate(queries):
-        is_file = isinstance(query, str) and os.path.isfile(query)
+        if not isinstance(query, str):  # an image, a waveform...: the primary tower decodes it
+            kinds.append(model.tower()[0])
+            continue
+        is_file = os.path.isfile(query)
         suffix = Path(query).suffix.lower() if is_file else ""
         if is_file and media:
             kinds.append(next((k for k, suffixes in media.items() if suffix in suffixes), next(iter(media))))

@@ -55,7 +55,7 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
             ``Retry-After`` (the seconds the queue takes to drain at the recent pace).
         body_timeout: a client that sends nothing of its body for this many seconds gets 408.
         api_key: every request but ``GET /health`` must send ``Authorization: Bearer KEY``, or
-            gets OpenAI's 401; None reads ``$ZOO_API_KEY``; unset or empty: no key.
+            gets OpenAI's 401; None or empty reads ``$ZOO_API_KEY``; both unset: no key (said in the log).
         stop_after: shut down by itself after this many seconds (tests, batch jobs).
     """
     _check_settings(max_batch=max_batch, batch_size=batch_size, max_wait_ms=max_wait_ms, max_body_mb=max_body_mb,
@@ -71,9 +71,14 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
     for name, model in models.items():
         log.info("serving %s: %s, %d dimensions, on %s (%s)", name, model.modality, model.embed_dim, model.device,
                  model.runtime)
+    if (api_key or "").strip() or serve_api_key():
+        log.info("every request but GET /health needs the API key")
+    else:
+        log.info("no API key is asked: anyone who reaches %s:%d may embed (zoo serve --api-key or ZOO_API_KEY)",
+                 host, port)
     app = create_app(models, max_batch=max_batch, max_wait_ms=max_wait_ms, batch_size=batch_size,
                      max_body_bytes=int(max_body_mb * 2**20), max_inputs=max_inputs, max_queue=max_queue,
-                     body_timeout=body_timeout, api_key=api_key if api_key is not None else serve_api_key(),
+                     body_timeout=body_timeout, api_key=(api_key or "").strip() or serve_api_key(),
                      max_text_chars=max_text_chars)
     # zoo's own access log (one JSON line per request, with its id) replaces uvicorn's
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30,

@@ -212,6 +212,11 @@ async def _embed(entry: Served, request: EmbeddingRequest) -> tuple[np.ndarray, 
 
     kinds = sorted({kind for kind, _ in request.items})
     options = {kind: _options(entry, kind, request.dimensions) for kind in kinds}
+    try:
+        entry.batcher.admit(len(request.items))
+    except QueueFull as full:  # the server is busy, not broken: the client retries (openai's client does, on 429)
+        raise RequestError(429, f"{entry.name} is busy: {full}; retry after {full.retry_after} s (zoo serve "
+                           "--max-queue)", code="queue_full", headers={"retry-after": str(full.retry_after)}) from None
     positions = {kind: [i for i, (k, _) in enumerate(request.items) if k == kind] for kind in kinds}
 
     async def rows_of(kind: str) -> tuple[np.ndarray, int]:
@@ -224,10 +229,6 @@ async def _embed(entry: Served, request: EmbeddingRequest) -> tuple[np.ndarray, 
     bad = sorted((p for p in parts if isinstance(p, ItemError)), key=lambda e: e.index)
     if bad:  # the first bad input of the request, whichever kind's pass ended first
         raise RequestError(400, f"input[{bad[0].index}]: {bad[0].reason}", f"input[{bad[0].index}]", "bad_input")
-    full = next((p for p in parts if isinstance(p, QueueFull)), None)
-    if full is not None:  # the server is busy, not broken: the client retries (openai's client does, on 429)
-        raise RequestError(429, f"{entry.name} is busy: {full}; retry after {full.retry_after} s (zoo serve "
-                           "--max-queue)", code="queue_full", headers={"retry-after": str(full.retry_after)})
     answers = [p for p in parts if not isinstance(p, BaseException)]
     failed = next((p for p in parts if isinstance(p, BaseException)), None)
     if failed is not None:  # the batcher logged it with its traceback; the client hears what failed

@@ -96,14 +96,19 @@ class Batcher:
             self._queue.put(_STOP)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
+    def admit(self, count: int) -> None:
+        """Raise :class:`QueueFull` when ``count`` more inputs would pass ``max_queue``. Called once
+        per request, before any of its jobs is queued; a request alone in the queue is always
+        admitted (``max_inputs`` bounds its size), so none is refused forever."""
+        if self.max_queue is not None and self.waiting and self.waiting + count > self.max_queue:
+            drain = self.waiting / self._pace if self._pace > 0 else 1.0
+            raise QueueFull(self.waiting, self.max_queue, max(1, math.ceil(drain)))
+
     async def embed(self, items: list[Any], key: Hashable) -> tuple[np.ndarray, int]:
         """Rows for ``items`` (in order), computed with whatever else is waiting, and their
         token count (0 when the model has no tokenizer to count with); raises
         :class:`ItemError` for the first bad item of this request. Jobs queued before
         :meth:`start` wait for it."""
-        if self.max_queue is not None and self.waiting and self.waiting + len(items) > self.max_queue:
-            drain = self.waiting / self._pace if self._pace > 0 else 1.0
-            raise QueueFull(self.waiting, self.max_queue, max(1, math.ceil(drain)))
         job = _Job(items, key, asyncio.get_running_loop().create_future())
         self.waiting += len(items)
         self._queue.put(job)

@@ -60,4 +60,4 @@ class FinetunedCheckpoint(Encoder):
         load_tensors(module, files.root / head_info["file"])
         spec = spec.replace(modality=base.modality, normalize=base.spec.normalize, pooling=manifest.get("pool"))
         return Model(base.encoder, decoders={kind: tower.decode for kind, tower in base.towers.items()}, spec=spec,
-                     head=Head(module, list(manifest["labels"]), manifest.get("pool")))
+                     head=Head(module, list(manifest["labels"]), manifest.get("pool")), files=files)
