@@ -165,6 +165,7 @@ def ensure_export(adapter: Encoder, pool: str | None, runtime: str) -> Callable[
     from filelock import FileLock
 
     key = export_key(adapter, pool)
+    plan = adapter.export_plan()  # the batches to trace and check on, built once
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     folder = zoo_home() / "compiled" / digest
     (zoo_home() / "locks").mkdir(parents=True, exist_ok=True)
@@ -172,15 +173,15 @@ def ensure_export(adapter: Encoder, pool: str | None, runtime: str) -> Callable[
         held = _trusted(folder, key)
         if held is not None:
             runner = _runner(held, runtime)
-            if parity(adapter, pool, runner) >= MIN_COSINE:
+            if parity(adapter, pool, runner, plan) >= MIN_COSINE:
                 return runner
         for stale in (folder, *folder.parent.glob(f".{digest}.*")):  # a failed check, or a killed export
             shutil.rmtree(stale, ignore_errors=True)
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{digest}.", dir=folder.parent))
         try:
-            export = _export(adapter, pool, staging, key)
-            worst = parity(adapter, pool, _runner(export, runtime))
+            export = _export(adapter, pool, plan, staging, key)
+            worst = parity(adapter, pool, _runner(export, runtime), plan)
             if worst < MIN_COSINE:
                 raise ZooError(f"the {runtime} export of {adapter.name} (pool {pool!r}) does not give PyTorch's "
                                f"rows: lowest cosine {worst:.6f} < {MIN_COSINE}; load it with runtime='torch'")
@@ -207,11 +208,10 @@ def _trusted(folder: Path, key: dict[str, Any]) -> Export | None:
     return Export(folder, inputs, tuple(recorded))
 
 
-def _export(adapter: Encoder, pool: str | None, folder: Path, key: dict[str, Any]) -> Export:
+def _export(adapter: Encoder, pool: str | None, plan: ExportPlan, folder: Path, key: dict[str, Any]) -> Export:
     """Trace and fuse into ``folder``, and record the graph's inputs and each file's sha256."""
     import onnx
 
-    plan = adapter.export_plan()
     _onnx_export(adapter, pool, plan, folder / _PLAIN)
     # The exporter drops inputs the graph does not use (token_type_ids of some models): feed what it kept.
     inputs = tuple(i.name for i in onnx.load(str(folder / _PLAIN), load_external_data=False).graph.input)
@@ -290,7 +290,7 @@ def _quiet_logging(name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def parity(adapter: Encoder, pool: str | None, run: Callable[[Any], torch.Tensor]) -> float:
+def parity(adapter: Encoder, pool: str | None, run: Callable[[Any], torch.Tensor], plan: ExportPlan) -> float:
     """The lowest cosine between ``run`` and PyTorch's ``encode_batch`` on the adapter's check
     batches (other sizes and padded lengths than the traced one). A row of the wrong shape, not
     finite, or of another length (beyond 0.1%) counts as -1."""
@@ -298,7 +298,7 @@ def parity(adapter: Encoder, pool: str | None, run: Callable[[Any], torch.Tensor
 
     worst = 1.0
     with torch.inference_mode():
-        for batch in adapter.export_plan().examples[1:]:
+        for batch in plan.examples[1:]:
             ours, theirs = run(batch), adapter.encode_batch(batch, pool=pool).float()
             if ours.shape != theirs.shape or not bool(torch.isfinite(ours).all()):
                 return -1.0

@@ -150,7 +150,7 @@ def _load(spec: ModelSpec, registry: Registry, *, device: str, dtype: Any, optio
                           "zoo_load_pretrained implementation returned None")
     if isinstance(loaded, Model):
         return loaded
-    return Model(loaded, decoders={kind: registry.modality(kind).decode for kind in loaded.towers()})
+    return Model(loaded)  # binds each tower's decoder from the registry
 
 
 def info(name: str) -> dict[str, Any]:

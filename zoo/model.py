@@ -69,10 +69,10 @@ class Model:
         last_report: what the last verb run over inputs kept and skipped (and why).
     """
 
-    def __init__(self, encoder: Encoder, *, decoders: Mapping[str, Callable[[Any], Any]] | None = None,
-                 spec: ModelSpec | None = None, head: Head | None = None, files: ModelFiles | None = None) -> None:
-        """Hold ``encoder`` (and the other towers it names), each bound to its modality's decoder:
-        ``decoders`` by tower name, else looked up once in the registry."""
+    def __init__(self, encoder: Encoder, *, spec: ModelSpec | None = None, head: Head | None = None,
+                 files: ModelFiles | None = None) -> None:
+        """Hold ``encoder`` (and the other towers it names), each bound once to its modality's
+        decoder from the registry."""
         self.encoder = encoder
         self.spec = spec or encoder.spec
         self.head = head
@@ -80,10 +80,8 @@ class Model:
         self.compiled: CompiledEncoder | None = None
         self.last_report = FeaturizeReport()
         self._towers = dict(encoder.towers())
-        if decoders is None:
-            decoders = {kind: get_registry().modality(kind).decode for kind in self._towers}
         for kind, tower in self._towers.items():
-            tower.decode = decoders[kind]
+            tower.decode = get_registry().modality(kind).decode
         if head is not None:
             head.module.to(encoder.device).eval()
 
@@ -151,10 +149,8 @@ class Model:
     def labels(self) -> list[Any] | None:
         """The classes of :meth:`predict_proba`'s columns (the finetuned head's, else those of the
         head the weights ship with), or None for a model with no classifier."""
-        if self.head is not None:
-            return self.head.labels
-        own = self.encoder.classifier()
-        return own[1] if own is not None else None
+        classifier = self._classifier()
+        return classifier[1] if classifier is not None else None
 
     def tower(self, kind: str | None = None) -> tuple[str, Encoder]:
         """``(name, encoder)`` of the tower for inputs of modality ``kind`` (None: the primary)."""
@@ -174,8 +170,8 @@ class Model:
         """Every setting of a row, checked against this model once: see :meth:`featurize`."""
         kind, encoder = self.tower(tower)
         primary = kind == self.tower()[0]
-        if pool is None and primary and self.spec.pooling != encoder.spec.pooling:
-            pool = self.spec.pooling  # a finetuned head's pooling
+        if pool is None and primary and self.head is not None:
+            pool = self.head.pool  # what the head was trained on
         chosen_pool = encoder.resolve_pool(pool)
         options = build_options(self.spec, dim=self.embed_dim, layer_dims=encoder.layer_dims,
                                 takes_text=kind == "text", prompt=prompt, prompt_text=prompt_text,
@@ -319,21 +315,22 @@ class Model:
                       ) -> np.ndarray | torch.Tensor:
         """Class probabilities ``(N, len(self.labels))`` from the finetuned head, or from the
         classifier the weights ship with (an ImageNet head); column ``i`` is ``self.labels[i]``."""
-        logits, labels = self._classifier()
+        classifier = self._classifier()
+        if classifier is None:
+            raise UnsupportedOptionError(f"{self.name} has no classifier head: pass labels= to predict or call "
+                                         "classify(inputs, labels) for zero-shot, or finetune a head")
+        logits, labels = classifier
         return self._run(self.encoder, inputs, encode=lambda batch: logits(batch).float().softmax(-1),
                          dim=len(labels), decode=self.encoder.input_decoder(), batch_size=batch_size, normalize=False,
                          return_tensors=return_tensors, progress=progress, on_error=on_error, desc="predict")[0]
 
-    def _classifier(self) -> tuple[Callable[[Any], torch.Tensor], list[Any]]:
+    def _classifier(self) -> tuple[Callable[[Any], torch.Tensor], list[Any]] | None:
+        """``(logits of a batch, class names)``: the finetuned head's, else the weights' own, else None."""
         head, encoder = self.head, self.encoder
-        if head is not None:
-            normalize = bool(encoder.spec.normalize)
-            return (lambda batch: head.module(features(encoder, batch, head.pool, normalize))), head.labels
-        own = encoder.classifier()
-        if own is None:
-            raise UnsupportedOptionError(f"{self.name} has no classifier head: pass labels= to predict or call "
-                                         "classify(inputs, labels) for zero-shot, or finetune a head")
-        return own
+        if head is None:
+            return encoder.classifier()
+        normalize = bool(encoder.spec.normalize)
+        return (lambda batch: head.module(features(encoder, batch, head.pool, normalize))), head.labels
 
     def predict(self, inputs: Iterable[Any], labels: Sequence[str] | None = None, **kwargs: Any) -> list[Any]:
         """The most probable label of each input: among ``labels`` zero-shot when given (the
@@ -341,7 +338,8 @@ class Model:
         if labels is not None:
             return [labels[i] for i in self.classify(inputs, labels, **kwargs).argmax(1)]
         probs = self.predict_proba(inputs, **kwargs)
-        return [self._classifier()[1][i] for i in probs.argmax(1)]
+        names = cast("list[Any]", self.labels)  # predict_proba has raised where there is no classifier
+        return [names[i] for i in probs.argmax(1)]
 
     # -- finetuning and saving ------------------------------------------------------------------
 

@@ -264,7 +264,8 @@ def embed_queries(model: Model, queries: list[Any], provenance: dict[str, Any]) 
     out = np.empty((len(queries), int(provenance["embed_dim"])), dtype=np.float32)
     for kind in dict.fromkeys(kinds):
         chosen = [i for i, k in enumerate(kinds) if k == kind]
-        settings = recorded if kind == provenance.get("tower", model.tower()[0]) else {**recorded, "pool": None}
+        # the index's rows came through the primary tower: its pooling applies there only
+        settings = recorded if kind == model.tower()[0] else {**recorded, "pool": None}
         options = model.embed_options(tower=kind, **settings)
         out[chosen] = model.featurize([queries[i] for i in chosen], options=options, progress=False)
     return out

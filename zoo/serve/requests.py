@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import did_you_mean
 
-# A data URL's header; one whose MIME type no modality registered is text.
+# A data URL's header; one whose MIME type no modality registered is refused, not read as text.
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
 
 # The fields of OpenAI's embeddings request ("user" is accepted and unused, as OpenAI documents it).
@@ -98,13 +98,16 @@ def _item(index: int, value: Any, modality_of_media: Callable[[str], str | None]
         raise RequestError(400, f"input[{index}] is {what}; send text, or an image or audio as a data URL",
                            f"input[{index}]")
     url = _DATA_URL.match(value)
-    kind = modality_of_media(url.group(1)) if url is not None else None
-    if url is None or kind is None:  # text, even text that starts with "data:"
+    if url is None:  # text, even text that starts with "data:"
         if len(value) > max_text_chars:  # tokenising it would hold the model; truncation keeps far less
             raise RequestError(400, f"input[{index}] is a text of {len(value)} characters; this server takes at most "
                                f"{max_text_chars} (zoo serve --max-text-chars): cut it, or send it as several "
                                "inputs", f"input[{index}]", "too_long")
         return "text", value, "text"
+    kind = modality_of_media(url.group(1))
+    if kind is None:  # not read as text either: its base64 would be embedded as words
+        raise RequestError(400, f"input[{index}] is a data URL of type {url.group(1)}, which no modality of this "
+                           "server takes; send an image or audio data URL, or a text as itself", f"input[{index}]")
     try:
         return kind, base64.b64decode(value[url.end():], validate=True), url.group(1).lower()
     except (binascii.Error, ValueError):

@@ -59,5 +59,5 @@ class FinetunedCheckpoint(Encoder):
                             **head_info.get("options", {}))
         load_tensors(module, files.root / head_info["file"])
         spec = spec.replace(modality=base.modality, normalize=base.spec.normalize, pooling=manifest.get("pool"))
-        return Model(base.encoder, decoders={kind: tower.decode for kind, tower in base.towers.items()}, spec=spec,
-                     head=Head(module, list(manifest["labels"]), manifest.get("pool")), files=files)
+        return Model(base.encoder, spec=spec, head=Head(module, list(manifest["labels"]), manifest.get("pool")),
+                     files=files)

@@ -382,5 +382,4 @@ class _Run:
         self.model.model.eval()
         spec = FinetunedCheckpoint.spec_for_path(self.out, manifest)
         spec = spec.replace(normalize=self.model.spec.normalize, pooling=manifest.get("pool"))
-        return Model(self.encoder, decoders={kind: tower.decode for kind, tower in self.model.towers.items()},
-                     spec=spec, head=Head(self.head, list(manifest["labels"]), manifest.get("pool")))
+        return Model(self.encoder, spec=spec, head=Head(self.head, list(manifest["labels"]), manifest.get("pool")))
