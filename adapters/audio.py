@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from zoo.encoder import Encoder
+from zoo.core._encoder import Encoder
 
 if TYPE_CHECKING:
     import torch

@@ -15,16 +15,16 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from zoo.checkpoint import load_state_dict, weights_file
-from zoo.encoder import Built
+from zoo.core._encoder import Built
+from zoo.store._checkpoint import load_state_dict, weights_file
 
 from .audio import AudioAdapter
 
 if TYPE_CHECKING:
     import torch
 
-    from zoo.model_files import ModelFiles
-    from zoo.spec import ModelSpec
+    from zoo.catalog._spec import ModelSpec
+    from zoo.store._model_files import ModelFiles
 
 DEFAULTS = {
     "sample_rate": 16000,

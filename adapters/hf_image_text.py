@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zoo.encoder import Built
+from zoo.core._encoder import Built
 
 from .image_text import ImageTextAdapter
 from .transformers import TransformersFamily, load_model_and_processor
@@ -13,8 +13,8 @@ from .transformers import TransformersFamily, load_model_and_processor
 if TYPE_CHECKING:
     import torch
 
-    from zoo.model_files import ModelFiles
-    from zoo.spec import ModelSpec
+    from zoo.catalog._spec import ModelSpec
+    from zoo.store._model_files import ModelFiles
 
 
 def _embedding(out: Any) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zoo.encoder import Built
+from zoo.core._encoder import Built
 from zoo.errors import ModelFormatError
 
 from .hf_folders import CLASS_TOKEN_TYPES, HEAD_POOLING
@@ -20,8 +20,8 @@ from .transformers import TransformersFamily, load_model_and_processor
 if TYPE_CHECKING:
     import torch
 
-    from zoo.model_files import ModelFiles
-    from zoo.spec import ModelSpec
+    from zoo.catalog._spec import ModelSpec
+    from zoo.store._model_files import ModelFiles
 
 
 class HFVisionAdapter(TransformersFamily, ImageBackboneAdapter):

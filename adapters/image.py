@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from zoo.encoder import Encoder, ExportPlan
+from zoo.core._encoder import Encoder, ExportPlan
 
 from .device_images import DecodesImages, ImageBatcher
 from .fold import fold_batchnorm
@@ -14,7 +14,7 @@ from .fold import fold_batchnorm
 if TYPE_CHECKING:
     import torch
 
-    from zoo.spec import ModelSpec
+    from zoo.catalog._spec import ModelSpec
 
 
 class ImageBackboneAdapter(DecodesImages, Encoder):

@@ -10,15 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from zoo.blocks import default_blocks
-from zoo.encoder import Encoder
+from zoo.core._blocks import default_blocks
+from zoo.core._encoder import Encoder
 
 from .device_images import DecodesImages, ImageBatcher
 
 if TYPE_CHECKING:
     import torch
 
-    from zoo.spec import ModelSpec
+    from zoo.catalog._spec import ModelSpec
 
 
 class ImageTextAdapter(DecodesImages, Encoder):

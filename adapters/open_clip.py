@@ -7,16 +7,16 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.encoder import Built
+from zoo.catalog._spec import ModelSpec, Source, split_revision
+from zoo.core._encoder import Built
 from zoo.errors import UnknownModelError, ZooError, close_matches
-from zoo.spec import ModelSpec, Source, split_revision
 
 from .image_text import ImageTextAdapter
 
 if TYPE_CHECKING:
     import torch
 
-    from zoo.model_files import ModelFiles
+    from zoo.store._model_files import ModelFiles
 
 CONFIG = "open_clip_config.json"
 

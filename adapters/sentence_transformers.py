@@ -15,9 +15,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.encoder import Built, Encoder
+from zoo.core._encoder import Built, Encoder
 from zoo.errors import ModelFormatError, RegistryError, UnsupportedOptionError
-from zoo.manifest import write_manifest
+from zoo.store._manifest import write_manifest
 
 from .hf_folders import read_json
 from .transformers import TransformersAdapter, quiet_progress
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from zoo.model_files import ModelFiles
-    from zoo.spec import ModelSpec
+    from zoo.catalog._spec import ModelSpec
+    from zoo.store._model_files import ModelFiles
 
 # sentence-transformers' Pooling modes (``Pooling.POOLING_MODES``), for pool= overrides.
 ST_POOLING_MODES = ("mean", "cls", "max", "lasttoken", "mean_sqrt_len_tokens", "weightedmean")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from zoo.checkpoint import load_state_dict, weights_file
-from zoo.encoder import Built
+from zoo.catalog._spec import ModelSpec, Source, split_revision
+from zoo.core._encoder import Built
 from zoo.errors import UnknownModelError, ZooError, close_matches
-from zoo.spec import ModelSpec, Source, split_revision
+from zoo.store._checkpoint import load_state_dict, weights_file
 
 from .hf_folders import FolderFormat
 from .image import ImageBackboneAdapter
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     import torch
 
-    from zoo.model_files import ModelFiles
+    from zoo.store._model_files import ModelFiles
 
 
 def remap_in_order(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

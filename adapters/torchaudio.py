@@ -11,17 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.checkpoint import load_state_dict, weights_file
-from zoo.encoder import Built
+from zoo.catalog._spec import ModelSpec, Source
+from zoo.core._encoder import Built
 from zoo.errors import UnknownModelError, close_matches
-from zoo.spec import ModelSpec, Source
+from zoo.store._checkpoint import load_state_dict, weights_file
 
 from .audio import AudioAdapter
 
 if TYPE_CHECKING:
     import torch
 
-    from zoo.model_files import ModelFiles
+    from zoo.store._model_files import ModelFiles
 
 BUNDLE_URL = "https://download.pytorch.org/torchaudio/models/"
 

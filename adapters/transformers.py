@@ -20,19 +20,19 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from zoo.encoder import Built, Encoder, ExportPlan
+from zoo.catalog._registry import import_ref
+from zoo.catalog._spec import ModelSpec, Source, split_revision
+from zoo.core._encoder import Built, Encoder, ExportPlan
 from zoo.errors import ModelFormatError, PluginError, RegistryError
-from zoo.manifest import write_manifest
-from zoo.registry import import_ref
-from zoo.sources import hub_file
-from zoo.spec import ModelSpec, Source, split_revision
+from zoo.store._manifest import write_manifest
+from zoo.store._sources import hub_file
 
 from .hf_folders import FolderFormat, config_modality, read_folder
 
 if TYPE_CHECKING:
     import torch
 
-    from zoo.model_files import ModelFiles
+    from zoo.store._model_files import ModelFiles
 
 
 # The adapter class serving each format and modality, imported when first needed.
@@ -47,7 +47,7 @@ _ADAPTER_BY_MODALITY = {
 }
 
 
-# Encoders whose graphs ONNX Runtime's optimizer fuses as BERT's (zoo.compiled).
+# Encoders whose graphs ONNX Runtime's optimizer fuses as BERT's (zoo.core._compiled).
 _BERT_LIKE = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra", "mpnet"})
 _EXPORT_TEXTS = (
     ("a short text", "a longer text, with a few more words in it than the first one has"),

@@ -2,7 +2,7 @@
 
 The corpus is Debian's fortunes (every distinct one, no offensive categories); the queries are
 ``--queries`` of them, searched against the rest. Each precision is applied with
-``zoo.quantize.quantize`` (what ``featurize(..., precision=...)`` runs, as sentence-transformers'
+``zoo.core._quantize.quantize`` (what ``featurize(..., precision=...)`` runs, as sentence-transformers'
 ``quantize_embeddings``; int8 / uint8 buckets calibrated on the corpus) and searched the way a store of that type would be: integer inner product for int8 / uint8,
 Hamming distance for the packed binary ones. Two more rows use the float query against the stored
 codes: int8 decoded to bucket centres, and binary's Hamming top-40 rescored with the float query
@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import zoo
-    from zoo.quantize import calibration_ranges, quantize
+    from zoo.core._quantize import calibration_ranges, quantize
 
     texts = list(dict.fromkeys(datasets.fortunes(100_000)))  # every distinct fortune, in order
     queries, corpus = texts[:args.queries], texts[args.queries:]

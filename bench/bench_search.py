@@ -24,8 +24,8 @@ import numpy as np
 def _rows(args: argparse.Namespace) -> tuple[Path, np.ndarray]:
     """The base embedding file (written by zoo embed) and 1000 query rows."""
     import zoo
-    from zoo.embed import embed_to_file
-    from zoo.inputs import open_inputs
+    from zoo.embeddings._embed import embed_to_file
+    from zoo.embeddings._inputs import open_inputs
 
     args.work.mkdir(parents=True, exist_ok=True)
     base = args.work / f"base-{args.n}.parquet"
@@ -43,8 +43,8 @@ def _scaled(base: Path, size: int, work: Path) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from zoo.embed import _schema, _table
-    from zoo.embedding_file import read_embeddings
+    from zoo.embeddings._embed import _schema, _table
+    from zoo.embeddings._embedding_file import read_embeddings
 
     out = work / f"rows-{size}.parquet"
     if out.is_file():

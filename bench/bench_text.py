@@ -162,7 +162,7 @@ def main() -> None:
     if args.side:
         run_child(args)
         return
-    from zoo.loader import locate_files, resolve
+    from zoo.catalog._loader import locate_files, resolve
 
     folder = str(locate_files(resolve("minilm-l6")).root)  # the same files for every side
     args.work.mkdir(parents=True, exist_ok=True)

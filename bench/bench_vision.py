@@ -7,7 +7,7 @@ opens each file with PIL, a ``DataLoader`` with the same workers and batch size,
 ``forward_head(forward_features(x), pre_logits=True)`` under ``torch.inference_mode``. Each side
 runs in its own interpreter (see ``sides.py``), alternating, after a warm-up pass on two batches.
 zoo runs once per runtime (``torch``, and on the CPU ``onnx`` and ``openvino``: the same weights
-exported, see ``zoo.compiled``) and, on a GPU, once per image decoding (``device``: JPEGs decoded
+exported, see ``zoo.core._compiled``) and, on a GPU, once per image decoding (``device``: JPEGs decoded
 by nvJPEG and transformed on the GPU; ``pil``: on the CPU in the workers). ``--embed`` times
 ``zoo embed`` into a parquet file instead of featurize. Also printed: each one's end-to-end speed
 as a share of its own model-only speed (the same batches, already decoded), which shows how much of
@@ -35,7 +35,7 @@ def zoo_side(paths: list[str], args: argparse.Namespace, runtime: str = "torch",
     import torch
 
     import zoo
-    from zoo.allocator import keep_freed_memory
+    from zoo.core._allocator import keep_freed_memory
 
     ours = zoo.load("efficientnet-lite0", device=args.device, runtime=runtime)
     ours.encoder.image_decoding = decoding
@@ -68,8 +68,8 @@ def embed_files(model: Any, paths: list[str], args: argparse.Namespace) -> np.nd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from zoo.embed import embed_to_file
-    from zoo.inputs import open_inputs
+    from zoo.embeddings._embed import embed_to_file
+    from zoo.embeddings._inputs import open_inputs
 
     with tempfile.TemporaryDirectory() as tmp:
         table = Path(tmp) / "inputs.parquet"
@@ -87,7 +87,7 @@ def timm_side(paths: list[str], args: argparse.Namespace) -> tuple[np.ndarray, d
     from torch.utils.data import DataLoader, Dataset
 
     from zoo.adapters.timm import remap_in_order
-    from zoo.loader import locate_files, resolve
+    from zoo.catalog._loader import locate_files, resolve
 
     spec = resolve("efficientnet-lite0")  # only to find the weights file; zoo runs nothing here
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)

@@ -1,7 +1,7 @@
 """Run each side of a comparison in its own interpreter, alternating, and collect what it measured.
 
 A side runs in a fresh process so that it inherits nothing from the other: zoo tunes glibc's
-malloc for the life of its process (see ``zoo.allocator``), which would otherwise speed up the
+malloc for the life of its process (see ``zoo.core._allocator``), which would otherwise speed up the
 baseline measured after it. The script is called again as ``SCRIPT --side NAME ...``; the child
 warms up, times one pass, saves its vectors as ``.npy`` and prints one JSON line.
 """

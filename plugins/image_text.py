@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from zoo.adapters.open_clip import OpenClipAdapter
+from zoo.catalog._spec import ModelSpec
 from zoo.hookspecs import RegisterAdapter, RegisterModality, hookimpl
 from zoo.plugins.vision import IMAGE_SUFFIXES
-from zoo.spec import ModelSpec
 
 
 @hookimpl

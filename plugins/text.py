@@ -7,8 +7,8 @@ from typing import Any
 
 from zoo.adapters.hf_folders import read_folder
 from zoo.adapters.transformers import TransformersAdapter
+from zoo.catalog._spec import ModelSpec
 from zoo.hookspecs import RegisterAdapter, RegisterModality, hookimpl
-from zoo.spec import ModelSpec
 
 
 def decode_text(item: Any) -> str:

@@ -10,9 +10,9 @@ from typing import Any
 
 from zoo.adapters.hf_folders import read_folder
 from zoo.adapters.timm import TimmAdapter
+from zoo.catalog._spec import ModelSpec
+from zoo.core._image_files import IMAGE_FORMATS, IMAGE_SUFFIXES, opened_image
 from zoo.hookspecs import RegisterAdapter, RegisterModality, hookimpl
-from zoo.image_files import IMAGE_FORMATS, IMAGE_SUFFIXES, opened_image
-from zoo.spec import ModelSpec
 
 # What PIL decodes that cameras, scanners and datasets produce.
 

@@ -36,7 +36,7 @@ def isolated_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     """Each test gets its own ZOO_HOME and Hugging Face cache, default settings and fresh plugins."""
     import huggingface_hub.constants
 
-    from zoo.plugin_manager import reset_plugin_manager
+    from zoo.catalog._plugin_manager import reset_plugin_manager
 
     home = tmp_path / "zoo-home"
     for var in ("ZOO_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "ZOO_PLUGINS", "HF_ENDPOINT", "ZOO_RUNTIME"):

@@ -1,4 +1,4 @@
-"""zoo.allocator: freed blocks stay mapped while a model runs, and go back to the kernel after.
+"""zoo.core._allocator: freed blocks stay mapped while a model runs, and go back to the kernel after.
 
 malloc settings are per process, so each case runs in a fresh interpreter.
 """
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ve
 # size inside and after the block.
 SCRIPT = """
 import json, resource, torch
-from zoo.allocator import keep_freed_memory
+from zoo.core._allocator import keep_freed_memory
 
 def rss_mib():
     with open("/proc/self/statm") as f:
@@ -65,7 +65,7 @@ def test_freed_blocks_are_reused_without_page_faults_then_handed_back() -> None:
 def test_featurize_on_cpu_runs_in_the_block(minilm, monkeypatch: pytest.MonkeyPatch) -> None:
     import contextlib
 
-    import zoo.featurize
+    import zoo.core._featurize
 
     seen: list[bool] = []
 
@@ -74,6 +74,6 @@ def test_featurize_on_cpu_runs_in_the_block(minilm, monkeypatch: pytest.MonkeyPa
         seen.append(enabled)
         yield False
 
-    monkeypatch.setattr(zoo.featurize, "keep_freed_memory", spy)
+    monkeypatch.setattr(zoo.core._featurize, "keep_freed_memory", spy)
     minilm.featurize(["a", "b c"], progress=False)
     assert seen == [True]

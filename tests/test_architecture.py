@@ -137,3 +137,32 @@ def test_every_subpackage_of_zoo_ships_in_the_wheel():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {"zoo." + p.parent.name for p in (ROOT / "zoo").glob("*/__init__.py")}
     assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"
+
+
+# The public modules at the top of zoo/; everything else lives in a room as a private module.
+PUBLIC_TOP = {"__init__", "__main__", "_moved", "adapter", "cli", "duplicates", "errors", "hookspecs", "ray", "search",
+              "sklearn", "testing"}
+
+
+def test_zoo_top_holds_only_its_public_modules_and_rooms_hold_private_ones():
+    top = {p.stem for p in (ROOT / "zoo").glob("*.py")}
+    assert top == PUBLIC_TOP, "a module in zoo/ that is not public API belongs in a room (zoo/core, zoo/catalog...)"
+    for init in (ROOT / "zoo").glob("*/__init__.py"):
+        public = [p.name for p in init.parent.glob("*.py") if not p.name.startswith("_")]
+        assert not public, f"{init.parent.name}/: {public} should be private (a leading underscore)"
+
+
+def test_a_flat_layout_path_is_the_moved_module_with_a_warning():
+    import importlib
+
+    from zoo._moved import MOVED
+
+    assert MOVED["zoo.featurize"] == "zoo.core._featurize"
+    for old, new in MOVED.items():
+        assert new in MODULES, f"{old} points at {new}, which does not exist"
+        assert old not in MODULES, f"{old} exists again: drop it from zoo/_moved.py"
+    sys.modules.pop("zoo.checkpoint", None)
+    with pytest.warns(DeprecationWarning, match=r"zoo.checkpoint moved to zoo.store._checkpoint"):
+        old = importlib.import_module("zoo.checkpoint")
+    assert old is importlib.import_module("zoo.store._checkpoint")
+    assert old.load_state_dict is __import__("zoo").load_state_dict

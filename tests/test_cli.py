@@ -50,8 +50,8 @@ def test_unknown_model_is_one_clear_line_and_exit_1(capsys):
 def test_plugins_lists_builtins_and_registry(capsys):
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    from zoo.registry import REGISTRY_FILE
-    from zoo.registry_file import read_registry
+    from zoo.catalog._registry import REGISTRY_FILE
+    from zoo.catalog._registry_file import read_registry
 
     assert "zoo.plugins.text" in out and "zoo.plugins.vision" in out
     assert re.search(rf"registry.yaml\s+built-in\s+{len(read_registry(REGISTRY_FILE))} models", out)

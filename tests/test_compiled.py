@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo import compiled
+from zoo.core import _compiled as compiled
 
 pytest.importorskip("onnxruntime")
 

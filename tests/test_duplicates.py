@@ -12,8 +12,8 @@ import pytest
 import zoo
 from required_tools import FORTUNES, needs_tool
 from zoo.duplicates import DEFAULT_THRESHOLD, find_duplicates
-from zoo.embed import embed_to_file
-from zoo.inputs import open_inputs
+from zoo.embeddings._embed import embed_to_file
+from zoo.embeddings._inputs import open_inputs
 
 pytest.importorskip("faiss")
 

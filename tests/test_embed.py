@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import zoo
-from zoo.embed import embed_to_file
-from zoo.inputs import open_inputs
+from zoo.embeddings._embed import embed_to_file
+from zoo.embeddings._inputs import open_inputs
 
 TEXTS = [f"sentence number {i} about {'cats' if i % 3 else 'the weather'}" + " and more" * (i % 7)
          for i in range(60)]
@@ -159,7 +159,7 @@ def test_resume_without_chunk_size_keeps_the_interrupted_runs(minilm, tmp_path, 
 
 
 def test_chunks_take_about_chunk_seconds_at_the_runs_pace():
-    from zoo.embed import _ChunkSizer
+    from zoo.embeddings._embed import _ChunkSizer
 
     sizer = _ChunkSizer(largest=4096, smallest=32, seconds=4.0)
     sizes = []
@@ -183,7 +183,7 @@ def test_a_slow_model_commits_a_chunk_every_few_tenths_of_a_second(minilm, tmp_p
     sizes do not depend on how loaded the machine is."""
     import types
 
-    import zoo.embed
+    import zoo.embeddings._embed
 
     src = tmp_path / "texts.txt"
     src.write_text("\n".join(TEXTS) + "\n")
@@ -198,7 +198,7 @@ def test_a_slow_model_commits_a_chunk_every_few_tenths_of_a_second(minilm, tmp_p
 
     with monkeypatch.context() as patched:
         patched.setattr(type(minilm), "featurize_with_report", slow)
-        patched.setattr(zoo.embed, "time", clock)
+        patched.setattr(zoo.embeddings._embed, "time", clock)
         summary = embed_to_file(minilm, open_inputs(str(src)), out, progress=False, batch_size=4, chunk_seconds=0.2)
     # 0.2 s at 50 items a second: chunks grow from the first batch of 4 to at most 10
     assert 4 < summary.chunk_size <= 10 and summary.chunks >= 6
@@ -222,7 +222,7 @@ def test_resume_keeps_chunks_of_another_size_and_fills_the_gaps(minilm, tmp_path
 
 @pytest.mark.parametrize(("cores", "cpu", "gpu"), [(1, 0, 0), (2, 1, 1), (8, 4, 7), (32, 4, 16)])
 def test_default_decode_workers(monkeypatch, cores, cpu, gpu):
-    from zoo.embed import default_workers
+    from zoo.embeddings._embed import default_workers
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert (default_workers("cpu"), default_workers("cuda:0")) == (cpu, gpu)
@@ -354,7 +354,7 @@ def test_an_edit_that_keeps_size_and_mtime_is_recomputed_on_resume(minilm, tmp_p
 
 
 def test_a_second_run_to_the_same_output_is_told_another_run_holds_it(minilm, tmp_path, monkeypatch):
-    from zoo import embed
+    from zoo.embeddings import _embed as embed
 
     src = tmp_path / "texts.txt"
     src.write_text("a\nb\n")
@@ -369,7 +369,7 @@ def test_a_second_run_to_the_same_output_is_told_another_run_holds_it(minilm, tm
 def test_a_full_disk_keeps_the_chunks_and_the_same_command_finishes(minilm, tmp_path, monkeypatch):
     import errno
 
-    from zoo import embed
+    from zoo.embeddings import _embed as embed
 
     src = tmp_path / "texts.txt"
     src.write_text("\n".join(TEXTS) + "\n")
@@ -393,7 +393,7 @@ def test_each_row_records_the_sha256_of_its_input(minilm, tmp_path):
 
     from PIL import Image
 
-    from zoo.embedding_file import read_embeddings
+    from zoo.embeddings._embedding_file import read_embeddings
 
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(["café", "hi", "café"]) + "\n", encoding="utf-8")

@@ -15,8 +15,8 @@ import pytest
 
 from required_tools import FORTUNES, needs_tool, require_tool
 from zoo.cli import main
-from zoo.embed import embed_to_file
-from zoo.inputs import open_inputs
+from zoo.embeddings._embed import embed_to_file
+from zoo.embeddings._inputs import open_inputs
 
 pytest.importorskip("plotly")
 # plotly's first three colours, as the markers (opacity 0.8) show them on the white background
@@ -123,7 +123,7 @@ def test_hover_shows_a_thumbnail_for_an_image_and_escaped_text_for_a_text(tmp_pa
 
     from PIL import Image
 
-    from zoo.embedding_map import hover_details
+    from zoo.embeddings._embedding_map import hover_details
 
     Image.fromarray(np.zeros((300, 200, 3), np.uint8)).save(tmp_path / "a.png")
     image_detail, missing = hover_details([str(tmp_path / "a.png"), str(tmp_path / "gone.png")], roots=[tmp_path])
@@ -137,7 +137,7 @@ def test_hover_shows_a_thumbnail_for_an_image_and_escaped_text_for_a_text(tmp_pa
 def test_thumbnails_come_only_from_the_folders_the_user_passed(tmp_path):
     from PIL import Image
 
-    from zoo.embedding_map import hover_details
+    from zoo.embeddings._embedding_map import hover_details
 
     inside, outside = tmp_path / "photos", tmp_path / "private"
     inside.mkdir()
@@ -155,7 +155,7 @@ def test_thumbnails_come_only_from_the_folders_the_user_passed(tmp_path):
 def test_an_oversized_image_gets_no_thumbnail_and_is_named(tmp_path, monkeypatch):
     from PIL import Image
 
-    from zoo.embedding_map import hover_details
+    from zoo.embeddings._embedding_map import hover_details
 
     Image.new("RGB", (300, 300), "red").save(tmp_path / "big.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
@@ -177,7 +177,7 @@ def test_umap_without_umap_learn_says_what_to_install(monkeypatch):
     import builtins
 
     import zoo
-    from zoo.embedding_map import project
+    from zoo.embeddings._embedding_map import project
 
     real_import = builtins.__import__
 

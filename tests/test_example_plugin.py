@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.plugin_manager import reset_plugin_manager
+from zoo.catalog._plugin_manager import reset_plugin_manager
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "zoo-crepe"
 
@@ -87,9 +87,9 @@ def test_the_plugins_own_tests_and_the_cli_check(with_plugin, tmp_path):
 def test_conformance_kit_reports_a_broken_adapter(tmp_path):
     """The kit must fail on a model that breaks the contract (here: rows come back reversed)."""
     from zoo.adapters.sentence_transformers import SentenceTransformerAdapter
-    from zoo.plugin_manager import get_plugin_manager
-    from zoo.registry import REGISTRY_FILE
-    from zoo.registry_file import read_registry
+    from zoo.catalog._plugin_manager import get_plugin_manager
+    from zoo.catalog._registry import REGISTRY_FILE
+    from zoo.catalog._registry_file import read_registry
     from zoo.testing import check_model, format_table
 
     class Reversed(SentenceTransformerAdapter):

@@ -15,7 +15,7 @@ import pytest
 
 import zoo
 from required_tools import FORTUNES, needs_tool
-from zoo.finetune_config import STRATEGIES
+from zoo.training._config import STRATEGIES
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -163,7 +163,7 @@ def test_every_modality_finetunes_with_every_strategy(modality, strategy, tiny_s
 
 
 def test_partial_trains_only_the_last_blocks_and_frozen_batchnorm_stays_in_eval(lite0):
-    from zoo.training.strategies import Plan, apply_plan, set_train_mode
+    from zoo.training._strategies import Plan, apply_plan, set_train_mode
 
     blocks = lite0.encoder.blocks()
     assert len(blocks) >= 5

@@ -223,7 +223,7 @@ def test_plain_encoder_folder_pools_over_the_mask(bases, pool):
 def test_a_plugin_adapter_must_subclass_the_one_the_format_needs(st_folders):
     from zoo.adapters.sentence_transformers import SentenceTransformerAdapter
     from zoo.adapters.transformers import TransformersAdapter
-    from zoo.plugin_manager import get_plugin_manager
+    from zoo.catalog._plugin_manager import get_plugin_manager
 
     class Plain(TransformersAdapter):
         pass
@@ -622,8 +622,8 @@ CATALOGUE_CASES = {
 
 
 def test_every_transformers_entry_of_the_catalogue_has_a_tiny_parity_case():
-    from zoo.registry import REGISTRY_FILE
-    from zoo.registry_file import read_registry
+    from zoo.catalog._registry import REGISTRY_FILE
+    from zoo.catalog._registry_file import read_registry
 
     names = {s.name for s in read_registry(REGISTRY_FILE) if s.backend == "transformers"}
     assert names == set(CATALOGUE_CASES), "add a tiny model of the new entry's architecture to this file"

@@ -11,7 +11,7 @@ import pytest
 
 import zoo
 from plugin_fixtures import install_plugin
-from zoo.plugin_manager import reset_plugin_manager
+from zoo.catalog._plugin_manager import reset_plugin_manager
 
 POINTS = '''
     import io
@@ -119,7 +119,7 @@ def test_zoo_embed_and_search_take_the_plugins_files(points_plugin, tmp_path, ca
 def test_zoo_serve_takes_the_plugins_data_urls(points_plugin, tmp_path):
     from starlette.testclient import TestClient
 
-    from zoo.serve.app import create_app
+    from zoo.serve._app import create_app
 
     paths = _clouds(tmp_path / "clouds", 2)
     model = zoo.load("pointstats-tiny", device="cpu")

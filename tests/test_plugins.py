@@ -12,8 +12,8 @@ import zoo
 from plugin_fixtures import install_plugin
 from zoo import hookspecs
 from zoo.errors import DuplicateModelError, UnknownModelError
-from zoo.plugin_manager import build_plugin_manager, get_plugin_manager, reset_plugin_manager
-from zoo.registry import build_registry, get_registry
+from zoo.catalog._plugin_manager import build_plugin_manager, get_plugin_manager, reset_plugin_manager
+from zoo.catalog._registry import build_registry, get_registry
 
 GOOD = """
     from zoo import hookimpl
@@ -181,7 +181,7 @@ def test_hook_load_pretrained_can_take_over(minilm):
 
 
 def test_hook_load_pretrained_returning_none_everywhere_is_a_plugin_error(monkeypatch):
-    from zoo import defaults
+    from zoo.catalog import _defaults as defaults
 
     monkeypatch.setattr(defaults, "zoo_load_pretrained", zoo.hookimpl(trylast=True)(
         lambda spec, files, adapter_class, requires, device, dtype, options: None))
@@ -191,7 +191,7 @@ def test_hook_load_pretrained_returning_none_everywhere_is_a_plugin_error(monkey
 
 
 def test_hook_finetune_can_take_over_and_receives_one_config(minilm, tmp_path):
-    from zoo.finetune_config import FinetuneConfig
+    from zoo.training._config import FinetuneConfig
 
     seen = []
 

@@ -8,8 +8,8 @@ import pytest
 
 import zoo
 from zoo.errors import RegistryError, UnknownModelError
-from zoo.registry import REGISTRY_FILE, get_registry
-from zoo.registry_file import read_registry
+from zoo.catalog._registry import REGISTRY_FILE, get_registry
+from zoo.catalog._registry_file import read_registry
 
 
 def read(text: str):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from zoo.registry import REGISTRY_FILE
-from zoo.registry_file import read_registry
+from zoo.catalog._registry import REGISTRY_FILE
+from zoo.catalog._registry_file import read_registry
 
 SPECS = [s for s in read_registry(REGISTRY_FILE) if s.backend in ("timm", "torchvision", "open_clip", "torchaudio")]
 

@@ -9,7 +9,7 @@ import pytest
 import zoo
 from zoo.cli import main
 from zoo.errors import RegistryError
-from zoo.spec import ModelSpec
+from zoo.catalog._spec import ModelSpec
 
 SOURCE = "https://example.org/paper"
 
@@ -41,7 +41,7 @@ def test_list_sort_orders_by_the_published_figure_best_first(capsys):
 
 
 def test_lower_is_better_metrics_sort_ascending():
-    from zoo.registry import CATALOGUE_OWNER, Registry
+    from zoo.catalog._registry import CATALOGUE_OWNER, Registry
 
     registry = Registry()
     for name, eer in (("a", 4.5), ("b", 2.0), ("c", 3.1)):

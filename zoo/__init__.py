@@ -14,25 +14,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import _moved
+
 __version__ = "0.1.0"
 
 # Public names, imported on first attribute access so `import zoo` stays light.
 _LAZY = {
-    "load": "zoo.loader",
-    "resolve": "zoo.loader",
-    "list_models": "zoo.loader",
-    "info": "zoo.loader",
-    "pull": "zoo.loader",
-    "verify": "zoo.loader",
-    "Model": "zoo.model",
-    "Encoder": "zoo.encoder",
-    "Built": "zoo.encoder",
-    "ExportPlan": "zoo.encoder",
+    "load": "zoo.catalog._loader",
+    "resolve": "zoo.catalog._loader",
+    "list_models": "zoo.catalog._loader",
+    "info": "zoo.catalog._loader",
+    "pull": "zoo.catalog._loader",
+    "verify": "zoo.catalog._loader",
+    "Model": "zoo.core._model",
+    "Encoder": "zoo.core._encoder",
+    "Built": "zoo.core._encoder",
+    "ExportPlan": "zoo.core._encoder",
     "Adapter": "zoo.adapter",
-    "ModelSpec": "zoo.spec",
-    "Source": "zoo.spec",
-    "ModelFiles": "zoo.model_files",
-    "FinetuneConfig": "zoo.finetune_config",
+    "ModelSpec": "zoo.catalog._spec",
+    "Source": "zoo.catalog._spec",
+    "ModelFiles": "zoo.store._model_files",
+    "FinetuneConfig": "zoo.training._config",
     "hookimpl": "zoo.hookspecs",
     "ZooError": "zoo.errors",
     "UnknownModelError": "zoo.errors",
@@ -46,28 +48,36 @@ _LAZY = {
     "UnsafePathError": "zoo.errors",
     "UnsupportedOptionError": "zoo.errors",
     "ProvenanceMismatchError": "zoo.errors",
-    "EmbedOptions": "zoo.embed_options",
+    "EmbedOptions": "zoo.core._embed_options",
     # for plugins: the encoder contract, shared encoder bases, checked weight reading, the kit
-    "Head": "zoo.model",
+    "Head": "zoo.core._model",
     "AudioAdapter": "zoo.adapters.audio",
     "ImageBackboneAdapter": "zoo.adapters.image",
     "ImageTextAdapter": "zoo.adapters.image_text",
-    "load_state_dict": "zoo.checkpoint",
-    "weights_file": "zoo.checkpoint",
+    "load_state_dict": "zoo.store._checkpoint",
+    "weights_file": "zoo.store._checkpoint",
     "assert_conformance": "zoo.testing",
     "InputWarning": "zoo.errors",
 }
 
 __all__ = ["__version__", *_LAZY]
 
+_moved.install()
+
 if TYPE_CHECKING:
+    from zoo.catalog._loader import info, list_models, load, pull, resolve, verify
+    from zoo.catalog._spec import ModelSpec, Source
+    from zoo.core._embed_options import EmbedOptions
+    from zoo.core._encoder import Built, Encoder, ExportPlan
+    from zoo.core._model import Head, Model
+    from zoo.store._checkpoint import load_state_dict, weights_file
+    from zoo.store._model_files import ModelFiles
+    from zoo.training._config import FinetuneConfig
+
     from .adapter import Adapter
     from .adapters.audio import AudioAdapter
     from .adapters.image import ImageBackboneAdapter
     from .adapters.image_text import ImageTextAdapter
-    from .checkpoint import load_state_dict, weights_file
-    from .embed_options import EmbedOptions
-    from .encoder import Built, Encoder, ExportPlan
     from .errors import (
         DuplicateModelError,
         InputError,
@@ -83,12 +93,7 @@ if TYPE_CHECKING:
         UnsupportedOptionError,
         ZooError,
     )
-    from .finetune_config import FinetuneConfig
     from .hookspecs import hookimpl
-    from .loader import info, list_models, load, pull, resolve, verify
-    from .model import Head, Model
-    from .model_files import ModelFiles
-    from .spec import ModelSpec, Source
     from .testing import assert_conformance
 
 

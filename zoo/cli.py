@@ -16,33 +16,34 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from zoo.catalog._loader import load, pull, resolve, verify
+from zoo.catalog._plugin_manager import get_plugin_manager
+from zoo.catalog._registry import CATALOGUE_OWNER, Owner, call_registration_hook, get_registry
+from zoo.catalog._scores import METRICS
+from zoo.core._compiled import RUNTIMES
+from zoo.core._embed_options import LAYER_MERGES
+from zoo.core._predictions import check_predictions_output, write_predictions
+from zoo.core._quantize import PRECISIONS
+from zoo.core._zero_shot import logit_scale
+from zoo.embeddings._embed import check_embedding_output, default_workers, embed_to_file
+from zoo.embeddings._embedding_file import read_embeddings
+from zoo.embeddings._embedding_map import check_map_output, describe, hover_details, matching_texts, project, write_map
+from zoo.embeddings._inputs import open_inputs
+from zoo.embeddings._tables import is_table, iter_rows
+from zoo.store._bundle import pack, unpack
+from zoo.store._provenance import weights_provenance
+from zoo.store._settings import zoo_home
+from zoo.training._config import HEADS, STRATEGIES, FinetuneConfig
+
 from . import __version__
-from .bundle import pack, unpack
-from .compiled import RUNTIMES
 from .duplicates import DEFAULT_THRESHOLD, find_duplicates
-from .embed import check_embedding_output, default_workers, embed_to_file
-from .embed_options import LAYER_MERGES
-from .embedding_file import read_embeddings
-from .embedding_map import check_map_output, describe, hover_details, matching_texts, project, write_map
 from .errors import InputError, RegistryError, ZooError
-from .finetune_config import HEADS, STRATEGIES, FinetuneConfig
 from .hookspecs import RegisterCommand, hookimpl
-from .inputs import open_inputs
-from .loader import load, pull, resolve, verify
-from .plugin_manager import get_plugin_manager
-from .predictions import check_predictions_output, write_predictions
-from .provenance import weights_provenance
-from .quantize import PRECISIONS
-from .registry import CATALOGUE_OWNER, Owner, call_registration_hook, get_registry
-from .scores import METRICS
 from .search import META_FILE as INDEX_META_FILE
 from .search import build as build_index
 from .search import open_index
 from .serve import serve
-from .settings import zoo_home
-from .tables import is_table, iter_rows
 from .testing import check, format_table
-from .zero_shot import logit_scale
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -136,7 +137,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from .cache import human_size
+    from zoo.store._cache import human_size
 
     packed = pack(args.names, args.output)
     for model in packed:
@@ -153,7 +154,7 @@ def cmd_unpack(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .cache import human_size, list_cache, remove_model, verify_cache
+    from zoo.store._cache import human_size, list_cache, remove_model, verify_cache
 
     if args.action == "list":
         items = list_cache()

@@ -8,7 +8,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .embedding_file import embedding_batches, float_provenance, unit_rows
+from zoo.embeddings._embedding_file import embedding_batches, float_provenance, unit_rows
+
 from .search import faiss_module
 
 #: cosine at or above which two inputs count as near-duplicates by default. Measured with

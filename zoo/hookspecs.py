@@ -25,11 +25,11 @@ if TYPE_CHECKING:
 
     import torch
 
-    from .encoder import Encoder
-    from .finetune_config import FinetuneConfig
-    from .model import Model
-    from .model_files import ModelFiles
-    from .spec import ModelSpec
+    from zoo.catalog._spec import ModelSpec
+    from zoo.core._encoder import Encoder
+    from zoo.core._model import Model
+    from zoo.store._model_files import ModelFiles
+    from zoo.training._config import FinetuneConfig
 
 hookspec = pluggy.HookspecMarker("zoo")
 hookimpl = pluggy.HookimplMarker("zoo")
@@ -116,7 +116,7 @@ def zoo_register_models(register: RegisterModel) -> None:
     """Register models, in addition to those of ``registry.yaml``.
 
     :param register:
-        Call ``register(spec)`` with a :class:`~zoo.spec.ModelSpec` or a mapping of its fields (the
+        Call ``register(spec)`` with a :class:`~zoo.catalog._spec.ModelSpec` or a mapping of its fields (the
         same fields as a ``registry.yaml`` entry). Unknown fields raise
         :class:`~zoo.errors.RegistryError` with a "did you mean".
 

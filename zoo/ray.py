@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from zoo.catalog._loader import load
+from zoo.core._featurize import OnError
+from zoo.core._quantize import needs_calibration
+
 from .errors import did_you_mean
-from .featurize import OnError
-from .loader import load
-from .quantize import needs_calibration
 
 if TYPE_CHECKING:
     import numpy as np

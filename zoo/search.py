@@ -29,19 +29,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .atomic import atomic_path, write_json_atomic
-from .embed_options import recorded_settings
-from .embedding_file import embedding_batches, float_provenance, unit_rows
+from zoo.catalog._loader import load
+from zoo.catalog._registry import get_registry
+from zoo.core._embed_options import recorded_settings
+from zoo.embeddings._embedding_file import embedding_batches, float_provenance, unit_rows
+from zoo.store._atomic import atomic_path, write_json_atomic
+from zoo.store._integrity import sha256_file
+from zoo.store._provenance import weights_provenance
+
 from .errors import ProvenanceMismatchError, ZooError
-from .integrity import sha256_file
-from .loader import load
-from .provenance import weights_provenance
-from .registry import get_registry
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .model import Model
+    from zoo.core._model import Model
 
 KINDS = ("flat", "hnsw")
 INDEX_FILE, ROWS_FILE, META_FILE = "index.faiss", "rows.parquet", "zoo-index.json"

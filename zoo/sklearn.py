@@ -14,8 +14,8 @@ from typing import Any
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .loader import load
-from .quantize import calibration_ranges, needs_calibration, quantize
+from zoo.catalog._loader import load
+from zoo.core._quantize import calibration_ranges, needs_calibration, quantize
 
 
 class Featurizer(TransformerMixin, BaseEstimator):

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zoo.catalog._loader import load, locate_files, resolve
+from zoo.catalog._registry import get_registry
+from zoo.catalog._spec import ModelSpec
+from zoo.core._model import Model
+
 from .errors import InputError, OfflineError, SourceError, UnknownModelError, ZooError
-from .loader import load, locate_files, resolve
-from .model import Model
-from .registry import get_registry
-from .spec import ModelSpec
 
 if TYPE_CHECKING:
     import numpy as np

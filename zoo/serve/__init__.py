@@ -15,8 +15,8 @@ import signal
 import threading
 from collections.abc import Iterator, Sequence
 
-from ..loader import load
-from ..settings import serve_api_key
+from zoo.catalog._loader import load
+from zoo.store._settings import serve_api_key
 
 log = logging.getLogger("zoo.serve")
 
@@ -64,7 +64,7 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
     _require_server()
     import uvicorn
 
-    from .app import create_app
+    from ._app import create_app
 
     _log_like_uvicorn(log_level)
     models = {name: load(name, device=device, runtime=runtime) for name in names}

@@ -1,0 +1,332 @@
+"""The backend contract: :class:`Encoder`, what a plugin implements to bring a library's models.
+
+An encoder wraps one backend model (transformers, timm, open_clip...) and says how its inputs
+become batches and batches become rows: ``_build`` (the model and its preprocessing from verified
+files), ``collate`` (or ``plan_batches``) and ``encode_batch``. It owns no verb: the user's
+:class:`zoo.Model` holds encoders, one per tower, and runs every verb (featurize, classify,
+finetune, save) through the one featurize engine (:mod:`zoo.core._featurize`), so a backend writes only
+what differs between libraries.
+
+This module imports no torch at import time: encoders import their backend when they load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from zoo.errors import PluginError, RegistryError, UnsupportedOptionError, did_you_mean
+from zoo.training._config import STRATEGIES
+
+from ._blocks import default_blocks
+
+if TYPE_CHECKING:
+    import torch
+
+    from zoo.catalog._spec import ModelSpec
+    from zoo.store._model_files import ModelFiles
+
+_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16", "float": "float32"}
+
+Decode = Callable[[Any], Any]
+
+
+def resolve_device(device: str | None) -> str:
+    """``None`` or ``"auto"`` picks CUDA when available, else CPU."""
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def resolve_dtype(dtype: Any) -> torch.dtype:
+    """``None`` -> float32; accepts torch dtypes and names like ``"bf16"`` / ``"bfloat16"``."""
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = _DTYPE_ALIASES.get(str(dtype).lower(), str(dtype).lower()).removeprefix("torch.")
+    value = getattr(torch, name, None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ValueError(f"unknown dtype {dtype!r}; use 'float32', 'bfloat16' or 'float16'")
+    return value
+
+
+@dataclass
+class Built:
+    """What a backend's ``_build`` returns to :meth:`Encoder.load_pretrained`.
+
+    Attributes:
+        model: the backend's module, on the CPU or already on the device; the build path moves it
+            to the device and compute dtype and puts it in eval mode.
+        embed_dim: the width the weights give (checked against the spec's).
+        spec_changes: spec fields the weights settle (pooling, preprocessing...).
+        parts: further keyword arguments for the encoder's constructor (transform, tokenizer...).
+        placed: the backend already placed the model (``device_map`` across devices): the build
+            path leaves its devices and dtype alone.
+    """
+
+    model: torch.nn.Module
+    embed_dim: int
+    spec_changes: dict[str, Any] = field(default_factory=dict)
+    parts: dict[str, Any] = field(default_factory=dict)
+    placed: bool = False
+
+
+@dataclass
+class ExportPlan:
+    """How an encoder's forward pass exports to ONNX (:mod:`zoo.core._compiled`).
+
+    Attributes:
+        examples: collated batches: the first is traced, the others (other batch sizes and, for
+            tokens, other padded lengths, one with no padding) are where the export must give
+            PyTorch's rows.
+        context: a context manager factory around the trace (transformers switches to eager
+            attention, the form ONNX Runtime's optimizer fuses).
+        fusion: arguments for ONNX Runtime's transformer optimizer (``model_type``,
+            ``num_heads``, ``hidden_size``), or None to leave the graph to the session's own
+            optimisations.
+    """
+
+    examples: list[Any]
+    context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+    fusion: dict[str, Any] | None = None
+
+
+class Encoder(ABC):
+    """One backend model behind zoo's engine.
+
+    Attributes:
+        spec: the :class:`~zoo.catalog._spec.ModelSpec` it was loaded from.
+        model: the backend's ``torch.nn.Module``.
+        files: where its verified files are (``None`` for a model built in memory).
+        device: the torch device string it lives on.
+        dtype: the compute dtype (``None`` when the encoder does not track one).
+        decode: validates and decodes one input item: its modality's decoder, handed over when
+            the :class:`zoo.Model` is built (the loader resolves it once, from the registry).
+    """
+
+    #: Human-readable backend name, e.g. ``"transformers"``.
+    backend: ClassVar[str] = ""
+    #: Pooling modes ``encode_batch`` accepts (first is the default when the spec names none).
+    pooling_modes: ClassVar[tuple[str, ...]] = ()
+    #: Whether decoding and :meth:`collate` may run in DataLoader workers (``num_workers``).
+    parallel_decode: ClassVar[bool] = True
+    #: Finetuning strategies this encoder supports (the conformance kit runs each).
+    strategies: ClassVar[tuple[str, ...]] = STRATEGIES
+    #: Keyword options :meth:`load_pretrained` accepts beyond device and dtype.
+    load_options: ClassVar[tuple[str, ...]] = ()
+    #: Whether featurize L2-normalises when the spec does not say.
+    normalize_default: ClassVar[bool] = False
+
+    def __init__(self, spec: ModelSpec, model: torch.nn.Module, *, files: ModelFiles | None, device: str,
+                 dtype: torch.dtype | None = None, decode: Decode | None = None) -> None:
+        self.spec = spec
+        self.model = model
+        self.files = files
+        self.device = device
+        self.dtype = dtype
+        self.decode: Decode = decode or _unbound(spec.name)
+
+    # -- loading --------------------------------------------------------------------------------
+
+    @classmethod
+    def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
+                        **options: Any) -> Encoder:
+        """Build the model from verified local ``files`` and put it on ``device`` in eval mode.
+
+        The one build path: reject unknown options, resolve the dtype, call the backend's
+        :meth:`_build`, move the model, check its width against the spec, and settle the spec.
+        """
+        unknown = sorted(set(options) - set(cls.load_options))
+        if unknown:
+            accepted = ", ".join(cls.load_options) or "none"
+            raise TypeError(f"unexpected option {unknown[0]!r} for {spec.name} ({cls.backend or cls.__name__} "
+                            f"backend){did_you_mean(unknown[0], cls.load_options)}; it accepts: {accepted}")
+        torch_dtype = resolve_dtype(dtype)
+        built = cls._build(spec, files, device=device, dtype=torch_dtype, **options)
+        if built.placed:  # inputs go where the model's first weights are
+            device = str(getattr(built.model, "device", None) or next(built.model.parameters()).device)
+        else:
+            built.model.to(device=device, dtype=torch_dtype)
+        built.model.eval()
+        if spec.embed_dim is not None and spec.embed_dim != built.embed_dim:
+            raise RegistryError(f"model {spec.name!r} declares embed_dim {spec.embed_dim} but its weights give "
+                                f"{built.embed_dim}; fix the registry entry")
+        changes = {"normalize": cls.normalize_default if spec.normalize is None else spec.normalize,
+                   **built.spec_changes, "embed_dim": built.embed_dim}
+        return cls(spec.replace(**changes), built.model, files=files, device=device, dtype=torch_dtype,
+                   **built.parts)
+
+    @classmethod
+    def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype) -> Built:
+        """The backend's part of loading: the model and its preprocessing from verified files. A
+        backend with :attr:`load_options` takes each as a keyword argument of its own."""
+        raise NotImplementedError(f"{cls.__name__} must implement _build")
+
+    @classmethod
+    def resolve_files(cls, spec: ModelSpec, files: ModelFiles) -> tuple[ModelSpec, type[Encoder]]:
+        """What the downloaded files say about ``spec``, and the class that loads them.
+
+        Called once per load, before :meth:`load_pretrained`. The default changes nothing; a
+        backend serving several modalities (transformers) reads the files' config here.
+        """
+        return spec, cls
+
+    @classmethod
+    def spec_for_id(cls, backend: str, backend_id: str) -> ModelSpec:
+        """A spec for a pass-through name ``scheme:backend_id`` (e.g. ``hf:org/name@rev``)."""
+        raise PluginError(f"backend {backend!r} does not support pass-through names")
+
+    # -- what it is -----------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def modality(self) -> str:
+        return self.spec.modality
+
+    @property
+    def embed_dim(self) -> int:
+        """Width ``D`` of a row."""
+        if self.spec.embed_dim is None:
+            raise NotImplementedError(f"{type(self).__name__} has no embed_dim: set it in the spec or override")
+        return int(self.spec.embed_dim)
+
+    @property
+    @abstractmethod
+    def preprocess(self) -> Any:
+        """The tokenizer / transform / feature extractor bound to these weights."""
+
+    def towers(self) -> Mapping[str, Encoder]:
+        """The encoders this model has, by the modality of the inputs each takes, the primary one
+        first (what ``featurize`` embeds by default). One tower, itself, unless the model embeds
+        several modalities into one space (an image-text model: ``{"vision": ..., "text": ...}``)."""
+        return {self.modality: self}
+
+    # -- batching -------------------------------------------------------------------------------
+
+    def plan_batches(self, items: Sequence[Any], batch_size: int) -> Iterator[tuple[list[int], Any]]:
+        """Group decoded items into model inputs: yields ``(positions, batch)``.
+
+        ``positions`` index into ``items``. Items with a :meth:`size` are batched longest first, so
+        each batch pads to similar lengths; otherwise input order is kept. :meth:`collate` builds
+        each batch.
+        """
+        order = list(range(len(items)))
+        if items and self.size(items[0]) is not None:
+            order.sort(key=lambda i: -cast(float, self.size(items[i])))  # every item has a size
+        for start in range(0, len(order), batch_size):
+            positions = order[start:start + batch_size]
+            yield positions, self.collate([items[i] for i in positions])
+
+    def size(self, item: Any) -> float | None:
+        """How much padding an item would need in a batch (its length), or None when sizes are equal."""
+        return None
+
+    def collate(self, items: list[Any]) -> Any:
+        """Turn a list of decoded items into one batch for :meth:`encode_batch`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement collate or plan_batches")
+
+    def windows(self, item: Any) -> list[tuple[Any, float]] | None:
+        """Cut one decoded input that is too long for the model into ``[(window, weight)]``, or
+        return None to keep it whole (the default). featurize runs each window as one model input
+        and averages their rows with the weights (their lengths), so memory is bounded by the
+        window; long audio is cut this way."""
+        return None
+
+    def input_decoder(self) -> Decode:
+        """The decoder featurize runs on each input (in DataLoader workers when asked): :attr:`decode`,
+        or one that leaves part of the work to :meth:`finish_batch` on the model's device (image
+        encoders keep JPEGs encoded when they decode them on the GPU)."""
+        return self.decode
+
+    def finish_batch(self, batch: Any) -> tuple[Any, list[tuple[int, str]]]:
+        """Finish, in the process that runs the model, what :meth:`collate` left for the model's
+        device. Returns the batch for :meth:`encode_batch` and ``[(row, reason)]`` for rows that
+        could not be finished, which the batch no longer holds; featurize raises or skips those
+        inputs as it does any bad input. The default has nothing to finish."""
+        return batch, []
+
+    def prompt_features(self, prompt: str) -> dict[str, Any] | None:
+        """Entries every batch of texts that begin with ``prompt`` carries into :meth:`encode_batch`
+        (sentence-transformers' ``prompt_length``, where its Pooling leaves the prompt out), or
+        None (the default) when the prompt is just text."""
+        return None
+
+    # -- the forward pass -----------------------------------------------------------------------
+
+    @abstractmethod
+    def encode_batch(self, batch: Any, *, pool: str | None = None) -> torch.Tensor:
+        """One forward pass of the frozen model: a ``(B, D)`` tensor."""
+
+    def resolve_pool(self, pool: str | None) -> str | None:
+        """The pooling mode to use: ``pool`` if this model has it, the spec's default for ``None``."""
+        if pool is None:
+            return self.spec.pooling or (self.pooling_modes[0] if self.pooling_modes else None)
+        if pool not in self.pooling_modes:
+            choices = ", ".join(self.pooling_modes) or "none"
+            raise ValueError(f"unknown pool {pool!r} for {self.name}{did_you_mean(pool, self.pooling_modes)} "
+                             f"(choices: {choices})")
+        return pool
+
+    def layer_dims(self, layers: tuple[int, ...]) -> list[int]:
+        """The width of each hidden layer in ``layers`` (negative indices count from the last).
+        Backends with intermediate features (transformers, timm) override this and
+        :meth:`encode_layers`."""
+        raise UnsupportedOptionError(f"{self.name} ({self.backend or type(self).__name__} backend) does not "
+                                     "give intermediate layers; layer= works with transformers and timm models")
+
+    def encode_layers(self, batch: Any, *, pool: str | None, layers: tuple[int, ...]) -> list[torch.Tensor]:
+        """One forward pass: each layer in ``layers`` pooled to ``(B, d)``."""
+        raise UnsupportedOptionError(f"{self.name} does not give intermediate layers")
+
+    # -- other runtimes (zoo.core._compiled) ----------------------------------------------------------
+
+    def export_plan(self) -> ExportPlan:
+        """How :meth:`encode_batch` exports to ONNX: the batches to trace and check it on, the
+        context of the trace and ONNX Runtime's fusion arguments. Text transformers and image
+        backbones give one; the default runs on PyTorch only."""
+        raise UnsupportedOptionError(f"{self.name} ({self.backend or type(self).__name__} backend) runs on PyTorch "
+                                     "only; runtime='onnx' and 'openvino' serve transformers text models and "
+                                     "timm / torchvision image models")
+
+    # -- training and saving --------------------------------------------------------------------
+
+    def classifier(self) -> tuple[Callable[[Any], torch.Tensor], list[Any]] | None:
+        """The classifier head the weights ship with, if any: ``(logits of a collated batch,
+        class names)``; :meth:`zoo.Model.predict_proba` uses it when no head was finetuned."""
+        return None
+
+    def blocks(self) -> list[list[str]]:
+        """The backbone's blocks, first to last, as lists of module paths (``partial`` finetuning
+        trains the last few). The default finds the layer stack; encoders may say better."""
+        return default_blocks(self.model)
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the model so that ``zoo.load(directory)`` reads it back."""
+        raise NotImplementedError(f"{type(self).__name__} cannot save yet")
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} {self.name!r} modality={self.modality} "
+                f"dim={self.embed_dim} device={self.device}>")
+
+
+def _unbound(name: str) -> Decode:
+    """The decoder of an encoder no :class:`zoo.Model` holds yet: says so instead of guessing one."""
+
+    def decode(item: Any) -> Any:
+        raise PluginError(f"{name}'s encoder has no decoder: wrap it in zoo.Model(encoder), which binds its "
+                          "modality's decoder from the registry (zoo.load does this)")
+
+    return decode

@@ -1,0 +1,69 @@
+"""Rows of a CSV, TSV, JSONL or parquet file: the one reader behind ``zoo embed`` table inputs and
+finetuning data, so both accept the same files and fail with the same messages."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import ZooError, did_you_mean
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
+
+
+def is_table(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in TABLE_SUFFIXES
+
+
+def _missing(path: Path, columns: Sequence[str], have: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in have]
+    if missing:
+        raise ZooError(f"{path} has no column {missing[0]!r}{did_you_mean(missing[0], have)} "
+                       f"(columns: {', '.join(have) or 'none'}); choose one with --column")
+
+
+def iter_rows(path: str | Path, columns: Sequence[str]) -> Iterator[dict[str, Any]]:
+    """Each row's ``columns``, in file order; a missing column or bad JSON line names the file."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        file = pq.ParquetFile(path)
+        _missing(path, columns, file.schema_arrow.names)
+        for batch in file.iter_batches(columns=list(columns), batch_size=4096):
+            yield from batch.to_pylist()
+    elif suffix in (".jsonl", ".ndjson"):
+        with open(path, encoding="utf-8", newline="\n") as fh:
+            for line_no, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ZooError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise ZooError(f"{path}:{line_no}: expected a JSON object per line")
+                _missing(Path(f"{path}:{line_no}"), columns, list(row))
+                yield {c: row[c] for c in columns}
+    elif suffix in (".csv", ".tsv"):
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
+            _missing(path, columns, reader.fieldnames or [])
+            for row in reader:
+                yield {c: row[c] for c in columns}
+    else:
+        raise ZooError(f"unsupported table {path.name!r}: use {', '.join(TABLE_SUFFIXES)}")
+
+
+def count_rows(path: str | Path, column: str) -> int:
+    """How many rows :func:`iter_rows` yields (parquet reads its footer only)."""
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    return sum(1 for _ in iter_rows(path, [column]))

@@ -1,0 +1,255 @@
+"""The HTTP application: OpenAI-compatible ``/v1/embeddings``, ``/v1/models``, ``/health`` and
+Prometheus ``/metrics`` on Starlette, with one :class:`~zoo.serve._batcher.Batcher` per served
+model, behind the :class:`~zoo.serve._frontdoor.Frontdoor` (request ids, API key, access log,
+metrics). Every refusal is answered in OpenAI's JSON error shape, which its clients read."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Hashable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette  # this module is imported only to serve (the serve extra)
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from zoo.catalog._registry import get_registry
+
+from ..errors import did_you_mean
+from ._batcher import Batcher, ItemError, QueueFull
+from ._frontdoor import ASGIApp, Frontdoor, Metrics
+from ._requests import EmbeddingRequest, RequestError, check_modality, parse_request
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from zoo.core._embed_options import EmbedOptions
+    from zoo.core._encoder import Encoder
+    from zoo.core._featurize import FeaturizeReport
+    from zoo.core._model import Model
+
+log = logging.getLogger("zoo.serve")
+
+
+@dataclass
+class Served:
+    """One model behind the endpoint, with its batcher."""
+
+    name: str
+    model: Model
+    batcher: Batcher
+    options: dict[tuple[str, int | None], EmbedOptions] = field(default_factory=dict)  # by (kind, dimensions)
+
+
+def _runner(model: Model, batch_size: int) -> Any:
+    """What the batcher runs on its worker thread: featurize one pass, skipping bad items, and
+    count its tokens there, in one call, rather than per request on the event loop."""
+
+    def run(items: list[Any], key: Hashable) -> tuple[np.ndarray, FeaturizeReport, list[int] | None]:
+        assert isinstance(key, tuple)  # (kind, options): checked on the event loop when the first request asked
+        kind: str = key[0]
+        options: EmbedOptions = key[1]
+        rows, report = model.featurize_with_report(items, batch_size=batch_size, progress=False, on_error="skip",
+                                                   options=options, return_tensors="np")
+        tokens = _token_counts(model.towers[kind], items, report.kept) if kind == "text" else None
+        return rows, report, tokens  # type: ignore[return-value]  # return_tensors="np" gives an ndarray
+
+    return run
+
+
+def _token_counts(tower: Encoder, texts: list[str], kept: list[int]) -> list[int] | None:
+    """Tokens per text as the model counts them (truncated), for ``usage``; 0 for the texts
+    featurize skipped (never tokenised: a bad one would fail the whole pass); None when its
+    tokenizer is not a transformers one (open_clip's)."""
+    tokenizer = tower.preprocess
+    if not hasattr(tokenizer, "model_max_length"):
+        return None
+    counts = [0] * len(texts)
+    if kept:
+        lengths = tokenizer([texts[i] for i in kept], truncation=True, max_length=getattr(tower, "max_length", None),
+                            return_length=True)["length"]
+        for index, length in zip(kept, lengths):
+            counts[index] = int(length)
+    return counts
+
+
+def create_app(models: dict[str, Model], *, max_batch: int = 64, max_wait_ms: float = 5, batch_size: int = 32,
+               max_body_bytes: int = 32 << 20, max_inputs: int = 2048, max_queue: int | None = 8192,
+               body_timeout: float = 30, api_key: str | None = None, max_text_chars: int = 100_000) -> ASGIApp:
+    """An ASGI app serving ``models`` (by name) until it shuts down; see :func:`zoo.serve.serve`."""
+    in_flight = 0
+    media = get_registry().modality_of_media
+    served = {name: Served(name, model, Batcher(_runner(model, batch_size), max_batch=max_batch,
+                                                max_wait_ms=max_wait_ms, batch_size=batch_size, name=name,
+                                                max_queue=max_queue))
+              for name, model in models.items()}
+    metrics = Metrics({name: entry.batcher for name, entry in served.items()})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        for entry in served.values():
+            entry.batcher.start()
+        yield
+        for entry in served.values():
+            await entry.batcher.stop()
+
+    async def health(request: Request) -> JSONResponse:
+        dead = [name for name, entry in served.items() if not entry.batcher.alive]
+        return JSONResponse({"status": "down" if dead else "ok", "models": list(served), "dead": dead,
+                             "in_flight": in_flight}, status_code=503 if dead else 200)
+
+    async def list_models(request: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "zoo", "modality": entry.model.modality,
+             "dimension": entry.model.embed_dim, "backend": entry.model.backend} for name, entry in served.items()]})
+
+    async def show_metrics(request: Request) -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    async def embeddings(request: Request) -> JSONResponse:
+        nonlocal in_flight
+        in_flight += 1
+        try:
+            parsed = parse_request(await _read_body(request, max_body_bytes, body_timeout), max_inputs, media,
+                                   max_text_chars)
+            entry = _served(served, parsed.model)
+            request.state.model, request.state.inputs = entry.name, len(parsed.items)
+            check_modality(parsed, entry.name, entry.model.towers)
+            rows, tokens = await _embed(entry, parsed)
+            return JSONResponse(_response(entry, parsed, rows, tokens))
+        finally:
+            in_flight -= 1
+
+    routes = [Route("/health", health, methods=["GET"]), Route("/v1/models", list_models, methods=["GET"]),
+              Route("/v1/embeddings", embeddings, methods=["POST"]), Route("/metrics", show_metrics, methods=["GET"])]
+    handlers = {RequestError: _refused, HTTPException: _http_error, Exception: _crashed}
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)  # type: ignore[arg-type]
+    return Frontdoor(app, api_key=api_key, metrics=metrics)
+
+
+async def _refused(request: Request, exc: RequestError) -> JSONResponse:
+    request.state.error = exc.code or _KINDS.get(exc.status, str(exc.status))
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+# What a refusal without a code of its own is counted as (zoo_request_errors{kind}).
+_KINDS = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 408: "body_timeout",
+          413: "too_large", 500: "server_error"}
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """Unknown paths and methods, in the same JSON shape as every other refusal."""
+    message = (f"{request.method} {request.url.path}: {exc.detail}; zoo serve answers POST /v1/embeddings, "
+               "GET /v1/models and GET /health")
+    headers = dict(exc.headers) if exc.headers else None
+    return await _refused(request, RequestError(exc.status_code, message, headers=headers))
+
+
+async def _crashed(request: Request, exc: Exception) -> JSONResponse:
+    """A bug in the server: uvicorn logs the traceback; the client gets JSON, not a bare 500."""
+    return await _refused(request, RequestError(500, f"the server failed: {type(exc).__name__}: {exc}"))
+
+
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body, refused with 413 as soon as it passes ``limit`` bytes, and with 408 when the
+    client sends nothing for ``timeout`` seconds (a stalled client holds no request forever)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"the body is {int(declared)} bytes; this server takes at most {limit} "
+                           "(zoo serve --max-body-mb)")
+    chunks, size = [], 0
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise RequestError(408, f"the body stopped arriving: nothing for {timeout:g} s (zoo serve "
+                               "--body-timeout); send it whole") from None
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"the body is over {limit} bytes, this server's limit (zoo serve --max-body-mb)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _served(served: dict[str, Served], name: str) -> Served:
+    if name in served:
+        return served[name]
+    names = [n for n in served if served[n].model.spec.name == name or name in served[n].model.spec.aliases]
+    if names:
+        return served[names[0]]
+    raise RequestError(404, f"model {name!r} is not served here{did_you_mean(name, served)}; served: "
+                       f"{', '.join(served)}", "model", "model_not_found")
+
+
+def _options(entry: Served, kind: str, dims: int | None) -> EmbedOptions:
+    """The embedding options for ``kind`` items truncated to ``dims``, checked once per pair; a
+    width the model was not trained for warns then (into the log, see ``serve``)."""
+    width = entry.model.embed_dim
+    if dims is not None and dims > width:
+        raise RequestError(400, f"dimensions {dims} is more than {entry.name}'s {width}", "dimensions")
+    key = (kind, None if dims == width else dims)
+    if key not in entry.options:
+        try:
+            entry.options[key] = entry.model.embed_options(tower=kind, truncate_dim=key[1])
+        except ValueError as exc:  # UnsupportedOptionError included
+            raise RequestError(400, f"dimensions {dims}: {exc}", "dimensions") from None
+    return entry.options[key]
+
+
+async def _embed(entry: Served, request: EmbeddingRequest) -> tuple[np.ndarray, int]:
+    """Rows for every item, in order, and their token count: one batcher job per kind (texts,
+    images...)."""
+    import numpy as np
+
+    kinds = sorted({kind for kind, _ in request.items})
+    options = {kind: _options(entry, kind, request.dimensions) for kind in kinds}
+    try:
+        entry.batcher.admit(len(request.items))
+    except QueueFull as full:  # the server is busy, not broken: the client retries (openai's client does, on 429)
+        raise RequestError(429, f"{entry.name} is busy: {full}; retry after {full.retry_after} s (zoo serve "
+                           "--max-queue)", code="queue_full", headers={"retry-after": str(full.retry_after)}) from None
+    positions = {kind: [i for i, (k, _) in enumerate(request.items) if k == kind] for kind in kinds}
+
+    async def rows_of(kind: str) -> tuple[np.ndarray, int]:
+        try:
+            return await entry.batcher.embed([request.items[i][1] for i in positions[kind]], (kind, options[kind]))
+        except ItemError as exc:  # its index within this kind's items -> within the request
+            raise ItemError(positions[kind][exc.index], exc.reason) from None
+
+    parts = await asyncio.gather(*(rows_of(kind) for kind in kinds), return_exceptions=True)
+    bad = sorted((p for p in parts if isinstance(p, ItemError)), key=lambda e: e.index)
+    if bad:  # the first bad input of the request, whichever kind's pass ended first
+        raise RequestError(400, f"input[{bad[0].index}]: {bad[0].reason}", f"input[{bad[0].index}]", "bad_input")
+    answers = [p for p in parts if not isinstance(p, BaseException)]
+    failed = next((p for p in parts if isinstance(p, BaseException)), None)
+    if failed is not None:  # the batcher logged it with its traceback; the client hears what failed
+        raise RequestError(500, f"{entry.name} failed on this request's batch: {type(failed).__name__}: "
+                           f"{failed} (the server log has the traceback)", code="model_error",
+                           headers={"x-should-retry": "false"})  # openai's client would run it twice more
+    out = np.empty((len(request.items), answers[0][0].shape[1]), dtype=np.float32)
+    for kind, (rows, _) in zip(kinds, answers):
+        out[positions[kind]] = rows
+    return out, sum(int(tokens) for _, tokens in answers)
+
+
+def _response(entry: Served, request: EmbeddingRequest, rows: np.ndarray, tokens: int) -> dict[str, Any]:
+    import numpy as np
+
+    if request.encoding_format == "base64":
+        values: list[Any] = [base64.b64encode(np.ascontiguousarray(r, dtype="<f4").tobytes()).decode("ascii")
+                             for r in rows]
+    else:
+        values = rows.tolist()
+    return {"object": "list", "model": entry.name,
+            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(values)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}

@@ -1,0 +1,36 @@
+"""Provenance: which pinned weights produced a file (an embedding table, a finetuned checkpoint).
+
+One dict, written wherever zoo stores results, so that a reader can tell whether two files came
+from the same model (name, revision and weight sha256 must all match).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from zoo import __version__
+
+if TYPE_CHECKING:
+    from zoo.catalog._spec import ModelSpec
+    from zoo.core._embed_options import EmbedOptions
+
+    from ._model_files import ModelFiles
+
+
+def weights_provenance(spec: ModelSpec, files: ModelFiles | None) -> dict[str, Any]:
+    """The model and the exact files it was loaded from."""
+    return {"model": spec.name, "backend": spec.backend, "modality": spec.modality, "revision": spec.revision,
+            "sha256": dict(spec.sha256), "source": files.source.describe() if files else None,
+            "zoo_version": __version__}
+
+
+def embedding_provenance(spec: ModelSpec, files: ModelFiles | None, *, options: EmbedOptions,
+                         runtime: str = "torch") -> dict[str, Any]:
+    """:func:`weights_provenance` plus how the embeddings were computed from it: pooling,
+    normalisation, preprocessing, the runtime (PyTorch, ONNX Runtime, OpenVINO) and the embedding
+    options (prompt, layers, truncation, precision). ``embed_dim`` is the width of the float rows,
+    after truncation."""
+    preprocessing = json.loads(json.dumps(dict(spec.preprocessing), default=str))  # plain JSON values
+    return {**weights_provenance(spec, files), "embed_dim": options.float_dim, "preprocessing": preprocessing,
+            "runtime": runtime, **options.provenance()}

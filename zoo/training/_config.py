@@ -1,0 +1,98 @@
+"""What a finetuning run is asked to do: :class:`FinetuneConfig`, shared by
+:meth:`zoo.Adapter.finetune`, the ``zoo finetune`` command and the training plugin.
+
+This module is part of the core and imports no torch: the training itself lives in
+:mod:`zoo.training`, a built-in plugin that implements the ``zoo_finetune`` hook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import did_you_mean
+
+STRATEGIES = ("linear-probe", "full", "partial", "freeze-unfreeze")
+HEADS = ("linear", "mlp")
+
+
+def _check_choice(kind: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {kind} {value!r}{did_you_mean(value, choices)} (choices: {', '.join(choices)})")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Settings of one finetuning run.
+
+    Attributes:
+        output_dir: where checkpoints go; ``zoo.load(output_dir)`` reads the best model back.
+        strategy: ``linear-probe`` (backbone frozen, embeddings computed once), ``full``, ``partial``
+            (the last ``unfreeze_blocks`` blocks train) or ``freeze-unfreeze`` (frozen for
+            ``freeze_epochs``, then everything trains).
+        epochs, batch_size, weight_decay, seed: the usual.
+        lr: the head's learning rate (``None``: 1e-2 for the probe, 1e-3 otherwise).
+        backbone_lr: the backbone's (``None``: ``lr / 10``).
+        head: ``linear`` or ``mlp``.
+        val_fraction: hold out this fraction of each class when no validation data is given.
+        pool: pooling mode, where the model has a choice.
+        resume: continue the run in ``output_dir`` from its last finished epoch.
+        progress: show a progress bar (``None``: the default of tqdm).
+        text_column, label_column: the columns of a CSV / JSONL / parquet training file.
+        on_epoch_end: called with each epoch's metrics (not part of the run's identity).
+    """
+
+    output_dir: Path
+    strategy: str = "linear-probe"
+    epochs: int = 5
+    lr: float | None = None
+    backbone_lr: float | None = None
+    batch_size: int = 32
+    head: str = "linear"
+    seed: int = 0
+    unfreeze_blocks: int = 2
+    freeze_epochs: int = 1
+    weight_decay: float = 0.01
+    val_fraction: float | None = None
+    pool: str | None = None
+    resume: bool = False
+    progress: bool | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    on_epoch_end: Callable[[dict[str, float]], None] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.output_dir is None:
+            raise ValueError("finetune needs output_dir: the folder that zoo.load reads the model back from")
+        object.__setattr__(self, "output_dir", Path(os.fspath(self.output_dir)))
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        _check_choice("head", self.head, HEADS)
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> FinetuneConfig:
+        """A config from keyword arguments; an unknown one gets a "did you mean"."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in options:
+            if key not in names:
+                raise TypeError(f"finetune got an unexpected option {key!r}{did_you_mean(key, names)}")
+        return cls(**options)
+
+    def replace(self, **changes: Any) -> FinetuneConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def head_lr(self) -> float:
+        """``lr``, or its default for the strategy."""
+        if self.lr is not None:
+            return self.lr
+        return 1e-2 if self.strategy == "linear-probe" else 1e-3
+
+    @property
+    def effective_backbone_lr(self) -> float:
+        return self.backbone_lr if self.backbone_lr is not None else self.head_lr / 10

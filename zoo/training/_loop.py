@@ -1,0 +1,386 @@
+"""The finetuning loop behind :meth:`zoo.Model.finetune`: one loop for every backend and modality.
+
+Deterministic for a seed: each epoch's shuffle comes from ``(seed, epoch)`` and the RNG state is
+saved with every checkpoint, so a run killed at any moment and resumed with ``resume=True`` ends
+with the metrics of an uninterrupted run. Under ``torchrun`` it trains data-parallel with
+``torch.distributed`` (gloo on CPU, nccl on GPU); only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from zoo import __version__
+from zoo.core._model import Head, Model, features
+from zoo.store._manifest import MANIFEST, read_json
+from zoo.store._provenance import weights_provenance
+
+from ..errors import ZooError
+from ._checkpoints import (
+    RESUME,
+    load_state,
+    load_tensors,
+    prune,
+    read_run_manifest,
+    save_state,
+    save_tensors,
+    write_run_manifest,
+)
+from ._config import FinetuneConfig
+from ._data import Examples, label_index, read_examples, stratified_split
+from ._finetuned import FORMAT, FinetunedCheckpoint
+from ._heads import build_head, fit_standardization
+from ._plot import plot_history
+from ._strategies import Plan, apply_plan, plan_for_epoch, set_train_mode
+
+if TYPE_CHECKING:
+    import torch
+
+    from zoo.core._encoder import Encoder
+
+
+@dataclass
+class FinetuneResult:
+    """What a finetuning run produced.
+
+    Attributes:
+        history: one dict per epoch: ``epoch``, ``train_loss`` and, with validation data,
+            ``val_loss``, ``val_accuracy``, ``val_macro_f1``; also ``seconds``.
+        best_epoch: the epoch whose weights were kept (best validation accuracy, then loss).
+        best_checkpoint: the folder ``zoo.load`` reads the best model from (``output_dir``).
+        model: the best model, ready to ``predict``.
+    """
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_checkpoint: Path
+    model: Model
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_env(cls, device: str) -> _Dist:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def sum(self, *values: float) -> list[float]:
+        if self.world == 1:
+            return list(values)
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def gather_rows(self, shard: Any, indices: list[int], total: int) -> Any:
+        """Reassemble a feature matrix computed in shards (rows ``indices`` on this rank)."""
+        import torch
+
+        if self.world == 1:
+            return shard
+        import torch.distributed as dist
+
+        parts: list[Any] = [None] * self.world
+        dist.all_gather_object(parts, (indices, shard.cpu()))
+        out = torch.empty((total, shard.shape[1]), dtype=shard.dtype)
+        for idx, rows in parts:
+            out[idx] = rows
+        return out
+
+
+class _Classifier:
+    """Backbone + head as one trainable ``nn.Module`` (built lazily to keep torch out of import)."""
+
+    @staticmethod
+    def build(encoder: Encoder, head: torch.nn.Module, pool: str | None) -> torch.nn.Module:
+        import torch
+
+        class Classifier(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.backbone = encoder.model
+                self.head = head
+
+            def forward(self, batch: Any) -> torch.Tensor:
+                return self.head(features(encoder, batch, pool, bool(encoder.spec.normalize)))
+
+        return Classifier()
+
+
+def _fingerprint(examples: Examples) -> str:
+    digest = hashlib.sha256()
+    for item, label in zip(examples.inputs, examples.labels):
+        digest.update(repr((item if isinstance(item, (str, int, float)) else type(item).__name__, label)).encode())
+    return digest.hexdigest()[:16]
+
+
+def _metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict[str, float]:
+    import torch
+    from sklearn.metrics import f1_score
+
+    loss = torch.nn.functional.cross_entropy(logits, y).item()
+    pred = logits.argmax(1)
+    return {"val_loss": loss, "val_accuracy": (pred == y).float().mean().item(),
+            "val_macro_f1": float(f1_score(y.numpy(), pred.numpy(), average="macro",
+                                           labels=list(range(num_classes)), zero_division=0))}
+
+
+def finetune(model: Model, train: Any, val: Any, config: FinetuneConfig) -> FinetuneResult:
+    """Train a classifier on ``model`` as ``config`` says; see :meth:`zoo.Model.finetune`."""
+    from tqdm.auto import tqdm
+
+    run = _Run(model, train, val, config)
+    if config.resume:
+        run.resume()
+    disable = (not config.progress if config.progress is not None else False) or run.dist.rank != 0
+    bar = tqdm(range(run.start, config.epochs), initial=run.start, total=config.epochs,
+               desc=f"finetune {model.name}", unit="epoch", disable=disable)
+    for epoch in bar:
+        began = time.perf_counter()
+        record: dict[str, float] = {"epoch": epoch + 1, "train_loss": run.train_epoch(epoch)}
+        if run.val_ex is not None:
+            record.update(run.evaluate())
+        record["seconds"] = round(time.perf_counter() - began, 3)
+        run.checkpoint(epoch, record)
+        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("train_loss", "val_accuracy")})
+        if config.on_epoch_end is not None:
+            config.on_epoch_end(record)
+    if run.dist.rank == 0:
+        plot_history(run.history, run.out / "curves.png", title=f"{model.name} ({config.strategy})")
+    run.dist.barrier()
+    assert run.best is not None  # every run records at least one epoch (epochs >= 1)
+    return FinetuneResult(history=run.history, best_epoch=run.best["epoch"], best_checkpoint=run.out,
+                          model=run.load_best())
+
+
+class _Run:
+    """One finetuning run's state: data, model copy, head, optimizer, and where it has got to."""
+
+    def __init__(self, base: Model, train: Any, val: Any, config: FinetuneConfig) -> None:
+        import torch
+
+        self.base, self.config = base, config
+        self.dist = _Dist.from_env(base.device)
+        self.out = config.output_dir
+        if self.dist.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.dist.barrier()
+        self._read_data(train, val)
+        self.pool = base.embed_options(pool=config.pool).pool
+        self.trains_backbone = config.strategy != "linear-probe"
+        # A copy, so the caller's pretrained model keeps its weights when the backbone trains.
+        self.model = copy.deepcopy(base) if self.trains_backbone else base
+        self.encoder = self.model.encoder
+        torch.manual_seed(config.seed)
+        self.head = build_head(config.head, self.model.embed_dim, len(self.classes)).to(self.model.device)
+        self.blocks = self.encoder.blocks()
+        self.x_train: torch.Tensor | None = None
+        self.x_val: torch.Tensor | None = None
+        if not self.trains_backbone:
+            self._embed_once()
+        params = [{"params": list(self.head.parameters()), "lr": config.head_lr}]
+        if self.trains_backbone:
+            params.append({"params": list(self.model.model.parameters()), "lr": config.effective_backbone_lr})
+        self.optimizer = torch.optim.AdamW(params, weight_decay=config.weight_decay)
+        self.module = _Classifier.build(self.encoder, self.head, self.pool) if self.trains_backbone else self.head
+        self.ddp_plan: Plan | None = None
+        self.ddp_module = self.module
+        self.start = 0
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] | None = None
+        self.settings = self._settings()
+
+    def _read_data(self, train: Any, val: Any) -> None:
+        import torch
+
+        config = self.config
+        columns = {"text_column": config.text_column, "label_column": config.label_column}
+        self.train_ex = read_examples(train, **columns)
+        self.val_ex = read_examples(val, **columns) if val is not None else None
+        if self.val_ex is None and config.val_fraction:
+            self.train_ex, self.val_ex = stratified_split(self.train_ex, config.val_fraction, config.seed)
+        if len(self.train_ex) == 0:
+            raise ZooError("no training examples")
+        self.classes = label_index(self.train_ex.labels)
+        if self.val_ex is not None and (unseen := set(self.val_ex.labels) - set(self.classes)):
+            raise ZooError(f"validation labels not in the training data: {sorted(map(str, unseen))}")
+        index = {c: i for i, c in enumerate(self.classes)}
+        self.y_train = torch.tensor([index[label] for label in self.train_ex.labels])
+        self.y_val = torch.tensor([index[label] for label in self.val_ex.labels]) if self.val_ex is not None else None
+
+    def _embed_once(self) -> None:
+        """The linear probe: embed once (sharded across ranks), then train only the head."""
+        dist, batch_size = self.dist, self.config.batch_size
+        shard = list(range(dist.rank, len(self.train_ex), dist.world))
+        x_shard = self.model.featurize([self.train_ex.inputs[i] for i in shard], batch_size=batch_size,
+                                       pool=self.pool, return_tensors="pt", progress=self.config.progress)
+        self.x_train = dist.gather_rows(x_shard, shard, len(self.train_ex)).to(self.model.device)
+        if self.val_ex is not None:
+            x_val = self.model.featurize(self.val_ex.inputs, batch_size=batch_size, pool=self.pool,
+                                         return_tensors="pt", progress=False)
+            self.x_val = cast("torch.Tensor", x_val).to(self.model.device)
+        fit_standardization(self.head, self.x_train)
+
+    def _settings(self) -> dict[str, Any]:
+        """What identifies the run: resuming with other settings is refused."""
+        c = self.config
+        return {"strategy": c.strategy, "epochs": c.epochs, "lr": c.head_lr, "backbone_lr": c.effective_backbone_lr,
+                "batch_size": c.batch_size, "head": c.head, "seed": c.seed, "unfreeze_blocks": c.unfreeze_blocks,
+                "freeze_epochs": c.freeze_epochs, "weight_decay": c.weight_decay, "pool": self.pool,
+                "world_size": self.dist.world, "train": _fingerprint(self.train_ex),
+                "val": _fingerprint(self.val_ex) if self.val_ex is not None else None}
+
+    def resume(self) -> None:
+        """Continue from the last finished epoch recorded in ``resume.json``, if there is one."""
+        import torch
+
+        state = read_run_manifest(self.out, RESUME)
+        if state is None:
+            return
+        settings = self.settings
+        if state["settings"] != settings:
+            changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+            raise ZooError(f"{self.out} holds a run with other settings ({', '.join(changed)}); "
+                           "use another output_dir or the same settings")
+        load_tensors(self.head, self.out / state["head"])
+        if state.get("backbone"):
+            load_tensors(self.model.model, self.out / state["backbone"])
+        saved = load_state(self.out / state["state"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["rng"])
+        self.start, self.history, self.best = state["epoch"], state["history"], state["best"]
+
+    def _prepare_epoch(self, epoch: int) -> None:
+        """Set what trains this epoch (and rebuild DDP when that changes: it fixes the set at build)."""
+        c = self.config
+        plan = plan_for_epoch(c.strategy, epoch, unfreeze_blocks=c.unfreeze_blocks, freeze_epochs=c.freeze_epochs)
+        if self.trains_backbone:
+            apply_plan(self.model.model, plan, self.blocks)
+            set_train_mode(self.model.model, plan)
+        self.head.train()
+        if self.dist.world > 1 and plan != self.ddp_plan:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp_module = DistributedDataParallel(self.module, find_unused_parameters=self.trains_backbone)
+            self.ddp_plan = plan
+
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over this rank's share of the shuffled training data; returns the mean loss."""
+        import torch
+
+        self._prepare_epoch(epoch)
+        dist, batch_size = self.dist, self.config.batch_size
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.train_ex), generator=generator).tolist()
+        per_rank = math.ceil(len(order) / dist.world)
+        order = (order * 2)[: per_rank * dist.world][dist.rank::dist.world]
+        loss_sum = count = 0.0
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            if self.x_train is not None:
+                batch = self.x_train[idx]
+            else:
+                batch = self.encoder.collate([self.encoder.decode(self.train_ex.inputs[i]) for i in idx])
+            logits = self.ddp_module(batch)
+            loss = torch.nn.functional.cross_entropy(logits, self.y_train[idx].to(logits.device))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.item() * len(idx)
+            count += len(idx)
+        loss_sum, count = dist.sum(loss_sum, count)
+        return loss_sum / count
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss, accuracy and macro-F1 of the current weights."""
+        import torch
+
+        self.head.eval()
+        self.model.model.eval()
+        with torch.inference_mode():
+            if self.x_val is not None:
+                logits = self.head(self.x_val)
+            else:
+                normalize = bool(self.encoder.spec.normalize)
+                logits = torch.cat([self.head(features(self.encoder, batch, self.pool, normalize))
+                                    for batch in self._val_batches()])
+        assert self.y_val is not None  # evaluate runs only with validation examples
+        return _metrics(logits.float().cpu(), self.y_val, len(self.classes))
+
+    def _val_batches(self) -> Iterator[Any]:
+        assert self.val_ex is not None  # evaluate runs only with validation examples
+        inputs, size = self.val_ex.inputs, self.config.batch_size
+        for start in range(0, len(inputs), size):
+            yield self.encoder.collate([self.encoder.decode(x) for x in inputs[start:start + size]])
+
+    def checkpoint(self, epoch: int, record: dict[str, float]) -> None:
+        """Record the epoch; rank 0 saves its weights, and the manifests that name them, atomically."""
+        import torch
+
+        self.history.append(record)
+        score = (record["val_accuracy"], -record["val_loss"]) if self.val_ex is not None else (-record["train_loss"],)
+        improved = self.best is None or list(score) > list(self.best["score"])
+        if improved:
+            self.best = {"epoch": epoch + 1, "score": list(score)}
+        if self.dist.rank == 0:
+            out, tag = self.out, f"e{epoch + 1:03d}"
+            backbone = save_tensors(out / f"{tag}.backbone.safetensors", self.model.model) \
+                if self.trains_backbone else None
+            head = save_tensors(out / f"{tag}.head.safetensors", self.head)
+            state = save_state(out / f"{tag}.state.pt", {"optimizer": self.optimizer.state_dict(),
+                                                          "rng": torch.get_rng_state()})
+            weights = [f for f in (head, backbone) if f]
+            common = self._manifest_common()
+            if improved:
+                write_run_manifest(out, MANIFEST, {
+                    **common, "head": {**common["head"], "file": head},
+                    "backbone": {"file": backbone} if backbone else None,
+                    "epoch": epoch + 1, "history": self.history}, weights)
+            write_run_manifest(out, RESUME, {
+                **common, "epoch": epoch + 1, "history": self.history, "best": self.best, "head": head,
+                "backbone": backbone, "state": state}, [*weights, state])
+            prune(out)
+        self.dist.barrier()
+
+    def _manifest_common(self) -> dict[str, Any]:
+        base = self.base
+        return {"format": FORMAT, "zoo_version": __version__, "base": weights_provenance(base.spec, base.files),
+                "labels": self.classes, "pool": self.pool, "settings": self.settings,
+                "head": {"type": self.config.head, "in_features": self.model.embed_dim,
+                         "num_classes": len(self.classes)}}
+
+    def load_best(self) -> Model:
+        """The best epoch's weights, read back from what was saved (so the result is what zoo.load gives)."""
+        manifest = read_json(self.out / MANIFEST)
+        load_tensors(self.head, self.out / manifest["head"]["file"])
+        if manifest.get("backbone"):
+            load_tensors(self.model.model, self.out / manifest["backbone"]["file"])
+        self.model.model.eval()
+        spec = FinetunedCheckpoint.spec_for_path(self.out, manifest)
+        spec = spec.replace(normalize=self.model.spec.normalize, pooling=manifest.get("pool"))
+        return Model(self.encoder, spec=spec, head=Head(self.head, list(manifest["labels"]), manifest.get("pool")))
