@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from zoo.core._encoder import Encoder
+from zoo.core._encoder import Encoder, longest_first
 
 if TYPE_CHECKING:
     import torch
@@ -39,7 +39,7 @@ class AudioAdapter(Encoder):
                      ) -> Iterator[tuple[list[int], Any]]:
         """Longest first; where padding would change a row, each batch holds one length only."""
         if self.pads_exactly:
-            yield from super().plan_batches(items, batch_size)
+            yield from longest_first(items, batch_size, _seconds, self.collate)
             return
         groups: dict[tuple[int, int], list[int]] = {}
         for index, (wave, rate) in enumerate(items):
@@ -59,11 +59,6 @@ class AudioAdapter(Encoder):
         return [((wave[start:start + size], rate), len(wave[start:start + size]) / rate)
                 for start in range(0, len(wave), size)]
 
-    def size(self, item: tuple[Any, int]) -> float:
-        """Duration in seconds: batching similar lengths together wastes little padding."""
-        wave, rate = item
-        return len(wave) / rate
-
     def resample(self, item: tuple[Any, int]) -> torch.Tensor:
         """A decoded ``(waveform, rate)`` pair as a float32 tensor at :attr:`sample_rate`."""
         import torch
@@ -82,3 +77,9 @@ class AudioAdapter(Encoder):
             out = resample_poly(wave, self.sample_rate // common, int(rate) // common)
             return torch.from_numpy(out.astype(wave.dtype, copy=False))
         return torchaudio.functional.resample(tensor, orig_freq=rate, new_freq=self.sample_rate)
+
+
+def _seconds(item: tuple[Any, int]) -> float:
+    """A decoded clip's duration: batching similar durations together wastes little padding."""
+    wave, rate = item
+    return len(wave) / rate

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from zoo.core._encoder import DeviceStage
 from zoo.errors import is_item_error
 
 if TYPE_CHECKING:
@@ -278,10 +279,6 @@ class ImageBatcher:
                              f"Normalize steps; this model's is {self.transform!r}: keep 'pil'")
         self.mode = mode
 
-    def input_decoder(self, decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        """The decoder featurize should run: ``decode``, or one that keeps JPEGs encoded."""
-        return KeepJpegsEncoded(decode) if self.mode == "device" else decode
-
     def collate(self, items: list[Any]) -> torch.Tensor | ImageBatch:
         """A stacked batch; an :class:`ImageBatch` when some items are still encoded JPEGs."""
         import torch
@@ -461,17 +458,18 @@ class DecodesImages:
     def image_decoding(self, mode: ImageDecoding) -> None:
         self.images.set_mode(mode)
 
-    def input_decoder(self) -> Callable[[Any], Any]:
-        """The modality's decoder, or in ``"device"`` mode one that keeps JPEGs encoded (not for a
-        subclass with a ``collate`` of its own, which expects decoded images)."""
-        if type(self).collate is not DecodesImages.collate:
-            return self.decode
-        return self.images.input_decoder(self.decode)
+    def device_stage(self) -> DeviceStage | None:
+        """In ``"device"`` mode: a decoder that keeps JPEGs encoded, and the batch's JPEGs decoded
+        and transformed on the model's device (not for a subclass with a ``collate`` of its own,
+        which expects decoded images)."""
+        if self.images.mode != "device" or type(self).collate is not DecodesImages.collate:
+            return None
+        return DeviceStage(KeepJpegsEncoded(self.decode), self._finish)
 
     def collate(self, items: list[Any]) -> torch.Tensor | ImageBatch:
         """The weights' transform of each image, stacked; encoded JPEGs kept for the device."""
         return self.images.collate(items)
 
-    def finish_batch(self, batch: Any) -> tuple[Any, list[tuple[int, str]]]:
+    def _finish(self, batch: Any) -> tuple[Any, list[tuple[int, str]]]:
         """The JPEGs of an :class:`ImageBatch` decoded and transformed on the model's device."""
         return self.images.finish(batch, self.device, self.decode)

@@ -76,7 +76,6 @@ class GE2EAdapter(AudioAdapter):
     backend = "ge2e"
     parallel_decode = False  # collate computes the mel spectrogram on the model's device
 
-    normalize_default = True  # speaker similarity is the cosine, as GE2E was trained
 
     def __init__(self, spec: ModelSpec, model: torch.nn.Module, *, mel: torch.nn.Module, settings: dict[str, Any],
                  **kwargs: Any) -> None:
@@ -107,7 +106,8 @@ class GE2EAdapter(AudioAdapter):
             norm="slaney", mel_scale="slaney",  # librosa's defaults, which the weights were trained with
         )
         mel.to(device).eval()  # float32 whatever the compute dtype: the log-mel range needs it
-        return Built(model, int(embed), {"preprocessing": settings}, {"mel": mel, "settings": settings})
+        return Built(model, int(embed), {"preprocessing": settings, "normalize": True},  # GE2E's cosine
+                     {"mel": mel, "settings": settings})
 
     @property
     def preprocess(self) -> torch.nn.Module:

@@ -42,7 +42,8 @@ class HFImageTextAdapter(TransformersFamily, ImageTextAdapter):
         def transform(image: Any) -> torch.Tensor:
             return processor(images=image, return_tensors="pt")["pixel_values"][0]
 
-        return Built(model, dim, parts={"image_transform": transform, "tokenizer": processor.tokenizer,
+        return Built(model, dim, spec_changes={"normalize": True},  # CLIP's and SigLIP's cosine
+                     parts={"image_transform": transform, "tokenizer": processor.tokenizer,
                                         "padding": padding})
 
     def image_tower(self) -> tuple[str, torch.nn.Module]:

@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 class ImageTextAdapter(DecodesImages, Encoder):
     """A contrastive image-text model; subclasses implement the two towers and tokenisation."""
 
-    normalize_default = True  # a dot product of unit vectors is the cosine similarity CLIP was trained on
-
     def __init__(self, spec: ModelSpec, model: torch.nn.Module, *, image_transform: Callable[[Any], Any],
                  tokenizer: Any, **kwargs: Any) -> None:
         super().__init__(spec, model, **kwargs)
@@ -70,7 +68,6 @@ class TextTower(Encoder):
     """The text encoder of an image-text model: the same weights, texts tokenised in input order."""
 
     parallel_decode = False  # tokenised here, a batch at a time
-    normalize_default = True
 
     def __init__(self, owner: ImageTextAdapter) -> None:
         super().__init__(owner.spec, owner.model, files=owner.files, device=owner.device, dtype=owner.dtype)

@@ -63,7 +63,8 @@ class OpenClipAdapter(ImageTextAdapter):
         model, _, preprocess = open_clip.create_model_and_transforms(ident, device=device)
         config = json.loads((files.root / CONFIG).read_text())
         return Built(model, int(config["model_cfg"]["embed_dim"]),
-                     {"preprocessing": {**config.get("preprocess_cfg", {}), **spec.preprocessing}},
+                     {"preprocessing": {**config.get("preprocess_cfg", {}), **spec.preprocessing},
+                      "normalize": True},  # unit vectors: their dot product is the cosine CLIP trained on
                      {"image_transform": preprocess, "tokenizer": open_clip.get_tokenizer(ident)})
 
     def image_tower(self) -> tuple[str, torch.nn.Module]:

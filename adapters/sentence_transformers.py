@@ -11,11 +11,10 @@ prompt's tokens out of the pool, as ``encode`` does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.core._encoder import Built, Encoder
+from zoo.core._encoder import Built
 from zoo.errors import ModelFormatError, RegistryError, UnsupportedOptionError
 from zoo.store._manifest import write_manifest
 
@@ -43,7 +42,6 @@ class SentenceTransformerAdapter(TransformersAdapter):
     """
 
     pooling_modes = ST_POOLING_MODES
-    load_options = ("trust_remote_code", "device_map")
     model: SentenceTransformer
 
     def __init__(self, spec: ModelSpec, model: Any, **kwargs: Any) -> None:
@@ -72,7 +70,7 @@ class SentenceTransformerAdapter(TransformersAdapter):
             model.max_seq_length = int(spec.preprocessing["max_length"])
         max_length = _max_length(model)
         changes = {"pooling": pooling,
-                   "normalize": spec.normalize if spec.normalize is not None else _ends_with_normalize(model),
+                   "normalize": _ends_with_normalize(model),
                    "preprocessing": {**spec.preprocessing,
                                      **({"max_length": max_length} if max_length else {})},
                    "prompts": {**_declared_prompts(root, model), **spec.prompts},
@@ -84,17 +82,6 @@ class SentenceTransformerAdapter(TransformersAdapter):
                      placed=device_map is not None)
 
     # -- featurize ------------------------------------------------------------------------------
-
-    def plan_batches(self, items: Sequence[str], batch_size: int) -> Iterator[tuple[list[int], Any]]:
-        """By token count where the pipeline starts with a transformers tokenizer; by characters,
-        as sentence-transformers sorts, for the others (static embeddings, ...)."""
-        if self.model.transformers_model is not None:
-            return super().plan_batches(items, batch_size)
-        return Encoder.plan_batches(self, items, batch_size)  # longest first by size(): characters
-
-    def size(self, item: str) -> int:
-        """A text's length in characters, what sentence-transformers sorts by."""
-        return len(item)
 
     def collate(self, items: list[str]) -> dict[str, torch.Tensor]:
         """sentence-transformers' own preprocessing of the (already prompted) texts: its tokenizer

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from zoo.catalog._registry import import_ref
 from zoo.catalog._spec import ModelSpec, Source, split_revision
-from zoo.core._encoder import Built, Encoder, ExportPlan
+from zoo.core._encoder import Built, Encoder, ExportPlan, longest_first
 from zoo.errors import ModelFormatError, PluginError, RegistryError
 from zoo.store._manifest import write_manifest
 from zoo.store._sources import hub_file
@@ -83,7 +83,6 @@ class TransformersAdapter(Encoder):
     pooling_modes: ClassVar[tuple[str, ...]] = ("mean", "cls", "max", "lasttoken", "pooler")
     parallel_decode = False  # texts are tokenised in length-sorted batches here, fast enough in-process
     #: ``device_map`` (``"auto"``, a dict...) spreads a model too big for one device, as transformers does
-    load_options = ("trust_remote_code", "device_map")
     #: a transformers ``PreTrainedModel``: its members (``config``, ``save_pretrained``) are the architecture's
     model: Any
 
@@ -171,15 +170,9 @@ class TransformersAdapter(Encoder):
         return self.model
 
     def plan_batches(self, items: Sequence[str], batch_size: int) -> Iterator[tuple[list[int], Any]]:
-        """Sort by token count (longest first) so each batch pads to similar lengths."""
-        lengths = self.tokenizer(
-            list(items), truncation=True, max_length=self.max_length, return_length=True,
-            return_attention_mask=False, return_token_type_ids=False,
-        )["length"]
-        order = sorted(range(len(items)), key=lambda i: -lengths[i])
-        for start in range(0, len(order), batch_size):
-            positions = order[start:start + batch_size]
-            yield positions, self.collate([items[i] for i in positions])
+        """Longest text first, by characters as sentence-transformers sorts, so each batch pads to
+        similar lengths; each text is tokenised once, in :meth:`collate`."""
+        return longest_first(items, batch_size, len, self.collate)
 
     def collate(self, items: list[str]) -> Any:
         """Token ids padded to the longest text of the batch."""
@@ -340,6 +333,5 @@ class TransformersFamily:
     :meth:`TransformersAdapter.resolve_files` picks which one serves a folder."""
 
     backend = "transformers"
-    load_options: ClassVar[tuple[str, ...]] = ("trust_remote_code",)
     #: a transformers ``PreTrainedModel``: its members (``config``, ``vision_model``...) are the architecture's
     model: Any

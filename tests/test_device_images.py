@@ -142,7 +142,7 @@ def test_device_decoding_equals_timm_on_pil_images(lite0, decoder, photos, tmp_p
     for name, data in photos.items():
         paths.append(tmp_path / f"{name}.jpg")
         paths[-1].write_bytes(data)
-    batch = lite0.encoder.collate([lite0.encoder.input_decoder()(p) for p in paths])
+    batch = lite0.encoder.collate([lite0.encoder.device_stage().decode(p) for p in paths])
     assert isinstance(batch, ImageBatch) and batch.jpegs == list(range(len(paths)))  # all left encoded
     pil = [Image.open(p).convert("RGB") for p in paths]
     expected = _timm_reference(lite0, pil)
@@ -162,7 +162,7 @@ def test_what_the_device_cannot_decode_takes_the_cpu_path_unchanged(lite0, photo
     Image.fromarray(coffee).save(png)
     rgb = _rgb_named(photos["coffee"])
     items = [cmyk, png, Image.fromarray(coffee), coffee, rgb, photos["coffee"]]
-    decoded = [lite0.encoder.input_decoder()(item) for item in items]
+    decoded = [lite0.encoder.device_stage().decode(item) for item in items]
     assert [isinstance(d, EncodedJpeg) for d in decoded] == [False, False, False, False, False, True]
     pil = [Image.open(cmyk).convert("RGB"), Image.open(png).convert("RGB"), Image.fromarray(coffee),
            Image.fromarray(coffee), Image.open(io.BytesIO(rgb)).convert("RGB"),
@@ -291,7 +291,7 @@ def test_encoded_batches_cross_decode_workers(lite0, photos):
     items = [*photos.values(), Image.open(io.BytesIO(photos["grey"]))] * 2
     in_process = lite0.featurize(items, batch_size=4)
     np.testing.assert_array_equal(lite0.featurize(items, batch_size=4, num_workers=1), in_process)
-    batch = lite0.encoder.collate([lite0.encoder.input_decoder()(item) for item in items[-3:]])
+    batch = lite0.encoder.collate([lite0.encoder.device_stage().decode(item) for item in items[-3:]])
     assert batch.jpegs == [0, 1] and batch.others == [2] and batch.transformed.shape == (1, 3, 224, 224)
     assert all(isinstance(one, bytes) for one in batch.data)  # no tensor, no file descriptor, per JPEG
 
@@ -319,7 +319,7 @@ def test_a_finetuned_model_decodes_as_its_base(lite0, photos, tmp_path):
     assert tuned.encoder.image_decoding == "pil"
     pil = tuned.predict_proba(images)
     tuned.encoder.image_decoding = "device"
-    assert isinstance(tuned.encoder.input_decoder()(images[0]), EncodedJpeg)
+    assert isinstance(tuned.encoder.device_stage().decode(images[0]), EncodedJpeg)
     np.testing.assert_allclose(tuned.predict_proba(images), pil, atol=1e-3)
     with pytest.raises(ValueError, match="'device' or 'pil'"):
         tuned.encoder.image_decoding = "gpu"

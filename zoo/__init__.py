@@ -30,6 +30,8 @@ _LAZY = {
     "Encoder": "zoo.core._encoder",
     "Built": "zoo.core._encoder",
     "ExportPlan": "zoo.core._encoder",
+    "DeviceStage": "zoo.core._encoder",
+    "longest_first": "zoo.core._encoder",
     "Adapter": "zoo.adapter",
     "ModelSpec": "zoo.catalog._spec",
     "Source": "zoo.catalog._spec",
@@ -68,7 +70,7 @@ if TYPE_CHECKING:
     from zoo.catalog._loader import info, list_models, load, pull, resolve, verify
     from zoo.catalog._spec import ModelSpec, Source
     from zoo.core._embed_options import EmbedOptions
-    from zoo.core._encoder import Built, Encoder, ExportPlan
+    from zoo.core._encoder import Built, DeviceStage, Encoder, ExportPlan, longest_first
     from zoo.core._model import Head, Model
     from zoo.store._checkpoint import load_state_dict, weights_file
     from zoo.store._model_files import ModelFiles

@@ -13,12 +13,13 @@ This module imports no torch at import time: encoders import their backend when 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, final
 
 from zoo.errors import PluginError, RegistryError, UnsupportedOptionError, did_you_mean
 from zoo.training._config import STRATEGIES
@@ -68,7 +69,8 @@ class Built:
         model: the backend's module, on the CPU or already on the device; the build path moves it
             to the device and compute dtype and puts it in eval mode.
         embed_dim: the width the weights give (checked against the spec's).
-        spec_changes: spec fields the weights settle (pooling, preprocessing...).
+        spec_changes: spec fields the weights settle (pooling, preprocessing...); ``normalize``
+            here is the backend's default, used when the spec does not say.
         parts: further keyword arguments for the encoder's constructor (transform, tokenizer...).
         placed: the backend already placed the model (``device_map`` across devices): the build
             path leaves its devices and dtype alone.
@@ -101,6 +103,26 @@ class ExportPlan:
     fusion: dict[str, Any] | None = None
 
 
+FinishBatch = Callable[[Any], tuple[Any, list[tuple[int, str]]]]
+
+
+@dataclass(frozen=True)
+class DeviceStage:
+    """Decoding finished on the model's device (:meth:`Encoder.device_stage`).
+
+    Attributes:
+        decode: what featurize runs on each input (in the decode workers) instead of the
+            modality's decoder; it may leave part of the work undone (a JPEG still encoded).
+        finish: run in the model's process on each collated batch: returns the batch for
+            :meth:`Encoder.encode_batch` and ``[(row, reason)]`` for the rows that could not be
+            finished, which the batch no longer holds; featurize raises or skips those inputs as it
+            does any bad input.
+    """
+
+    decode: Decode
+    finish: FinishBatch
+
+
 class Encoder(ABC):
     """One backend model behind zoo's engine.
 
@@ -122,10 +144,6 @@ class Encoder(ABC):
     parallel_decode: ClassVar[bool] = True
     #: Finetuning strategies this encoder supports (the conformance kit runs each).
     strategies: ClassVar[tuple[str, ...]] = STRATEGIES
-    #: Keyword options :meth:`load_pretrained` accepts beyond device and dtype.
-    load_options: ClassVar[tuple[str, ...]] = ()
-    #: Whether featurize L2-normalises when the spec does not say.
-    normalize_default: ClassVar[bool] = False
 
     def __init__(self, spec: ModelSpec, model: torch.nn.Module, *, files: ModelFiles | None, device: str,
                  dtype: torch.dtype | None = None, decode: Decode | None = None) -> None:
@@ -138,6 +156,7 @@ class Encoder(ABC):
 
     # -- loading --------------------------------------------------------------------------------
 
+    @final
     @classmethod
     def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
                         **options: Any) -> Encoder:
@@ -146,11 +165,12 @@ class Encoder(ABC):
         The one build path: reject unknown options, resolve the dtype, call the backend's
         :meth:`_build`, move the model, check its width against the spec, and settle the spec.
         """
-        unknown = sorted(set(options) - set(cls.load_options))
+        accepted_options = cls.load_options()
+        unknown = sorted(set(options) - set(accepted_options)) if accepted_options is not None else []
         if unknown:
-            accepted = ", ".join(cls.load_options) or "none"
+            accepted = ", ".join(accepted_options or ()) or "none"
             raise TypeError(f"unexpected option {unknown[0]!r} for {spec.name} ({cls.backend or cls.__name__} "
-                            f"backend){did_you_mean(unknown[0], cls.load_options)}; it accepts: {accepted}")
+                            f"backend){did_you_mean(unknown[0], accepted_options or ())}; it accepts: {accepted}")
         torch_dtype = resolve_dtype(dtype)
         built = cls._build(spec, files, device=device, dtype=torch_dtype, **options)
         if built.placed:  # inputs go where the model's first weights are
@@ -161,15 +181,27 @@ class Encoder(ABC):
         if spec.embed_dim is not None and spec.embed_dim != built.embed_dim:
             raise RegistryError(f"model {spec.name!r} declares embed_dim {spec.embed_dim} but its weights give "
                                 f"{built.embed_dim}; fix the registry entry")
-        changes = {"normalize": cls.normalize_default if spec.normalize is None else spec.normalize,
-                   **built.spec_changes, "embed_dim": built.embed_dim}
+        # the spec's normalize wins; the backend's (CLIP's unit vectors, a saved Normalize) is the default
+        normalize = built.spec_changes.get("normalize", False) if spec.normalize is None else spec.normalize
+        changes = {**built.spec_changes, "normalize": bool(normalize), "embed_dim": built.embed_dim}
         return cls(spec.replace(**changes), built.model, files=files, device=device, dtype=torch_dtype,
                    **built.parts)
 
+    @final
+    @classmethod
+    def load_options(cls) -> tuple[str, ...] | None:
+        """The options of ``zoo.load`` this encoder takes beyond device and dtype: the keyword-only
+        parameters of its :meth:`_build` (None: it takes ``**options``, any)."""
+        params = inspect.signature(cls._build).parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return None
+        return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in ("device", "dtype"))
+
     @classmethod
     def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype) -> Built:
-        """The backend's part of loading: the model and its preprocessing from verified files. A
-        backend with :attr:`load_options` takes each as a keyword argument of its own."""
+        """The backend's part of loading: the model and its preprocessing from verified files.
+        Further ``zoo.load`` options (``trust_remote_code``...) are keyword-only parameters of the
+        backend's own ``_build``; unknown ones are refused by name before it is called."""
         raise NotImplementedError(f"{cls.__name__} must implement _build")
 
     @classmethod
@@ -188,14 +220,17 @@ class Encoder(ABC):
 
     # -- what it is -----------------------------------------------------------------------------
 
+    @final
     @property
     def name(self) -> str:
         return self.spec.name
 
+    @final
     @property
     def modality(self) -> str:
         return self.spec.modality
 
+    @final
     @property
     def embed_dim(self) -> int:
         """Width ``D`` of a row."""
@@ -217,22 +252,12 @@ class Encoder(ABC):
     # -- batching -------------------------------------------------------------------------------
 
     def plan_batches(self, items: Sequence[Any], batch_size: int) -> Iterator[tuple[list[int], Any]]:
-        """Group decoded items into model inputs: yields ``(positions, batch)``.
-
-        ``positions`` index into ``items``. Items with a :meth:`size` are batched longest first, so
-        each batch pads to similar lengths; otherwise input order is kept. :meth:`collate` builds
-        each batch.
-        """
-        order = list(range(len(items)))
-        if items and self.size(items[0]) is not None:
-            order.sort(key=lambda i: -cast(float, self.size(items[i])))  # every item has a size
-        for start in range(0, len(order), batch_size):
-            positions = order[start:start + batch_size]
+        """Group decoded items into model inputs: yields ``(positions, batch)``, ``positions``
+        indexing into ``items``. The default keeps input order and :meth:`collate` builds each
+        batch; encoders whose inputs pad to a length batch them with :func:`longest_first`."""
+        for start in range(0, len(items), batch_size):
+            positions = list(range(start, min(start + batch_size, len(items))))
             yield positions, self.collate([items[i] for i in positions])
-
-    def size(self, item: Any) -> float | None:
-        """How much padding an item would need in a batch (its length), or None when sizes are equal."""
-        return None
 
     def collate(self, items: list[Any]) -> Any:
         """Turn a list of decoded items into one batch for :meth:`encode_batch`."""
@@ -245,18 +270,11 @@ class Encoder(ABC):
         window; long audio is cut this way."""
         return None
 
-    def input_decoder(self) -> Decode:
-        """The decoder featurize runs on each input (in DataLoader workers when asked): :attr:`decode`,
-        or one that leaves part of the work to :meth:`finish_batch` on the model's device (image
-        encoders keep JPEGs encoded when they decode them on the GPU)."""
-        return self.decode
-
-    def finish_batch(self, batch: Any) -> tuple[Any, list[tuple[int, str]]]:
-        """Finish, in the process that runs the model, what :meth:`collate` left for the model's
-        device. Returns the batch for :meth:`encode_batch` and ``[(row, reason)]`` for rows that
-        could not be finished, which the batch no longer holds; featurize raises or skips those
-        inputs as it does any bad input. The default has nothing to finish."""
-        return batch, []
+    def device_stage(self) -> DeviceStage | None:
+        """Decoding split between the decode workers and the model's device, or None (the default)
+        when :attr:`decode` does all of it on the CPU. Image encoders keep JPEGs encoded in the
+        workers and decode them on the GPU."""
+        return None
 
     def prompt_features(self, prompt: str) -> dict[str, Any] | None:
         """Entries every batch of texts that begin with ``prompt`` carries into :meth:`encode_batch`
@@ -317,9 +335,21 @@ class Encoder(ABC):
         """Write the model so that ``zoo.load(directory)`` reads it back."""
         raise NotImplementedError(f"{type(self).__name__} cannot save yet")
 
+    @final
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.name!r} modality={self.modality} "
                 f"dim={self.embed_dim} device={self.device}>")
+
+
+def longest_first(items: Sequence[Any], batch_size: int, length: Callable[[Any], float],
+                  collate: Callable[[list[Any]], Any]) -> Iterator[tuple[list[int], Any]]:
+    """Batches of items sorted by ``length``, longest first, so that each batch pads to similar
+    lengths (what sentence-transformers' ``encode`` does with characters): an encoder's
+    :meth:`Encoder.plan_batches` for inputs that pad."""
+    order = sorted(range(len(items)), key=lambda i: -length(items[i]))
+    for start in range(0, len(order), batch_size):
+        positions = order[start:start + batch_size]
+        yield positions, collate([items[i] for i in positions])
 
 
 def _unbound(name: str) -> Decode:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from zoo.errors import InputError, InputWarning, Unreadable, is_item_error
 
 from ._allocator import keep_freed_memory
-from ._encoder import Encoder
+from ._encoder import Encoder, FinishBatch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -233,6 +233,7 @@ def run_featurize(
     return_tensors: Literal["np", "pt"],
     progress: bool | None,
     on_error: OnError,
+    finish: FinishBatch | None = None,
     desc: str = "featurize",
     num_workers: int = 0,
     keep_dims: int | None = None,
@@ -240,6 +241,7 @@ def run_featurize(
     """Run ``encode`` over ``inputs`` batch by batch into ``(N, dim)`` float32 rows.
 
     The encoder's ``plan_batches`` groups the decoded items and its ``windows`` cuts long ones;
+    ``finish`` (a :class:`~zoo.core._encoder.DeviceStage`'s) completes each batch on the device;
     ``keep_dims`` keeps each row's first dimensions (``(N, keep_dims)``),
     normalised after the cut. Returns the rows and the report of what was kept and skipped. See
     :meth:`zoo.Model.featurize` for the contract; classifier outputs reuse the same loop.
@@ -263,12 +265,12 @@ def run_featurize(
         if num_workers > 0 or not _decodes_all_first(encoder):
             # Decode batch by batch (in workers if asked) so memory holds one batch of decoded items,
             # not the whole input: images and other inputs batched in input order.
-            batches = _streamed_batches(encoder, items, decode, batch_size, num_workers, output, windows)
+            batches = _streamed_batches(encoder, items, decode, batch_size, num_workers, output, windows, finish)
         else:
             batches = _planned_batches(encoder, items, decode, batch_size, output, windows)
         for positions, batch, weights, advance in batches:
-            if positions:
-                batch, failed = encoder.finish_batch(batch)
+            if positions and finish is not None:
+                batch, failed = finish(batch)
                 if failed:
                     positions, weights = output.drop(positions, weights, failed)
             if positions:
@@ -282,7 +284,7 @@ def _decodes_all_first(encoder: Encoder) -> bool:
     by length), so the engine decodes the whole input first; otherwise items decode batch by batch,
     in input order, and memory holds one batch."""
     cls = type(encoder)
-    return cls.plan_batches is not Encoder.plan_batches or cls.size is not Encoder.size
+    return cls.plan_batches is not Encoder.plan_batches
 
 
 def _planned_batches(encoder: Encoder, items: list[Any], decode: Callable[[Any], Any], batch_size: int,
@@ -332,7 +334,7 @@ class _DecodeCollate:
 
 
 def _streamed_batches(encoder: Encoder, items: list[Any], decode: Callable[[Any], Any], batch_size: int,
-                      num_workers: int, output: _Output, windows: Windows | None
+                      num_workers: int, output: _Output, windows: Windows | None, finish: FinishBatch | None
                       ) -> Iterator[tuple[list[int], Any, list[float | None], int]]:
     """Decode and collate batch by batch, in input order; with ``num_workers`` > 0 in that many
     processes, overlapping the model running here. Yields ``(positions, batch, weights, inputs
@@ -346,7 +348,7 @@ def _streamed_batches(encoder: Encoder, items: list[Any], decode: Callable[[Any]
                                          prefetch_factor=4 if num_workers else None)
     for start, (batches, notes) in zip(range(0, len(items), batch_size), loader):
         if notes.skipped and output.on_error == "raise":
-            index, why = _first_error(encoder, batches, notes.skipped[0])
+            index, why = _first_error(finish, batches, notes.skipped[0])
             raise InputError(index, why, items[index])
         output.report.skipped += notes.skipped
         output.report.warned += notes.warned
@@ -355,12 +357,13 @@ def _streamed_batches(encoder: Encoder, items: list[Any], decode: Callable[[Any]
         yield [], None, [], min(batch_size, len(items) - start)  # this loader batch's inputs are done
 
 
-def _first_error(encoder: Encoder, batches: list[tuple[list[int], Any, list[float | None]]],
+def _first_error(finish: FinishBatch | None, batches: list[tuple[list[int], Any, list[float | None]]],
                  first: tuple[int, str]) -> tuple[int, str]:
     """The bad input of a loader batch with the lowest index: ``first`` (the first the decode
-    workers found) or one only :meth:`Encoder.finish_batch` finds (a JPEG left for the GPU), so the
+    workers found) or one only the device stage's ``finish`` finds (a JPEG left for the GPU), so the
     error names the input it would name with every input decoded on the CPU."""
     errors = [first]
-    for positions, batch, _ in batches:
-        errors += [(positions[row], why) for row, why in encoder.finish_batch(batch)[1]]
+    if finish is not None:
+        for positions, batch, _ in batches:
+            errors += [(positions[row], why) for row, why in finish(batch)[1]]
     return min(errors)

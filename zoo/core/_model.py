@@ -249,12 +249,9 @@ class Model:
         elif settings:
             raise TypeError(f"pass options= or the settings themselves ({', '.join(settings)}), not both")
         encoder = self._towers[options.tower or self.tower()[0]]
-        decode = encoder.input_decoder()
-        if options.prompt:
-            decode = Prompted(decode, options.prompt)
         quantized = options.precision != "float32"
         rows, report = self._run(encoder, inputs, encode=self._forward(encoder, options), dim=options.dim,
-                                 keep_dims=options.truncate_dim, decode=decode, batch_size=batch_size,
+                                 keep_dims=options.truncate_dim, prompt=options.prompt, batch_size=batch_size,
                                  normalize=options.normalize, return_tensors="np" if quantized else return_tensors,
                                  progress=progress, on_error=on_error,
                                  num_workers=num_workers if encoder.parallel_decode else 0,
@@ -285,11 +282,15 @@ class Model:
                 return encoder.encode_batch(batch, pool=options.pool)
         return forward if not extra else lambda batch: forward({**batch, **extra})
 
-    def _run(self, encoder: Encoder, inputs: Iterable[Any], **kwargs: Any
+    def _run(self, encoder: Encoder, inputs: Iterable[Any], *, prompt: str | None = None, **kwargs: Any
              ) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
-        """Every verb that runs the frozen model over inputs goes through here: the engine, then the
+        """Every verb that runs the frozen model over inputs goes through here: the decoding the
+        encoder asks for (its device stage, the prompt before each text), the engine, then the
         :attr:`last_report` convenience, set in this one place."""
-        rows, report = run_featurize(encoder, inputs, **kwargs)
+        stage = encoder.device_stage()
+        decode = stage.decode if stage is not None else encoder.decode
+        rows, report = run_featurize(encoder, inputs, decode=Prompted(decode, prompt) if prompt else decode,
+                                     finish=stage.finish if stage is not None else None, **kwargs)
         self.last_report = report
         return rows, report
 
@@ -323,7 +324,7 @@ class Model:
                                          "classify(inputs, labels) for zero-shot, or finetune a head")
         logits, labels = classifier
         return self._run(self.encoder, inputs, encode=lambda batch: logits(batch).float().softmax(-1),
-                         dim=len(labels), decode=self.encoder.input_decoder(), batch_size=batch_size, normalize=False,
+                         dim=len(labels), batch_size=batch_size, normalize=False,
                          return_tensors=return_tensors, progress=progress, on_error=on_error, desc="predict")[0]
 
     def _classifier(self) -> tuple[Callable[[Any], torch.Tensor], list[Any]] | None:

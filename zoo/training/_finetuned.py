@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.catalog._spec import ModelSpec, Source
-from zoo.core._encoder import Encoder
+from zoo.core._encoder import Built, Encoder
 from zoo.core._model import Head, Model
+from zoo.errors import IntegrityError
 from zoo.store._manifest import MANIFEST, read_json
 
-from ..errors import IntegrityError
 from ._checkpoints import load_tensors
 from ._heads import build_head
 
@@ -39,8 +39,7 @@ class FinetunedCheckpoint(Encoder):
                          sha256=manifest["files"], requires=(name,), description=f"finetuned from {name}")
 
     @classmethod
-    def load_pretrained(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: Any = None,
-                        **options: Any) -> Encoder:
+    def _build(cls, spec: ModelSpec, files: ModelFiles, **options: Any) -> Built:
         raise TypeError(f"{spec.name} is a finetuned model: load it with zoo.load, which loads its base "
                         f"{spec.backend_id!r} first")
 

@@ -40,10 +40,6 @@ class CrepeAdapter(AudioAdapter):
         return float(hertz.median())
 
     @property
-    def embed_dim(self) -> int:
-        return int(self.model.in_features)
-
-    @property
     def preprocess(self) -> dict[str, int]:
         return {"sample_rate": self.sample_rate, "window": self.window, "hop": self.hop}
 
