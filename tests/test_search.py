@@ -280,3 +280,24 @@ def test_rows_whose_content_another_id_holds_are_named_not_dropped_silently(mini
     assert f"{len(CORPUS)} rows" in out
     assert "  8: the same content as 1, which the index holds; not added" in out
     assert "  9: the same content as 3, which the index holds; not added" in out
+
+
+def test_a_text_query_takes_its_prompt_by_name_or_as_text(minilm, corpus_parquet, tmp_path, capsys):
+    from zoo.cli import main
+
+    index = search.build(corpus_parquet, tmp_path / "idx")
+    from zoo.embeddings._embedding_file import read_embeddings
+
+    rows = read_embeddings(corpus_parquet).rows
+    prompted = minilm.featurize(["query: the market dropped"])[0] @ rows.T
+    hits = index.search(["the market dropped"], k=3, model=minilm, prompt_text="query: ")[0]
+    np.testing.assert_allclose([h.score for h in hits], np.sort(prompted)[::-1][:3], atol=1e-5)
+    plain = index.search(["the market dropped"], k=1, model=minilm)[0][0]
+    assert abs(plain.score - hits[0].score) > 1e-3  # the prompt changed the query's row
+    assert main(["search", str(tmp_path / "idx"), "the market dropped", "-k", "1", "--json",
+                 "--prompt-text", "query: "]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["hits"][0]["score"] == pytest.approx(hits[0].score, abs=1e-5)
+    with pytest.raises(ValueError, match="unknown prompt .query. for minilm-l6; it declares: none"):
+        index.search(["the market dropped"], model=minilm, prompt="query")
+    with pytest.raises(SystemExit):  # a name and a text are one or the other
+        main(["search", str(tmp_path / "idx"), "x", "--prompt", "query", "--prompt-text", "query: "])

@@ -253,7 +253,7 @@ def _print_same_content(index: Any) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     index = open_index(args.index)
     model = load(args.model, device=args.device, runtime=args.runtime) if args.model else None
-    hits = index.search(list(args.queries), k=args.k, model=model)
+    hits = index.search(list(args.queries), k=args.k, model=model, prompt=args.prompt, prompt_text=args.prompt_text)
     if args.json:
         print(json.dumps([{"query": q, "hits": [vars(h) for h in row]} for q, row in zip(args.queries, hits)],
                          indent=2))
@@ -316,8 +316,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve(args.names, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
           batch_size=args.batch_size, device=args.device, runtime=args.runtime, max_body_mb=args.max_body_mb,
           max_inputs=args.max_inputs, max_queue=args.max_queue, body_timeout=args.body_timeout,
-          api_key=args.api_key, max_text_chars=args.max_text_chars, stop_after=args.stop_after,
-          log_level=args.log_level)
+          api_key=args.api_key, max_text_chars=args.max_text_chars, max_audio_seconds=args.max_audio_seconds,
+          header_timeout=args.header_timeout, max_header_kb=args.max_header_kb, max_connections=args.max_connections,
+          stop_after=args.stop_after, log_level=args.log_level)
     return 0
 
 
@@ -336,10 +337,18 @@ def _add_serve(register: RegisterCommand) -> None:
     p.add_argument("--max-inputs", type=int, default=2048, help="more items in one request get 400 (default 2048)")
     p.add_argument("--max-text-chars", type=int, default=100_000,
                    help="a longer text gets 400 (default 100000; truncation keeps far less of it)")
+    p.add_argument("--max-audio-seconds", type=float, default=600, metavar="SECONDS",
+                   help="longer audio gets 400, read from its header before decoding (default 600; inf: no bound)")
     p.add_argument("--max-queue", type=int, default=8192,
                    help="most inputs queued or running per model; more get 429 with Retry-After (default 8192)")
     p.add_argument("--body-timeout", type=float, default=30, metavar="SECONDS",
                    help="a client that sends nothing of its body for SECONDS gets 408 (default 30)")
+    p.add_argument("--header-timeout", type=float, default=10, metavar="SECONDS",
+                   help="a request whose headers are not all in SECONDS after its connection opened or its "
+                        "previous answer gets 408 and the connection closes (default 10)")
+    p.add_argument("--max-header-kb", type=int, default=64, help="more KiB of request headers get 431 (default 64)")
+    p.add_argument("--max-connections", type=int, default=1024,
+                   help="most connections and requests at once; a request beyond gets 503 (default 1024)")
     p.add_argument("--api-key", help="ask every request but GET /health for 'Authorization: Bearer KEY' "
                                      "(default: $ZOO_API_KEY; unset: no key)")
     _add_device(p)
@@ -503,6 +512,7 @@ def _add_index(register: RegisterCommand) -> None:
     p.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--model", help="embed queries with this model (it must match the index's provenance)")
+    _add_prompt(p, "query")
     _add_device(p)
 
 
@@ -552,10 +562,15 @@ def _add_device(p: argparse.ArgumentParser) -> None:
                         "same weights on first use (default: $ZOO_RUNTIME, else torch)")
 
 
-def _add_embed_options(p: argparse.ArgumentParser) -> None:
+def _add_prompt(p: argparse.ArgumentParser, what: str = "text") -> None:
+    """A prompt put before texts, by the name the model declares or as the text itself."""
     prompt = p.add_mutually_exclusive_group()
-    prompt.add_argument("--prompt", help="a prompt the model declares, put before every text (e.g. query)")
-    prompt.add_argument("--prompt-text", help="a literal text put before every text (e.g. 'query: ')")
+    prompt.add_argument("--prompt", help=f"a prompt the model declares, put before every {what} (e.g. query)")
+    prompt.add_argument("--prompt-text", help=f"a literal text put before every {what} (e.g. 'query: ')")
+
+
+def _add_embed_options(p: argparse.ArgumentParser) -> None:
+    _add_prompt(p)
     p.add_argument("--truncate-dim", type=int, help="keep the first N dimensions (Matryoshka), re-normalised")
     p.add_argument("--precision", default="float32", choices=PRECISIONS,
                    help="output precision, as sentence-transformers' quantize_embeddings (default float32)")

@@ -37,7 +37,7 @@ from zoo.store._atomic import atomic_path, write_json_atomic
 from zoo.store._integrity import sha256_file
 from zoo.store._provenance import weights_provenance
 
-from .errors import ProvenanceMismatchError, ZooError
+from .errors import ProvenanceMismatchError, UnsupportedOptionError, ZooError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -131,11 +131,15 @@ class Index:
         return [[Hit(self.ids[r], float(s), self.sources[r]) for s, r in zip(srow, rrow) if r >= 0]
                 for srow, rrow in zip(scores, rows)]
 
-    def search(self, queries: list[Any], k: int = 10, *, model: Model | None = None) -> list[list[Hit]]:
+    def search(self, queries: list[Any], k: int = 10, *, model: Model | None = None, prompt: str | None = None,
+               prompt_text: str | None = None) -> list[list[Hit]]:
         """Embed each query (a text, or an image / audio file path) with the index's model, or
-        with ``model`` if it has the same provenance, and return its ``k`` nearest rows."""
+        with ``model`` if it has the same provenance, and return its ``k`` nearest rows. A text
+        query takes ``prompt`` (a name the model declares, e.g. ``"query"``) or ``prompt_text``
+        (the text itself, e.g. ``"query: "``), as retrieval models ask of their queries."""
         model = self._query_model(model)
-        return self.search_vectors(embed_queries(model, queries, self.provenance), k)
+        vectors = embed_queries(model, queries, self.provenance, prompt=prompt, prompt_text=prompt_text)
+        return self.search_vectors(vectors, k)
 
     def _query_model(self, model: Model | None) -> Model:
         if model is None:
@@ -252,21 +256,28 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def embed_queries(model: Model, queries: list[Any], provenance: dict[str, Any]) -> np.ndarray:
+def embed_queries(model: Model, queries: list[Any], provenance: dict[str, Any], *, prompt: str | None = None,
+                  prompt_text: str | None = None) -> np.ndarray:
     """Query rows computed as the index's rows were (pooling, normalisation, layers, truncation),
     each query through the tower of its kind: a file through the tower of its modality, anything
-    else through the text tower (an image-text index searched by text)."""
+    else through the text tower (an image-text index searched by text), texts with the prompt
+    asked for (by name or as text; otherwise the model's default prompt, as for any text)."""
     import numpy as np
 
     if isinstance(queries, (str, bytes)) or not queries:
         raise ValueError("queries must be a non-empty list of texts or file paths")
     kinds = _query_towers(model, queries)
+    if (prompt is not None or prompt_text is not None) and "text" not in kinds:
+        raise UnsupportedOptionError(f"a prompt applies to text queries; none of these queries is a text for "
+                                     f"{model.name} (they are {' and '.join(sorted(set(kinds)))} files)")
     recorded = recorded_settings(provenance)
     out = np.empty((len(queries), int(provenance["embed_dim"])), dtype=np.float32)
     for kind in dict.fromkeys(kinds):
         chosen = [i for i, k in enumerate(kinds) if k == kind]
         # the index's rows came through the primary tower: its pooling applies there only
         settings = recorded if kind == model.tower()[0] else {**recorded, "pool": None}
+        if kind == "text":
+            settings = {**settings, "prompt": prompt, "prompt_text": prompt_text}
         options = model.embed_options(tower=kind, **settings)
         out[chosen] = model.featurize([queries[i] for i in chosen], options=options, progress=False)
     return out
