@@ -186,7 +186,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     check_embedding_output(args.output)  # before the model loads
     model = load(args.name, device=args.device, runtime=args.runtime)
-    inputs = open_inputs(args.inputs, modality=model.tower()[0], column=args.column, files_as_text=args.files_as_text)
+    inputs = open_inputs(args.inputs, modality=model.tower()[0], column=args.column, files_as_text=args.files_as_text,
+                         id_column=args.id_column, keep=_column_list(args.keep_columns))
     options = model.embed_options(pool=args.pool, normalize=args.normalize, prompt=args.prompt,
                                   prompt_text=args.prompt_text, truncate_dim=args.truncate_dim,
                                   precision=args.precision, layers=args.layers, layer_merge=args.layer_merge)
@@ -260,21 +261,29 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     measure = "cosine" if index.metric == "cosine" else "inner product"
     for query, row in zip(args.queries, hits):
-        print(f"{query}  ({measure}, id, embedding file)")
+        print(f"{query}  ({measure}, id, embedding file{', kept columns' if index.columns else ''})")
         for rank, hit in enumerate(row, 1):
-            print(f"  {rank:>3}. {hit.score:.4f}  {hit.id}  {hit.source}")
+            print(f"  {rank:>3}. {hit.score:.4f}  {hit.id}  {hit.source}{_fields_text(hit.fields)}")
     return 0
+
+
+def _fields_text(fields: dict[str, Any]) -> str:
+    """A row's kept columns on one line, each value cut to 80 characters."""
+    shown = (f"{name}={' '.join(str(value).split())[:80]!r}" for name, value in fields.items() if value is not None)
+    return "".join(f"  {text}" for text in shown)
 
 
 def cmd_dedup(args: argparse.Namespace) -> int:
     groups = find_duplicates(args.embeddings, args.threshold)
     if args.json:
-        print(json.dumps([{"ids": g.ids, "min_similarity": g.min_similarity} for g in groups], indent=2, default=str))
+        shown = [{"ids": g.ids, "min_similarity": g.min_similarity, **({"fields": g.fields} if g.fields else {})}
+                 for g in groups]
+        print(json.dumps(shown, indent=2, default=str))
         return 0
     for number, group in enumerate(groups, 1):
         print(f"group {number} ({len(group.ids)} rows, cosine >= {group.min_similarity:.4f}):")
-        for item in group.ids:
-            print(f"  {item}")
+        for position, item in enumerate(group.ids):
+            print(f"  {item}{_fields_text(group.fields[position] if group.fields else {})}")
     extra = sum(len(g.ids) - 1 for g in groups)
     print(f"{plural(len(groups), 'group')} of near-duplicates (cosine >= {args.threshold}, within float rounding); "
           f"{plural(extra, 'row')} could go")
@@ -475,6 +484,10 @@ def _add_embed(register: RegisterCommand) -> None:
                                    "or a folder or glob of image or audio files")
     p.add_argument("-o", "--output", required=True, help="output .parquet (id + embedding + provenance) or .npy")
     p.add_argument("--column", help="the input column of a CSV / JSONL / parquet file (default: text)")
+    p.add_argument("--id-column", help="a table's column of unique row ids (default: the row number)")
+    p.add_argument("--keep-columns", metavar="A,B",
+                   help="columns of the table kept beside each embedding and shown by search, dedup and map "
+                        "(a text file: text, the line itself)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--chunk-seconds", type=float,
                    help="seconds of work per resumable chunk, sized at the run's pace, so a kill loses about "
@@ -495,6 +508,11 @@ def _add_embed(register: RegisterCommand) -> None:
     norm.add_argument("--normalize", dest="normalize", action="store_true", default=None, help="L2-normalise rows")
     norm.add_argument("--no-normalize", dest="normalize", action="store_false", help="do not L2-normalise rows")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def _column_list(value: str | None) -> tuple[str, ...]:
+    """``--keep-columns a,b``: the names, in order."""
+    return tuple(name.strip() for name in value.split(",") if name.strip()) if value else ()
 
 
 def _add_index(register: RegisterCommand) -> None:

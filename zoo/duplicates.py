@@ -5,7 +5,7 @@ pairs found, never with N²) and joined transitively (a ~ b and b ~ c put a, b, 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from zoo.embeddings._embedding_file import embedding_batches, float_provenance, unit_rows
@@ -29,6 +29,8 @@ class DuplicateGroup:
 
     ids: list[Any]
     min_similarity: float
+    #: the user's columns kept beside the rows (``zoo embed --keep-columns``): one dict per id
+    fields: list[dict[str, Any]] = field(default_factory=list)
 
 
 def find_duplicates(path: str | os.PathLike[str], threshold: float = DEFAULT_THRESHOLD, *,
@@ -43,23 +45,27 @@ def find_duplicates(path: str | os.PathLike[str], threshold: float = DEFAULT_THR
     faiss = faiss_module()
     index = faiss.IndexFlatIP(int(float_provenance(path)["embed_dim"]))
     ids: list[Any] = []
-    for batch_ids, rows, _ in embedding_batches(path, batch_rows):
-        index.add(unit_rows(rows))
-        ids += batch_ids
+    columns: dict[str, list[Any]] = {}
+    for batch in embedding_batches(path, batch_rows):
+        index.add(unit_rows(batch.rows))
+        ids += batch.ids
+        for name, values in batch.columns.items():
+            columns.setdefault(name, []).extend(values)
     parent = list(range(len(ids)))
     lowest: dict[int, float] = {}
     start = 0
-    for _, rows, _ in embedding_batches(path, batch_rows):
-        limits, scores, found = index.range_search(unit_rows(rows), threshold - ROUNDING)
-        for q in range(len(rows)):
+    for batch in embedding_batches(path, batch_rows):
+        limits, scores, found = index.range_search(unit_rows(batch.rows), threshold - ROUNDING)
+        for q in range(len(batch.rows)):
             for score, j in zip(scores[limits[q]:limits[q + 1]], found[limits[q]:limits[q + 1]]):
                 if j != start + q:
                     _join(parent, start + q, int(j), float(score), lowest)
-        start += len(rows)
+        start += len(batch.rows)
     groups: dict[int, list[int]] = {}
     for i in range(len(ids)):
         groups.setdefault(_root(parent, i), []).append(i)
-    return [DuplicateGroup([ids[i] for i in members], float(np.float32(lowest[root])))
+    return [DuplicateGroup([ids[i] for i in members], float(np.float32(lowest[root])),
+                           [{name: values[i] for name, values in columns.items()} for i in members] if columns else [])
             for root, members in groups.items() if len(members) > 1]
 
 

@@ -6,10 +6,11 @@
 >>> search.open_index("photos.idx").add("more-photos.parquet")   # rows already held are skipped
 
 An index is a folder: ``index.faiss`` (the vectors), ``rows.parquet`` (each row's id, input
-content hash and source file) and ``zoo-index.json`` (the provenance of the embeddings, the kind
-of index, the metric, the row count and the sha256 of the other two files, sealed by a digest of
-its own content). Opening an index checks all of it, so a file replaced, edited or cut short
-outside zoo is refused by name rather than answering with wrong neighbours. Scores are
+content hash, source file and the columns ``zoo embed --keep-columns`` kept, as ``column:NAME``)
+and ``zoo-index.json`` (the provenance of the embeddings, the kind of index, the metric, the row
+count and the sha256 of the other two files, sealed by a digest of its own content). Opening an
+index checks all of it, so a file replaced, edited or cut short outside zoo is refused by name
+rather than answering with wrong neighbours. Scores are
 cosine similarities whether or not the model normalises its rows (rows and queries are stored and
 compared at unit length), as ``zoo dedup`` reports them. Every embedding that
 meets the index (added rows, queries) must come from the same model, revision, weights, pooling,
@@ -52,11 +53,13 @@ GUARDED = ("model", "revision", "sha256", "pool", "normalize", "embed_dim", "lay
 
 @dataclass
 class Hit:
-    """One neighbour: its id, its score (the cosine similarity) and the embedding file it came from."""
+    """One neighbour: its id, its score (the cosine similarity), the embedding file it came from
+    and the user's columns kept beside its row (``zoo embed --keep-columns``)."""
 
     id: str
     score: float
     source: str
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,6 +73,8 @@ class Index:
     ids: list[str] = field(default_factory=list, repr=False)
     hashes: list[str | None] = field(default_factory=list, repr=False)
     sources: list[str] = field(default_factory=list, repr=False)
+    #: the user's columns kept beside the rows, by name (None where a row's file did not keep it)
+    columns: dict[str, list[Any]] = field(default_factory=dict, repr=False)
     _model: Model | None = field(default=None, repr=False)
     #: after :meth:`add`: ``(id, held id)`` of each row left out because another id holds its content
     same_content: list[tuple[str, str]] = field(default_factory=list, repr=False)
@@ -92,7 +97,8 @@ class Index:
         held = {h: i for i, h in zip(self.ids, self.hashes) if h}
         self.same_content = []
         added = 0
-        for ids, rows, hashes in embedding_batches(parquet):
+        for batch in embedding_batches(parquet):
+            ids, rows, hashes = batch.ids, batch.rows, batch.hashes
             keep = []
             for i, h in enumerate(hashes):  # in order: a repeated input within the file is held once too
                 if h is None or h not in held:
@@ -107,10 +113,20 @@ class Index:
                 self.ids += [str(ids[i]) for i in keep]
                 self.hashes += [hashes[i] for i in keep]
                 self.sources += [Path(parquet).name] * len(keep)
+                self._add_columns(batch.columns, keep)
                 added += len(keep)
         if save:
             self.save()
         return added
+
+    def _add_columns(self, columns: dict[str, list[Any]], keep: list[int]) -> None:
+        """The kept columns of the rows added (positions ``keep`` of a batch); a column one file
+        has and another has not is None where it is missing."""
+        before = len(self.ids) - len(keep)
+        for name in columns.keys() - self.columns.keys():
+            self.columns[name] = [None] * before
+        for name, values in self.columns.items():
+            values += [columns[name][i] for i in keep] if name in columns else [None] * len(keep)
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
         """The ``k`` nearest rows of each query vector, best first (fewer if the index is smaller)."""
@@ -128,7 +144,8 @@ class Index:
         if self.metric == "cosine":
             queries = unit_rows(queries)
         scores, rows = self.faiss_index.search(queries, min(k, len(self)))
-        return [[Hit(self.ids[r], float(s), self.sources[r]) for s, r in zip(srow, rrow) if r >= 0]
+        return [[Hit(self.ids[r], float(s), self.sources[r], {k: v[r] for k, v in self.columns.items()})
+                 for s, r in zip(srow, rrow) if r >= 0]
                 for srow, rrow in zip(scores, rows)]
 
     def search(self, queries: list[Any], k: int = 10, *, model: Model | None = None, prompt: str | None = None,
@@ -163,7 +180,12 @@ class Index:
         self.path.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.path / INDEX_FILE) as tmp:
             faiss.write_index(self.faiss_index, str(tmp))
-        rows = pa.table({"id": self.ids, "content_sha256": pa.array(self.hashes, pa.string()), "source": self.sources})
+        try:
+            rows = pa.table({"id": self.ids, "content_sha256": pa.array(self.hashes, pa.string()),
+                             "source": self.sources, **{f"column:{k}": v for k, v in self.columns.items()}})
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ZooError(f"the kept columns of the files in {self.path} disagree on a type ({exc}); keep the "
+                           "same columns with the same types in every embedding file of one index") from None
         with atomic_path(self.path / ROWS_FILE) as tmp:
             pq.write_table(rows, tmp)
         meta = {"provenance": self.provenance, "kind": self.kind, "metric": self.metric, "rows": len(self),
@@ -176,7 +198,8 @@ def _refuse_non_finite(parquet: str | os.PathLike[str]) -> None:
     """A file with NaN or infinite rows, named by id, before anything of it is added."""
     import numpy as np
 
-    bad = [i for ids, rows, _ in embedding_batches(parquet) for i, ok in zip(ids, np.isfinite(rows).all(1)) if not ok]
+    bad = [i for batch in embedding_batches(parquet) for i, ok in zip(batch.ids, np.isfinite(batch.rows).all(1))
+           if not ok]
     if bad:
         shown = ", ".join(map(str, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise ZooError(f"{parquet}: {len(bad)} row{'s' if len(bad) != 1 else ''} hold NaN or infinite values "
@@ -227,8 +250,11 @@ def open_index(path: str | os.PathLike[str]) -> Index:
     if not raw.ntotal == rows.num_rows == meta["rows"]:
         raise ZooError(f"{folder} is inconsistent ({raw.ntotal} vectors, {rows.num_rows} rows, {meta['rows']} "
                        "recorded): an update was interrupted; rebuild it with `zoo index`")
+    columns = {name.removeprefix("column:"): rows.column(name).to_pylist()
+               for name in rows.column_names if name.startswith("column:")}
     return Index(folder, raw, meta["provenance"], meta["kind"], rows.column("id").to_pylist(),
-                 rows.column("content_sha256").to_pylist(), rows.column("source").to_pylist(), metric=meta["metric"])
+                 rows.column("content_sha256").to_pylist(), rows.column("source").to_pylist(), columns,
+                 metric=meta["metric"])
 
 
 def _seal(meta: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -93,27 +93,39 @@ def check_embedding_output(output: str | os.PathLike[str], inputs: InputSource |
         if any(Path(p).resolve() == target for p in inputs.paths()):
             raise ZooError(f"-o {output} is one of the inputs; writing there would replace your data: "
                            "choose another output file")
+        if path.suffix != ".parquet" and (inputs.id_column or inputs.keep):
+            raise ZooError(f"-o {output}: a {path.suffix} file holds the rows only; write a .parquet file to keep "
+                           "--id-column and --keep-columns beside them")
     return path
 
 
-def _schema(width: int, id_type: pa.DataType, metadata: dict[str, Any], precision: str = "float32") -> pa.Schema:
-    """``id``, a fixed-size ``embedding`` list of the precision's type (float32, int8 or uint8)
-    and ``content_sha256``, the hash of each row's input (see :func:`zoo.embeddings._inputs.content_hash`)."""
+def _schema(width: int, id_type: pa.DataType, metadata: dict[str, Any], precision: str = "float32",
+            kept: Sequence[pa.Field] = ()) -> pa.Schema:
+    """``id``, a fixed-size ``embedding`` list of the precision's type (float32, int8 or uint8),
+    ``content_sha256``, the hash of each row's input (see :func:`zoo.embeddings._inputs.content_hash`),
+    then the user's kept columns."""
     import pyarrow as pa
 
     value_type = pa.from_numpy_dtype(output_dtype(precision))
-    return pa.schema([("id", id_type), ("embedding", pa.list_(value_type, width)), ("content_sha256", pa.string())],
-                     metadata={"zoo": json.dumps(metadata, sort_keys=True)})
+    return pa.schema([("id", id_type), ("embedding", pa.list_(value_type, width)), ("content_sha256", pa.string()),
+                      *kept], metadata={"zoo": json.dumps(metadata, sort_keys=True)})
 
 
-def _table(ids: list[Any], rows: np.ndarray, hashes: Any, schema: pa.Schema) -> pa.Table:
+def _table(ids: list[Any], rows: np.ndarray, hashes: Any, schema: pa.Schema, kept: Sequence[Any] = ()) -> pa.Table:
+    """One table of ``schema`` from its columns; ``kept`` holds the values of each kept column."""
     import pyarrow as pa
 
     embedding_type = schema.field("embedding").type
     flat = pa.array(rows.reshape(-1), type=embedding_type.value_type)
     embedding = pa.FixedSizeListArray.from_arrays(flat, embedding_type.list_size)
-    return pa.Table.from_arrays([pa.array(ids, type=schema.field("id").type), embedding,
-                                 pa.array(hashes, type=pa.string())], schema=schema)
+    columns = [pa.array(ids, type=schema.field("id").type), embedding, pa.array(hashes, type=pa.string())]
+    for field, values in zip(list(schema)[3:], kept):
+        try:
+            columns.append(values if isinstance(values, pa.ChunkedArray) else pa.array(values, type=field.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ZooError(f"column {field.name!r} holds values of more than one type ({exc}); convert it to one "
+                           "type in the table, or keep another column") from None
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 @dataclass
@@ -170,8 +182,8 @@ def _sizer(tower: str | None, batch_size: int, num_workers: int, chunk_size: int
 def _plan_run(model: Model, inputs: InputSource, output: Path, options: EmbedOptions) -> _Plan:
     """Create ``OUT.partial/run.json``, or check that the interrupted run there had these settings.
     Chunk sizes are no setting: each chunk on disk says which inputs it holds."""
-    import pyarrow as pa
 
+    id_type, kept = _column_types(inputs)  # a repeated id is refused before anything is written
     partial = output.with_name(output.name + ".partial")
     run_file = partial / "run.json"
     previous = json.loads(run_file.read_text()) if run_file.is_file() else None
@@ -186,8 +198,34 @@ def _plan_run(model: Model, inputs: InputSource, output: Path, options: EmbedOpt
         changed = sorted(k for k in run if previous.get(k) != run[k])
         raise ZooError(f"{partial} holds an interrupted run with other settings ({', '.join(changed)}); "
                        f"delete it to start over, or run the same command to resume")
-    id_type = pa.string() if inputs.kind == "files" else pa.int64()
-    return _Plan(partial, total, meta, _schema(options.float_dim, id_type, meta), options)
+    return _Plan(partial, total, meta, _schema(options.float_dim, id_type, meta, kept=kept), options)
+
+
+def _column_types(inputs: InputSource, sample: int = 1000) -> tuple[pa.DataType, list[pa.Field]]:
+    """The type of the ids and of each kept column, from the first ``sample`` rows. With an
+    ``--id-column``, every id is read first: a repeated one would make rows ambiguous."""
+    import pyarrow as pa
+
+    if not inputs.id_column and not inputs.keep:
+        return (pa.string() if inputs.kind == "files" else pa.int64()), []
+    seen: set[Any] = set()
+    values: list[list[Any]] = [[] for _ in range(1 + len(inputs.keep))]
+    for position, (item_id, _, kept) in enumerate(inputs.rows()):
+        if inputs.id_column:
+            if item_id is None or item_id in seen:
+                what = "empty" if item_id is None else f"{item_id!r} again"
+                raise ZooError(f"{inputs.description}: row {position} has id {what} in column "
+                               f"{inputs.id_column!r}; ids must be unique: choose another --id-column")
+            seen.add(item_id)
+        elif position >= sample:
+            break
+        if position < sample:
+            for column, value in zip(values, (item_id, *kept)):
+                column.append(value)
+    types = [pa.array(column).type for column in values]
+    types = [pa.string() if pa.types.is_null(t) else t for t in types]
+    id_type = types[0] if inputs.id_column else pa.int64()
+    return id_type, [pa.field(name, t) for name, t in zip(inputs.keep, types[1:])]
 
 
 def _part_path(plan: _Plan, start: int) -> Path:
@@ -212,20 +250,21 @@ def _parts_on_disk(plan: _Plan) -> dict[int, tuple[int, str]]:
     return parts
 
 
-def _write_chunk(model: Model, chunk: list[tuple[Any, Any]], hashes: list[str], part: Path, plan: _Plan,
-                 **featurize: Any) -> None:
+def _write_chunk(model: Model, chunk: list[tuple[Any, Any, tuple[Any, ...]]], hashes: list[str], part: Path,
+                 plan: _Plan, **featurize: Any) -> None:
     """Embed one chunk and write it, with its skipped items, input count and content digest, as one
     parquet part."""
     import pyarrow.parquet as pq
 
-    ids = [i for i, _ in chunk]
+    ids = [i for i, _, _ in chunk]
     float_options = dataclasses.replace(plan.options, precision="float32")  # quantized when assembled
     with warnings.catch_warnings():  # skipped items are reported once, at the end, by id
         warnings.filterwarnings("ignore", message="featurize skipped", category=RuntimeWarning)
-        rows, report = model.featurize_with_report([x for _, x in chunk], progress=False, options=float_options,
+        rows, report = model.featurize_with_report([x for _, x, _ in chunk], progress=False, options=float_options,
                                                    **featurize)
+    kept = [[chunk[i][2][c] for i in report.kept] for c in range(len(plan.schema) - 3)]
     table = _table([ids[i] for i in report.kept], cast("np.ndarray", rows), [hashes[i] for i in report.kept],
-                   plan.schema)  # numpy rows: return_tensors is left at "np"
+                   plan.schema, kept)  # numpy rows: return_tensors is left at "np"
     skipped = json.dumps([[ids[i], why] for i, why in report.skipped], default=str)
     table = table.replace_schema_metadata({**table.schema.metadata, b"skipped": skipped.encode(),
                                            b"count": str(len(chunk)).encode(),
@@ -285,7 +324,7 @@ def _embed_chunks(model: Model, inputs: InputSource, plan: _Plan, sizer: _ChunkS
     from tqdm.auto import tqdm
 
     on_disk = _parts_on_disk(plan)
-    stream = iter(inputs)
+    stream = inputs.rows()
     parts: list[tuple[Path, int]] = []
     reused_chunks = reused_inputs = position = 0
     with tqdm(total=plan.total, desc=f"embed {model.name}", unit="item", disable=not progress, smoothing=0.1) as bar:
@@ -301,8 +340,8 @@ def _embed_chunks(model: Model, inputs: InputSource, plan: _Plan, sizer: _ChunkS
             part = _part_path(plan, position)
             started = time.perf_counter()
             # Each input's content is hashed once: to match a chunk on disk, and for the rows written.
-            hashes = [content_hash(x, inputs.kind) for _, x in chunk]
-            if held is not None and held[1] == chunk_digest([i for i, _ in chunk], hashes):
+            hashes = [content_hash(x, inputs.kind) for _, x, _ in chunk]
+            if held is not None and held[1] == chunk_digest([i for i, _, _ in chunk], hashes):
                 reused_chunks, reused_inputs = reused_chunks + 1, reused_inputs + len(chunk)
             else:
                 _write_chunk(model, chunk, hashes, part, plan, **featurize)
@@ -394,7 +433,7 @@ def _assemble(parts: list[Path], output: Path, plan: _Plan, calibration: np.ndar
         ranges = calibration_ranges(calibration) if calibration is not None else _ranges_of(parts)
         meta["calibration"] = {"ranges": ranges.tolist(),
                                "from": "calibration embeddings" if calibration is not None else "this output"}
-    schema = _schema(plan.options.width, plan.schema.field("id").type, meta, precision)
+    schema = _schema(plan.options.width, plan.schema.field("id").type, meta, precision, kept=list(plan.schema)[3:])
     rows = 0
     with atomic_path(output) as tmp:
         if output.suffix == ".parquet":
@@ -406,7 +445,7 @@ def _assemble(parts: list[Path], output: Path, plan: _Plan, calibration: np.ndar
                     else:
                         rows_of_part = quantize(embedding_rows(table), precision, ranges)
                         table = _table(table.column("id").to_pylist(), rows_of_part,
-                                       table.column("content_sha256").to_pylist(), schema)
+                                       table.column("content_sha256").to_pylist(), schema, table.columns[3:])
                     writer.write_table(table)
                     rows += table.num_rows
         else:

@@ -27,6 +27,17 @@ class EmbeddingFile:
     rows: np.ndarray
     provenance: dict[str, Any] = field(default_factory=dict)
     hashes: list[str] | None = None
+    #: the user's columns kept beside the rows (``zoo embed --keep-columns``), by name
+    columns: dict[str, list[Any]] = field(default_factory=dict)
+
+
+#: the columns zoo writes; any other column of an embedding file is one the user kept
+ZOO_COLUMNS = ("id", "embedding", "content_sha256")
+
+
+def kept_columns(names: list[str]) -> list[str]:
+    """The user's columns among a table's column ``names``, in order."""
+    return [name for name in names if name not in ZOO_COLUMNS]
 
 
 def read_embeddings(path: str | os.PathLike[str]) -> EmbeddingFile:
@@ -48,7 +59,8 @@ def read_embeddings(path: str | os.PathLike[str]) -> EmbeddingFile:
     meta = read_provenance(path)
     table = pq.read_table(path)
     hashes = table.column("content_sha256").to_pylist() if "content_sha256" in table.column_names else None
-    return EmbeddingFile(path, table.column("id").to_pylist(), embedding_rows(table), meta, hashes)
+    columns = {name: table.column(name).to_pylist() for name in kept_columns(table.column_names)}
+    return EmbeddingFile(path, table.column("id").to_pylist(), embedding_rows(table), meta, hashes, columns)
 
 
 def embedding_rows(table: pa.Table) -> np.ndarray:
@@ -81,19 +93,29 @@ def float_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
-def embedding_batches(path: str | os.PathLike[str], rows: int = 65_536) -> Iterator[tuple[list[Any], np.ndarray,
-                                                                                          list[str | None]]]:
-    """``(ids, rows, content hashes)`` of an embedding file, ``rows`` at a time, so that a large
-    file is never held whole (hashes are None in files written before zoo recorded them)."""
+@dataclass
+class EmbeddingBatch:
+    """Consecutive rows of an embedding file: ids, rows, content hashes (None in files written
+    before zoo recorded them) and the user's kept columns, by name."""
+
+    ids: list[Any]
+    rows: np.ndarray
+    hashes: list[str | None]
+    columns: dict[str, list[Any]]
+
+
+def embedding_batches(path: str | os.PathLike[str], rows: int = 65_536) -> Iterator[EmbeddingBatch]:
+    """An embedding file, ``rows`` at a time, so that a large file is never held whole."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     file = pq.ParquetFile(path)
-    columns = [c for c in ("id", "embedding", "content_sha256") if c in file.schema_arrow.names]
-    for batch in file.iter_batches(batch_size=rows, columns=columns):
+    for batch in file.iter_batches(batch_size=rows):
         table = pa.Table.from_batches([batch])
-        hashes = table.column("content_sha256").to_pylist() if "content_sha256" in columns else [None] * len(table)
-        yield table.column("id").to_pylist(), embedding_rows(table), hashes
+        hashes = table.column("content_sha256").to_pylist() if "content_sha256" in table.column_names \
+            else [None] * len(table)
+        yield EmbeddingBatch(table.column("id").to_pylist(), embedding_rows(table), hashes,
+                             {name: table.column(name).to_pylist() for name in kept_columns(table.column_names)})
 
 
 def unit_rows(rows: Any) -> np.ndarray:

@@ -9,11 +9,12 @@ error (skippable), naming the file and line.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ class InputSource:
     """A stream of ``(id, item)`` pairs and how many there are.
 
     ``suffixes`` are the media suffixes of the model's modality (what a folder is listed by);
-    ``files_as_text`` reads each listed file's content as one text item.
+    ``files_as_text`` reads each listed file's content as one text item. A table's ``id_column``
+    gives each row's id (default: its row number) and its ``keep`` columns travel beside the
+    embedding; a text file's one column to keep is ``text``, the line itself.
     """
 
     description: str
@@ -40,17 +43,26 @@ class InputSource:
     column: str | None = None
     suffixes: frozenset[str] = frozenset()
     files_as_text: bool = False
+    id_column: str | None = None
+    keep: tuple[str, ...] = ()
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        for item_id, item, _ in self.rows():
+            yield item_id, item
+
+    def rows(self) -> Iterator[tuple[Any, Any, tuple[Any, ...]]]:
+        """``(id, item, the values of the kept columns)`` of every input, in order."""
         if self.kind == "lines":
-            yield from self._lines()
+            for i, line in self._lines():
+                yield i, line, ((None if isinstance(line, Unreadable) else line,) if self.keep else ())
         elif self.kind == "files":
             for path in self._files:
-                yield path, _read_text(path) if self.files_as_text else path
+                yield path, _read_text(path) if self.files_as_text else path, ()
         else:
             assert self.column is not None  # a table's column is always named (open_inputs)
-            for i, row in enumerate(iter_rows(self.path, [self.column])):
-                yield i, row[self.column]
+            wanted = list(dict.fromkeys([self.column, *([self.id_column] if self.id_column else []), *self.keep]))
+            for i, row in enumerate(iter_rows(self.path, wanted)):
+                yield row[self.id_column] if self.id_column else i, row[self.column], tuple(row[c] for c in self.keep)
 
     def _lines(self) -> Iterator[tuple[int, Any]]:
         with open(self.path, "rb") as fh:  # binary: split on b"\n" only, as __len__ counts
@@ -97,7 +109,8 @@ class InputSource:
     def fingerprint(self) -> str:
         """Identifies the input set (path, size and mtime of each file read), for safe resuming;
         :func:`chunk_digest` catches edits that keep both."""
-        digest = hashlib.sha256(f"{self.kind}|{self.path}|{self.column}|{self.files_as_text}".encode())
+        digest = hashlib.sha256(f"{self.kind}|{self.path}|{self.column}|{self.files_as_text}|{self.id_column}|"
+                                f"{','.join(self.keep)}".encode())
         for path in self.paths():
             st = os.stat(path)
             digest.update(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -134,14 +147,40 @@ def chunk_digest(ids: Iterable[Any], hashes: Iterable[str]) -> str:
 
 
 def open_inputs(spec: str, *, modality: str = "text", column: str | None = None, files_as_text: bool = False,
+                id_column: str | None = None, keep: Sequence[str] = (),
                 registry: Registry | None = None) -> InputSource:
     """Interpret ``zoo embed``'s INPUTS argument for a model of ``modality``.
 
     A text file gives one item per line, a CSV / TSV / JSONL / parquet table gives ``column``
     (default ``text``), and a folder or glob gives the files with the modality's registered
     suffixes. Media of another modality is refused by name; ``files_as_text`` reads each file's
-    content as one text item."""
-    registry = registry or get_registry()
+    content as one text item. A table's ``id_column`` names each row and its ``keep`` columns
+    travel with the rows (a text file keeps ``text``, its lines)."""
+    source = _open_inputs(spec, modality, column, files_as_text, registry or get_registry())
+    return _with_columns(source, id_column, tuple(keep))
+
+
+def _with_columns(source: InputSource, id_column: str | None, keep: tuple[str, ...]) -> InputSource:
+    """``source`` with the user's columns, checked against what that kind of input has."""
+    if not id_column and not keep:
+        return source
+    if source.kind != "table":
+        has = "one column to keep, text (the line itself); its ids are line numbers" if source.kind == "lines" \
+            else "no columns: each file's id is its path"
+        if id_column or set(keep) - ({"text"} if source.kind == "lines" else set()):
+            raise ZooError(f"{source.description} has {has}; --id-column and --keep-columns name the columns of a "
+                           "CSV / TSV / JSONL / parquet table")
+        return dataclasses.replace(source, keep=keep)
+    reserved = sorted({"id", "embedding", "content_sha256"} & set(keep))
+    if reserved or len(set(keep)) != len(keep):
+        clash = reserved[0] if reserved else next(c for c in keep if keep.count(c) > 1)
+        raise ZooError(f"--keep-columns {clash!r}: the output already has a column of that name (id, embedding, "
+                       "content_sha256) or it is named twice; rename the column in the table")
+    return dataclasses.replace(source, id_column=id_column, keep=keep)
+
+
+def _open_inputs(spec: str, modality: str, column: str | None, files_as_text: bool, registry: Registry
+                 ) -> InputSource:
     suffixes = frozenset(registry.modality(modality).suffixes)
     other_suffixes = registry.media_suffixes() - suffixes
     path = Path(spec)
