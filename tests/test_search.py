@@ -301,3 +301,39 @@ def test_a_text_query_takes_its_prompt_by_name_or_as_text(minilm, corpus_parquet
         index.search(["the market dropped"], model=minilm, prompt="query")
     with pytest.raises(SystemExit):  # a name and a text are one or the other
         main(["search", str(tmp_path / "idx"), "x", "--prompt", "query", "--prompt-text", "query: "])
+
+
+@pytest.mark.parametrize("precision", ["int8", "uint8", "binary", "ubinary"])
+def test_quantized_files_are_indexed_and_deduplicated_as_their_dequantized_rows(minilm, tmp_path, precision):
+    from zoo.core._quantize import dequantize, quantize
+    from zoo.duplicates import find_duplicates
+
+    lines = tmp_path / "corpus.txt"
+    lines.write_text("\n".join([*CORPUS, CORPUS[0]]) + "\n")  # the last line repeats the first
+    out = tmp_path / f"{precision}.parquet"
+    embed_to_file(minilm, open_inputs(str(lines)), out, progress=False, options=minilm.embed_options(precision=precision))
+    index = search.build(out, tmp_path / "idx")
+    queries = ["my kitten is asleep", "the market dropped", "a football match", "how to cook soup"]
+    hits = index.search(queries, k=3, model=minilm)
+    floats = minilm.featurize([*CORPUS, CORPUS[0]])
+    meta = json.loads(pq.read_schema(out).metadata[b"zoo"])
+    ranges = (meta.get("calibration") or {}).get("ranges")
+    stored = dequantize(quantize(floats, precision, ranges), precision, floats.shape[1], ranges)
+    stored /= np.linalg.norm(stored, axis=1, keepdims=True)
+    expected = minilm.featurize(queries) @ stored[:-1].T  # the repeated line is held once by the index
+    np.testing.assert_allclose([[h.score for h in row] for row in hits], -np.sort(-expected, axis=1)[:, :3], atol=1e-4)
+    assert [row[0].id for row in hits] == ["0", "1", "2", "6"]  # as the float32 index finds them
+    assert [g.ids for g in find_duplicates(out, threshold=1.0)] == [[0, len(CORPUS)]]
+
+
+def test_int8_rows_dequantize_to_their_bucket_centres():
+    from zoo.core._quantize import calibration_ranges, dequantize, quantize
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 16)).astype(np.float32)
+    ranges = calibration_ranges(x)
+    back = dequantize(quantize(x, "int8", ranges), "int8", 16, ranges)
+    step = (ranges[1] - ranges[0]) / 255
+    assert (np.abs(back - x) <= step / 2 + 1e-6).all()  # within half a bucket
+    bits = dequantize(quantize(x, "ubinary"), "ubinary", 16)
+    np.testing.assert_array_equal(bits, np.where(x > 0, 1.0, -1.0))

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from zoo.embeddings._embedding_file import embedding_batches, float_provenance, unit_rows
+from zoo.embeddings._embedding_file import comparable_provenance, embedding_batches, unit_rows
 
 from .search import faiss_module
 
@@ -43,7 +43,7 @@ def find_duplicates(path: str | os.PathLike[str], threshold: float = DEFAULT_THR
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold is a cosine similarity in (0, 1], not {threshold!r}")
     faiss = faiss_module()
-    index = faiss.IndexFlatIP(int(float_provenance(path)["embed_dim"]))
+    index = faiss.IndexFlatIP(int(comparable_provenance(path)["embed_dim"]))
     ids: list[Any] = []
     columns: dict[str, list[Any]] = {}
     for batch in embedding_batches(path, batch_rows):

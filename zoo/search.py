@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from zoo.catalog._loader import load
 from zoo.catalog._registry import get_registry
 from zoo.core._embed_options import recorded_settings
-from zoo.embeddings._embedding_file import embedding_batches, float_provenance, unit_rows
+from zoo.embeddings._embedding_file import comparable_provenance, embedding_batches, unit_rows
 from zoo.store._atomic import atomic_path, write_json_atomic
 from zoo.store._integrity import sha256_file
 from zoo.store._provenance import weights_provenance
@@ -91,7 +91,7 @@ class Index:
         never be found, and would make every score it takes part in meaningless."""
         import numpy as np
 
-        provenance = float_provenance(parquet)
+        provenance = comparable_provenance(parquet)
         check_same(self.provenance, provenance, f"{parquet}", f"the index {self.path}")
         _refuse_non_finite(parquet)
         held = {h: i for i, h in zip(self.ids, self.hashes) if h}
@@ -210,7 +210,7 @@ def build(parquet: str | os.PathLike[str], output: str | os.PathLike[str], *, ki
           ef_construction: int = 80, ef_search: int = 64) -> Index:
     """A new index at ``output`` (a folder) over an embedding file's rows; see the module."""
     faiss = faiss_module()
-    provenance = float_provenance(parquet)
+    provenance = comparable_provenance(parquet)
     dim = int(provenance["embed_dim"])
     if kind == "flat":
         raw = faiss.IndexFlatIP(dim)

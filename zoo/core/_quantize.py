@@ -79,3 +79,24 @@ def quantize(embeddings: np.ndarray, precision: str, ranges: np.ndarray | None =
     steps = np.where(steps == 0, 1, steps)  # a constant dimension: every value in bucket 0
     buckets = np.clip(np.floor((embeddings - starts) / steps), 0, 255)
     return buckets.astype(np.uint8) if precision == "uint8" else (buckets - 128).astype(np.int8)
+
+
+def dequantize(rows: np.ndarray, precision: str, dim: int, ranges: np.ndarray | None = None) -> np.ndarray:
+    """Float32 rows standing for quantized ``rows``, for cosine search over them: each int8 / uint8
+    value's bucket centre in ``ranges`` (the calibration the output records), each bit of a binary
+    / ubinary row as +1 or -1 (whose cosines rank as the Hamming distance does), cut to ``dim``."""
+    import numpy as np
+
+    check_precision(precision)
+    rows = np.asarray(rows)
+    if precision == "float32":
+        return rows.astype(np.float32, copy=False)
+    if precision in ("binary", "ubinary"):
+        packed = (rows.astype(np.int16) + 128).astype(np.uint8) if precision == "binary" else rows.astype(np.uint8)
+        return np.unpackbits(packed, axis=-1)[:, :dim].astype(np.float32) * 2 - 1
+    if ranges is None:
+        raise ValueError(f"{precision} rows need the calibration ranges they were bucketed with")
+    ranges = np.asarray(ranges, dtype=np.float32)
+    steps = (ranges[1] - ranges[0]) / 255
+    buckets = rows.astype(np.float32) + (128 if precision == "int8" else 0)
+    return ranges[0] + (buckets + 0.5) * np.where(steps == 0, 0, steps)

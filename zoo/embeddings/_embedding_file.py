@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zoo.core._quantize import dequantize, needs_calibration
 from zoo.errors import ZooError
 
 if TYPE_CHECKING:
@@ -85,11 +86,13 @@ def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
     return json.loads(meta)
 
 
-def float_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """:func:`read_provenance`, for a file of float32 rows (what search and duplicates compare)."""
+def comparable_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """:func:`read_provenance`, for a file whose rows search and duplicates compare: float32, or
+    quantized rows that :func:`embedding_batches` reads back as float32."""
     meta = read_provenance(path)
-    if meta.get("precision", "float32") != "float32":
-        raise ZooError(f"{path} holds {meta['precision']} embeddings; use float32 ones (zoo embed without --precision)")
+    if needs_calibration(meta.get("precision", "float32")) and not (meta.get("calibration") or {}).get("ranges"):
+        raise ZooError(f"{path} holds {meta['precision']} embeddings without the calibration ranges they were "
+                       "bucketed with; embed it again with zoo embed, which records them")
     return meta
 
 
@@ -105,16 +108,21 @@ class EmbeddingBatch:
 
 
 def embedding_batches(path: str | os.PathLike[str], rows: int = 65_536) -> Iterator[EmbeddingBatch]:
-    """An embedding file, ``rows`` at a time, so that a large file is never held whole."""
+    """An embedding file, ``rows`` at a time, so that a large file is never held whole. Quantized
+    rows come back as float32 (:func:`~zoo.core._quantize.dequantize`: int8 / uint8 bucket
+    centres, binary bits as +1 / -1), so that their cosines can be compared."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    meta = comparable_provenance(path)
+    precision, ranges = meta.get("precision", "float32"), (meta.get("calibration") or {}).get("ranges")
     file = pq.ParquetFile(path)
     for batch in file.iter_batches(batch_size=rows):
         table = pa.Table.from_batches([batch])
         hashes = table.column("content_sha256").to_pylist() if "content_sha256" in table.column_names \
             else [None] * len(table)
-        yield EmbeddingBatch(table.column("id").to_pylist(), embedding_rows(table), hashes,
+        vectors = dequantize(embedding_rows(table), precision, int(meta["embed_dim"]), ranges)
+        yield EmbeddingBatch(table.column("id").to_pylist(), vectors, hashes,
                              {name: table.column(name).to_pylist() for name in kept_columns(table.column_names)})
 
 
