@@ -41,13 +41,17 @@ class SentenceTransformerAdapter(TransformersAdapter):
     rows before it.
     """
 
-    pooling_modes = ST_POOLING_MODES
+    pooling_modes: tuple[str, ...] = ST_POOLING_MODES
     model: SentenceTransformer
 
     def __init__(self, spec: ModelSpec, model: Any, **kwargs: Any) -> None:
         super().__init__(spec, model, **kwargs)
         modules = list(model)
         self._pooling_index = _pooling_position(model)
+        if self._pooling_index is None or "+" in (self.spec.pooling or ""):
+            # No Pooling module to swap, or several modes side by side whose width the modules
+            # after it read: the files fix the pooling.
+            self.pooling_modes = ()
         self._steps = modules[:-1] if _ends_with_normalize(model) else modules
         self._poolers: dict[str, Any] = {}
 
@@ -110,16 +114,6 @@ class SentenceTransformerAdapter(TransformersAdapter):
             self._poolers[mode] = Pooling(saved.embedding_dimension, pooling_mode=mode,
                                           include_prompt=saved.include_prompt)
         return self._poolers[mode]
-
-    def resolve_pool(self, pool: str | None) -> str | None:
-        if pool is not None and pool != self.spec.pooling:
-            if self._pooling_index is None:
-                raise UnsupportedOptionError(f"{self.name}'s sentence-transformers pipeline has no Pooling module "
-                                             "to replace; leave pool= unset")
-            if "+" in (self.spec.pooling or ""):
-                raise UnsupportedOptionError(f"{self.name} pools {self.spec.pooling!r}, several modes side by side, "
-                                             "which the modules after it read at that width; leave pool= unset")
-        return super().resolve_pool(pool)
 
     def prompt_features(self, prompt: str) -> dict[str, Any] | None:
         """A Pooling module with ``include_prompt: false`` pools without the prompt's tokens: each

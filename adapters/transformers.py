@@ -18,7 +18,7 @@ import contextlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from zoo.catalog._registry import import_ref
 from zoo.catalog._spec import ModelSpec, Source, split_revision
@@ -80,7 +80,7 @@ class TransformersAdapter(Encoder):
     """
 
     backend = "transformers"
-    pooling_modes: ClassVar[tuple[str, ...]] = ("mean", "cls", "max", "lasttoken", "pooler")
+    pooling_modes: tuple[str, ...] = ("mean", "cls", "max", "lasttoken", "pooler")
     parallel_decode = False  # texts are tokenised in length-sorted batches here, fast enough in-process
     #: ``device_map`` (``"auto"``, a dict...) spreads a model too big for one device, as transformers does
     #: a transformers ``PreTrainedModel``: its members (``config``, ``save_pretrained``) are the architecture's

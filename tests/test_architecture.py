@@ -189,7 +189,7 @@ def test_the_encoder_contract_is_small_and_documented_member_by_member():
     import re
 
     open_members, final = _encoder_contract()
-    assert {"load_pretrained", "load_options", "name", "modality", "embed_dim"} <= final
+    assert {"load_pretrained", "load_options", "resolve_pool", "name", "modality", "embed_dim"} <= final
     text = (ROOT / "docs" / "plugins.md").read_text()
     section = text[text.index("### 3. Register a new backend encoder"):]
     section = section[:section.index("\n### ", 10)]
@@ -198,4 +198,4 @@ def test_the_encoder_contract_is_small_and_documented_member_by_member():
     assert open_members == documented, (f"undocumented in docs/plugins.md: {sorted(open_members - documented)}; "
                                         f"documented but not in Encoder: {sorted(documented - open_members)}")
     # A ratchet: the contract was 31 members before the redesign; merging, not adding, keeps it small.
-    assert len(open_members) <= 22, sorted(open_members)
+    assert len(open_members) <= 21, sorted(open_members)

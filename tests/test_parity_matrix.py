@@ -152,7 +152,7 @@ def test_placeholder_prompts_are_not_declared_prompts(st_folders):
 def test_a_multi_mode_pooling_keeps_its_width_for_the_modules_after_it(st_folders):
     model = zoo.load(st_folders("cls-and-mean", "v3"), device="cpu")
     assert model.spec.pooling == "cls+mean" and model.embed_dim == 16
-    with pytest.raises(zoo.UnsupportedOptionError, match="several modes side by side"):
+    with pytest.raises(zoo.UnsupportedOptionError, match="pools 'cls.mean', as its files say, and has no other mode"):
         model.featurize(TEXTS, pool="max")
     with pytest.raises(zoo.UnsupportedOptionError, match="single-mode Pooling"):
         model.featurize(TEXTS, layer=-2)

@@ -138,8 +138,9 @@ class Encoder(ABC):
 
     #: Human-readable backend name, e.g. ``"transformers"``.
     backend: ClassVar[str] = ""
-    #: Pooling modes ``encode_batch`` accepts (first is the default when the spec names none).
-    pooling_modes: ClassVar[tuple[str, ...]] = ()
+    #: Pooling modes ``encode_batch`` accepts (first is the default when the spec names none); an
+    #: encoder whose files fix their pooling sets none on the instance.
+    pooling_modes: tuple[str, ...] = ()
     #: Whether decoding and :meth:`collate` may run in DataLoader workers (``num_workers``).
     parallel_decode: ClassVar[bool] = True
     #: Finetuning strategies this encoder supports (the conformance kit runs each).
@@ -288,10 +289,15 @@ class Encoder(ABC):
     def encode_batch(self, batch: Any, *, pool: str | None = None) -> torch.Tensor:
         """One forward pass of the frozen model: a ``(B, D)`` tensor."""
 
+    @final
     def resolve_pool(self, pool: str | None) -> str | None:
         """The pooling mode to use: ``pool`` if this model has it, the spec's default for ``None``."""
-        if pool is None:
+        if pool is None or pool == self.spec.pooling:
             return self.spec.pooling or (self.pooling_modes[0] if self.pooling_modes else None)
+        if not self.pooling_modes:
+            fixed = f"pools {self.spec.pooling!r}" if self.spec.pooling else "has no pooling step"
+            raise UnsupportedOptionError(f"{self.name} {fixed}, as its files say, and has no other mode: leave "
+                                         "pool= unset")
         if pool not in self.pooling_modes:
             choices = ", ".join(self.pooling_modes) or "none"
             raise ValueError(f"unknown pool {pool!r} for {self.name}{did_you_mean(pool, self.pooling_modes)} "
