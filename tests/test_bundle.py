@@ -109,6 +109,33 @@ def _reference_output(name, items):
     return pickle.loads(out.stdout)
 
 
+def test_a_finetuned_run_packs_what_loading_reads_and_no_training_state(bundle, finetuned, monkeypatch):
+    """The run's folder holds the resume state (optimizer and RNG), its manifest and the curves
+    picture beside the model; the bundle carries zoo.json and the weights it pins, and the model
+    unpacked from it predicts what the folder's does."""
+    left_by_training = {p.name for p in finetuned.iterdir()}
+    assert {"resume.json", "curves.png"} <= left_by_training
+    assert any(name.endswith(".state.pt") for name in left_by_training)
+    path, _ = bundle
+    with tarfile.open(path) as tar:
+        manifest = json.loads(tar.extractfile("zoo-bundle.json").read())
+        names = set(tar.getnames())
+    tuned = next(m for m in manifest["models"] if m["name"] == "sentiment")
+    pinned = json.loads((finetuned / "zoo.json").read_text())["files"]
+    assert set(tuned["files"]) == {"zoo.json", *pinned}
+    assert {n for n in names if n.startswith(f"models/{tuned['key']}/")} == {
+        f"models/{tuned['key']}/{f}" for f in tuned["files"]}
+
+    texts = ["great", "awful", "a fine day", "a dreadful film"]
+    expected = zoo.load(str(finetuned), device="cpu").predict_proba(texts)
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    unpack(path)
+    unpacked = zoo.load("sentiment", device="cpu")
+    assert unpacked.files.root.is_relative_to(store_dir())
+    np.testing.assert_allclose(unpacked.predict_proba(texts), expected, atol=1e-6)
+    assert unpacked.predict(texts[:2]) == ["pos", "neg"]
+
+
 def test_unpacking_twice_changes_nothing(bundle):
     path, _ = bundle
     unpack(path)

@@ -177,3 +177,147 @@ def test_zoo_cache_lists_and_removes_exports(isolated_zoo, tiny_bert_dir, capsys
     assert "export" in listed and model.name in listed and "the cache is empty" not in listed
     assert main(["cache", "remove", str(tiny_bert_dir)]) == 0
     assert f"removed export {folder}" in capsys.readouterr().out and not folder.exists()
+
+
+def _rewrite_row_in_place(path: Path, tensor_suffix: str, row: int, values: np.ndarray) -> None:
+    """Overwrite one row of a safetensors tensor inside the file, keeping its size, inode and
+    mtime (as `cp -p` of same-sized weights over it would): the stat-keyed hash memo cannot tell."""
+    import os
+    import struct
+
+    st = path.stat()
+    with open(path, "r+b") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(length))
+        name = next(n for n in header if n.endswith(tensor_suffix))
+        begin, _ = header[name]["data_offsets"]
+        width = header[name]["shape"][1]
+        fh.seek(8 + length + begin + row * width * 4)
+        fh.write(values.astype("<f4").tobytes())
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_ino, after.st_mtime_ns) == (st.st_size, st.st_ino, st.st_mtime_ns)
+
+
+def test_an_export_of_other_weights_under_the_same_name_is_rebuilt(isolated_zoo, tiny_bert_dir, tmp_path,
+                                                                   monkeypatch, capsys):
+    """The weights change under the same folder name and the same file stat, in the row of a token
+    the parity batches never use: only the record of the weights the export was traced from can
+    tell the cached export is of other weights."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, folder)
+    zoo.load(folder, device="cpu", runtime="onnx")
+    assert f"exporting {folder} for runtime='onnx' (once; cached after)" in capsys.readouterr().err
+    token = AutoTokenizer.from_pretrained(folder).convert_tokens_to_ids("zebra")
+    plan = zoo.load(folder, device="cpu").encoder.export_plan()
+    assert all(token not in batch["input_ids"] for batch in plan.examples)
+    assert "exporting" not in capsys.readouterr().err  # the cached export: nothing to say
+
+    _rewrite_row_in_place(folder / "model.safetensors", "word_embeddings.weight", token,
+                          np.random.default_rng(0).normal(0, 3, size=32))
+    exported = []
+    real_export = compiled._onnx_export
+    monkeypatch.setattr(compiled, "_onnx_export", lambda *a, **k: exported.append(1) or real_export(*a, **k))
+    again = zoo.load(folder, device="cpu", runtime="onnx")
+    assert exported == [1]
+    texts = ["a zebra", "no stripes here"]
+    np.testing.assert_allclose(again.featurize(texts), zoo.load(folder, device="cpu").featurize(texts), atol=1e-5)
+
+
+def _temporary_exports() -> set[str]:
+    import tempfile
+
+    return {p.name for p in Path(tempfile.gettempdir()).glob("zoo-export-*")}
+
+
+def test_a_compiled_folder_that_cannot_be_written_exports_to_a_temporary_one(isolated_zoo, tiny_bert_dir, capsys):
+    """``compiled`` is a file, so nothing can be made under it (a real ENOTDIR / EEXIST from the
+    kernel, as a read-only folder gives EROFS): the export is made elsewhere, with a warning
+    naming the folder, and runs; no raw OSError."""
+    isolated_zoo.mkdir(parents=True, exist_ok=True)
+    (isolated_zoo / "compiled").write_text("not a folder")
+    before = _temporary_exports()
+    with pytest.warns(RuntimeWarning, match=rf"{isolated_zoo / 'compiled'} cannot be written .*for this process "
+                                            r"only, in a temporary folder.*set ZOO_HOME"):
+        model = zoo.load(tiny_bert_dir, device="cpu", runtime="onnx")
+    assert model.runtime == "onnx" and (isolated_zoo / "compiled").read_text() == "not a folder"
+    assert "(for this process only)" in capsys.readouterr().err
+    assert _temporary_exports() == before  # the session holds the graph; the folder is gone
+    texts = ["a text", "another, longer text"]
+    np.testing.assert_allclose(model.featurize(texts), zoo.load(tiny_bert_dir, device="cpu").featurize(texts),
+                               atol=1e-5)
+
+
+def test_a_valid_export_is_used_where_its_lock_cannot_be_written(isolated_zoo, tiny_bert_dir, monkeypatch):
+    """``locks`` replaced by a file: no lock can be taken in this ZOO_HOME; the export already there
+    still checks out and is used, without a warning and without exporting again."""
+    import shutil
+
+    zoo.load(tiny_bert_dir, device="cpu", runtime="onnx")
+    shutil.rmtree(isolated_zoo / "locks")
+    (isolated_zoo / "locks").write_text("not a folder")
+    exported = []
+    real_export = compiled._onnx_export
+    monkeypatch.setattr(compiled, "_onnx_export", lambda *a, **k: exported.append(1) or real_export(*a, **k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model = zoo.load(tiny_bert_dir, device="cpu", runtime="onnx")
+    assert exported == [] and model.runtime == "onnx"
+
+
+@pytest.fixture
+def read_only():
+    """Make a folder read-only as a read-only filesystem is: chmod for a user, a read-only bind
+    mount for root (whom chmod does not stop). Skips where neither can be done."""
+    import os
+    import subprocess
+
+    mounted, changed = [], []
+
+    def make(folder: Path) -> None:
+        if os.geteuid() != 0:
+            for path in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+                changed.append((path, path.stat().st_mode))
+                path.chmod(0o555)
+            return
+        done = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True).returncode == 0
+        if done:
+            mounted.append(folder)
+            done = subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], capture_output=True).returncode == 0
+        if not done:
+            pytest.skip("root without the right to mount: no way to make a folder read-only here")
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], check=True)
+    for path, mode in reversed(changed):
+        path.chmod(mode)
+
+
+def test_on_a_read_only_zoo_home_a_valid_export_is_used_and_a_missing_one_made_elsewhere(
+        isolated_zoo, tiny_bert_dir, tmp_path, read_only, monkeypatch):
+    import shutil
+
+    zoo.load(tiny_bert_dir, device="cpu", runtime="onnx")
+    read_only(isolated_zoo)
+    with pytest.raises(OSError):  # truly read-only
+        (isolated_zoo / "probe").write_text("")
+    exported = []
+    real_export = compiled._onnx_export
+    monkeypatch.setattr(compiled, "_onnx_export", lambda *a, **k: exported.append(1) or real_export(*a, **k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert zoo.load(tiny_bert_dir, device="cpu", runtime="onnx").runtime == "onnx"
+    assert exported == []
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_bert_dir, other)
+    with pytest.warns(RuntimeWarning, match=rf"{isolated_zoo} cannot be written .*Read-only file system|"
+                                            rf"{isolated_zoo} cannot be written .*Permission denied"):
+        model = zoo.load(other, device="cpu", runtime="onnx")
+    assert exported == [1]
+    texts = ["a text", "another, longer text"]
+    np.testing.assert_allclose(model.featurize(texts), zoo.load(other, device="cpu").featurize(texts), atol=1e-5)

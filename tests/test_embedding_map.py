@@ -191,3 +191,41 @@ def test_umap_without_umap_learn_says_what_to_install(monkeypatch):
     with pytest.raises(zoo.ZooError, match="pip install umap-learn"):
         project(rows, "umap")
     assert project(rows, "auto")[1] == "tsne"  # auto takes the next method without it
+
+
+def test_zoo_map_says_what_it_runs_while_t_sne_works(minilm, tmp_path, capsys):
+    """t-SNE takes about a minute on 800 rows and has no progress of its own: zoo map says on stderr
+    what runs, then that it is done and how long it took. PCA is quick and says nothing."""
+    (tmp_path / "t.txt").write_text("".join(f"line number {i}\n" for i in range(12)))
+    embed_to_file(minilm, open_inputs(str(tmp_path / "t.txt")), tmp_path / "t.parquet", progress=False)
+    capsys.readouterr()
+    assert main(["map", str(tmp_path / "t.parquet"), "-o", str(tmp_path / "m.png"), "--method", "tsne"]) == 0
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith("zoo map: t-SNE of 12 rows, done [00:"), last
+    assert main(["map", str(tmp_path / "t.parquet"), "-o", str(tmp_path / "m.png"), "--method", "pca"]) == 0
+    assert "zoo map" not in capsys.readouterr().err
+
+
+def test_umap_says_what_it_runs_and_progress_false_says_nothing(monkeypatch, capsys):
+    """UMAP (a stand-in with umap-learn's interface: the package is optional) gets the same line."""
+    import sys
+    import types
+
+    from zoo.embeddings._embedding_map import project
+
+    class UMAP:
+        def __init__(self, random_state: int) -> None:
+            self.random_state = random_state
+
+        def fit_transform(self, rows: np.ndarray) -> np.ndarray:
+            print("fitting", file=sys.stderr)
+            return rows[:, :2]
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=UMAP))
+    rows = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
+    assert project(rows, "umap")[1] == "umap"
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert err.index("zoo map: UMAP of 10 rows, running") < err.index("fitting") < err.index(
+        "zoo map: UMAP of 10 rows, done")
+    project(rows, "umap", progress=False)
+    assert "zoo map" not in capsys.readouterr().err

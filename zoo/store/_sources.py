@@ -3,7 +3,12 @@
 Sources are tried in two passes: first every source that needs no network (an installed package,
 a local path, a hub snapshot or URL already in a cache), then, unless offline, the network sources
 in the spec's order. So a model that is on this machine loads without a socket being opened,
-whatever order the catalogue lists its sources in.
+whatever order the catalogue lists its sources in. A spec that pins nothing (an ``hf:org/name@commit``
+name) is also served, before any socket, from the files of a catalogue or installed model that names
+the same repository at the same commit and pins their sha256 (:func:`same_commit_files`).
+
+When the hub does not answer, huggingface_hub's line per retry is held back and the retries are
+reported in one warning per call (:func:`hub_retries_in_one_line`).
 
 Every file the spec pins a sha256 for is verified before the folder is returned. Files zoo
 downloaded are evicted on mismatch; files it does not own (a package's, a user's) are reported and
@@ -12,20 +17,28 @@ left alone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import logging
 import os
+import re
+import threading
+import time
 import urllib.parse
 import urllib.request
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock
 
+from zoo.catalog._registry import get_registry
 from zoo.catalog._spec import ModelSpec, Source
-from zoo.errors import IntegrityError, OfflineError, SourceError
+from zoo.errors import IntegrityError, OfflineError, SourceError, ZooError
 
 from ._atomic import atomic_path
-from ._installed import installed_files
+from ._installed import entries, installed_files
 from ._integrity import verify_file
 from ._model_files import ModelFiles
 from ._safe_paths import file_in
@@ -43,6 +56,9 @@ DEFAULT_HUB_PATTERNS = (
 )
 # Older repos ship only pickle weights; transformers reads them with torch.load(weights_only=True).
 _PICKLE_WEIGHTS = ("pytorch_model*.bin", "open_clip_pytorch_model.bin")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+# Where huggingface_hub logs a line per retry of an HTTP call (its backoff loops).
+_HUB_RETRY_LOGGERS = ("huggingface_hub.utils._http", "huggingface_hub.hf_api")
 
 
 def hub_cache_dir(home: Path | None = None) -> Path:
@@ -78,6 +94,9 @@ def provide_files(spec: ModelSpec, *, cache_dir: Path | None = None, network: bo
             return verify_files(spec, source, root, use_memo=use_memo)
         except SourceError as exc:  # incomplete copy: another source may have it all
             tried.append(str(exc))
+    twin = _same_commit_copy(spec, home, tried)
+    if twin is not None:
+        return twin
     network_sources = [s for s in spec.sources if s.needs_network]
     if network_sources and not allow_network:
         needed = ", ".join(s.describe() for s in network_sources)
@@ -243,13 +262,117 @@ def hub_file(repo: str, filename: str, revision: str | None, *, network: bool | 
         found = try_to_load_from_cache(repo, filename, cache_dir=cache_dir, revision=revision)
         if isinstance(found, str):
             return Path(found)
+    twin = same_commit_files(repo, revision)
+    if twin is not None and filename in twin.verified:
+        return twin.path(filename)
     if not ((not offline()) if network is None else network):
         return None
     try:
-        return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=hub_cache_dir(),
-                                    endpoint=os.environ.get("HF_ENDPOINT") or None))
+        with hub_retries_in_one_line(f"{filename} of {repo}@{revision or 'main'}"):
+            return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=hub_cache_dir(),
+                                        endpoint=os.environ.get("HF_ENDPOINT") or None))
     except Exception:  # no such repo or file, no network: the caller says what is unknown
         return None
+
+
+# --- the same hub commit, already on this machine ----------------------------------------------
+
+
+def _same_commit_copy(spec: ModelSpec, home: Path, tried: list[str]) -> ModelFiles | None:
+    """For a spec that pins no sha256 (an ``hf:`` name), the verified files of another model that
+    is the same hub repository at the same commit and is on this machine already."""
+    if spec.sha256:  # a spec with pins is checked against them, not against another model's
+        return None
+    for source in spec.sources:
+        if source.kind != "hub":
+            continue
+        twin = same_commit_files(source.location, source.revision, home=home, tried=tried)
+        if twin is not None:  # with the pins it was verified against, so `zoo verify` checks them again
+            return ModelFiles(spec=spec.replace(sha256=dict(twin.spec.sha256)), root=twin.root, source=twin.source,
+                              verified=twin.verified, single=twin.single)
+    return None
+
+
+def same_commit_files(repo: str, revision: str | None, *, home: Path | None = None,
+                      tried: list[str] | None = None) -> ModelFiles | None:
+    """Files already on this machine that are hub ``repo`` at commit ``revision``, found and
+    verified without the network; None when there are none.
+
+    A catalogue model, or a model installed from a bundle, that lists ``repo`` at this commit among
+    its sources and pins its files' sha256 says which files that commit holds; its other sources
+    (an installed package, a folder, the installed-models store, a cache) are tried, offline, and
+    every pinned file is checked. Only a full 40-character commit counts: a branch or tag may have
+    moved since the catalogue was written, and offline there is no telling."""
+    if not revision or not _COMMIT.fullmatch(revision.lower()):
+        return None
+    for twin in _specs_at_commit(repo, revision.lower()):
+        try:
+            return provide_files(twin, cache_dir=home, network=False)
+        except OfflineError:  # not on this machine either: the name's own sources say what is needed
+            continue
+        except ZooError as exc:  # a copy that does not check out, or a package that is not installed
+            if tried is not None:
+                tried.append(f"{twin.name}, the same commit: {_first_line(exc)}")
+    return None
+
+
+def _specs_at_commit(repo: str, commit: str) -> list[ModelSpec]:
+    """Catalogue and installed models that pin their files and list hub ``repo`` at ``commit``."""
+    specs = list(get_registry().specs.values())
+    for _, entry in entries():
+        try:
+            specs.append(ModelSpec.from_dict(entry["spec"]))
+        except (ZooError, KeyError, TypeError, ValueError):  # an entry unpack would refuse: not a witness
+            continue
+    return [spec for spec in specs if spec.sha256 and any(
+        s.kind == "hub" and s.location == repo and (s.revision or "").lower() == commit for s in spec.sources)]
+
+
+# --- huggingface_hub's retries, in one line ----------------------------------------------------
+
+
+class _RetryCounter(logging.Filter):
+    """Holds back the per-attempt lines huggingface_hub logs while it retries (about 20 for one
+    unreachable file), counting them, for one thread's hub call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread, self.retries, self.last = threading.get_ident(), 0, ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread:
+            return True
+        message = record.getMessage()
+        if message.startswith(("Retrying in", "Rate limited.")):
+            self.retries += 1
+            return False
+        if "thrown while requesting" in message:
+            self.last = message.split(" thrown while", 1)[0].strip("'")
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def hub_retries_in_one_line(what: str) -> Iterator[None]:
+    """Run a hub call with huggingface_hub's retry lines held back; when it retried, say so in one
+    warning: what was asked, from where, how many retries over how long, and the last error."""
+    counter = _RetryCounter()
+    loggers = [logging.getLogger(name) for name in _HUB_RETRY_LOGGERS]
+    began, answered = time.monotonic(), False
+    for logger in loggers:
+        logger.addFilter(counter)
+    try:
+        yield
+        answered = True
+    finally:
+        for logger in loggers:
+            logger.removeFilter(counter)
+        if counter.retries:
+            endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+            outcome = "answered only after" if answered else "did not answer; huggingface_hub gave up after"
+            warnings.warn(f"{what}: the hub at {endpoint} {outcome} {counter.retries} "
+                          f"retr{'y' if counter.retries == 1 else 'ies'} over {time.monotonic() - began:.0f} s"
+                          f"{f' (last: {counter.last})' if counter.last else ''}", RuntimeWarning, stacklevel=3)
 
 
 # --- sources over the network ------------------------------------------------------------------
@@ -271,9 +394,10 @@ def _hub_download(spec: ModelSpec, source: Source, home: Path) -> Path:
                                       allow_patterns=patterns, endpoint=os.environ.get("HF_ENDPOINT") or None))
 
     patterns = _hub_patterns(spec)
-    folder = snapshot(patterns)
-    if patterns == list(DEFAULT_HUB_PATTERNS) and not any(folder.rglob("*.safetensors")):
-        folder = snapshot([*patterns, *_PICKLE_WEIGHTS])  # an older repository with pickle weights only
+    with hub_retries_in_one_line(f"model {spec.name!r} ({source.describe()})"):
+        folder = snapshot(patterns)
+        if patterns == list(DEFAULT_HUB_PATTERNS) and not any(folder.rglob("*.safetensors")):
+            folder = snapshot([*patterns, *_PICKLE_WEIGHTS])  # an older repository with pickle weights only
     return folder
 
 
