@@ -3,14 +3,25 @@
 Every input decodes to a mono float32 waveform and its sample rate; encoders resample it to their
 model's rate (``AudioAdapter.resample``: torchaudio's sinc resampler, or scipy's polyphase filter
 for a rate whose ratio to the model's does not reduce, such as 16001 Hz).
+
+Work per item is bounded before any sample is decoded: a sample rate outside
+``MIN_RATE``-``MAX_RATE`` is refused, and so is audio longer than the bound in force (read from the
+file's header, and enforced again while reading, where a header does not say or undercounts):
+:func:`audio_seconds_limit` sets it for a block of code (``zoo serve --max-audio-seconds`` does, 600 s
+by default), else ``$ZOO_MAX_AUDIO_SECONDS`` does (``zoo embed``), else there is none (long
+recordings are windowed, and a user embedding their own hour-long files may mean it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import math
 import os
 import struct
 import warnings
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from zoo.errors import InputWarning
@@ -28,6 +39,62 @@ _HEAD_BYTES = 1 << 16
 _STREAMED_SIZE = 0x7FFF0000
 # Frames read at a time from a file (a few MiB even for many channels).
 _BLOCK_FRAMES = 1 << 18
+# Sample rates a recording has: below, a header is forged or the "audio" is not sound; above, no
+# converter writes it, and resampling's work grows with the ratio to the model's rate.
+MIN_RATE, MAX_RATE = 1_000, 384_000
+# Most frames a header's count sets aside at once (64 MiB); longer audio grows as it is read, so a
+# forged count cannot ask for gigabytes before a sample arrives.
+_FIRST_FRAMES = 1 << 24
+# libsndfile's frame count for a file whose header does not say (a FLAC streamed with no total): SF_COUNT_MAX.
+_UNKNOWN_FRAMES = (1 << 63) - 1
+ENV_MAX_SECONDS = "ZOO_MAX_AUDIO_SECONDS"
+# The bound audio_seconds_limit sets: per thread (zoo serve's worker), so one server's bound does not
+# leak into another in the same process, as in tests.
+_MAX_SECONDS: ContextVar[float | None] = ContextVar("zoo_max_audio_seconds", default=None)
+
+
+@contextlib.contextmanager
+def audio_seconds_limit(seconds: float | None) -> Iterator[None]:
+    """Refuse audio longer than ``seconds`` while the block runs, in this thread (None: fall back
+    to ``$ZOO_MAX_AUDIO_SECONDS``). ``zoo serve`` wraps each forward pass in it."""
+    if seconds is not None and not seconds > 0:
+        raise ValueError(f"the longest audio must be a positive number of seconds, not {seconds!r}")
+    token = _MAX_SECONDS.set(seconds)
+    try:
+        yield
+    finally:
+        _MAX_SECONDS.reset(token)
+
+
+def max_audio_seconds() -> float | None:
+    """The longest audio decoded here and now: :func:`audio_seconds_limit`'s, else
+    ``$ZOO_MAX_AUDIO_SECONDS``'s, else None (no bound)."""
+    seconds = _MAX_SECONDS.get()
+    if seconds is not None:
+        return seconds
+    value = os.environ.get(ENV_MAX_SECONDS, "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0:  # NaN included
+        raise ValueError(f"{ENV_MAX_SECONDS}={value!r}: give the longest audio to decode in seconds, such as 600")
+    return seconds
+
+
+def check_audio(frames: int, rate: int, limit: float | None, *, declared: bool = True) -> None:
+    """Refuse a sample rate outside ``MIN_RATE``-``MAX_RATE``, and ``frames`` lasting longer than
+    ``limit`` seconds, naming the rate or the duration and how to change the bound. ``declared``:
+    ``frames`` is the whole length (a header's), not what was read so far."""
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise ValueError(f"sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz, the rates zoo decodes: "
+                         "resample it (sox in.wav -r 16000 out.wav)")
+    if limit is not None and frames > limit * rate:
+        what = f"audio of {frames / rate:.1f} s" if declared else "audio whose header does not give its length"
+        raise ValueError(f"{what} is longer than the {limit:g} s allowed (zoo serve --max-audio-seconds; "
+                         f"{ENV_MAX_SECONDS} elsewhere): cut it into shorter clips, or raise the bound")
 
 
 def _to_mono_float(wave: Any) -> Any:
@@ -79,25 +146,35 @@ def _head(item: Any) -> bytes:
 
 def _read_mono(source: Any) -> tuple[Any, int]:
     """A file's samples mixed to mono float32, read block by block: memory holds the mono result
-    and one block, not every channel of the whole file."""
+    and one block, not every channel of the whole file. The rate and the duration its header
+    declares are checked before any sample is decoded, and the duration again as blocks arrive (a
+    format whose header does not say, or says less than the file holds)."""
     import numpy as np
     import soundfile
 
+    limit = max_audio_seconds()
     try:
         with soundfile.SoundFile(source) as sound:
-            rate = int(sound.samplerate)
-            mono = np.empty(max(sound.frames, 0), dtype=np.float32)
+            rate, frames = int(sound.samplerate), max(sound.frames, 0)
+            known = frames != _UNKNOWN_FRAMES
+            check_audio(frames if known else 0, rate, limit)
+            mono = np.empty(min(frames, _FIRST_FRAMES) if known else _BLOCK_FRAMES, dtype=np.float32)
             filled = 0
             while True:
                 block = sound.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
                 if not len(block):
                     break
-                if filled + len(block) > len(mono):  # a header that undercounts: grow
-                    mono = np.resize(mono, filled + len(block))
+                check_audio(filled + len(block), rate, limit, declared=False)
+                if filled + len(block) > len(mono):  # more than the header said or than set aside: grow
+                    mono = np.resize(mono, max(2 * len(mono), filled + len(block)))
                 mono[filled:filled + len(block)] = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
                 filled += len(block)
     except soundfile.LibsndfileError as exc:  # a RuntimeError: make it a decode error
-        raise OSError(f"cannot decode audio: {exc}") from None
+        # libsndfile's own words, naming a file by its path, never as "<_io.BytesIO object at 0x...>"
+        why = getattr(exc, "error_string", None) or str(exc)
+        if isinstance(source, (str, os.PathLike)):
+            why = f"{os.fspath(source)}: {'no such file' if not os.path.exists(source) else why}"
+        raise OSError(f"cannot decode audio: {why}") from None
     return _to_mono_float(mono[:filled]), rate
 
 
@@ -114,7 +191,9 @@ def decode_audio(item: Any) -> tuple[Any, int]:
         wave, rate = item
         if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
             raise ValueError(f"sample rate must be a positive int, got {rate!r}")
-        return _to_mono_float(wave), rate
+        wave = _to_mono_float(wave)
+        check_audio(len(wave), rate, max_audio_seconds())
+        return wave, rate
     raise TypeError(f"expected an audio file path, bytes or a (waveform, sample_rate) pair, got {type(item).__name__}")
 
 

@@ -1,13 +1,19 @@
 """A corpus of bad and odd inputs for every modality, generated here: each one gives a vector, or an
 InputError that names its index and is skipped by ``on_error="skip"``. No raw exception of a
 decoder or a backend (ZeroDivisionError, the tokenizer's TypeError, PIL's DecompressionBombError)
-reaches the user."""
+reaches the user. The same corpus served (the cases a client can send, and what only a server
+sees): each bad item, sent beside good requests, gets its own request a 4xx naming ``input[1]``
+while the others get their rows."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import struct
 import warnings
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -32,6 +38,19 @@ def _wav(samples: np.ndarray, rate: int = 16000, subtype: str = "PCM_16") -> byt
     return buf.getvalue()
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` RGB pixels and holds none: what a decompression
+    bomb's header says, in 60 bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n0 0 moveto 8 8 lineto stroke\nshowpage\n"
+
+
 def _images() -> dict[str, object]:
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
@@ -53,6 +72,7 @@ def _images() -> dict[str, object]:
         "5-channel array": np.zeros((8, 8, 5), np.uint8), "int64 array": np.zeros((8, 8, 3), np.int64),
         "missing file": "/nonexistent/image.png", "a number": 42, "unreadable line": Unreadable("images.txt line 3 is not UTF-8"),
         "broken png chunk": broken_png_chunk(), "dds of unknown format": dds_of_unknown_format(),
+        "144-megapixel png header": _png_header(12_000, 12_000), "eps": EPS,
     }
 
 
@@ -69,6 +89,8 @@ def _sounds() -> dict[str, object]:
         "empty wave": (np.zeros(0, np.float32), 16000), "zero rate": (tone, 0), "bool rate": (tone, True),
         "3-D wave": (np.zeros((2, 2, 2)), 16000), "string wave": (np.array(["a", "b"]), 16000),
         "garbage bytes": rng.bytes(300), "missing file": "/nonexistent/a.wav", "a list": [1, 2, 3],
+        "500 Hz wav": _wav(tone[:500], rate=500), "400 kHz wav": _wav(tone, rate=400_000),
+        "999 Hz pair": (tone[:999], 999),
     }
 
 
@@ -115,11 +137,14 @@ REFUSED = {
                "empty bytes": "cannot identify", "text bytes": "cannot identify", "nan float array": "NaN",
                "float array out of range": "[0, 1]", "5-channel array": "channels", "int64 array": "uint8",
                "missing file": "No such file", "a number": "expected an image", "unreadable line": "not UTF-8",
-               "broken png chunk": "SyntaxError: broken PNG", "dds of unknown format": "an image zoo reads"},
+               "broken png chunk": "SyntaxError: broken PNG", "dds of unknown format": "an image zoo reads",
+               "144-megapixel png header": "MAX_IMAGE_PIXELS", "eps": "an image zoo reads"},
     "audio": {"header-only wav": "empty waveform", "1e30 amplitude": "not finite", "nan wave": "NaN",
               "empty wave": "empty waveform", "zero rate": "sample rate", "bool rate": "sample rate",
               "3-D wave": "1-D waveform", "string wave": "numeric samples", "garbage bytes": "cannot decode",
-              "missing file": "cannot decode", "a list": "expected an audio"},
+              "missing file": "cannot decode", "a list": "expected an audio",
+              "500 Hz wav": "sample rate 500 Hz is outside 1000-384000 Hz",
+              "400 kHz wav": "sample rate 400000 Hz is outside", "999 Hz pair": "sample rate 999 Hz is outside"},
     "text": {"lone surrogate": "not valid Unicode", "bytes": "expected str", "none": "expected str",
              "number": "expected str", "unreadable line": "line 7"},
 }
@@ -198,6 +223,64 @@ def test_declared_wav_length_reads_the_data_chunk():
     assert _declared_wav_frames(b"fLaC....") is None
 
 
+def test_audio_over_the_bound_is_refused_by_its_header_before_a_sample_is_decoded(monkeypatch):
+    import soundfile
+
+    from zoo.plugins.audio import audio_seconds_limit, decode_audio
+
+    hour = _flac_declaring(3600)  # a one-second file whose header says an hour
+
+    def no_samples(*args, **kwargs):
+        raise AssertionError("samples were decoded")
+
+    monkeypatch.setattr(soundfile.SoundFile, "read", no_samples)
+    with audio_seconds_limit(600), pytest.raises(ValueError, match=r"audio of 3600\.0 s is longer than the 600 s "
+                                                                     r"allowed \(zoo serve --max-audio-seconds"):
+        decode_audio(hour)
+    monkeypatch.undo()
+    assert decode_audio(_silence(601))[0].shape == (601 * 8000,)  # no bound unless one is set
+
+
+def test_audio_whose_header_does_not_give_its_length_is_bounded_while_reading(monkeypatch):
+    """A header that does not say (libsndfile's SF_COUNT_MAX) sets aside one block, not the count,
+    and the bound holds as blocks arrive."""
+    import soundfile
+
+    from zoo.plugins.audio import audio_seconds_limit, decode_audio
+
+    class Endless:
+        samplerate, frames = 8000, (1 << 63) - 1
+
+        def __init__(self, source):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self, frames, **kwargs):
+            return np.zeros((frames, 1), np.float32)
+
+    monkeypatch.setattr(soundfile, "SoundFile", Endless)
+    with audio_seconds_limit(60), pytest.raises(ValueError, match="audio whose header does not give its length is "
+                                                                   "longer than the 60 s allowed"):
+        decode_audio(b"endless")
+
+
+def test_zoo_max_audio_seconds_bounds_featurize_and_a_bad_value_is_named(models, monkeypatch):
+    monkeypatch.setenv("ZOO_MAX_AUDIO_SECONDS", "600")
+    with pytest.warns(RuntimeWarning, match="skipped 1 of 2"):
+        rows = models["audio"].featurize([_sounds()["wav"], _flac_declaring(3600)], on_error="skip")
+    assert rows.shape == (1, 256)
+    (index, why), = models["audio"].last_report.skipped
+    assert index == 1 and "audio of 3600.0 s is longer than the 600 s allowed" in why
+    monkeypatch.setenv("ZOO_MAX_AUDIO_SECONDS", "ten minutes")
+    with pytest.raises(zoo.InputError, match="ZOO_MAX_AUDIO_SECONDS='ten minutes': give the longest audio"):
+        models["audio"].featurize([_sounds()["wav"]])
+
+
 def test_an_image_over_the_pixel_limit_is_refused_before_decoding_even_where_pil_only_warns(monkeypatch):
     from PIL import Image
 
@@ -208,3 +291,109 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding_even_where_pil
     with pytest.raises(ValueError, match="MAX_IMAGE_PIXELS"):
         decode_image(over)
     assert decode_image(_png(np.zeros((20, 20, 3), np.uint8))).size == (20, 20)
+
+
+# Served: the corpus as a client sends it, through the app zoo serve runs (in-process).
+
+MEDIA = {"vision": "image/png", "image-text": "image/png", "audio": "audio/wav"}
+GOOD = {"vision": "rgb png", "image-text": "rgb png", "audio": "wav", "text": "plain"}
+
+
+def _data_url(media: str, payload: bytes) -> str:
+    return f"data:{media};base64," + base64.b64encode(payload).decode()
+
+
+def _silence(seconds: float, rate: int = 8000) -> bytes:
+    """A FLAC of silence: 14 KB for ten minutes, which the decoder would spend seconds on."""
+    import soundfile
+
+    buf = io.BytesIO()
+    soundfile.write(buf, np.zeros(int(seconds * rate), np.int16), rate, format="FLAC")
+    return buf.getvalue()
+
+
+def _flac_declaring(seconds: float) -> bytes:
+    """A one-second FLAC whose STREAMINFO says it lasts ``seconds``: refused by its header alone."""
+    data = bytearray(_silence(1, rate=16000))
+    fields = int.from_bytes(data[18:26], "big")  # rate, channels, bits, then 36 bits of total samples
+    data[18:26] = ((fields >> 36 << 36) | int(seconds * 16000)).to_bytes(8, "big")
+    return bytes(data)
+
+
+def _served_only(modality: str) -> tuple[dict[str, object], dict[str, str]]:
+    """What only a server sees, for ``modality``: (cases as sent, the word each refusal says)."""
+    if modality == "text":
+        return ({"over --max-text-chars": "x" * 100_001, "a boolean": True, "an object": {"text": "hi"},
+                 "token ids": [101, 2023, 102], "video data url": "data:video/mp4;base64,AAAA"},
+                {"over --max-text-chars": "--max-text-chars", "a boolean": "is a boolean", "an object": "is an object",
+                 "token ids": "token ids", "video data url": "no modality of this server takes"})
+    if modality == "audio":
+        return ({"601 s of silence": _data_url("audio/flac", _silence(601)),
+                 "an hour by its header": _data_url("audio/flac", _flac_declaring(3600)),
+                 "bad base64": "data:audio/wav;base64,@@@@", "an image": _data_url("image/png", _images()["rgb png"])},
+                {"601 s of silence": "audio of 601.0 s is longer than the 600 s allowed (zoo serve "
+                                     "--max-audio-seconds", "an hour by its header": "audio of 3600.0 s",
+                 "bad base64": "does not decode", "an image": "input[1] is an image"})
+    cases = {"bad base64": "data:image/png;base64,@@@@", "gif declared as png": _data_url("image/png", _gif())}
+    words = {"bad base64": "does not decode"}
+    if modality == "vision":
+        cases["a text"], words["a text"] = "a photo of a cat", "input[1] is a text"
+    return cases, words
+
+
+def _gif() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buf, format="GIF")
+    return buf.getvalue()
+
+
+def _served_corpus(modality: str) -> tuple[dict[str, object], dict[str, str]]:
+    """(every case a client can send, as sent; the word each refused one's message holds): bytes
+    as data URLs, JSON values as texts, and what only a server sees."""
+    corpus = CORPORA[modality]()
+    if modality == "text":
+        sent = {name: item for name, item in corpus.items() if item is None or isinstance(item, (str, float))}
+        refused = {name: REFUSED["text"][name] for name in sent if name in REFUSED["text"]}
+        refused.update({"none": "input[1] is null", "number": "input[1] is a number"})  # refused as JSON, by kind
+    else:
+        sent = {name: _data_url(MEDIA[modality], item) for name, item in corpus.items() if isinstance(item, bytes)}
+        refused = {name: REFUSED[modality][name] for name in sent if name in REFUSED[modality]}
+    only, words = _served_only(modality)
+    return {**sent, **only}, {**refused, **words}
+
+
+@pytest.mark.parametrize("modality", list(CORPORA))
+def test_every_bad_item_served_beside_good_requests_fails_only_its_own(models, modality, capsys):
+    pytest.importorskip("starlette")
+    pytest.importorskip("prometheus_client")
+    from starlette.testclient import TestClient
+
+    from zoo.serve._app import create_app
+
+    model, name = models[modality], f"served-{modality}"
+    cases, refused = _served_corpus(modality)
+    good = cases[GOOD[modality]]
+    expected = model.featurize([CORPORA[modality]()[GOOD[modality]]])
+    # A gathering waits up to 200 ms for a forward pass's worth: the three requests share a pass.
+    with TestClient(create_app({name: model}, max_wait_ms=200)) as client, ThreadPoolExecutor(3) as pool:
+        def post(inputs: list[object]) -> object:
+            body = json.dumps({"model": name, "input": inputs})  # ASCII: it carries a lone surrogate too
+            return client.post("/v1/embeddings", content=body, headers={"content-type": "application/json"})
+
+        for case, item in cases.items():
+            before, bad, after = pool.map(post, [[good], [good, item], [good]])
+            for reply in (before, after):
+                assert reply.status_code == 200, (case, reply.text)
+                rows = np.array([d["embedding"] for d in reply.json()["data"]], np.float32)
+                np.testing.assert_allclose(rows, expected, atol=1e-4, err_msg=case)
+            if case in refused:
+                error = bad.json()["error"]
+                assert 400 <= bad.status_code < 500 and error["param"] == "input[1]", (case, bad.text)
+                assert "input[1]" in error["message"] and refused[case] in error["message"], (case, error["message"])
+                assert "object at 0x" not in error["message"], error["message"]  # no BytesIO's address
+            else:
+                assert bad.status_code == 200 and len(bad.json()["data"]) == 2, (case, bad.text)
+        assert client.get("/health").json()["status"] == "ok"
+    with capsys.disabled():
+        print(f"\nserved {modality}: {len(cases)} cases, {len(cases) - len(refused)} embedded, {len(refused)} "
+              "refused, each with a 4xx naming input[1] while the requests beside it got their rows")

@@ -247,16 +247,35 @@ def test_a_bad_image_fails_only_its_own_request_in_a_shared_batch(server):
     assert all("input[1]" in r.json()["error"]["message"] for r in replies[1::3])
 
 
+def _wav(seconds: float, rate: int = 16000, fmt: str = "WAV") -> bytes:
+    """A tone (silence for FLAC, which then takes 14 KB for ten minutes)."""
+    import soundfile
+
+    frames = int(seconds * rate)
+    samples = np.zeros(frames, np.int16) if fmt == "FLAC" else 0.1 * np.sin(np.arange(frames) / 5)
+    buf = io.BytesIO()
+    soundfile.write(buf, samples, rate, format=fmt)
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize(("model", "good", "bad", "needle"), [
     ("minilm-l6", "a good sentence", "broken \ud800 text", "not valid Unicode"),
     ("efficientnet-lite0", "png", "broken png", "SyntaxError"),
     ("efficientnet-lite0", "png", "dds", "an image zoo reads"),
+    ("ge2e-speaker", "wav", "corrupt wav", "cannot decode audio"),
+    ("ge2e-speaker", "wav", "601 s flac", "audio of 601.0 s is longer than the 600 s allowed (zoo serve "
+                                          "--max-audio-seconds"),
+    ("ge2e-speaker", "wav", "500 Hz wav", "sample rate 500 Hz is outside 1000-384000 Hz"),
 ])
 def test_a_poisoned_request_fails_alone_whatever_its_decoder_raises(server, model, good, bad, needle):
     from bad_files import broken_png_chunk, dds_of_unknown_format
 
     payloads = {"png": _data_url("image/png", _png(5)), "broken png": _data_url("image/png", broken_png_chunk()),
-                "dds": _data_url("image/vnd-ms.dds", dds_of_unknown_format())}
+                "dds": _data_url("image/vnd-ms.dds", dds_of_unknown_format()),
+                "wav": _data_url("audio/wav", _wav(1.5)),
+                "corrupt wav": _data_url("audio/wav", _wav(1.5)[:20] + b"\xff\xff" + _wav(1.5)[22:]),
+                "601 s flac": _data_url("audio/flac", _wav(601, 8000, "FLAC")),
+                "500 Hz wav": _data_url("audio/wav", _wav(0.5, 500))}
     good, bad = payloads.get(good, good), payloads.get(bad, bad)
     bodies = [[good], [good, bad], [good, good]] * 3
     with ThreadPoolExecutor(len(bodies)) as pool:
@@ -349,7 +368,9 @@ def test_a_failing_model_fails_its_batch_loudly_and_the_batcher_goes_on(caplog):
     assert "model m failed on a batch of 1 items" in caplog.text and "simulated" in caplog.text
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--max-batch", "0"), ("--batch-size", "-1"), ("--max-wait-ms", "-5")])
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--max-batch", "0"), ("--batch-size", "-1"), ("--max-wait-ms", "-5"), ("--max-audio-seconds", "0"),
+    ("--header-timeout", "nan"), ("--max-header-kb", "0"), ("--max-connections", "0")])
 def test_a_setting_that_would_fail_every_request_is_refused_before_loading(flag, value):
     done = subprocess.run([sys.executable, "-m", "zoo", "serve", "minilm-l6", flag, value],
                           capture_output=True, text=True, timeout=120)
@@ -423,3 +444,41 @@ def test_gathered_requests_are_sorted_by_length_into_passes():
 
     asyncio.run(scenario())
     assert [[len(t) for t in part] for part in seen] == [[1, 2, 3], [7, 8, 9]]
+
+
+@pytest.fixture(scope="module")
+def guarded():
+    """A server with tight limits: headers within 1 s and 8 KiB, audio up to 2 s."""
+    srv = Server("minilm-l6", "ge2e-speaker", extra=("--header-timeout", "1", "--max-header-kb", "8",
+                                                     "--max-audio-seconds", "2"))
+    yield srv
+    srv.stop()
+
+
+def test_connections_that_stall_in_their_headers_are_closed_at_the_deadline_while_others_are_served(guarded):
+    """uvicorn alone never times out a request's headers: 3000 such clients held 3000 connections."""
+    from test_serve_frontdoor import open_stalled, until_closed
+
+    opened = time.monotonic()
+    silent = [open_stalled(guarded.port, b"") for _ in range(20)]
+    partial = [open_stalled(guarded.port, b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Ty")
+               for _ in range(20)]
+    big = open_stalled(guarded.port, b"POST /v1/embeddings HTTP/1.1\r\nX-Pad: " + b"a" * 9000 + b"\r\n")
+    assert guarded.embed("minilm-l6", ["served while 40 connections stall"]).status_code == 200
+    too_large, _ = until_closed(big)
+    assert too_large.startswith(b"HTTP/1.1 431") and b"--max-header-kb" in too_large, too_large
+    for sock in partial:
+        answer, closed = until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 408") and b"--header-timeout" in answer and closed - opened < 15, answer
+    assert all(until_closed(sock)[0] == b"" for sock in silent)
+    assert time.monotonic() - opened < 15
+    metrics = httpx.get(f"{guarded.url}/metrics", timeout=10).text
+    assert 'zoo_request_errors_total{kind="header_timeout"} 20.0' in metrics
+    assert 'zoo_request_errors_total{kind="header_too_large"} 1.0' in metrics
+
+
+def test_max_audio_seconds_reaches_the_server_from_the_command_line(guarded):
+    reply = guarded.embed("ge2e-speaker", [_data_url("audio/wav", _wav(1)), _data_url("audio/wav", _wav(3))])
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "input[1]"
+    assert "audio of 3.0 s is longer than the 2 s allowed (zoo serve --max-audio-seconds" in reply.text
+    assert guarded.embed("ge2e-speaker", [_data_url("audio/wav", _wav(2))]).status_code == 200

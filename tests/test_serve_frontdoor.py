@@ -5,11 +5,15 @@ access-log line, Prometheus metrics, a bounded queue (429 with Retry-After) and 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
 import logging
 import re
+import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -160,3 +164,155 @@ def test_a_data_url_no_modality_takes_is_refused_not_embedded_as_text(minilm):
         assert refused.status_code == 400 and refused.json()["error"]["param"] == "input[1]"
         assert "data URL of type video/mp4" in refused.json()["error"]["message"]
         assert client.post("/v1/embeddings", json={"model": "m", "input": ["data: a text"]}).status_code == 200
+
+
+def test_audio_over_max_audio_seconds_is_refused_by_index_naming_its_duration_and_the_flag():
+    import io
+
+    import numpy as np
+    import soundfile
+
+    import zoo
+
+    def wav(seconds: float) -> str:
+        buf = io.BytesIO()
+        soundfile.write(buf, 0.1 * np.sin(np.arange(int(16000 * seconds)) / 5), 16000, format="WAV")
+        return "data:audio/wav;base64," + base64.b64encode(buf.getvalue()).decode()
+
+    with TestClient(create_app({"m": zoo.load("ge2e-speaker", device="cpu")}, max_audio_seconds=2)) as client:
+        refused = client.post("/v1/embeddings", json={"model": "m", "input": [wav(1), wav(3)]})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "input[1]"
+        assert "audio of 3.0 s is longer than the 2 s allowed (zoo serve --max-audio-seconds" in refused.text
+        assert client.post("/v1/embeddings", json={"model": "m", "input": [wav(2)]}).status_code == 200
+
+
+# Connections that never finish their headers, on uvicorn itself (both of its HTTP parsers).
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def open_stalled(port: int, head: bytes) -> socket.socket:
+    """A connection that sends ``head`` (a request's beginning, or nothing) and stalls."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    if head:
+        sock.sendall(head)
+    return sock
+
+
+def until_closed(sock: socket.socket) -> tuple[bytes, float]:
+    """What the server sends before it closes the connection, and when it closed (monotonic)."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        raise AssertionError(f"the server kept a stalled connection open for 30 s; it sent {data[:80]!r}") from None
+    finally:
+        sock.close()
+    return data, time.monotonic()
+
+
+async def _hello(scope, receive, send) -> None:
+    """An ASGI app that answers "ok"."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@contextlib.contextmanager
+def _running(server) -> Iterator[None]:
+    """A ``uvicorn.Server`` serving on a thread of this process until the block ends."""
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_max_connections_answers_503_beyond_it_and_stalled_connections_free_their_places():
+    """zoo serve's own uvicorn set-up (as serve() builds it), around a trivial app."""
+    from zoo.serve import _server
+    from zoo.serve._frontdoor import Frontdoor, Metrics
+
+    app = Frontdoor(_hello, api_key=None, metrics=Metrics({}))
+    port = _free_port()
+    server = _server(app, host="127.0.0.1", port=port, log_level="warning", header_timeout=1, max_header_bytes=4096,
+                     max_connections=3)
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with _running(server):
+        stalled = [open_stalled(port, b"GET /health HT") for _ in range(3)]
+        time.sleep(0.2)  # accepted: they count
+        busy, _ = until_closed(open_stalled(port, request))
+        assert busy.startswith(b"HTTP/1.1 503"), busy
+        for sock in stalled:  # the header deadline closes them, and with them their places
+            assert until_closed(sock)[0].startswith(b"HTTP/1.1 408")
+        assert until_closed(open_stalled(port, request))[0].startswith(b"HTTP/1.1 200")
+    assert 'zoo_request_errors_total{kind="header_timeout"} 3.0' in app.metrics.render()[0].decode()
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_headers_that_stall_get_408_at_the_deadline_and_oversized_ones_431(http):
+    pytest.importorskip(http)
+    import uvicorn
+
+    from zoo.serve._connections import guarded_protocol
+
+    refused: list[str] = []
+    protocol = guarded_protocol(header_timeout=1, max_header_bytes=4096, refused=refused.append, http=http)
+    port = _free_port()
+    with _running(uvicorn.Server(uvicorn.Config(_hello, port=port, http=protocol, log_level="warning"))):
+        _guard_scenario(port, refused)
+
+
+def _guard_scenario(port: int, refused: list[str]) -> None:
+    opened = time.monotonic()
+    silent = open_stalled(port, b"")
+    partial = open_stalled(port, b"POST /v1/embeddings HTT")
+    reused = open_stalled(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # answered, then its next request stalls
+    assert reused.recv(4096).startswith(b"HTTP/1.1 200")
+    reused.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Half")
+    big = open_stalled(port, b"GET / HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 5000 + b"\r\n")
+    good = open_stalled(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert until_closed(good)[0].startswith(b"HTTP/1.1 200"), "a good request beside them was not served"
+    too_large, _ = until_closed(big)
+    assert too_large.startswith(b"HTTP/1.1 431") and b"--max-header-kb" in too_large, too_large
+    lived = _trickle(port)  # a header byte every 0.1 s: never idle, never done, closed all the same
+    assert 0.9 < lived < 10
+    for sock in (partial, reused):
+        answer, closed = until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 408") and b'"code": "header_timeout"' in answer, answer
+        assert b"--header-timeout" in answer and 0.9 < closed - opened < 10
+    answer, closed = until_closed(silent)
+    assert answer == b"" and 0.9 < closed - opened < 10  # nothing asked, nothing answered: closed
+    assert sorted(refused) == ["header_timeout"] * 3 + ["header_too_large"]
+
+
+def _trickle(port: int) -> float:
+    """Send a request's head a byte every 0.1 s until the server closes the connection (at most
+    10 s): the seconds it stayed open."""
+    sock = open_stalled(port, b"GET / HTTP/1.1\r\n")
+    began = time.monotonic()
+    try:
+        while time.monotonic() < began + 10:
+            sock.sendall(b"X")
+            time.sleep(0.1)
+    except OSError:  # broken pipe or reset: the server closed it
+        return time.monotonic() - began
+    finally:
+        sock.close()
+    raise AssertionError("a connection that sends its headers a byte at a time was kept open for 10 s")

@@ -33,7 +33,7 @@ from zoo.embeddings._tables import is_table, iter_rows
 from zoo.store._bundle import pack, unpack
 from zoo.store._provenance import weights_provenance
 from zoo.store._settings import zoo_home
-from zoo.training._config import HEADS, STRATEGIES, FinetuneConfig
+from zoo.training._config import HEADS, OBJECTIVES, STRATEGIES, FinetuneConfig
 
 from . import __version__
 from .duplicates import DEFAULT_THRESHOLD, find_duplicates
@@ -374,10 +374,20 @@ def _add_serve(register: RegisterCommand) -> None:
 
 def _finetune_config(args: argparse.Namespace) -> FinetuneConfig:
     return FinetuneConfig(
-        output_dir=args.output, strategy=args.strategy, epochs=args.epochs, lr=args.lr,
+        output_dir=args.output, objective=args.objective, strategy=args.strategy, epochs=args.epochs, lr=args.lr,
         backbone_lr=args.backbone_lr, batch_size=args.batch_size, head=args.head, seed=args.seed,
         unfreeze_blocks=args.unfreeze_blocks, freeze_epochs=args.freeze_epochs, val_fraction=args.val_fraction,
-        resume=args.resume, progress=not args.quiet, text_column=args.text_column, label_column=args.label_column)
+        resume=args.resume, progress=not args.quiet, text_column=args.text_column, label_column=args.label_column,
+        anchor_column=args.anchor_column, positive_column=args.positive_column, negative_column=args.negative_column,
+        scale=args.scale, symmetric=args.symmetric, matryoshka_dims=_dims(args.matryoshka_dims))
+
+
+def _dims(value: str | None) -> tuple[int, ...]:
+    """``--matryoshka-dims 384,256,128``."""
+    try:
+        return tuple(int(d) for d in value.split(",") if d.strip()) if value else ()
+    except ValueError:
+        raise ValueError(f"--matryoshka-dims takes widths separated by commas (384,256,128), not {value!r}") from None
 
 
 def _relaunch_under_torchrun(argv: Sequence[str], nproc: int) -> None:
@@ -409,7 +419,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     result = model.finetune(args.data, args.val, config)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    keys = [k for k in ("train_loss", "val_loss", "val_accuracy", "val_macro_f1") if k in result.history[0]]
+    keys = [k for k in ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "val_recall@1", "val_recall@10")
+            if k in result.history[0]]
     rows = [[str(int(h["epoch"])), *(f"{h[k]:.4f}" for k in keys)] for h in result.history]
     print(_table(rows, ["epoch", *keys]))
     print(f"best epoch {result.best_epoch}: saved to {result.best_checkpoint} (zoo.load reads it); "
@@ -606,11 +617,16 @@ def _add_embed_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_finetune(register: RegisterCommand) -> None:
-    p = register("finetune", cmd_finetune, help="train a classifier on a model and save it")
+    p = register("finetune", cmd_finetune, help="train a classifier, or the embedding itself, and save it")
     p.add_argument("name", help="model name, backend:id or path")
-    p.add_argument("data", help="class folder (one subfolder per label) or CSV / JSONL with text and label columns")
+    p.add_argument("data", help="class folder (one subfolder per label) or CSV / JSONL with text and label columns; "
+                                "contrastive: a table of anchor, positive (and negative) columns")
     p.add_argument("-o", "--output", required=True, help="output folder (zoo.load reads it back)")
-    p.add_argument("--strategy", "-s", default="linear-probe", choices=STRATEGIES)
+    p.add_argument("--objective", default="classification", choices=OBJECTIVES,
+                   help="classification: a head on labelled inputs; contrastive: the embedding itself, on pairs "
+                        "with in-batch negatives")
+    p.add_argument("--strategy", "-s", default="auto", choices=("auto", *STRATEGIES),
+                   help="auto: full for contrastive, else linear-probe")
     p.add_argument("--epochs", "-e", type=int, default=5)
     p.add_argument("--val", help="validation data, in the same form as DATA")
     p.add_argument("--val-fraction", type=float, help="hold out this fraction of DATA per class instead")
@@ -625,6 +641,12 @@ def _add_finetune(register: RegisterCommand) -> None:
     p.add_argument("--nproc", type=int, help="data-parallel processes (runs itself under torchrun)")
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
+    p.add_argument("--anchor-column", default="anchor")
+    p.add_argument("--positive-column", default="positive")
+    p.add_argument("--negative-column", default="negative", help="used where the table has it")
+    p.add_argument("--scale", type=float, default=20.0, help="contrastive: similarity scale (default 20)")
+    p.add_argument("--symmetric", action="store_true", help="contrastive: also rank anchors for each positive")
+    p.add_argument("--matryoshka-dims", metavar="D,D", help="contrastive: also train these leading widths")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 

@@ -347,14 +347,19 @@ class Model:
     # -- finetuning and saving ------------------------------------------------------------------
 
     def finetune(self, train: Any, val: Any = None, config: FinetuneConfig | None = None, **options: Any) -> Any:
-        """Train a classifier on this model and save it so that ``zoo.load(output_dir)`` reads it back.
+        """Train a classifier on this model, or (``objective="contrastive"``) the embedding itself,
+        and save it so that ``zoo.load(output_dir)`` reads it back.
 
         Args:
             train: ``(inputs, labels)``, a sequence of ``(input, label)`` pairs, a folder with one
                 subfolder per class, or a CSV / JSONL / parquet file (``text_column``, ``label_column``).
+                Contrastive: ``(anchor, positive)`` pairs or ``(anchor, positive, negative)``
+                triplets, or a table with those columns (``anchor_column``...).
             val: validation data in the same forms (or ``val_fraction=0.2`` to hold out a split).
             config: a :class:`~zoo.training._config.FinetuneConfig`; ``options`` override its fields.
-            **options: the config's fields as keywords: ``output_dir`` (required), ``strategy``
+            **options: the config's fields as keywords: ``output_dir`` (required), ``objective``
+                (``classification``, ``contrastive``: with ``symmetric``, ``scale``,
+                ``matryoshka_dims``), ``strategy``
                 (``linear-probe``, ``full``, ``partial``, ``freeze-unfreeze``), ``epochs``, ``lr``,
                 ``backbone_lr``, ``batch_size``, ``head``, ``seed``, ``resume``, ``on_epoch_end``...
 

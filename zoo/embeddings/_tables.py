@@ -59,6 +59,26 @@ def iter_rows(path: str | Path, columns: Sequence[str]) -> Iterator[dict[str, An
         raise ZooError(f"unsupported table {path.name!r}: use {', '.join(TABLE_SUFFIXES)}")
 
 
+def table_columns(path: str | Path) -> list[str]:
+    """The column names of a table: a parquet schema's, a CSV / TSV header's, or the keys of a
+    JSONL file's first object."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.ParquetFile(path).schema_arrow.names)
+    with open(path, newline="", encoding="utf-8") as fh:
+        if suffix in (".csv", ".tsv"):
+            return next(csv.reader(fh, delimiter="\t" if suffix == ".tsv" else ","), [])
+        first = next((line for line in fh if line.strip()), "{}")
+    try:
+        row = json.loads(first)
+    except json.JSONDecodeError as exc:
+        raise ZooError(f"{path}: invalid JSON on its first line ({exc.msg})") from None
+    return list(row) if isinstance(row, dict) else []
+
+
 def count_rows(path: str | Path, column: str) -> int:
     """How many rows :func:`iter_rows` yields (parquet reads its footer only)."""
     path = Path(path)

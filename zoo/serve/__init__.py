@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from zoo.catalog._loader import load
 from zoo.store._settings import serve_api_key
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from zoo.core._model import Model
+
+    from ._frontdoor import Frontdoor
 
 log = logging.getLogger("zoo.serve")
 
@@ -34,8 +43,9 @@ def _require_server() -> None:
 def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, max_batch: int = 64,
           max_wait_ms: float = 5, batch_size: int = 32, device: str | None = None, runtime: str | None = None,
           max_body_mb: float = 32, max_inputs: int = 2048, max_queue: int = 8192, body_timeout: float = 30,
-          api_key: str | None = None, max_text_chars: int = 100_000, stop_after: float | None = None,
-          log_level: str = "info") -> None:
+          api_key: str | None = None, max_text_chars: int = 100_000, max_audio_seconds: float = 600,
+          header_timeout: float = 10, max_header_kb: int = 64, max_connections: int = 1024,
+          stop_after: float | None = None, log_level: str = "info") -> None:
     """Load each model once and serve them until SIGINT / SIGTERM (in-flight requests finish first).
 
     Args:
@@ -51,39 +61,36 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
         max_inputs: requests with more items get 400.
         max_text_chars: a longer text gets 400 (tokenising megabytes holds the model for seconds
             while truncation keeps a few thousand characters of it).
+        max_audio_seconds: longer audio gets 400, read from its header before any sample is decoded
+            (``inf``: no bound).
         max_queue: most inputs queued or running per model; a request beyond gets 429 with
             ``Retry-After`` (the seconds the queue takes to drain at the recent pace).
         body_timeout: a client that sends nothing of its body for this many seconds gets 408.
+        header_timeout: a request whose headers are not all in this many seconds after its
+            connection opened (or its previous answer ended) gets 408, and the connection closes.
+        max_header_kb: more KiB of headers get 431.
+        max_connections: most connections and requests at once; a request beyond gets uvicorn's 503.
         api_key: every request but ``GET /health`` must send ``Authorization: Bearer KEY``, or
             gets OpenAI's 401; None or empty reads ``$ZOO_API_KEY``; both unset: no key (said in the log).
         stop_after: shut down by itself after this many seconds (tests, batch jobs).
     """
     _check_settings(max_batch=max_batch, batch_size=batch_size, max_wait_ms=max_wait_ms, max_body_mb=max_body_mb,
                     max_inputs=max_inputs, max_queue=max_queue, body_timeout=body_timeout,
-                    max_text_chars=max_text_chars)
+                    max_text_chars=max_text_chars, max_audio_seconds=max_audio_seconds,
+                    header_timeout=header_timeout, max_header_kb=max_header_kb, max_connections=max_connections)
     _require_server()
-    import uvicorn
-
     from ._app import create_app
 
     _log_like_uvicorn(log_level)
     models = {name: load(name, device=device, runtime=runtime) for name in names}
-    for name, model in models.items():
-        log.info("serving %s: %s, %d dimensions, on %s (%s)", name, model.modality, model.embed_dim, model.device,
-                 model.runtime)
-    if (api_key or "").strip() or serve_api_key():
-        log.info("every request but GET /health needs the API key")
-    else:
-        log.info("no API key is asked: anyone who reaches %s:%d may embed (zoo serve --api-key or ZOO_API_KEY)",
-                 host, port)
+    key = (api_key or "").strip() or serve_api_key()
+    _log_start(models, key, host, port)
     app = create_app(models, max_batch=max_batch, max_wait_ms=max_wait_ms, batch_size=batch_size,
                      max_body_bytes=int(max_body_mb * 2**20), max_inputs=max_inputs, max_queue=max_queue,
-                     body_timeout=body_timeout, api_key=(api_key or "").strip() or serve_api_key(),
-                     max_text_chars=max_text_chars)
-    # zoo's own access log (one JSON line per request, with its id) replaces uvicorn's
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30,
-                            access_log=False)
-    server = uvicorn.Server(config)
+                     body_timeout=body_timeout, api_key=key, max_text_chars=max_text_chars,
+                     max_audio_seconds=max_audio_seconds)
+    server = _server(app, host=host, port=port, log_level=log_level, header_timeout=header_timeout,
+                     max_header_bytes=max_header_kb << 10, max_connections=max_connections)
     if stop_after is not None:  # through the server's own shutdown path, as SIGTERM: in-flight requests finish
         timer = threading.Timer(stop_after, os.kill, (os.getpid(), signal.SIGTERM))
         timer.daemon = True
@@ -93,19 +100,52 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
     log.info("zoo serve stopped")
 
 
-def _check_settings(*, max_batch: int, batch_size: int, max_wait_ms: float, max_body_mb: float,
-                    max_inputs: int, max_queue: int, body_timeout: float, max_text_chars: int) -> None:
-    """Refuse a setting that would fail every request, before any model loads."""
-    wrong = [f"--max-batch must be at least 1, not {max_batch}" if max_batch < 1 else "",
-             f"--batch-size must be at least 1, not {batch_size}" if batch_size < 1 else "",
-             f"--max-wait-ms must be >= 0, not {max_wait_ms}" if max_wait_ms < 0 else "",
-             f"--max-body-mb must be positive, not {max_body_mb}" if max_body_mb <= 0 else "",
-             f"--max-inputs must be at least 1, not {max_inputs}" if max_inputs < 1 else "",
-             f"--max-queue must be at least 1, not {max_queue}" if max_queue < 1 else "",
-             f"--body-timeout must be positive, not {body_timeout}" if body_timeout <= 0 else "",
-             f"--max-text-chars must be at least 1, not {max_text_chars}" if max_text_chars < 1 else ""]
-    if any(wrong):
-        raise ValueError("zoo serve " + "; ".join(w for w in wrong if w))
+def _log_start(models: dict[str, Model], api_key: str | None, host: str, port: int) -> None:
+    for name, model in models.items():
+        log.info("serving %s: %s, %d dimensions, on %s (%s)", name, model.modality, model.embed_dim, model.device,
+                 model.runtime)
+    if api_key:
+        log.info("every request but GET /health needs the API key")
+    else:
+        log.info("no API key is asked: anyone who reaches %s:%d may embed (zoo serve --api-key or ZOO_API_KEY)",
+                 host, port)
+
+
+def _server(app: Frontdoor, *, host: str, port: int, log_level: str, header_timeout: float, max_header_bytes: int,
+            max_connections: int) -> uvicorn.Server:
+    """uvicorn serving ``app``, its connections guarded (headers in ``header_timeout`` seconds and
+    ``max_header_bytes``), refusals counted in the app's metrics."""
+    import uvicorn
+
+    from ._connections import guarded_protocol
+
+    protocol = guarded_protocol(header_timeout=header_timeout, max_header_bytes=max_header_bytes,
+                                refused=app.metrics.refused)
+    # zoo's own access log (one JSON line per request, with its id) replaces uvicorn's
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30,
+                            access_log=False, http=protocol, limit_concurrency=max_connections,
+                            h11_max_incomplete_event_size=2 * max_header_bytes)  # the guard answers first
+    return uvicorn.Server(config)
+
+
+# What each setting must be, or every request would fail: (in words, test).
+_AT_LEAST_1 = ("at least 1", lambda v: v >= 1)
+_POSITIVE = ("positive", lambda v: v > 0)
+_SECONDS = ("a positive number of seconds", lambda v: 0 < v < math.inf)
+_RULES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "max_batch": _AT_LEAST_1, "batch_size": _AT_LEAST_1, "max_wait_ms": (">= 0", lambda v: v >= 0),
+    "max_body_mb": _POSITIVE, "max_inputs": _AT_LEAST_1, "max_queue": _AT_LEAST_1, "body_timeout": _SECONDS,
+    "max_text_chars": _AT_LEAST_1, "max_audio_seconds": _POSITIVE, "header_timeout": _SECONDS,
+    "max_header_kb": _AT_LEAST_1, "max_connections": _AT_LEAST_1,
+}
+
+
+def _check_settings(**settings: float) -> None:
+    """Refuse a setting that would fail every request, before any model loads (NaN included)."""
+    wrong = [f"--{name.replace('_', '-')} must be {_RULES[name][0]}, not {value}"
+             for name, value in settings.items() if not _RULES[name][1](value)]
+    if wrong:
+        raise ValueError("zoo serve " + "; ".join(wrong))
 
 
 def _log_like_uvicorn(level: str) -> None:

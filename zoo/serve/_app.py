@@ -20,10 +20,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from zoo.catalog._registry import get_registry
+from zoo.plugins.audio import audio_seconds_limit
 
 from ..errors import did_you_mean
 from ._batcher import Batcher, ItemError, QueueFull
-from ._frontdoor import ASGIApp, Frontdoor, Metrics
+from ._frontdoor import Frontdoor, Metrics
 from ._requests import EmbeddingRequest, RequestError, check_modality, parse_request
 
 if TYPE_CHECKING:
@@ -47,16 +48,18 @@ class Served:
     options: dict[tuple[str, int | None], EmbedOptions] = field(default_factory=dict)  # by (kind, dimensions)
 
 
-def _runner(model: Model, batch_size: int) -> Any:
-    """What the batcher runs on its worker thread: featurize one pass, skipping bad items, and
-    count its tokens there, in one call, rather than per request on the event loop."""
+def _runner(model: Model, batch_size: int, max_audio_seconds: float) -> Any:
+    """What the batcher runs on its worker thread: featurize one pass, skipping bad items (audio
+    over ``max_audio_seconds`` among them, refused from its header), and count its tokens there,
+    in one call, rather than per request on the event loop."""
 
     def run(items: list[Any], key: Hashable) -> tuple[np.ndarray, FeaturizeReport, list[int] | None]:
         assert isinstance(key, tuple)  # (kind, options): checked on the event loop when the first request asked
         kind: str = key[0]
         options: EmbedOptions = key[1]
-        rows, report = model.featurize_with_report(items, batch_size=batch_size, progress=False, on_error="skip",
-                                                   options=options, return_tensors="np")
+        with audio_seconds_limit(max_audio_seconds):  # the audio decoder's bound, for this thread's pass only
+            rows, report = model.featurize_with_report(items, batch_size=batch_size, progress=False, on_error="skip",
+                                                       options=options, return_tensors="np")
         tokens = _token_counts(model.towers[kind], items, report.kept) if kind == "text" else None
         return rows, report, tokens  # type: ignore[return-value]  # return_tensors="np" gives an ndarray
 
@@ -81,11 +84,12 @@ def _token_counts(tower: Encoder, texts: list[str], kept: list[int]) -> list[int
 
 def create_app(models: dict[str, Model], *, max_batch: int = 64, max_wait_ms: float = 5, batch_size: int = 32,
                max_body_bytes: int = 32 << 20, max_inputs: int = 2048, max_queue: int | None = 8192,
-               body_timeout: float = 30, api_key: str | None = None, max_text_chars: int = 100_000) -> ASGIApp:
+               body_timeout: float = 30, api_key: str | None = None, max_text_chars: int = 100_000,
+               max_audio_seconds: float = 600) -> Frontdoor:
     """An ASGI app serving ``models`` (by name) until it shuts down; see :func:`zoo.serve.serve`."""
     in_flight = 0
     media = get_registry().modality_of_media
-    served = {name: Served(name, model, Batcher(_runner(model, batch_size), max_batch=max_batch,
+    served = {name: Served(name, model, Batcher(_runner(model, batch_size, max_audio_seconds), max_batch=max_batch,
                                                 max_wait_ms=max_wait_ms, batch_size=batch_size, name=name,
                                                 max_queue=max_queue))
               for name, model in models.items()}

@@ -67,6 +67,10 @@ class Metrics:
         elif state.get("model") and state.get("inputs"):
             self.inputs.labels(state["model"]).inc(state["inputs"])
 
+    def refused(self, kind: str) -> None:
+        """Count a connection refused before its request reached the app (a header deadline)."""
+        self.errors.labels(kind).inc()
+
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

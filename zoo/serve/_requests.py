@@ -94,9 +94,8 @@ def parse_request(body: bytes, max_inputs: int = 2048,
 def _item(index: int, value: Any, modality_of_media: Callable[[str], str | None],
           max_text_chars: int) -> tuple[str, Any, str]:
     if not isinstance(value, str):
-        what = "token ids" if isinstance(value, (int, list)) else type(value).__name__
-        raise RequestError(400, f"input[{index}] is {what}; send text, or an image or audio as a data URL",
-                           f"input[{index}]")
+        raise RequestError(400, f"input[{index}] is {_json_kind(value)}; send text, or an image or audio as a data "
+                           "URL", f"input[{index}]")
     url = _DATA_URL.match(value)
     if url is None:  # text, even text that starts with "data:"
         if len(value) > max_text_chars:  # tokenising it would hold the model; truncation keeps far less
@@ -113,6 +112,15 @@ def _item(index: int, value: Any, modality_of_media: Callable[[str], str | None]
     except (binascii.Error, ValueError):
         raise RequestError(400, f"input[{index}]: the base64 payload of its data URL does not decode",
                            f"input[{index}]") from None
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value that is not a string is, in the client's words (not Python's ``NoneType``)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, list)):  # OpenAI's endpoint takes token ids; zoo's models tokenise themselves
+        return "token ids"
+    return {float: "a number", dict: "an object"}.get(type(value), "null")
 
 
 def check_modality(request: EmbeddingRequest, name: str, towers: Collection[str]) -> None:

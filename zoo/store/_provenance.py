@@ -19,10 +19,16 @@ if TYPE_CHECKING:
 
 
 def weights_provenance(spec: ModelSpec, files: ModelFiles | None) -> dict[str, Any]:
-    """The model and the exact files it was loaded from."""
-    return {"model": spec.name, "backend": spec.backend, "modality": spec.modality, "revision": spec.revision,
-            "sha256": dict(spec.sha256), "source": files.source.describe() if files else None,
-            "zoo_version": __version__}
+    """The model and the exact files it was loaded from; for a model built on others (a finetuned
+    folder), what it was built on and how (``built_on``: the base models, the objective, the
+    training data's fingerprint)."""
+    out: dict[str, Any] = {
+        "model": spec.name, "backend": spec.backend, "modality": spec.modality, "revision": spec.revision,
+        "sha256": dict(spec.sha256), "source": files.source.describe() if files else None,
+        "zoo_version": __version__}
+    if spec.requires:
+        out["built_on"] = {"models": list(spec.requires), **json.loads(json.dumps(dict(spec.config), default=str))}
+    return out
 
 
 def embedding_provenance(spec: ModelSpec, files: ModelFiles | None, *, options: EmbedOptions,

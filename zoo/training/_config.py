@@ -18,6 +18,8 @@ from zoo.errors import did_you_mean
 
 STRATEGIES = ("linear-probe", "full", "partial", "freeze-unfreeze")
 HEADS = ("linear", "mlp")
+#: what a run trains: a classifier on labelled inputs, or the embedding itself on pairs
+OBJECTIVES = ("classification", "contrastive")
 
 
 def _check_choice(kind: str, value: str, choices: tuple[str, ...]) -> None:
@@ -31,7 +33,11 @@ class FinetuneConfig:
 
     Attributes:
         output_dir: where checkpoints go; ``zoo.load(output_dir)`` reads the best model back.
-        strategy: ``linear-probe`` (backbone frozen, embeddings computed once), ``full``, ``partial``
+        objective: ``classification`` (a head on labelled inputs) or ``contrastive`` (the
+            embedding itself, on ``(anchor, positive)`` pairs or ``(anchor, positive, negative)``
+            triplets with in-batch negatives: sentence-transformers' MultipleNegativesRankingLoss).
+        strategy: ``auto`` (``full`` for a contrastive run, else ``linear-probe``),
+            ``linear-probe`` (backbone frozen, embeddings computed once), ``full``, ``partial``
             (the last ``unfreeze_blocks`` blocks train) or ``freeze-unfreeze`` (frozen for
             ``freeze_epochs``, then everything trains).
         epochs, batch_size, weight_decay, seed: the usual.
@@ -43,11 +49,19 @@ class FinetuneConfig:
         resume: continue the run in ``output_dir`` from its last finished epoch.
         progress: show a progress bar (``None``: the default of tqdm).
         text_column, label_column: the columns of a CSV / JSONL / parquet training file.
+        anchor_column, positive_column, negative_column: the columns of a contrastive training
+            file (the negative column is optional).
+        scale: contrastive: the similarity scale (the inverse temperature; 20 as in
+            sentence-transformers).
+        symmetric: contrastive: also rank each positive's anchor among the batch's anchors.
+        matryoshka_dims: contrastive: also train each of these leading widths (Matryoshka
+            representation learning); the saved model declares them.
         on_epoch_end: called with each epoch's metrics (not part of the run's identity).
     """
 
     output_dir: Path
-    strategy: str = "linear-probe"
+    objective: str = "classification"
+    strategy: str = "auto"
     epochs: int = 5
     lr: float | None = None
     backbone_lr: float | None = None
@@ -63,13 +77,33 @@ class FinetuneConfig:
     progress: bool | None = None
     text_column: str = "text"
     label_column: str = "label"
+    anchor_column: str = "anchor"
+    positive_column: str = "positive"
+    negative_column: str = "negative"
+    scale: float = 20.0
+    symmetric: bool = False
+    matryoshka_dims: tuple[int, ...] = ()
     on_epoch_end: Callable[[dict[str, float]], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.output_dir is None:
             raise ValueError("finetune needs output_dir: the folder that zoo.load reads the model back from")
         object.__setattr__(self, "output_dir", Path(os.fspath(self.output_dir)))
+        _check_choice("objective", self.objective, OBJECTIVES)
+        contrastive = self.objective == "contrastive"
+        if self.strategy == "auto":  # the embedding trains whole; a classifier starts as a probe
+            object.__setattr__(self, "strategy", "full" if contrastive else "linear-probe")
         _check_choice("strategy", self.strategy, STRATEGIES)
+        if contrastive and self.strategy in ("linear-probe", "freeze-unfreeze"):
+            raise ValueError(f"strategy {self.strategy!r} trains a head on a frozen backbone; a contrastive run "
+                             "trains the embedding itself: use 'full' or 'partial'")
+        if not self.scale > 0:
+            raise ValueError(f"scale must be positive, not {self.scale!r}")
+        object.__setattr__(self, "matryoshka_dims", tuple(sorted({int(d) for d in self.matryoshka_dims}, reverse=True)))
+        if any(d < 1 for d in self.matryoshka_dims):
+            raise ValueError(f"matryoshka_dims must be positive widths, not {self.matryoshka_dims}")
+        if not contrastive and (self.symmetric or self.matryoshka_dims):
+            raise ValueError("symmetric and matryoshka_dims are options of objective='contrastive'")
         _check_choice("head", self.head, HEADS)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
@@ -91,6 +125,8 @@ class FinetuneConfig:
         """``lr``, or its default for the strategy."""
         if self.lr is not None:
             return self.lr
+        if self.objective == "contrastive":
+            return 2e-5  # the backbone's own rate: there is no head
         return 1e-2 if self.strategy == "linear-probe" else 1e-3
 
     @property

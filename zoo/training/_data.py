@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.catalog._registry import get_registry
-from zoo.embeddings._tables import is_table, iter_rows
+from zoo.embeddings._tables import is_table, iter_rows, table_columns
 
 from ..errors import ZooError
 
@@ -104,3 +104,59 @@ def stratified_split(examples: Examples, fraction: float, seed: int) -> tuple[Ex
         val += indices[:n_val]
         train += indices[n_val:]
     return examples.subset(sorted(train)), examples.subset(sorted(val))
+
+
+@dataclass
+class Pairs:
+    """Contrastive examples: ``anchors[i]`` goes with ``positives[i]`` (and, in triplets, is
+    farther from ``negatives[i]``); every other positive of a batch is a negative too."""
+
+    anchors: list[Any]
+    positives: list[Any]
+    negatives: list[Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+    def subset(self, indices: Sequence[int]) -> Pairs:
+        pick = [self.anchors[i] for i in indices], [self.positives[i] for i in indices]
+        return Pairs(*pick, [self.negatives[i] for i in indices] if self.negatives is not None else None)
+
+    def columns(self) -> list[list[Any]]:
+        """Anchors, positives and (if any) negatives: the inputs of one batch, column by column."""
+        return [self.anchors, self.positives, *([self.negatives] if self.negatives is not None else [])]
+
+
+def read_pairs(data: Any, *, anchor_column: str = "anchor", positive_column: str = "positive",
+               negative_column: str = "negative") -> Pairs:
+    """Pairs or triplets from a sequence of ``(anchor, positive[, negative])`` tuples, a
+    :class:`Pairs`, or a CSV / TSV / JSONL / parquet file with anchor and positive columns (and a
+    negative column, used where the file has one)."""
+    if isinstance(data, Pairs):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        if not path.is_file() or not is_table(path):
+            raise ZooError(f"contrastive training data must be a CSV / TSV / JSONL / parquet file with "
+                           f"{anchor_column!r} and {positive_column!r} columns, not {path}")
+        names = [anchor_column, positive_column, *([negative_column] if negative_column in table_columns(path)
+                                                    else [])]
+        rows = list(iter_rows(path, names))
+        data = [tuple(row[name] for name in names) for row in rows]
+    rows = list(data)
+    _check_tuples(rows)
+    columns = [list(column) for column in zip(*rows)]
+    return Pairs(columns[0], columns[1], columns[2] if len(columns) == 3 else None)
+
+
+def _check_tuples(rows: list[Any]) -> None:
+    """Refuse anything but a non-empty list of pairs, or of triplets, naming the first bad one."""
+    if not rows:
+        raise ZooError("no contrastive training examples")
+    for i, row in enumerate(rows):
+        if not isinstance(row, (tuple, list)) or len(row) not in (2, 3):
+            raise ZooError(f"contrastive example {i} is not an (anchor, positive) pair or an (anchor, positive, "
+                           f"negative) triplet: {type(row).__name__}")
+        if len(row) != len(rows[0]):
+            raise ZooError(f"contrastive example {i} has {len(row)} parts and example 0 has {len(rows[0])}: give "
+                           "pairs or triplets, not both")

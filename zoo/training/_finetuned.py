@@ -1,5 +1,6 @@
-"""A finetuned model: the base model (with its trained backbone weights, where they changed) plus a
-classification head, saved as safetensors with a ``zoo.json`` manifest and loaded by ``zoo.load``."""
+"""A finetuned model: the base model with its trained backbone weights, where they changed, plus a
+classification head (``objective: classification``) or none (``contrastive``: the embedding
+itself trained), saved as safetensors with a ``zoo.json`` manifest and loaded by ``zoo.load``."""
 
 from __future__ import annotations
 
@@ -34,9 +35,15 @@ class FinetunedCheckpoint(Encoder):
     def spec_for_path(cls, path: Path, manifest: dict[str, Any]) -> ModelSpec:
         base = manifest["base"]
         name = str(base["model"])
+        head = manifest.get("head")
+        objective = manifest.get("objective", "classification")
+        settings = manifest.get("settings", {})
+        lineage = {"objective": objective, "data": settings.get("train")}
         return ModelSpec(name=str(path), modality=base["modality"], backend=cls.backend, backend_id=name,
-                         embed_dim=manifest["head"]["in_features"], sources=(Source("path", str(path)),),
-                         sha256=manifest["files"], requires=(name,), description=f"finetuned from {name}")
+                         embed_dim=head["in_features"] if head else manifest["embed_dim"],
+                         sources=(Source("path", str(path)),), sha256=manifest["files"], requires=(name,),
+                         config=lineage, matryoshka_dims=tuple(manifest.get("matryoshka_dims") or ()),
+                         description=f"finetuned ({objective}) from {name}")
 
     @classmethod
     def _build(cls, spec: ModelSpec, files: ModelFiles, **options: Any) -> Built:
@@ -54,6 +61,8 @@ class FinetunedCheckpoint(Encoder):
                 raise IntegrityError(f"{name} of base model {spec.backend_id!r}", recorded, pinned)
         if manifest.get("backbone"):
             load_tensors(base.model, files.root / manifest["backbone"]["file"])
+        if not manifest.get("head"):
+            return cls.adapted(files.root, manifest, base, files)
         head_info = manifest["head"]
         module = build_head(head_info["type"], head_info["in_features"], head_info["num_classes"],
                             **head_info.get("options", {}))
@@ -61,3 +70,11 @@ class FinetunedCheckpoint(Encoder):
         spec = spec.replace(modality=base.modality, normalize=base.spec.normalize, pooling=manifest.get("pool"))
         return Model(base.encoder, spec=spec, head=Head(module, list(manifest["labels"]), manifest.get("pool")),
                      files=files)
+
+    @classmethod
+    def adapted(cls, folder: Path, manifest: dict[str, Any], base: Model, files: ModelFiles | None = None) -> Model:
+        """A contrastive run's model: ``base`` with the trained backbone already in place, under the
+        saved folder's spec (its pooling, its Matryoshka widths)."""
+        spec = cls.spec_for_path(folder, manifest)
+        spec = spec.replace(modality=base.modality, normalize=base.spec.normalize, pooling=manifest.get("pool"))
+        return Model(base.encoder, spec=spec, files=files)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from ._checkpoints import (
 )
 from ._config import FinetuneConfig
 from ._data import Examples, label_index, read_examples, stratified_split
+from ._distributed import Dist
 from ._finetuned import FORMAT, FinetunedCheckpoint
 from ._heads import build_head, fit_standardization
 from ._plot import plot_history
@@ -63,54 +63,6 @@ class FinetuneResult:
     best_epoch: int
     best_checkpoint: Path
     model: Model
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-
-    @classmethod
-    def from_env(cls, device: str) -> _Dist:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size())
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def sum(self, *values: float) -> list[float]:
-        if self.world == 1:
-            return list(values)
-        import torch
-        import torch.distributed as dist
-
-        t = torch.tensor(values, dtype=torch.float64)
-        dist.all_reduce(t)
-        return t.tolist()
-
-    def gather_rows(self, shard: Any, indices: list[int], total: int) -> Any:
-        """Reassemble a feature matrix computed in shards (rows ``indices`` on this rank)."""
-        import torch
-
-        if self.world == 1:
-            return shard
-        import torch.distributed as dist
-
-        parts: list[Any] = [None] * self.world
-        dist.all_gather_object(parts, (indices, shard.cpu()))
-        out = torch.empty((total, shard.shape[1]), dtype=shard.dtype)
-        for idx, rows in parts:
-            out[idx] = rows
-        return out
 
 
 class _Classifier:
@@ -151,7 +103,8 @@ def _metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict[st
 
 
 def finetune(model: Model, train: Any, val: Any, config: FinetuneConfig) -> FinetuneResult:
-    """Train a classifier on ``model`` as ``config`` says; see :meth:`zoo.Model.finetune`."""
+    """Train a classifier (or, with ``objective="contrastive"``, the embedding itself) on ``model``
+    as ``config`` says; see :meth:`zoo.Model.finetune`."""
     from tqdm.auto import tqdm
 
     run = _Run(model, train, val, config)
@@ -185,7 +138,7 @@ class _Run:
         import torch
 
         self.base, self.config = base, config
-        self.dist = _Dist.from_env(base.device)
+        self.dist = Dist.from_env(base.device)
         self.out = config.output_dir
         if self.dist.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 
 def plot_history(history: list[dict[str, float]], path: Path, *, title: str) -> Path:
-    """Loss (train and validation) and validation accuracy / macro-F1 per epoch."""
+    """Loss (train and validation) and the validation scores per epoch (accuracy and macro-F1 of a
+    classifier, recall@k of a contrastive run): every ``val_`` metric other than the loss."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -17,11 +18,12 @@ def plot_history(history: list[dict[str, float]], path: Path, *, title: str) -> 
     left.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
     if "val_loss" in history[0]:
         left.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation")
-        right.plot(epochs, [h["val_accuracy"] for h in history], marker="o", label="accuracy")
-        right.plot(epochs, [h["val_macro_f1"] for h in history], marker="o", label="macro-F1")
+        for key in (k for k in history[0] if k.startswith("val_") and k != "val_loss"):
+            label = key.removeprefix("val_").replace("macro_f1", "macro-F1")
+            right.plot(epochs, [h[key] for h in history], marker="o", label=label)
         right.set_ylim(0, 1.02)
     right.set(xlabel="epoch", title="validation")
-    left.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    left.set(xlabel="epoch", ylabel="loss", title="loss")
     for ax in (left, right):
         ax.grid(alpha=0.3)
         if ax.get_lines():

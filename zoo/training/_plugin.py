@@ -19,6 +19,7 @@ from zoo.store._model_files import ModelFiles
 
 from ..hookspecs import RegisterAdapter, hookimpl
 from ._config import FinetuneConfig
+from ._contrastive import train_contrastive
 from ._finetuned import FORMAT, FinetunedCheckpoint
 from ._loop import finetune
 
@@ -48,5 +49,8 @@ def zoo_load_pretrained(spec: ModelSpec, files: ModelFiles, adapter_class: type[
 
 @hookimpl
 def zoo_finetune(model: Model, train: Any, val: Any, config: FinetuneConfig) -> Any:
-    """zoo's own training loop (:mod:`zoo.training._loop`)."""
+    """zoo's own training loops: a classifier (:mod:`zoo.training._loop`) or the embedding itself
+    (:mod:`zoo.training._contrastive`)."""
+    if config.objective == "contrastive":
+        return train_contrastive(model, train, val, config)
     return finetune(model, train, val, config)

@@ -1,0 +1,165 @@
+"""Contrastive finetuning of the embedding itself (``objective="contrastive"``): the loss and its
+gradients equal sentence-transformers' own on the same batch and weights; a run trains, resumes
+to the same weights, saves a folder ``zoo.load`` reads back with its provenance, and its rows do
+not mix with the base model's in an index."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from zoo.core._model import features
+from zoo.training._config import FinetuneConfig
+from zoo.training._contrastive import contrastive_loss
+
+ANCHORS = ["how do I bake bread", "cheap flights to Rome", "fix a flat bicycle tyre", "learn the violin",
+           "best hiking boots", "python list comprehension"]
+POSITIVES = ["A simple bread recipe: flour, water, yeast and salt.", "Budget airlines fly to Rome every day.",
+             "Patch the inner tube and pump the tyre.", "Violin lessons for adult beginners.",
+             "We tested twelve boots on rocky trails.", "Build a list from an iterable in one expression."]
+NEGATIVES = ["Sourdough starters need feeding.", "Rome has many museums.", "Cars need oil changes.",
+             "The cello is larger than the violin.", "Running shoes for the road.", "Java streams map values."]
+
+
+@pytest.fixture(scope="module")
+def st_minilm(minilm_dir):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(minilm_dir), device="cpu", local_files_only=True)
+    model.eval()  # no dropout: both sides compute the same numbers
+    return model
+
+
+def _ours(minilm, columns, config):
+    model = zoo.load("minilm-l6", device="cpu")
+    model.model.eval()
+    encoder = model.encoder
+    embeddings = [features(encoder, encoder.collate(column), None, normalize=False) for column in columns]
+    loss = contrastive_loss(config)(embeddings)
+    loss.backward()
+    return loss.item(), model.model
+
+
+def _theirs(st_model, columns, loss_of):
+    st_model.zero_grad(set_to_none=True)
+    loss = loss_of(st_model)([st_model.tokenize(column) for column in columns], None)
+    loss.backward()
+    return loss.item(), st_model
+
+
+@pytest.mark.parametrize("case", ["pairs", "triplets", "symmetric", "matryoshka"])
+def test_the_loss_and_its_gradients_equal_sentence_transformers_own(minilm, st_minilm, tmp_path, case):
+    from sentence_transformers.sentence_transformer import losses
+
+    columns = [ANCHORS, POSITIVES, *([NEGATIVES] if case == "triplets" else [])]
+    options = {"symmetric": case == "symmetric", "matryoshka_dims": (384, 128, 32) if case == "matryoshka" else ()}
+    config = FinetuneConfig(output_dir=tmp_path, objective="contrastive", **options)
+
+    def loss_of(st):
+        if case == "symmetric":
+            return losses.MultipleNegativesSymmetricRankingLoss(st)
+        if case == "matryoshka":
+            return losses.MatryoshkaLoss(st, losses.MultipleNegativesRankingLoss(st), [384, 128, 32])
+        return losses.MultipleNegativesRankingLoss(st)
+
+    ours, our_model = _ours(minilm, columns, config)
+    theirs, st_model = _theirs(st_minilm, columns, loss_of)
+    assert ours == pytest.approx(theirs, abs=1e-5)
+    our_grads = {n.removeprefix("0.auto_model."): p.grad for n, p in our_model.named_parameters()}
+    compared = 0
+    for name, param in st_model.named_parameters():
+        key = name.removeprefix("0.auto_model.")
+        if param.grad is not None and key in our_grads:
+            torch.testing.assert_close(our_grads[key], param.grad, atol=1e-5, rtol=1e-3)
+            compared += 1
+    assert compared > 50  # every layer's weights, not a few
+
+
+def _pairs(n: int = 48) -> list[tuple[str, str]]:
+    rng = np.random.default_rng(0)
+    words = ["red", "green", "blue", "cat", "dog", "bird", "sun", "moon", "tree", "river", "stone", "cloud"]
+    out = []
+    for _ in range(n):
+        picked = [words[i] for i in rng.choice(len(words), 3, replace=False)]
+        out.append((" ".join(picked), " and ".join(reversed(picked))))
+    return out
+
+
+def test_a_run_trains_saves_and_loads_back_with_its_lineage(tiny_bert_dir, tmp_path):
+    pytest.importorskip("faiss")
+    from zoo import search
+    from zoo.embeddings._embed import embed_to_file
+    from zoo.embeddings._inputs import open_inputs
+
+    base = zoo.load(str(tiny_bert_dir), device="cpu")
+    pairs = _pairs()
+    out = tmp_path / "tuned"
+    result = base.finetune(pairs[:40], pairs[40:], objective="contrastive", output_dir=out, epochs=3, lr=1e-3,
+                           batch_size=8, progress=False, matryoshka_dims=(32, 16))
+    history = result.history
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["val_recall@10"] >= history[0]["val_recall@10"]
+    texts = [a for a, _ in pairs[40:]]
+    loaded = zoo.load(str(out), device="cpu")
+    np.testing.assert_allclose(loaded.featurize(texts), result.model.featurize(texts), atol=1e-6)
+    assert not np.allclose(loaded.featurize(texts), base.featurize(texts), atol=1e-3)  # the embedding moved
+    assert loaded.head is None and loaded.spec.matryoshka_dims == (32, 16)
+    loaded.featurize(texts, truncate_dim=16)  # a declared width: no warning to give
+    manifest = json.loads((out / "zoo.json").read_text())
+    assert manifest["objective"] == "contrastive" and manifest["base"]["model"] == str(tiny_bert_dir)
+    lines = tmp_path / "texts.txt"
+    lines.write_text("\n".join(texts) + "\n")
+    embed_to_file(loaded, open_inputs(str(lines)), tmp_path / "tuned.parquet", progress=False)
+    embed_to_file(base, open_inputs(str(lines)), tmp_path / "base.parquet", progress=False)
+    provenance = json.loads(__import__("pyarrow.parquet").parquet.read_schema(tmp_path / "tuned.parquet")
+                            .metadata[b"zoo"])
+    assert provenance["built_on"] == {"models": [str(tiny_bert_dir)], "objective": "contrastive",
+                                      "data": manifest["settings"]["train"]}
+    index = search.build(tmp_path / "tuned.parquet", tmp_path / "idx")
+    with pytest.raises(zoo.ProvenanceMismatchError):
+        index.add(tmp_path / "base.parquet")
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_bert_dir, tmp_path):
+    base = zoo.load(str(tiny_bert_dir), device="cpu")
+    pairs = _pairs(24)
+    options = {"objective": "contrastive", "lr": 1e-3, "batch_size": 8, "progress": False, "seed": 3}
+    straight = base.finetune(pairs, output_dir=tmp_path / "a", epochs=2, **options)
+
+    def killed(record):
+        raise KeyboardInterrupt  # as a kill after the first epoch's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        base.finetune(pairs, output_dir=tmp_path / "b", epochs=2, on_epoch_end=killed, **options)
+    resumed = base.finetune(pairs, output_dir=tmp_path / "b", epochs=2, resume=True, **options)
+    assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in straight.history])
+    np.testing.assert_allclose(resumed.model.featurize(["red cat"]), straight.model.featurize(["red cat"]), atol=1e-6)
+    with pytest.raises(zoo.ZooError, match="other settings"):
+        base.finetune(pairs, output_dir=tmp_path / "b", epochs=2, resume=True, **{**options, "seed": 4})
+
+
+def test_the_cli_trains_on_a_table_of_pairs_and_bad_settings_are_refused(tiny_bert_dir, tmp_path, capsys):
+    from zoo.cli import main
+
+    table = tmp_path / "pairs.csv"
+    table.write_text("query,passage\n" + "".join(f"{a},{p}\n" for a, p in _pairs(16)))
+    out = tmp_path / "out"
+    assert main(["finetune", str(tiny_bert_dir), str(table), "-o", str(out), "--objective", "contrastive",
+                 "--anchor-column", "query", "--positive-column", "passage", "--epochs", "1", "--batch-size", "8",
+                 "--matryoshka-dims", "16,8", "--symmetric", "-q"]) == 0
+    assert "train_loss" in capsys.readouterr().out
+    assert zoo.load(str(out), device="cpu").spec.matryoshka_dims == (16, 8)
+    with pytest.raises(ValueError, match="trains a head on a frozen backbone"):
+        FinetuneConfig(output_dir=out, objective="contrastive", strategy="linear-probe")
+    with pytest.raises(ValueError, match="options of objective='contrastive'"):
+        FinetuneConfig(output_dir=out, symmetric=True)
+    with pytest.raises(zoo.ZooError, match=r"example 1 has 3 parts and example 0 has 2"):
+        zoo.load(str(tiny_bert_dir), device="cpu").finetune([("a", "b"), ("a", "b", "c")], output_dir=out / "x",
+                                                             objective="contrastive")
+    with pytest.raises(zoo.ZooError, match=r"matryoshka_dims \[64\] are wider than"):
+        zoo.load(str(tiny_bert_dir), device="cpu").finetune(_pairs(4), output_dir=out / "y", objective="contrastive",
+                                                             matryoshka_dims=(64,))

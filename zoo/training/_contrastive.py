@@ -1,0 +1,286 @@
+"""Contrastive finetuning: the embedding itself trains on ``(anchor, positive)`` pairs or
+``(anchor, positive, negative)`` triplets, every other positive and negative of the batch serving
+as a negative too.
+
+The loss is sentence-transformers' own :class:`MultipleNegativesRankingLoss`, computed from the
+embeddings zoo's encoders give (``compute_loss_from_embeddings``): the scale, the symmetric
+variant (``directions=("query_to_doc", "doc_to_query")``, averaged per direction) and, under
+``torchrun``, the negatives gathered across processes with gradients are its. A Matryoshka run sums
+that loss over each declared leading width, as sentence-transformers' ``MatryoshkaLoss`` does with
+weights of 1. Checkpoints, resuming and the best epoch work as in classification
+(:mod:`zoo.training._loop`); the saved folder holds the trained backbone and no head.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from zoo import __version__
+from zoo.core._model import Model, features
+from zoo.errors import ZooError
+from zoo.store._manifest import MANIFEST, read_json
+from zoo.store._provenance import weights_provenance
+
+from ._checkpoints import (
+    RESUME,
+    load_state,
+    load_tensors,
+    prune,
+    read_run_manifest,
+    save_state,
+    save_tensors,
+    write_run_manifest,
+)
+from ._config import FinetuneConfig
+from ._data import Pairs, read_pairs
+from ._distributed import Dist
+from ._finetuned import FORMAT, FinetunedCheckpoint
+from ._loop import FinetuneResult
+from ._plot import plot_history
+from ._strategies import apply_plan, plan_for_epoch, set_train_mode
+
+if TYPE_CHECKING:
+    import torch
+
+#: the share of the steps over which the learning rate warms up linearly, before decaying to 0
+WARMUP = 0.1
+#: ranks of the positive counted as found by the validation recall
+RECALL_AT = (1, 10)
+
+
+def contrastive_loss(config: FinetuneConfig, *, gather: bool = False) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+    """The loss of a batch from its columns' embeddings ``[anchors, positives(, negatives)]``."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    directions = ("query_to_doc", "doc_to_query") if config.symmetric else ("query_to_doc",)
+    ranking = MultipleNegativesRankingLoss(None, scale=config.scale, directions=directions,  # type: ignore[arg-type]
+                                           partition_mode="per_direction" if config.symmetric else "joint",
+                                           gather_across_devices=gather)
+    dims = config.matryoshka_dims
+
+    def one(embeddings: list[torch.Tensor]) -> torch.Tensor:
+        # The ranking loss's targets are the batch positions; it reads no labels.
+        return ranking.compute_loss_from_embeddings(embeddings, None)  # type: ignore[arg-type]
+
+    def loss(embeddings: list[torch.Tensor]) -> torch.Tensor:
+        if not dims:
+            return one(embeddings)
+        return sum((one([e[:, :d] for e in embeddings]) for d in dims), embeddings[0].new_zeros(()))
+
+    return loss
+
+
+def train_contrastive(model: Model, train: Any, val: Any, config: FinetuneConfig) -> FinetuneResult:
+    """Train ``model``'s embedding as ``config`` says; see :meth:`zoo.Model.finetune`."""
+    from tqdm.auto import tqdm
+
+    run = _ContrastiveRun(model, train, val, config)
+    if config.resume:
+        run.resume()
+    disable = (not config.progress if config.progress is not None else False) or run.dist.rank != 0
+    bar = tqdm(range(run.start, config.epochs), initial=run.start, total=config.epochs,
+               desc=f"finetune {model.name} (contrastive)", unit="epoch", disable=disable)
+    for epoch in bar:
+        began = time.perf_counter()
+        record: dict[str, float] = {"epoch": epoch + 1, "train_loss": run.train_epoch(epoch)}
+        if run.val_ex is not None:
+            record.update(run.evaluate())
+        record["seconds"] = round(time.perf_counter() - began, 3)
+        run.checkpoint(epoch, record)
+        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("train_loss", "val_recall@10")})
+        if config.on_epoch_end is not None:
+            config.on_epoch_end(record)
+    if run.dist.rank == 0:
+        plot_history(run.history, run.out / "curves.png", title=f"{model.name} (contrastive)")
+    run.dist.barrier()
+    assert run.best is not None  # every run records at least one epoch (epochs >= 1)
+    return FinetuneResult(history=run.history, best_epoch=run.best["epoch"], best_checkpoint=run.out,
+                          model=run.load_best())
+
+
+def pairs_fingerprint(pairs: Pairs) -> str:
+    """Identifies the training examples (for resuming, and in the saved model's provenance)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for row in zip(*pairs.columns()):
+        digest.update(repr(tuple(x if isinstance(x, (str, int, float)) else type(x).__name__ for x in row)).encode())
+    return digest.hexdigest()[:16]
+
+
+class _ContrastiveRun:
+    """One contrastive run's state: the pairs, a copy of the model, the optimizer and schedule."""
+
+    def __init__(self, base: Model, train: Any, val: Any, config: FinetuneConfig) -> None:
+        import torch
+
+        self.base, self.config = base, config
+        self.dist = Dist.from_env(base.device)
+        self.out = config.output_dir
+        if self.dist.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.dist.barrier()
+        columns = {"anchor_column": config.anchor_column, "positive_column": config.positive_column,
+                   "negative_column": config.negative_column}
+        self.train_ex = read_pairs(train, **columns)
+        self.val_ex = read_pairs(val, **columns) if val is not None else None
+        if self.val_ex is None and config.val_fraction:
+            self.train_ex, self.val_ex = _split(self.train_ex, config.val_fraction, config.seed)
+        too_wide = [d for d in config.matryoshka_dims if d > base.embed_dim]
+        if too_wide:
+            raise ZooError(f"matryoshka_dims {too_wide} are wider than {base.name}'s {base.embed_dim} dimensions")
+        self.pool = base.embed_options(pool=config.pool).pool
+        self.model = copy.deepcopy(base)  # the caller's pretrained model keeps its weights
+        self.encoder = self.model.encoder
+        self.blocks = self.encoder.blocks()
+        torch.manual_seed(config.seed)
+        self.params = list(self.model.model.parameters())
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.head_lr, weight_decay=config.weight_decay)
+        steps = config.epochs * math.ceil(math.ceil(len(self.train_ex) / self.dist.world) / config.batch_size)
+        warmup = max(1, int(steps * WARMUP))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup))))
+        self.loss = contrastive_loss(config, gather=self.dist.world > 1)
+        self.start = 0
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] | None = None
+        self.settings = self._settings()
+
+    def _settings(self) -> dict[str, Any]:
+        """What identifies the run: resuming with other settings is refused."""
+        c = self.config
+        return {"objective": c.objective, "strategy": c.strategy, "epochs": c.epochs, "lr": c.head_lr,
+                "batch_size": c.batch_size, "seed": c.seed, "unfreeze_blocks": c.unfreeze_blocks,
+                "weight_decay": c.weight_decay, "pool": self.pool, "scale": c.scale, "symmetric": c.symmetric,
+                "matryoshka_dims": list(c.matryoshka_dims), "world_size": self.dist.world,
+                "train": pairs_fingerprint(self.train_ex),
+                "val": pairs_fingerprint(self.val_ex) if self.val_ex is not None else None}
+
+    def resume(self) -> None:
+        """Continue from the last finished epoch recorded in ``resume.json``, if there is one."""
+        import torch
+
+        state = read_run_manifest(self.out, RESUME)
+        if state is None:
+            return
+        if state["settings"] != self.settings:
+            changed = sorted(k for k in self.settings if state["settings"].get(k) != self.settings[k])
+            raise ZooError(f"{self.out} holds a run with other settings ({', '.join(changed)}); "
+                           "use another output_dir or the same settings")
+        load_tensors(self.model.model, self.out / state["backbone"])
+        saved = load_state(self.out / state["state"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["rng"])
+        self.start, self.history, self.best = state["epoch"], state["history"], state["best"]
+
+    def _embed(self, inputs: list[Any]) -> torch.Tensor:
+        """One column of a batch through the encoder, with gradients where parameters train."""
+        batch = self.encoder.collate([self.encoder.decode(x) for x in inputs])
+        return features(self.encoder, batch, self.pool, normalize=False)
+
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over this rank's share of the shuffled pairs; returns the mean loss."""
+        import torch
+
+        c = self.config
+        plan = plan_for_epoch(c.strategy, epoch, unfreeze_blocks=c.unfreeze_blocks, freeze_epochs=c.freeze_epochs)
+        apply_plan(self.model.model, plan, self.blocks)
+        set_train_mode(self.model.model, plan)
+        generator = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.train_ex), generator=generator).tolist()
+        per_rank = math.ceil(len(order) / self.dist.world)
+        order = (order * 2)[: per_rank * self.dist.world][self.dist.rank::self.dist.world]
+        columns = self.train_ex.columns()
+        loss_sum = count = 0.0
+        for start in range(0, len(order), c.batch_size):
+            idx = order[start:start + c.batch_size]
+            loss = self.loss([self._embed([column[i] for i in idx]) for column in columns])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.dist.average_gradients(self.params)
+            self.optimizer.step()
+            self.scheduler.step()
+            loss_sum += loss.item() * len(idx)
+            count += len(idx)
+        loss_sum, count = self.dist.sum(loss_sum, count)
+        return loss_sum / count
+
+    def evaluate(self) -> dict[str, float]:
+        """The validation loss (batch by batch, in order) and how often each anchor's positive is
+        among its nearest ``k`` of all validation positives (recall@k, by cosine)."""
+        import torch
+
+        assert self.val_ex is not None  # evaluate runs only with validation pairs
+        self.model.model.eval()
+        size, columns = self.config.batch_size, self.val_ex.columns()
+        losses, anchors, positives = [], [], []
+        with torch.inference_mode():
+            for start in range(0, len(self.val_ex), size):
+                embedded = [self._embed(column[start:start + size]) for column in columns]
+                losses.append(self.loss(embedded).item() * len(embedded[0]))
+                anchors.append(embedded[0])
+                positives.append(embedded[1])
+            a = torch.nn.functional.normalize(torch.cat(anchors), dim=-1)
+            p = torch.nn.functional.normalize(torch.cat(positives), dim=-1)
+            scores = a @ p.T
+            rank = (scores > scores.diagonal()[:, None]).sum(1)  # positives scored above the right one
+        metrics = {"val_loss": sum(losses) / len(self.val_ex)}
+        metrics.update({f"val_recall@{k}": (rank < k).float().mean().item() for k in RECALL_AT})
+        return metrics
+
+    def checkpoint(self, epoch: int, record: dict[str, float]) -> None:
+        """Record the epoch; rank 0 saves the backbone, and the manifests that name it, atomically."""
+        import torch
+
+        self.history.append(record)
+        score = [record["val_recall@10"], -record["val_loss"]] if self.val_ex is not None \
+            else [-record["train_loss"]]
+        improved = self.best is None or score > list(self.best["score"])
+        if improved:
+            self.best = {"epoch": epoch + 1, "score": score}
+        if self.dist.rank == 0:
+            tag = f"e{epoch + 1:03d}"
+            backbone = save_tensors(self.out / f"{tag}.backbone.safetensors", self.model.model)
+            state = save_state(self.out / f"{tag}.state.pt", {
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": torch.get_rng_state()})
+            common = self._manifest_common()
+            if improved:
+                write_run_manifest(self.out, MANIFEST, {**common, "backbone": {"file": backbone}, "epoch": epoch + 1,
+                                                        "history": self.history}, [backbone])
+            write_run_manifest(self.out, RESUME, {**common, "epoch": epoch + 1, "history": self.history,
+                                                  "best": self.best, "backbone": backbone, "state": state},
+                               [backbone, state])
+            prune(self.out)
+        self.dist.barrier()
+
+    def _manifest_common(self) -> dict[str, Any]:
+        return {"format": FORMAT, "zoo_version": __version__, "objective": "contrastive",
+                "base": weights_provenance(self.base.spec, self.base.files), "pool": self.pool,
+                "embed_dim": self.base.embed_dim, "matryoshka_dims": list(self.config.matryoshka_dims),
+                "settings": self.settings, "head": None}
+
+    def load_best(self) -> Model:
+        """The best epoch's weights, read back from what was saved (so the result is what zoo.load gives)."""
+        manifest = read_json(self.out / MANIFEST)
+        load_tensors(self.model.model, self.out / manifest["backbone"]["file"])
+        self.model.model.eval()
+        return FinetunedCheckpoint.adapted(self.out, manifest, self.model)
+
+
+def _split(pairs: Pairs, fraction: float, seed: int) -> tuple[Pairs, Pairs]:
+    """Hold out ``fraction`` of the pairs (at least one), chosen at random for ``seed``."""
+    import random
+
+    if not 0 < fraction < 1:
+        raise ValueError(f"val fraction must lie in (0, 1), got {fraction}")
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    held = max(1, round(len(pairs) * fraction))
+    return pairs.subset(sorted(order[held:])), pairs.subset(sorted(order[:held]))
+
