@@ -1,7 +1,8 @@
 """Contrastive finetuning on real data: Debian's package descriptions as a retrieval set.
 
 Every Debian machine has about 63,000 packages, each with a one-line description (the query) and
-a long description (the passage): ``apt-get update`` then ``apt-cache dumpavail``. Packages are
+a long description (the passage), listed by ``apt-cache show`` once ``apt-get update`` has fetched
+the English descriptions (``apt-cache dumpavail`` has the one-line ones only). Packages are
 grouped by source package (a library's ``-dev``, ``-doc`` and runtime packages share their
 descriptions) and the groups split into train and test, so that no test passage, nor a sibling's
 copy of it, is seen in training. Passages that repeat another's text, and queries that repeat
@@ -11,8 +12,9 @@ The base model and the finetuned one are scored on the same held-out queries aga
 held-out corpus: recall@10 and nDCG@10 (one relevant passage per query), with a paired bootstrap
 interval of the gain over queries. Each side runs in its own process (``--side``).
 
-    apt-get update && apt-cache dumpavail > /tmp/dumpavail.txt
-    python bench/bench_contrastive.py --dumpavail /tmp/dumpavail.txt [--train 4000] [--test 2000]
+    apt-get update -o Acquire::Languages=en
+    apt-cache pkgnames | sort | xargs apt-cache -o Acquire::Languages=en show > /tmp/packages.txt
+    python bench/bench_contrastive.py --packages /tmp/packages.txt [--train 4000] [--test 2000]
                                       [--epochs 1] [--batch-size 32] [--lr 2e-5] [--model minilm-l6]
 """
 
@@ -32,7 +34,8 @@ K = 10
 
 
 def read_packages(path: Path) -> list[dict[str, str]]:
-    """``{package, source, query, passage}`` per package of an ``apt-cache dumpavail`` listing."""
+    """``{package, source, query, passage}`` per package of an ``apt-cache show`` listing (a
+    package listed in several versions is kept once)."""
     packages, record, field = [], {}, None
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines() + [""]:
         if not line:
@@ -46,8 +49,11 @@ def read_packages(path: Path) -> list[dict[str, str]]:
             field, _, value = line.partition(":")
             field = "Description" if field in ("Description", "Description-en") else field
             record[field] = value.strip()
-    out = []
+    out, seen = [], set()
     for r in packages:
+        if r["Package"] in seen:
+            continue
+        seen.add(r["Package"])
         source = r.get("Source", r["Package"]).split()[0]
         out.append({"package": r["Package"], "source": source, "query": r["Description"],
                     "passage": " ".join(r.get("Long", "").split())})
@@ -121,7 +127,7 @@ def bootstrap(before: list[float], after: list[float], seed: int, rounds: int = 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dumpavail", type=Path, required=True)
+    parser.add_argument("--packages", type=Path, required=True)
     parser.add_argument("--model", default="minilm-l6")
     parser.add_argument("--train", type=int, default=4000)
     parser.add_argument("--test", type=int, default=2000)
@@ -137,7 +143,7 @@ def main() -> None:
     if args.side:
         side(args)
         return
-    packages = read_packages(args.dumpavail)
+    packages = read_packages(args.packages)
     train, test = split(packages, args.train, args.test, args.seed)
     print(f"{len(packages)} packages; {len(train)} training pairs, {len(test)} held-out queries against "
           f"{len(test)} held-out passages (split by source package)")
@@ -146,7 +152,7 @@ def main() -> None:
     results = {}
     for name in ("base", "tuned"):
         ranks = work / f"{name}.json"
-        cmd = [sys.executable, __file__, "--dumpavail", str(args.dumpavail), "--side", name, "--data",
+        cmd = [sys.executable, __file__, "--packages", str(args.packages), "--side", name, "--data",
                str(work / "data.json"), "--ranks", str(ranks), "--out", str(work / "tuned"), "--model", args.model,
                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
                "--seed", str(args.seed)]
