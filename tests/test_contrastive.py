@@ -163,3 +163,19 @@ def test_the_cli_trains_on_a_table_of_pairs_and_bad_settings_are_refused(tiny_be
     with pytest.raises(zoo.ZooError, match=r"matryoshka_dims \[64\] are wider than"):
         zoo.load(str(tiny_bert_dir), device="cpu").finetune(_pairs(4), output_dir=out / "y", objective="contrastive",
                                                              matryoshka_dims=(64,))
+
+
+def test_a_single_tower_vision_model_trains_on_two_views_of_its_images(tmp_path):
+    from tiny_models import timm_folder
+
+    folder = timm_folder(tmp_path / "vit", "test_vit")
+    base = zoo.load(str(folder), device="cpu")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(12)]
+    pairs = [(image, np.ascontiguousarray(image[:, ::-1])) for image in images]  # a view and its mirror
+    run = base.finetune(pairs, objective="contrastive", output_dir=tmp_path / "out", epochs=2, lr=1e-3,
+                        batch_size=4, progress=False)
+    assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]
+    loaded = zoo.load(str(tmp_path / "out"), device="cpu")
+    np.testing.assert_allclose(loaded.featurize(images[:3]), run.model.featurize(images[:3]), atol=1e-6)
+    assert not np.allclose(loaded.featurize(images[:3]), base.featurize(images[:3]), atol=1e-4)
