@@ -11,10 +11,11 @@ prompt's tokens out of the pool, as ``encode`` does.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.core._encoder import Built
+from zoo.core._encoder import Built, longest_first
 from zoo.errors import ModelFormatError, RegistryError, UnsupportedOptionError
 from zoo.store._manifest import write_manifest
 
@@ -86,6 +87,19 @@ class SentenceTransformerAdapter(TransformersAdapter):
                      placed=device_map is not None)
 
     # -- featurize ------------------------------------------------------------------------------
+
+    def plan_batches(self, items: Sequence[str], batch_size: int) -> Iterator[tuple[list[int], Any]]:
+        """Longest first by token count, each batch through sentence-transformers' own
+        preprocessing (:meth:`collate`), which a length pass cannot share: the pass with its
+        tokenizer costs about 1% of a run on real text and fills batches with 96% tokens against
+        69% in sentence-transformers' own order by characters. A pipeline without a transformers
+        tokenizer (static embeddings) is sorted by characters."""
+        if self.model.transformers_model is None:
+            return longest_first(items, batch_size, len, self.collate)
+        lengths = self.tokenizer(list(items), truncation=True, max_length=self.max_length, return_length=True,
+                                 return_attention_mask=False, return_token_type_ids=False)["length"]
+        return longest_first(range(len(items)), batch_size, lambda i: lengths[i],
+                             lambda rows: self.collate([items[i] for i in rows]))
 
     def collate(self, items: list[str]) -> dict[str, torch.Tensor]:
         """sentence-transformers' own preprocessing of the (already prompted) texts: its tokenizer
