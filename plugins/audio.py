@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
+from zoo.core._media import declared_format
 from zoo.errors import InputWarning
 from zoo.hookspecs import RegisterAdapter, RegisterModality, hookimpl
 
@@ -144,7 +145,13 @@ def _head(item: Any) -> bytes:
         return fh.read(_HEAD_BYTES)
 
 
-def _read_mono(source: Any) -> tuple[Any, int]:
+# A data URL's audio type -> libsndfile's container: audio declared as one must be one.
+_FORMAT_OF_MEDIA = {"audio/wav": "WAV", "audio/wave": "WAV", "audio/x-wav": "WAV", "audio/vnd.wave": "WAV",
+                    "audio/flac": "FLAC", "audio/x-flac": "FLAC", "audio/ogg": "OGG", "audio/opus": "OGG",
+                    "audio/mpeg": "MP3", "audio/mp3": "MP3", "audio/aiff": "AIFF", "audio/x-aiff": "AIFF"}
+
+
+def _read_mono(source: Any, declared: str | None = None) -> tuple[Any, int]:
     """A file's samples mixed to mono float32, read block by block: memory holds the mono result
     and one block, not every channel of the whole file. The rate and the duration its header
     declares are checked before any sample is decoded, and the duration again as blocks arrive (a
@@ -155,6 +162,9 @@ def _read_mono(source: Any) -> tuple[Any, int]:
     limit = max_audio_seconds()
     try:
         with soundfile.SoundFile(source) as sound:
+            if declared is not None and sound.format != declared:
+                raise ValueError(f"the audio data declared as {declared} is a {sound.format} file; declare its own "
+                                 "type")
             rate, frames = int(sound.samplerate), max(sound.frames, 0)
             known = frames != _UNKNOWN_FRAMES
             check_audio(frames if known else 0, rate, limit)
@@ -181,7 +191,8 @@ def _read_mono(source: Any) -> tuple[Any, int]:
 def decode_audio(item: Any) -> tuple[Any, int]:
     """An audio input -> ``(mono float32 waveform, sample_rate)``."""
     if isinstance(item, (str, os.PathLike, bytes, bytearray)):
-        wave, rate = _read_mono(io.BytesIO(item) if isinstance(item, (bytes, bytearray)) else item)
+        container = declared_format(item, _FORMAT_OF_MEDIA, "audio")
+        wave, rate = _read_mono(io.BytesIO(item) if isinstance(item, (bytes, bytearray)) else item, container)
         declared = _declared_wav_frames(_head(item))
         if declared is not None and len(wave) < declared:
             warnings.warn(f"truncated audio: its header promises {declared} frames, the file holds {len(wave)}; "

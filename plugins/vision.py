@@ -12,6 +12,7 @@ from zoo.adapters.hf_folders import read_folder
 from zoo.adapters.timm import TimmAdapter
 from zoo.catalog._spec import ModelSpec
 from zoo.core._image_files import IMAGE_FORMATS, IMAGE_SUFFIXES, opened_image
+from zoo.core._media import declared_format
 from zoo.hookspecs import RegisterAdapter, RegisterModality, hookimpl
 
 # What PIL decodes that cameras, scanners and datasets produce.
@@ -75,9 +76,15 @@ def to_rgb(image: Any) -> Any:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def _open(source: Any) -> Any:
+# A data URL's image type -> PIL's format: image data declared as one must be one.
+_FORMAT_OF_MEDIA = {"image/jpeg": "JPEG", "image/jpg": "JPEG", "image/pjpeg": "JPEG", "image/png": "PNG",
+                    "image/apng": "PNG", "image/gif": "GIF", "image/webp": "WEBP", "image/bmp": "BMP",
+                    "image/x-ms-bmp": "BMP", "image/tiff": "TIFF"}
+
+
+def _open(source: Any, formats: tuple[str, ...] = IMAGE_FORMATS) -> Any:
     """Open and fully decode an image file (a truncated one fails here, not later in a worker)."""
-    with opened_image(source) as img:
+    with opened_image(source, formats) as img:
         img.load()
         return to_rgb(img)
 
@@ -89,9 +96,13 @@ def decode_image(item: Any) -> Any:
     if isinstance(item, (str, os.PathLike)):
         return _open(item)
     if isinstance(item, (bytes, bytearray)):
+        declared = declared_format(item, _FORMAT_OF_MEDIA, "an image")
         try:
-            return _open(io.BytesIO(item))
+            return _open(io.BytesIO(item), (declared,) if declared else IMAGE_FORMATS)
         except Image.UnidentifiedImageError:  # PIL's message would show a BytesIO's address
+            if declared:
+                raise OSError(f"the image data declared as {getattr(item, 'media_type', '')} is not a {declared} "
+                              f"file ({len(item)} bytes, starting {bytes(item[:8])!r}); declare its own type") from None
             raise OSError(f"cannot identify the image data ({len(item)} bytes, starting {bytes(item[:8])!r}) as "
                           f"an image zoo reads ({', '.join(IMAGE_FORMATS)})") from None
     if isinstance(item, Image.Image):

@@ -303,6 +303,20 @@ def _data_url(media: str, payload: bytes) -> str:
     return f"data:{media};base64," + base64.b64encode(payload).decode()
 
 
+# What a careful client declares for each payload: its own type where the bytes say, else the
+# modality's usual one (the server then refuses bytes that are not what they are declared as).
+_MAGIC = [(b"\x89PNG", "image/png"), (b"\xff\xd8", "image/jpeg"), (b"GIF8", "image/gif"), (b"BM", "image/bmp"),
+          (b"fLaC", "audio/flac"), (b"OggS", "audio/ogg")]
+# Bytes that are no image at all, declared image/png: refused as not being one.
+_NOT_PNG = {"empty bytes", "text bytes", "dds of unknown format", "eps"}
+
+
+def _declared(modality: str, payload: bytes) -> str:
+    if payload[8:12] == b"WEBP":
+        return "image/webp"
+    return next((media for magic, media in _MAGIC if payload.startswith(magic)), MEDIA[modality])
+
+
 def _silence(seconds: float, rate: int = 8000) -> bytes:
     """A FLAC of silence: 14 KB for ten minutes, which the decoder would spend seconds on."""
     import soundfile
@@ -335,7 +349,7 @@ def _served_only(modality: str) -> tuple[dict[str, object], dict[str, str]]:
                                      "--max-audio-seconds", "an hour by its header": "audio of 3600.0 s",
                  "bad base64": "does not decode", "an image": "input[1] is an image"})
     cases = {"bad base64": "data:image/png;base64,@@@@", "gif declared as png": _data_url("image/png", _gif())}
-    words = {"bad base64": "does not decode"}
+    words = {"bad base64": "does not decode", "gif declared as png": "declared as image/png is not a PNG file"}
     if modality == "vision":
         cases["a text"], words["a text"] = "a photo of a cat", "input[1] is a text"
     return cases, words
@@ -356,8 +370,10 @@ def _served_corpus(modality: str) -> tuple[dict[str, object], dict[str, str]]:
         refused = {name: REFUSED["text"][name] for name in sent if name in REFUSED["text"]}
         refused.update({"none": "input[1] is null", "number": "input[1] is a number"})  # refused as JSON, by kind
     else:
-        sent = {name: _data_url(MEDIA[modality], item) for name, item in corpus.items() if isinstance(item, bytes)}
-        refused = {name: REFUSED[modality][name] for name in sent if name in REFUSED[modality]}
+        sent = {name: _data_url(_declared(modality, item), item) for name, item in corpus.items()
+                if isinstance(item, bytes)}
+        refused = {name: "not a PNG file" if name in _NOT_PNG and modality != "audio" else REFUSED[modality][name]
+                   for name in sent if name in REFUSED[modality]}
     only, words = _served_only(modality)
     return {**sent, **only}, {**refused, **words}
 
@@ -397,3 +413,18 @@ def test_every_bad_item_served_beside_good_requests_fails_only_its_own(models, m
     with capsys.disabled():
         print(f"\nserved {modality}: {len(cases)} cases, {len(cases) - len(refused)} embedded, {len(refused)} "
               "refused, each with a 4xx naming input[1] while the requests beside it got their rows")
+
+
+def test_declared_media_types_hold_their_bytes_and_survive_pickling(minilm_dir):
+    import pickle
+
+    from zoo.core._media import MediaBytes
+
+    png = _png(np.zeros((8, 8, 3), np.uint8))
+    declared = MediaBytes(png, "IMAGE/PNG")
+    again = pickle.loads(pickle.dumps(declared))
+    assert type(again) is MediaBytes and again.media_type == "image/png" and bytes(again) == png
+    model = zoo.load("efficientnet-lite0", device="cpu")
+    np.testing.assert_allclose(model.featurize([declared]), model.featurize([png]), atol=1e-6)
+    with pytest.raises(zoo.InputError, match="declared as image/jpeg is not a JPEG file"):
+        model.featurize([MediaBytes(png, "image/jpeg")])

@@ -29,6 +29,17 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+
+def _wav_base64() -> str:
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.zeros(1600, np.float32), 16000, format="WAV")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+_WAV_B64 = _wav_base64()
+
 pytestmark = [pytest.mark.allow_hosts(["127.0.0.1"]), pytest.mark.slow]
 
 TEXTS = ["A man is playing a guitar.", "hi", "The new movie is awesome.", "cats and dogs", "Stocks fell."]
@@ -212,7 +223,14 @@ def test_64_concurrent_clients_each_get_their_own_rows(server, minilm):
     ("minilm-l6", ["x"] * 2049, {}, 400, "at most 2048 per request"),
     ("minilm-l6", "x", {"encodng_format": "float"}, 400, "unknown field 'encodng_format'; did you mean "
                                                           "'encoding_format'"),
-    ("efficientnet-lite0", ["data:image/png;base64,bm90IGFuIGltYWdl"], {}, 400, "cannot identify the image data"),
+    ("efficientnet-lite0", ["data:image/png;base64,bm90IGFuIGltYWdl"], {}, 400,
+     "declared as image/png is not a PNG file"),
+    # a real GIF declared as a PNG, a real WAV declared as FLAC, a type no decoder reads
+    ("efficientnet-lite0", ["data:image/png;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"], {}, 400,
+     "declared as image/png is not a PNG file"),
+    ("ge2e-speaker", [f"data:audio/flac;base64,{_WAV_B64}"], {}, 400, "declared as FLAC is a WAV file"),
+    ("efficientnet-lite0", ["data:image/x-icon;base64,AAABAAEAAQEAAAEAIAAwAAAAFgAAACgAAAABAAAAAgAAAAEAIAAAAAAA"], {},
+     400, "image/x-icon is not one zoo decodes"),
 ])
 def test_bad_requests_get_named_4xx_and_the_server_stays_up(server, model, inputs, fields, status, needle):
     reply = server.embed(model, inputs, **fields)

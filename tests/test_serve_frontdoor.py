@@ -316,3 +316,35 @@ def _trickle(port: int) -> float:
     finally:
         sock.close()
     raise AssertionError("a connection that sends its headers a byte at a time was kept open for 10 s")
+
+
+def test_a_request_past_its_deadline_gets_503_and_leaves_the_queue(minilm, monkeypatch):
+    featurize = minilm.featurize_with_report
+    started, release, seen = threading.Event(), threading.Event(), []
+
+    def held(items, **kwargs):
+        seen.append(list(items))
+        started.set()
+        release.wait(timeout=30)
+        return featurize(items, **kwargs)
+
+    monkeypatch.setattr(minilm, "featurize_with_report", held)
+    with TestClient(create_app({"m": minilm}, request_timeout=0.5)) as client:
+        first: dict = {}
+        worker = threading.Thread(target=lambda: first.update(answer=client.post(
+            "/v1/embeddings", json={"model": "m", "input": ["a"]})))
+        worker.start()
+        try:
+            assert started.wait(timeout=30), "the first request never reached the model"
+            began = time.monotonic()
+            late = client.post("/v1/embeddings", json={"model": "m", "input": ["queued behind it"]})
+            assert late.status_code == 503 and late.json()["error"]["code"] == "request_timeout"
+            assert "--request-timeout" in late.json()["error"]["message"] and late.headers["retry-after"] == "1"
+            assert time.monotonic() - began < 10
+        finally:
+            release.set()
+            worker.join(timeout=60)
+        assert first["answer"].status_code == 503  # it too waited past its deadline
+        assert client.post("/v1/embeddings", json={"model": "m", "input": ["b"]}).status_code == 200  # goes on
+        assert ["queued behind it"] not in seen  # the late request never ran
+        assert _metric(client, 'zoo_request_errors_total{kind="request_timeout"}') >= 1

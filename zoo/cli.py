@@ -333,6 +333,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
           max_inputs=args.max_inputs, max_queue=args.max_queue, body_timeout=args.body_timeout,
           api_key=args.api_key, max_text_chars=args.max_text_chars, max_audio_seconds=args.max_audio_seconds,
           header_timeout=args.header_timeout, max_header_kb=args.max_header_kb, max_connections=args.max_connections,
+          request_timeout=args.request_timeout,
           stop_after=args.stop_after, log_level=args.log_level)
     return 0
 
@@ -358,6 +359,9 @@ def _add_serve(register: RegisterCommand) -> None:
                    help="most inputs queued or running per model; more get 429 with Retry-After (default 8192)")
     p.add_argument("--body-timeout", type=float, default=30, metavar="SECONDS",
                    help="a client that sends nothing of its body for SECONDS gets 408 (default 30)")
+    p.add_argument("--request-timeout", type=float, default=120, metavar="SECONDS",
+                   help="a request not answered SECONDS after its body arrived gets 503 with Retry-After and "
+                        "leaves the queue (default 120)")
     p.add_argument("--header-timeout", type=float, default=10, metavar="SECONDS",
                    help="a request whose headers are not all in SECONDS after its connection opened or its "
                         "previous answer gets 408 and the connection closes (default 10)")

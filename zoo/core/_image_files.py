@@ -18,9 +18,10 @@ IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 
 
 @contextlib.contextmanager
-def opened_image(source: str | Any | IO[bytes]) -> Iterator[PILImage.Image]:
-    """``PIL.Image.open`` restricted to :data:`IMAGE_FORMATS`; an image over the pixel limit is a
-    ``ValueError`` saying what to do, before its pixels are decoded."""
+def opened_image(source: str | Any | IO[bytes], formats: tuple[str, ...] = IMAGE_FORMATS
+                 ) -> Iterator[PILImage.Image]:
+    """``PIL.Image.open`` restricted to ``formats`` (some of :data:`IMAGE_FORMATS`); an image over
+    the pixel limit is a ``ValueError`` saying what to do, before its pixels are decoded."""
     import warnings
 
     from PIL import Image
@@ -29,7 +30,7 @@ def opened_image(source: str | Any | IO[bytes]) -> Iterator[PILImage.Image]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(source, formats=IMAGE_FORMATS)
+            image = Image.open(source, formats=[f for f in formats if f in IMAGE_FORMATS])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # not OSErrors: say what to do
         raise ValueError(f"{exc} If the file is trusted, raise PIL.Image.MAX_IMAGE_PIXELS") from None
     with image:

@@ -45,7 +45,7 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
           max_body_mb: float = 32, max_inputs: int = 2048, max_queue: int = 8192, body_timeout: float = 30,
           api_key: str | None = None, max_text_chars: int = 100_000, max_audio_seconds: float = 600,
           header_timeout: float = 10, max_header_kb: int = 64, max_connections: int = 1024,
-          stop_after: float | None = None, log_level: str = "info") -> None:
+          request_timeout: float = 120, stop_after: float | None = None, log_level: str = "info") -> None:
     """Load each model once and serve them until SIGINT / SIGTERM (in-flight requests finish first).
 
     Args:
@@ -66,6 +66,8 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
         max_queue: most inputs queued or running per model; a request beyond gets 429 with
             ``Retry-After`` (the seconds the queue takes to drain at the recent pace).
         body_timeout: a client that sends nothing of its body for this many seconds gets 408.
+        request_timeout: a request not answered this many seconds after its body was read gets 503
+            with ``Retry-After`` (its inputs leave the queue), so no client waits without end.
         header_timeout: a request whose headers are not all in this many seconds after its
             connection opened (or its previous answer ended) gets 408, and the connection closes.
         max_header_kb: more KiB of headers get 431.
@@ -77,7 +79,8 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
     _check_settings(max_batch=max_batch, batch_size=batch_size, max_wait_ms=max_wait_ms, max_body_mb=max_body_mb,
                     max_inputs=max_inputs, max_queue=max_queue, body_timeout=body_timeout,
                     max_text_chars=max_text_chars, max_audio_seconds=max_audio_seconds,
-                    header_timeout=header_timeout, max_header_kb=max_header_kb, max_connections=max_connections)
+                    header_timeout=header_timeout, max_header_kb=max_header_kb, max_connections=max_connections,
+                    request_timeout=request_timeout)
     _require_server()
     from ._app import create_app
 
@@ -88,7 +91,7 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
     app = create_app(models, max_batch=max_batch, max_wait_ms=max_wait_ms, batch_size=batch_size,
                      max_body_bytes=int(max_body_mb * 2**20), max_inputs=max_inputs, max_queue=max_queue,
                      body_timeout=body_timeout, api_key=key, max_text_chars=max_text_chars,
-                     max_audio_seconds=max_audio_seconds)
+                     max_audio_seconds=max_audio_seconds, request_timeout=request_timeout)
     server = _server(app, host=host, port=port, log_level=log_level, header_timeout=header_timeout,
                      max_header_bytes=max_header_kb << 10, max_connections=max_connections)
     if stop_after is not None:  # through the server's own shutdown path, as SIGTERM: in-flight requests finish
@@ -136,7 +139,7 @@ _RULES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "max_batch": _AT_LEAST_1, "batch_size": _AT_LEAST_1, "max_wait_ms": (">= 0", lambda v: v >= 0),
     "max_body_mb": _POSITIVE, "max_inputs": _AT_LEAST_1, "max_queue": _AT_LEAST_1, "body_timeout": _SECONDS,
     "max_text_chars": _AT_LEAST_1, "max_audio_seconds": _POSITIVE, "header_timeout": _SECONDS,
-    "max_header_kb": _AT_LEAST_1, "max_connections": _AT_LEAST_1,
+    "max_header_kb": _AT_LEAST_1, "max_connections": _AT_LEAST_1, "request_timeout": _SECONDS,
 }
 
 

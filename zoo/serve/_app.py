@@ -9,9 +9,9 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Awaitable, Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.applications import Starlette  # this module is imported only to serve (the serve extra)
 from starlette.exceptions import HTTPException
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from zoo.core._featurize import FeaturizeReport
     from zoo.core._model import Model
 
+T = TypeVar("T")
 log = logging.getLogger("zoo.serve")
 
 
@@ -85,7 +86,7 @@ def _token_counts(tower: Encoder, texts: list[str], kept: list[int]) -> list[int
 def create_app(models: dict[str, Model], *, max_batch: int = 64, max_wait_ms: float = 5, batch_size: int = 32,
                max_body_bytes: int = 32 << 20, max_inputs: int = 2048, max_queue: int | None = 8192,
                body_timeout: float = 30, api_key: str | None = None, max_text_chars: int = 100_000,
-               max_audio_seconds: float = 600) -> Frontdoor:
+               max_audio_seconds: float = 600, request_timeout: float = 120) -> Frontdoor:
     """An ASGI app serving ``models`` (by name) until it shuts down; see :func:`zoo.serve.serve`."""
     in_flight = 0
     media = get_registry().modality_of_media
@@ -126,7 +127,7 @@ def create_app(models: dict[str, Model], *, max_batch: int = 64, max_wait_ms: fl
             entry = _served(served, parsed.model)
             request.state.model, request.state.inputs = entry.name, len(parsed.items)
             check_modality(parsed, entry.name, entry.model.towers)
-            rows, tokens = await _embed(entry, parsed)
+            rows, tokens = await _within(request_timeout, _embed(entry, parsed), entry.name)
             return JSONResponse(_response(entry, parsed, rows, tokens))
         finally:
             in_flight -= 1
@@ -138,6 +139,17 @@ def create_app(models: dict[str, Model], *, max_batch: int = 64, max_wait_ms: fl
     return Frontdoor(app, api_key=api_key, metrics=metrics)
 
 
+async def _within(seconds: float, work: Awaitable[T], name: str) -> T:
+    """``work``'s answer, or 503 once ``seconds`` have passed since the body was read: the request's
+    inputs leave the queue (a pass already running finishes for the others in it)."""
+    try:
+        return await asyncio.wait_for(work, seconds)
+    except asyncio.TimeoutError:
+        raise RequestError(503, f"{name} did not answer within {seconds:g} s (zoo serve --request-timeout): the "
+                           "server is busier than it can serve; retry later, or with fewer inputs",
+                           code="request_timeout", headers={"retry-after": "1"}) from None
+
+
 async def _refused(request: Request, exc: RequestError) -> JSONResponse:
     request.state.error = exc.code or _KINDS.get(exc.status, str(exc.status))
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
@@ -145,7 +157,7 @@ async def _refused(request: Request, exc: RequestError) -> JSONResponse:
 
 # What a refusal without a code of its own is counted as (zoo_request_errors{kind}).
 _KINDS = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 408: "body_timeout",
-          413: "too_large", 500: "server_error"}
+          413: "too_large", 500: "server_error", 503: "request_timeout"}
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -119,6 +119,7 @@ class Batcher:
 
     def _work(self) -> None:
         while (jobs := self._gather()) is not None:
+            jobs = [job for job in jobs if not job.future.done()]  # a request past its deadline left
             groups: dict[Hashable, list[_Job]] = defaultdict(list)
             for job in jobs:
                 groups[job.key].append(job)

@@ -17,7 +17,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import did_you_mean
+from zoo.core._media import MediaBytes
+from zoo.errors import did_you_mean
 
 # A data URL's header; one whose MIME type no modality registered is refused, not read as text.
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
@@ -108,7 +109,9 @@ def _item(index: int, value: Any, modality_of_media: Callable[[str], str | None]
         raise RequestError(400, f"input[{index}] is a data URL of type {url.group(1)}, which no modality of this "
                            "server takes; send an image or audio data URL, or a text as itself", f"input[{index}]")
     try:
-        return kind, base64.b64decode(value[url.end():], validate=True), url.group(1).lower()
+        # the declared type travels with the bytes: the modality's decoder holds them to it
+        media = url.group(1).lower()
+        return kind, MediaBytes(base64.b64decode(value[url.end():], validate=True), media), media
     except (binascii.Error, ValueError):
         raise RequestError(400, f"input[{index}]: the base64 payload of its data URL does not decode",
                            f"input[{index}]") from None
