@@ -76,11 +76,7 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
             gets OpenAI's 401; None or empty reads ``$ZOO_API_KEY``; both unset: no key (said in the log).
         stop_after: shut down by itself after this many seconds (tests, batch jobs).
     """
-    _check_settings(max_batch=max_batch, batch_size=batch_size, max_wait_ms=max_wait_ms, max_body_mb=max_body_mb,
-                    max_inputs=max_inputs, max_queue=max_queue, body_timeout=body_timeout,
-                    max_text_chars=max_text_chars, max_audio_seconds=max_audio_seconds,
-                    header_timeout=header_timeout, max_header_kb=max_header_kb, max_connections=max_connections,
-                    request_timeout=request_timeout)
+    _check_settings(**{name: value for name, value in locals().items() if name in _RULES})  # the bounded ones
     _require_server()
     from ._app import create_app
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +38,7 @@ from ._config import FinetuneConfig
 from ._data import Pairs, read_pairs
 from ._distributed import Dist
 from ._finetuned import FORMAT, FinetunedCheckpoint
-from ._loop import FinetuneResult
-from ._plot import plot_history
+from ._loop import FinetuneResult, run_epochs
 from ._strategies import apply_plan, plan_for_epoch, set_train_mode
 
 if TYPE_CHECKING:
@@ -76,30 +74,8 @@ def contrastive_loss(config: FinetuneConfig, *, gather: bool = False) -> Callabl
 
 def train_contrastive(model: Model, train: Any, val: Any, config: FinetuneConfig) -> FinetuneResult:
     """Train ``model``'s embedding as ``config`` says; see :meth:`zoo.Model.finetune`."""
-    from tqdm.auto import tqdm
-
-    run = _ContrastiveRun(model, train, val, config)
-    if config.resume:
-        run.resume()
-    disable = (not config.progress if config.progress is not None else False) or run.dist.rank != 0
-    bar = tqdm(range(run.start, config.epochs), initial=run.start, total=config.epochs,
-               desc=f"finetune {model.name} (contrastive)", unit="epoch", disable=disable)
-    for epoch in bar:
-        began = time.perf_counter()
-        record: dict[str, float] = {"epoch": epoch + 1, "train_loss": run.train_epoch(epoch)}
-        if run.val_ex is not None:
-            record.update(run.evaluate())
-        record["seconds"] = round(time.perf_counter() - began, 3)
-        run.checkpoint(epoch, record)
-        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("train_loss", "val_recall@10")})
-        if config.on_epoch_end is not None:
-            config.on_epoch_end(record)
-    if run.dist.rank == 0:
-        plot_history(run.history, run.out / "curves.png", title=f"{model.name} (contrastive)")
-    run.dist.barrier()
-    assert run.best is not None  # every run records at least one epoch (epochs >= 1)
-    return FinetuneResult(history=run.history, best_epoch=run.best["epoch"], best_checkpoint=run.out,
-                          model=run.load_best())
+    return run_epochs(_ContrastiveRun(model, train, val, config), model.name, config, label="contrastive",
+                      shown=("train_loss", "val_recall@10"))
 
 
 def pairs_fingerprint(pairs: Pairs) -> str:

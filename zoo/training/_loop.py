@@ -103,16 +103,23 @@ def _metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict[st
 
 
 def finetune(model: Model, train: Any, val: Any, config: FinetuneConfig) -> FinetuneResult:
-    """Train a classifier (or, with ``objective="contrastive"``, the embedding itself) on ``model``
-    as ``config`` says; see :meth:`zoo.Model.finetune`."""
+    """Train a classifier on ``model`` as ``config`` says; see :meth:`zoo.Model.finetune`."""
+    return run_epochs(_Run(model, train, val, config), model.name, config, label=config.strategy,
+                      shown=("train_loss", "val_accuracy"))
+
+
+def run_epochs(run: Any, name: str, config: FinetuneConfig, *, label: str, shown: tuple[str, ...]
+               ) -> FinetuneResult:
+    """The epochs of a run (a classifier's or a contrastive one's: anything with ``train_epoch``,
+    ``evaluate``, ``checkpoint``, ``resume`` and ``load_best``), from where it got to, with a
+    progress bar showing ``shown``, the curves drawn at the end, and the best epoch read back."""
     from tqdm.auto import tqdm
 
-    run = _Run(model, train, val, config)
     if config.resume:
         run.resume()
     disable = (not config.progress if config.progress is not None else False) or run.dist.rank != 0
     bar = tqdm(range(run.start, config.epochs), initial=run.start, total=config.epochs,
-               desc=f"finetune {model.name}", unit="epoch", disable=disable)
+               desc=f"finetune {name} ({label})", unit="epoch", disable=disable)
     for epoch in bar:
         began = time.perf_counter()
         record: dict[str, float] = {"epoch": epoch + 1, "train_loss": run.train_epoch(epoch)}
@@ -120,11 +127,11 @@ def finetune(model: Model, train: Any, val: Any, config: FinetuneConfig) -> Fine
             record.update(run.evaluate())
         record["seconds"] = round(time.perf_counter() - began, 3)
         run.checkpoint(epoch, record)
-        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("train_loss", "val_accuracy")})
+        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in shown})
         if config.on_epoch_end is not None:
             config.on_epoch_end(record)
     if run.dist.rank == 0:
-        plot_history(run.history, run.out / "curves.png", title=f"{model.name} ({config.strategy})")
+        plot_history(run.history, run.out / "curves.png", title=f"{name} ({label})")
     run.dist.barrier()
     assert run.best is not None  # every run records at least one epoch (epochs >= 1)
     return FinetuneResult(history=run.history, best_epoch=run.best["epoch"], best_checkpoint=run.out,
