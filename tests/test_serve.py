@@ -279,7 +279,7 @@ def _wav(seconds: float, rate: int = 16000, fmt: str = "WAV") -> bytes:
 @pytest.mark.parametrize(("model", "good", "bad", "needle"), [
     ("minilm-l6", "a good sentence", "broken \ud800 text", "not valid Unicode"),
     ("efficientnet-lite0", "png", "broken png", "SyntaxError"),
-    ("efficientnet-lite0", "png", "dds", "an image zoo reads"),
+    ("efficientnet-lite0", "png", "dds", "image/vnd-ms.dds is not one zoo decodes"),
     ("ge2e-speaker", "wav", "corrupt wav", "cannot decode audio"),
     ("ge2e-speaker", "wav", "601 s flac", "audio of 601.0 s is longer than the 600 s allowed (zoo serve "
                                           "--max-audio-seconds"),
