@@ -7,7 +7,7 @@ embed into the same space. Both L2-normalise by default, so a dot product is the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from zoo.core._blocks import default_blocks
@@ -77,10 +77,9 @@ class TextTower(Encoder):
     def preprocess(self) -> Any:
         return self.owner.tokenizer
 
-    def plan_batches(self, items: Sequence[Any], batch_size: int) -> Iterator[tuple[list[int], Any]]:
-        for start in range(0, len(items), batch_size):
-            positions = list(range(start, min(start + batch_size, len(items))))
-            yield positions, self.owner.tokenize([items[i] for i in positions])
+    def collate(self, items: list[str]) -> Any:
+        """The owner's tokenisation of a batch of texts (batched in input order)."""
+        return self.owner.tokenize(items)
 
     def encode_batch(self, batch: Any, *, pool: str | None = None) -> torch.Tensor:
         return self.owner.encode_texts(batch)

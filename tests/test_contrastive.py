@@ -179,3 +179,137 @@ def test_a_single_tower_vision_model_trains_on_two_views_of_its_images(tmp_path)
     loaded = zoo.load(str(tmp_path / "out"), device="cpu")
     np.testing.assert_allclose(loaded.featurize(images[:3]), run.model.featurize(images[:3]), atol=1e-6)
     assert not np.allclose(loaded.featurize(images[:3]), base.featurize(images[:3]), atol=1e-4)
+
+
+def test_merging_at_alpha_0_and_1_gives_the_two_models_exactly(tiny_bert_dir, tmp_path, capsys):
+    from zoo.cli import main
+
+    base = zoo.load(str(tiny_bert_dir), device="cpu")
+    tuned = base.finetune(_pairs(24), objective="contrastive", output_dir=tmp_path / "tuned", epochs=1, lr=1e-3,
+                          batch_size=8, progress=False).model
+    texts = ["red cat", "blue river stone"]
+    ends = {alpha: zoo.load(str(zoo.merge(str(tiny_bert_dir), tmp_path / "tuned", alpha, tmp_path / f"m{alpha}")),
+                            device="cpu").featurize(texts) for alpha in (0, 1)}
+    np.testing.assert_array_equal(ends[0], base.featurize(texts))
+    np.testing.assert_array_equal(ends[1], tuned.featurize(texts))
+    assert main(["merge", str(tiny_bert_dir), str(tmp_path / "tuned"), "--alpha", "0.5", "-o",
+                 str(tmp_path / "half")]) == 0
+    assert "0.5 of the way" in capsys.readouterr().out
+    half = zoo.load(str(tmp_path / "half"), device="cpu")
+    middle = half.featurize(texts)
+    assert not np.allclose(middle, ends[0], atol=1e-4) and not np.allclose(middle, ends[1], atol=1e-4)
+    from zoo.store._provenance import weights_provenance
+
+    assert weights_provenance(half.spec, half.files)["built_on"]["merged_alpha"] == 0.5
+    with pytest.raises(ValueError, match="from 0 .the base. to 1"):
+        zoo.merge(str(tiny_bert_dir), tmp_path / "tuned", 1.5, tmp_path / "x")
+    with pytest.raises(zoo.ZooError, match="was finetuned from .* not from minilm-l6"):
+        zoo.merge("minilm-l6", tmp_path / "tuned", 0.5, tmp_path / "y")
+    with pytest.raises(zoo.ZooError, match="is not a folder that finetune wrote"):
+        zoo.merge(str(tiny_bert_dir), tiny_bert_dir, 0.5, tmp_path / "z")
+
+
+def test_a_merged_classifier_keeps_its_head(tiny_bert_dir, tmp_path):
+    base = zoo.load(str(tiny_bert_dir), device="cpu")
+    texts = [a for a, _ in _pairs(16)]
+    labels = ["warm" if "sun" in t or "red" in t else "cool" for t in texts]
+    run = base.finetune((texts, labels), strategy="full", output_dir=tmp_path / "clf", epochs=1, progress=False)
+    merged = zoo.load(str(zoo.merge(str(tiny_bert_dir), tmp_path / "clf", 1.0, tmp_path / "m")), device="cpu")
+    np.testing.assert_array_equal(merged.predict_proba(texts), run.model.predict_proba(texts))
+    probe = base.finetune((texts, labels), output_dir=tmp_path / "probe", epochs=1, progress=False)
+    assert probe.best_checkpoint.is_dir()
+    with pytest.raises(zoo.ZooError, match="nothing to merge"):
+        zoo.merge(str(tiny_bert_dir), tmp_path / "probe", 0.5, tmp_path / "n")
+
+
+CAPTIONS = ["a cup of coffee on a saucer", "a cat looking at the camera", "a rocket on its launch pad"]
+
+
+@pytest.fixture(scope="module")
+def photos():
+    from PIL import Image
+    from skimage import data
+
+    return [Image.fromarray(f()) for f in (data.coffee, data.chelsea, data.rocket)]
+
+
+def _tower_embeddings(model, images, captions):
+    vision, text = model.towers["vision"], model.towers["text"]
+    return [features(vision, vision.collate([vision.decode(x) for x in images]), None, normalize=False),
+            features(text, text.collate(captions), None, normalize=False)]
+
+
+def _assert_same_gradients(ours, theirs, prefix=""):
+    mine = dict(ours.named_parameters())
+    compared = 0
+    for name, param in theirs.named_parameters():
+        if param.grad is not None and mine[prefix + name].grad is not None:
+            torch.testing.assert_close(mine[prefix + name].grad, param.grad, atol=1e-5, rtol=1e-3)
+            compared += 1
+    assert compared > 20
+
+
+def test_image_caption_pairs_take_open_clips_clip_loss_with_its_gradients(open_clip_dir, photos, tmp_path):
+    import open_clip
+    from open_clip.loss import ClipLoss
+
+    from zoo.training._contrastive import column_towers, loss_kind
+    from zoo.training._data import Pairs
+
+    model = zoo.load(str(open_clip_dir), device="cpu")
+    model.model.eval()
+    config = FinetuneConfig(output_dir=tmp_path, objective="contrastive")
+    pairs = Pairs(photos, CAPTIONS)
+    assert column_towers(model, pairs) == ["vision", "text"] and loss_kind(config, model, ["vision", "text"]) == "clip"
+    ours = contrastive_loss(config, kind="clip", model=model.model)(_tower_embeddings(model, photos, CAPTIONS))
+    ours.backward()
+    ident = f"local-dir:{open_clip_dir}"
+    reference, _, preprocess = open_clip.create_model_and_transforms(ident)
+    reference.eval()
+    image_features, text_features, scale = reference(torch.stack([preprocess(p) for p in photos]),
+                                                     open_clip.get_tokenizer(ident)(CAPTIONS))
+    theirs = ClipLoss()(image_features, text_features, scale)
+    theirs.backward()
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
+    _assert_same_gradients(model.model, reference)
+
+
+def test_siglip_pairs_take_open_clips_siglip_loss_with_the_models_own_bias(tmp_path, photos):
+    from open_clip.loss import SigLipLoss
+
+    from tiny_models import siglip_folder
+
+    reference, processor = siglip_folder(tmp_path / "siglip", CAPTIONS)
+    model = zoo.load(str(tmp_path / "siglip"), device="cpu")
+    model.model.eval()
+    config = FinetuneConfig(output_dir=tmp_path / "out", objective="contrastive")
+    from zoo.training._contrastive import loss_kind
+
+    assert loss_kind(config, model, ["vision", "text"]) == "siglip"
+    ours = contrastive_loss(config, kind="siglip", model=model.model)(_tower_embeddings(model, photos, CAPTIONS))
+    ours.backward()
+    images = reference.get_image_features(**processor(images=photos, return_tensors="pt"))
+    texts = reference.get_text_features(**processor(text=CAPTIONS, padding="max_length", truncation=True,
+                                                    max_length=16, return_tensors="pt"))
+    images, texts = (getattr(x, "pooler_output", x) for x in (images, texts))
+    unit = torch.nn.functional.normalize
+    theirs = SigLipLoss()(unit(images, dim=-1), unit(texts, dim=-1), reference.logit_scale.exp(), reference.logit_bias)
+    theirs.backward()
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
+    _assert_same_gradients(model.model, reference)
+
+
+def test_an_image_text_run_with_its_text_tower_locked_moves_only_the_images(open_clip_dir, photos, tmp_path):
+    base = zoo.load(str(open_clip_dir), device="cpu")
+    pairs = [(photo, caption) for photo, caption in zip(photos, CAPTIONS)] * 4
+    run = base.finetune(pairs, objective="contrastive", output_dir=tmp_path / "out", epochs=2, lr=1e-3,
+                        batch_size=6, progress=False, lock=("text",))
+    assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]
+    loaded = zoo.load(str(tmp_path / "out"), device="cpu")
+    np.testing.assert_array_equal(loaded.featurize_texts(CAPTIONS), base.featurize_texts(CAPTIONS))  # locked
+    assert not np.allclose(loaded.featurize(photos), base.featurize(photos), atol=1e-4)
+    np.testing.assert_allclose(loaded.featurize(photos), run.model.featurize(photos), atol=1e-6)
+    with pytest.raises(zoo.ZooError, match="the anchor column mixes texts and vision inputs"):
+        base.finetune([(photos[0], "a"), ("b", "c")], objective="contrastive", output_dir=tmp_path / "x")
+    with pytest.raises(zoo.ZooError, match="only the 'vision' and 'text' towers"):
+        base.finetune(pairs, objective="contrastive", output_dir=tmp_path / "y", lock=("audio",))

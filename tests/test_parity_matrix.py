@@ -574,26 +574,10 @@ def test_device_map_places_the_model_through_transformers(st_folders, bases, kin
 
 def test_siglip_equals_get_image_and_text_features(tmp_path, pictures):
     import torch
-    import transformers as tf
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    torch.manual_seed(0)
-    unigram = Tokenizer(models.Unigram())
-    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
-    unigram.train_from_iterator(TEXTS * 10, trainers.UnigramTrainer(vocab_size=120, special_tokens=["<pad>", "</s>",
-                                                                                                    "<unk>"],
-                                                                    unk_token="<unk>"))
-    tokenizer = tf.PreTrainedTokenizerFast(tokenizer_object=unigram, pad_token="<pad>", eos_token="</s>",
-                                           unk_token="<unk>", model_max_length=16)
-    vision = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                  intermediate_size=64)
-    text = dict(vocab_size=120, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                max_position_embeddings=16, pad_token_id=0, eos_token_id=1)
-    reference = tf.SiglipModel(tf.SiglipConfig(text_config=text, vision_config=vision)).eval()
-    reference.save_pretrained(tmp_path)
-    processor = tf.SiglipProcessor(image_processor=tf.SiglipImageProcessor(size={"height": 32, "width": 32}),
-                                   tokenizer=tokenizer)
-    processor.save_pretrained(tmp_path)
+    from tiny_models import siglip_folder
+
+    reference, processor = siglip_folder(tmp_path, TEXTS)
     model = zoo.load(tmp_path, device="cpu")
     with torch.inference_mode():
         images = reference.get_image_features(**processor(images=pictures, return_tensors="pt"))

@@ -188,3 +188,29 @@ def timm_folder(root: Path, arch: str, *, legacy: bool = False, safetensors: boo
         flat.pop("architecture", None)
         (root / "config.json").write_text(json.dumps({"architecture": config["architecture"], **flat}, indent=2))
     return root
+
+
+def siglip_folder(root: Path, texts: list[str]) -> tuple[Any, Any]:
+    """A tiny SiglipModel and SiglipProcessor (a Unigram tokenizer trained on ``texts``) saved with
+    ``save_pretrained``; returns the model (in eval mode) and the processor."""
+    import torch
+    import transformers as tf
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    torch.manual_seed(0)
+    unigram = Tokenizer(models.Unigram())
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=120, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>")
+    unigram.train_from_iterator(texts * 10, trainer)
+    tokenizer = tf.PreTrainedTokenizerFast(tokenizer_object=unigram, pad_token="<pad>", eos_token="</s>",
+                                           unk_token="<unk>", model_max_length=16)
+    vision = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=64)
+    text = dict(vocab_size=120, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                max_position_embeddings=16, pad_token_id=0, eos_token_id=1)
+    model = tf.SiglipModel(tf.SiglipConfig(text_config=text, vision_config=vision)).eval()
+    model.save_pretrained(root)
+    processor = tf.SiglipProcessor(image_processor=tf.SiglipImageProcessor(size={"height": 32, "width": 32}),
+                                   tokenizer=tokenizer)
+    processor.save_pretrained(root)
+    return model, processor

@@ -37,6 +37,7 @@ _LAZY = {
     "Source": "zoo.catalog._spec",
     "ModelFiles": "zoo.store._model_files",
     "FinetuneConfig": "zoo.training._config",
+    "merge": "zoo.training._merge",
     "hookimpl": "zoo.hookspecs",
     "ZooError": "zoo.errors",
     "UnknownModelError": "zoo.errors",
@@ -75,6 +76,7 @@ if TYPE_CHECKING:
     from zoo.store._checkpoint import load_state_dict, weights_file
     from zoo.store._model_files import ModelFiles
     from zoo.training._config import FinetuneConfig
+    from zoo.training._merge import merge
 
     from .adapter import Adapter
     from .adapters.audio import AudioAdapter

@@ -33,7 +33,7 @@ from zoo.embeddings._tables import is_table, iter_rows
 from zoo.store._bundle import pack, unpack
 from zoo.store._provenance import weights_provenance
 from zoo.store._settings import zoo_home
-from zoo.training._config import HEADS, OBJECTIVES, STRATEGIES, FinetuneConfig
+from zoo.training._config import CONTRASTIVE_LOSSES, HEADS, OBJECTIVES, STRATEGIES, FinetuneConfig
 
 from . import __version__
 from .duplicates import DEFAULT_THRESHOLD, find_duplicates
@@ -383,7 +383,8 @@ def _finetune_config(args: argparse.Namespace) -> FinetuneConfig:
         unfreeze_blocks=args.unfreeze_blocks, freeze_epochs=args.freeze_epochs, val_fraction=args.val_fraction,
         resume=args.resume, progress=not args.quiet, text_column=args.text_column, label_column=args.label_column,
         anchor_column=args.anchor_column, positive_column=args.positive_column, negative_column=args.negative_column,
-        scale=args.scale, symmetric=args.symmetric, matryoshka_dims=_dims(args.matryoshka_dims))
+        scale=args.scale, symmetric=args.symmetric, matryoshka_dims=_dims(args.matryoshka_dims), loss=args.loss,
+        lock=tuple(args.lock or ()))
 
 
 def _dims(value: str | None) -> tuple[int, ...]:
@@ -651,6 +652,11 @@ def _add_finetune(register: RegisterCommand) -> None:
     p.add_argument("--scale", type=float, default=20.0, help="contrastive: similarity scale (default 20)")
     p.add_argument("--symmetric", action="store_true", help="contrastive: also rank anchors for each positive")
     p.add_argument("--matryoshka-dims", metavar="D,D", help="contrastive: also train these leading widths")
+    p.add_argument("--loss", default="auto", choices=CONTRASTIVE_LOSSES,
+                   help="contrastive: mnrl (in-batch negatives), or open_clip's clip / siglip for image-caption "
+                        "pairs (auto: siglip for a model with a logit bias, clip for image-text, else mnrl)")
+    p.add_argument("--lock", action="append", choices=("vision", "text"),
+                   help="contrastive: keep this tower of an image-text model frozen (repeatable)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 

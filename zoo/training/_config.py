@@ -20,6 +20,9 @@ STRATEGIES = ("linear-probe", "full", "partial", "freeze-unfreeze")
 HEADS = ("linear", "mlp")
 #: what a run trains: a classifier on labelled inputs, or the embedding itself on pairs
 OBJECTIVES = ("classification", "contrastive")
+#: a contrastive run's loss: ``auto`` is sentence-transformers' ranking loss (``mnrl``) for inputs
+#: of one tower, and open_clip's ``siglip`` (a model with a logit bias) or ``clip`` for image-text
+CONTRASTIVE_LOSSES = ("auto", "mnrl", "clip", "siglip")
 
 
 def _check_choice(kind: str, value: str, choices: tuple[str, ...]) -> None:
@@ -56,6 +59,11 @@ class FinetuneConfig:
         symmetric: contrastive: also rank each positive's anchor among the batch's anchors.
         matryoshka_dims: contrastive: also train each of these leading widths (Matryoshka
             representation learning); the saved model declares them.
+        loss: contrastive: ``auto``, ``mnrl`` (in-batch negatives, any tower), ``clip`` or
+            ``siglip`` (open_clip's losses, for image-caption pairs, with the model's own learned
+            temperature and bias).
+        lock: contrastive: towers of an image-text model kept frozen (``("vision",)``: open_clip's
+            ``lock_image``; ``("text",)``: ``lock_text``).
         on_epoch_end: called with each epoch's metrics (not part of the run's identity).
     """
 
@@ -83,6 +91,8 @@ class FinetuneConfig:
     scale: float = 20.0
     symmetric: bool = False
     matryoshka_dims: tuple[int, ...] = ()
+    loss: str = "auto"
+    lock: tuple[str, ...] = ()
     on_epoch_end: Callable[[dict[str, float]], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -102,8 +112,10 @@ class FinetuneConfig:
         object.__setattr__(self, "matryoshka_dims", tuple(sorted({int(d) for d in self.matryoshka_dims}, reverse=True)))
         if any(d < 1 for d in self.matryoshka_dims):
             raise ValueError(f"matryoshka_dims must be positive widths, not {self.matryoshka_dims}")
-        if not contrastive and (self.symmetric or self.matryoshka_dims):
-            raise ValueError("symmetric and matryoshka_dims are options of objective='contrastive'")
+        _check_choice("loss", self.loss, CONTRASTIVE_LOSSES)
+        object.__setattr__(self, "lock", tuple(self.lock))
+        if not contrastive and (self.symmetric or self.matryoshka_dims or self.loss != "auto" or self.lock):
+            raise ValueError("symmetric, matryoshka_dims, loss and lock are options of objective='contrastive'")
         _check_choice("head", self.head, HEADS)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")

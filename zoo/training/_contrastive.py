@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo import __version__
+from zoo.catalog._registry import get_registry
 from zoo.core._model import Model, features
 from zoo.errors import ZooError
 from zoo.store._manifest import MANIFEST, read_json
@@ -50,19 +53,14 @@ WARMUP = 0.1
 RECALL_AT = (1, 10)
 
 
-def contrastive_loss(config: FinetuneConfig, *, gather: bool = False) -> Callable[[list[torch.Tensor]], torch.Tensor]:
-    """The loss of a batch from its columns' embeddings ``[anchors, positives(, negatives)]``."""
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-
-    directions = ("query_to_doc", "doc_to_query") if config.symmetric else ("query_to_doc",)
-    ranking = MultipleNegativesRankingLoss(None, scale=config.scale, directions=directions,  # type: ignore[arg-type]
-                                           partition_mode="per_direction" if config.symmetric else "joint",
-                                           gather_across_devices=gather)
+def contrastive_loss(config: FinetuneConfig, *, kind: str = "mnrl", model: Any = None, gather: bool = False,
+                     rank: int = 0, world: int = 1) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+    """The loss of a batch from its columns' embeddings: ``[anchors, positives(, negatives)]`` for
+    ``mnrl`` (sentence-transformers' ``MultipleNegativesRankingLoss``), ``[images, texts]`` for
+    ``clip`` / ``siglip`` (open_clip's ``ClipLoss`` / ``SigLipLoss``, at ``model``'s learned
+    ``logit_scale`` and ``logit_bias``); summed over ``config.matryoshka_dims`` where given."""
+    one = _ranking(config, gather) if kind == "mnrl" else _open_clip(kind, model, rank, world)
     dims = config.matryoshka_dims
-
-    def one(embeddings: list[torch.Tensor]) -> torch.Tensor:
-        # The ranking loss's targets are the batch positions; it reads no labels.
-        return ranking.compute_loss_from_embeddings(embeddings, None)  # type: ignore[arg-type]
 
     def loss(embeddings: list[torch.Tensor]) -> torch.Tensor:
         if not dims:
@@ -70,6 +68,30 @@ def contrastive_loss(config: FinetuneConfig, *, gather: bool = False) -> Callabl
         return sum((one([e[:, :d] for e in embeddings]) for d in dims), embeddings[0].new_zeros(()))
 
     return loss
+
+
+def _ranking(config: FinetuneConfig, gather: bool) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    directions = ("query_to_doc", "doc_to_query") if config.symmetric else ("query_to_doc",)
+    ranking = MultipleNegativesRankingLoss(None, scale=config.scale, directions=directions,  # type: ignore[arg-type]
+                                           partition_mode="per_direction" if config.symmetric else "joint",
+                                           gather_across_devices=gather)
+    # The ranking loss's targets are the batch positions; it reads no labels.
+    return lambda embeddings: ranking.compute_loss_from_embeddings(embeddings, None)  # type: ignore[arg-type]
+
+
+def _open_clip(kind: str, model: Any, rank: int, world: int) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+    """open_clip's loss on unit-length image and text rows, as its training script computes it."""
+    import torch
+    from open_clip.loss import ClipLoss, SigLipLoss
+
+    unit = torch.nn.functional.normalize
+    if kind == "siglip":
+        siglip = SigLipLoss(rank=rank, world_size=world)
+        return lambda e: siglip(unit(e[0], dim=-1), unit(e[1], dim=-1), model.logit_scale.exp(), model.logit_bias)
+    clip = ClipLoss(gather_with_grad=world > 1, rank=rank, world_size=world)
+    return lambda e: clip(unit(e[0], dim=-1), unit(e[1], dim=-1), model.logit_scale.exp())
 
 
 def train_contrastive(model: Model, train: Any, val: Any, config: FinetuneConfig) -> FinetuneResult:
@@ -111,16 +133,24 @@ class _ContrastiveRun:
             raise ZooError(f"matryoshka_dims {too_wide} are wider than {base.name}'s {base.embed_dim} dimensions")
         self.pool = base.embed_options(pool=config.pool).pool
         self.model = copy.deepcopy(base)  # the caller's pretrained model keeps its weights
-        self.encoder = self.model.encoder
-        self.blocks = self.encoder.blocks()
+        self.towers = column_towers(self.model, self.train_ex)
+        self.kind = loss_kind(config, self.model, self.towers)
+        self.blocks = self.model.encoder.blocks()
+        self.locked = locked_parameters(self.model, config.lock)
         torch.manual_seed(config.seed)
-        self.params = list(self.model.model.parameters())
+        self.params = [p for p in self.model.model.parameters() if id(p) not in self.locked]
         self.optimizer = torch.optim.AdamW(self.params, lr=config.head_lr, weight_decay=config.weight_decay)
         steps = config.epochs * math.ceil(math.ceil(len(self.train_ex) / self.dist.world) / config.batch_size)
         warmup = max(1, int(steps * WARMUP))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup))))
-        self.loss = contrastive_loss(config, gather=self.dist.world > 1)
+        loss = contrastive_loss(config, kind=self.kind, model=self.model.model, gather=self.dist.world > 1,
+                                rank=self.dist.rank, world=self.dist.world)
+        if self.kind == "mnrl":
+            self.loss = loss
+        else:  # open_clip's losses take the images first
+            order = [self.towers.index(t) for t in ("vision", "text")]
+            self.loss = lambda embeddings: loss([embeddings[i] for i in order])
         self.start = 0
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] | None = None
@@ -132,7 +162,8 @@ class _ContrastiveRun:
         return {"objective": c.objective, "strategy": c.strategy, "epochs": c.epochs, "lr": c.head_lr,
                 "batch_size": c.batch_size, "seed": c.seed, "unfreeze_blocks": c.unfreeze_blocks,
                 "weight_decay": c.weight_decay, "pool": self.pool, "scale": c.scale, "symmetric": c.symmetric,
-                "matryoshka_dims": list(c.matryoshka_dims), "world_size": self.dist.world,
+                "matryoshka_dims": list(c.matryoshka_dims), "loss": self.kind, "lock": list(c.lock),
+                "world_size": self.dist.world,
                 "train": pairs_fingerprint(self.train_ex),
                 "val": pairs_fingerprint(self.val_ex) if self.val_ex is not None else None}
 
@@ -154,10 +185,11 @@ class _ContrastiveRun:
         torch.set_rng_state(saved["rng"])
         self.start, self.history, self.best = state["epoch"], state["history"], state["best"]
 
-    def _embed(self, inputs: list[Any]) -> torch.Tensor:
-        """One column of a batch through the encoder, with gradients where parameters train."""
-        batch = self.encoder.collate([self.encoder.decode(x) for x in inputs])
-        return features(self.encoder, batch, self.pool, normalize=False)
+    def _embed(self, inputs: list[Any], tower: str) -> torch.Tensor:
+        """One column of a batch through its tower, with gradients where parameters train."""
+        encoder = self.model.towers[tower]
+        batch = encoder.collate([encoder.decode(x) for x in inputs])
+        return features(encoder, batch, self.pool if encoder is self.model.encoder else None, normalize=False)
 
     def train_epoch(self, epoch: int) -> float:
         """One pass over this rank's share of the shuffled pairs; returns the mean loss."""
@@ -166,6 +198,9 @@ class _ContrastiveRun:
         c = self.config
         plan = plan_for_epoch(c.strategy, epoch, unfreeze_blocks=c.unfreeze_blocks, freeze_epochs=c.freeze_epochs)
         apply_plan(self.model.model, plan, self.blocks)
+        for param in self.model.model.parameters():
+            if id(param) in self.locked:
+                param.requires_grad_(False)
         set_train_mode(self.model.model, plan)
         generator = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)
         order = torch.randperm(len(self.train_ex), generator=generator).tolist()
@@ -175,7 +210,8 @@ class _ContrastiveRun:
         loss_sum = count = 0.0
         for start in range(0, len(order), c.batch_size):
             idx = order[start:start + c.batch_size]
-            loss = self.loss([self._embed([column[i] for i in idx]) for column in columns])
+            loss = self.loss([self._embed([column[i] for i in idx], tower)
+                              for column, tower in zip(columns, self.towers)])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.dist.average_gradients(self.params)
@@ -197,7 +233,8 @@ class _ContrastiveRun:
         losses, anchors, positives = [], [], []
         with torch.inference_mode():
             for start in range(0, len(self.val_ex), size):
-                embedded = [self._embed(column[start:start + size]) for column in columns]
+                embedded = [self._embed(column[start:start + size], tower)
+                            for column, tower in zip(columns, self.towers)]
                 losses.append(self.loss(embedded).item() * len(embedded[0]))
                 anchors.append(embedded[0])
                 positives.append(embedded[1])
@@ -247,6 +284,60 @@ class _ContrastiveRun:
         load_tensors(self.model.model, self.out / manifest["backbone"]["file"])
         self.model.model.eval()
         return FinetunedCheckpoint.adapted(self.out, manifest, self.model)
+
+
+def column_towers(model: Model, pairs: Pairs) -> list[str]:
+    """The tower each column of ``pairs`` goes through: all the primary one for a model of one
+    tower; for an image-text model, the text tower for a column of texts, the image tower for a
+    column of images (files of an image suffix, bytes, arrays). A column of both is refused."""
+    towers = model.towers
+    primary = next(iter(towers))
+    if len(towers) == 1:
+        return [primary] * len(pairs.columns())
+    media = get_registry().modality(primary).suffixes
+    names = ["anchor", "positive", "negative"]
+    out = []
+    for name, column in zip(names, pairs.columns()):
+        kinds = {"text" if isinstance(x, str) and not (Path(x).suffix.lower() in media and os.path.isfile(x))
+                 else primary for x in column}
+        if len(kinds) > 1 or not kinds <= set(towers):
+            raise ZooError(f"the {name} column mixes texts and {primary} inputs; {model.name} takes one kind per "
+                           "column (image-caption pairs: images in one column, their captions in the other)")
+        out.append(kinds.pop())
+    return out
+
+
+def loss_kind(config: FinetuneConfig, model: Model, towers: list[str]) -> str:
+    """The loss ``config.loss`` names, with ``auto`` resolved: open_clip's SigLIP loss for an
+    image-text model with a logit bias, its CLIP loss for one without, else the ranking loss."""
+    pairs_of_two_kinds = sorted(set(towers)) == ["text", "vision"] and len(towers) == 2
+    if config.loss in ("clip", "siglip") and not pairs_of_two_kinds:
+        raise ZooError(f"loss={config.loss!r} takes image-caption pairs (an image column and a text column); "
+                       f"these columns go through {', '.join(towers)}: use loss='mnrl'")
+    if config.loss != "auto":
+        return config.loss
+    if not pairs_of_two_kinds:
+        return "mnrl"
+    return "siglip" if getattr(model.model, "logit_bias", None) is not None else "clip"
+
+
+def locked_parameters(model: Model, lock: tuple[str, ...]) -> set[int]:
+    """The ids of the parameters of the towers ``lock`` names (``vision``, ``text``), which stay
+    as they are: the image tower is the module its encoder names, the text tower every other one
+    but the learned temperature and bias."""
+    if not lock:
+        return set()
+    image_tower = getattr(model.encoder, "image_tower", None)
+    unknown = [t for t in lock if t not in ("vision", "text")]
+    if image_tower is None or unknown:
+        raise ZooError(f"lock={lock!r}: only the 'vision' and 'text' towers of an image-text model can be locked")
+    prefix = image_tower()[0] + "."
+    chosen = set()
+    for name, param in model.model.named_parameters():
+        tower = "vision" if name.startswith(prefix) else None if name.startswith("logit_") else "text"
+        if tower in lock:
+            chosen.add(id(param))
+    return chosen
 
 
 def _split(pairs: Pairs, fraction: float, seed: int) -> tuple[Pairs, Pairs]:

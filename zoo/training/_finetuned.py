@@ -38,7 +38,8 @@ class FinetunedCheckpoint(Encoder):
         head = manifest.get("head")
         objective = manifest.get("objective", "classification")
         settings = manifest.get("settings", {})
-        lineage = {"objective": objective, "data": settings.get("train")}
+        lineage = {"objective": objective, "data": settings.get("train"),
+                   **({"merged_alpha": manifest["merged"]["alpha"]} if manifest.get("merged") else {})}
         return ModelSpec(name=str(path), modality=base["modality"], backend=cls.backend, backend_id=name,
                          embed_dim=head["in_features"] if head else manifest["embed_dim"],
                          sources=(Source("path", str(path)),), sha256=manifest["files"], requires=(name,),

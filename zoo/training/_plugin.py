@@ -7,6 +7,7 @@ trainer would.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,12 @@ from zoo.core._model import Model
 from zoo.store._manifest import MANIFEST, is_manifest_of, read_json
 from zoo.store._model_files import ModelFiles
 
-from ..hookspecs import RegisterAdapter, hookimpl
+from ..hookspecs import RegisterAdapter, RegisterCommand, hookimpl
 from ._config import FinetuneConfig
 from ._contrastive import train_contrastive
 from ._finetuned import FORMAT, FinetunedCheckpoint
 from ._loop import finetune
+from ._merge import merge
 
 
 @hookimpl
@@ -45,6 +47,23 @@ def zoo_load_pretrained(spec: ModelSpec, files: ModelFiles, adapter_class: type[
     if not issubclass(adapter_class, FinetunedCheckpoint):
         return None
     return FinetunedCheckpoint.attach(spec, files, requires[spec.requires[0]])
+
+
+@hookimpl
+def zoo_register_commands(register: RegisterCommand) -> None:
+    """``zoo merge``: a verb of this plugin, registered as any plugin's is."""
+    p = register("merge", _cmd_merge, help="interpolate a finetuned model with its base (WiSE-FT)")
+    p.add_argument("base", help="the model it was finetuned from")
+    p.add_argument("tuned", help="the folder finetune wrote")
+    p.add_argument("--alpha", type=float, default=0.5,
+                   help="the finetuned weights' share: 0 gives the base, 1 the finetuned model (default 0.5)")
+    p.add_argument("-o", "--output", required=True, help="output folder (zoo.load reads it back)")
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    out = merge(args.base, args.tuned, args.alpha, args.output)
+    print(f"wrote {out}: {args.alpha:g} of the way from {args.base} to {args.tuned} (zoo.load reads it)")
+    return 0
 
 
 @hookimpl
