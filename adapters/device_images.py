@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from zoo.core._encoder import DeviceStage
+from zoo.core._media import MediaBytes
 from zoo.errors import is_item_error
 
 if TYPE_CHECKING:
@@ -141,9 +142,15 @@ class KeepJpegsEncoded:
             size = jpeg_size(data) if data is not None else None
             if data is not None and size is not None:
                 return EncodedJpeg(data, size[0] * size[1], item)
-        elif isinstance(item, (bytes, bytearray)) and (size := jpeg_size(bytes(item))) is not None:
+        elif (isinstance(item, (bytes, bytearray)) and _declared_jpeg(item)
+              and (size := jpeg_size(bytes(item))) is not None):
             return EncodedJpeg(bytes(item), size[0] * size[1])
-        return self.decode(item)
+        return self.decode(item)  # and bytes declared as another type: the decoder holds them to it
+
+
+def _declared_jpeg(item: Any) -> bool:
+    """Whether bytes may be kept encoded as a JPEG: bytes declared as nothing, or as a JPEG."""
+    return not isinstance(item, MediaBytes) or item.media_type in ("image/jpeg", "image/jpg", "image/pjpeg")
 
 
 def _read_if_jpeg(path: str | os.PathLike[str]) -> bytes | None:

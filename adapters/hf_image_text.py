@@ -49,6 +49,10 @@ class HFImageTextAdapter(TransformersFamily, ImageTextAdapter):
     def image_tower(self) -> tuple[str, torch.nn.Module]:
         return "vision_model", self.model.vision_model
 
+    def image_prefixes(self) -> tuple[str, ...]:
+        """CLIP projects the image encoder's output with ``visual_projection`` (SigLIP has none)."""
+        return ("vision_model", *(["visual_projection"] if hasattr(self.model, "visual_projection") else []))
+
     def tokenize(self, texts: list[str]) -> dict[str, Any]:
         return dict(self.tokenizer(texts, padding=self.padding, truncation=True, return_tensors="pt"))
 

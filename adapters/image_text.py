@@ -59,6 +59,12 @@ class ImageTextAdapter(DecodesImages, Encoder):
         """``(module path, module)`` of the image encoder: what classification finetunes."""
         raise NotImplementedError
 
+    def image_prefixes(self) -> tuple[str, ...]:
+        """The module paths of every part of the image side (its encoder and any projection after
+        it): what ``lock=("vision",)`` keeps frozen; every other module but the learned
+        temperature and bias is the text side."""
+        return (self.image_tower()[0],)
+
     def blocks(self) -> list[list[str]]:
         prefix, tower = self.image_tower()
         return [[f"{prefix}.{name}" for name in block] for block in default_blocks(tower)]

@@ -313,3 +313,39 @@ def test_an_image_text_run_with_its_text_tower_locked_moves_only_the_images(open
         base.finetune([(photos[0], "a"), ("b", "c")], objective="contrastive", output_dir=tmp_path / "x")
     with pytest.raises(zoo.ZooError, match="only the 'vision' and 'text' towers"):
         base.finetune(pairs, objective="contrastive", output_dir=tmp_path / "y", lock=("audio",))
+
+
+def test_pairs_are_read_as_given_and_their_fingerprint_is_their_content(open_clip_dir, tmp_path):
+    from zoo.training._contrastive import column_towers
+    from zoo.training._data import Pairs, fingerprint, read_pairs
+
+    assert read_pairs({"anchor": ["q1", "q2"], "positive": ["p1", "p2"]}).anchors == ["q1", "q2"]
+    with pytest.raises(zoo.ZooError, match="a tuple of columns would be read as examples"):
+        read_pairs((["q1", "q2"], ["p1", "p2"]))
+    zeros, ones = np.zeros((4, 4, 3), np.uint8), np.ones((4, 4, 3), np.uint8)
+    assert fingerprint([(zeros, "a")]) != fingerprint([(ones, "a")])
+    assert fingerprint([(b"\x01", "a")]) != fingerprint([(b"\x02", "a")])
+    clip = zoo.load(str(open_clip_dir), device="cpu")
+    with pytest.raises(zoo.ZooError, match="names 'photos/cat.jpg', which is no file"):
+        column_towers(clip, Pairs(["photos/cat.jpg", "photos/dog.jpg"], ["a cat", "a dog"]))
+    run = tmp_path / "run"
+    base = zoo.load(str(open_clip_dir), device="cpu")
+    with pytest.raises(zoo.ZooError, match="symmetric and scale are options of the ranking loss"):
+        base.finetune([(np.zeros((32, 32, 3), np.uint8), "x")] * 2, objective="contrastive", output_dir=run,
+                      symmetric=True)
+
+
+def test_device_decoding_keeps_only_bytes_declared_as_jpeg_encoded():
+    import io
+
+    from PIL import Image
+
+    from zoo.adapters.device_images import EncodedJpeg, KeepJpegsEncoded
+    from zoo.core._media import MediaBytes
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="JPEG")
+    jpeg = buffer.getvalue()
+    keep = KeepJpegsEncoded(lambda item: "decoded by the modality's decoder")
+    assert isinstance(keep(jpeg), EncodedJpeg) and isinstance(keep(MediaBytes(jpeg, "image/jpeg")), EncodedJpeg)
+    assert keep(MediaBytes(jpeg, "image/png")) == "decoded by the modality's decoder"  # which refuses it

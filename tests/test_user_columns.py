@@ -12,6 +12,7 @@ import pytest
 from zoo.cli import main
 from zoo.embeddings._embed import embed_to_file
 from zoo.embeddings._inputs import open_inputs
+import zoo
 from zoo.errors import ZooError
 
 ROWS = [
@@ -114,3 +115,40 @@ def test_kept_columns_show_on_the_map_and_color_it(minilm, products, tmp_path, c
     assert "Stocks fell sharply on Wall Street." in html  # the kept text, with no --inputs
     shown = json.loads(f'"{html[html.index("Stocks fell"):].split(chr(34))[0]}"')  # the row's hover, as plotly wrote it
     assert shown == "Stocks fell sharply on Wall Street.<br><b>url</b>: https://x/b<br><b>shop</b>: south"
+
+
+def test_column_types_come_from_every_row_and_mixed_ones_are_refused_before_writing(minilm, tmp_path):
+    late = tmp_path / "late.jsonl"
+    rows = [{"id": i, "text": f"text {i}", "score": None} for i in range(1001)] + [
+        {"id": "x-1", "text": "last", "score": 0.5}]
+    late.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "late.parquet"
+    with pytest.raises(ZooError, match="column 'id' holds values of more than one type"):
+        embed_to_file(minilm, open_inputs(str(late), id_column="id", keep=("score",)), out, progress=False)
+    assert not out.exists() and not (tmp_path / "late.parquet.partial").exists()
+    embed_to_file(minilm, open_inputs(str(late), keep=("score",)), out, progress=False, chunk_size=500)
+    assert str(pq.read_schema(out).field("score").type) == "double"  # the one value after 1001 nulls
+
+
+def test_an_add_refused_for_its_column_types_leaves_the_index_as_it_was(minilm, tmp_path):
+    pytest.importorskip("faiss")
+    from zoo import search
+
+    def embedded(name, prices):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"text": f"{name} {i}", "price": p}) + "\n" for i, p in enumerate(prices)))
+        embed_to_file(minilm, open_inputs(str(path), keep=("price",)), tmp_path / f"{name}.parquet", progress=False)
+        return tmp_path / f"{name}.parquet"
+
+    index = search.build(embedded("a", [1, 2]), tmp_path / "idx")
+    with pytest.raises(ZooError, match="column 'price' is string, the index .* holds it as int64"):
+        index.add(embedded("b", ["cheap", "dear"]))
+    again = search.open_index(tmp_path / "idx")
+    assert len(again) == 2 and again.columns == {"price": [1, 2]}
+    assert again.add(embedded("c", [3])) == 1
+    assert search.open_index(tmp_path / "idx").columns == {"price": [1, 2, 3]}
+    binary = tmp_path / "bits.parquet"
+    embed_to_file(minilm, open_inputs(str(tmp_path / "c.jsonl")), binary, progress=False,
+                  options=minilm.embed_options(precision="binary"))
+    with pytest.raises(zoo.ProvenanceMismatchError, match="binary and non-binary rows score on different scales"):
+        again.add(binary)

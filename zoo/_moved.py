@@ -69,6 +69,9 @@ MOVED = {
 
 
 class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def __init__(self) -> None:
+        self._specs: dict[str, importlib.machinery.ModuleSpec | None] = {}
+
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
@@ -83,10 +86,16 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             DeprecationWarning,
             stacklevel=2,
         )
-        return importlib.import_module(new)
+        module = importlib.import_module(new)
+        self._specs[spec.name] = module.__spec__  # importlib sets the alias's spec on it next
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
-        """The module was imported under its new name already."""
+        """The module was imported under its new name already: give it back its own spec, so that
+        ``importlib.reload`` and introspection see the real module."""
+        own = self._specs.pop(module.__spec__.name, None) if module.__spec__ else None
+        if own is not None:
+            module.__spec__ = own
 
 
 def install() -> None:

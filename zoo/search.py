@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from zoo.catalog._loader import load
 from zoo.catalog._registry import get_registry
 from zoo.core._embed_options import recorded_settings
-from zoo.embeddings._embedding_file import comparable_provenance, embedding_batches, unit_rows
+from zoo.embeddings._embedding_file import comparable_provenance, embedding_batches, kept_columns, unit_rows
 from zoo.store._atomic import atomic_path, write_json_atomic
 from zoo.store._integrity import sha256_file
 from zoo.store._provenance import weights_provenance
@@ -75,6 +75,8 @@ class Index:
     sources: list[str] = field(default_factory=list, repr=False)
     #: the user's columns kept beside the rows, by name (None where a row's file did not keep it)
     columns: dict[str, list[Any]] = field(default_factory=dict, repr=False)
+    #: each kept column's arrow type, which every file added must share
+    column_types: dict[str, Any] = field(default_factory=dict, repr=False)
     _model: Model | None = field(default=None, repr=False)
     #: after :meth:`add`: ``(id, held id)`` of each row left out because another id holds its content
     same_content: list[tuple[str, str]] = field(default_factory=list, repr=False)
@@ -93,6 +95,12 @@ class Index:
 
         provenance = comparable_provenance(parquet)
         check_same(self.provenance, provenance, f"{parquet}", f"the index {self.path}")
+        if _bits(provenance) != _bits(self.provenance):  # ±1 rows score on another scale than values
+            raise ProvenanceMismatchError(
+                f"{parquet} holds {provenance.get('precision', 'float32')} rows and the index {self.path} "
+                f"{self.provenance.get('precision') or 'float32'} ones: binary and non-binary rows score on different "
+                "scales; index them apart")
+        self._check_column_types(parquet)
         _refuse_non_finite(parquet)
         held = {h: i for i, h in zip(self.ids, self.hashes) if h}
         self.same_content = []
@@ -118,6 +126,21 @@ class Index:
         if save:
             self.save()
         return added
+
+    def _check_column_types(self, parquet: str | os.PathLike[str]) -> None:
+        """Refuse, before anything is added, a file whose kept column has another type than the
+        index's column of that name (a null column takes any)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(parquet)
+        for name in kept_columns(schema.names):
+            held, new = self.column_types.get(name), schema.field(name).type
+            if held is not None and not pa.types.is_null(held) and not pa.types.is_null(new) and held != new:
+                raise ZooError(f"{parquet}'s column {name!r} is {new}, the index {self.path} holds it as {held}; "
+                               "keep each column with one type in every embedding file of one index")
+            if held is None or pa.types.is_null(held):
+                self.column_types[name] = new
 
     def _add_columns(self, columns: dict[str, list[Any]], keep: list[int]) -> None:
         """The kept columns of the rows added (positions ``keep`` of a batch); a column one file
@@ -178,20 +201,22 @@ class Index:
         import pyarrow.parquet as pq
 
         self.path.mkdir(parents=True, exist_ok=True)
+        kept = {f"column:{k}": pa.array(v, type=self.column_types.get(k)) for k, v in self.columns.items()}
+        rows = pa.table({"id": self.ids, "content_sha256": pa.array(self.hashes, pa.string()), "source": self.sources,
+                         **kept})
         with atomic_path(self.path / INDEX_FILE) as tmp:
             faiss.write_index(self.faiss_index, str(tmp))
-        try:
-            rows = pa.table({"id": self.ids, "content_sha256": pa.array(self.hashes, pa.string()),
-                             "source": self.sources, **{f"column:{k}": v for k, v in self.columns.items()}})
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise ZooError(f"the kept columns of the files in {self.path} disagree on a type ({exc}); keep the "
-                           "same columns with the same types in every embedding file of one index") from None
         with atomic_path(self.path / ROWS_FILE) as tmp:
             pq.write_table(rows, tmp)
         meta = {"provenance": self.provenance, "kind": self.kind, "metric": self.metric, "rows": len(self),
                 "dim": self.faiss_index.d, "sha256": {name: sha256_file(self.path / name)
                                                       for name in (INDEX_FILE, ROWS_FILE)}}
         write_json_atomic(self.path / META_FILE, {**meta, "seal": _seal(meta)})
+
+
+def _bits(provenance: dict[str, Any]) -> bool:
+    """Whether an embedding file's rows are bits (read back as ±1), not values."""
+    return provenance.get("precision") in ("binary", "ubinary")
 
 
 def _refuse_non_finite(parquet: str | os.PathLike[str]) -> None:
@@ -222,7 +247,8 @@ def build(parquet: str | os.PathLike[str], output: str | os.PathLike[str], *, ki
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists; choose a new folder, or add rows to an index with Index.add")
-    index = Index(out, raw, {k: provenance.get(k) for k in (*GUARDED, "backend", "modality", "zoo_version")}, kind)
+    index = Index(out, raw, {k: provenance.get(k) for k in (*GUARDED, "backend", "modality", "zoo_version",
+                                                            "precision")}, kind)
     index.add(parquet)
     return index
 
@@ -250,10 +276,11 @@ def open_index(path: str | os.PathLike[str]) -> Index:
     if not raw.ntotal == rows.num_rows == meta["rows"]:
         raise ZooError(f"{folder} is inconsistent ({raw.ntotal} vectors, {rows.num_rows} rows, {meta['rows']} "
                        "recorded): an update was interrupted; rebuild it with `zoo index`")
-    columns = {name.removeprefix("column:"): rows.column(name).to_pylist()
-               for name in rows.column_names if name.startswith("column:")}
+    kept = [name for name in rows.column_names if name.startswith("column:")]
+    columns = {name.removeprefix("column:"): rows.column(name).to_pylist() for name in kept}
+    types = {name.removeprefix("column:"): rows.schema.field(name).type for name in kept}
     return Index(folder, raw, meta["provenance"], meta["kind"], rows.column("id").to_pylist(),
-                 rows.column("content_sha256").to_pylist(), rows.column("source").to_pylist(), columns,
+                 rows.column("content_sha256").to_pylist(), rows.column("source").to_pylist(), columns, types,
                  metric=meta["metric"])
 
 

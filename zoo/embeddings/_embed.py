@@ -201,9 +201,10 @@ def _plan_run(model: Model, inputs: InputSource, output: Path, options: EmbedOpt
     return _Plan(partial, total, meta, _schema(options.float_dim, id_type, meta, kept=kept), options)
 
 
-def _column_types(inputs: InputSource, sample: int = 1000) -> tuple[pa.DataType, list[pa.Field]]:
-    """The type of the ids and of each kept column, from the first ``sample`` rows. With an
-    ``--id-column``, every id is read first: a repeated one would make rows ambiguous."""
+def _column_types(inputs: InputSource) -> tuple[pa.DataType, list[pa.Field]]:
+    """The type of the ids and of each kept column, read from every row (a parquet file's own
+    schema where it has one) before anything is written: a column of mixed types, or a repeated or
+    empty id (which would make rows ambiguous), is refused by name."""
     import pyarrow as pa
 
     if not inputs.id_column and not inputs.keep:
@@ -217,15 +218,33 @@ def _column_types(inputs: InputSource, sample: int = 1000) -> tuple[pa.DataType,
                 raise ZooError(f"{inputs.description}: row {position} has id {what} in column "
                                f"{inputs.id_column!r}; ids must be unique: choose another --id-column")
             seen.add(item_id)
-        elif position >= sample:
-            break
-        if position < sample:
-            for column, value in zip(values, (item_id, *kept)):
-                column.append(value)
-    types = [pa.array(column).type for column in values]
-    types = [pa.string() if pa.types.is_null(t) else t for t in types]
-    id_type = types[0] if inputs.id_column else pa.int64()
-    return id_type, [pa.field(name, t) for name, t in zip(inputs.keep, types[1:])]
+        for column, value in zip(values, (item_id, *kept)):
+            column.append(value)
+    names = [inputs.id_column or "id", *inputs.keep]
+    declared = _declared_types(inputs, names)
+    types = [declared.get(name) or _one_type(name, column, inputs) for name, column in zip(names, values)]
+    return (types[0] if inputs.id_column else pa.int64()), [pa.field(n, t) for n, t in zip(inputs.keep, types[1:])]
+
+
+def _declared_types(inputs: InputSource, names: list[str]) -> dict[str, pa.DataType]:
+    """The types a parquet input declares for ``names`` (CSV and JSONL declare none)."""
+    if inputs.kind != "table" or not inputs.path.lower().endswith(".parquet"):
+        return {}
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(inputs.path)
+    return {name: schema.field(name).type for name in names if name in schema.names}
+
+
+def _one_type(name: str, values: list[Any], inputs: InputSource) -> pa.DataType:
+    """The one arrow type of a column's values (null when all are empty), or a named refusal."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ZooError(f"{inputs.description}: column {name!r} holds values of more than one type ({exc}); "
+                       "convert it to one type in the table, or keep another column") from None
 
 
 def _part_path(plan: _Plan, start: int) -> Path:

@@ -44,7 +44,8 @@ class FinetuneConfig:
             (the last ``unfreeze_blocks`` blocks train) or ``freeze-unfreeze`` (frozen for
             ``freeze_epochs``, then everything trains).
         epochs, batch_size, weight_decay, seed: the usual.
-        lr: the head's learning rate (``None``: 1e-2 for the probe, 1e-3 otherwise).
+        lr: the head's learning rate (``None``: 1e-2 for the probe, 1e-3 otherwise); in a
+            contrastive run, the backbone's (``None``: 2e-5).
         backbone_lr: the backbone's (``None``: ``lr / 10``).
         head: ``linear`` or ``mlp``.
         val_fraction: hold out this fraction of each class when no validation data is given.
@@ -104,6 +105,9 @@ class FinetuneConfig:
         if self.strategy == "auto":  # the embedding trains whole; a classifier starts as a probe
             object.__setattr__(self, "strategy", "full" if contrastive else "linear-probe")
         _check_choice("strategy", self.strategy, STRATEGIES)
+        if contrastive and (self.backbone_lr is not None or self.head != "linear"):
+            raise ValueError("a contrastive run has no head: its lr is the backbone's; leave backbone_lr and head "
+                             "unset")
         if contrastive and self.strategy in ("linear-probe", "freeze-unfreeze"):
             raise ValueError(f"strategy {self.strategy!r} trains a head on a frozen backbone; a contrastive run "
                              "trains the embedding itself: use 'full' or 'partial'")

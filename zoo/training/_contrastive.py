@@ -18,7 +18,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from zoo import __version__
 from zoo.catalog._registry import get_registry
@@ -38,7 +38,7 @@ from ._checkpoints import (
     write_run_manifest,
 )
 from ._config import FinetuneConfig
-from ._data import Pairs, read_pairs
+from ._data import Pairs, fingerprint, read_pairs
 from ._distributed import Dist
 from ._finetuned import FORMAT, FinetunedCheckpoint
 from ._loop import FinetuneResult, run_epochs
@@ -100,16 +100,6 @@ def train_contrastive(model: Model, train: Any, val: Any, config: FinetuneConfig
                       shown=("train_loss", "val_recall@10"))
 
 
-def pairs_fingerprint(pairs: Pairs) -> str:
-    """Identifies the training examples (for resuming, and in the saved model's provenance)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for row in zip(*pairs.columns()):
-        digest.update(repr(tuple(x if isinstance(x, (str, int, float)) else type(x).__name__ for x in row)).encode())
-    return digest.hexdigest()[:16]
-
-
 class _ContrastiveRun:
     """One contrastive run's state: the pairs, a copy of the model, the optimizer and schedule."""
 
@@ -128,6 +118,9 @@ class _ContrastiveRun:
         self.val_ex = read_pairs(val, **columns) if val is not None else None
         if self.val_ex is None and config.val_fraction:
             self.train_ex, self.val_ex = _split(self.train_ex, config.val_fraction, config.seed)
+        if len(self.train_ex) == 0:
+            raise ZooError("no contrastive training examples are left once the validation ones are held out: give "
+                           "more pairs, or a smaller val_fraction")
         too_wide = [d for d in config.matryoshka_dims if d > base.embed_dim]
         if too_wide:
             raise ZooError(f"matryoshka_dims {too_wide} are wider than {base.name}'s {base.embed_dim} dimensions")
@@ -139,22 +132,39 @@ class _ContrastiveRun:
         self.locked = locked_parameters(self.model, config.lock)
         torch.manual_seed(config.seed)
         self.params = [p for p in self.model.model.parameters() if id(p) not in self.locked]
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.head_lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.head_lr)
         steps = config.epochs * math.ceil(math.ceil(len(self.train_ex) / self.dist.world) / config.batch_size)
         warmup = max(1, int(steps * WARMUP))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup))))
-        loss = contrastive_loss(config, kind=self.kind, model=self.model.model, gather=self.dist.world > 1,
-                                rank=self.dist.rank, world=self.dist.world)
-        if self.kind == "mnrl":
-            self.loss = loss
-        else:  # open_clip's losses take the images first
-            order = [self.towers.index(t) for t in ("vision", "text")]
-            self.loss = lambda embeddings: loss([embeddings[i] for i in order])
+        self.loss = self._loss(rank=self.dist.rank, world=self.dist.world)
+        # Every rank evaluates the same validation pairs: gathered, they would meet themselves as negatives.
+        self.eval_loss = self._loss(rank=0, world=1)
         self.start = 0
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] | None = None
         self.settings = self._settings()
+
+    def _loss(self, *, rank: int, world: int) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+        """The run's loss over a batch's columns, in the order its kind takes them."""
+        loss = contrastive_loss(self.config, kind=self.kind, model=self.model.model, gather=world > 1, rank=rank,
+                                world=world)
+        if self.kind == "mnrl":
+            return loss
+        order = [self.towers.index(t) for t in ("vision", "text")]  # open_clip's losses take images first
+        return lambda embeddings: loss([embeddings[i] for i in order])
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """The trained parameters; for open_clip's losses, as its training sets them: no weight decay
+        on gains, biases, embeddings of one dimension and the learned temperature and bias."""
+        decay = self.config.weight_decay
+        if self.kind == "mnrl":
+            return [{"params": self.params, "weight_decay": decay}]
+        names = {id(p): n for n, p in self.model.model.named_parameters()}
+        flat = [p for p in self.params if p.ndim < 2 or names[id(p)].startswith("logit_")]
+        flat_ids = {id(p) for p in flat}
+        return [{"params": [p for p in self.params if id(p) not in flat_ids], "weight_decay": decay},
+                {"params": flat, "weight_decay": 0.0}]
 
     def _settings(self) -> dict[str, Any]:
         """What identifies the run: resuming with other settings is refused."""
@@ -164,8 +174,8 @@ class _ContrastiveRun:
                 "weight_decay": c.weight_decay, "pool": self.pool, "scale": c.scale, "symmetric": c.symmetric,
                 "matryoshka_dims": list(c.matryoshka_dims), "loss": self.kind, "lock": list(c.lock),
                 "world_size": self.dist.world,
-                "train": pairs_fingerprint(self.train_ex),
-                "val": pairs_fingerprint(self.val_ex) if self.val_ex is not None else None}
+                "train": fingerprint(zip(*self.train_ex.columns())),
+                "val": fingerprint(zip(*self.val_ex.columns())) if self.val_ex is not None else None}
 
     def resume(self) -> None:
         """Continue from the last finished epoch recorded in ``resume.json``, if there is one."""
@@ -217,6 +227,9 @@ class _ContrastiveRun:
             self.dist.average_gradients(self.params)
             self.optimizer.step()
             self.scheduler.step()
+            if self.kind != "mnrl":  # as open_clip's training does: a temperature of at most 100
+                with torch.no_grad():
+                    cast(Any, self.model.model).logit_scale.clamp_(0, math.log(100))
             loss_sum += loss.item() * len(idx)
             count += len(idx)
         loss_sum, count = self.dist.sum(loss_sum, count)
@@ -235,13 +248,10 @@ class _ContrastiveRun:
             for start in range(0, len(self.val_ex), size):
                 embedded = [self._embed(column[start:start + size], tower)
                             for column, tower in zip(columns, self.towers)]
-                losses.append(self.loss(embedded).item() * len(embedded[0]))
+                losses.append(self.eval_loss(embedded).item() * len(embedded[0]))
                 anchors.append(embedded[0])
                 positives.append(embedded[1])
-            a = torch.nn.functional.normalize(torch.cat(anchors), dim=-1)
-            p = torch.nn.functional.normalize(torch.cat(positives), dim=-1)
-            scores = a @ p.T
-            rank = (scores > scores.diagonal()[:, None]).sum(1)  # positives scored above the right one
+            rank = _ranks(torch.cat(anchors), torch.cat(positives))
         metrics = {"val_loss": sum(losses) / len(self.val_ex)}
         metrics.update({f"val_recall@{k}": (rank < k).float().mean().item() for k in RECALL_AT})
         return metrics
@@ -286,6 +296,21 @@ class _ContrastiveRun:
         return FinetunedCheckpoint.adapted(self.out, manifest, self.model)
 
 
+def _ranks(anchors: torch.Tensor, positives: torch.Tensor, block: int = 1024) -> torch.Tensor:
+    """For each anchor, how many positives score above its own (by cosine), a block of anchors at a
+    time so that memory holds ``block`` rows of scores, not all of them."""
+    import torch
+
+    unit = torch.nn.functional.normalize
+    a, p = unit(anchors, dim=-1), unit(positives, dim=-1)
+    out = []
+    for start in range(0, len(a), block):
+        scores = a[start:start + block] @ p.T
+        own = scores[torch.arange(len(scores)), torch.arange(start, start + len(scores))]
+        out.append((scores > own[:, None]).sum(1))
+    return torch.cat(out)
+
+
 def column_towers(model: Model, pairs: Pairs) -> list[str]:
     """The tower each column of ``pairs`` goes through: all the primary one for a model of one
     tower; for an image-text model, the text tower for a column of texts, the image tower for a
@@ -298,8 +323,12 @@ def column_towers(model: Model, pairs: Pairs) -> list[str]:
     names = ["anchor", "positive", "negative"]
     out = []
     for name, column in zip(names, pairs.columns()):
-        kinds = {"text" if isinstance(x, str) and not (Path(x).suffix.lower() in media and os.path.isfile(x))
-                 else primary for x in column}
+        missing = next((x for x in column if isinstance(x, str) and Path(x).suffix.lower() in media
+                        and not os.path.isfile(x)), None)
+        if missing is not None:  # a path that names no file would otherwise train as a caption
+            raise ZooError(f"the {name} column names {missing!r}, which is no file (paths are read from the "
+                           f"current folder, {os.getcwd()}): fix the path, or pass the image itself")
+        kinds = {"text" if isinstance(x, str) and Path(x).suffix.lower() not in media else primary for x in column}
         if len(kinds) > 1 or not kinds <= set(towers):
             raise ZooError(f"the {name} column mixes texts and {primary} inputs; {model.name} takes one kind per "
                            "column (image-caption pairs: images in one column, their captions in the other)")
@@ -314,11 +343,12 @@ def loss_kind(config: FinetuneConfig, model: Model, towers: list[str]) -> str:
     if config.loss in ("clip", "siglip") and not pairs_of_two_kinds:
         raise ZooError(f"loss={config.loss!r} takes image-caption pairs (an image column and a text column); "
                        f"these columns go through {', '.join(towers)}: use loss='mnrl'")
-    if config.loss != "auto":
-        return config.loss
-    if not pairs_of_two_kinds:
-        return "mnrl"
-    return "siglip" if getattr(model.model, "logit_bias", None) is not None else "clip"
+    kind = config.loss if config.loss != "auto" else "mnrl" if not pairs_of_two_kinds else \
+        "siglip" if getattr(model.model, "logit_bias", None) is not None else "clip"
+    if kind != "mnrl" and (config.symmetric or config.scale != 20.0):
+        raise ZooError(f"symmetric and scale are options of the ranking loss (mnrl); open_clip's {kind} loss is "
+                       "symmetric already and learns its own temperature: leave them unset, or pass loss='mnrl'")
+    return kind
 
 
 def locked_parameters(model: Model, lock: tuple[str, ...]) -> set[int]:
@@ -327,14 +357,14 @@ def locked_parameters(model: Model, lock: tuple[str, ...]) -> set[int]:
     but the learned temperature and bias."""
     if not lock:
         return set()
-    image_tower = getattr(model.encoder, "image_tower", None)
+    image_prefixes = getattr(model.encoder, "image_prefixes", None)
     unknown = [t for t in lock if t not in ("vision", "text")]
-    if image_tower is None or unknown:
+    if image_prefixes is None or unknown:
         raise ZooError(f"lock={lock!r}: only the 'vision' and 'text' towers of an image-text model can be locked")
-    prefix = image_tower()[0] + "."
+    prefixes = tuple(f"{p}." for p in image_prefixes())
     chosen = set()
     for name, param in model.model.named_parameters():
-        tower = "vision" if name.startswith(prefix) else None if name.startswith("logit_") else "text"
+        tower = "vision" if name.startswith(prefixes) else None if name.startswith("logit_") else "text"
         if tower in lock:
             chosen.add(id(param))
     return chosen

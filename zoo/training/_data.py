@@ -143,6 +143,12 @@ def read_pairs(data: Any, *, anchor_column: str = "anchor", positive_column: str
                                                     else [])]
         rows = list(iter_rows(path, names))
         data = [tuple(row[name] for name in names) for row in rows]
+    if isinstance(data, dict):  # columns by name, as a table has them
+        data = list(zip(*(data[name] for name in (anchor_column, positive_column, negative_column) if name in data)))
+    elif isinstance(data, tuple):
+        raise ZooError("contrastive examples are a list of (anchor, positive[, negative]) tuples, a dict of columns "
+                       f"({anchor_column!r}, {positive_column!r}...) or a table file; a tuple of columns would be "
+                       "read as examples")
     rows = list(data)
     _check_tuples(rows)
     columns = [list(column) for column in zip(*rows)]
@@ -160,3 +166,33 @@ def _check_tuples(rows: list[Any]) -> None:
         if len(row) != len(rows[0]):
             raise ZooError(f"contrastive example {i} has {len(row)} parts and example 0 has {len(rows[0])}: give "
                            "pairs or triplets, not both")
+
+
+def fingerprint(rows: Iterable[Sequence[Any]]) -> str:
+    """Identifies training examples by their content (texts, bytes, array and image pixels, labels),
+    for resuming a run and for the saved model's provenance."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for row in rows:
+        for value in row:
+            part = _content(value)
+            digest.update(len(part).to_bytes(8, "little") + part)
+    return digest.hexdigest()[:16]
+
+
+def _content(value: Any) -> bytes:
+    """One example's value as bytes: what it holds, not what type it is."""
+    if isinstance(value, str):
+        return b"s" + value.encode("utf-8", "surrogatepass")
+    if isinstance(value, (bytes, bytearray)):
+        return b"b" + bytes(value)
+    if isinstance(value, (tuple, list)):  # an audio (waveform, rate) pair
+        return b"t" + b"".join(_content(v) for v in value)
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    if hasattr(value, "tobytes") and hasattr(value, "shape"):  # a numpy array
+        return f"a{value.dtype}{value.shape}".encode() + value.tobytes()
+    if hasattr(value, "tobytes") and hasattr(value, "mode"):  # a PIL image
+        return f"i{value.mode}{value.size}".encode() + value.tobytes()
+    return b"r" + repr(value).encode()

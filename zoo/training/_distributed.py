@@ -39,7 +39,9 @@ class Dist:
         import torch
         import torch.distributed as dist
 
-        t = torch.tensor(values, dtype=torch.float64)
+        # nccl reduces tensors on the GPU only
+        device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+        t = torch.tensor(values, dtype=torch.float64, device=device)
         dist.all_reduce(t)
         return t.tolist()
 

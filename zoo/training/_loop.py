@@ -9,7 +9,6 @@ with the metrics of an uninterrupted run. Under ``torchrun`` it trains data-para
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ from ._checkpoints import (
     write_run_manifest,
 )
 from ._config import FinetuneConfig
-from ._data import Examples, label_index, read_examples, stratified_split
+from ._data import fingerprint, label_index, read_examples, stratified_split
 from ._distributed import Dist
 from ._finetuned import FORMAT, FinetunedCheckpoint
 from ._heads import build_head, fit_standardization
@@ -82,13 +81,6 @@ class _Classifier:
                 return self.head(features(encoder, batch, pool, bool(encoder.spec.normalize)))
 
         return Classifier()
-
-
-def _fingerprint(examples: Examples) -> str:
-    digest = hashlib.sha256()
-    for item, label in zip(examples.inputs, examples.labels):
-        digest.update(repr((item if isinstance(item, (str, int, float)) else type(item).__name__, label)).encode())
-    return digest.hexdigest()[:16]
 
 
 def _metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict[str, float]:
@@ -212,8 +204,8 @@ class _Run:
         return {"strategy": c.strategy, "epochs": c.epochs, "lr": c.head_lr, "backbone_lr": c.effective_backbone_lr,
                 "batch_size": c.batch_size, "head": c.head, "seed": c.seed, "unfreeze_blocks": c.unfreeze_blocks,
                 "freeze_epochs": c.freeze_epochs, "weight_decay": c.weight_decay, "pool": self.pool,
-                "world_size": self.dist.world, "train": _fingerprint(self.train_ex),
-                "val": _fingerprint(self.val_ex) if self.val_ex is not None else None}
+                "world_size": self.dist.world, "train": fingerprint(zip(self.train_ex.inputs, self.train_ex.labels)),
+                "val": fingerprint(zip(self.val_ex.inputs, self.val_ex.labels)) if self.val_ex is not None else None}
 
     def resume(self) -> None:
         """Continue from the last finished epoch recorded in ``resume.json``, if there is one."""

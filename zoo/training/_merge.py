@@ -36,6 +36,9 @@ def merge(base: str, tuned: str | os.PathLike[str], alpha: float, output_dir: st
         raise ValueError(f"alpha is the finetuned weights' share, from 0 (the base) to 1 (the finetuned), "
                          f"not {alpha!r}")
     tuned, out = Path(tuned), Path(output_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not empty; merge into a new folder (the finetuned run and its "
+                              "checkpoints stay as they are)")
     manifest = _finetuned_manifest(tuned)
     if not manifest.get("backbone"):
         raise ZooError(f"{tuned} trained a head on a frozen backbone (linear-probe): its backbone is the base's, "
