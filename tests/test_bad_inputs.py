@@ -378,6 +378,7 @@ def _served_corpus(modality: str) -> tuple[dict[str, object], dict[str, str]]:
     return {**sent, **only}, {**refused, **words}
 
 
+@pytest.mark.slow  # a server per modality; featurize's corpus above stays in the fast tier
 @pytest.mark.parametrize("modality", list(CORPORA))
 def test_every_bad_item_served_beside_good_requests_fails_only_its_own(models, modality, capsys):
     pytest.importorskip("starlette")

@@ -51,7 +51,8 @@ def _theirs(st_model, columns, loss_of):
     return loss.item(), st_model
 
 
-@pytest.mark.parametrize("case", ["pairs", "triplets", "symmetric", "matryoshka"])
+@pytest.mark.parametrize("case", ["pairs", *(pytest.param(c, marks=pytest.mark.slow)
+                                             for c in ("triplets", "symmetric", "matryoshka"))])
 def test_the_loss_and_its_gradients_equal_sentence_transformers_own(minilm, st_minilm, tmp_path, case):
     from sentence_transformers.sentence_transformer import losses
 

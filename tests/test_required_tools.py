@@ -49,6 +49,7 @@ def test_the_mark_names_only_known_tools():
         needs_tool("espeak")
 
 
+@pytest.mark.slow  # reads every test module
 def test_no_test_checks_for_the_tools_by_itself():
     """A skip (or shutil.which) about espeak-ng, fortunes or chromium outside required_tools.py would skip
     quietly under CI too: every such test goes through require_tool or @needs_tool instead."""
