@@ -350,3 +350,56 @@ def test_device_decoding_keeps_only_bytes_declared_as_jpeg_encoded():
     keep = KeepJpegsEncoded(lambda item: "decoded by the modality's decoder")
     assert isinstance(keep(jpeg), EncodedJpeg) and isinstance(keep(MediaBytes(jpeg, "image/jpeg")), EncodedJpeg)
     assert keep(MediaBytes(jpeg, "image/png")) == "decoded by the modality's decoder"  # which refuses it
+
+
+GATHERED = """
+import hashlib, os, sys, zoo
+pairs = [(f"query {i} about {w}", f"a passage on {w} number {i}") for i, w in enumerate(
+    ["red", "green", "blue", "cat", "dog", "bird", "sun", "moon", "tree", "river", "stone", "cloud"] * 2)]
+model = zoo.load(sys.argv[1], device="cpu")
+batch = int(sys.argv[4])
+result = model.finetune(pairs, objective="contrastive", epochs=2, batch_size=batch, lr=1e-3, seed=1,
+                        output_dir=sys.argv[2], progress=False)
+rows = result.model.featurize(["query 3 about cat", "a passage on sun number 6"])
+rank = os.environ.get("RANK", "0")
+open(os.path.join(sys.argv[3], f"rank{rank}.npy"), "wb").write(rows.tobytes())
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_gathering_negatives_train_as_one_process_on_their_combined_batches(tmp_path):
+    # Under torchrun each rank ranks its anchors against every rank's positives (gathered with
+    # gradients) and the gradients are averaged: the same step as one process on both halves.
+    import os
+    import subprocess
+    import sys
+
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path / "tiny"
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=128, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)  # no dropout: both runs draw no randomness
+    BertModel(config).save_pretrained(folder)
+    source = zoo.load("minilm-l6", device="cpu").files.root
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        (folder / name).write_bytes((source / name).read_bytes())
+    script = tmp_path / "gathered.py"
+    script.write_text(GATHERED)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    (tmp_path / "two").mkdir()
+    (tmp_path / "one").mkdir()
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script), str(folder), str(tmp_path / "run2"), str(tmp_path / "two"), "4"],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, str(script), str(folder), str(tmp_path / "run1"), str(tmp_path / "one"), "8"],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    rank0, rank1, single = (np.frombuffer(p.read_bytes(), np.float32) for p in
+                            (tmp_path / "two" / "rank0.npy", tmp_path / "two" / "rank1.npy",
+                             tmp_path / "one" / "rank0.npy"))
+    np.testing.assert_array_equal(rank0, rank1)  # every rank ends with the same weights
+    np.testing.assert_allclose(rank0, single, atol=2e-5)  # and with one process's on the combined batches
+    assert json.loads((tmp_path / "run2" / "zoo.json").read_text())["settings"]["world_size"] == 2
