@@ -46,6 +46,14 @@ def sentence_transformers_rows(minilm_dir, corpus):
     return reference.encode(corpus, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
 
 
+def _count_exports(monkeypatch) -> list[int]:
+    """A list that grows by one for each ONNX export zoo makes from now on."""
+    exported: list[int] = []
+    real_export = compiled._onnx_export
+    monkeypatch.setattr(compiled, "_onnx_export", lambda *a, **k: exported.append(1) or real_export(*a, **k))
+    return exported
+
+
 @pytest.mark.slow  # 600 texts, three batch sizes, two runtimes
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
 def test_text_rows_equal_sentence_transformers_on_every_item(runtime, corpus, sentence_transformers_rows):
@@ -91,9 +99,7 @@ def test_an_export_is_reused_and_a_corrupt_or_stale_one_rebuilt(isolated_zoo, mo
     assert set(record["sha256"]) == {"model.onnx", "model.fused.onnx"}
     rows = first.featurize(["a text", "another, longer text"])
 
-    exported = []
-    real_export = compiled._onnx_export
-    monkeypatch.setattr(compiled, "_onnx_export", lambda *a, **k: exported.append(1) or real_export(*a, **k))
+    exported = _count_exports(monkeypatch)
     zoo.load(tiny_bert_dir, device="cpu", runtime="onnx")
     assert exported == []  # the cached export, its sha256 checked
     fused = folder / "model.fused.onnx"
@@ -219,9 +225,7 @@ def test_an_export_of_other_weights_under_the_same_name_is_rebuilt(isolated_zoo,
 
     _rewrite_row_in_place(folder / "model.safetensors", "word_embeddings.weight", token,
                           np.random.default_rng(0).normal(0, 3, size=32))
-    exported = []
-    real_export = compiled._onnx_export
-    monkeypatch.setattr(compiled, "_onnx_export", lambda *a, **k: exported.append(1) or real_export(*a, **k))
+    exported = _count_exports(monkeypatch)
     again = zoo.load(folder, device="cpu", runtime="onnx")
     assert exported == [1]
     texts = ["a zebra", "no stripes here"]
@@ -260,9 +264,7 @@ def test_a_valid_export_is_used_where_its_lock_cannot_be_written(isolated_zoo, t
     zoo.load(tiny_bert_dir, device="cpu", runtime="onnx")
     shutil.rmtree(isolated_zoo / "locks")
     (isolated_zoo / "locks").write_text("not a folder")
-    exported = []
-    real_export = compiled._onnx_export
-    monkeypatch.setattr(compiled, "_onnx_export", lambda *a, **k: exported.append(1) or real_export(*a, **k))
+    exported = _count_exports(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         model = zoo.load(tiny_bert_dir, device="cpu", runtime="onnx")
@@ -306,9 +308,7 @@ def test_on_a_read_only_zoo_home_a_valid_export_is_used_and_a_missing_one_made_e
     read_only(isolated_zoo)
     with pytest.raises(OSError):  # truly read-only
         (isolated_zoo / "probe").write_text("")
-    exported = []
-    real_export = compiled._onnx_export
-    monkeypatch.setattr(compiled, "_onnx_export", lambda *a, **k: exported.append(1) or real_export(*a, **k))
+    exported = _count_exports(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         assert zoo.load(tiny_bert_dir, device="cpu", runtime="onnx").runtime == "onnx"

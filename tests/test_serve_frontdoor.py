@@ -83,16 +83,24 @@ def test_metrics_count_requests_inputs_and_errors_by_kind(minilm):
         assert client.get("/metrics").headers["content-type"].startswith("text/plain")
 
 
-def test_a_full_queue_answers_429_with_retry_after_and_the_server_goes_on(minilm, monkeypatch):
-    release, started = threading.Event(), threading.Event()
-    featurize = minilm.featurize_with_report
+def _hold_the_model(model, monkeypatch) -> tuple[threading.Event, threading.Event, list]:
+    """``(started, release, seen)``: every forward pass waits for ``release`` once it has said
+    ``started``, and ``seen`` lists the items of each."""
+    featurize = model.featurize_with_report
+    started, release, seen = threading.Event(), threading.Event(), []
 
     def held(items, **kwargs):
+        seen.append(list(items))
         started.set()
         release.wait(timeout=30)
         return featurize(items, **kwargs)
 
-    monkeypatch.setattr(minilm, "featurize_with_report", held)
+    monkeypatch.setattr(model, "featurize_with_report", held)
+    return started, release, seen
+
+
+def test_a_full_queue_answers_429_with_retry_after_and_the_server_goes_on(minilm, monkeypatch):
+    started, release, _ = _hold_the_model(minilm, monkeypatch)
     with TestClient(create_app({"m": minilm}, max_queue=4)) as client:
         first: dict = {}
         worker = threading.Thread(target=lambda: first.update(answer=client.post(
@@ -319,16 +327,7 @@ def _trickle(port: int) -> float:
 
 
 def test_a_request_past_its_deadline_gets_503_and_leaves_the_queue(minilm, monkeypatch):
-    featurize = minilm.featurize_with_report
-    started, release, seen = threading.Event(), threading.Event(), []
-
-    def held(items, **kwargs):
-        seen.append(list(items))
-        started.set()
-        release.wait(timeout=30)
-        return featurize(items, **kwargs)
-
-    monkeypatch.setattr(minilm, "featurize_with_report", held)
+    started, release, seen = _hold_the_model(minilm, monkeypatch)
     with TestClient(create_app({"m": minilm}, request_timeout=0.5)) as client:
         first: dict = {}
         worker = threading.Thread(target=lambda: first.update(answer=client.post(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zoo.errors import ZooError
 from zoo.store._atomic import atomic_path, write_json_atomic
 from zoo.store._integrity import sha256_file
 from zoo.store._manifest import MANIFEST, read_json
@@ -63,6 +64,17 @@ def write_run_manifest(directory: Path, name: str, data: dict[str, Any], files: 
 def read_run_manifest(directory: Path, name: str) -> dict[str, Any] | None:
     path = directory / name
     return read_json(path) if path.is_file() else None
+
+
+def read_resume(directory: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The last finished epoch that ``resume.json`` records (None when there is none), refused by
+    name when the run there had other settings."""
+    state = read_run_manifest(directory, RESUME)
+    if state is not None and state["settings"] != settings:
+        changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+        raise ZooError(f"{directory} holds a run with other settings ({', '.join(changed)}); "
+                       "use another output_dir or the same settings")
+    return state
 
 
 def prune(directory: Path) -> None:

@@ -32,7 +32,7 @@ from ._checkpoints import (
     load_state,
     load_tensors,
     prune,
-    read_run_manifest,
+    read_resume,
     save_state,
     save_tensors,
     write_run_manifest,
@@ -181,13 +181,9 @@ class _ContrastiveRun:
         """Continue from the last finished epoch recorded in ``resume.json``, if there is one."""
         import torch
 
-        state = read_run_manifest(self.out, RESUME)
+        state = read_resume(self.out, self.settings)
         if state is None:
             return
-        if state["settings"] != self.settings:
-            changed = sorted(k for k in self.settings if state["settings"].get(k) != self.settings[k])
-            raise ZooError(f"{self.out} holds a run with other settings ({', '.join(changed)}); "
-                           "use another output_dir or the same settings")
         load_tensors(self.model.model, self.out / state["backbone"])
         saved = load_state(self.out / state["state"])
         self.optimizer.load_state_dict(saved["optimizer"])
@@ -212,10 +208,7 @@ class _ContrastiveRun:
             if id(param) in self.locked:
                 param.requires_grad_(False)
         set_train_mode(self.model.model, plan)
-        generator = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.train_ex), generator=generator).tolist()
-        per_rank = math.ceil(len(order) / self.dist.world)
-        order = (order * 2)[: per_rank * self.dist.world][self.dist.rank::self.dist.world]
+        order = self.dist.epoch_order(len(self.train_ex), c.seed, epoch)
         columns = self.train_ex.columns()
         loss_sum = count = 0.0
         for start in range(0, len(order), c.batch_size):
@@ -343,8 +336,11 @@ def loss_kind(config: FinetuneConfig, model: Model, towers: list[str]) -> str:
     if config.loss in ("clip", "siglip") and not pairs_of_two_kinds:
         raise ZooError(f"loss={config.loss!r} takes image-caption pairs (an image column and a text column); "
                        f"these columns go through {', '.join(towers)}: use loss='mnrl'")
-    kind = config.loss if config.loss != "auto" else "mnrl" if not pairs_of_two_kinds else \
-        "siglip" if getattr(model.model, "logit_bias", None) is not None else "clip"
+    kind = config.loss
+    if kind == "auto" and not pairs_of_two_kinds:
+        kind = "mnrl"
+    elif kind == "auto":
+        kind = "siglip" if getattr(model.model, "logit_bias", None) is not None else "clip"
     if kind != "mnrl" and (config.symmetric or config.scale != 20.0):
         raise ZooError(f"symmetric and scale are options of the ranking loss (mnrl); open_clip's {kind} loss is "
                        "symmetric already and learns its own temperature: leave them unset, or pass loss='mnrl'")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,17 @@ class Dist:
         for idx, rows in parts:
             out[idx] = rows
         return out
+
+    def epoch_order(self, count: int, seed: int, epoch: int) -> list[int]:
+        """This rank's share of the epoch's shuffle of ``count`` examples: the order comes from
+        ``(seed, epoch)`` alone (so a resumed run draws it again), padded from its start so that
+        every rank runs as many batches."""
+        import torch
+
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(count, generator=generator).tolist()
+        per_rank = math.ceil(len(order) / self.world)
+        return (order * 2)[: per_rank * self.world][self.rank::self.world]
 
     def average_gradients(self, parameters: Any) -> None:
         """What DistributedDataParallel does after ``backward``: every rank's gradients averaged."""

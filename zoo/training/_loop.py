@@ -9,7 +9,6 @@ with the metrics of an uninterrupted run. Under ``torchrun`` it trains data-para
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from ._checkpoints import (
     load_state,
     load_tensors,
     prune,
-    read_run_manifest,
+    read_resume,
     save_state,
     save_tensors,
     write_run_manifest,
@@ -211,14 +210,9 @@ class _Run:
         """Continue from the last finished epoch recorded in ``resume.json``, if there is one."""
         import torch
 
-        state = read_run_manifest(self.out, RESUME)
+        state = read_resume(self.out, self.settings)
         if state is None:
             return
-        settings = self.settings
-        if state["settings"] != settings:
-            changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
-            raise ZooError(f"{self.out} holds a run with other settings ({', '.join(changed)}); "
-                           "use another output_dir or the same settings")
         load_tensors(self.head, self.out / state["head"])
         if state.get("backbone"):
             load_tensors(self.model.model, self.out / state["backbone"])
@@ -247,10 +241,7 @@ class _Run:
 
         self._prepare_epoch(epoch)
         dist, batch_size = self.dist, self.config.batch_size
-        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.train_ex), generator=generator).tolist()
-        per_rank = math.ceil(len(order) / dist.world)
-        order = (order * 2)[: per_rank * dist.world][dist.rank::dist.world]
+        order = dist.epoch_order(len(self.train_ex), self.config.seed, epoch)
         loss_sum = count = 0.0
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
