@@ -39,18 +39,11 @@ def fortunes_map_inputs(minilm, tmp_path):
     return tmp_path
 
 
-@pytest.mark.slow
-@needs_tool("chromium")
-def test_hovering_a_point_in_chromium_shows_that_rows_text(fortunes_map_inputs):
-    """The mouse moves over a drawn point, as a person's would, and the panel shows that row's id
-    and text, with no error in the page's console."""
+def _hover_a_point(page, screenshot) -> tuple[int, str, list]:
+    """Open ``page`` in Chromium and move the mouse over its most isolated point, as a person
+    would: ``(that point's row, what the hover panel then shows, the console's errors)``."""
     from cdp import Browser
 
-    folder = fortunes_map_inputs
-    page = folder / "map.html"
-    assert main(["map", str(folder / "quotes.parquet"), "-o", str(page), "--inputs", str(folder / "quotes.txt"),
-                 "--method", "pca"]) == 0
-    texts = (folder / "quotes.txt").read_text().splitlines()
     with Browser() as browser:
         browser.open(page.as_uri())
         browser.wait_for("document.querySelectorAll('.scatterlayer .point').length > 0")
@@ -65,8 +58,39 @@ def test_hovering_a_point_in_chromium_shows_that_rows_text(fortunes_map_inputs):
         browser.move_mouse(x, y)
         shown = browser.wait_for("(() => { const t = document.getElementById('zoo-hover').innerText;"
                                  " return t.startsWith('hover') ? '' : t; })()")
-        browser.screenshot(folder / "hover.png")
-        errors = browser.errors()
+        browser.screenshot(screenshot)
+        return target, shown, browser.errors()
+
+
+@pytest.mark.slow
+@needs_tool("chromium")
+def test_hovering_a_point_shows_the_columns_zoo_embed_kept(minilm, tmp_path):
+    import json
+
+    rows = [{"sku": f"S-{i}", "text": text, "url": f"https://shop/{i}"} for i, text in enumerate(
+        ["A cat sleeps on the sofa.", "Stocks fell on Wall Street.", "The striker scored twice.",
+         "Bake the bread for forty minutes.", "A rocket lifts off at dawn.", "Rain all week in the hills."])]
+    (tmp_path / "shop.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["embed", "minilm-l6", str(tmp_path / "shop.jsonl"), "-o", str(tmp_path / "shop.parquet"),
+                 "--id-column", "sku", "--keep-columns", "text,url", "-q"]) == 0
+    page = tmp_path / "map.html"
+    assert main(["map", str(tmp_path / "shop.parquet"), "-o", str(page), "--method", "pca"]) == 0
+    target, shown, errors = _hover_a_point(page, tmp_path / "hover.png")
+    assert shown.split("\n") == [rows[target]["sku"], rows[target]["text"], f"url: {rows[target]['url']}"]
+    assert not errors, errors
+
+
+@pytest.mark.slow
+@needs_tool("chromium")
+def test_hovering_a_point_in_chromium_shows_that_rows_text(fortunes_map_inputs):
+    """The mouse moves over a drawn point, as a person's would, and the panel shows that row's id
+    and text, with no error in the page's console."""
+    folder = fortunes_map_inputs
+    page = folder / "map.html"
+    assert main(["map", str(folder / "quotes.parquet"), "-o", str(page), "--inputs", str(folder / "quotes.txt"),
+                 "--method", "pca"]) == 0
+    texts = (folder / "quotes.txt").read_text().splitlines()
+    target, shown, errors = _hover_a_point(page, folder / "hover.png")
     row_id, text = shown.split("\n", 1)
     assert int(row_id) == target  # one trace: its points are the rows in order
     assert " ".join(texts[target].split())[:60] == text[:60], (row_id, text)
