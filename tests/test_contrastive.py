@@ -80,6 +80,95 @@ def test_the_loss_and_its_gradients_equal_sentence_transformers_own(minilm, st_m
     assert compared > 50  # every layer's weights, not a few
 
 
+@pytest.mark.parametrize("mini", [2, 4])
+def test_cached_gradients_equal_sentence_transformers_cached_loss(minilm, st_minilm, mini):
+    """GradCache: the loss and the gradients of a batch embedded ``mini`` rows at a time equal
+    sentence-transformers' ``CachedMultipleNegativesRankingLoss`` on the same triplets and weights."""
+    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+
+    from zoo.training._contrastive import cached_backward
+
+    model = zoo.load("minilm-l6", device="cpu")
+    model.model.eval()
+    encoder = model.encoder
+    columns = [ANCHORS, POSITIVES, NEGATIVES]
+    config = FinetuneConfig(output_dir="unused", objective="contrastive", mini_batch_size=mini)
+    seen = []
+
+    def embed(rows, column):
+        seen.append(len(rows))
+        return features(encoder, encoder.collate(rows), None, normalize=False)
+
+    ours = cached_backward(contrastive_loss(config), columns, embed, mini, "cpu")
+    assert max(seen) == mini and sum(seen) == 2 * 3 * len(ANCHORS)  # each chunk twice: without and with a graph
+    theirs, st_model = _theirs(st_minilm, columns,
+                               lambda st: CachedMultipleNegativesRankingLoss(st, mini_batch_size=mini))
+    assert ours.item() == pytest.approx(theirs, abs=1e-5)
+    our_grads = {n.removeprefix("0.auto_model."): p.grad for n, p in model.model.named_parameters()}
+    compared = 0
+    for name, param in st_model.named_parameters():
+        if param.grad is not None:
+            torch.testing.assert_close(our_grads[name.removeprefix("0.auto_model.")], param.grad, atol=1e-5, rtol=1e-3)
+            compared += 1
+    assert compared > 50
+
+
+def test_a_cached_chunk_is_embedded_again_with_the_dropout_of_its_first_pass(tiny_bert_dir):
+    from zoo.training._contrastive import cached_backward
+
+    model = zoo.load(str(tiny_bert_dir), device="cpu")
+    model.model.train()  # dropout on: each pass would draw new masks if the random state were not replayed
+    encoder = model.encoder
+    passes: dict[tuple[int, str], list[torch.Tensor]] = {}
+
+    def embed(rows, column):
+        out = features(encoder, encoder.collate(rows), "mean", normalize=False)
+        passes.setdefault((column, rows[0]), []).append(out.detach().clone())
+        return out
+
+    torch.manual_seed(0)
+    config = FinetuneConfig(output_dir="unused", objective="contrastive")
+    cached_backward(contrastive_loss(config), [ANCHORS, POSITIVES], embed, 2, "cpu")
+    after = torch.rand(3)
+    assert len(passes) == 6 and all(len(p) == 2 for p in passes.values())
+    for first, second in passes.values():
+        torch.testing.assert_close(first, second, atol=0, rtol=0)
+    torch.manual_seed(0)
+    first_pass_only = [embed(ANCHORS[i:i + 2], 9) for i in range(0, 6, 2)] + [embed(POSITIVES[i:i + 2], 9)
+                                                                          for i in range(0, 6, 2)]
+    assert first_pass_only and torch.equal(torch.rand(3), after)  # the replays leave the generator as they found it
+
+
+def test_a_run_with_cached_gradients_ends_where_one_without_does(open_clip_dir, photos, tmp_path):
+    """Image-caption pairs under open_clip's CLIP loss, batch 6 embedded 2 rows at a time: the same
+    weights as the batch at once (the tiny model has no dropout), its tower never given more than 2."""
+    import zoo.training._contrastive as contrastive
+
+    base = zoo.load(str(open_clip_dir), device="cpu")
+    pairs = [(photo, caption) for photo, caption in zip(photos, CAPTIONS)] * 4
+    options = {"objective": "contrastive", "epochs": 1, "lr": 1e-3, "batch_size": 6, "progress": False}
+    whole = base.finetune(pairs, output_dir=tmp_path / "whole", **options)
+    sizes = []
+
+    def counted(encoder, batch, pool, normalize):
+        out = features(encoder, batch, pool, normalize)
+        sizes.append(len(out))
+        return out
+
+    contrastive.features, saved = counted, contrastive.features
+    try:
+        cached = base.finetune(pairs, output_dir=tmp_path / "cached", mini_batch_size=2, **options)
+    finally:
+        contrastive.features = saved
+    assert set(sizes) == {2}
+    assert cached.history[0]["train_loss"] == pytest.approx(whole.history[0]["train_loss"], abs=1e-5)
+    for a, b in ((cached.model.featurize(photos), whole.model.featurize(photos)),
+                 (cached.model.featurize_texts(CAPTIONS), whole.model.featurize_texts(CAPTIONS))):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    with pytest.raises(ValueError, match="mini_batch_size must be >= 1"):
+        FinetuneConfig(output_dir=tmp_path, objective="contrastive", mini_batch_size=0)
+
+
 def _pairs(n: int = 48) -> list[tuple[str, str]]:
     rng = np.random.default_rng(0)
     words = ["red", "green", "blue", "cat", "dog", "bird", "sun", "moon", "tree", "river", "stone", "cloud"]

@@ -384,7 +384,7 @@ def _finetune_config(args: argparse.Namespace) -> FinetuneConfig:
         resume=args.resume, progress=not args.quiet, text_column=args.text_column, label_column=args.label_column,
         anchor_column=args.anchor_column, positive_column=args.positive_column, negative_column=args.negative_column,
         scale=args.scale, symmetric=args.symmetric, matryoshka_dims=_dims(args.matryoshka_dims), loss=args.loss,
-        lock=tuple(args.lock or ()))
+        lock=tuple(args.lock or ()), mini_batch_size=args.mini_batch_size)
 
 
 def _dims(value: str | None) -> tuple[int, ...]:
@@ -657,6 +657,9 @@ def _add_finetune(register: RegisterCommand) -> None:
                         "pairs (auto: siglip for a model with a logit bias, clip for image-text, else mnrl)")
     p.add_argument("--lock", action="append", choices=("vision", "text"),
                    help="contrastive: keep this tower of an image-text model frozen (repeatable)")
+    p.add_argument("--mini-batch-size", type=int, metavar="N",
+                   help="contrastive: embed N rows at a time with cached gradients (GradCache), so --batch-size's "
+                        "negatives fit in the memory of N rows")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 

@@ -65,6 +65,10 @@ class FinetuneConfig:
             temperature and bias).
         lock: contrastive: towers of an image-text model kept frozen (``("vision",)``: open_clip's
             ``lock_image``; ``("text",)``: ``lock_text``).
+        mini_batch_size: contrastive: embed each batch this many rows at a time and cache the
+            gradients of the embeddings (GradCache, as sentence-transformers'
+            ``CachedMultipleNegativesRankingLoss``): the negatives are those of the whole
+            ``batch_size``, the memory that of ``mini_batch_size`` rows (``None``: all at once).
         on_epoch_end: called with each epoch's metrics (not part of the run's identity).
     """
 
@@ -94,6 +98,7 @@ class FinetuneConfig:
     matryoshka_dims: tuple[int, ...] = ()
     loss: str = "auto"
     lock: tuple[str, ...] = ()
+    mini_batch_size: int | None = None
     on_epoch_end: Callable[[dict[str, float]], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -118,8 +123,12 @@ class FinetuneConfig:
             raise ValueError(f"matryoshka_dims must be positive widths, not {self.matryoshka_dims}")
         _check_choice("loss", self.loss, CONTRASTIVE_LOSSES)
         object.__setattr__(self, "lock", tuple(self.lock))
-        if not contrastive and (self.symmetric or self.matryoshka_dims or self.loss != "auto" or self.lock):
-            raise ValueError("symmetric, matryoshka_dims, loss and lock are options of objective='contrastive'")
+        if not contrastive and (self.symmetric or self.matryoshka_dims or self.loss != "auto" or self.lock
+                                or self.mini_batch_size is not None):
+            raise ValueError("symmetric, matryoshka_dims, loss, lock and mini_batch_size are options of "
+                             "objective='contrastive'")
+        if self.mini_batch_size is not None and self.mini_batch_size < 1:
+            raise ValueError(f"mini_batch_size must be >= 1, not {self.mini_batch_size!r}")
         _check_choice("head", self.head, HEADS)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")

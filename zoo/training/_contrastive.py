@@ -16,7 +16,8 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -197,6 +198,17 @@ class _ContrastiveRun:
         batch = encoder.collate([encoder.decode(x) for x in inputs])
         return features(encoder, batch, self.pool if encoder is self.model.encoder else None, normalize=False)
 
+    def backward(self, batch: list[list[Any]]) -> torch.Tensor:
+        """The loss of one batch's columns, its gradients accumulated into the parameters: at once,
+        or ``mini_batch_size`` rows at a time with the embeddings' gradients cached."""
+        size = self.config.mini_batch_size
+        if size is None or size >= len(batch[0]):
+            loss = self.loss([self._embed(column, tower) for column, tower in zip(batch, self.towers)])
+            loss.backward()
+            return loss.detach()
+        return cached_backward(self.loss, batch, lambda rows, c: self._embed(rows, self.towers[c]), size,
+                               self.model.device)
+
     def train_epoch(self, epoch: int) -> float:
         """One pass over this rank's share of the shuffled pairs; returns the mean loss."""
         import torch
@@ -213,10 +225,8 @@ class _ContrastiveRun:
         loss_sum = count = 0.0
         for start in range(0, len(order), c.batch_size):
             idx = order[start:start + c.batch_size]
-            loss = self.loss([self._embed([column[i] for i in idx], tower)
-                              for column, tower in zip(columns, self.towers)])
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = self.backward([[column[i] for i in idx] for column in columns])
             self.dist.average_gradients(self.params)
             self.optimizer.step()
             self.scheduler.step()
@@ -287,6 +297,58 @@ class _ContrastiveRun:
         load_tensors(self.model.model, self.out / manifest["backbone"]["file"])
         self.model.model.eval()
         return FinetunedCheckpoint.adapted(self.out, manifest, self.model)
+
+
+def cached_backward(loss_of: Callable[[list[torch.Tensor]], torch.Tensor], batch: list[list[Any]],
+                    embed: Callable[[list[Any], int], torch.Tensor], size: int, device: Any) -> torch.Tensor:
+    """GradCache (Gao et al., 2021), as sentence-transformers' cached losses do it: embed the
+    batch's columns ``size`` rows at a time without a graph, take the loss and its gradients with
+    respect to those embeddings over the whole batch, then embed each chunk again with a graph and
+    carry its share of the cached gradients into the parameters. ``embed(rows, column)`` gives
+    one chunk's embeddings; each chunk's second pass replays the random state of its first (the
+    same dropout), so the gradients are those of the loss over the whole batch at once."""
+    import torch
+
+    chunks = [[column[s:s + size] for s in range(0, len(column), size)] for column in batch]
+    states, cached = [], []
+    with torch.no_grad():
+        for c, parts in enumerate(chunks):
+            rows = []
+            for part in parts:
+                states.append(_random_state(device))
+                rows.append(embed(part, c))
+            cached.append(torch.cat(rows).requires_grad_())
+    loss = loss_of(cached)
+    loss.backward()  # into the cached embeddings, and the loss's own parameters (a learned temperature)
+    replays = iter(states)
+    for c, parts in enumerate(chunks):
+        grads = cast(torch.Tensor, cached[c].grad).split([len(part) for part in parts])
+        for part, grad in zip(parts, grads):
+            with _replayed(next(replays), device):
+                again = embed(part, c)
+            again.backward(grad)
+    return loss.detach()
+
+
+def _random_state(device: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The CPU generator's state, and the device's where the model runs on CUDA."""
+    import torch
+
+    cuda = torch.cuda.get_rng_state(device) if torch.device(device).type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+@contextmanager
+def _replayed(state: tuple[torch.Tensor, torch.Tensor | None], device: Any) -> Iterator[None]:
+    """Run a block from a saved random state, leaving the generators as they were before it."""
+    import torch
+
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.set_rng_state(state[0])
+        if state[1] is not None:
+            torch.cuda.set_rng_state(state[1], device)
+        yield
 
 
 def _ranks(anchors: torch.Tensor, positives: torch.Tensor, block: int = 1024) -> torch.Tensor:
