@@ -38,6 +38,8 @@ _LAZY = {
     "ModelFiles": "zoo.store._model_files",
     "FinetuneConfig": "zoo.training._config",
     "merge": "zoo.training._merge",
+    "mine_negatives": "zoo.training._mining",
+    "MinedNegatives": "zoo.training._mining",
     "hookimpl": "zoo.hookspecs",
     "ZooError": "zoo.errors",
     "UnknownModelError": "zoo.errors",
@@ -77,6 +79,7 @@ if TYPE_CHECKING:
     from zoo.store._model_files import ModelFiles
     from zoo.training._config import FinetuneConfig
     from zoo.training._merge import merge
+    from zoo.training._mining import MinedNegatives, mine_negatives
 
     from .adapter import Adapter
     from .adapters.audio import AudioAdapter

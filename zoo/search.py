@@ -253,6 +253,16 @@ def build(parquet: str | os.PathLike[str], output: str | os.PathLike[str], *, ki
     return index
 
 
+def nearest_rows(rows: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's ``min(k, len(rows))`` nearest rows by cosine similarity, best first, as two
+    ``(len(queries), min(k, len(rows)))`` arrays of scores and row positions: the flat index that
+    :func:`build` makes, held in memory for one batch of queries (hard-negative mining)."""
+    raw = faiss_module().IndexFlatIP(rows.shape[1])
+    raw.add(unit_rows(rows))
+    scores, found = raw.search(unit_rows(queries), min(k, len(rows)))
+    return scores, found
+
+
 def open_index(path: str | os.PathLike[str]) -> Index:
     """An index ``build`` wrote, checked whole: its metadata's seal, each file's sha256 and the
     row counts; anything changed outside zoo is a :class:`~zoo.errors.ZooError` naming the file."""

@@ -1,15 +1,18 @@
 """Rows of a CSV, TSV, JSONL or parquet file: the one reader behind ``zoo embed`` table inputs and
-finetuning data, so both accept the same files and fail with the same messages."""
+finetuning data, so both accept the same files and fail with the same messages; and the one writer
+of such tables (mined triplets), so what zoo writes it reads back."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError, did_you_mean
+from zoo.store._atomic import atomic_path
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
 
@@ -87,3 +90,30 @@ def count_rows(path: str | Path, column: str) -> int:
 
         return pq.ParquetFile(path).metadata.num_rows
     return sum(1 for _ in iter_rows(path, [column]))
+
+
+def write_rows(path: str | os.PathLike[str], columns: dict[str, list[Any]]) -> Path:
+    """Write ``columns`` (equal lengths, by name, in order) as the table ``path``'s suffix names,
+    atomically: a parquet file keeps each column's type, a CSV / TSV / JSONL file is read back by
+    :func:`iter_rows` as it was written."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not is_table(path):
+        raise ZooError(f"cannot write a table to {path.name!r}: use {', '.join(TABLE_SUFFIXES)}")
+    names = list(columns)
+    rows = zip(*columns.values())
+    with atomic_path(path) as tmp:
+        if suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.table(columns), tmp)
+        elif suffix in (".jsonl", ".ndjson"):
+            with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+                fh.writelines(json.dumps(dict(zip(names, row)), ensure_ascii=False) + "\n" for row in rows)
+        else:
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                writer = csv.writer(fh, delimiter="\t" if suffix == ".tsv" else ",")
+                writer.writerow(names)
+                writer.writerows(rows)
+    return path
