@@ -389,6 +389,37 @@ def test_siglip_pairs_take_open_clips_siglip_loss_with_the_models_own_bias(tmp_p
     _assert_same_gradients(model.model, reference)
 
 
+def test_hf_clip_pairs_take_the_clip_loss_transformers_computes_itself(tmp_path, photos):
+    """A Hugging Face CLIPModel: zoo's loss (open_clip's ClipLoss at the model's learned
+    temperature) equals the loss ``CLIPModel(..., return_loss=True)`` computes, gradients too; and
+    a run with the image tower locked leaves every image weight as it was."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    from tiny_models import hf_clip_folder
+    from zoo.training._contrastive import loss_kind
+
+    folder = hf_clip_folder(tmp_path / "clip", CAPTIONS)
+    model = zoo.load(str(folder), device="cpu")
+    model.model.eval()
+    config = FinetuneConfig(output_dir=tmp_path / "out", objective="contrastive")
+    assert loss_kind(config, model, ["vision", "text"]) == "clip"
+    ours = contrastive_loss(config, kind="clip", model=model.model)(_tower_embeddings(model, photos, CAPTIONS))
+    ours.backward()
+    reference = CLIPModel.from_pretrained(folder).eval()
+    processor = CLIPProcessor.from_pretrained(folder)
+    theirs = reference(**processor(text=CAPTIONS, images=photos, return_tensors="pt", padding=True),
+                       return_loss=True).loss
+    theirs.backward()
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
+    _assert_same_gradients(model.model, reference)
+    base = zoo.load(str(folder), device="cpu")
+    run = base.finetune([(p, c) for p, c in zip(photos, CAPTIONS)] * 4, objective="contrastive",
+                        output_dir=tmp_path / "locked", epochs=1, lr=1e-3, batch_size=6, progress=False,
+                        lock=("vision",))
+    np.testing.assert_array_equal(run.model.featurize(photos), base.featurize(photos))
+    assert not np.allclose(run.model.featurize_texts(CAPTIONS), base.featurize_texts(CAPTIONS), atol=1e-4)
+
+
 def test_an_image_text_run_with_its_text_tower_locked_moves_only_the_images(open_clip_dir, photos, tmp_path):
     base = zoo.load(str(open_clip_dir), device="cpu")
     pairs = [(photo, caption) for photo, caption in zip(photos, CAPTIONS)] * 4

@@ -28,33 +28,9 @@ def pictures():
 
 @pytest.fixture(scope="module")
 def hf_clip_dir(tmp_path_factory):
-    """A tiny CLIPModel + CLIPProcessor saved with save_pretrained (a small BPE tokenizer trained here)."""
-    import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizerFast
+    from tiny_models import hf_clip_folder
 
-    folder = tmp_path_factory.mktemp("hf-clip-tiny")
-    bpe = Tokenizer(models.BPE(unk_token="<|endoftext|>"))
-    bpe.normalizer = normalizers.Lowercase()
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.train_from_iterator(TEXTS * 10, trainers.BpeTrainer(vocab_size=300,
-                                                            special_tokens=["<|startoftext|>", "<|endoftext|>"]))
-    tokenizer = CLIPTokenizerFast(tokenizer_object=bpe, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
-                                  unk_token="<|endoftext|>", pad_token="<|endoftext|>")
-    config = CLIPConfig(
-        text_config=dict(vocab_size=300, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1,
-                         pad_token_id=1),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37,
-                           num_hidden_layers=2, num_attention_heads=2),
-        projection_dim=16)
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(folder)
-    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
-                                                                 crop_size={"height": 32, "width": 32}),
-                              tokenizer=tokenizer)
-    processor.save_pretrained(folder)
-    return folder
+    return hf_clip_folder(tmp_path_factory.mktemp("hf-clip-tiny"), TEXTS)
 
 
 def test_open_clip_equals_encode_image_and_encode_text(open_clip_dir, pictures):

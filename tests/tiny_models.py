@@ -214,3 +214,33 @@ def siglip_folder(root: Path, texts: list[str]) -> tuple[Any, Any]:
                                    tokenizer=tokenizer)
     processor.save_pretrained(root)
     return model, processor
+
+
+def hf_clip_folder(root: Path, texts: list[str]) -> Path:
+    """A tiny CLIPModel + CLIPProcessor saved with save_pretrained (a small BPE tokenizer trained on
+    ``texts``)."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token="<|endoftext|>"))
+    bpe.normalizer = normalizers.Lowercase()
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.train_from_iterator(texts * 10, trainers.BpeTrainer(vocab_size=300,
+                                                            special_tokens=["<|startoftext|>", "<|endoftext|>"]))
+    tokenizer = CLIPTokenizerFast(tokenizer_object=bpe, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
+                                  unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    config = CLIPConfig(
+        text_config={"vocab_size": 300, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 32, "bos_token_id": 0, "eos_token_id": 1,
+                     "pad_token_id": 1},
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 37,
+                       "num_hidden_layers": 2, "num_attention_heads": 2},
+        projection_dim=16)
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(root)
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                                 crop_size={"height": 32, "width": 32}),
+                              tokenizer=tokenizer)
+    processor.save_pretrained(root)
+    return root
