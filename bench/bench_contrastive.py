@@ -8,14 +8,19 @@ descriptions) and the groups split into train and test, so that no test passage,
 copy of it, is seen in training. Passages that repeat another's text, and queries that repeat
 another's, are dropped.
 
-The base model and the finetuned one are scored on the same held-out queries against the same
+The base model and each finetuned one are scored on the same held-out queries against the same
 held-out corpus: recall@10 and nDCG@10 (one relevant passage per query), with a paired bootstrap
-interval of the gain over queries. Each side runs in its own process (``--side``).
+interval of the gain over queries. The finetuned sides (``--sides``): ``full`` (every weight),
+``lora`` (peft's low-rank adapters, at ``--lora-lr``) and ``mined`` (every weight, on triplets
+whose negatives ``zoo.mine_negatives`` found among the training passages with the base model).
+Each side runs in its own process and reports its training time, trainable parameters, the size of
+the file it saved and its peak memory (max RSS).
 
     apt-get update -o Acquire::Languages=en
     apt-cache pkgnames | sort | xargs apt-cache -o Acquire::Languages=en show > /tmp/packages.txt
     python bench/bench_contrastive.py --packages /tmp/packages.txt [--train 4000] [--test 2000]
                                       [--epochs 1] [--batch-size 32] [--lr 2e-5] [--model minilm-l6]
+                                      [--sides full,lora,mined] [--lora-lr 5e-4]
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -37,7 +41,7 @@ def read_packages(path: Path) -> list[dict[str, str]]:
     """``{package, source, query, passage}`` per package of an ``apt-cache show`` listing (a
     package listed in several versions is kept once)."""
     packages, record, field = [], {}, None
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines() + [""]:
+    for line in [*path.read_text(encoding="utf-8", errors="replace").splitlines(), ""]:
         if not line:
             if "Package" in record and "Description" in record:
                 packages.append(record)
@@ -84,26 +88,47 @@ def _truncate(text: str, words: int = 120) -> str:
 
 def side(args: argparse.Namespace) -> None:
     """One side, in its own process: finetune (or not), then rank the test corpus for each query."""
+    import resource
+
     import numpy as np
 
     import zoo
 
     data = json.loads(Path(args.data).read_text())
     model = zoo.load(args.model, device="cpu")
-    if args.side == "tuned":
+    report: dict[str, float] = {}
+    if args.side != "base":
         began = time.perf_counter()
         pairs = [(p["query"], _truncate(p["passage"])) for p in data["train"]]
+        options = {"strategy": "lora", "lr": args.lora_lr} if args.side == "lora" else {"lr": args.lr}
+        if args.side == "mined":
+            mined = zoo.mine_negatives(model, pairs, num_negatives=1, relative_margin=0.05, progress=False)
+            report["mined_triplets"] = len(mined)
+            pairs = list(zip(mined.triplets.anchors, mined.triplets.positives, mined.triplets.negatives or []))
         run = model.finetune(pairs, objective="contrastive", output_dir=args.out, epochs=args.epochs,
-                             batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False)
+                             batch_size=args.batch_size, seed=args.seed, progress=False, **options)
+        report["train_seconds"] = time.perf_counter() - began
+        saved = json.loads((Path(args.out) / "zoo.json").read_text())["backbone"]["file"]
+        report["saved_mb"] = (Path(args.out) / saved).stat().st_size / 2**20
+        report["trainable"] = sum(p.numel() for n, p in run.model.model.named_parameters()) \
+            if args.side != "lora" else _adapter_size(Path(args.out) / saved)
         model = zoo.load(args.out, device="cpu")
-        print(f"trained on {len(pairs)} pairs in {time.perf_counter() - began:.0f} s: {run.history}", file=sys.stderr)
+        print(f"{args.side}: trained on {len(pairs)} examples: {run.history}", file=sys.stderr)
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     queries = model.featurize([p["query"] for p in data["test"]], batch_size=64, progress=False)
     corpus = model.featurize([_truncate(p["passage"]) for p in data["test"]], batch_size=64, progress=False)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
     scores = queries @ corpus.T
     ranks = (scores > np.diag(scores)[:, None]).sum(1)  # 0: the query's own passage comes first
-    Path(args.ranks).write_text(json.dumps(ranks.tolist()))
+    Path(args.ranks).write_text(json.dumps({"ranks": ranks.tolist(), "report": report}))
+
+
+def _adapter_size(path: Path) -> int:
+    """How many numbers a saved LoRA adapter holds (its trainable parameters)."""
+    from safetensors.torch import load_file
+
+    return sum(t.numel() for t in load_file(str(path)).values())
 
 
 def metrics(ranks: list[int]) -> tuple[list[float], list[float]]:
@@ -135,7 +160,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--side", choices=["base", "tuned"], help=argparse.SUPPRESS)
+    parser.add_argument("--sides", default="full", help="finetuned sides, of full, lora, mined (default full)")
+    parser.add_argument("--lora-lr", type=float, default=5e-4)
+    parser.add_argument("--side", choices=["base", "full", "lora", "mined"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--ranks", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -149,22 +176,32 @@ def main() -> None:
           f"{len(test)} held-out passages (split by source package)")
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-contrastive-"))
     (work / "data.json").write_text(json.dumps({"train": train, "test": test}))
-    results = {}
-    for name in ("base", "tuned"):
+    sides = ["base", *[s.strip() for s in args.sides.split(",") if s.strip()]]
+    results, reports = {}, {}
+    for name in sides:
         ranks = work / f"{name}.json"
         cmd = [sys.executable, __file__, "--packages", str(args.packages), "--side", name, "--data",
-               str(work / "data.json"), "--ranks", str(ranks), "--out", str(work / "tuned"), "--model", args.model,
+               str(work / "data.json"), "--ranks", str(ranks), "--out", str(work / name), "--model", args.model,
                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
-               "--seed", str(args.seed)]
+               "--lora-lr", str(args.lora_lr), "--seed", str(args.seed)]
         subprocess.run(cmd, check=True)
-        results[name] = metrics(json.loads(ranks.read_text()))
-    print(f"\n{args.model}, {args.epochs} epoch(s), batch {args.batch_size}, lr {args.lr}")
-    print(f"{'metric':<12}{'base':>8}{'tuned':>8}{'gain':>8}   95% interval of the gain")
-    for i, name in enumerate(("recall@10", "nDCG@10")):
-        before, after = results["base"][i], results["tuned"][i]
-        low, high = bootstrap(before, after, args.seed)
-        mean_b, mean_a = sum(before) / len(before), sum(after) / len(after)
-        print(f"{name:<12}{mean_b:>8.4f}{mean_a:>8.4f}{mean_a - mean_b:>+8.4f}   [{low:+.4f}, {high:+.4f}]")
+        out = json.loads(ranks.read_text())
+        results[name], reports[name] = metrics(out["ranks"]), out["report"]
+    print(f"\n{args.model}, {args.epochs} epoch(s), batch {args.batch_size}, lr {args.lr} (lora {args.lora_lr})")
+    print(f"{'side':<7}{'metric':<11}{'base':>8}{'tuned':>8}{'gain':>8}   95% interval of the gain")
+    for side_name in sides[1:]:
+        for i, name in enumerate(("recall@10", "nDCG@10")):
+            before, after = results["base"][i], results[side_name][i]
+            low, high = bootstrap(before, after, args.seed)
+            mean_b, mean_a = sum(before) / len(before), sum(after) / len(after)
+            print(f"{side_name:<7}{name:<11}{mean_b:>8.4f}{mean_a:>8.4f}{mean_a - mean_b:>+8.4f}   "
+                  f"[{low:+.4f}, {high:+.4f}]")
+    print(f"\n{'side':<7}{'train s':>9}{'trainable':>12}{'saved MB':>10}{'peak RSS MB':>13}")
+    for name in sides:
+        r = reports[name]
+        print(f"{name:<7}{r.get('train_seconds', 0):>9.0f}{int(r.get('trainable', 0)):>12,}"
+              f"{r.get('saved_mb', 0):>10.2f}{r['peak_rss_mb']:>13.0f}"
+              + (f"   ({int(r['mined_triplets'])} mined triplets)" if "mined_triplets" in r else ""))
 
 
 if __name__ == "__main__":

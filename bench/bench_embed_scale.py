@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-import datasets
+import bench_inputs
 
 
 def kept_inputs(partial: Path) -> int:
@@ -112,11 +112,11 @@ def main() -> None:
         inputs = []
         for n in args.texts:
             path = args.workdir / f"texts-{n}.txt"
-            path.write_text("\n".join(datasets.short_texts(n)) + "\n")
+            path.write_text("\n".join(bench_inputs.short_texts(n)) + "\n")
             inputs.append((n, path, list(range(n))))
         scale("texts", "minilm-l6", inputs, args.workdir, [])
     if args.images:
-        paths = datasets.jpegs(args.workdir / "jpegs", max(args.images))
+        paths = bench_inputs.jpegs(args.workdir / "jpegs", max(args.images))
         inputs = []
         for n in args.images:
             listing = args.workdir / f"images-{n}"  # a folder of links: the input is a folder, as users give it

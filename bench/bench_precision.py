@@ -16,7 +16,7 @@ import statistics
 import time
 import warnings
 
-import datasets
+import bench_inputs
 import numpy as np
 from sides import cosines
 
@@ -34,7 +34,7 @@ def main() -> None:
 
     warnings.filterwarnings("ignore", category=UserWarning)  # torch's quantized tensors are deprecated
     warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated")  # so is the API; it still runs
-    texts = datasets.fortunes(args.n)
+    texts = bench_inputs.fortunes(args.n)
     fp32 = zoo.load("minilm-l6", device="cpu")
     linears = [n for n, m in fp32.model.named_modules() if isinstance(m, torch.nn.Linear)]
 

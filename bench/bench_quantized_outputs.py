@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 
-import datasets
+import bench_inputs
 import numpy as np
 
 
@@ -43,7 +43,7 @@ def main() -> None:
     import zoo
     from zoo.core._quantize import calibration_ranges, quantize
 
-    texts = list(dict.fromkeys(datasets.fortunes(100_000)))  # every distinct fortune, in order
+    texts = list(dict.fromkeys(bench_inputs.fortunes(100_000)))  # every distinct fortune, in order
     queries, corpus = texts[:args.queries], texts[args.queries:]
     model = zoo.load("minilm-l6", device="cpu")
     began = time.perf_counter()

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-import datasets
+import bench_inputs
 import numpy as np
 from bench_embed_scale import kept_inputs
 
@@ -89,14 +89,14 @@ def main() -> None:
     print(f"{sys.platform}, {len(__import__('os').sched_getaffinity(0))} cores; each run is the real command line")
     if args.texts:
         source = args.workdir / f"texts-{args.texts}.txt"
-        source.write_text("\n".join(datasets.short_texts(args.texts)) + "\n")
+        source.write_text("\n".join(bench_inputs.short_texts(args.texts)) + "\n")
         rounds = [one_round("texts", "minilm-l6", source, args.texts, args.kill_at, args.workdir, extra)
                   for _ in range(args.rounds)]
         report("texts", args.texts, rounds, args.kill_at)
     if args.images:
         folder = args.workdir / f"images-{args.images}"
         folder.mkdir(exist_ok=True)
-        for path in datasets.jpegs(args.workdir / "jpegs", args.images)[:args.images]:
+        for path in bench_inputs.jpegs(args.workdir / "jpegs", args.images)[:args.images]:
             link = folder / Path(path).name
             if not link.exists():
                 link.symlink_to(path)

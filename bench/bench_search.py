@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-import datasets
+import bench_inputs
 import numpy as np
 
 
@@ -29,7 +29,7 @@ def _rows(args: argparse.Namespace) -> tuple[Path, np.ndarray]:
 
     args.work.mkdir(parents=True, exist_ok=True)
     base = args.work / f"base-{args.n}.parquet"
-    texts = datasets.short_texts(args.n + 1000, seed=1)
+    texts = bench_inputs.short_texts(args.n + 1000, seed=1)
     model = zoo.load("minilm-l6", device="cpu")
     if not base.is_file():
         lines = args.work / f"base-{args.n}.txt"

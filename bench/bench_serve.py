@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import datasets
+import bench_inputs
 import numpy as np
 from sides import alternate, child, min_cosine
 
@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--vectors", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    texts = getattr(datasets, args.corpus)(args.n)
+    texts = getattr(bench_inputs, args.corpus)(args.n)
     if args.side:
         sides = {"offline": lambda: offline_side(texts), "gathered": lambda: gathered_side(texts)}
         sides.update({side: (lambda b=b: served_side(texts, b)) for side, b in MAX_BATCH.items()})

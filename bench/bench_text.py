@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import datasets
+import bench_inputs
 import numpy as np
 from sides import alternate, child, min_cosine
 
@@ -102,7 +102,7 @@ def onnx_folder(source: str, work: Path) -> Path:
 
 
 def run_child(args: argparse.Namespace) -> None:
-    texts = getattr(datasets, args.corpus[0])(args.n)
+    texts = getattr(bench_inputs, args.corpus[0])(args.n)
     half = args.half
     child(args.side, args.vectors, {
         "zoo": lambda: zoo_side(texts, args, "torch"),

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import jpegs
+from bench_inputs import jpegs
 from sides import alternate, child, min_cosine
 
 

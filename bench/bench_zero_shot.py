@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-from datasets import FORTUNES
+from bench_inputs import FORTUNES
 
 CATEGORIES = ["computers", "science", "food", "love", "sports", "politics"]
 

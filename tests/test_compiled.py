@@ -17,11 +17,11 @@ pytest.importorskip("onnxruntime")
 
 
 def _bench_datasets():
-    """bench/datasets.py (Debian's fortunes, the real corpus here), under a name of its own."""
+    """bench/bench_inputs.py (Debian's fortunes, the real corpus here), under a name of its own."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("zoo_bench_datasets",
-                                                  Path(__file__).parent.parent / "bench" / "datasets.py")
+                                                  Path(__file__).parent.parent / "bench" / "bench_inputs.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

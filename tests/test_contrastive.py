@@ -80,7 +80,7 @@ def test_the_loss_and_its_gradients_equal_sentence_transformers_own(minilm, st_m
     assert compared > 50  # every layer's weights, not a few
 
 
-@pytest.mark.parametrize("mini", [2, 4])
+@pytest.mark.parametrize("mini", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_cached_gradients_equal_sentence_transformers_cached_loss(minilm, st_minilm, mini):
     """GradCache: the loss and the gradients of a batch embedded ``mini`` rows at a time equal
     sentence-transformers' ``CachedMultipleNegativesRankingLoss`` on the same triplets and weights."""

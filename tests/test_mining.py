@@ -44,10 +44,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [c if c == "defaults" else pytest.param(c, marks=pytest.mark.slow) for c in CASES])
 def test_the_triplets_are_sentence_transformers_own(minilm, st_model, halves, case):
     pytest.importorskip("faiss")
-    pairs = [*halves, (halves[0][0], halves[1][1]), (halves[2][1], halves[3][1])]  # two positives; an anchor in the corpus
+    # an anchor with two positives, and an anchor that is also a candidate
+    pairs = [*halves, (halves[0][0], halves[1][1]), (halves[2][1], halves[3][1])]
     corpus = [p for _, p in halves[40:]] + ["An unrelated sentence about cooking pasta."]
     settings = CASES[case]
     ours = zoo.mine_negatives(minilm, pairs, corpus=corpus, progress=False, **settings)
@@ -61,6 +62,7 @@ def test_the_triplets_are_sentence_transformers_own(minilm, st_model, halves, ca
     assert set(ours.skipped) == filters & set(settings)  # each filter set dropped candidates: it was exercised
 
 
+@pytest.mark.slow
 def test_random_sampling_draws_from_the_filtered_window_with_its_seed(minilm, halves, tmp_path):
     pytest.importorskip("faiss")
     top = zoo.mine_negatives(minilm, halves, num_negatives=2, range_max=10, progress=False)

@@ -384,7 +384,15 @@ def _finetune_config(args: argparse.Namespace) -> FinetuneConfig:
         resume=args.resume, progress=not args.quiet, text_column=args.text_column, label_column=args.label_column,
         anchor_column=args.anchor_column, positive_column=args.positive_column, negative_column=args.negative_column,
         scale=args.scale, symmetric=args.symmetric, matryoshka_dims=_dims(args.matryoshka_dims), loss=args.loss,
-        lock=tuple(args.lock or ()), mini_batch_size=args.mini_batch_size)
+        lock=tuple(args.lock or ()), mini_batch_size=args.mini_batch_size, **_lora_options(args))
+
+
+def _lora_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--lora-r 16 --lora-targets query,value``: only the flags given, so the defaults stay the config's."""
+    given = {"lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout,
+             "lora_targets": tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+             if args.lora_targets else None}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def _dims(value: str | None) -> tuple[int, ...]:
@@ -657,6 +665,10 @@ def _add_finetune(register: RegisterCommand) -> None:
                         "pairs (auto: siglip for a model with a logit bias, clip for image-text, else mnrl)")
     p.add_argument("--lock", action="append", choices=("vision", "text"),
                    help="contrastive: keep this tower of an image-text model frozen (repeatable)")
+    p.add_argument("--lora-r", type=int, help="lora: the adapters' rank (default 8)")
+    p.add_argument("--lora-alpha", type=float, help="lora: their scale is alpha / r (default 16)")
+    p.add_argument("--lora-dropout", type=float, help="lora: dropout on the adapters' input (default 0)")
+    p.add_argument("--lora-targets", metavar="A,B", help="lora: the layers to adapt (default: every linear layer)")
     p.add_argument("--mini-batch-size", type=int, metavar="N",
                    help="contrastive: embed N rows at a time with cached gradients (GradCache), so --batch-size's "
                         "negatives fit in the memory of N rows")

@@ -16,7 +16,9 @@ from typing import Any
 
 from zoo.errors import did_you_mean
 
-STRATEGIES = ("linear-probe", "full", "partial", "freeze-unfreeze")
+from ._lora import LoraSettings
+
+STRATEGIES = ("linear-probe", "full", "partial", "freeze-unfreeze", "lora")
 HEADS = ("linear", "mlp")
 #: what a run trains: a classifier on labelled inputs, or the embedding itself on pairs
 OBJECTIVES = ("classification", "contrastive")
@@ -42,7 +44,8 @@ class FinetuneConfig:
         strategy: ``auto`` (``full`` for a contrastive run, else ``linear-probe``),
             ``linear-probe`` (backbone frozen, embeddings computed once), ``full``, ``partial``
             (the last ``unfreeze_blocks`` blocks train) or ``freeze-unfreeze`` (frozen for
-            ``freeze_epochs``, then everything trains).
+            ``freeze_epochs``, then everything trains) or ``lora`` (low-rank adapters beside the
+            frozen backbone's layers train, with peft; the folder saves the adapter alone).
         epochs, batch_size, weight_decay, seed: the usual.
         lr: the head's learning rate (``None``: 1e-2 for the probe, 1e-3 otherwise); in a
             contrastive run, the backbone's (``None``: 2e-5).
@@ -69,6 +72,10 @@ class FinetuneConfig:
             gradients of the embeddings (GradCache, as sentence-transformers'
             ``CachedMultipleNegativesRankingLoss``): the negatives are those of the whole
             ``batch_size``, the memory that of ``mini_batch_size`` rows (``None``: all at once).
+        lora_r, lora_alpha, lora_dropout: ``lora``: the adapters' rank, scale (``alpha / r``)
+            and dropout.
+        lora_targets: ``lora``: the names of the layers to adapt (peft's ``target_modules``;
+            ``None``: every linear layer of the backbone, see :mod:`zoo.training._lora`).
         on_epoch_end: called with each epoch's metrics (not part of the run's identity).
     """
 
@@ -99,6 +106,10 @@ class FinetuneConfig:
     loss: str = "auto"
     lock: tuple[str, ...] = ()
     mini_batch_size: int | None = None
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] | None = None
     on_epoch_end: Callable[[dict[str, float]], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -115,7 +126,8 @@ class FinetuneConfig:
                              "unset")
         if contrastive and self.strategy in ("linear-probe", "freeze-unfreeze"):
             raise ValueError(f"strategy {self.strategy!r} trains a head on a frozen backbone; a contrastive run "
-                             "trains the embedding itself: use 'full' or 'partial'")
+                             "trains the embedding itself: use 'full', 'partial' or 'lora'")
+        self._check_lora()
         if not self.scale > 0:
             raise ValueError(f"scale must be positive, not {self.scale!r}")
         object.__setattr__(self, "matryoshka_dims", tuple(sorted({int(d) for d in self.matryoshka_dims}, reverse=True)))
@@ -132,6 +144,25 @@ class FinetuneConfig:
         _check_choice("head", self.head, HEADS)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+
+    def _check_lora(self) -> None:
+        lora_set = (self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_targets) != (8, 16.0, 0.0, None)
+        if lora_set and self.strategy != "lora":
+            raise ValueError("lora_r, lora_alpha, lora_dropout and lora_targets are options of strategy='lora'")
+        if isinstance(self.lora_r, bool) or not isinstance(self.lora_r, int) or self.lora_r < 1:
+            raise ValueError(f"lora_r is the adapters' rank, a positive integer, not {self.lora_r!r}")
+        if not self.lora_alpha > 0 or not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_alpha must be positive and lora_dropout in [0, 1); got {self.lora_alpha!r}, "
+                             f"{self.lora_dropout!r}")
+        if self.lora_targets is not None:
+            object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+
+    @property
+    def lora(self) -> LoraSettings | None:
+        """The :class:`~zoo.training._lora.LoraSettings` of a ``lora`` run, else None."""
+        if self.strategy != "lora":
+            return None
+        return LoraSettings(self.lora_r, float(self.lora_alpha), float(self.lora_dropout), self.lora_targets)
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> FinetuneConfig:

@@ -8,7 +8,8 @@ variant (``directions=("query_to_doc", "doc_to_query")``, averaged per direction
 ``torchrun``, the negatives gathered across processes with gradients are its. A Matryoshka run sums
 that loss over each declared leading width, as sentence-transformers' ``MatryoshkaLoss`` does with
 weights of 1. Checkpoints, resuming and the best epoch work as in classification
-(:mod:`zoo.training._loop`); the saved folder holds the trained backbone and no head.
+(:mod:`zoo.training._loop`); the saved folder holds the trained backbone (or, with
+``strategy="lora"``, its adapter) and no head.
 """
 
 from __future__ import annotations
@@ -31,11 +32,9 @@ from zoo.store._provenance import weights_provenance
 from ._checkpoints import (
     RESUME,
     load_state,
-    load_tensors,
     prune,
     read_resume,
     save_state,
-    save_tensors,
     write_run_manifest,
 )
 from ._config import FinetuneConfig
@@ -43,6 +42,7 @@ from ._data import Pairs, fingerprint, read_pairs
 from ._distributed import Dist
 from ._finetuned import FORMAT, FinetunedCheckpoint
 from ._loop import FinetuneResult, run_epochs
+from ._lora import ADAPTER_MARK, TrainedBackbone
 from ._strategies import apply_plan, plan_for_epoch, set_train_mode
 
 if TYPE_CHECKING:
@@ -130,9 +130,11 @@ class _ContrastiveRun:
         self.towers = column_towers(self.model, self.train_ex)
         self.kind = loss_kind(config, self.model, self.towers)
         self.blocks = self.model.encoder.blocks()
-        self.locked = locked_parameters(self.model, config.lock)
         torch.manual_seed(config.seed)
-        self.params = [p for p in self.model.model.parameters() if id(p) not in self.locked]
+        self.backbone = TrainedBackbone(self.model.model, config.lora, skip=locked_towers(self.model, config.lock))
+        self.locked = locked_parameters(self.model, config.lock)
+        self.params = [p for name, p in self.model.model.named_parameters()
+                       if id(p) not in self.locked and (config.lora is None or ADAPTER_MARK in name)]
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.head_lr)
         steps = config.epochs * math.ceil(math.ceil(len(self.train_ex) / self.dist.world) / config.batch_size)
         warmup = max(1, int(steps * WARMUP))
@@ -185,7 +187,7 @@ class _ContrastiveRun:
         state = read_resume(self.out, self.settings)
         if state is None:
             return
-        load_tensors(self.model.model, self.out / state["backbone"])
+        self.backbone.restore(self.out, state["backbone"])
         saved = load_state(self.out / state["state"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
@@ -271,17 +273,17 @@ class _ContrastiveRun:
             self.best = {"epoch": epoch + 1, "score": score}
         if self.dist.rank == 0:
             tag = f"e{epoch + 1:03d}"
-            backbone = save_tensors(self.out / f"{tag}.backbone.safetensors", self.model.model)
+            backbone = self.backbone.save(self.out, tag)
             state = save_state(self.out / f"{tag}.state.pt", {
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": torch.get_rng_state()})
             common = self._manifest_common()
             if improved:
-                write_run_manifest(self.out, MANIFEST, {**common, "backbone": {"file": backbone}, "epoch": epoch + 1,
-                                                        "history": self.history}, [backbone])
+                write_run_manifest(self.out, MANIFEST, {**common, "backbone": backbone, "epoch": epoch + 1,
+                                                        "history": self.history}, [backbone["file"]])
             write_run_manifest(self.out, RESUME, {**common, "epoch": epoch + 1, "history": self.history,
                                                   "best": self.best, "backbone": backbone, "state": state},
-                               [backbone, state])
+                               [backbone["file"], state])
             prune(self.out)
         self.dist.barrier()
 
@@ -294,7 +296,7 @@ class _ContrastiveRun:
     def load_best(self) -> Model:
         """The best epoch's weights, read back from what was saved (so the result is what zoo.load gives)."""
         manifest = read_json(self.out / MANIFEST)
-        load_tensors(self.model.model, self.out / manifest["backbone"]["file"])
+        self.backbone.finish(self.out, manifest["backbone"])
         self.model.model.eval()
         return FinetunedCheckpoint.adapted(self.out, manifest, self.model)
 
@@ -409,23 +411,29 @@ def loss_kind(config: FinetuneConfig, model: Model, towers: list[str]) -> str:
     return kind
 
 
-def locked_parameters(model: Model, lock: tuple[str, ...]) -> set[int]:
-    """The ids of the parameters of the towers ``lock`` names (``vision``, ``text``), which stay
-    as they are: the image tower is the module its encoder names, the text tower every other one
-    but the learned temperature and bias."""
+def locked_towers(model: Model, lock: tuple[str, ...]) -> Callable[[str], bool]:
+    """Whether a parameter or layer name lies in a tower ``lock`` names (``vision``, ``text``),
+    which stays as it is: the image tower is the module its encoder names, the text tower every
+    other one but the learned temperature and bias."""
     if not lock:
-        return set()
+        return lambda name: False
     image_prefixes = getattr(model.encoder, "image_prefixes", None)
     unknown = [t for t in lock if t not in ("vision", "text")]
     if image_prefixes is None or unknown:
         raise ZooError(f"lock={lock!r}: only the 'vision' and 'text' towers of an image-text model can be locked")
     prefixes = tuple(f"{p}." for p in image_prefixes())
-    chosen = set()
-    for name, param in model.model.named_parameters():
-        tower = "vision" if name.startswith(prefixes) else None if name.startswith("logit_") else "text"
-        if tower in lock:
-            chosen.add(id(param))
-    return chosen
+
+    def locked(name: str) -> bool:
+        tower = "vision" if f"{name}.".startswith(prefixes) else None if name.startswith("logit_") else "text"
+        return tower in lock
+
+    return locked
+
+
+def locked_parameters(model: Model, lock: tuple[str, ...]) -> set[int]:
+    """The ids of the parameters of the towers ``lock`` names (see :func:`locked_towers`)."""
+    locked = locked_towers(model, lock)
+    return {id(param) for name, param in model.model.named_parameters() if locked(name)}
 
 
 def _split(pairs: Pairs, fraction: float, seed: int) -> tuple[Pairs, Pairs]:

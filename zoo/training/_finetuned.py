@@ -15,6 +15,7 @@ from zoo.store._manifest import MANIFEST, read_json
 
 from ._checkpoints import load_tensors
 from ._heads import build_head
+from ._lora import apply_saved_backbone
 
 if TYPE_CHECKING:
     from zoo.store._model_files import ModelFiles
@@ -61,7 +62,7 @@ class FinetunedCheckpoint(Encoder):
             if pinned is not None and pinned != recorded:
                 raise IntegrityError(f"{name} of base model {spec.backend_id!r}", recorded, pinned)
         if manifest.get("backbone"):
-            load_tensors(base.model, files.root / manifest["backbone"]["file"])
+            apply_saved_backbone(base.model, files.root, manifest["backbone"])
         if not manifest.get("head"):
             return cls.adapted(files.root, manifest, base, files)
         head_info = manifest["head"]

@@ -36,6 +36,7 @@ from ._data import fingerprint, label_index, read_examples, stratified_split
 from ._distributed import Dist
 from ._finetuned import FORMAT, FinetunedCheckpoint
 from ._heads import build_head, fit_standardization
+from ._lora import ADAPTER_MARK, TrainedBackbone
 from ._plot import plot_history
 from ._strategies import Plan, apply_plan, plan_for_epoch, set_train_mode
 
@@ -149,6 +150,7 @@ class _Run:
         self.encoder = self.model.encoder
         torch.manual_seed(config.seed)
         self.head = build_head(config.head, self.model.embed_dim, len(self.classes)).to(self.model.device)
+        self.backbone = TrainedBackbone(self.model.model, config.lora) if self.trains_backbone else None
         self.blocks = self.encoder.blocks()
         self.x_train: torch.Tensor | None = None
         self.x_val: torch.Tensor | None = None
@@ -156,7 +158,9 @@ class _Run:
             self._embed_once()
         params = [{"params": list(self.head.parameters()), "lr": config.head_lr}]
         if self.trains_backbone:
-            params.append({"params": list(self.model.model.parameters()), "lr": config.effective_backbone_lr})
+            backbone = [p for name, p in self.model.model.named_parameters()
+                        if config.lora is None or ADAPTER_MARK in name]
+            params.append({"params": backbone, "lr": config.effective_backbone_lr})
         self.optimizer = torch.optim.AdamW(params, weight_decay=config.weight_decay)
         self.module = _Classifier.build(self.encoder, self.head, self.pool) if self.trains_backbone else self.head
         self.ddp_plan: Plan | None = None
@@ -214,8 +218,8 @@ class _Run:
         if state is None:
             return
         load_tensors(self.head, self.out / state["head"])
-        if state.get("backbone"):
-            load_tensors(self.model.model, self.out / state["backbone"])
+        if self.backbone is not None:
+            self.backbone.restore(self.out, state["backbone"])
         saved = load_state(self.out / state["state"])
         self.optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
@@ -292,17 +296,15 @@ class _Run:
             self.best = {"epoch": epoch + 1, "score": list(score)}
         if self.dist.rank == 0:
             out, tag = self.out, f"e{epoch + 1:03d}"
-            backbone = save_tensors(out / f"{tag}.backbone.safetensors", self.model.model) \
-                if self.trains_backbone else None
+            backbone = self.backbone.save(out, tag) if self.backbone is not None else None
             head = save_tensors(out / f"{tag}.head.safetensors", self.head)
             state = save_state(out / f"{tag}.state.pt", {"optimizer": self.optimizer.state_dict(),
                                                           "rng": torch.get_rng_state()})
-            weights = [f for f in (head, backbone) if f]
+            weights = [head, *([backbone["file"]] if backbone else [])]
             common = self._manifest_common()
             if improved:
                 write_run_manifest(out, MANIFEST, {
-                    **common, "head": {**common["head"], "file": head},
-                    "backbone": {"file": backbone} if backbone else None,
+                    **common, "head": {**common["head"], "file": head}, "backbone": backbone,
                     "epoch": epoch + 1, "history": self.history}, weights)
             write_run_manifest(out, RESUME, {
                 **common, "epoch": epoch + 1, "history": self.history, "best": self.best, "head": head,
@@ -321,8 +323,8 @@ class _Run:
         """The best epoch's weights, read back from what was saved (so the result is what zoo.load gives)."""
         manifest = read_json(self.out / MANIFEST)
         load_tensors(self.head, self.out / manifest["head"]["file"])
-        if manifest.get("backbone"):
-            load_tensors(self.model.model, self.out / manifest["backbone"]["file"])
+        if self.backbone is not None:
+            self.backbone.finish(self.out, manifest["backbone"])
         self.model.model.eval()
         spec = FinetunedCheckpoint.spec_for_path(self.out, manifest)
         spec = spec.replace(normalize=self.model.spec.normalize, pooling=manifest.get("pool"))

@@ -22,8 +22,9 @@ from zoo.errors import ZooError
 from zoo.store._manifest import MANIFEST, read_json
 from zoo.store._provenance import weights_provenance
 
-from ._checkpoints import load_tensors, save_tensors, write_run_manifest
+from ._checkpoints import save_tensors, write_run_manifest
 from ._finetuned import FORMAT
+from ._lora import apply_saved_backbone
 
 
 def merge(base: str, tuned: str | os.PathLike[str], alpha: float, output_dir: str | os.PathLike[str]) -> Path:
@@ -49,7 +50,7 @@ def merge(base: str, tuned: str | os.PathLike[str], alpha: float, output_dir: st
     if (recorded["model"], recorded.get("sha256")) != (actual["model"], actual["sha256"]):
         raise ZooError(f"{tuned} was finetuned from {recorded['model']}, not from {base} ({actual['model']}, "
                        "other weights); merge it with the model it was finetuned from")
-    _interpolate(model.model, tuned / manifest["backbone"]["file"], alpha)
+    _interpolate(model.model, tuned, manifest["backbone"], alpha)
     return _write(out, tuned, manifest, model.model, alpha)
 
 
@@ -61,14 +62,16 @@ def _finetuned_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def _interpolate(backbone: Any, tuned_weights: Path, alpha: float) -> None:
-    """``backbone`` (holding the base's weights) moved to ``alpha`` of the way to ``tuned_weights``."""
+def _interpolate(backbone: Any, folder: Path, entry: dict[str, Any], alpha: float) -> None:
+    """``backbone`` (holding the base's weights) moved to ``alpha`` of the way to the finetuned
+    weights that ``entry`` of ``folder``'s manifest names (a LoRA adapter: merged into a copy of
+    the base first, so that the merge scales the adapter's change by ``alpha``)."""
     import copy
 
     import torch
 
     tuned = copy.deepcopy(backbone)
-    load_tensors(tuned, tuned_weights)
+    apply_saved_backbone(tuned, folder, entry)
     theirs = tuned.state_dict()
     with torch.no_grad():
         for name, mine in backbone.state_dict().items():

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from zoo.core._blocks import in_blocks
 
+from ._lora import ADAPTER_MARK
+
 if TYPE_CHECKING:
     import torch
 
@@ -16,7 +18,7 @@ if TYPE_CHECKING:
 class Plan:
     """What trains in one epoch."""
 
-    backbone: str  # "frozen", "all" or "last-blocks"
+    backbone: str  # "frozen", "all", "last-blocks" or "adapter" (LoRA's weights alone)
     unfreeze_blocks: int = 0
 
 
@@ -27,6 +29,8 @@ def plan_for_epoch(strategy: str, epoch: int, *, unfreeze_blocks: int, freeze_ep
         return Plan("all")
     if strategy == "partial":
         return Plan("last-blocks", unfreeze_blocks)
+    if strategy == "lora":
+        return Plan("adapter")
     return Plan("frozen") if epoch < freeze_epochs else Plan("all")
 
 
@@ -37,7 +41,8 @@ def apply_plan(backbone: torch.nn.Module, plan: Plan, blocks: list[list[str]]) -
         trainable = [p for block in blocks[-plan.unfreeze_blocks:] for p in block] if plan.unfreeze_blocks else []
     count = 0
     for name, param in backbone.named_parameters():
-        train = plan.backbone == "all" or (plan.backbone == "last-blocks" and in_blocks(name, trainable))
+        train = plan.backbone == "all" or (plan.backbone == "last-blocks" and in_blocks(name, trainable)) \
+            or (plan.backbone == "adapter" and ADAPTER_MARK in name)
         param.requires_grad_(train)
         count += int(train)
     return count
