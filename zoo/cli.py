@@ -33,7 +33,15 @@ from zoo.embeddings._tables import is_table, iter_rows
 from zoo.store._bundle import pack, unpack
 from zoo.store._provenance import weights_provenance
 from zoo.store._settings import zoo_home
-from zoo.training._config import CONTRASTIVE_LOSSES, HEADS, OBJECTIVES, STRATEGIES, FinetuneConfig
+from zoo.training._config import (
+    CONTRASTIVE_LOSSES,
+    HEADS,
+    OBJECTIVES,
+    SCHEDULES,
+    STRATEGIES,
+    TRAINING_PRECISIONS,
+    FinetuneConfig,
+)
 
 from . import __version__
 from .duplicates import DEFAULT_THRESHOLD, find_duplicates
@@ -384,7 +392,10 @@ def _finetune_config(args: argparse.Namespace) -> FinetuneConfig:
         resume=args.resume, progress=not args.quiet, text_column=args.text_column, label_column=args.label_column,
         anchor_column=args.anchor_column, positive_column=args.positive_column, negative_column=args.negative_column,
         scale=args.scale, symmetric=args.symmetric, matryoshka_dims=_dims(args.matryoshka_dims), loss=args.loss,
-        lock=tuple(args.lock or ()), mini_batch_size=args.mini_batch_size, **_lora_options(args))
+        lock=tuple(args.lock or ()), mini_batch_size=args.mini_batch_size, schedule=args.schedule,
+        warmup=args.warmup, accumulate=args.accumulate, max_grad_norm=args.max_grad_norm, precision=args.precision,
+        early_stopping=args.early_stopping, layer_decay=args.layer_decay, class_weights=args.class_weights,
+        **_lora_options(args))
 
 
 def _lora_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -665,6 +676,16 @@ def _add_finetune(register: RegisterCommand) -> None:
                         "pairs (auto: siglip for a model with a logit bias, clip for image-text, else mnrl)")
     p.add_argument("--lock", action="append", choices=("vision", "text"),
                    help="contrastive: keep this tower of an image-text model frozen (repeatable)")
+    p.add_argument("--schedule", default="linear", choices=SCHEDULES,
+                   help="learning rate after warmup (default linear decay to 0)")
+    p.add_argument("--warmup", type=float, default=0.1, help="share of the steps warming up (default 0.1)")
+    p.add_argument("--accumulate", type=int, default=1, metavar="N", help="batches per optimizer step")
+    p.add_argument("--max-grad-norm", type=float, help="clip the gradients' global norm to this")
+    p.add_argument("--precision", default="fp32", choices=TRAINING_PRECISIONS, help="fp32, bf16, or fp16 (CUDA)")
+    p.add_argument("--early-stopping", type=int, metavar="EPOCHS",
+                   help="stop after this many epochs without a better validation score")
+    p.add_argument("--layer-decay", type=float, help="each block's learning rate is this times the one above")
+    p.add_argument("--class-weights", choices=("balanced",), help="classification: weigh classes by rarity")
     p.add_argument("--lora-r", type=int, help="lora: the adapters' rank (default 8)")
     p.add_argument("--lora-alpha", type=float, help="lora: their scale is alpha / r (default 16)")
     p.add_argument("--lora-dropout", type=float, help="lora: dropout on the adapters' input (default 0)")

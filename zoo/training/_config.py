@@ -25,6 +25,10 @@ OBJECTIVES = ("classification", "contrastive")
 #: a contrastive run's loss: ``auto`` is sentence-transformers' ranking loss (``mnrl``) for inputs
 #: of one tower, and open_clip's ``siglip`` (a model with a logit bias) or ``clip`` for image-text
 CONTRASTIVE_LOSSES = ("auto", "mnrl", "clip", "siglip")
+#: the learning rate over the run, after a linear warmup (transformers' schedules)
+SCHEDULES = ("linear", "cosine", "constant")
+#: the forward pass's arithmetic: autocast to bf16 / fp16 (fp16 on CUDA only, with a loss scaler)
+TRAINING_PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _check_choice(kind: str, value: str, choices: tuple[str, ...]) -> None:
@@ -76,6 +80,20 @@ class FinetuneConfig:
             and dropout.
         lora_targets: ``lora``: the names of the layers to adapt (peft's ``target_modules``;
             ``None``: every linear layer of the backbone, see :mod:`zoo.training._lora`).
+        schedule: the learning rate after warmup: ``linear`` decay to 0 (the default, as the
+            Hugging Face ``Trainer``), ``cosine`` or ``constant``.
+        warmup: the share of the steps over which the learning rate rises linearly from 0.
+        accumulate: batches whose gradients add up to one optimizer step (``batch_size=8,
+            accumulate=4`` steps as ``batch_size=32`` would, in the memory of 8 rows).
+        max_grad_norm: clip the gradients' global norm to this (``None``: no clipping).
+        precision: ``fp32``, ``bf16`` (autocast; on the CPU only where it is faster, see
+            docs/benchmarks.md) or ``fp16`` (CUDA, with a loss scaler).
+        early_stopping: stop once the validation score has not improved for this many epochs
+            (``None``: run every epoch); needs validation data.
+        layer_decay: each block's learning rate is this times the one above it (BEiT, as timm's
+            ``param_groups_layer_decay``); ``None``: one rate.
+        class_weights: classification: ``"balanced"`` (scikit-learn's ``n / (classes * count)``)
+            or a ``{label: weight}`` dict, weighing each class's cross-entropy.
         on_epoch_end: called with each epoch's metrics (not part of the run's identity).
     """
 
@@ -110,6 +128,14 @@ class FinetuneConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] | None = None
+    schedule: str = "linear"
+    warmup: float = 0.1
+    accumulate: int = 1
+    max_grad_norm: float | None = None
+    precision: str = "fp32"
+    early_stopping: int | None = None
+    layer_decay: float | None = None
+    class_weights: str | dict[Any, float] | None = None
     on_epoch_end: Callable[[dict[str, float]], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -128,6 +154,7 @@ class FinetuneConfig:
             raise ValueError(f"strategy {self.strategy!r} trains a head on a frozen backbone; a contrastive run "
                              "trains the embedding itself: use 'full', 'partial' or 'lora'")
         self._check_lora()
+        self._check_training()
         if not self.scale > 0:
             raise ValueError(f"scale must be positive, not {self.scale!r}")
         object.__setattr__(self, "matryoshka_dims", tuple(sorted({int(d) for d in self.matryoshka_dims}, reverse=True)))
@@ -144,6 +171,23 @@ class FinetuneConfig:
         _check_choice("head", self.head, HEADS)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+
+    def _check_training(self) -> None:
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("precision", self.precision, TRAINING_PRECISIONS)
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup is a share of the steps, in [0, 1), not {self.warmup!r}")
+        if isinstance(self.accumulate, bool) or not isinstance(self.accumulate, int) or self.accumulate < 1:
+            raise ValueError(f"accumulate counts batches per optimizer step, >= 1, not {self.accumulate!r}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be positive, not {self.max_grad_norm!r}")
+        if self.early_stopping is not None and (not isinstance(self.early_stopping, int) or self.early_stopping < 1):
+            raise ValueError(f"early_stopping is a patience in epochs, >= 1, not {self.early_stopping!r}")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay must lie in (0, 1], not {self.layer_decay!r}")
+        if self.class_weights is not None and (self.objective != "classification" or not (
+                self.class_weights == "balanced" or isinstance(self.class_weights, dict))):
+            raise ValueError("class_weights is 'balanced' or a {label: weight} dict, for objective='classification'")
 
     def _check_lora(self) -> None:
         lora_set = (self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_targets) != (8, 16.0, 0.0, None)

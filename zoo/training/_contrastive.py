@@ -43,13 +43,12 @@ from ._distributed import Dist
 from ._finetuned import FORMAT, FinetunedCheckpoint
 from ._loop import FinetuneResult, run_epochs
 from ._lora import ADAPTER_MARK, TrainedBackbone
+from ._optim import Stepper, batch_groups, layer_groups, make_scheduler, steps_per_epoch, training_settings
 from ._strategies import apply_plan, plan_for_epoch, set_train_mode
 
 if TYPE_CHECKING:
     import torch
 
-#: the share of the steps over which the learning rate warms up linearly, before decaying to 0
-WARMUP = 0.1
 #: ranks of the positive counted as found by the validation recall
 RECALL_AT = (1, 10)
 
@@ -136,10 +135,12 @@ class _ContrastiveRun:
         self.params = [p for name, p in self.model.model.named_parameters()
                        if id(p) not in self.locked and (config.lora is None or ADAPTER_MARK in name)]
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.head_lr)
-        steps = config.epochs * math.ceil(math.ceil(len(self.train_ex) / self.dist.world) / config.batch_size)
-        warmup = max(1, int(steps * WARMUP))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup))))
+        steps = config.epochs * steps_per_epoch(math.ceil(len(self.train_ex) / self.dist.world), config)
+        if config.precision == "fp16" and config.mini_batch_size is not None:
+            raise ZooError("mini_batch_size (GradCache) takes the gradients of cached embeddings, which a fp16 loss "
+                           "scaler does not reach: use precision='bf16' with it")
+        self.stepper = Stepper(self.optimizer, make_scheduler(self.optimizer, steps, config), self.params, config,
+                               base.device, sync=self.dist.average_gradients)
         self.loss = self._loss(rank=self.dist.rank, world=self.dist.world)
         # Every rank evaluates the same validation pairs: gathered, they would meet themselves as negatives.
         self.eval_loss = self._loss(rank=0, world=1)
@@ -158,16 +159,19 @@ class _ContrastiveRun:
         return lambda embeddings: loss([embeddings[i] for i in order])
 
     def _param_groups(self) -> list[dict[str, Any]]:
-        """The trained parameters; for open_clip's losses, as its training sets them: no weight decay
-        on gains, biases, embeddings of one dimension and the learned temperature and bias."""
-        decay = self.config.weight_decay
-        if self.kind == "mnrl":
-            return [{"params": self.params, "weight_decay": decay}]
-        names = {id(p): n for n, p in self.model.model.named_parameters()}
-        flat = [p for p in self.params if p.ndim < 2 or names[id(p)].startswith("logit_")]
-        flat_ids = {id(p) for p in flat}
-        return [{"params": [p for p in self.params if id(p) not in flat_ids], "weight_decay": decay},
-                {"params": flat, "weight_decay": 0.0}]
+        """The trained parameters, at their layer's learning rate (``layer_decay``); for open_clip's
+        losses, as its training sets them: no weight decay on gains, biases, embeddings of one
+        dimension and the learned temperature and bias."""
+        c = self.config
+        named = [(n, p) for n, p in self.model.model.named_parameters() if id(p) in {id(q) for q in self.params}]
+        flat = {id(p) for n, p in named if self.kind != "mnrl" and (p.ndim < 2 or n.startswith("logit_"))}
+        groups = []
+        for weight_decay, chosen in ((c.weight_decay, [(n, p) for n, p in named if id(p) not in flat]),
+                                     (0.0, [(n, p) for n, p in named if id(p) in flat])):
+            if chosen:
+                groups += [{**g, "weight_decay": weight_decay}
+                           for g in layer_groups(chosen, self.blocks, c.head_lr, c.layer_decay)]
+        return groups
 
     def _settings(self) -> dict[str, Any]:
         """What identifies the run: resuming with other settings is refused."""
@@ -176,7 +180,7 @@ class _ContrastiveRun:
                 "batch_size": c.batch_size, "seed": c.seed, "unfreeze_blocks": c.unfreeze_blocks,
                 "weight_decay": c.weight_decay, "pool": self.pool, "scale": c.scale, "symmetric": c.symmetric,
                 "matryoshka_dims": list(c.matryoshka_dims), "loss": self.kind, "lock": list(c.lock),
-                "world_size": self.dist.world,
+                "world_size": self.dist.world, **training_settings(c),
                 "train": fingerprint(zip(*self.train_ex.columns())),
                 "val": fingerprint(zip(*self.val_ex.columns())) if self.val_ex is not None else None}
 
@@ -190,7 +194,7 @@ class _ContrastiveRun:
         self.backbone.restore(self.out, state["backbone"])
         saved = load_state(self.out / state["state"])
         self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
+        self.stepper.load_state_dict(saved["stepper"])
         torch.set_rng_state(saved["rng"])
         self.start, self.history, self.best = state["epoch"], state["history"], state["best"]
 
@@ -198,18 +202,20 @@ class _ContrastiveRun:
         """One column of a batch through its tower, with gradients where parameters train."""
         encoder = self.model.towers[tower]
         batch = encoder.collate([encoder.decode(x) for x in inputs])
-        return features(encoder, batch, self.pool if encoder is self.model.encoder else None, normalize=False)
+        with self.stepper.autocast():
+            return features(encoder, batch, self.pool if encoder is self.model.encoder else None, normalize=False)
 
-    def backward(self, batch: list[list[Any]]) -> torch.Tensor:
-        """The loss of one batch's columns, its gradients accumulated into the parameters: at once,
-        or ``mini_batch_size`` rows at a time with the embeddings' gradients cached."""
+    def backward(self, batch: list[list[Any]], share: float = 1.0) -> torch.Tensor:
+        """The loss of one batch's columns, its gradients (weighed by ``share``, the batch's part
+        of its accumulation group) added into the parameters: at once, or ``mini_batch_size`` rows
+        at a time with the embeddings' gradients cached."""
         size = self.config.mini_batch_size
         if size is None or size >= len(batch[0]):
             loss = self.loss([self._embed(column, tower) for column, tower in zip(batch, self.towers)])
-            loss.backward()
+            self.stepper.backward(loss, share)
             return loss.detach()
-        return cached_backward(self.loss, batch, lambda rows, c: self._embed(rows, self.towers[c]), size,
-                               self.model.device)
+        return cached_backward(lambda e: self.loss(e) * share, batch,
+                               lambda rows, c: self._embed(rows, self.towers[c]), size, self.model.device) / share
 
     def train_epoch(self, epoch: int) -> float:
         """One pass over this rank's share of the shuffled pairs; returns the mean loss."""
@@ -225,18 +231,17 @@ class _ContrastiveRun:
         order = self.dist.epoch_order(len(self.train_ex), c.seed, epoch)
         columns = self.train_ex.columns()
         loss_sum = count = 0.0
-        for start in range(0, len(order), c.batch_size):
-            idx = order[start:start + c.batch_size]
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = self.backward([[column[i] for i in idx] for column in columns])
-            self.dist.average_gradients(self.params)
-            self.optimizer.step()
-            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        for group in batch_groups(order, c):
+            rows = sum(len(idx) for idx in group)
+            for idx in group:
+                loss = self.backward([[column[i] for i in idx] for column in columns], len(idx) / rows)
+                loss_sum += loss.item() * len(idx)
+                count += len(idx)
+            self.stepper.step()
             if self.kind != "mnrl":  # as open_clip's training does: a temperature of at most 100
                 with torch.no_grad():
                     cast(Any, self.model.model).logit_scale.clamp_(0, math.log(100))
-            loss_sum += loss.item() * len(idx)
-            count += len(idx)
         loss_sum, count = self.dist.sum(loss_sum, count)
         return loss_sum / count
 
@@ -275,7 +280,7 @@ class _ContrastiveRun:
             tag = f"e{epoch + 1:03d}"
             backbone = self.backbone.save(self.out, tag)
             state = save_state(self.out / f"{tag}.state.pt", {
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "stepper": self.stepper.state_dict(),
                 "rng": torch.get_rng_state()})
             common = self._manifest_common()
             if improved:

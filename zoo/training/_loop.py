@@ -9,6 +9,7 @@ with the metrics of an uninterrupted run. Under ``torchrun`` it trains data-para
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from ._distributed import Dist
 from ._finetuned import FORMAT, FinetunedCheckpoint
 from ._heads import build_head, fit_standardization
 from ._lora import ADAPTER_MARK, TrainedBackbone
+from ._optim import Stepper, batch_groups, layer_groups, make_scheduler, steps_per_epoch, training_settings
 from ._plot import plot_history
 from ._strategies import Plan, apply_plan, plan_for_epoch, set_train_mode
 
@@ -56,12 +58,14 @@ class FinetuneResult:
         best_epoch: the epoch whose weights were kept (best validation accuracy, then loss).
         best_checkpoint: the folder ``zoo.load`` reads the best model from (``output_dir``).
         model: the best model, ready to ``predict``.
+        stopped_early: whether ``early_stopping`` ended the run before its last epoch.
     """
 
     history: list[dict[str, float]]
     best_epoch: int
     best_checkpoint: Path
     model: Model
+    stopped_early: bool = False
 
 
 class _Classifier:
@@ -81,6 +85,27 @@ class _Classifier:
                 return self.head(features(encoder, batch, pool, bool(encoder.spec.normalize)))
 
         return Classifier()
+
+
+def _class_weights(asked: Any, classes: list[Any], y: torch.Tensor) -> torch.Tensor | None:
+    """Each class's weight in the training loss: scikit-learn's ``balanced`` (``n / (classes *
+    count)``), or the ``{label: weight}`` given (every class named, no label unknown)."""
+    import torch
+
+    if asked is None:
+        return None
+    if asked == "balanced":
+        import numpy as np
+        from sklearn.utils.class_weight import compute_class_weight
+
+        weights = compute_class_weight("balanced", classes=np.arange(len(classes)), y=y.numpy())
+        return torch.tensor(weights, dtype=torch.float32)
+    unknown = [k for k in asked if k not in classes]
+    missing = [c for c in classes if c not in asked]
+    if unknown or missing:
+        raise ZooError(f"class_weights must name every class of the training data and no other: unknown "
+                       f"{[str(k) for k in unknown]}, missing {[str(c) for c in missing]}")
+    return torch.tensor([float(asked[c]) for c in classes], dtype=torch.float32)
 
 
 def _metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict[str, float]:
@@ -109,10 +134,14 @@ def run_epochs(run: Any, name: str, config: FinetuneConfig, *, label: str, shown
 
     if config.resume:
         run.resume()
+    if config.early_stopping is not None and run.val_ex is None:
+        raise ZooError("early_stopping watches the validation score: give val data or a val_fraction")
     disable = (not config.progress if config.progress is not None else False) or run.dist.rank != 0
     bar = tqdm(range(run.start, config.epochs), initial=run.start, total=config.epochs,
                desc=f"finetune {name} ({label})", unit="epoch", disable=disable)
     for epoch in bar:
+        if _patience_spent(run.best, epoch, config.early_stopping):
+            break
         began = time.perf_counter()
         record: dict[str, float] = {"epoch": epoch + 1, "train_loss": run.train_epoch(epoch)}
         if run.val_ex is not None:
@@ -127,7 +156,13 @@ def run_epochs(run: Any, name: str, config: FinetuneConfig, *, label: str, shown
     run.dist.barrier()
     assert run.best is not None  # every run records at least one epoch (epochs >= 1)
     return FinetuneResult(history=run.history, best_epoch=run.best["epoch"], best_checkpoint=run.out,
-                          model=run.load_best())
+                          model=run.load_best(), stopped_early=len(run.history) < config.epochs)
+
+
+def _patience_spent(best: dict[str, Any] | None, epoch: int, patience: int | None) -> bool:
+    """Whether ``patience`` epochs have passed since the best one, before ``epoch`` starts (so a
+    resumed run that had stopped stops again)."""
+    return patience is not None and best is not None and epoch - best["epoch"] >= patience
 
 
 class _Run:
@@ -156,12 +191,16 @@ class _Run:
         self.x_val: torch.Tensor | None = None
         if not self.trains_backbone:
             self._embed_once()
-        params = [{"params": list(self.head.parameters()), "lr": config.head_lr}]
+        params: list[dict[str, Any]] = [{"params": list(self.head.parameters()), "lr": config.head_lr}]
         if self.trains_backbone:
-            backbone = [p for name, p in self.model.model.named_parameters()
+            backbone = [(name, p) for name, p in self.model.model.named_parameters()
                         if config.lora is None or ADAPTER_MARK in name]
-            params.append({"params": backbone, "lr": config.effective_backbone_lr})
+            params += layer_groups(backbone, self.blocks, config.effective_backbone_lr, config.layer_decay)
         self.optimizer = torch.optim.AdamW(params, weight_decay=config.weight_decay)
+        shard = math.ceil(len(self.train_ex) / self.dist.world)
+        self.stepper = Stepper(self.optimizer, make_scheduler(self.optimizer, config.epochs *
+                                                              steps_per_epoch(shard, config), config),
+                               [p for group in params for p in group["params"]], config, base.device)
         self.module = _Classifier.build(self.encoder, self.head, self.pool) if self.trains_backbone else self.head
         self.ddp_plan: Plan | None = None
         self.ddp_module = self.module
@@ -186,6 +225,7 @@ class _Run:
             raise ZooError(f"validation labels not in the training data: {sorted(map(str, unseen))}")
         index = {c: i for i, c in enumerate(self.classes)}
         self.y_train = torch.tensor([index[label] for label in self.train_ex.labels])
+        self.class_weights = _class_weights(config.class_weights, self.classes, self.y_train)
         self.y_val = torch.tensor([index[label] for label in self.val_ex.labels]) if self.val_ex is not None else None
 
     def _embed_once(self) -> None:
@@ -207,6 +247,7 @@ class _Run:
         return {"strategy": c.strategy, "epochs": c.epochs, "lr": c.head_lr, "backbone_lr": c.effective_backbone_lr,
                 "batch_size": c.batch_size, "head": c.head, "seed": c.seed, "unfreeze_blocks": c.unfreeze_blocks,
                 "freeze_epochs": c.freeze_epochs, "weight_decay": c.weight_decay, "pool": self.pool,
+                **training_settings(c),
                 "world_size": self.dist.world, "train": fingerprint(zip(self.train_ex.inputs, self.train_ex.labels)),
                 "val": fingerprint(zip(self.val_ex.inputs, self.val_ex.labels)) if self.val_ex is not None else None}
 
@@ -222,6 +263,7 @@ class _Run:
             self.backbone.restore(self.out, state["backbone"])
         saved = load_state(self.out / state["state"])
         self.optimizer.load_state_dict(saved["optimizer"])
+        self.stepper.load_state_dict(saved["stepper"])
         torch.set_rng_state(saved["rng"])
         self.start, self.history, self.best = state["epoch"], state["history"], state["best"]
 
@@ -244,22 +286,26 @@ class _Run:
         import torch
 
         self._prepare_epoch(epoch)
-        dist, batch_size = self.dist, self.config.batch_size
+        dist = self.dist
         order = dist.epoch_order(len(self.train_ex), self.config.seed, epoch)
         loss_sum = count = 0.0
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            if self.x_train is not None:
-                batch = self.x_train[idx]
-            else:
-                batch = self.encoder.collate([self.encoder.decode(self.train_ex.inputs[i]) for i in idx])
-            logits = self.ddp_module(batch)
-            loss = torch.nn.functional.cross_entropy(logits, self.y_train[idx].to(logits.device))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            loss_sum += loss.item() * len(idx)
-            count += len(idx)
+        weights = self.class_weights.to(self.model.device) if self.class_weights is not None else None
+        self.optimizer.zero_grad(set_to_none=True)
+        for group in batch_groups(order, self.config):
+            rows = sum(len(idx) for idx in group)
+            for idx in group:
+                if self.x_train is not None:
+                    batch = self.x_train[idx]
+                else:
+                    batch = self.encoder.collate([self.encoder.decode(self.train_ex.inputs[i]) for i in idx])
+                with self.stepper.autocast():
+                    logits = self.ddp_module(batch)
+                loss = torch.nn.functional.cross_entropy(logits.float(), self.y_train[idx].to(logits.device),
+                                                         weight=weights)
+                self.stepper.backward(loss, len(idx) / rows)
+                loss_sum += loss.item() * len(idx)
+                count += len(idx)
+            self.stepper.step()
         loss_sum, count = dist.sum(loss_sum, count)
         return loss_sum / count
 
@@ -299,6 +345,7 @@ class _Run:
             backbone = self.backbone.save(out, tag) if self.backbone is not None else None
             head = save_tensors(out / f"{tag}.head.safetensors", self.head)
             state = save_state(out / f"{tag}.state.pt", {"optimizer": self.optimizer.state_dict(),
+                                                          "stepper": self.stepper.state_dict(),
                                                           "rng": torch.get_rng_state()})
             weights = [head, *([backbone["file"]] if backbone else [])]
             common = self._manifest_common()

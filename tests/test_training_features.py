@@ -1,0 +1,134 @@
+"""The training features every objective and strategy shares (:mod:`zoo.training._optim`): the
+learning-rate schedule with warmup, gradient accumulation equal to a larger batch, clipping, mixed
+precision, early stopping, layer-wise learning-rate decay and class weights."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from zoo.training._config import FinetuneConfig
+from zoo.training._optim import Stepper, layer_groups, make_scheduler
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*has no sentence-transformers modules.json")
+
+
+def _stepper(tmp_path, params, optimizer=None, steps=8, **options):
+    config = FinetuneConfig(output_dir=tmp_path, **options)
+    optimizer = optimizer or torch.optim.SGD(params, lr=1.0)
+    return Stepper(optimizer, make_scheduler(optimizer, steps, config), params, config, "cpu"), optimizer
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
+def test_the_learning_rate_warms_up_then_follows_its_schedule(tmp_path, schedule):
+    param = torch.nn.Parameter(torch.zeros(3))
+    stepper, optimizer = _stepper(tmp_path, [param], steps=10, schedule=schedule, warmup=0.2)
+    seen = []
+    for _ in range(10):
+        seen.append(optimizer.param_groups[0]["lr"])
+        param.grad = torch.ones(3)
+        stepper.step()
+    after = {"linear": lambda s: (10 - s) / 8, "cosine": lambda s: 0.5 * (1 + math.cos(math.pi * (s - 2) / 8)),
+             "constant": lambda s: 1.0}[schedule]
+    expected = [s / 2 if s < 2 else after(s) for s in range(10)]
+    assert seen == pytest.approx(expected, abs=1e-9)
+
+
+def test_clipping_bounds_the_gradients_global_norm(tmp_path):
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(4))
+    stepper, _ = _stepper(tmp_path, [a, b], schedule="constant", warmup=0.0, max_grad_norm=0.5)
+    a.grad, b.grad = torch.full((3,), 3.0), torch.full((4,), 4.0)  # global norm sqrt(27 + 64)
+    stepper.step()  # SGD at lr 1: the step is minus the clipped gradient
+    assert torch.cat([a.detach(), b.detach()]).norm().item() == pytest.approx(0.5, rel=1e-5)
+    assert a.grad is None  # zeroed for the next group
+
+
+def test_fp16_is_refused_on_the_cpu_and_bf16_trains(tmp_path):
+    with pytest.raises(zoo.ZooError, match="fp16' trains on CUDA only"):
+        _stepper(tmp_path, [torch.nn.Parameter(torch.zeros(1))], precision="fp16")
+    from tiny_models import timm_folder
+
+    base = zoo.load(str(timm_folder(tmp_path / "vit", "test_vit")), device="cpu")
+    images, labels = _images(16)
+    run = base.finetune((images, labels), strategy="full", precision="bf16", epochs=3, batch_size=8, lr=1e-2,
+                        output_dir=tmp_path / "bf16", progress=False)
+    assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]
+
+
+def _images(n, classes=("a", "b")):
+    rng = np.random.default_rng(0)
+    labels = [classes[i % len(classes)] for i in range(n)]
+    images = [np.full((40, 40, 3), 40 if label == "a" else 200, np.uint8) +
+              rng.integers(0, 30, (40, 40, 3), dtype=np.uint8) for label in labels]
+    return images, labels
+
+
+def test_accumulated_batches_take_the_steps_of_one_larger_batch(tmp_path):
+    """A ViT with no dropout nor BatchNorm, every weight training: batch 8 accumulated twice ends
+    where batch 16 does."""
+    from tiny_models import timm_folder
+
+    base = zoo.load(str(timm_folder(tmp_path / "vit", "test_vit")), device="cpu")
+    images, labels = _images(32)
+    options = {"strategy": "full", "epochs": 2, "lr": 1e-2, "progress": False, "seed": 1}
+    small = base.finetune((images, labels), batch_size=8, accumulate=2, output_dir=tmp_path / "small", **options)
+    large = base.finetune((images, labels), batch_size=16, output_dir=tmp_path / "large", **options)
+    assert [h["train_loss"] for h in small.history] == pytest.approx([h["train_loss"] for h in large.history],
+                                                                     rel=1e-4)
+    np.testing.assert_allclose(small.model.predict_proba(images), large.model.predict_proba(images), atol=1e-5)
+    one = base.finetune((images, labels), batch_size=8, output_dir=tmp_path / "one", **options)
+    assert not np.allclose(one.model.predict_proba(images), large.model.predict_proba(images), atol=1e-4)
+
+
+def test_early_stopping_ends_a_run_that_stopped_improving_and_stays_ended(tiny_bert_dir, tmp_path):
+    base = zoo.load(str(tiny_bert_dir), device="cpu")
+    texts = [f"{w} {i}" for i, w in enumerate(["warm sun", "cold snow"] * 8)]
+    labels = ["warm" if "sun" in t else "cold" for t in texts]
+    options = {"strategy": "linear-probe", "epochs": 6, "lr": 0.0, "val_fraction": 0.25, "progress": False,
+               "early_stopping": 2}
+    run = base.finetune((texts, labels), output_dir=tmp_path / "run", **options)  # lr 0: nothing improves
+    assert len(run.history) == 3 and run.stopped_early and run.best_epoch == 1
+    again = base.finetune((texts, labels), output_dir=tmp_path / "run", resume=True, **options)
+    assert len(again.history) == 3
+    with pytest.raises(zoo.ZooError, match="early_stopping watches the validation score"):
+        base.finetune((texts, labels), output_dir=tmp_path / "none", early_stopping=2, epochs=2, progress=False)
+
+
+def test_layer_decay_gives_each_block_its_rate_as_timm_numbers_the_layers(tiny_bert_dir, tmp_path):
+    model = zoo.load(str(tiny_bert_dir), device="cpu")
+    named = list(model.model.named_parameters())
+    groups = layer_groups(named, model.encoder.blocks(), 1.0, 0.5)
+    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    by_name = {n: rate[id(p)] for n, p in named}
+    # the encoder's blocks: layer 0, then layer 1 with the pooler on top of it; the embeddings below
+    assert model.encoder.blocks()[-1][-1].startswith("pooler.")
+    assert by_name["embeddings.word_embeddings.weight"] == 0.5 ** 2
+    assert by_name["encoder.layer.0.attention.self.query.weight"] == 0.5
+    assert by_name["encoder.layer.1.output.dense.weight"] == by_name["pooler.dense.weight"] == 1.0
+    assert sum(len(g["params"]) for g in groups) == len(named)
+    run = model.finetune([("red cat", "a cat that is red")] * 8, objective="contrastive", layer_decay=0.7,
+                         epochs=1, batch_size=4, output_dir=tmp_path / "run", progress=False)
+    assert run.history[0]["train_loss"] > 0
+
+
+def test_balanced_class_weights_weigh_the_loss_as_scikit_learn_counts(tiny_bert_dir, tmp_path):
+    from sklearn.utils.class_weight import compute_class_weight
+
+    base = zoo.load(str(tiny_bert_dir), device="cpu")
+    texts = [f"sunny day {i}" for i in range(9)] + ["snow storm"] * 3
+    labels = ["warm"] * 9 + ["cold"] * 3
+    run = base.finetune((texts, labels), class_weights="balanced", lr=0.0, epochs=1, batch_size=64,
+                        output_dir=tmp_path / "run", progress=False)  # lr 0: the loss of the head as built
+    weights = dict(zip(["cold", "warm"], compute_class_weight("balanced", classes=np.array(["cold", "warm"]),
+                                                              y=np.array(labels))))
+    p = run.model.predict_proba(texts)
+    w = np.array([weights[label] for label in labels])
+    picked = p[np.arange(len(labels)), [run.model.labels.index(label) for label in labels]]
+    assert run.history[0]["train_loss"] == pytest.approx((w * -np.log(picked)).sum() / w.sum(), rel=1e-4)
+    with pytest.raises(zoo.ZooError, match="unknown \\['hot'\\], missing \\['cold'\\]"):
+        base.finetune((texts, labels), class_weights={"warm": 1.0, "hot": 2.0}, output_dir=tmp_path / "x",
+                      progress=False)

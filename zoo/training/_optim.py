@@ -1,0 +1,144 @@
+"""The optimizer steps both training loops take (a classifier's and a contrastive run's): the
+learning-rate schedule, gradient accumulation, clipping, mixed precision, averaging across ranks
+and layer-wise learning-rate decay, each as the libraries users train with define it.
+
+The schedules are transformers' own (``get_scheduler``: ``linear`` and ``cosine`` with a linear
+warmup, ``constant`` after one), so a zoo run follows the learning rate the Hugging Face
+``Trainer`` would. Accumulation weighs each batch's mean loss by its share of the rows of its
+group, so ``batch_size=8, accumulate=2`` takes the steps of ``batch_size=16`` (for a loss that is
+a mean over rows). Layer-wise decay is BEiT's, its layers numbered as timm's
+``param_groups_layer_decay`` numbers them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from zoo.core._blocks import in_blocks
+from zoo.errors import ZooError
+
+from ._config import FinetuneConfig
+
+if TYPE_CHECKING:
+    import torch
+
+#: transformers' name for each schedule zoo offers
+_SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+
+
+def training_settings(config: FinetuneConfig) -> dict[str, Any]:
+    """The settings of this module (and LoRA's) that identify a run: resuming with others is refused."""
+    weights = config.class_weights
+    return {"schedule": config.schedule, "warmup": config.warmup, "accumulate": config.accumulate,
+            "max_grad_norm": config.max_grad_norm, "precision": config.precision, "layer_decay": config.layer_decay,
+            "early_stopping": config.early_stopping,
+            "class_weights": {str(k): v for k, v in weights.items()} if isinstance(weights, dict) else weights,
+            "lora": config.lora.record(list(config.lora.targets or ())) if config.lora is not None else None}
+
+
+def steps_per_epoch(rows: int, config: FinetuneConfig) -> int:
+    """Optimizer steps in one epoch of ``rows`` examples (this rank's share)."""
+    return math.ceil(math.ceil(rows / config.batch_size) / config.accumulate)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, config: FinetuneConfig) -> Any:
+    """``config.schedule`` over ``total_steps``, warmed up linearly over ``config.warmup`` of them."""
+    from transformers import get_scheduler
+
+    warmup = int(total_steps * config.warmup)
+    return get_scheduler(_SCHEDULES[config.schedule], optimizer, num_warmup_steps=warmup,
+                         num_training_steps=total_steps)
+
+
+def layer_groups(named: Sequence[tuple[str, torch.nn.Parameter]], blocks: list[list[str]], lr: float,
+                 decay: float | None) -> list[dict[str, Any]]:
+    """Parameter groups with layer-wise learning rates, numbered as timm's
+    ``param_groups_layer_decay`` numbers them: what comes before the first block (embeddings, stem)
+    is layer 0, block ``i`` layer ``i``, what comes after the last (final norm, projection) the
+    top; the top layer trains at ``lr``, each one below at ``decay`` times the rate above. One
+    group at ``lr`` without ``decay``."""
+    if decay is None:
+        return [{"params": [p for _, p in named], "lr": lr}]
+    if not blocks:
+        raise ZooError("layer_decay needs the model's blocks, and this backend names none: leave layer_decay unset")
+    layer_of, seen_block = [], False
+    for name, _ in named:
+        found = next((i + 1 for i, block in enumerate(blocks) if in_blocks(name, block)), None)
+        seen_block = seen_block or found is not None
+        layer_of.append(found if found is not None else (len(blocks) + 1 if seen_block else 0))
+    top = max(layer_of)
+    groups: dict[int, list[torch.nn.Parameter]] = {}
+    for layer, (_, param) in zip(layer_of, named):
+        groups.setdefault(layer, []).append(param)
+    return [{"params": params, "lr": lr * decay ** (top - layer)} for layer, params in sorted(groups.items())]
+
+
+def batch_groups(order: list[int], config: FinetuneConfig) -> Iterator[list[list[int]]]:
+    """The epoch's batches, ``config.accumulate`` to an optimizer step."""
+    batches = [order[s:s + config.batch_size] for s in range(0, len(order), config.batch_size)]
+    for start in range(0, len(batches), config.accumulate):
+        yield batches[start:start + config.accumulate]
+
+
+class Stepper:
+    """Backward passes and optimizer steps: the loss of each batch of a group weighed by its share
+    of the group's rows (under fp16, scaled by a ``GradScaler``), then, once per group, gradients
+    averaged across ranks (where ``sync``), clipped to ``max_grad_norm``, the step and the schedule."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scheduler: Any, params: list[torch.nn.Parameter],
+                 config: FinetuneConfig, device: str, sync: Callable[[list[torch.nn.Parameter]], None] | None = None
+                 ) -> None:
+        import torch
+
+        self.optimizer, self.scheduler, self.params, self.config = optimizer, scheduler, params, config
+        self.device_type = torch.device(device).type
+        if config.precision == "fp16" and self.device_type != "cuda":
+            raise ZooError("precision='fp16' trains on CUDA only (it needs a loss scaler against underflow); on "
+                           "the CPU use 'bf16' or 'fp32'")
+        self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+        self.sync = sync
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The forward pass's precision: bf16 or fp16 autocast, or nothing for fp32."""
+        import torch
+
+        if self.config.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
+        return torch.autocast(self.device_type, dtype=dtype)
+
+    def backward(self, loss: torch.Tensor, share: float) -> None:
+        """Gradients of ``loss`` (a batch's mean) weighed by ``share``, its rows over its group's."""
+        weighted = loss * share
+        (self.scaler.scale(weighted) if self.scaler is not None else weighted).backward()
+
+    def step(self) -> None:
+        """The optimizer step that ends a group, and the schedule's."""
+        import torch
+
+        if self.sync is not None:
+            self.sync(self.params)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.config.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What resuming needs besides the optimizer's: the schedule and the loss scale."""
+        return {"scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
