@@ -141,7 +141,8 @@ def test_a_cached_chunk_is_embedded_again_with_the_dropout_of_its_first_pass(tin
 
 def test_a_run_with_cached_gradients_ends_where_one_without_does(open_clip_dir, photos, tmp_path):
     """Image-caption pairs under open_clip's CLIP loss, batch 6 embedded 2 rows at a time: the same
-    weights as the batch at once (the tiny model has no dropout), its tower never given more than 2."""
+    weights as the batch at once (the tiny model has no dropout), its tower never given more than 2;
+    the same with accumulated batches; and a locked tower is left alone."""
     import zoo.training._contrastive as contrastive
 
     base = zoo.load(str(open_clip_dir), device="cpu")
@@ -165,6 +166,12 @@ def test_a_run_with_cached_gradients_ends_where_one_without_does(open_clip_dir, 
     for a, b in ((cached.model.featurize(photos), whole.model.featurize(photos)),
                  (cached.model.featurize_texts(CAPTIONS), whole.model.featurize_texts(CAPTIONS))):
         np.testing.assert_allclose(a, b, atol=1e-5)
+    both = base.finetune(pairs, output_dir=tmp_path / "both", mini_batch_size=2, **{**options, "batch_size": 3,
+                                                                                  "accumulate": 2})
+    plain = base.finetune(pairs, output_dir=tmp_path / "plain", **{**options, "batch_size": 3, "accumulate": 2})
+    np.testing.assert_allclose(both.model.featurize(photos), plain.model.featurize(photos), atol=1e-5)
+    locked = base.finetune(pairs, output_dir=tmp_path / "locked", mini_batch_size=2, lock=("text",), **options)
+    np.testing.assert_array_equal(locked.model.featurize_texts(CAPTIONS), base.featurize_texts(CAPTIONS))
     with pytest.raises(ValueError, match="mini_batch_size must be >= 1"):
         FinetuneConfig(output_dir=tmp_path, objective="contrastive", mini_batch_size=0)
 

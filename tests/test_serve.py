@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+import zoo
 from required_tools import require_tool
 
 pytest.importorskip("starlette")
@@ -500,3 +501,20 @@ def test_max_audio_seconds_reaches_the_server_from_the_command_line(guarded):
     assert reply.status_code == 400 and reply.json()["error"]["param"] == "input[1]"
     assert "audio of 3.0 s is longer than the 2 s allowed (zoo serve --max-audio-seconds" in reply.text
     assert guarded.embed("ge2e-speaker", [_data_url("audio/wav", _wav(2))]).status_code == 200
+
+
+def test_a_lora_finetune_is_served_with_the_rows_it_featurizes(tiny_bert_dir, tmp_path):
+    """A folder finetune wrote (here the embedding itself, with LoRA) is a model name like any
+    other: served, its rows those of zoo.load(folder).featurize."""
+    pytest.importorskip("peft")
+    folder = tmp_path / "lora-run"
+    pairs = [(t, " and ".join(reversed(t.split()))) for t in ("red cat", "blue dog", "green bird", "sun")] * 4
+    zoo.load(str(tiny_bert_dir), device="cpu").finetune(pairs, objective="contrastive", strategy="lora",
+                                                        output_dir=folder, epochs=1, lr=5e-3, batch_size=8,
+                                                        progress=False)
+    expected = zoo.load(str(folder), device="cpu").featurize(TEXTS, batch_size=32)
+    srv = Server(str(folder))
+    try:
+        np.testing.assert_allclose(_rows(srv.embed(str(folder), TEXTS)), expected, atol=1e-6)
+    finally:
+        assert srv.stop() == 0

@@ -12,7 +12,7 @@ import torch
 
 import zoo
 from zoo.training._config import FinetuneConfig
-from zoo.training._optim import Stepper, layer_groups, make_scheduler
+from zoo.training._optim import Stepper, make_scheduler, param_groups
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*has no sentence-transformers modules.json")
 
@@ -47,16 +47,26 @@ def test_clipping_bounds_the_gradients_global_norm(tmp_path):
     assert a.grad is None  # zeroed for the next group
 
 
-def test_fp16_is_refused_on_the_cpu_and_bf16_trains(tmp_path):
+def test_fp16_is_refused_on_the_cpu_and_bf16_trains_under_autocast(tmp_path, monkeypatch):
     with pytest.raises(zoo.ZooError, match="fp16' trains on CUDA only"):
         _stepper(tmp_path, [torch.nn.Parameter(torch.zeros(1))], precision="fp16")
+    import zoo.training._loop as loop
     from tiny_models import timm_folder
 
+    seen = []
+
+    def watched(encoder, batch, pool, normalize):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return features(encoder, batch, pool, normalize)
+
+    features = loop.features
+    monkeypatch.setattr(loop, "features", watched)
     base = zoo.load(str(timm_folder(tmp_path / "vit", "test_vit")), device="cpu")
     images, labels = _images(16)
     run = base.finetune((images, labels), strategy="full", precision="bf16", epochs=3, batch_size=8, lr=1e-2,
                         output_dir=tmp_path / "bf16", progress=False)
     assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]
+    assert seen and set(seen) == {torch.bfloat16}  # every training forward pass ran under bf16 autocast
 
 
 def _images(n, classes=("a", "b")):
@@ -98,21 +108,45 @@ def test_early_stopping_ends_a_run_that_stopped_improving_and_stays_ended(tiny_b
         base.finetune((texts, labels), output_dir=tmp_path / "none", early_stopping=2, epochs=2, progress=False)
 
 
-def test_layer_decay_gives_each_block_its_rate_as_timm_numbers_the_layers(tiny_bert_dir, tmp_path):
+def _rates(named, groups):
+    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    return {n: rate[id(p)] for n, p in named}
+
+
+def test_layer_decay_numbers_the_layers_as_timm_does(tmp_path):
+    """A timm ViT: each parameter's learning-rate scale equals what timm's own
+    param_groups_layer_decay gives it, and so does which parameters escape weight decay."""
+    from timm.optim import param_groups_layer_decay
+
+    from tiny_models import timm_folder
+
+    model = zoo.load(str(timm_folder(tmp_path / "vit", "test_vit")), device="cpu")
+    named = list(model.model.named_parameters())
+    ours = param_groups(named, {id(p) for _, p in named}, 1.0, 0.05, blocks=model.encoder.blocks(), layer_decay=0.6)
+    theirs = param_groups_layer_decay(model.model, weight_decay=0.05, layer_decay=0.6, no_weight_decay_list=())
+    scale = {id(p): (g["lr_scale"], g["weight_decay"]) for g in theirs for p in g["params"]}
+    mine = {id(p): (g["lr"], g["weight_decay"]) for g in ours for p in g["params"]}
+    assert len(mine) == len(named) and len({s for s, _ in mine.values()}) > 3
+    for name, param in named:
+        assert mine[id(param)] == pytest.approx(scale[id(param)]), name
+
+
+def test_layer_decay_on_bert_and_where_it_is_refused(tiny_bert_dir, open_clip_dir, tmp_path):
     model = zoo.load(str(tiny_bert_dir), device="cpu")
     named = list(model.model.named_parameters())
-    groups = layer_groups(named, model.encoder.blocks(), 1.0, 0.5)
-    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
-    by_name = {n: rate[id(p)] for n, p in named}
+    by_name = _rates(named, param_groups(named, {id(p) for _, p in named}, 1.0, 0.0, blocks=model.encoder.blocks(),
+                                         layer_decay=0.5))
     # the encoder's blocks: layer 0, then layer 1 with the pooler on top of it; the embeddings below
     assert model.encoder.blocks()[-1][-1].startswith("pooler.")
     assert by_name["embeddings.word_embeddings.weight"] == 0.5 ** 2
     assert by_name["encoder.layer.0.attention.self.query.weight"] == 0.5
     assert by_name["encoder.layer.1.output.dense.weight"] == by_name["pooler.dense.weight"] == 1.0
-    assert sum(len(g["params"]) for g in groups) == len(named)
-    run = model.finetune([("red cat", "a cat that is red")] * 8, objective="contrastive", layer_decay=0.7,
-                         epochs=1, batch_size=4, output_dir=tmp_path / "run", progress=False)
-    assert run.history[0]["train_loss"] > 0
+    with pytest.raises(zoo.ZooError, match="layer_decay numbers the blocks of one tower, and this model has 2"):
+        zoo.load(str(open_clip_dir), device="cpu").finetune(
+            [(np.zeros((32, 32, 3), np.uint8), "a cat")], objective="contrastive", layer_decay=0.7,
+            output_dir=tmp_path / "clip")
+    with pytest.raises(ValueError, match="a linear probe trains none"):
+        FinetuneConfig(output_dir=tmp_path, layer_decay=0.7)
 
 
 def test_balanced_class_weights_weigh_the_loss_as_scikit_learn_counts(tiny_bert_dir, tmp_path):
@@ -132,3 +166,13 @@ def test_balanced_class_weights_weigh_the_loss_as_scikit_learn_counts(tiny_bert_
     with pytest.raises(zoo.ZooError, match="unknown \\['hot'\\], missing \\['cold'\\]"):
         base.finetune((texts, labels), class_weights={"warm": 1.0, "hot": 2.0}, output_dir=tmp_path / "x",
                       progress=False)
+
+
+def test_class_weights_and_accumulation_take_the_steps_of_one_weighted_batch(tiny_bert_dir, tmp_path):
+    base = zoo.load(str(tiny_bert_dir), device="cpu")
+    texts = [f"sunny day {i}" for i in range(9)] + [f"snow storm {i}" for i in range(3)]
+    labels = ["warm"] * 9 + ["cold"] * 3
+    options = {"class_weights": "balanced", "epochs": 2, "lr": 0.05, "progress": False, "seed": 2}
+    small = base.finetune((texts, labels), batch_size=4, accumulate=3, output_dir=tmp_path / "small", **options)
+    large = base.finetune((texts, labels), batch_size=12, output_dir=tmp_path / "large", **options)
+    np.testing.assert_allclose(small.model.predict_proba(texts), large.model.predict_proba(texts), atol=1e-6)

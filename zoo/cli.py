@@ -392,17 +392,17 @@ def _finetune_config(args: argparse.Namespace) -> FinetuneConfig:
         resume=args.resume, progress=not args.quiet, text_column=args.text_column, label_column=args.label_column,
         anchor_column=args.anchor_column, positive_column=args.positive_column, negative_column=args.negative_column,
         scale=args.scale, symmetric=args.symmetric, matryoshka_dims=_dims(args.matryoshka_dims), loss=args.loss,
-        lock=tuple(args.lock or ()), mini_batch_size=args.mini_batch_size, schedule=args.schedule,
-        warmup=args.warmup, accumulate=args.accumulate, max_grad_norm=args.max_grad_norm, precision=args.precision,
-        early_stopping=args.early_stopping, layer_decay=args.layer_decay, class_weights=args.class_weights,
-        **_lora_options(args))
+        lock=tuple(args.lock or ()), mini_batch_size=args.mini_batch_size, **_training_options(args))
 
 
-def _lora_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``--lora-r 16 --lora-targets query,value``: only the flags given, so the defaults stay the config's."""
-    given = {"lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout,
-             "lora_targets": tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
-             if args.lora_targets else None}
+def _training_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--schedule cosine --lora-r 16 --lora-targets query,value``: only the flags given, so the
+    defaults stay FinetuneConfig's."""
+    names = ("schedule", "warmup", "accumulate", "max_grad_norm", "precision", "early_stopping", "layer_decay",
+             "class_weights", "lora_r", "lora_alpha", "lora_dropout")
+    given = {name: getattr(args, name) for name in names}
+    if args.lora_targets:
+        given["lora_targets"] = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
     return {key: value for key, value in given.items() if value is not None}
 
 
@@ -676,12 +676,12 @@ def _add_finetune(register: RegisterCommand) -> None:
                         "pairs (auto: siglip for a model with a logit bias, clip for image-text, else mnrl)")
     p.add_argument("--lock", action="append", choices=("vision", "text"),
                    help="contrastive: keep this tower of an image-text model frozen (repeatable)")
-    p.add_argument("--schedule", default="linear", choices=SCHEDULES,
+    p.add_argument("--schedule", choices=SCHEDULES,
                    help="learning rate after warmup (default linear decay to 0)")
-    p.add_argument("--warmup", type=float, default=0.1, help="share of the steps warming up (default 0.1)")
-    p.add_argument("--accumulate", type=int, default=1, metavar="N", help="batches per optimizer step")
+    p.add_argument("--warmup", type=float, help="share of the steps warming up (default 0.1)")
+    p.add_argument("--accumulate", type=int, metavar="N", help="batches per optimizer step (default 1)")
     p.add_argument("--max-grad-norm", type=float, help="clip the gradients' global norm to this")
-    p.add_argument("--precision", default="fp32", choices=TRAINING_PRECISIONS, help="fp32, bf16, or fp16 (CUDA)")
+    p.add_argument("--precision", choices=TRAINING_PRECISIONS, help="fp32 (default), bf16, or fp16 (CUDA)")
     p.add_argument("--early-stopping", type=int, metavar="EPOCHS",
                    help="stop after this many epochs without a better validation score")
     p.add_argument("--layer-decay", type=float, help="each block's learning rate is this times the one above")

@@ -54,6 +54,23 @@ def load_state(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def rng_state() -> dict[str, Any]:
+    """The random generators a resumed run must continue from: the CPU's, and every CUDA device's."""
+    import torch
+
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Put back what :func:`rng_state` saved."""
+    import torch
+
+    torch.set_rng_state(state["cpu"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def write_run_manifest(directory: Path, name: str, data: dict[str, Any], files: list[str]) -> None:
     """Swap in a manifest recording ``files`` with their sha256 (call :func:`prune` once every
     manifest of the step is written)."""

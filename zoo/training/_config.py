@@ -181,13 +181,18 @@ class FinetuneConfig:
             raise ValueError(f"accumulate counts batches per optimizer step, >= 1, not {self.accumulate!r}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive, not {self.max_grad_norm!r}")
-        if self.early_stopping is not None and (not isinstance(self.early_stopping, int) or self.early_stopping < 1):
+        if self.early_stopping is not None and (isinstance(self.early_stopping, bool)
+                                                or not isinstance(self.early_stopping, int) or self.early_stopping < 1):
             raise ValueError(f"early_stopping is a patience in epochs, >= 1, not {self.early_stopping!r}")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             raise ValueError(f"layer_decay must lie in (0, 1], not {self.layer_decay!r}")
+        if self.layer_decay is not None and self.strategy == "linear-probe":
+            raise ValueError("layer_decay sets the backbone's learning rates, and a linear probe trains none: leave "
+                             "it unset, or choose a strategy that trains the backbone")
         if self.class_weights is not None and (self.objective != "classification" or not (
                 self.class_weights == "balanced" or isinstance(self.class_weights, dict))):
-            raise ValueError("class_weights is 'balanced' or a {label: weight} dict, for objective='classification'")
+            raise ValueError(f"class_weights is 'balanced' or a {{label: weight}} dict, for objective="
+                             f"'classification'; got {self.class_weights!r} with objective={self.objective!r}")
 
     def _check_lora(self) -> None:
         lora_set = (self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_targets) != (8, 16.0, 0.0, None)

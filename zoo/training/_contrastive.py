@@ -34,7 +34,9 @@ from ._checkpoints import (
     load_state,
     prune,
     read_resume,
+    rng_state,
     save_state,
+    set_rng_state,
     write_run_manifest,
 )
 from ._config import FinetuneConfig
@@ -43,7 +45,15 @@ from ._distributed import Dist
 from ._finetuned import FORMAT, FinetunedCheckpoint
 from ._loop import FinetuneResult, run_epochs
 from ._lora import ADAPTER_MARK, TrainedBackbone
-from ._optim import Stepper, batch_groups, layer_groups, make_scheduler, steps_per_epoch, training_settings
+from ._optim import (
+    Stepper,
+    batch_groups,
+    check_layer_decay,
+    make_scheduler,
+    param_groups,
+    steps_per_epoch,
+    training_settings,
+)
 from ._strategies import apply_plan, plan_for_epoch, set_train_mode
 
 if TYPE_CHECKING:
@@ -159,19 +169,13 @@ class _ContrastiveRun:
         return lambda embeddings: loss([embeddings[i] for i in order])
 
     def _param_groups(self) -> list[dict[str, Any]]:
-        """The trained parameters, at their layer's learning rate (``layer_decay``); for open_clip's
-        losses, as its training sets them: no weight decay on gains, biases, embeddings of one
-        dimension and the learned temperature and bias."""
+        """The trained parameters, at their layer's learning rate (``layer_decay``), with no weight
+        decay on those of one dimension (biases, gains, the learned temperature and bias, as
+        open_clip's training and the Hugging Face ``Trainer`` leave them)."""
         c = self.config
-        named = [(n, p) for n, p in self.model.model.named_parameters() if id(p) in {id(q) for q in self.params}]
-        flat = {id(p) for n, p in named if self.kind != "mnrl" and (p.ndim < 2 or n.startswith("logit_"))}
-        groups = []
-        for weight_decay, chosen in ((c.weight_decay, [(n, p) for n, p in named if id(p) not in flat]),
-                                     (0.0, [(n, p) for n, p in named if id(p) in flat])):
-            if chosen:
-                groups += [{**g, "weight_decay": weight_decay}
-                           for g in layer_groups(chosen, self.blocks, c.head_lr, c.layer_decay)]
-        return groups
+        check_layer_decay(list(self.model.towers), c)
+        return param_groups(list(self.model.model.named_parameters()), {id(p) for p in self.params}, c.head_lr,
+                            c.weight_decay, blocks=self.blocks, layer_decay=c.layer_decay)
 
     def _settings(self) -> dict[str, Any]:
         """What identifies the run: resuming with other settings is refused."""
@@ -186,7 +190,6 @@ class _ContrastiveRun:
 
     def resume(self) -> None:
         """Continue from the last finished epoch recorded in ``resume.json``, if there is one."""
-        import torch
 
         state = read_resume(self.out, self.settings)
         if state is None:
@@ -195,7 +198,7 @@ class _ContrastiveRun:
         saved = load_state(self.out / state["state"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.stepper.load_state_dict(saved["stepper"])
-        torch.set_rng_state(saved["rng"])
+        set_rng_state(saved["rng"])
         self.start, self.history, self.best = state["epoch"], state["history"], state["best"]
 
     def _embed(self, inputs: list[Any], tower: str) -> torch.Tensor:
@@ -268,7 +271,6 @@ class _ContrastiveRun:
 
     def checkpoint(self, epoch: int, record: dict[str, float]) -> None:
         """Record the epoch; rank 0 saves the backbone, and the manifests that name it, atomically."""
-        import torch
 
         self.history.append(record)
         score = [record["val_recall@10"], -record["val_loss"]] if self.val_ex is not None \
@@ -281,7 +283,7 @@ class _ContrastiveRun:
             backbone = self.backbone.save(self.out, tag)
             state = save_state(self.out / f"{tag}.state.pt", {
                 "optimizer": self.optimizer.state_dict(), "stepper": self.stepper.state_dict(),
-                "rng": torch.get_rng_state()})
+                "rng": rng_state()})
             common = self._manifest_common()
             if improved:
                 write_run_manifest(self.out, MANIFEST, {**common, "backbone": backbone, "epoch": epoch + 1,
@@ -313,26 +315,30 @@ def cached_backward(loss_of: Callable[[list[torch.Tensor]], torch.Tensor], batch
     respect to those embeddings over the whole batch, then embed each chunk again with a graph and
     carry its share of the cached gradients into the parameters. ``embed(rows, column)`` gives
     one chunk's embeddings; each chunk's second pass replays the random state of its first (the
-    same dropout), so the gradients are those of the loss over the whole batch at once."""
+    same dropout), so the gradients are those of the loss over the whole batch at once (BatchNorm
+    aside: each chunk normalises by its own statistics, as sentence-transformers' cached losses do).
+    A column whose tower trains nothing is not carried further than its first chunk."""
     import torch
 
     chunks = [[column[s:s + size] for s in range(0, len(column), size)] for column in batch]
-    states, cached = [], []
+    states: list[list[Any]] = [[] for _ in chunks]
+    cached = []
     with torch.no_grad():
         for c, parts in enumerate(chunks):
             rows = []
             for part in parts:
-                states.append(_random_state(device))
+                states[c].append(_random_state(device))
                 rows.append(embed(part, c))
             cached.append(torch.cat(rows).requires_grad_())
     loss = loss_of(cached)
     loss.backward()  # into the cached embeddings, and the loss's own parameters (a learned temperature)
-    replays = iter(states)
     for c, parts in enumerate(chunks):
         grads = cast(torch.Tensor, cached[c].grad).split([len(part) for part in parts])
-        for part, grad in zip(parts, grads):
-            with _replayed(next(replays), device):
+        for part, grad, state in zip(parts, grads, states[c]):
+            with _replayed(state, device):
                 again = embed(part, c)
+            if not again.requires_grad:  # a tower with nothing to train (locked, or frozen by the strategy)
+                break
             again.backward(grad)
     return loss.detach()
 

@@ -28,8 +28,10 @@ from ._checkpoints import (
     load_tensors,
     prune,
     read_resume,
+    rng_state,
     save_state,
     save_tensors,
+    set_rng_state,
     write_run_manifest,
 )
 from ._config import FinetuneConfig
@@ -38,7 +40,15 @@ from ._distributed import Dist
 from ._finetuned import FORMAT, FinetunedCheckpoint
 from ._heads import build_head, fit_standardization
 from ._lora import ADAPTER_MARK, TrainedBackbone
-from ._optim import Stepper, batch_groups, layer_groups, make_scheduler, steps_per_epoch, training_settings
+from ._optim import (
+    Stepper,
+    batch_groups,
+    check_layer_decay,
+    make_scheduler,
+    param_groups,
+    steps_per_epoch,
+    training_settings,
+)
 from ._plot import plot_history
 from ._strategies import Plan, apply_plan, plan_for_epoch, set_train_mode
 
@@ -140,7 +150,10 @@ def run_epochs(run: Any, name: str, config: FinetuneConfig, *, label: str, shown
     bar = tqdm(range(run.start, config.epochs), initial=run.start, total=config.epochs,
                desc=f"finetune {name} ({label})", unit="epoch", disable=disable)
     for epoch in bar:
-        if _patience_spent(run.best, epoch, config.early_stopping):
+        stop = _patience_spent(run.best, epoch, config.early_stopping)
+        if run.dist.world > 1:  # every rank stops with the others, whatever its own evaluation said
+            stop = run.dist.sum(float(stop))[0] > 0
+        if stop:
             break
         began = time.perf_counter()
         record: dict[str, float] = {"epoch": epoch + 1, "train_loss": run.train_epoch(epoch)}
@@ -191,12 +204,15 @@ class _Run:
         self.x_val: torch.Tensor | None = None
         if not self.trains_backbone:
             self._embed_once()
-        params: list[dict[str, Any]] = [{"params": list(self.head.parameters()), "lr": config.head_lr}]
+        params = param_groups(list(self.head.named_parameters()), {id(p) for p in self.head.parameters()},
+                              config.head_lr, config.weight_decay)
         if self.trains_backbone:
-            backbone = [(name, p) for name, p in self.model.model.named_parameters()
-                        if config.lora is None or ADAPTER_MARK in name]
-            params += layer_groups(backbone, self.blocks, config.effective_backbone_lr, config.layer_decay)
-        self.optimizer = torch.optim.AdamW(params, weight_decay=config.weight_decay)
+            check_layer_decay(list(self.model.towers), config)
+            named = list(self.model.model.named_parameters())
+            trained = {id(p) for name, p in named if config.lora is None or ADAPTER_MARK in name}
+            params += param_groups(named, trained, config.effective_backbone_lr, config.weight_decay,
+                                   blocks=self.blocks, layer_decay=config.layer_decay)
+        self.optimizer = torch.optim.AdamW(params)
         shard = math.ceil(len(self.train_ex) / self.dist.world)
         self.stepper = Stepper(self.optimizer, make_scheduler(self.optimizer, config.epochs *
                                                               steps_per_epoch(shard, config), config),
@@ -253,7 +269,6 @@ class _Run:
 
     def resume(self) -> None:
         """Continue from the last finished epoch recorded in ``resume.json``, if there is one."""
-        import torch
 
         state = read_resume(self.out, self.settings)
         if state is None:
@@ -264,7 +279,7 @@ class _Run:
         saved = load_state(self.out / state["state"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.stepper.load_state_dict(saved["stepper"])
-        torch.set_rng_state(saved["rng"])
+        set_rng_state(saved["rng"])
         self.start, self.history, self.best = state["epoch"], state["history"], state["best"]
 
     def _prepare_epoch(self, epoch: int) -> None:
@@ -292,8 +307,9 @@ class _Run:
         weights = self.class_weights.to(self.model.device) if self.class_weights is not None else None
         self.optimizer.zero_grad(set_to_none=True)
         for group in batch_groups(order, self.config):
-            rows = sum(len(idx) for idx in group)
-            for idx in group:
+            # each batch's mean loss, weighed by its share of the group's (class-weighted) rows
+            mass = [self._mass(idx, weights) for idx in group]
+            for idx, share in zip(group, (m / sum(mass) for m in mass)):
                 if self.x_train is not None:
                     batch = self.x_train[idx]
                 else:
@@ -302,12 +318,16 @@ class _Run:
                     logits = self.ddp_module(batch)
                 loss = torch.nn.functional.cross_entropy(logits.float(), self.y_train[idx].to(logits.device),
                                                          weight=weights)
-                self.stepper.backward(loss, len(idx) / rows)
+                self.stepper.backward(loss, share)
                 loss_sum += loss.item() * len(idx)
                 count += len(idx)
             self.stepper.step()
         loss_sum, count = dist.sum(loss_sum, count)
         return loss_sum / count
+
+    def _mass(self, idx: list[int], weights: torch.Tensor | None) -> float:
+        """What a batch's mean loss is divided by: its rows, or their class weights summed."""
+        return float(len(idx)) if weights is None else float(weights[self.y_train[idx]].sum())
 
     def evaluate(self) -> dict[str, float]:
         """Validation loss, accuracy and macro-F1 of the current weights."""
@@ -333,7 +353,6 @@ class _Run:
 
     def checkpoint(self, epoch: int, record: dict[str, float]) -> None:
         """Record the epoch; rank 0 saves its weights, and the manifests that name them, atomically."""
-        import torch
 
         self.history.append(record)
         score = (record["val_accuracy"], -record["val_loss"]) if self.val_ex is not None else (-record["train_loss"],)
@@ -346,7 +365,7 @@ class _Run:
             head = save_tensors(out / f"{tag}.head.safetensors", self.head)
             state = save_state(out / f"{tag}.state.pt", {"optimizer": self.optimizer.state_dict(),
                                                           "stepper": self.stepper.state_dict(),
-                                                          "rng": torch.get_rng_state()})
+                                                          "rng": rng_state()})
             weights = [head, *([backbone["file"]] if backbone else [])]
             common = self._manifest_common()
             if improved:

@@ -152,10 +152,6 @@ class TrainedBackbone:
         if lora is not None:
             self.peft, self.record = add_adapter(module, lora, skip)
 
-    def trainable(self) -> list[torch.nn.Parameter]:
-        """The parameters the optimizer moves (those that require gradients, once a plan set them)."""
-        return [p for p in self.module.parameters() if p.requires_grad]
-
     def save(self, folder: Path, tag: str) -> dict[str, Any]:
         """This epoch's weights (or adapter) as a new file; returns the manifest entry naming it."""
         if self.peft is None:

@@ -48,32 +48,48 @@ def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, config: F
     """``config.schedule`` over ``total_steps``, warmed up linearly over ``config.warmup`` of them."""
     from transformers import get_scheduler
 
-    warmup = int(total_steps * config.warmup)
+    warmup = math.ceil(total_steps * config.warmup)  # as the Trainer rounds its warmup_ratio
     return get_scheduler(_SCHEDULES[config.schedule], optimizer, num_warmup_steps=warmup,
                          num_training_steps=total_steps)
 
 
-def layer_groups(named: Sequence[tuple[str, torch.nn.Parameter]], blocks: list[list[str]], lr: float,
-                 decay: float | None) -> list[dict[str, Any]]:
-    """Parameter groups with layer-wise learning rates, numbered as timm's
-    ``param_groups_layer_decay`` numbers them: what comes before the first block (embeddings, stem)
-    is layer 0, block ``i`` layer ``i``, what comes after the last (final norm, projection) the
-    top; the top layer trains at ``lr``, each one below at ``decay`` times the rate above. One
-    group at ``lr`` without ``decay``."""
-    if decay is None:
-        return [{"params": [p for _, p in named], "lr": lr}]
+def check_layer_decay(towers: Sequence[str], config: FinetuneConfig) -> None:
+    """Layer-wise decay numbers the blocks of one tower; a model of two is refused by name."""
+    if config.layer_decay is not None and len(towers) > 1:
+        raise ZooError(f"layer_decay numbers the blocks of one tower, and this model has {len(towers)} "
+                       f"({', '.join(towers)}): leave layer_decay unset")
+
+
+def layer_ids(named: Sequence[tuple[str, torch.nn.Parameter]], blocks: list[list[str]]) -> dict[str, int]:
+    """Each parameter's layer, numbered as timm's ``param_groups_layer_decay`` numbers them: what
+    comes before the first block (embeddings, stem) is layer 0, block ``i`` layer ``i``, what
+    comes after the last (final norm, projection) one layer above it."""
     if not blocks:
         raise ZooError("layer_decay needs the model's blocks, and this backend names none: leave layer_decay unset")
-    layer_of, seen_block = [], False
+    layers, seen_block = {}, False
     for name, _ in named:
         found = next((i + 1 for i, block in enumerate(blocks) if in_blocks(name, block)), None)
         seen_block = seen_block or found is not None
-        layer_of.append(found if found is not None else (len(blocks) + 1 if seen_block else 0))
-    top = max(layer_of)
-    groups: dict[int, list[torch.nn.Parameter]] = {}
-    for layer, (_, param) in zip(layer_of, named):
-        groups.setdefault(layer, []).append(param)
-    return [{"params": params, "lr": lr * decay ** (top - layer)} for layer, params in sorted(groups.items())]
+        layers[name] = found if found is not None else (len(blocks) + 1 if seen_block else 0)
+    return layers
+
+
+def param_groups(named: Sequence[tuple[str, torch.nn.Parameter]], trained: set[int], lr: float, weight_decay: float,
+                 *, blocks: list[list[str]] | None = None, layer_decay: float | None = None) -> list[dict[str, Any]]:
+    """The optimizer's groups for the ``trained`` parameters (ids) of a module's ``named``
+    parameters: no weight decay on parameters of one dimension or none (biases, norms' gains, a
+    learned temperature), as timm and the Hugging Face ``Trainer`` leave them; with
+    ``layer_decay``, the top layer at ``lr`` and each layer below at ``layer_decay`` times the one
+    above (BEiT), layers counted over all of ``named`` (:func:`layer_ids`)."""
+    layers = layer_ids(named, blocks or []) if layer_decay is not None else {}
+    top = max(layers.values(), default=0)
+    groups: dict[tuple[int, bool], list[torch.nn.Parameter]] = {}
+    for name, param in named:
+        if id(param) in trained:
+            groups.setdefault((layers.get(name, top), param.ndim < 2), []).append(param)
+    return [{"params": params, "weight_decay": 0.0 if flat else weight_decay,
+             "lr": lr * (layer_decay ** (top - layer) if layer_decay is not None else 1.0)}
+            for (layer, flat), params in sorted(groups.items())]
 
 
 def batch_groups(order: list[int], config: FinetuneConfig) -> Iterator[list[list[int]]]:
@@ -139,6 +155,7 @@ class Stepper:
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put back what :meth:`state_dict` saved (resuming)."""
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
