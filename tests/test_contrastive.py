@@ -139,6 +139,7 @@ def test_a_cached_chunk_is_embedded_again_with_the_dropout_of_its_first_pass(tin
     assert first_pass_only and torch.equal(torch.rand(3), after)  # the replays leave the generator as they found it
 
 
+@pytest.mark.slow
 def test_a_run_with_cached_gradients_ends_where_one_without_does(open_clip_dir, photos, tmp_path):
     """Image-caption pairs under open_clip's CLIP loss, batch 6 embedded 2 rows at a time: the same
     weights as the batch at once (the tiny model has no dropout), its tower never given more than 2;

@@ -47,6 +47,7 @@ def test_clipping_bounds_the_gradients_global_norm(tmp_path):
     assert a.grad is None  # zeroed for the next group
 
 
+@pytest.mark.slow
 def test_fp16_is_refused_on_the_cpu_and_bf16_trains_under_autocast(tmp_path, monkeypatch):
     with pytest.raises(zoo.ZooError, match="fp16' trains on CUDA only"):
         _stepper(tmp_path, [torch.nn.Parameter(torch.zeros(1))], precision="fp16")
@@ -77,6 +78,7 @@ def _images(n, classes=("a", "b")):
     return images, labels
 
 
+@pytest.mark.slow
 def test_accumulated_batches_take_the_steps_of_one_larger_batch(tmp_path):
     """A ViT with no dropout nor BatchNorm, every weight training: batch 8 accumulated twice ends
     where batch 16 does."""
@@ -168,6 +170,7 @@ def test_balanced_class_weights_weigh_the_loss_as_scikit_learn_counts(tiny_bert_
                       progress=False)
 
 
+@pytest.mark.slow
 def test_class_weights_and_accumulation_take_the_steps_of_one_weighted_batch(tiny_bert_dir, tmp_path):
     base = zoo.load(str(tiny_bert_dir), device="cpu")
     texts = [f"sunny day {i}" for i in range(9)] + [f"snow storm {i}" for i in range(3)]
@@ -176,3 +179,21 @@ def test_class_weights_and_accumulation_take_the_steps_of_one_weighted_batch(tin
     small = base.finetune((texts, labels), batch_size=4, accumulate=3, output_dir=tmp_path / "small", **options)
     large = base.finetune((texts, labels), batch_size=12, output_dir=tmp_path / "large", **options)
     np.testing.assert_allclose(small.model.predict_proba(texts), large.model.predict_proba(texts), atol=1e-6)
+
+
+def test_tensorboard_gets_each_steps_loss_and_rate_and_each_epochs_metrics(tiny_bert_dir, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    base = zoo.load(str(tiny_bert_dir), device="cpu")
+    texts = [f"{w} {i}" for i, w in enumerate(["warm sun", "cold snow"] * 8)]
+    labels = ["warm" if "sun" in t else "cold" for t in texts]
+    run = base.finetune((texts, labels), strategy="full", epochs=2, batch_size=4, val_fraction=0.25,
+                        output_dir=tmp_path / "run", tensorboard=True, progress=False)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 7))  # 12 examples, batch 4, 2 epochs
+    rates = [e.value for e in events.Scalars("train/lr")]
+    assert rates[0] < rates[1] and rates[-1] < rates[1]  # warmed up, then decayed
+    logged = [e.value for e in events.Scalars("epoch/val_accuracy")]
+    assert logged == pytest.approx([h["val_accuracy"] for h in run.history])

@@ -401,6 +401,7 @@ def _training_options(args: argparse.Namespace) -> dict[str, Any]:
     names = ("schedule", "warmup", "accumulate", "max_grad_norm", "precision", "early_stopping", "layer_decay",
              "class_weights", "lora_r", "lora_alpha", "lora_dropout")
     given = {name: getattr(args, name) for name in names}
+    given["tensorboard"] = args.tensorboard or None
     if args.lora_targets:
         given["lora_targets"] = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
     return {key: value for key, value in given.items() if value is not None}
@@ -686,6 +687,7 @@ def _add_finetune(register: RegisterCommand) -> None:
                    help="stop after this many epochs without a better validation score")
     p.add_argument("--layer-decay", type=float, help="each block's learning rate is this times the one above")
     p.add_argument("--class-weights", choices=("balanced",), help="classification: weigh classes by rarity")
+    p.add_argument("--tensorboard", action="store_true", help="log losses and metrics under OUTPUT/tensorboard")
     p.add_argument("--lora-r", type=int, help="lora: the adapters' rank (default 8)")
     p.add_argument("--lora-alpha", type=float, help="lora: their scale is alpha / r (default 16)")
     p.add_argument("--lora-dropout", type=float, help="lora: dropout on the adapters' input (default 0)")

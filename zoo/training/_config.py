@@ -94,6 +94,8 @@ class FinetuneConfig:
             ``param_groups_layer_decay``); ``None``: one rate.
         class_weights: classification: ``"balanced"`` (scikit-learn's ``n / (classes * count)``)
             or a ``{label: weight}`` dict, weighing each class's cross-entropy.
+        tensorboard: write each step's loss and learning rate and each epoch's metrics for
+            TensorBoard under ``output_dir/tensorboard`` (not part of the run's identity).
         on_epoch_end: called with each epoch's metrics (not part of the run's identity).
     """
 
@@ -136,6 +138,7 @@ class FinetuneConfig:
     early_stopping: int | None = None
     layer_decay: float | None = None
     class_weights: str | dict[Any, float] | None = None
+    tensorboard: bool = False
     on_epoch_end: Callable[[dict[str, float]], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:

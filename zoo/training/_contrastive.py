@@ -43,6 +43,7 @@ from ._config import FinetuneConfig
 from ._data import Pairs, fingerprint, read_pairs
 from ._distributed import Dist
 from ._finetuned import FORMAT, FinetunedCheckpoint
+from ._logging import RunLog
 from ._loop import FinetuneResult, run_epochs
 from ._lora import ADAPTER_MARK, TrainedBackbone
 from ._optim import (
@@ -150,7 +151,8 @@ class _ContrastiveRun:
             raise ZooError("mini_batch_size (GradCache) takes the gradients of cached embeddings, which a fp16 loss "
                            "scaler does not reach: use precision='bf16' with it")
         self.stepper = Stepper(self.optimizer, make_scheduler(self.optimizer, steps, config), self.params, config,
-                               base.device, sync=self.dist.average_gradients)
+                               base.device, sync=self.dist.average_gradients,
+                               log=RunLog(self.out, config.tensorboard, self.dist.rank))
         self.loss = self._loss(rank=self.dist.rank, world=self.dist.world)
         # Every rank evaluates the same validation pairs: gathered, they would meet themselves as negatives.
         self.eval_loss = self._loss(rank=0, world=1)
@@ -237,11 +239,13 @@ class _ContrastiveRun:
         self.optimizer.zero_grad(set_to_none=True)
         for group in batch_groups(order, c):
             rows = sum(len(idx) for idx in group)
+            group_loss = 0.0
             for idx in group:
                 loss = self.backward([[column[i] for i in idx] for column in columns], len(idx) / rows)
+                group_loss += loss.item() * len(idx) / rows
                 loss_sum += loss.item() * len(idx)
                 count += len(idx)
-            self.stepper.step()
+            self.stepper.step(group_loss)
             if self.kind != "mnrl":  # as open_clip's training does: a temperature of at most 100
                 with torch.no_grad():
                     cast(Any, self.model.model).logit_scale.clamp_(0, math.log(100))

@@ -39,6 +39,7 @@ from ._data import fingerprint, label_index, read_examples, stratified_split
 from ._distributed import Dist
 from ._finetuned import FORMAT, FinetunedCheckpoint
 from ._heads import build_head, fit_standardization
+from ._logging import RunLog
 from ._lora import ADAPTER_MARK, TrainedBackbone
 from ._optim import (
     Stepper,
@@ -161,9 +162,11 @@ def run_epochs(run: Any, name: str, config: FinetuneConfig, *, label: str, shown
             record.update(run.evaluate())
         record["seconds"] = round(time.perf_counter() - began, 3)
         run.checkpoint(epoch, record)
+        run.stepper.log.scalars(run.stepper.steps, {k: v for k, v in record.items() if k != "epoch"}, "epoch")
         bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in shown})
         if config.on_epoch_end is not None:
             config.on_epoch_end(record)
+    run.stepper.log.close()
     if run.dist.rank == 0:
         plot_history(run.history, run.out / "curves.png", title=f"{name} ({label})")
     run.dist.barrier()
@@ -216,7 +219,8 @@ class _Run:
         shard = math.ceil(len(self.train_ex) / self.dist.world)
         self.stepper = Stepper(self.optimizer, make_scheduler(self.optimizer, config.epochs *
                                                               steps_per_epoch(shard, config), config),
-                               [p for group in params for p in group["params"]], config, base.device)
+                               [p for group in params for p in group["params"]], config, base.device,
+                               log=RunLog(self.out, config.tensorboard, self.dist.rank))
         self.module = _Classifier.build(self.encoder, self.head, self.pool) if self.trains_backbone else self.head
         self.ddp_plan: Plan | None = None
         self.ddp_module = self.module
@@ -309,6 +313,7 @@ class _Run:
         for group in batch_groups(order, self.config):
             # each batch's mean loss, weighed by its share of the group's (class-weighted) rows
             mass = [self._mass(idx, weights) for idx in group]
+            group_loss = 0.0
             for idx, share in zip(group, (m / sum(mass) for m in mass)):
                 if self.x_train is not None:
                     batch = self.x_train[idx]
@@ -319,9 +324,10 @@ class _Run:
                 loss = torch.nn.functional.cross_entropy(logits.float(), self.y_train[idx].to(logits.device),
                                                          weight=weights)
                 self.stepper.backward(loss, share)
+                group_loss += loss.item() * share
                 loss_sum += loss.item() * len(idx)
                 count += len(idx)
-            self.stepper.step()
+            self.stepper.step(group_loss)
         loss_sum, count = dist.sum(loss_sum, count)
         return loss_sum / count
 

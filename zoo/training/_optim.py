@@ -21,6 +21,7 @@ from zoo.core._blocks import in_blocks
 from zoo.errors import ZooError
 
 from ._config import FinetuneConfig
+from ._logging import RunLog
 
 if TYPE_CHECKING:
     import torch
@@ -105,8 +106,8 @@ class Stepper:
     averaged across ranks (where ``sync``), clipped to ``max_grad_norm``, the step and the schedule."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, scheduler: Any, params: list[torch.nn.Parameter],
-                 config: FinetuneConfig, device: str, sync: Callable[[list[torch.nn.Parameter]], None] | None = None
-                 ) -> None:
+                 config: FinetuneConfig, device: str, sync: Callable[[list[torch.nn.Parameter]], None] | None = None,
+                 log: RunLog | None = None) -> None:
         import torch
 
         self.optimizer, self.scheduler, self.params, self.config = optimizer, scheduler, params, config
@@ -116,6 +117,8 @@ class Stepper:
                            "the CPU use 'bf16' or 'fp32'")
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
         self.sync = sync
+        self.log = log
+        self.steps = 0
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The forward pass's precision: bf16 or fp16 autocast, or nothing for fp32."""
@@ -131,9 +134,14 @@ class Stepper:
         weighted = loss * share
         (self.scaler.scale(weighted) if self.scaler is not None else weighted).backward()
 
-    def step(self) -> None:
-        """The optimizer step that ends a group, and the schedule's."""
+    def step(self, loss: float) -> None:
+        """The optimizer step that ends a group (whose loss was ``loss``), and the schedule's."""
         import torch
+
+        self.steps += 1
+        if self.log is not None:
+            self.log.scalars(self.steps, {"loss": loss, "lr": max(g["lr"] for g in self.optimizer.param_groups)},
+                             "train")
 
         if self.sync is not None:
             self.sync(self.params)
@@ -151,11 +159,12 @@ class Stepper:
 
     def state_dict(self) -> dict[str, Any]:
         """What resuming needs besides the optimizer's: the schedule and the loss scale."""
-        return {"scheduler": self.scheduler.state_dict(),
+        return {"scheduler": self.scheduler.state_dict(), "steps": self.steps,
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Put back what :meth:`state_dict` saved (resuming)."""
         self.scheduler.load_state_dict(state["scheduler"])
+        self.steps = state.get("steps", 0)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
