@@ -106,7 +106,9 @@ def mine_negatives(model: Model | str, pairs: Any, *, corpus: Sequence[Any] | No
     relative_margin`` (NV-Retriever's "TopK-PercPos": ``relative_margin=0.05``), above
     ``max_score`` or below ``min_score``. ``sampling="top"`` keeps the best ``num_negatives``
     left, ``"random"`` draws them (with ``seed``). Each ``(anchor, positive)`` pair becomes one
-    triplet per negative found."""
+    triplet per negative found. ``query_prompt`` and ``corpus_prompt`` name prompts the model
+    declares (sentence-transformers' ``query_prompt_name`` / ``corpus_prompt_name``), not the
+    prompt text."""
     _check_settings(num_negatives, range_min, sampling)
     model = load(model) if isinstance(model, str) else model
     given = read_pairs(pairs, anchor_column=anchor_column, positive_column=positive_column)
