@@ -31,7 +31,7 @@ def test_the_learning_rate_warms_up_then_follows_its_schedule(tmp_path, schedule
     for _ in range(10):
         seen.append(optimizer.param_groups[0]["lr"])
         param.grad = torch.ones(3)
-        stepper.step()
+        stepper.step(0.0)
     after = {"linear": lambda s: (10 - s) / 8, "cosine": lambda s: 0.5 * (1 + math.cos(math.pi * (s - 2) / 8)),
              "constant": lambda s: 1.0}[schedule]
     expected = [s / 2 if s < 2 else after(s) for s in range(10)]
@@ -42,7 +42,7 @@ def test_clipping_bounds_the_gradients_global_norm(tmp_path):
     a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(4))
     stepper, _ = _stepper(tmp_path, [a, b], schedule="constant", warmup=0.0, max_grad_norm=0.5)
     a.grad, b.grad = torch.full((3,), 3.0), torch.full((4,), 4.0)  # global norm sqrt(27 + 64)
-    stepper.step()  # SGD at lr 1: the step is minus the clipped gradient
+    stepper.step(0.0)  # SGD at lr 1: the step is minus the clipped gradient
     assert torch.cat([a.detach(), b.detach()]).norm().item() == pytest.approx(0.5, rel=1e-5)
     assert a.grad is None  # zeroed for the next group
 
