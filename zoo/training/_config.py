@@ -182,6 +182,9 @@ class FinetuneConfig:
             raise ValueError(f"warmup is a share of the steps, in [0, 1), not {self.warmup!r}")
         if isinstance(self.accumulate, bool) or not isinstance(self.accumulate, int) or self.accumulate < 1:
             raise ValueError(f"accumulate counts batches per optimizer step, >= 1, not {self.accumulate!r}")
+        if self.precision == "fp16" and self.mini_batch_size is not None:
+            raise ValueError("mini_batch_size (GradCache) takes the gradients of cached embeddings, which a fp16 "
+                             "loss scaler does not reach: use precision='bf16' with it")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive, not {self.max_grad_norm!r}")
         if self.early_stopping is not None and (isinstance(self.early_stopping, bool)

@@ -147,9 +147,6 @@ class _ContrastiveRun:
                        if id(p) not in self.locked and (config.lora is None or ADAPTER_MARK in name)]
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.head_lr)
         steps = config.epochs * steps_per_epoch(math.ceil(len(self.train_ex) / self.dist.world), config)
-        if config.precision == "fp16" and config.mini_batch_size is not None:
-            raise ZooError("mini_batch_size (GradCache) takes the gradients of cached embeddings, which a fp16 loss "
-                           "scaler does not reach: use precision='bf16' with it")
         self.stepper = Stepper(self.optimizer, make_scheduler(self.optimizer, steps, config), self.params, config,
                                base.device, sync=self.dist.average_gradients,
                                log=RunLog(self.out, config.tensorboard, self.dist.rank))
