@@ -25,6 +25,8 @@ def _stepper(tmp_path, params, optimizer=None, steps=8, **options):
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
 def test_the_learning_rate_warms_up_then_follows_its_schedule(tmp_path, schedule):
+    """10 steps, warmup 0.2: 2 steps from 0, then the schedule; a run too short to warm up (one
+    step) trains at the full rate rather than spending its only step at 0."""
     param = torch.nn.Parameter(torch.zeros(3))
     stepper, optimizer = _stepper(tmp_path, [param], steps=10, schedule=schedule, warmup=0.2)
     seen = []
@@ -36,6 +38,8 @@ def test_the_learning_rate_warms_up_then_follows_its_schedule(tmp_path, schedule
              "constant": lambda s: 1.0}[schedule]
     expected = [s / 2 if s < 2 else after(s) for s in range(10)]
     assert seen == pytest.approx(expected, abs=1e-9)
+    short, optimizer = _stepper(tmp_path, [param], steps=1, schedule=schedule, warmup=0.2)
+    assert optimizer.param_groups[0]["lr"] == 1.0
 
 
 def test_clipping_bounds_the_gradients_global_norm(tmp_path):
@@ -188,12 +192,12 @@ def test_tensorboard_gets_each_steps_loss_and_rate_and_each_epochs_metrics(tiny_
     base = zoo.load(str(tiny_bert_dir), device="cpu")
     texts = [f"{w} {i}" for i, w in enumerate(["warm sun", "cold snow"] * 8)]
     labels = ["warm" if "sun" in t else "cold" for t in texts]
-    run = base.finetune((texts, labels), strategy="full", epochs=2, batch_size=4, val_fraction=0.25,
+    run = base.finetune((texts, labels), strategy="full", epochs=2, batch_size=4, val_fraction=0.25, warmup=0.5,
                         output_dir=tmp_path / "run", tensorboard=True, progress=False)
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 7))  # 12 examples, batch 4, 2 epochs
     rates = [e.value for e in events.Scalars("train/lr")]
-    assert rates[0] < rates[1] and rates[-1] < rates[1]  # warmed up, then decayed
+    assert rates[0] < rates[1] < rates[2] < rates[3] and rates[-1] < rates[3]  # 3 steps warming up, then decay
     logged = [e.value for e in events.Scalars("epoch/val_accuracy")]
     assert logged == pytest.approx([h["val_accuracy"] for h in run.history])

@@ -49,7 +49,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, config: F
     """``config.schedule`` over ``total_steps``, warmed up linearly over ``config.warmup`` of them."""
     from transformers import get_scheduler
 
-    warmup = math.ceil(total_steps * config.warmup)  # as the Trainer rounds its warmup_ratio
+    # Rounded down: transformers' warmup starts at a rate of 0, so a run of a few steps rounded up
+    # would spend its only step warming up and train nothing.
+    warmup = int(total_steps * config.warmup)
     return get_scheduler(_SCHEDULES[config.schedule], optimizer, num_warmup_steps=warmup,
                          num_training_steps=total_steps)
 
