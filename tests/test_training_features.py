@@ -201,3 +201,40 @@ def test_tensorboard_gets_each_steps_loss_and_rate_and_each_epochs_metrics(tiny_
     assert rates[0] < rates[1] < rates[2] < rates[3] and rates[-1] < rates[3]  # 3 steps warming up, then decay
     logged = [e.value for e in events.Scalars("epoch/val_accuracy")]
     assert logged == pytest.approx([h["val_accuracy"] for h in run.history])
+
+
+def test_augmentation_is_timms_train_transform_of_the_weights_data_config(tmp_path):
+    import random
+
+    from timm.data import create_transform
+
+    from tiny_models import timm_folder
+    from zoo.training._augment import train_collate
+
+    base = zoo.load(str(timm_folder(tmp_path / "vit", "test_vit")), device="cpu")
+    images, labels = _images(8)
+    config = FinetuneConfig(output_dir=tmp_path, strategy="full", augment="rand-m9-mstd0.5-inc1")
+    collate = train_collate(base.encoder, config)
+    data = base.spec.preprocessing
+    theirs = create_transform(input_size=data["input_size"], interpolation=data["interpolation"], mean=data["mean"],
+                              std=data["std"], is_training=True, auto_augment="rand-m9-mstd0.5-inc1")
+    torch.manual_seed(3), random.seed(3), np.random.seed(3)
+    ours = collate(images)
+    torch.manual_seed(3), random.seed(3), np.random.seed(3)
+    expected = torch.stack([theirs(base.encoder.decode(x)) for x in images])
+    assert ours.shape == (8, *data["input_size"]) and torch.equal(ours, expected)
+    assert not torch.equal(collate(images), ours)  # drawn anew each time
+    run = base.finetune((images, labels), strategy="full", augment="weights", mixup=0.8, cutmix=1.0, epochs=2,
+                        batch_size=4, lr=1e-2, output_dir=tmp_path / "run", progress=False)
+    loaded = zoo.load(str(tmp_path / "run"), device="cpu")  # prediction keeps the evaluation transform
+    np.testing.assert_allclose(loaded.predict_proba(images), run.model.predict_proba(images), atol=1e-5)
+
+
+def test_augmentation_and_mixup_are_refused_where_they_cannot_apply(tiny_bert_dir, tmp_path):
+    text = zoo.load(str(tiny_bert_dir), device="cpu")
+    with pytest.raises(zoo.ZooError, match="augment uses timm's train-time transform"):
+        text.finetune((["a", "b"], ["x", "y"]), strategy="full", augment="weights", output_dir=tmp_path / "a")
+    with pytest.raises(zoo.ZooError, match="a linear probe embeds them once"):
+        text.finetune((["a", "b"], ["x", "y"]), mixup=0.8, output_dir=tmp_path / "b")
+    with pytest.raises(ValueError, match="mixup and cutmix mix a classifier's labels"):
+        FinetuneConfig(output_dir=tmp_path, objective="contrastive", cutmix=1.0)

@@ -399,7 +399,7 @@ def _training_options(args: argparse.Namespace) -> dict[str, Any]:
     """``--schedule cosine --lora-r 16 --lora-targets query,value``: only the flags given, so the
     defaults stay FinetuneConfig's."""
     names = ("schedule", "warmup", "accumulate", "max_grad_norm", "precision", "early_stopping", "layer_decay",
-             "class_weights", "lora_r", "lora_alpha", "lora_dropout")
+             "class_weights", "lora_r", "lora_alpha", "lora_dropout", "augment", "mixup", "cutmix")
     given = {name: getattr(args, name) for name in names}
     given["tensorboard"] = args.tensorboard or None
     if args.lora_targets:
@@ -688,6 +688,11 @@ def _add_finetune(register: RegisterCommand) -> None:
     p.add_argument("--layer-decay", type=float, help="each block's learning rate is this times the one above")
     p.add_argument("--class-weights", choices=("balanced",), help="classification: weigh classes by rarity")
     p.add_argument("--tensorboard", action="store_true", help="log losses and metrics under OUTPUT/tensorboard")
+    p.add_argument("--augment", metavar="POLICY",
+                   help="vision: timm's train-time transform of the weights' data config: 'weights', or an "
+                        "auto_augment policy such as rand-m9-mstd0.5-inc1")
+    p.add_argument("--mixup", type=float, metavar="ALPHA", help="image classification: timm's mixup (0.8)")
+    p.add_argument("--cutmix", type=float, metavar="ALPHA", help="image classification: timm's cutmix (1.0)")
     p.add_argument("--lora-r", type=int, help="lora: the adapters' rank (default 8)")
     p.add_argument("--lora-alpha", type=float, help="lora: their scale is alpha / r (default 16)")
     p.add_argument("--lora-dropout", type=float, help="lora: dropout on the adapters' input (default 0)")

@@ -94,6 +94,11 @@ class FinetuneConfig:
             ``param_groups_layer_decay``); ``None``: one rate.
         class_weights: classification: ``"balanced"`` (scikit-learn's ``n / (classes * count)``)
             or a ``{label: weight}`` dict, weighing each class's cross-entropy.
+        augment: vision: train-time augmentation with timm's transform of the weights' data config:
+            ``"weights"`` (random resized crop, flip, colour jitter) or a timm ``auto_augment``
+            policy (``"rand-m9-mstd0.5-inc1"``...); ``None``: the evaluation transform.
+        mixup, cutmix: classification of images: timm's Mixup alphas (``0.8``, ``1.0`` as timm's
+            recipes), with soft targets; ``None``: off.
         tensorboard: write each step's loss and learning rate and each epoch's metrics for
             TensorBoard under ``output_dir/tensorboard`` (not part of the run's identity).
         on_epoch_end: called with each epoch's metrics (not part of the run's identity).
@@ -139,6 +144,9 @@ class FinetuneConfig:
     layer_decay: float | None = None
     class_weights: str | dict[Any, float] | None = None
     tensorboard: bool = False
+    augment: str | None = None
+    mixup: float | None = None
+    cutmix: float | None = None
     on_epoch_end: Callable[[dict[str, float]], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -182,6 +190,11 @@ class FinetuneConfig:
             raise ValueError(f"warmup is a share of the steps, in [0, 1), not {self.warmup!r}")
         if isinstance(self.accumulate, bool) or not isinstance(self.accumulate, int) or self.accumulate < 1:
             raise ValueError(f"accumulate counts batches per optimizer step, >= 1, not {self.accumulate!r}")
+        if (self.mixup or self.cutmix) and (self.objective != "classification" or self.class_weights is not None):
+            raise ValueError("mixup and cutmix mix a classifier's labels: objective='classification', without "
+                             "class_weights")
+        if any(a is not None and not a > 0 for a in (self.mixup, self.cutmix)):
+            raise ValueError(f"mixup and cutmix are Beta-distribution alphas, > 0; got {self.mixup!r}, {self.cutmix!r}")
         if self.precision == "fp16" and self.mini_batch_size is not None:
             raise ValueError("mini_batch_size (GradCache) takes the gradients of cached embeddings, which a fp16 "
                              "loss scaler does not reach: use precision='bf16' with it")

@@ -22,6 +22,7 @@ from zoo.store._manifest import MANIFEST, read_json
 from zoo.store._provenance import weights_provenance
 
 from ..errors import ZooError
+from ._augment import mixer, train_collate
 from ._checkpoints import (
     RESUME,
     load_state,
@@ -221,6 +222,11 @@ class _Run:
                                                               steps_per_epoch(shard, config), config),
                                [p for group in params for p in group["params"]], config, base.device,
                                log=RunLog(self.out, config.tensorboard, self.dist.rank))
+        if (config.augment or config.mixup or config.cutmix) and not self.trains_backbone:
+            raise ZooError("augment, mixup and cutmix change the images each epoch, and a linear probe embeds them "
+                           "once: choose a strategy that trains the backbone")
+        self.collate_train = train_collate(self.encoder, config)
+        self.mix = mixer(config, len(self.classes))
         self.module = _Classifier.build(self.encoder, self.head, self.pool) if self.trains_backbone else self.head
         self.ddp_plan: Plan | None = None
         self.ddp_module = self.module
@@ -315,14 +321,14 @@ class _Run:
             mass = [self._mass(idx, weights) for idx in group]
             group_loss = 0.0
             for idx, share in zip(group, (m / sum(mass) for m in mass)):
-                if self.x_train is not None:
-                    batch = self.x_train[idx]
-                else:
-                    batch = self.encoder.collate([self.encoder.decode(self.train_ex.inputs[i]) for i in idx])
+                batch = self.x_train[idx] if self.x_train is not None else \
+                    self.collate_train([self.train_ex.inputs[i] for i in idx])
+                target = self.y_train[idx]
+                if self.mix is not None and len(idx) % 2 == 0:  # timm's Mixup pairs rows: an odd last batch
+                    batch, target = self.mix(batch, target)      # stays unmixed (timm drops it instead)
                 with self.stepper.autocast():
                     logits = self.ddp_module(batch)
-                loss = torch.nn.functional.cross_entropy(logits.float(), self.y_train[idx].to(logits.device),
-                                                         weight=weights)
+                loss = torch.nn.functional.cross_entropy(logits.float(), target.to(logits.device), weight=weights)
                 self.stepper.backward(loss, share)
                 group_loss += loss.item() * share
                 loss_sum += loss.item() * len(idx)

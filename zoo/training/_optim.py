@@ -35,7 +35,8 @@ def training_settings(config: FinetuneConfig) -> dict[str, Any]:
     weights = config.class_weights
     return {"schedule": config.schedule, "warmup": config.warmup, "accumulate": config.accumulate,
             "max_grad_norm": config.max_grad_norm, "precision": config.precision, "layer_decay": config.layer_decay,
-            "early_stopping": config.early_stopping,
+            "early_stopping": config.early_stopping, "augment": config.augment, "mixup": config.mixup,
+            "cutmix": config.cutmix,
             "class_weights": {str(k): v for k, v in weights.items()} if isinstance(weights, dict) else weights,
             "lora": config.lora.record(list(config.lora.targets or ())) if config.lora is not None else None}
 
