@@ -104,7 +104,7 @@ def trainer_side(args: argparse.Namespace) -> tuple[np.ndarray, dict[str, float]
     def train_on(rows: list[dict], out: Path) -> torch.nn.Module:
         model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=len(classes))
         settings = TrainingArguments(output_dir=str(out), per_device_train_batch_size=args.batch_size,
-                                     num_train_epochs=args.epochs, learning_rate=args.lr, warmup_ratio=0.1,
+                                     num_train_epochs=args.epochs, learning_rate=args.lr, warmup_steps=0.1,
                                      weight_decay=0.01, lr_scheduler_type="linear", save_strategy="no",
                                      logging_strategy="no", report_to=[], seed=args.seed, use_cpu=True,
                                      disable_tqdm=True)
@@ -182,7 +182,7 @@ def st_trainer_side(args: argparse.Namespace) -> tuple[np.ndarray, dict[str, flo
         data = Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [p for _, p in pairs]})
         settings = SentenceTransformerTrainingArguments(
             output_dir=str(out), per_device_train_batch_size=args.batch_size, num_train_epochs=args.epochs,
-            learning_rate=args.lr, warmup_ratio=0.1, weight_decay=0.01, lr_scheduler_type="linear",
+            learning_rate=args.lr, warmup_steps=0.1, weight_decay=0.01, lr_scheduler_type="linear",
             save_strategy="no", logging_strategy="no", report_to=[], seed=args.seed, use_cpu=True, disable_tqdm=True)
         SentenceTransformerTrainer(model=model, args=settings, train_dataset=data,
                                    loss=MultipleNegativesRankingLoss(model)).train()
