@@ -238,9 +238,9 @@ class _ContrastiveRun:
             rows = sum(len(idx) for idx in group)
             group_loss = 0.0
             for idx in group:
-                loss = self.backward([[column[i] for i in idx] for column in columns], len(idx) / rows)
-                group_loss += loss.item() * len(idx) / rows
-                loss_sum += loss.item() * len(idx)
+                loss = self.backward([[column[i] for i in idx] for column in columns], len(idx) / rows).item()
+                group_loss += loss * len(idx) / rows
+                loss_sum += loss * len(idx)
                 count += len(idx)
             self.stepper.step(group_loss)
             if self.kind != "mnrl":  # as open_clip's training does: a temperature of at most 100

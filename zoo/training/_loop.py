@@ -197,6 +197,9 @@ class _Run:
         self._read_data(train, val)
         self.pool = base.embed_options(pool=config.pool).pool
         self.trains_backbone = config.strategy != "linear-probe"
+        if (config.augment or config.mixup or config.cutmix) and not self.trains_backbone:
+            raise ZooError("augment, mixup and cutmix change the images each epoch, and a linear probe embeds them "
+                           "once: choose a strategy that trains the backbone")
         # A copy, so the caller's pretrained model keeps its weights when the backbone trains.
         self.model = copy.deepcopy(base) if self.trains_backbone else base
         self.encoder = self.model.encoder
@@ -222,9 +225,6 @@ class _Run:
                                                               steps_per_epoch(shard, config), config),
                                [p for group in params for p in group["params"]], config, base.device,
                                log=RunLog(self.out, config.tensorboard, self.dist.rank))
-        if (config.augment or config.mixup or config.cutmix) and not self.trains_backbone:
-            raise ZooError("augment, mixup and cutmix change the images each epoch, and a linear probe embeds them "
-                           "once: choose a strategy that trains the backbone")
         self.collate_train = train_collate(self.encoder, config)
         self.mix = mixer(config, len(self.classes))
         self.module = _Classifier.build(self.encoder, self.head, self.pool) if self.trains_backbone else self.head
