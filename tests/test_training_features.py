@@ -185,6 +185,7 @@ def test_class_weights_and_accumulation_take_the_steps_of_one_weighted_batch(tin
     np.testing.assert_allclose(small.model.predict_proba(texts), large.model.predict_proba(texts), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_tensorboard_gets_each_steps_loss_and_rate_and_each_epochs_metrics(tiny_bert_dir, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -203,6 +204,7 @@ def test_tensorboard_gets_each_steps_loss_and_rate_and_each_epochs_metrics(tiny_
     assert logged == pytest.approx([h["val_accuracy"] for h in run.history])
 
 
+@pytest.mark.slow
 def test_augmentation_is_timms_train_transform_of_the_weights_data_config(tmp_path):
     import random
 
