@@ -39,6 +39,7 @@ _LAZY = {
     "FinetuneConfig": "zoo.training._config",
     "merge": "zoo.training._merge",
     "mine_negatives": "zoo.training._mining",
+    "evaluate": "zoo.evaluation._evaluate",
     "MinedNegatives": "zoo.training._mining",
     "hookimpl": "zoo.hookspecs",
     "ZooError": "zoo.errors",
@@ -75,6 +76,7 @@ if TYPE_CHECKING:
     from zoo.core._embed_options import EmbedOptions
     from zoo.core._encoder import Built, DeviceStage, Encoder, ExportPlan, longest_first
     from zoo.core._model import Head, Model
+    from zoo.evaluation._evaluate import evaluate
     from zoo.store._checkpoint import load_state_dict, weights_file
     from zoo.store._model_files import ModelFiles
     from zoo.training._config import FinetuneConfig

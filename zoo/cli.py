@@ -44,6 +44,7 @@ from zoo.training._config import (
 )
 
 from . import __version__
+from .core._text_table import text_table
 from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .errors import InputError, RegistryError, ZooError
 from .hookspecs import RegisterCommand, hookimpl
@@ -52,14 +53,6 @@ from .search import build as build_index
 from .search import open_index
 from .serve import serve
 from .testing import check, format_table
-
-
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(headers, widths)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -75,7 +68,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     score = [args.sort] if args.sort else []  # the sorted metric's column, after the name
     rows = [[s.name, *(f"{s.scores[m]['value']:g}" for m in score), s.modality, s.backend, str(s.embed_dim or "?"),
              s.description] for s in specs]
-    print(_table(rows, ["name", *score, "modality", "backend", "dim", "description"]))
+    print(text_table(rows, ["name", *score, "modality", "backend", "dim", "description"]))
     if args.sort:
         print(f"\n{args.sort}: {METRICS[args.sort].description if args.sort in METRICS else args.sort}, as "
               "published (sources: zoo info NAME)")
@@ -116,7 +109,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(json.dumps({"plugins": [dict(zip(["name", "version", "registered", "hooks"], r)) for r in rows],
                           "failures": [str(f) for f in registry.failures]}, indent=2))
     else:
-        print(_table(rows, ["plugin", "version", "registered", "hooks"]))
+        print(text_table(rows, ["plugin", "version", "registered", "hooks"]))
         for failure in registry.failures:
             print(f"FAILED: {failure}", file=sys.stderr)
     return 1 if registry.failures and args.strict else 0
@@ -168,7 +161,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
         items = list_cache()
         rows = [[e.name, e.kind, human_size(e.size), "yes" if e.verified else "no", ", ".join(e.models) or "-"]
                 for e in items]
-        print(_table(rows, ["entry", "kind", "size", "verified", "models"]) if rows else "the cache is empty")
+        print(text_table(rows, ["entry", "kind", "size", "verified", "models"]) if rows else "the cache is empty")
         print(f"{len(items)} entries, {human_size(sum(e.size for e in items))} in {zoo_home()}")
         return 0
     if args.action == "verify":
@@ -447,7 +440,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     keys = [k for k in ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "val_recall@1", "val_recall@10")
             if k in result.history[0]]
     rows = [[str(int(h["epoch"])), *(f"{h[k]:.4f}" for k in keys)] for h in result.history]
-    print(_table(rows, ["epoch", *keys]))
+    print(text_table(rows, ["epoch", *keys]))
     print(f"best epoch {result.best_epoch}: saved to {result.best_checkpoint} (zoo.load reads it); "
           f"curves in {result.best_checkpoint / 'curves.png'}")
     return 0

@@ -26,6 +26,7 @@ ENTRY_POINT_GROUP = "zoo"
 BUILTIN_PLUGINS = (
     "zoo.catalog._defaults",
     "zoo.training._plugin",
+    "zoo.evaluation._plugin",
     "zoo.plugins.text",
     "zoo.plugins.vision",
     "zoo.plugins.audio",

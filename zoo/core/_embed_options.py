@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from zoo.catalog._spec import ModelSpec
 
 LayerMerge = Literal["concat", "mean"]
+#: the prompts sentence-transformers' ``encode_document`` tries, in its order, when none is asked for
+DOCUMENT_PROMPTS = ("document", "passage", "corpus")
 LAYER_MERGES = ("concat", "mean")
 
 
@@ -188,3 +190,15 @@ def build_options(spec: ModelSpec, *, dim: int, layer_dims: Any, takes_text: boo
     return EmbedOptions(dim=dim, prompt_name=prompt_name, prompt=text, layers=chosen, layer_merge=layer_merge,
                         truncate_dim=check_truncate_dim(spec, truncate_dim, dim),
                         precision=check_precision(precision), tower=tower, pool=pool, normalize=normalize)
+
+
+def retrieval_prompts(declared: Mapping[str, str], query: str | None = None, corpus: str | None = None
+                      ) -> tuple[str | None, str | None]:
+    """The prompt names for queries and for the corpus: those asked for, else the ones
+    sentence-transformers' ``encode_query`` / ``encode_document`` pick from the ``declared``
+    prompts (``query``; ``document``, ``passage`` or ``corpus``), else none."""
+    if query is None and "query" in declared:
+        query = "query"
+    if corpus is None:
+        corpus = next((name for name in DOCUMENT_PROMPTS if name in declared), None)
+    return query, corpus

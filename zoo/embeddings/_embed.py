@@ -359,7 +359,7 @@ def _embed_chunks(model: Model, inputs: InputSource, plan: _Plan, sizer: _ChunkS
             part = _part_path(plan, position)
             started = time.perf_counter()
             # Each input's content is hashed once: to match a chunk on disk, and for the rows written.
-            hashes = [content_hash(x, inputs.kind) for _, x, _ in chunk]
+            hashes = [content_hash(x, inputs.hash_kind) for _, x, _ in chunk]
             if held is not None and held[1] == chunk_digest([i for i, _, _ in chunk], hashes):
                 reused_chunks, reused_inputs = reused_chunks + 1, reused_inputs + len(chunk)
             else:

@@ -34,17 +34,21 @@ class InputSource:
     ``suffixes`` are the media suffixes of the model's modality (what a folder is listed by);
     ``files_as_text`` reads each listed file's content as one text item. A table's ``id_column``
     gives each row's id (default: its row number) and its ``keep`` columns travel beside the
-    embedding; a text file's one column to keep is ``text``, the line itself.
+    embedding; a text file's one column to keep is ``text``, the line itself. An ``items`` source
+    holds its inputs in memory (:func:`items_source`), numbered from 0.
     """
 
     description: str
-    kind: str  # "lines", "table" or "files"
+    kind: str  # "lines", "table", "files" or "items"
     path: str
     column: str | None = None
     suffixes: frozenset[str] = frozenset()
     files_as_text: bool = False
     id_column: str | None = None
     keep: tuple[str, ...] = ()
+    items: tuple[Any, ...] = ()
+    #: whether the inputs are files whose bytes are their content (not their path's text)
+    media: bool = False
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         for item_id, item, _ in self.rows():
@@ -58,6 +62,9 @@ class InputSource:
         elif self.kind == "files":
             for path in self._files:
                 yield path, _read_text(path) if self.files_as_text else path, ()
+        elif self.kind == "items":
+            for i, item in enumerate(self.items):
+                yield i, item, ()
         else:
             assert self.column is not None  # a table's column is always named (open_inputs)
             wanted = list(dict.fromkeys([self.column, *([self.id_column] if self.id_column else []), *self.keep]))
@@ -80,6 +87,8 @@ class InputSource:
             return newlines + self._no_final_newline()
         if self.kind == "files":
             return len(self._files)
+        if self.kind == "items":
+            return len(self.items)
         assert self.column is not None  # a table's column is always named (open_inputs)
         return count_rows(self.path, self.column)
 
@@ -104,7 +113,15 @@ class InputSource:
 
     def paths(self) -> list[str]:
         """Every file this source reads."""
+        if self.kind == "items":
+            return [item for item in self.items if isinstance(item, str)] if self.media else []
         return list(self._files) if self.kind == "files" else [self.path]
+
+    @property
+    def hash_kind(self) -> str:
+        """How :func:`content_hash` reads an input: ``files`` where the input names a file whose
+        bytes are its content."""
+        return "files" if self.kind == "files" or self.media else self.kind
 
     def fingerprint(self) -> str:
         """Identifies the input set (path, size and mtime of each file read), for safe resuming;
@@ -115,6 +132,15 @@ class InputSource:
             st = os.stat(path)
             digest.update(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode())
         return digest.hexdigest()[:16]
+
+
+def items_source(items: Sequence[Any], description: str, *, media: bool = False) -> InputSource:
+    """Inputs held in memory, as ``zoo embed`` streams the others: ids are positions, and the
+    fingerprint that keys a resumed run is a digest of every input's content (``media``: files,
+    hashed by their bytes)."""
+    kind = "files" if media else "items"
+    digest = chunk_digest(range(len(items)), (content_hash(item, kind) for item in items))
+    return InputSource(description, "items", digest, items=tuple(items), media=media)
 
 
 def _read_text(path: str) -> Any:

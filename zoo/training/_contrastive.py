@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -381,28 +381,30 @@ def _ranks(anchors: torch.Tensor, positives: torch.Tensor, block: int = 1024) ->
 
 
 def column_towers(model: Model, pairs: Pairs) -> list[str]:
-    """The tower each column of ``pairs`` goes through: all the primary one for a model of one
-    tower; for an image-text model, the text tower for a column of texts, the image tower for a
-    column of images (files of an image suffix, bytes, arrays). A column of both is refused."""
+    """The tower each column of ``pairs`` goes through (:func:`column_tower`)."""
+    return [column_tower(model, name, column) for name, column in zip(("anchor", "positive", "negative"),
+                                                                       pairs.columns())]
+
+
+def column_tower(model: Model, name: str, column: Sequence[Any]) -> str:
+    """The tower a column of inputs goes through: the primary one for a model of one tower; for
+    an image-text model, the text tower for a column of texts, the image tower for a column of
+    images (files of an image suffix, bytes, arrays). A column of both is refused."""
     towers = model.towers
     primary = next(iter(towers))
     if len(towers) == 1:
-        return [primary] * len(pairs.columns())
+        return primary
     media = get_registry().modality(primary).suffixes
-    names = ["anchor", "positive", "negative"]
-    out = []
-    for name, column in zip(names, pairs.columns()):
-        missing = next((x for x in column if isinstance(x, str) and Path(x).suffix.lower() in media
-                        and not os.path.isfile(x)), None)
-        if missing is not None:  # a path that names no file would otherwise train as a caption
-            raise ZooError(f"the {name} column names {missing!r}, which is no file (paths are read from the "
-                           f"current folder, {os.getcwd()}): fix the path, or pass the image itself")
-        kinds = {"text" if isinstance(x, str) and Path(x).suffix.lower() not in media else primary for x in column}
-        if len(kinds) > 1 or not kinds <= set(towers):
-            raise ZooError(f"the {name} column mixes texts and {primary} inputs; {model.name} takes one kind per "
-                           "column (image-caption pairs: images in one column, their captions in the other)")
-        out.append(kinds.pop())
-    return out
+    missing = next((x for x in column if isinstance(x, str) and Path(x).suffix.lower() in media
+                    and not os.path.isfile(x)), None)
+    if missing is not None:  # a path that names no file would otherwise train as a caption
+        raise ZooError(f"the {name} column names {missing!r}, which is no file (paths are read from the "
+                       f"current folder, {os.getcwd()}): fix the path, or pass the image itself")
+    kinds = {"text" if isinstance(x, str) and Path(x).suffix.lower() not in media else primary for x in column}
+    if len(kinds) > 1 or not kinds <= set(towers):
+        raise ZooError(f"the {name} column mixes texts and {primary} inputs; {model.name} takes one kind per "
+                       "column (image-caption pairs: images in one column, their captions in the other)")
+    return kinds.pop()
 
 
 def loss_kind(config: FinetuneConfig, model: Model, towers: list[str]) -> str:

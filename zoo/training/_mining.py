@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.catalog._loader import load
+from zoo.core._embed_options import retrieval_prompts
 from zoo.core._model import Model
 from zoo.embeddings._tables import write_rows
 from zoo.errors import ZooError
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
     import numpy as np
 
 SAMPLING = ("top", "random")
-#: the prompts ``encode_document`` tries, in its order, when none is asked for
-DOCUMENT_PROMPTS = ("document", "passage", "corpus")
 
 
 @dataclass
@@ -174,11 +173,7 @@ def _embed(model: Model, queries: list[Any], docs: list[Any], query_prompt: str 
     import numpy as np
 
     towers = column_towers(model, Pairs(queries, docs))
-    declared = model.spec.prompts
-    if query_prompt is None and "query" in declared:
-        query_prompt = "query"
-    if corpus_prompt is None:
-        corpus_prompt = next((name for name in DOCUMENT_PROMPTS if name in declared), None)
+    query_prompt, corpus_prompt = retrieval_prompts(model.spec.prompts, query_prompt, corpus_prompt)
     out = []
     for items, tower, prompt in ((queries, towers[0], query_prompt), (docs, towers[1], corpus_prompt)):
         options = model.embed_options(tower=tower, normalize=True, prompt=prompt if tower == "text" else None)
