@@ -91,6 +91,7 @@ def test_cli_leaderboard_equals_sentence_transformers_and_writes_its_files(pairs
     assert (out / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_a_model_added_re_embeds_nothing_and_a_killed_run_resumes(pairs_file, tmp_path, monkeypatch):
     import zoo.embeddings._embed as embed_module
 
@@ -152,7 +153,7 @@ def test_duplicates_found_against_known_groups(tmp_path):
     assert row.values["recall"] >= 0.8 and row.values["precision"] >= 0.8
 
 
-def test_cross_modal_retrieval_through_both_towers(open_clip_dir, tmp_path):
+def test_cross_modal_retrieval_both_ways_through_both_towers(open_clip_dir, tmp_path):
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -162,13 +163,17 @@ def test_cross_modal_retrieval_through_both_towers(open_clip_dir, tmp_path):
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(image)
         rows.append((f"a photo of thing number {i}", str(image)))
     model = zoo.load(str(open_clip_dir), device="cpu")
-    board = zoo.evaluate([model], Retrieval(pairs=rows), cache_dir=tmp_path / "c", progress=False, resamples=100)
+    board = zoo.evaluate([model], Retrieval(pairs=rows, reverse=True), cache_dir=tmp_path / "c", progress=False,
+                         resamples=100)
     provenance = board.rows[0].provenance
     assert provenance["queries"]["tower"] == "text" and provenance["corpus"]["tower"] == "vision"
     text = model.featurize([caption for caption, _ in rows], tower="text", normalize=True)
     images = model.featurize([image for _, image in rows], normalize=True)
     hits = (text @ images.T).argmax(axis=1) == np.arange(12)
     assert board.rows[0].values["accuracy@1"] == pytest.approx(hits.mean())
+    found = (images @ text.T).argmax(axis=1) == np.arange(12)  # image -> text
+    assert board.rows[0].values["reverse_accuracy@1"] == pytest.approx(found.mean())
+    assert "reverse_ndcg@10" in board.shown and "reverse_ndcg@10" in board.rows[0].intervals
 
 
 def test_bad_input_is_refused_by_name_before_embedding(pairs_file, labelled_file, tmp_path, capsys):
@@ -189,4 +194,6 @@ def test_bad_input_is_refused_by_name_before_embedding(pairs_file, labelled_file
     with pytest.raises(ZooError, match="are texts .* vision tower"):
         zoo.evaluate(["efficientnet-lite0"], Clustering(items=labelled_file), cache_dir=tmp_path / "c",
                      progress=False)
+    with pytest.raises(zoo.UnsupportedOptionError, match="no text tower"):
+        zoo.evaluate(["efficientnet-lite0"], ZeroShot(items=labelled_file), cache_dir=tmp_path / "c", progress=False)
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").glob("*.parquet"))

@@ -163,3 +163,25 @@ def test_duplicate_pairs_by_hand():
     weight[0] = 0  # a resample without item 0 loses the pairs it is in
     scores = _precision_recall(*(_weight(k, weight, 6) for k in (hits, found, known)))
     assert scores["precision"] == pytest.approx(1 / 3) and scores["recall"] == pytest.approx(1 / 2)
+
+
+def test_pairs_judged_by_content_and_beir_tables_read_as_the_evaluator_reads_them(tmp_path):
+    """A repeated query has all its positives relevant, a repeated positive is one corpus item,
+    extra items answer nothing; a BEIR query with no relevant item is left out and counted."""
+    from zoo.evaluation._retrieval_task import Retrieval, judge_pairs, pair_scores
+
+    judged = judge_pairs(["q1", "q2", "q1", "q3"], ["a", "b", "c", "a"], extra=["z", "b"])
+    assert judged.queries == ["q1", "q2", "q3"] and judged.corpus == ["a", "b", "c", "z"]
+    assert judged.relevant == [{0, 2}, {1}, {0}]
+    assert judged.query_at == [0, 1, 3] and judged.corpus_at == [0, 1, 2, 4]
+    rows = np.eye(4, dtype=np.float32)  # pair i's anchor and positive are both row i
+    only_first = Cutoffs(accuracy=(1,), precision_recall=(), mrr=(), ndcg=(), map=())
+    rows[3] = [0, 0, 1, 0]  # q3 (pair 3) nearest to c, which is not its positive
+    assert pair_scores(rows, rows, judge_pairs(["q1", "q2", "q1", "q3"], ["a", "b", "c", "a"]),
+                       only_first) == {"accuracy@1": pytest.approx(2 / 3)}
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "cat"}\n{"_id": "q2", "text": "dog"}\n')
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "a cat"}\n{"_id": "d2", "text": "a dog"}\n')
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t0\n")
+    task = Retrieval(queries=tmp_path / "queries.jsonl", corpus=tmp_path / "corpus.jsonl", qrels=tmp_path / "qrels.tsv")
+    assert task.judged.queries == ["cat"] and task.judged.relevant == [{0}] and task.judged.left_out == 1
+    assert task.describe(0)["queries_left_out"] == 1

@@ -21,6 +21,7 @@ from zoo.errors import UnsupportedOptionError
 if TYPE_CHECKING:
     import numpy as np
 
+    from ._embed_options import EmbedOptions
     from ._model import Model
 
 Template = str | Callable[[str], str]  # "a photo of a {}." or a function of the label
@@ -40,16 +41,17 @@ def default_templates(model: Model) -> tuple[Template, ...]:
 
 
 def label_vectors(model: Model, labels: Sequence[str], templates: Sequence[Template] | Template | None = None,
-                  *, batch_size: int = 32) -> np.ndarray:
-    """``(len(labels), D)`` unit vectors: each label's template texts embedded, averaged,
+                  *, batch_size: int = 32, options: EmbedOptions | None = None) -> np.ndarray:
+    """``(len(labels), D)`` unit vectors: each label's template texts embedded (through the text
+    tower, with ``options`` where given: a truncated or other-layer embedding), averaged,
     re-normalised."""
     import numpy as np
 
     labels = _check_labels(model, labels)
     forms = _templates(model, templates)
     texts = [form.format(label) if isinstance(form, str) else form(label) for label in labels for form in forms]
-    rows = np.asarray(model.featurize(texts, tower="text", batch_size=batch_size, normalize=True, progress=False),
-                      dtype=np.float32)
+    settings: dict[str, Any] = {"options": options} if options is not None else {"tower": "text", "normalize": True}
+    rows = np.asarray(model.featurize(texts, batch_size=batch_size, progress=False, **settings), dtype=np.float32)
     means = rows.reshape(len(labels), len(forms), -1).mean(axis=1)
     return means / np.linalg.norm(means, axis=1, keepdims=True)
 

@@ -9,7 +9,7 @@ precision) is recomputed on each resample by the task's own function.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,24 +33,35 @@ class Interval:
 
 def resampled(items: int, per_item: Mapping[str, np.ndarray], recompute: Recompute | None = None, *,
               resamples: int = RESAMPLES, seed: int = 0) -> dict[str, np.ndarray]:
-    """Each metric's value on each of ``resamples`` draws of ``items`` positions with replacement:
+    """Each metric's value on each of ``resamples`` draws of item positions with replacement:
     ``per_item`` columns averaged by how often each position was drawn, ``recompute``'s metrics
-    computed on the drawn positions. The draws depend on ``seed`` and ``items`` alone."""
+    computed on draws of ``items`` positions. Columns of one length share their draws (a task may
+    score two sets: queries and, reversed, corpus items); the draws depend on ``seed`` and the
+    length alone, so every model gets the same ones."""
     import numpy as np
 
-    rng = np.random.default_rng(seed)
-    names = list(per_item)
-    values = np.stack([np.asarray(per_item[name], dtype=np.float64) for name in names], axis=1) if names \
-        else np.empty((items, 0))
-    out: dict[str, list[float]] = {name: [] for name in names}
+    by_length: dict[int, list[str]] = {}
+    for name, values in per_item.items():
+        by_length.setdefault(len(values), []).append(name)
+    out: dict[str, np.ndarray] = {}
+    for length, names in by_length.items():
+        values = np.stack([np.asarray(per_item[name], dtype=np.float64) for name in names], axis=1)
+        means = np.stack([np.bincount(drawn, minlength=length) @ values / length
+                          for drawn in _draws(length, resamples, seed)])
+        out.update({name: means[:, i] for i, name in enumerate(names)})
+    if recompute is not None:
+        draws = [recompute(drawn) for drawn in _draws(items, resamples, seed)]
+        out.update({name: np.asarray([d[name] for d in draws], dtype=np.float64) for name in draws[0]})
+    return out
+
+
+def _draws(length: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """``resamples`` draws of ``length`` positions with replacement, fixed by seed and length."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, length])
     for _ in range(resamples):
-        drawn = rng.integers(0, items, items)
-        means = np.bincount(drawn, minlength=items) @ values / items
-        for name, mean in zip(names, means):
-            out[name].append(float(mean))
-        for name, value in (recompute(drawn) if recompute else {}).items():
-            out.setdefault(name, []).append(float(value))
-    return {name: np.asarray(draws) for name, draws in out.items()}
+        yield rng.integers(0, length, length)
 
 
 def interval(draws: np.ndarray) -> Interval:

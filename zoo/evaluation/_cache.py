@@ -57,4 +57,4 @@ def embed_cached(model: Model, options: EmbedOptions, items: ItemSet, cache_dir:
         if fresh:
             write_json_atomic(pace_file, {"items": fresh, "seconds": summary.seconds})
     pace = json.loads(pace_file.read_text()) if pace_file.is_file() else None
-    return Embedded(read_embeddings(path).rows, path, pace["items"] / pace["seconds"] if pace else None)
+    return Embedded(read_embeddings(path).rows, path, pace["items"] / pace["seconds"] if pace else None, options)

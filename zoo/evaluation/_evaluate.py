@@ -72,7 +72,7 @@ def evaluate(models: Sequence[str | Model | Candidate], task: Task, *, output: s
     rows.sort(key=lambda r: -r.values[task.primary])
     record = {"data": task.describe(seed), "seed": seed, "resamples": resamples, "confidence": CONFIDENCE,
               "zoo_version": __version__}
-    board = Leaderboard(task.name, task.primary, task.shown, rows, _notes(rows, draws, task.primary), record)
+    board = Leaderboard(task.name, task.primary, task.shown_metrics(), rows, _notes(rows, draws, task.primary), record)
     if output is not None:
         board.write(Path(output))
     return board
@@ -81,6 +81,7 @@ def evaluate(models: Sequence[str | Model | Candidate], task: Task, *, output: s
 def _run(candidate: Candidate, model: Model, task: Task, sets: list[ItemSet], cache: Path, *, seed: int,
          resamples: int, batch_size: int, progress: bool) -> tuple[Row, np.ndarray]:
     """One model's row, and its primary metric's bootstrap draws for the comparisons."""
+    task.check(model)
     options = {s.name: candidate.options(model, s, task) for s in sets}  # every setting checked before embedding
     embedded = {s.name: embed_cached(model, options[s.name], s, cache, batch_size=batch_size, progress=progress)
                 for s in sets}

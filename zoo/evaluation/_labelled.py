@@ -102,11 +102,12 @@ def kmeans_assignments(rows: np.ndarray, clusters: int, seed: int) -> np.ndarray
     return KMeans(n_clusters=clusters, n_init=10, random_state=seed).fit_predict(unit_rows(rows))
 
 
-def macro_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
-    """scikit-learn's macro-averaged F1 over the labels present in either."""
+def macro_f1(truth: np.ndarray, predicted: np.ndarray, labels: Sequence[Any] | None = None) -> float:
+    """scikit-learn's macro-averaged F1 over ``labels`` (default: those present in either); a
+    class never predicted nor present scores 0."""
     from sklearn.metrics import f1_score
 
-    return float(f1_score(truth, predicted, average="macro", zero_division=0))
+    return float(f1_score(truth, predicted, average="macro", labels=labels, zero_division=0))
 
 
 def v_measure(truth: np.ndarray, assigned: np.ndarray) -> float:

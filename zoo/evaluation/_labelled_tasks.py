@@ -8,13 +8,14 @@ labels)`` in memory.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from zoo.core._zero_shot import label_vectors
 from zoo.embeddings._embedding_file import unit_rows
-from zoo.errors import ZooError
+from zoo.errors import UnsupportedOptionError, ZooError
 from zoo.training._data import Examples, label_index, read_examples
 
 from ._labelled import (
@@ -32,6 +33,7 @@ from ._task import Embedded, ItemSet, Scored, Task, data_name, is_media
 if TYPE_CHECKING:
     import numpy as np
 
+    from zoo.core._embed_options import EmbedOptions
     from zoo.core._model import Model
 
 
@@ -127,13 +129,20 @@ class ZeroShot(_Labelled):
     primary: ClassVar[str] = "accuracy"
     shown: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1")
 
+    def check(self, model: Model) -> None:
+        if "text" not in model.towers:
+            raise UnsupportedOptionError(f"{model.name} is a {model.modality} model with no text tower: it cannot "
+                                         "score label names; leave it out of a zero-shot comparison (the "
+                                         "classification task compares any model)")
+
     def score(self, model: Model, embedded: Mapping[str, Embedded], seed: int) -> Scored:
 
         classes = label_index(self.labels)
         unknown = sorted(set(self.label_names) - set(classes))
         if unknown:
             raise ZooError(f"label names are given for {unknown}, which no item has (labels: {classes})")
-        vectors = label_vectors(model, [self.label_names.get(c, c) for c in classes], self.templates)
+        vectors = label_vectors(model, [self.label_names.get(c, c) for c in classes], self.templates,
+                                options=_label_options(model, embedded["items"].options))
         predicted = (unit_rows(embedded["items"].rows) @ vectors.T).argmax(axis=1)
         truth = self.labels
         named = [classes[i] for i in predicted]
@@ -169,6 +178,14 @@ class Clustering(_Labelled):
             return {"v_measure": v_measure(truth[drawn], assigned[drawn])}
 
         return Scored(dict(recompute(_all(len(truth)))), len(truth), recompute=recompute)
+
+
+def _label_options(model: Model, items: EmbedOptions) -> EmbedOptions:
+    """The label texts' options: the items' own (no prompt) when the items are texts, else the
+    text tower's, cut to the same width, so both sides are one embedding."""
+    if items.tower == "text":
+        return dataclasses.replace(items, prompt="", prompt_name=None)
+    return model.embed_options(tower="text", normalize=True, truncate_dim=items.truncate_dim)
 
 
 def _all(count: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from ._evaluate import evaluate
 #: the flags each task reads; any other data flag given is refused rather than ignored
 _TASK_FLAGS = {
     "retrieval": ("pairs", "queries", "corpus", "qrels", "query_column", "positive_column", "corpus_column",
-                  "query_prompt", "corpus_prompt"),
+                  "query_prompt", "corpus_prompt", "reverse"),
     "classification": ("items", "text_column", "label_column", "test_fraction", "k"),
     "zero-shot": ("items", "text_column", "label_column", "label_names", "templates"),
     "clustering": ("items", "text_column", "label_column"),
@@ -41,6 +41,8 @@ def zoo_register_commands(register: RegisterCommand) -> None:
                                        "that answer nothing: a text file, a table or a folder of media")
     data.add_argument("--corpus-column", help="the corpus table's text column (default text)")
     data.add_argument("--qrels", help="judgements: query-id, corpus-id and score columns (score > 0 is relevant)")
+    data.add_argument("--reverse", action="store_true", default=None,
+                      help="also rank the queries for each corpus item (image -> text, for caption-image pairs)")
     data.add_argument("--query-prompt", help="the prompt name queries take (default: the model's 'query', if any)")
     data.add_argument("--corpus-prompt", help="the prompt name corpus items take (default: 'document', 'passage' "
                                               "or 'corpus', the first the model declares)")

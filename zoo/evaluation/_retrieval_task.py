@@ -24,12 +24,14 @@ from zoo.core._embed_options import retrieval_prompts
 from zoo.embeddings._inputs import open_inputs
 from zoo.embeddings._tables import is_table, iter_rows, table_columns
 from zoo.errors import ZooError
-from zoo.training._data import read_pairs
+from zoo.training._data import content_key, read_pairs
 
 from ._retrieval import Cutoffs, id_ranks, per_query_scores, top_k
 from ._task import Embedded, ItemSet, Scored, Task, data_name, is_media
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from zoo.core._model import Model
 
 
@@ -42,6 +44,9 @@ class Judged:
     corpus_ids: list[Any]
     relevant: list[set[int]]
     left_out: int = 0
+    #: from pairs: where each query and corpus item first appears (corpus items past the pairs: ``extra``)
+    query_at: list[int] = field(default_factory=list)
+    corpus_at: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -58,6 +63,7 @@ class Retrieval(Task):
     query_prompt: str | None = None
     corpus_prompt: str | None = None
     cutoffs: Cutoffs = field(default_factory=Cutoffs)
+    reverse: bool = False
 
     name: ClassVar[str] = "retrieval"
     primary: ClassVar[str] = "ndcg@10"
@@ -87,13 +93,21 @@ class Retrieval(Task):
         query, corpus = retrieval_prompts(model.spec.prompts, self.query_prompt, self.corpus_prompt)
         return {"queries": query, "corpus": corpus}
 
+    def shown_metrics(self) -> tuple[str, ...]:
+        return self.shown + (("reverse_ndcg@10", "reverse_recall@10") if self.reverse else ())
+
     def score(self, model: Model, embedded: Mapping[str, Embedded], seed: int) -> Scored:
         judged = self.judged
-        ranked = top_k(embedded["queries"].rows, embedded["corpus"].rows, self.cutoffs.deepest,
-                       id_ranks(judged.corpus_ids))
-        per_query = per_query_scores(ranked, judged.relevant, self.cutoffs)
-        return Scored({name: float(values.mean()) for name, values in per_query.items()}, len(judged.queries),
-                      per_item=per_query)
+        queries, corpus = embedded["queries"].rows, embedded["corpus"].rows
+        per_item = _ranked_scores(queries, corpus, judged.relevant, judged.corpus_ids, self.cutoffs)
+        if self.reverse:  # each corpus item that answers a query finds its queries (image -> text)
+            answering = sorted({doc for rel in judged.relevant for doc in rel})
+            found_by = {doc: {q for q, rel in enumerate(judged.relevant) if doc in rel} for doc in answering}
+            reverse = _ranked_scores(corpus[answering], queries, [found_by[d] for d in answering],
+                                     list(range(len(queries))), self.cutoffs)
+            per_item.update({f"reverse_{name}": values for name, values in reverse.items()})
+        return Scored({name: float(values.mean()) for name, values in per_item.items()}, len(judged.queries),
+                      per_item=per_item)
 
     def describe(self, seed: int) -> dict[str, Any]:
         judged = self.judged
@@ -103,24 +117,14 @@ class Retrieval(Task):
             data["corpus"] = data_name(self.corpus)
         return {"task": self.name, **data, "queries": len(judged.queries), "corpus_items": len(judged.corpus),
                 "judgements": sum(len(r) for r in judged.relevant), "queries_left_out": judged.left_out,
-                "cutoffs": {k: list(v) for k, v in vars(self.cutoffs).items()}, "ranking": "cosine similarity, "
+                "reverse": self.reverse, "cutoffs": {k: list(v) for k, v in vars(self.cutoffs).items()},
+                "ranking": "cosine similarity, "
                 "ties by ascending corpus id (sentence-transformers' InformationRetrievalEvaluator)"}
 
     def _read_pairs(self) -> Judged:
-
         given = read_pairs(self.pairs, anchor_column=self.query_column, positive_column=self.positive_column)
-        query_at: dict[Any, int] = {}
-        doc_at: dict[Any, int] = {}
-        relevant: list[set[int]] = []
-        for query, positive in zip(given.anchors, given.positives):
-            if query not in query_at:
-                query_at[query] = len(query_at)
-                relevant.append(set())
-            relevant[query_at[query]].add(doc_at.setdefault(positive, len(doc_at)))
-        for extra in _corpus_items(self.corpus, self.corpus_column) if self.corpus is not None else ():
-            doc_at.setdefault(extra, len(doc_at))
-        docs = list(doc_at)
-        return Judged(list(query_at), docs, list(range(len(docs))), relevant)
+        extra = _corpus_items(self.corpus, self.corpus_column) if self.corpus is not None else ()
+        return judge_pairs(given.anchors, given.positives, extra)
 
     def _read_beir(self) -> Judged:
         queries = _id_table(self.queries, "text", "queries")
@@ -138,6 +142,49 @@ class Retrieval(Task):
         kept = [qid for qid in queries if relevant.get(qid)]
         return Judged([queries[qid] for qid in kept], list(corpus.values()), list(corpus), [relevant[q] for q in kept],
                       left_out=len(queries) - len(kept))
+
+
+def judge_pairs(queries: Sequence[Any], positives: Sequence[Any], extra: Sequence[Any] = ()) -> Judged:
+    """Judgements from pairs: each distinct query once, the corpus of every distinct positive and
+    then ``extra``, a query's relevant items all its positives. Values are told apart by content
+    (texts, bytes, arrays, images), so a repeated positive is one corpus item."""
+    query_at: dict[bytes, int] = {}
+    doc_at: dict[bytes, int] = {}
+    first_query: list[int] = []
+    first_doc: list[int] = []
+    relevant: list[set[int]] = []
+    for i, (query, positive) in enumerate(zip(queries, positives)):
+        key = content_key(query)
+        if key not in query_at:
+            query_at[key] = len(query_at)
+            first_query.append(i)
+            relevant.append(set())
+        doc = content_key(positive)
+        if doc not in doc_at:
+            doc_at[doc] = len(doc_at)
+            first_doc.append(i)
+        relevant[query_at[key]].add(doc_at[doc])
+    for j, item in enumerate(extra):
+        if doc_at.setdefault(content_key(item), len(doc_at)) == len(first_doc):
+            first_doc.append(len(positives) + j)
+    docs = [*positives, *extra]
+    return Judged([queries[i] for i in first_query], [docs[i] for i in first_doc], list(range(len(first_doc))),
+                  relevant, query_at=first_query, corpus_at=first_doc)
+
+
+def pair_scores(query_rows: np.ndarray, positive_rows: np.ndarray, judged: Judged, cutoffs: Cutoffs
+                ) -> dict[str, float]:
+    """The retrieval figures of pairs' rows (one per pair, in order) under :func:`judge_pairs`'
+    judgements: the task's metrics, which finetuning's validation reports too."""
+    scores = _ranked_scores(query_rows[judged.query_at], positive_rows[judged.corpus_at], judged.relevant,
+                            judged.corpus_ids, cutoffs)
+    return {name: float(v.mean()) for name, v in scores.items()}
+
+
+def _ranked_scores(queries: np.ndarray, corpus: np.ndarray, relevant: list[set[int]], corpus_ids: list[Any],
+                   cutoffs: Cutoffs) -> dict[str, np.ndarray]:
+    ranked = top_k(queries, corpus, cutoffs.deepest, id_ranks(corpus_ids))
+    return per_query_scores(ranked, relevant, cutoffs)
 
 
 def _corpus_items(corpus: Any, column: str) -> list[Any]:

@@ -13,15 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from zoo.catalog._registry import get_registry
+from zoo.core._towers import column_tower
 from zoo.embeddings._inputs import InputSource, items_source
 from zoo.errors import ZooError
-from zoo.training._contrastive import column_tower
 
 from ._bootstrap import Recompute
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from zoo.core._embed_options import EmbedOptions
     from zoo.core._model import Model
 
 
@@ -53,12 +54,14 @@ class ItemSet:
 
 @dataclass(frozen=True)
 class Embedded:
-    """One item set's rows from one model, the file they are cached in, and the pace they were
-    embedded at (items per second, measured when they were computed)."""
+    """One item set's rows from one model, the file they are cached in, the pace they were
+    embedded at (items per second, measured when they were computed) and the options they were
+    embedded with."""
 
     rows: np.ndarray
     path: Path
     items_per_second: float | None
+    options: EmbedOptions
 
 
 @dataclass
@@ -93,6 +96,13 @@ class Task(ABC):
     @abstractmethod
     def item_sets(self) -> list[ItemSet]:
         """The inputs to embed with each model, read once."""
+
+    def shown_metrics(self) -> tuple[str, ...]:
+        """The metrics the printed leaderboard shows: :attr:`shown`, and any this task's settings add."""
+        return self.shown
+
+    def check(self, model: Model) -> None:  # noqa: B027 (a hook whose default accepts every model)
+        """Refuse a model this task cannot score, before anything is embedded (default: any will do)."""
 
     def prompts(self, model: Model) -> Mapping[str, str | None]:
         """The prompt name each item set's texts take with ``model`` (default: none)."""

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from zoo import __version__
-from zoo.catalog._registry import get_registry
 from zoo.core._model import Model, features
+from zoo.core._towers import column_tower
 from zoo.errors import ZooError
+from zoo.evaluation._retrieval import Cutoffs
+from zoo.evaluation._retrieval_task import judge_pairs, pair_scores
 from zoo.store._manifest import MANIFEST, read_json
 from zoo.store._provenance import weights_provenance
 
@@ -60,8 +60,8 @@ from ._strategies import apply_plan, plan_for_epoch, set_train_mode
 if TYPE_CHECKING:
     import torch
 
-#: ranks of the positive counted as found by the validation recall
-RECALL_AT = (1, 10)
+#: the retrieval figures validation reports (zoo evaluate's, on the validation pairs)
+VALIDATION_CUTOFFS = Cutoffs(accuracy=(), precision_recall=(1, 10), mrr=(10,), ndcg=(10,), map=())
 
 
 def contrastive_loss(config: FinetuneConfig, *, kind: str = "mnrl", model: Any = None, gather: bool = False,
@@ -250,8 +250,9 @@ class _ContrastiveRun:
         return loss_sum / count
 
     def evaluate(self) -> dict[str, float]:
-        """The validation loss (batch by batch, in order) and how often each anchor's positive is
-        among its nearest ``k`` of all validation positives (recall@k, by cosine)."""
+        """The validation loss (batch by batch, in order) and the retrieval figures of ``zoo
+        evaluate`` on the validation pairs (each anchor ranks every distinct positive by cosine):
+        recall@1 and @10, precision@1 and @10, MRR@10 and nDCG@10."""
         import torch
 
         assert self.val_ex is not None  # evaluate runs only with validation pairs
@@ -265,10 +266,10 @@ class _ContrastiveRun:
                 losses.append(self.eval_loss(embedded).item() * len(embedded[0]))
                 anchors.append(embedded[0])
                 positives.append(embedded[1])
-            rank = _ranks(torch.cat(anchors), torch.cat(positives))
-        metrics = {"val_loss": sum(losses) / len(self.val_ex)}
-        metrics.update({f"val_recall@{k}": (rank < k).float().mean().item() for k in RECALL_AT})
-        return metrics
+        judged = judge_pairs(self.val_ex.anchors, self.val_ex.positives)
+        figures = pair_scores(torch.cat(anchors).float().cpu().numpy(), torch.cat(positives).float().cpu().numpy(),
+                              judged, VALIDATION_CUTOFFS)
+        return {"val_loss": sum(losses) / len(self.val_ex), **{f"val_{k}": v for k, v in figures.items()}}
 
     def checkpoint(self, epoch: int, record: dict[str, float]) -> None:
         """Record the epoch; rank 0 saves the backbone, and the manifests that name it, atomically."""
@@ -365,46 +366,10 @@ def _replayed(state: tuple[torch.Tensor, torch.Tensor | None], device: Any) -> I
         yield
 
 
-def _ranks(anchors: torch.Tensor, positives: torch.Tensor, block: int = 1024) -> torch.Tensor:
-    """For each anchor, how many positives score above its own (by cosine), a block of anchors at a
-    time so that memory holds ``block`` rows of scores, not all of them."""
-    import torch
-
-    unit = torch.nn.functional.normalize
-    a, p = unit(anchors, dim=-1), unit(positives, dim=-1)
-    out = []
-    for start in range(0, len(a), block):
-        scores = a[start:start + block] @ p.T
-        own = scores[torch.arange(len(scores)), torch.arange(start, start + len(scores))]
-        out.append((scores > own[:, None]).sum(1))
-    return torch.cat(out)
-
-
 def column_towers(model: Model, pairs: Pairs) -> list[str]:
     """The tower each column of ``pairs`` goes through (:func:`column_tower`)."""
     return [column_tower(model, name, column) for name, column in zip(("anchor", "positive", "negative"),
                                                                        pairs.columns())]
-
-
-def column_tower(model: Model, name: str, column: Sequence[Any]) -> str:
-    """The tower a column of inputs goes through: the primary one for a model of one tower; for
-    an image-text model, the text tower for a column of texts, the image tower for a column of
-    images (files of an image suffix, bytes, arrays). A column of both is refused."""
-    towers = model.towers
-    primary = next(iter(towers))
-    if len(towers) == 1:
-        return primary
-    media = get_registry().modality(primary).suffixes
-    missing = next((x for x in column if isinstance(x, str) and Path(x).suffix.lower() in media
-                    and not os.path.isfile(x)), None)
-    if missing is not None:  # a path that names no file would otherwise train as a caption
-        raise ZooError(f"the {name} column names {missing!r}, which is no file (paths are read from the "
-                       f"current folder, {os.getcwd()}): fix the path, or pass the image itself")
-    kinds = {"text" if isinstance(x, str) and Path(x).suffix.lower() not in media else primary for x in column}
-    if len(kinds) > 1 or not kinds <= set(towers):
-        raise ZooError(f"the {name} column mixes texts and {primary} inputs; {model.name} takes one kind per "
-                       "column (image-caption pairs: images in one column, their captions in the other)")
-    return kinds.pop()
 
 
 def loss_kind(config: FinetuneConfig, model: Model, towers: list[str]) -> str:

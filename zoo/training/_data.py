@@ -176,19 +176,19 @@ def fingerprint(rows: Iterable[Sequence[Any]]) -> str:
     digest = hashlib.sha256()
     for row in rows:
         for value in row:
-            part = _content(value)
+            part = content_key(value)
             digest.update(len(part).to_bytes(8, "little") + part)
     return digest.hexdigest()[:16]
 
 
-def _content(value: Any) -> bytes:
+def content_key(value: Any) -> bytes:
     """One example's value as bytes: what it holds, not what type it is."""
     if isinstance(value, str):
         return b"s" + value.encode("utf-8", "surrogatepass")
     if isinstance(value, (bytes, bytearray)):
         return b"b" + bytes(value)
     if isinstance(value, (tuple, list)):  # an audio (waveform, rate) pair
-        return b"t" + b"".join(_content(v) for v in value)
+        return b"t" + b"".join(content_key(v) for v in value)
     if hasattr(value, "detach"):  # a torch tensor
         value = value.detach().cpu().numpy()
     if hasattr(value, "tobytes") and hasattr(value, "shape"):  # a numpy array

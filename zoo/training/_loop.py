@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from zoo import __version__
 from zoo.core._model import Head, Model, features
+from zoo.evaluation._labelled import macro_f1
 from zoo.store._manifest import MANIFEST, read_json
 from zoo.store._provenance import weights_provenance
 
@@ -121,14 +122,13 @@ def _class_weights(asked: Any, classes: list[Any], y: torch.Tensor) -> torch.Ten
 
 
 def _metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """The validation loss, and ``zoo evaluate``'s accuracy and macro-F1 (over every class)."""
     import torch
-    from sklearn.metrics import f1_score
 
     loss = torch.nn.functional.cross_entropy(logits, y).item()
     pred = logits.argmax(1)
     return {"val_loss": loss, "val_accuracy": (pred == y).float().mean().item(),
-            "val_macro_f1": float(f1_score(y.numpy(), pred.numpy(), average="macro",
-                                           labels=list(range(num_classes)), zero_division=0))}
+            "val_macro_f1": macro_f1(y.numpy(), pred.numpy(), labels=list(range(num_classes)))}
 
 
 def finetune(model: Model, train: Any, val: Any, config: FinetuneConfig) -> FinetuneResult:
