@@ -183,6 +183,12 @@ class TransformersAdapter(Encoder):
 
         return longest_first(range(len(ids)), batch_size, lambda i: len(ids[i]), pad)
 
+    def lengths(self, items: Sequence[Any]) -> list[int]:
+        """Token counts, truncated as :meth:`collate` truncates."""
+        encoded = self.tokenizer(list(items), truncation=True, max_length=self.max_length, return_length=True,
+                                 return_attention_mask=False, return_token_type_ids=False)
+        return list(encoded["length"])
+
     def collate(self, items: list[str]) -> Any:
         """Token ids padded to the longest text of the batch."""
         return self.tokenizer(items, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")

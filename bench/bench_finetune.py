@@ -14,6 +14,10 @@ Sides (``--sides``):
                batch, epochs, learning rate, linear schedule with 10% warmup, weight decay 0.01,
                dynamic padding to at most 256 tokens; no checkpoints for the Trainer, zoo saves one per
                epoch as it always does). Its head is BERT's pooler, zoo's a linear layer on the mean.
+  trainer-grouped, zoo-ungrouped
+               the Trainer with its length-grouped sampler (``train_sampling_strategy=
+               "group_by_length"``), and zoo with ``group_by_length=False``: which part of the
+               difference is the batching of texts by length (zoo's default, not the Trainer's).
   zoo-pairs, st-trainer
                contrastive MiniLM on (first half, second half) pairs of Debian's fortunes: zoo's
                ``objective="contrastive"`` against ``SentenceTransformerTrainer`` with
@@ -59,7 +63,7 @@ def labelled(n_train: int, n_test: int, seed: int) -> tuple[list[tuple[str, str]
     return rows[:n_train], rows[n_train:n_train + n_test]
 
 
-def zoo_side(args: argparse.Namespace, precision: str, **extra: float) -> tuple[np.ndarray, dict[str, float]]:
+def zoo_side(args: argparse.Namespace, precision: str, **extra: float | bool) -> tuple[np.ndarray, dict[str, float]]:
     import zoo
 
     train, test = labelled(args.train, args.test, args.seed)
@@ -83,7 +87,9 @@ def zoo_same_rate_side(args: argparse.Namespace) -> tuple[np.ndarray, dict[str, 
     return zoo_side(args, "fp32", backbone_lr=args.lr)
 
 
-def trainer_side(args: argparse.Namespace) -> tuple[np.ndarray, dict[str, float]]:
+def trainer_side(args: argparse.Namespace, grouped: bool = False) -> tuple[np.ndarray, dict[str, float]]:
+    """``transformers.Trainer`` at its defaults, or with its length-grouped sampler
+    (``train_sampling_strategy="group_by_length"``, once ``group_by_length=True``), zoo's default."""
     import importlib.util
 
     import torch
@@ -107,7 +113,8 @@ def trainer_side(args: argparse.Namespace) -> tuple[np.ndarray, dict[str, float]
                                      num_train_epochs=args.epochs, learning_rate=args.lr, warmup_steps=0.1,
                                      weight_decay=0.01, lr_scheduler_type="linear", save_strategy="no",
                                      logging_strategy="no", report_to=[], seed=args.seed, use_cpu=True,
-                                     disable_tqdm=True)
+                                     disable_tqdm=True,
+                                     **({"train_sampling_strategy": "group_by_length"} if grouped else {}))
         collator = DataCollatorWithPadding(tokenizer)
         Trainer(model=model, args=settings, train_dataset=rows, data_collator=collator).train()
         return model
@@ -231,7 +238,9 @@ def vision_side(args: argparse.Namespace, augment: str | None) -> tuple[np.ndarr
 
 
 SIDES = {"fp32": lambda a: zoo_side(a, "fp32"), "bf16": lambda a: zoo_side(a, "bf16"),
-         "zoo": zoo_same_rate_side, "trainer": trainer_side, "zoo-pairs": zoo_pairs_side,
+         "zoo": zoo_same_rate_side, "trainer": trainer_side, "trainer-grouped": lambda a: trainer_side(a, True),
+         "zoo-ungrouped": lambda a: zoo_side(a, "fp32", backbone_lr=a.lr, group_by_length=False),
+         "zoo-pairs": zoo_pairs_side,
          "st-trainer": st_trainer_side,
          "plain": lambda a: vision_side(a, None), "augmented": lambda a: vision_side(a, "weights")}
 
@@ -260,18 +269,19 @@ def main() -> None:
             runs[side].append(run_side(__file__, side, [*sys.argv[1:], "--round", str(r)]))
     print(f"{', '.join(sides)}: median of {args.rounds} rounds, each side in its own process, {args.epochs} epoch(s), "
           f"batch {args.batch_size}")
-    print(f"{'side':<10}{'samples/s':>11}{'accuracy':>10}{'mean acc':>10}{'peak RSS MB':>13}")
+    print(f"{'side':<16}{'samples/s':>11}{'accuracy':>10}{'mean acc':>10}{'peak RSS MB':>13}")
     medians = {}
     for side, results in runs.items():
         medians[side] = statistics.median(r["samples_per_s"] for r in results)
         accuracies = [r["accuracy"] for r in results]
-        print(f"{side:<10}{medians[side]:>11.1f}{statistics.median(accuracies):>10.3f}"
+        print(f"{side:<16}{medians[side]:>11.1f}{statistics.median(accuracies):>10.3f}"
               f"{statistics.mean(accuracies):>10.3f}{statistics.median(r['peak_rss_mb'] for r in results):>13.0f}")
     if "fp32" in medians and "bf16" in medians:
         moved = float(np.abs(runs["bf16"][-1]["vectors"] - runs["fp32"][-1]["vectors"]).max())
         print(f"bf16 / fp32: {medians['bf16'] / medians['fp32']:.2f}x (held-out probabilities differ from fp32's by "
               f"up to {moved:.3f})")
-    for ours, theirs in (("zoo", "trainer"), ("zoo-pairs", "st-trainer")):
+    for ours, theirs in (("zoo", "trainer"), ("zoo", "trainer-grouped"), ("zoo-ungrouped", "trainer"),
+                         ("zoo-pairs", "st-trainer")):
         if ours in medians and theirs in medians:
             print(f"{ours} / {theirs}: {medians[ours] / medians[theirs]:.2f}x training samples per second")
     if "plain" in runs and "augmented" in runs:

@@ -531,3 +531,39 @@ def test_two_processes_gathering_negatives_train_as_one_process_on_their_combine
     np.testing.assert_array_equal(rank0, rank1)  # every rank ends with the same weights
     np.testing.assert_allclose(rank0, single, atol=2e-5)  # and with one process's on the combined batches
     assert json.loads((tmp_path / "run2" / "zoo.json").read_text())["settings"]["world_size"] == 2
+
+
+def test_texts_in_pieces_of_similar_length_train_as_the_whole_batch_would(minilm_dir, tmp_path, monkeypatch):
+    """A batch's texts go through in length-sorted pieces (less padding); with dropout off, the run
+    ends with the weights of one that embeds each column whole."""
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    from zoo.training import _contrastive
+
+    folder = tmp_path / "no-dropout-bert"
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=37, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+              ).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(minilm_dir / name, folder / name)
+    rng = np.random.default_rng(0)
+    pairs = [(" ".join(["word"] * int(n)) + f" {i}", f"answer {i} " * int(m))
+             for i, (n, m) in enumerate(rng.integers(1, 30, (24, 2)))]
+    seen: list[int] = []
+    real = _contrastive._ContrastiveRun._embed_piece
+    monkeypatch.setattr(_contrastive._ContrastiveRun, "_embed_piece",
+                        lambda self, rows, tower: (seen.append(len(rows)), real(self, rows, tower))[1])
+    weights = []
+    for piece in (_contrastive.TEXT_PIECE, 1000):
+        monkeypatch.setattr(_contrastive, "TEXT_PIECE", piece)
+        seen.clear()
+        run = zoo.load(str(folder), device="cpu").finetune(
+            pairs, objective="contrastive", output_dir=tmp_path / str(piece), epochs=1, batch_size=24, lr=1e-3,
+            progress=False)
+        weights.append({n: p.detach().clone() for n, p in run.model.model.named_parameters()})
+        assert max(seen) == min(piece, 24)
+    for name, value in weights[0].items():
+        torch.testing.assert_close(value, weights[1][name], atol=1e-5, rtol=1e-4)

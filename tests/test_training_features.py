@@ -240,3 +240,41 @@ def test_augmentation_and_mixup_are_refused_where_they_cannot_apply(tiny_bert_di
         text.finetune((["a", "b"], ["x", "y"]), mixup=0.8, output_dir=tmp_path / "b")
     with pytest.raises(ValueError, match="mixup and cutmix mix a classifier's labels"):
         FinetuneConfig(output_dir=tmp_path, objective="contrastive", cutmix=1.0)
+
+
+def test_texts_batch_by_length_within_runs_of_shuffled_rows(tiny_bert_dir, tmp_path, monkeypatch):
+    """transformers' group_by_length order: each run of 50 batches sorted longest first, the same
+    rows; on by default for a text classifier that trains its backbone, so its batches pad less."""
+    from zoo.training import _loop
+    from zoo.training._optim import LENGTH_GROUP, length_grouped
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 500, 230).tolist()
+    order = rng.permutation(230).tolist()
+    grouped = length_grouped(order, lengths, batch_size=2)
+    assert sorted(grouped) == sorted(order)
+    run = 2 * LENGTH_GROUP
+    assert grouped[:run] == sorted(order[:run], key=lambda i: -lengths[i]) and grouped[run:2 * run] == sorted(
+        order[run:2 * run], key=lambda i: -lengths[i])
+    base = zoo.load(str(tiny_bert_dir), device="cpu")
+    texts = [" ".join(["word"] * int(n)) for n in rng.integers(1, 40, 64)]
+    labels = ["long" if len(t) > 100 else "short" for t in texts]
+    spreads: list[int] = []
+    real = _loop.train_collate
+
+    def watched(encoder, config):
+        collate = real(encoder, config)
+        return lambda batch: (spreads.append(max(map(len, batch)) - min(map(len, batch))), collate(batch))[1]
+
+    monkeypatch.setattr(_loop, "train_collate", watched)
+    for grouped_run in (None, False):
+        spreads.clear()
+        base.finetune((texts, labels), output_dir=tmp_path / str(grouped_run), strategy="full", epochs=1,
+                      batch_size=8, group_by_length=grouped_run, progress=False)
+        if grouped_run is None:
+            by_length = sum(spreads)
+    assert by_length < sum(spreads) / 3  # batches of similar length: far less padding
+    with pytest.raises(ValueError, match="contrastive batch's rows are each other's negatives"):
+        FinetuneConfig(output_dir=tmp_path, objective="contrastive", group_by_length=True)
+    with pytest.raises(zoo.ZooError, match="linear probe embeds them once"):
+        base.finetune((texts, labels), output_dir=tmp_path / "p", group_by_length=True, progress=False)

@@ -392,7 +392,8 @@ def _training_options(args: argparse.Namespace) -> dict[str, Any]:
     """``--schedule cosine --lora-r 16 --lora-targets query,value``: only the flags given, so the
     defaults stay FinetuneConfig's."""
     names = ("schedule", "warmup", "accumulate", "max_grad_norm", "precision", "early_stopping", "layer_decay",
-             "class_weights", "lora_r", "lora_alpha", "lora_dropout", "augment", "mixup", "cutmix")
+             "class_weights", "lora_r", "lora_alpha", "lora_dropout", "augment", "mixup", "cutmix",
+             "group_by_length")
     given = {name: getattr(args, name) for name in names}
     given["tensorboard"] = args.tensorboard or None
     if args.lora_targets:
@@ -695,6 +696,8 @@ def _add_training_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--augment", metavar="POLICY",
                    help="vision: timm's train-time transform of the weights' data config: 'weights', or an "
                         "auto_augment policy such as rand-m9-mstd0.5-inc1")
+    g.add_argument("--group-by-length", action=argparse.BooleanOptionalAction,
+                   help="text classification: batch texts of similar length (default: on for texts)")
     g.add_argument("--mixup", type=float, metavar="ALPHA", help="image classification: timm's mixup (0.8)")
     g.add_argument("--cutmix", type=float, metavar="ALPHA", help="image classification: timm's cutmix (1.0)")
     g.add_argument("--lora-r", type=int, help="lora: the adapters' rank (default 8)")

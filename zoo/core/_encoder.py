@@ -252,6 +252,11 @@ class Encoder(ABC):
 
     # -- batching -------------------------------------------------------------------------------
 
+    def lengths(self, items: Sequence[Any]) -> list[int] | None:
+        """Each decoded item's length in the units its batch pads to (tokens), for batching items
+        of similar length together; None where inputs do not pad (the default)."""
+        return None
+
     def plan_batches(self, items: Sequence[Any], batch_size: int) -> Iterator[tuple[list[int], Any]]:
         """Group decoded items into model inputs: yields ``(positions, batch)``, ``positions``
         indexing into ``items``. The default keeps input order and :meth:`collate` builds each

@@ -97,6 +97,10 @@ class FinetuneConfig:
         augment: vision: train-time augmentation with timm's transform of the weights' data config:
             ``"weights"`` (random resized crop, flip, colour jitter) or a timm ``auto_augment``
             policy (``"rand-m9-mstd0.5-inc1"``...); ``None``: the evaluation transform.
+        group_by_length: classification of texts: batch rows of similar length (each run of 50
+            batches' shuffled rows sorted by length, as transformers' ``group_by_length``), so
+            batches carry less padding; ``None``: on for texts that run through the backbone each
+            batch, off otherwise (contrastive batches stay random: their rows are the negatives).
         mixup, cutmix: classification of images: timm's Mixup alphas (``0.8``, ``1.0`` as timm's
             recipes), with soft targets; ``None``: off.
         tensorboard: write each step's loss and learning rate and each epoch's metrics for
@@ -147,6 +151,7 @@ class FinetuneConfig:
     augment: str | None = None
     mixup: float | None = None
     cutmix: float | None = None
+    group_by_length: bool | None = None
     on_epoch_end: Callable[[dict[str, float]], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -198,6 +203,11 @@ class FinetuneConfig:
         if self.precision == "fp16" and self.mini_batch_size is not None:
             raise ValueError("mini_batch_size (GradCache) takes the gradients of cached embeddings, which a fp16 "
                              "loss scaler does not reach: use precision='bf16' with it")
+        if self.group_by_length is not None and not isinstance(self.group_by_length, bool):
+            raise ValueError(f"group_by_length is True, False or None (texts: on), not {self.group_by_length!r}")
+        if self.group_by_length and self.objective == "contrastive":
+            raise ValueError("group_by_length groups a classifier's texts; a contrastive batch's rows are each "
+                             "other's negatives, so its batches stay random")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive, not {self.max_grad_norm!r}")
         if self.early_stopping is not None and (isinstance(self.early_stopping, bool)

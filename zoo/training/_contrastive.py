@@ -48,6 +48,7 @@ from ._loop import FinetuneResult, run_epochs
 from ._lora import ADAPTER_MARK, TrainedBackbone
 from ._optim import (
     Stepper,
+    adamw,
     batch_groups,
     check_layer_decay,
     make_scheduler,
@@ -60,6 +61,9 @@ from ._strategies import apply_plan, plan_for_epoch, set_train_mode
 if TYPE_CHECKING:
     import torch
 
+#: rows of texts embedded together in training: a batch's texts go through in pieces of similar
+#: length (see ``_ContrastiveRun._embed``)
+TEXT_PIECE = 8
 #: the retrieval figures validation reports (zoo evaluate's, on the validation pairs)
 VALIDATION_CUTOFFS = Cutoffs(accuracy=(), precision_recall=(1, 10), mrr=(10,), ndcg=(10,), map=())
 
@@ -145,7 +149,7 @@ class _ContrastiveRun:
         self.locked = locked_parameters(self.model, config.lock)
         self.params = [p for name, p in self.model.model.named_parameters()
                        if id(p) not in self.locked and (config.lora is None or ADAPTER_MARK in name)]
-        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.head_lr)
+        self.optimizer = adamw(self._param_groups(), base.device, lr=config.head_lr)
         steps = config.epochs * steps_per_epoch(math.ceil(len(self.train_ex) / self.dist.world), config)
         self.stepper = Stepper(self.optimizer, make_scheduler(self.optimizer, steps, config), self.params, config,
                                base.device, sync=self.dist.average_gradients,
@@ -201,7 +205,24 @@ class _ContrastiveRun:
         self.start, self.history, self.best = state["epoch"], state["history"], state["best"]
 
     def _embed(self, inputs: list[Any], tower: str) -> torch.Tensor:
-        """One column of a batch through its tower, with gradients where parameters train."""
+        """One column of a batch through its tower, with gradients where parameters train. Texts
+        go through in pieces of :data:`TEXT_PIECE`, shortest first, each padded to its own
+        longest text rather than the batch's (featurize's length sort, kept inside the batch, so
+        the rows and the negatives they meet are the same), and come back in their order."""
+        import torch
+
+        if tower != "text" or len(inputs) <= TEXT_PIECE:
+            return self._embed_piece(inputs, tower)
+        lengths = self.model.towers[tower].lengths(inputs) or [len(x) for x in inputs]
+        order = sorted(range(len(inputs)), key=lambda i: lengths[i])
+        rows = torch.cat([self._embed_piece([inputs[i] for i in order[start:start + TEXT_PIECE]], tower)
+                          for start in range(0, len(order), TEXT_PIECE)])
+        back = [0] * len(order)
+        for place, i in enumerate(order):
+            back[i] = place
+        return rows[back]
+
+    def _embed_piece(self, inputs: list[Any], tower: str) -> torch.Tensor:
         encoder = self.model.towers[tower]
         batch = encoder.collate([encoder.decode(x) for x in inputs])
         with self.stepper.autocast():

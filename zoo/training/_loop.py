@@ -45,8 +45,10 @@ from ._logging import RunLog
 from ._lora import ADAPTER_MARK, TrainedBackbone
 from ._optim import (
     Stepper,
+    adamw,
     batch_groups,
     check_layer_decay,
+    length_grouped,
     make_scheduler,
     param_groups,
     steps_per_epoch,
@@ -219,13 +221,14 @@ class _Run:
             trained = {id(p) for name, p in named if config.lora is None or ADAPTER_MARK in name}
             params += param_groups(named, trained, config.effective_backbone_lr, config.weight_decay,
                                    blocks=self.blocks, layer_decay=config.layer_decay)
-        self.optimizer = torch.optim.AdamW(params)
+        self.optimizer = adamw(params, base.device)
         shard = math.ceil(len(self.train_ex) / self.dist.world)
         self.stepper = Stepper(self.optimizer, make_scheduler(self.optimizer, config.epochs *
                                                               steps_per_epoch(shard, config), config),
                                [p for group in params for p in group["params"]], config, base.device,
                                log=RunLog(self.out, config.tensorboard, self.dist.rank))
         self.collate_train = train_collate(self.encoder, config)
+        self.lengths = self._lengths()
         self.mix = mixer(config, len(self.classes))
         self.module = _Classifier.build(self.encoder, self.head, self.pool) if self.trains_backbone else self.head
         self.ddp_plan: Plan | None = None
@@ -234,6 +237,16 @@ class _Run:
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] | None = None
         self.settings = self._settings()
+
+    def _lengths(self) -> list[int] | None:
+        """Each training text's token count, where batches group by it (``group_by_length``)."""
+        texts = self.trains_backbone and self.model.tower()[0] == "text"
+        if self.config.group_by_length and not texts:
+            raise ZooError("group_by_length batches texts of similar length; these inputs are not texts run through "
+                           "the backbone each batch (a linear probe embeds them once): leave it out")
+        if not texts or self.config.group_by_length is False:
+            return None
+        return self.encoder.lengths(self.train_ex.inputs) or [len(str(x)) for x in self.train_ex.inputs]
 
     def _read_data(self, train: Any, val: Any) -> None:
         import torch
@@ -313,6 +326,8 @@ class _Run:
         self._prepare_epoch(epoch)
         dist = self.dist
         order = dist.epoch_order(len(self.train_ex), self.config.seed, epoch)
+        if self.lengths is not None:
+            order = length_grouped(order, self.lengths, self.config.batch_size)
         loss_sum = count = 0.0
         weights = self.class_weights.to(self.model.device) if self.class_weights is not None else None
         self.optimizer.zero_grad(set_to_none=True)

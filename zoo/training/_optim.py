@@ -36,7 +36,7 @@ def training_settings(config: FinetuneConfig) -> dict[str, Any]:
     return {"schedule": config.schedule, "warmup": config.warmup, "accumulate": config.accumulate,
             "max_grad_norm": config.max_grad_norm, "precision": config.precision, "layer_decay": config.layer_decay,
             "early_stopping": config.early_stopping, "augment": config.augment, "mixup": config.mixup,
-            "cutmix": config.cutmix,
+            "cutmix": config.cutmix, "group_by_length": config.group_by_length,
             "class_weights": {str(k): v for k, v in weights.items()} if isinstance(weights, dict) else weights,
             "lora": config.lora.record(list(config.lora.targets or ())) if config.lora is not None else None}
 
@@ -94,6 +94,28 @@ def param_groups(named: Sequence[tuple[str, torch.nn.Parameter]], trained: set[i
     return [{"params": params, "weight_decay": 0.0 if flat else weight_decay,
              "lr": lr * (layer_decay ** (top - layer) if layer_decay is not None else 1.0)}
             for (layer, flat), params in sorted(groups.items())]
+
+
+def adamw(params: list[dict[str, Any]], device: str, **settings: Any) -> torch.optim.Optimizer:
+    """torch's AdamW, fused into one kernel over every tensor where torch has that for the device
+    (CPU and CUDA): on the CPU its default steps the tensors one by one, which took 2.3 s of a
+    20 s MiniLM epoch here (profiled), the same update in more time."""
+    import torch
+
+    return torch.optim.AdamW(params, fused=torch.device(device).type in ("cpu", "cuda"), **settings)
+
+
+#: rows grouped by length come from runs of this many batches (transformers' megabatch of 50)
+LENGTH_GROUP = 50
+
+
+def length_grouped(order: list[int], lengths: Sequence[int], batch_size: int) -> list[int]:
+    """``order`` (shuffled) with each run of :data:`LENGTH_GROUP` batches' rows sorted longest
+    first, as transformers' ``LengthGroupedSampler`` orders them: a batch holds rows of similar
+    length, so less padding, while which rows meet in a run stays random."""
+    size = LENGTH_GROUP * batch_size
+    return [i for start in range(0, len(order), size)
+            for i in sorted(order[start:start + size], key=lambda i: -lengths[i])]
 
 
 def batch_groups(order: list[int], config: FinetuneConfig) -> Iterator[list[list[int]]]:
