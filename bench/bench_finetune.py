@@ -24,6 +24,10 @@ Sides (``--sides``):
                ``MultipleNegativesRankingLoss`` (same pairs, batch, epochs, lr, 10% warmup, no
                checkpoints for the trainer); quality is held-out recall@10 of each first half
                finding its second half among the held-out second halves.
+  timm-cl, timm-nchw
+               the ``plain`` run's data, model, epochs and lr in a hand-written timm loop: timm's
+               evaluation transform in a DataLoader with one worker, the model and batches in
+               channels_last (or NCHW), AdamW; ``plain / timm-cl`` is the vision ratio.
   plain, augmented
                EfficientNet-Lite0 finetuned end to end on scikit-image's ``lfw_subset`` (faces and
                non-faces, 25x25 grey crops upscaled to 64 px; 120 training, 80 held out, a
@@ -237,12 +241,53 @@ def vision_side(args: argparse.Namespace, augment: str | None) -> tuple[np.ndarr
                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def timm_side(args: argparse.Namespace, channels_last: bool) -> tuple[np.ndarray, dict[str, float]]:
+    """The careful user's loop: the same timm EfficientNet-Lite0 weights with a new 2-class head,
+    timm's evaluation transform of its data config in a DataLoader (one worker), AdamW at lr 1e-3,
+    the model and each batch in channels_last (or NCHW)."""
+    import torch
+    from PIL import Image
+    from timm.data import create_transform, resolve_data_config
+
+    import zoo
+
+    train, y_train, test, y_test = faces(args.seed + args.round)
+    model = zoo.load("efficientnet-lite0", device="cpu").model
+    model.reset_classifier(2)
+    transform = create_transform(**resolve_data_config({}, model=model))
+    classes = sorted(set(y_train))
+    dataset = [(x, classes.index(y)) for x, y in zip(train, y_train)]
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=1,
+                                         collate_fn=lambda batch: (torch.stack([transform(Image.fromarray(x))
+                                                                                for x, _ in batch]),
+                                                                   torch.tensor([y for _, y in batch])))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    began = time.perf_counter()
+    for _ in range(args.epochs):
+        for x, y in loader:
+            loss = torch.nn.functional.cross_entropy(model(x.to(memory_format=fmt)), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    seconds = time.perf_counter() - began
+    model.eval()
+    with torch.inference_mode():
+        probs = torch.softmax(model(torch.stack([transform(Image.fromarray(x)) for x in test]).to(memory_format=fmt)),
+                              -1).numpy()
+    return probs, {"samples_per_s": args.epochs * len(train) / seconds,
+                   "accuracy": float(np.mean([classes[i] == y for i, y in zip(probs.argmax(1), y_test)])),
+                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 SIDES = {"fp32": lambda a: zoo_side(a, "fp32"), "bf16": lambda a: zoo_side(a, "bf16"),
          "zoo": zoo_same_rate_side, "trainer": trainer_side, "trainer-grouped": lambda a: trainer_side(a, True),
          "zoo-ungrouped": lambda a: zoo_side(a, "fp32", backbone_lr=a.lr, group_by_length=False),
          "zoo-pairs": zoo_pairs_side,
          "st-trainer": st_trainer_side,
-         "plain": lambda a: vision_side(a, None), "augmented": lambda a: vision_side(a, "weights")}
+         "plain": lambda a: vision_side(a, None), "augmented": lambda a: vision_side(a, "weights"),
+         "timm-cl": lambda a: timm_side(a, True), "timm-nchw": lambda a: timm_side(a, False)}
 
 
 def main() -> None:
@@ -281,7 +326,7 @@ def main() -> None:
         print(f"bf16 / fp32: {medians['bf16'] / medians['fp32']:.2f}x (held-out probabilities differ from fp32's by "
               f"up to {moved:.3f})")
     for ours, theirs in (("zoo", "trainer"), ("zoo", "trainer-grouped"), ("zoo-ungrouped", "trainer"),
-                         ("zoo-pairs", "st-trainer")):
+                         ("zoo-pairs", "st-trainer"), ("plain", "timm-cl"), ("plain", "timm-nchw")):
         if ours in medians and theirs in medians:
             print(f"{ours} / {theirs}: {medians[ours] / medians[theirs]:.2f}x training samples per second")
     if "plain" in runs and "augmented" in runs:
