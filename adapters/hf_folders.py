@@ -9,9 +9,16 @@ Each library that writes such folders marks them in its own way:
 - timm: ``config.json`` with ``architecture`` (and, since timm 0.9, ``pretrained_cfg``);
 - transformers: ``config.json`` with ``model_type``.
 
+sentence-transformers' ``CrossEncoder`` (a reranker) has written three formats: since v6 its own
+``modules.json`` with ``model_type: CrossEncoder``; in v4 and v5 a transformers folder whose
+``config.json`` carries ``sentence_transformers: {activation_fn, version}``; before v4 a transformers
+folder with ``sbert_ce_default_activation_function`` in ``config.json`` (or, with the default
+activation, nothing at all: a plain sequence classifier).
+
 :func:`read_folder` tells them apart and says why, so that ``zoo info`` can show it and the loader
-picks the backend that runs the library's own code. A folder of a kind zoo does not embed with yet
-(a reranker, a sparse or multi-vector encoder, a routed pipeline) is an
+picks the backend that runs the library's own code. A folder whose files do not say whether it is a
+reranker (a plain sequence classifier) is one only when the caller says so (``kind="reranker"``). A
+folder of a kind zoo does not load yet (a sparse or multi-vector encoder, a routed pipeline) is an
 :class:`~zoo.errors.UnsupportedModelKindError`, never dense rows from the wrong head.
 """
 
@@ -22,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zoo.catalog._spec import wrong_kind
 from zoo.errors import ModelFormatError, UnsupportedModelKindError
 
 # model_type (config.json) -> modality, for the transformers encoders zoo pools; text otherwise.
@@ -84,6 +92,9 @@ _HEAD_KINDS = {
     "ForSequenceClassification": "a sequence classifier or reranker ({arch}): its head scores inputs "
                                  "rather than embedding them",
 }
+# Architectures sentence-transformers' CrossEncoder runs as a reranker when asked to: a scoring head,
+# or a causal language model whose "yes" / "no" logits score the pair (Qwen3-Reranker's way).
+_RERANKER_HEADS = ("ForSequenceClassification", "ForCausalLM")
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,7 @@ class FolderFormat:
         pooling: the pooling the library itself will apply, where the files say (None: the adapter
             decides from the model, and says so).
         modules: a sentence-transformers pipeline's module class names, in order.
+        kind: what the model gives (``embedder`` or ``reranker``, :data:`~zoo.catalog._spec.MODEL_KINDS`).
     """
 
     format: str
@@ -104,10 +116,11 @@ class FolderFormat:
     reason: str
     pooling: str | None = None
     modules: tuple[str, ...] = ()
+    kind: str = "embedder"
 
     def describe(self) -> dict[str, Any]:
         """Plain data for ``zoo info``."""
-        out: dict[str, Any] = {"format": self.format, "why": self.reason}
+        out: dict[str, Any] = {"format": self.format, "kind": self.kind, "why": self.reason}
         if self.modules:
             out["modules"] = list(self.modules)
         if self.pooling:
@@ -131,13 +144,26 @@ def read_json(path: Path) -> Any:
         raise ModelFormatError(f"{path}: not readable JSON ({exc})") from None
 
 
-def read_folder(root: Path) -> FolderFormat | None:
+def read_folder(root: Path, kind: str | None = None) -> FolderFormat | None:
     """The format of the model folder ``root``, or None when it has none of the marker files.
 
+    Args:
+        root: the folder.
+        kind: the kind the caller asked for (``zoo.load(..., kind="reranker")``), which settles a
+            folder whose files do not say (a plain sequence classifier); None: the files must say.
+
     Raises:
-        UnsupportedModelKindError: a reranker, sparse, multi-vector or routed folder.
+        UnsupportedModelKindError: a sparse, multi-vector or routed folder; a sequence classifier
+            not asked for as a reranker; a folder of another kind than ``kind``.
         ModelFormatError: a marker file zoo cannot read exactly (it names the file and value).
     """
+    found = _read_folder(root, kind)
+    if found is not None and kind is not None and found.kind != kind:
+        raise wrong_kind(str(root), found.kind, kind, found.reason)
+    return found
+
+
+def _read_folder(root: Path, kind: str | None) -> FolderFormat | None:
     if (root / "modules.json").is_file():
         return _sentence_transformers(root)
     config_file = root / "config.json"
@@ -152,6 +178,9 @@ def read_folder(root: Path) -> FolderFormat | None:
         return FolderFormat("timm", modality, f"config.json names a timm architecture "
                                               f"{config['architecture']!r} with a {cfg} pretrained config")
     if "model_type" in config:
+        reranker = _cross_encoder_config(config, config_file, asked=kind == "reranker")
+        if reranker is not None:
+            return reranker
         check_head(config, config_file)
         model_type = str(config["model_type"])
         if model_type not in MODALITY_BY_MODEL_TYPE and not any((root / f).is_file() for f in _TOKENIZER_FILES):
@@ -176,8 +205,27 @@ def check_head(config: dict[str, Any], config_file: Path) -> None:
             if str(arch).endswith(suffix):
                 raise UnsupportedModelKindError(
                     f"{config_file.parent} is {kind.format(arch=arch)} (config.json architectures: {arch!r}); "
-                    "zoo does not embed with this kind of model yet, and taking its base model's hidden "
-                    "states as embeddings would give numbers no one trained")
+                    "taking its base model's hidden states as embeddings would give numbers no one trained. "
+                    "If it is a reranker, load it as one: zoo.load(..., kind='reranker') or zoo rerank")
+
+
+def _cross_encoder_config(config: dict[str, Any], config_file: Path, *, asked: bool) -> FolderFormat | None:
+    """A transformers folder that sentence-transformers' CrossEncoder saved (v2-v5 mark it in
+    ``config.json``), or that the caller asked to rerank with: sentence-transformers runs it."""
+    archs = [str(a) for a in config.get("architectures") or ()]
+    marked = config.get("sentence_transformers", {}).get("activation_fn") if isinstance(
+        config.get("sentence_transformers"), dict) else None
+    if marked:
+        why = f"config.json's sentence_transformers.activation_fn {marked!r} (a CrossEncoder saved by v4-v5)"
+    elif config.get("sbert_ce_default_activation_function"):
+        why = ("config.json's sbert_ce_default_activation_function "
+               f"{config['sbert_ce_default_activation_function']!r} (a CrossEncoder saved before v4)")
+    elif asked and archs and archs[0].endswith(_RERANKER_HEADS):  # the one sentence-transformers reads
+        head = "its yes / no logits" if archs[0].endswith("ForCausalLM") else "its scoring head"
+        why = f"loaded as a reranker as asked: a {archs[0]} scored by {head}"
+    else:
+        return None
+    return FolderFormat("cross-encoder", "text", f"{why}; run by sentence-transformers' CrossEncoder", kind="reranker")
 
 
 def _sentence_transformers(root: Path) -> FolderFormat:
@@ -190,6 +238,12 @@ def _sentence_transformers(root: Path) -> FolderFormat:
         raise ModelFormatError(f"{st_config_file}: expected a JSON object, got {type(st_config).__name__}")
     model_type = str(st_config.get("model_type") or "SentenceTransformer")
     names = tuple(str(m["type"]).rsplit(".", 1)[-1] for m in modules)
+    if model_type == "SentenceTransformer" and any(_KIND_BY_MODULE.get(n) == "CrossEncoder" for n in names):
+        model_type = "CrossEncoder"  # a LogitScore module is only ever a CrossEncoder's
+    if model_type == "CrossEncoder":
+        return FolderFormat("cross-encoder", "text",
+                            f"{st_config_file.name}: model_type 'CrossEncoder' (modules: {', '.join(names)}), run by "
+                            "sentence-transformers' CrossEncoder", modules=names, kind="reranker")
     if model_type != "SentenceTransformer":
         kind = _OTHER_ST_KINDS.get(model_type, f"a sentence-transformers {model_type!r} model")
         raise UnsupportedModelKindError(

@@ -62,8 +62,8 @@ class SentenceTransformerAdapter(TransformersAdapter):
     def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
                trust_remote_code: bool = False, device_map: Any = None) -> Built:
         root = files.root
-        _check_module_sources(root, trust_remote_code)
-        model = _load(root, device=device, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map)
+        check_module_sources(root, trust_remote_code)
+        model = load_st(root, device=device, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map)
         _check_text_pipeline(root, model)
         position = _pooling_position(model)
         mode = model[position].pooling_mode if position is not None else None
@@ -73,12 +73,12 @@ class SentenceTransformerAdapter(TransformersAdapter):
                                 f"pipeline pools {pooling!r} ({root / 'modules.json'}); fix the registry entry")
         if spec.preprocessing.get("max_length"):
             model.max_seq_length = int(spec.preprocessing["max_length"])
-        max_length = _max_length(model)
+        max_length = max_seq_length(model)
         changes = {"pooling": pooling,
                    "normalize": _ends_with_normalize(model),
                    "preprocessing": {**spec.preprocessing,
                                      **({"max_length": max_length} if max_length else {})},
-                   "prompts": {**_declared_prompts(root, model), **spec.prompts},
+                   "prompts": {**declared_prompts(root, model), **spec.prompts},
                    "default_prompt": spec.default_prompt or model.default_prompt_name or None}
         dim = model.get_embedding_dimension()
         if not dim:
@@ -175,12 +175,18 @@ class SentenceTransformerAdapter(TransformersAdapter):
 
     def save(self, directory: Any) -> Path:
         """The pipeline as sentence-transformers saves it, with zoo's manifest beside it."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        with quiet_progress():
-            self.model.save(str(directory), create_model_card=False)
-        write_manifest(directory, self.spec, self.files)
-        return directory
+        return save_st(self, directory)
+
+
+def save_st(encoder: Any, directory: Any) -> Path:
+    """``encoder.model`` (any of sentence-transformers' model classes) as the library saves it,
+    with zoo's manifest beside it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with quiet_progress():
+        encoder.model.save(str(directory), create_model_card=False)
+    write_manifest(directory, encoder.spec, encoder.files)
+    return directory
 
 
 def _pooling_position(model: Any) -> int | None:
@@ -192,7 +198,7 @@ def _ends_with_normalize(model: Any) -> bool:
     return type(list(model)[-1]).__name__ == "Normalize"
 
 
-def _declared_prompts(root: Path, model: Any) -> dict[str, str]:
+def declared_prompts(root: Path, model: Any) -> dict[str, str]:
     """The prompts the folder declares. sentence-transformers also fills ``query`` and
     ``document`` with ``""`` placeholders; those are not declared prompts, unless the file names them."""
     config_file = root / "config_sentence_transformers.json"
@@ -215,9 +221,11 @@ def _check_text_pipeline(root: Path, model: Any) -> None:
             "task 'feature-extraction' (load CLIP-style weights through open_clip or transformers)")
 
 
-def _check_module_sources(root: Path, trust_remote_code: bool) -> None:
+def check_module_sources(root: Path, trust_remote_code: bool) -> None:
     """A module class from outside sentence-transformers is code the folder brings: run only when
     asked, as transformers' ``trust_remote_code``."""
+    if not (root / "modules.json").is_file():
+        return  # a transformers folder: sentence-transformers builds its own modules
     for module in read_json(root / "modules.json"):
         ref = str(module["type"])
         if not ref.startswith("sentence_transformers.") and not trust_remote_code:
@@ -226,24 +234,25 @@ def _check_module_sources(root: Path, trust_remote_code: bool) -> None:
                 "it only with zoo.load(..., trust_remote_code=True)")
 
 
-def _load(root: Path, *, device: str, dtype: torch.dtype, trust_remote_code: bool, device_map: Any) -> Any:
-    """``SentenceTransformer(root)`` from local files only; its own errors say what is wrong, with
-    the folder named."""
-    from sentence_transformers import SentenceTransformer
+def load_st(root: Path, *, device: str, dtype: torch.dtype, trust_remote_code: bool, device_map: Any = None,
+            model_class: str = "SentenceTransformer") -> Any:
+    """``SentenceTransformer(root)`` (or another of its model classes: ``CrossEncoder``) from local
+    files only; its own errors say what is wrong, with the folder named."""
+    import sentence_transformers
 
     model_kwargs: dict[str, Any] = {"dtype": dtype}
     if device_map is not None:
         model_kwargs["device_map"] = device_map
     try:
         with quiet_progress():
-            return SentenceTransformer(str(root), device=None if device_map is not None else device,
-                                       local_files_only=True, trust_remote_code=trust_remote_code,
-                                       model_kwargs=model_kwargs)
+            return getattr(sentence_transformers, model_class)(
+                str(root), device=None if device_map is not None else device, local_files_only=True,
+                trust_remote_code=trust_remote_code, model_kwargs=model_kwargs)
     except (ValueError, TypeError, KeyError, ImportError, AttributeError, OSError) as exc:
         raise ModelFormatError(f"sentence-transformers cannot load {root}: {type(exc).__name__}: {exc}") from exc
 
 
-def _max_length(model: Any) -> int | None:
+def max_seq_length(model: Any) -> int | None:
     """The tokens the pipeline keeps per text: its ``max_seq_length``; None where it keeps all
     (static embeddings say infinity)."""
     import math

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 # The adapter class serving each format and modality, imported when first needed.
 _ADAPTER_BY_FORMAT = {
     "sentence-transformers": "zoo.adapters.sentence_transformers:SentenceTransformerAdapter",
+    "cross-encoder": "zoo.adapters.cross_encoder:CrossEncoderAdapter",
     "timm": "zoo.adapters.timm:TimmAdapter",
 }
 _ADAPTER_BY_MODALITY = {
@@ -63,9 +64,9 @@ _EXPORT_TEXTS = (
 UNKNOWN_MODALITY = "unknown"
 
 
-def folder_format(root: Path) -> FolderFormat:
+def folder_format(root: Path, kind: str | None = None) -> FolderFormat:
     """:func:`read_folder` for a folder that must be a Hugging Face style one."""
-    found = read_folder(root)
+    found = read_folder(root, kind)
     if found is None:
         raise ModelFormatError(f"{root} has neither modules.json (sentence-transformers) nor config.json "
                                "(transformers, timm): zoo cannot tell which library wrote it")
@@ -110,10 +111,10 @@ class TransformersAdapter(Encoder):
         )
 
     @classmethod
-    def spec_for_path(cls, path: Path) -> ModelSpec:
-        """A spec for a Hugging Face model folder on disk; ``config["folder"]`` says what
-        :func:`read_folder` found and why (``zoo info`` shows it)."""
-        found = folder_format(path)
+    def spec_for_path(cls, path: Path, kind: str | None = None) -> ModelSpec:
+        """A spec for a Hugging Face model folder on disk (read as ``kind`` where its files do not
+        say); ``config["folder"]`` says what :func:`read_folder` found and why (``zoo info`` shows it)."""
+        found = folder_format(path, kind)
         return ModelSpec(
             name=str(path),
             modality=found.modality,
@@ -121,6 +122,7 @@ class TransformersAdapter(Encoder):
             backend_id=str(path),
             sources=(Source("path", str(path)),),
             config={"folder": found.describe()},
+            kind=found.kind,
         )
 
     # -- loading --------------------------------------------------------------------------------
@@ -128,9 +130,11 @@ class TransformersAdapter(Encoder):
     @classmethod
     def resolve_files(cls, spec: ModelSpec, files: ModelFiles) -> tuple[ModelSpec, type[Encoder]]:
         """Which library wrote the files, read once from them: a pass-through hub name learns its
-        format and modality only now. A reranker, sparse or multi-vector folder is refused here."""
-        found = folder_format(files.root)
-        spec = spec.replace(modality=found.modality, config={**spec.config, "folder": found.describe()})
+        format and modality only now, and a folder whose files do not say its kind is read as the
+        spec's (a registry entry's ``kind: reranker``). A sparse or multi-vector folder is refused here."""
+        found = folder_format(files.root, spec.kind)
+        spec = spec.replace(modality=found.modality, config={**spec.config, "folder": found.describe()},
+                            kind=found.kind)
         if found.format == "timm":
             spec = spec.replace(backend="timm")
         ref = _ADAPTER_BY_FORMAT.get(found.format) or _ADAPTER_BY_MODALITY.get(found.modality)

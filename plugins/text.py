@@ -35,12 +35,12 @@ def zoo_register_adapters(register: RegisterAdapter) -> None:
 
 
 @hookimpl
-def zoo_spec_from_path(path: Path) -> ModelSpec | None:
+def zoo_spec_from_path(path: Path, kind: str | None) -> ModelSpec | None:
     """A folder that sentence-transformers or transformers wrote (``modules.json``, or
-    ``config.json`` with a ``model_type``); a reranker, sparse or multi-vector one is an error
-    naming its kind. timm's folders are the vision plugin's."""
+    ``config.json`` with a ``model_type``), an embedder or a reranker; a sparse or multi-vector one
+    is an error naming its kind. timm's folders are the vision plugin's."""
     if path.is_dir():
-        found = read_folder(path)
-        if found is not None and found.format in ("sentence-transformers", "transformers"):
-            return TransformersAdapter.spec_for_path(path)
+        found = read_folder(path, kind)
+        if found is not None and found.format in ("sentence-transformers", "cross-encoder", "transformers"):
+            return TransformersAdapter.spec_for_path(path, kind)
     return None

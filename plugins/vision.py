@@ -128,10 +128,10 @@ def zoo_register_adapters(register: RegisterAdapter) -> None:
 
 
 @hookimpl
-def zoo_spec_from_path(path: Path) -> ModelSpec | None:
+def zoo_spec_from_path(path: Path, kind: str | None) -> ModelSpec | None:
     """A folder that timm wrote (``config.json`` naming an ``architecture``): timm loads it."""
     if path.is_dir():
-        found = read_folder(path)
+        found = read_folder(path, kind)
         if found is not None and found.format == "timm":
             return TimmAdapter.spec_for_path(path, found)
     return None

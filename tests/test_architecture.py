@@ -198,4 +198,5 @@ def test_the_encoder_contract_is_small_and_documented_member_by_member():
     assert open_members == documented, (f"undocumented in docs/plugins.md: {sorted(open_members - documented)}; "
                                         f"documented but not in Encoder: {sorted(documented - open_members)}")
     # A ratchet: the contract was 31 members before the redesign; merging, not adding, keeps it small.
-    assert len(open_members) <= 21, sorted(open_members)
+    # 22 since lengths (token counts: featurize's sort, finetune's group_by_length, serve's usage).
+    assert len(open_members) <= 22, sorted(open_members)

@@ -202,8 +202,8 @@ def _outside_file(tmp_path):
     return victim
 
 
-@pytest.mark.parametrize("name", ["ABSOLUTE", "../../../../outside/precious.txt", "a/../../b", "./vocab.txt",
-                                  "a//b", "C:/precious.txt", "a\\..\\b", ""])
+@pytest.mark.parametrize("name", ["ABSOLUTE", "../../../../outside/precious.txt", "a\\..\\b", *(
+    pytest.param(name, marks=pytest.mark.slow) for name in ("a/../../b", "./vocab.txt", "a//b", "C:/precious.txt", ""))])
 def test_a_manifest_naming_a_file_outside_its_folder_is_refused(bundle, tmp_path, name):
     victim = _outside_file(tmp_path)
     name = str(victim) if name == "ABSOLUTE" else name

@@ -115,6 +115,7 @@ def test_an_export_is_reused_and_a_corrupt_or_stale_one_rebuilt(isolated_zoo, mo
     assert exported == [1, 1] and len(_exports(isolated_zoo)) == 2  # another zoo: another export
 
 
+@pytest.mark.slow
 def test_a_trace_that_bakes_in_the_mask_is_refused(tiny_bert_dir, monkeypatch):
     """An export that ignores the attention mask (as a trace of an all-ones mask could) gives the
     traced batch right but padded batches wrong: the parity check must stop it."""
@@ -205,6 +206,7 @@ def _rewrite_row_in_place(path: Path, tensor_suffix: str, row: int, values: np.n
     assert (after.st_size, after.st_ino, after.st_mtime_ns) == (st.st_size, st.st_ino, st.st_mtime_ns)
 
 
+@pytest.mark.slow
 def test_an_export_of_other_weights_under_the_same_name_is_rebuilt(isolated_zoo, tiny_bert_dir, tmp_path,
                                                                    monkeypatch, capsys):
     """The weights change under the same folder name and the same file stat, in the row of a token
@@ -238,6 +240,7 @@ def _temporary_exports() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("zoo-export-*")}
 
 
+@pytest.mark.slow
 def test_a_compiled_folder_that_cannot_be_written_exports_to_a_temporary_one(isolated_zoo, tiny_bert_dir, capsys):
     """``compiled`` is a file, so nothing can be made under it (a real ENOTDIR / EEXIST from the
     kernel, as a read-only folder gives EROFS): the export is made elsewhere, with a warning
@@ -300,6 +303,7 @@ def read_only():
         path.chmod(mode)
 
 
+@pytest.mark.slow
 def test_on_a_read_only_zoo_home_a_valid_export_is_used_and_a_missing_one_made_elsewhere(
         isolated_zoo, tiny_bert_dir, tmp_path, read_only, monkeypatch):
     import shutil

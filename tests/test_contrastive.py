@@ -222,6 +222,7 @@ def test_a_run_trains_saves_and_loads_back_with_its_lineage(tiny_bert_dir, tmp_p
         index.add(tmp_path / "base.parquet")
 
 
+@pytest.mark.slow
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_bert_dir, tmp_path):
     base = zoo.load(str(tiny_bert_dir), device="cpu")
     pairs = _pairs(24)
@@ -263,6 +264,7 @@ def test_the_cli_trains_on_a_table_of_pairs_and_bad_settings_are_refused(tiny_be
                                                              matryoshka_dims=(64,))
 
 
+@pytest.mark.slow
 def test_a_single_tower_vision_model_trains_on_two_views_of_its_images(tmp_path):
     from tiny_models import timm_folder
 
@@ -279,6 +281,7 @@ def test_a_single_tower_vision_model_trains_on_two_views_of_its_images(tmp_path)
     assert not np.allclose(loaded.featurize(images[:3]), base.featurize(images[:3]), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_merging_at_alpha_0_and_1_gives_the_two_models_exactly(tiny_bert_dir, tmp_path, capsys):
     from zoo.cli import main
 
@@ -307,6 +310,7 @@ def test_merging_at_alpha_0_and_1_gives_the_two_models_exactly(tiny_bert_dir, tm
         zoo.merge(str(tiny_bert_dir), tiny_bert_dir, 0.5, tmp_path / "z")
 
 
+@pytest.mark.slow
 def test_a_merged_classifier_keeps_its_head(tiny_bert_dir, tmp_path):
     base = zoo.load(str(tiny_bert_dir), device="cpu")
     texts = [a for a, _ in _pairs(16)]
@@ -428,6 +432,7 @@ def test_hf_clip_pairs_take_the_clip_loss_transformers_computes_itself(tmp_path,
     assert not np.allclose(run.model.featurize_texts(CAPTIONS), base.featurize_texts(CAPTIONS), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_an_image_text_run_with_its_text_tower_locked_moves_only_the_images(open_clip_dir, photos, tmp_path):
     base = zoo.load(str(open_clip_dir), device="cpu")
     pairs = [(photo, caption) for photo, caption in zip(photos, CAPTIONS)] * 4

@@ -123,6 +123,7 @@ def test_the_html_map_renders_points_in_headless_chromium(fortunes_map_inputs):
         assert xs.std() > 20 and ys.std() > 20, f"trace colour {color} sits in one spot, not scattered points"
 
 
+@pytest.mark.slow
 def test_a_static_png_map(fortunes_map_inputs):
     from PIL import Image
 

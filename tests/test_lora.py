@@ -80,6 +80,7 @@ def test_a_tampered_adapter_is_refused_and_a_resumed_lora_run_matches_a_straight
         zoo.load(str(tmp_path / "a"), device="cpu")
 
 
+@pytest.mark.slow
 def test_merging_a_lora_finetune_at_0_and_1_gives_the_base_and_the_finetune(tiny_bert_dir, tmp_path):
     base = _tiny_bert_copy(tiny_bert_dir)
     base.finetune(PAIRS, objective="contrastive", strategy="lora", output_dir=tmp_path / "run", epochs=1, lr=5e-3,

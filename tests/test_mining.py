@@ -81,6 +81,7 @@ def test_random_sampling_draws_from_the_filtered_window_with_its_seed(minilm, ha
         assert read_pairs(drawn[2].write(tmp_path / f"triplets{suffix}")) == drawn[2].triplets
 
 
+@pytest.mark.slow
 def test_mined_triplets_from_the_cli_train_a_contrastive_finetune(tiny_bert_dir, halves, tmp_path, capsys):
     pytest.importorskip("faiss")
     from zoo.cli import main

@@ -69,7 +69,9 @@ PIPELINES = {
     "include-prompt-false": ("bert", {"pooling": "mean", "include_prompt": False, "prompts": {"query": "query: "}},
                              ("current", "v3")),
 }
-CASES = [(name, era) for name, (_, _, eras) in PIPELINES.items() for era in eras]
+# The fast tier reads each pipeline in its current format; the full tier in every era too.
+CASES = [pytest.param(name, era, id=f"{name}-{era}", marks=() if era == "current" else pytest.mark.slow)
+         for name, (_, _, eras) in PIPELINES.items() for era in eras]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +96,7 @@ def _encode(folder: Path, texts, **kwargs) -> np.ndarray:
         list(texts), batch_size=4, convert_to_numpy=True, **kwargs)
 
 
-@pytest.mark.parametrize(("name", "era"), CASES, ids=[f"{n}-{e}" for n, e in CASES])
+@pytest.mark.parametrize(("name", "era"), CASES)
 def test_sentence_transformers_folder_equals_encode(st_folders, name, era):
     folder = st_folders(name, era)
     model = zoo.load(folder, device="cpu")
@@ -252,14 +254,12 @@ def test_a_plugin_adapter_must_subclass_the_one_the_format_needs(st_folders):
 # -- what must not load as a dense embedder ---------------------------------------------------
 
 def _kind_folders(root: Path, bert: Path) -> dict[str, Path]:
-    from sentence_transformers import CrossEncoder, MultiVectorEncoder, SentenceTransformer, SparseEncoder
+    from sentence_transformers import MultiVectorEncoder, SentenceTransformer, SparseEncoder
     from sentence_transformers.base.modules import Router, Transformer
     from sentence_transformers.sentence_transformer.modules import Pooling
     from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
     folders = {}
-    CrossEncoder(str(bert), num_labels=1).save(str(root / "cross-encoder"))
-    folders["cross-encoder"] = root / "cross-encoder"
     BertForSequenceClassification(BertConfig.from_pretrained(bert, num_labels=1)).save_pretrained(root / "seq-cls")
     folders["seq-cls"] = root / "seq-cls"
     mlm = root / "mlm"
@@ -289,7 +289,7 @@ def kind_folders(tmp_path_factory, bases) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize(("kind", "says"), [
-    ("cross-encoder", "reranker"), ("seq-cls", "sequence classifier or reranker"), ("sparse", "sparse encoder"),
+    ("seq-cls", "sequence classifier or reranker"), ("sparse", "sparse encoder"),
     ("multi-vector", "multi-vector encoder"), ("router", "routes queries and documents"),
     ("pylate-v3", "PyLate ColBERT"),
 ])
@@ -355,7 +355,9 @@ TIMM_CASES = [(arch, layout) for layout in ("safetensors", "pytorch_model.bin") 
     ("test_resnet", "before-0.9")]
 
 
-@pytest.mark.parametrize(("arch", "layout"), TIMM_CASES, ids=[f"{a}-{lay}" for a, lay in TIMM_CASES])
+@pytest.mark.parametrize(("arch", "layout"), [
+    pytest.param(a, lay, id=f"{a}-{lay}", marks=pytest.mark.slow if lay == "pytorch_model.bin" else ())
+    for a, lay in TIMM_CASES])
 def test_timm_folder_equals_timm(tmp_path, pictures, arch, layout):
     folder = timm_folder(tmp_path / arch, arch, legacy=layout == "before-0.9", safetensors=layout != "pytorch_model.bin")
     info = zoo.info(str(folder))
@@ -447,7 +449,7 @@ def _audio_reference(folder: Path, kind: str, clips: list) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", ["wav2vec2-group", "hubert-group", "wav2vec2-layer", "whisper", "ast"])
-@pytest.mark.parametrize("rate", [16000, 44100])
+@pytest.mark.parametrize("rate", [16000, pytest.param(44100, marks=pytest.mark.slow)])
 def test_audio_encoder_equals_the_model_and_rows_do_not_depend_on_their_batch(tmp_path, kind, rate):
     import torch
     import torchaudio
@@ -602,6 +604,10 @@ CATALOGUE_CASES = {
     "whisper-base-encoder": "test_audio_encoder_equals_the_model_...[*-whisper]",
     "clip-vit-b-32-openai": "tests/test_image_text.py::test_hf_clip_equals_get_image_and_text_features",
     "siglip-base-patch16-224": "test_siglip_equals_get_image_and_text_features",
+    # rerankers (kind: reranker): BERT and XLM-RoBERTa sequence classifiers against CrossEncoder.predict
+    "ms-marco-minilm-l6": "tests/test_rerank.py::test_scores_equal_cross_encoder_predict_whatever_the_batch[v4]",
+    "bge-reranker-base": "tests/test_rerank.py::test_scores_equal_cross_encoder_predict_whatever_the_batch[xlm-roberta]",
+    "bge-reranker-v2-m3": "tests/test_rerank.py::test_scores_equal_cross_encoder_predict_whatever_the_batch[xlm-roberta]",
 }
 
 

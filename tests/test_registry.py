@@ -68,7 +68,7 @@ def test_shipped_catalogue_is_valid_and_served_by_registered_plugins():
 
 
 def test_list_models_with_patterns_and_modality():
-    assert zoo.list_models("*minilm*") == ["minilm-l6"]
+    assert zoo.list_models("*minilm*") == ["minilm-l6", "ms-marco-minilm-l6"]
     assert zoo.list_models("ALL-MINILM*") == ["minilm-l6"]  # aliases match, case-insensitively
     text = zoo.list_models(modality="text")
     assert "minilm-l6" in text and "efficientnet-lite0" not in text

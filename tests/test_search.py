@@ -73,6 +73,7 @@ def test_new_inputs_are_added_and_repeated_ones_skipped(minilm, corpus_parquet, 
     assert (hit.id, hit.source) == ("0", "more.parquet")
 
 
+@pytest.mark.slow
 def test_image_queries_find_a_resized_copy(tmp_path):
     from PIL import Image
 

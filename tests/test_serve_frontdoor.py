@@ -250,6 +250,7 @@ def _running(server) -> Iterator[None]:
         thread.join(timeout=30)
 
 
+@pytest.mark.slow
 @pytest.mark.allow_hosts(["127.0.0.1"])
 def test_max_connections_answers_503_beyond_it_and_stalled_connections_free_their_places():
     """zoo serve's own uvicorn set-up (as serve() builds it), around a trivial app."""
@@ -273,7 +274,7 @@ def test_max_connections_answers_503_beyond_it_and_stalled_connections_free_thei
 
 
 @pytest.mark.allow_hosts(["127.0.0.1"])
-@pytest.mark.parametrize("http", ["h11", "httptools"])
+@pytest.mark.parametrize("http", ["h11", pytest.param("httptools", marks=pytest.mark.slow)])
 def test_headers_that_stall_get_408_at_the_deadline_and_oversized_ones_431(http):
     pytest.importorskip(http)
     import uvicorn

@@ -39,6 +39,7 @@ def test_transform_equals_featurize_and_fit_is_a_no_op(minilm):
     assert len(f.get_feature_names_out()) == 384
 
 
+@pytest.mark.slow
 def test_in_a_pipeline_with_cross_validation():
     pipeline = make_pipeline(Featurizer("minilm-l6"), LogisticRegression(max_iter=1000))
     scores = cross_val_score(pipeline, TEXTS, LABELS, cv=2)

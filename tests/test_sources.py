@@ -253,8 +253,9 @@ def _config_only(tmp_path: Path, model_type: str) -> Path:
 
 
 @loopback
-@pytest.mark.parametrize(("model_type", "modality"), [("clip", "image-text"), ("wav2vec2", "audio"),
-                                                      ("dinov2", "vision"), ("bert", "text")])
+@pytest.mark.parametrize(("model_type", "modality"), [  # the full tier reads every modality's config
+    pytest.param("clip", "image-text", marks=pytest.mark.slow), pytest.param("wav2vec2", "audio", marks=pytest.mark.slow),
+    pytest.param("dinov2", "vision", marks=pytest.mark.slow), ("bert", "text")])
 def test_info_on_a_hub_name_names_the_modality_from_its_config(fake_hub, tmp_path, monkeypatch, model_type,
                                                                modality):
     commit = fake_hub.add_repo(f"org/{model_type}", _config_only(tmp_path, model_type))

@@ -119,6 +119,7 @@ def test_bfloat16_compute_gives_float32_output():
     assert _cosines(out, ref).min() > 0.98
 
 
+@pytest.mark.slow
 def test_save_and_load_round_trip(minilm, tmp_path):
     folder = minilm.save(tmp_path / "saved")
     again = zoo.load(folder)

@@ -117,6 +117,7 @@ def test_kept_columns_show_on_the_map_and_color_it(minilm, products, tmp_path, c
     assert shown == "Stocks fell sharply on Wall Street.<br><b>url</b>: https://x/b<br><b>shop</b>: south"
 
 
+@pytest.mark.slow
 def test_column_types_come_from_every_row_and_mixed_ones_are_refused_before_writing(minilm, tmp_path):
     late = tmp_path / "late.jsonl"
     rows = [{"id": i, "text": f"text {i}", "score": None} for i in range(1001)] + [

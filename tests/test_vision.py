@@ -278,6 +278,7 @@ def test_inference_folds_batchnorm_and_training_keeps_it(lite0, images):
     assert slow.requires_grad and torch.allclose(fast, slow.detach(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_weight_changed_in_place_rebuilds_the_folded_copy(images):
     import torch
 

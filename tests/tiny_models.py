@@ -244,3 +244,78 @@ def hf_clip_folder(root: Path, texts: list[str]) -> Path:
                               tokenizer=tokenizer)
     processor.save_pretrained(root)
     return root
+
+
+def cross_encoder_folder(root: Path, tokenizer_dir: Path, *, num_labels: int = 1, activation: Any = None,
+                         arch: str = "bert") -> Path:
+    """A sentence-transformers ``CrossEncoder`` over a 2-layer, 32-wide sequence classifier (BERT,
+    or XLM-RoBERTa as BGE's rerankers), saved by ``CrossEncoder.save`` (v6's modular format).
+    Initialised with a spread of 0.2 (BERT's 0.02 gives nearly the same class token for every
+    input, so every pair the same score)."""
+    import transformers
+    from sentence_transformers import CrossEncoder
+
+    _seed(2)
+    base = root.parent / f"{root.name}-base"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    common = {"vocab_size": tokenizer.vocab_size, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "intermediate_size": 64, "initializer_range": 0.2, "num_labels": num_labels}
+    if arch == "bert":
+        model = transformers.BertForSequenceClassification(transformers.BertConfig(**common, max_position_embeddings=64))
+    else:  # positions start after the padding index: 2 more than the tokens, as XLM-RoBERTa's 514 for 512
+        tokenizer.model_max_length = 64
+        model = transformers.XLMRobertaForSequenceClassification(transformers.XLMRobertaConfig(
+            **common, max_position_embeddings=66 + tokenizer.pad_token_id, pad_token_id=tokenizer.pad_token_id))
+    model.eval().save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    CrossEncoder(str(base), activation_fn=activation, device="cpu").save(str(root), create_model_card=False)
+    shutil.rmtree(base)
+    return root
+
+
+def causal_reranker_folder(root: Path, decoder: Path, *, chat: bool = False) -> Path:
+    """A Qwen3-Reranker-style reranker: a 2-layer causal Qwen3 whose "yes" / "no" logits score the
+    pair (sentence-transformers' Transformer with ``text-generation`` and a ``LogitScore``), saved by
+    ``CrossEncoder.save``. ``chat`` gives its tokenizer a chat template, so that the prompt becomes a
+    system message and the pair query / document turns, as Qwen3-Reranker's format does."""
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoConfig, AutoTokenizer, Qwen3ForCausalLM
+
+    _seed(3)
+    lm = root.parent / f"{root.name}-lm"
+    model = Qwen3ForCausalLM(AutoConfig.from_pretrained(decoder))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20.0)
+    model.eval().save_pretrained(lm)
+    tokenizer = AutoTokenizer.from_pretrained(decoder)
+    if chat:
+        tokenizer.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] if m['content'] is "
+                                   "string else m['content'] | map(attribute='text') | join(' ') }}\n{% endfor %}"
+                                   "{% if add_generation_prompt %}<|assistant|> {% endif %}")
+    tokenizer.save_pretrained(lm)
+    CrossEncoder(str(lm), device="cpu").save(str(root), create_model_card=False)
+    shutil.rmtree(lm)
+    return root
+
+
+def as_cross_encoder_format(folder: Path, era: str) -> Path:
+    """Rewrite a current ``CrossEncoder`` save into what an older sentence-transformers wrote: a
+    transformers folder (no ``modules.json``), whose ``config.json`` records the activation as
+    ``sentence_transformers: {activation_fn, version}`` (``"v4"``: 4.0 to 5.x), as
+    ``sbert_ce_default_activation_function`` (``"v2"``: before 4.0, when one was set), or not at
+    all (``"plain"``: before 4.0 with the default, the same files as any sequence classifier)."""
+    st_config = json.loads((folder / "config_sentence_transformers.json").read_text())
+    limit = json.loads((folder / "sentence_bert_config.json").read_text()).get("max_seq_length")
+    if limit:  # before v6 the tokenizer's model_max_length carried the CrossEncoder's max_length
+        tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+        (folder / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config, "model_max_length": limit}))
+    for name in ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json"):
+        (folder / name).unlink()
+    config = json.loads((folder / "config.json").read_text())
+    if era == "v4":
+        config["sentence_transformers"] = {"activation_fn": st_config["activation_fn"], "version": "4.1.0"}
+    elif era == "v2":
+        config["sbert_ce_default_activation_function"] = st_config["activation_fn"]
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder

@@ -66,8 +66,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("no models match", file=sys.stderr)
         return 0
     score = [args.sort] if args.sort else []  # the sorted metric's column, after the name
-    rows = [[s.name, *(f"{s.scores[m]['value']:g}" for m in score), s.modality, s.backend, str(s.embed_dim or "?"),
-             s.description] for s in specs]
+    rows = [[s.name, *(f"{s.scores[m]['value']:g}" for m in score), s.modality, s.backend,
+             "rerank" if s.kind == "reranker" else str(s.embed_dim or "?"), s.description] for s in specs]
     print(text_table(rows, ["name", *score, "modality", "backend", "dim", "description"]))
     if args.sort:
         print(f"\n{args.sort}: {METRICS[args.sort].description if args.sort in METRICS else args.sort}, as "
@@ -255,16 +255,21 @@ def _print_same_content(index: Any) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     index = open_index(args.index)
     model = load(args.model, device=args.device, runtime=args.runtime) if args.model else None
-    hits = index.search(list(args.queries), k=args.k, model=model, prompt=args.prompt, prompt_text=args.prompt_text)
+    reranker = load(args.rerank, device=args.device, kind="reranker") if args.rerank else None
+    hits = index.search(list(args.queries), k=args.k, model=model, prompt=args.prompt, prompt_text=args.prompt_text,
+                        rerank=reranker, candidates=args.candidates, rerank_column=args.rerank_column)
     if args.json:
         print(json.dumps([{"query": q, "hits": [vars(h) for h in row]} for q, row in zip(args.queries, hits)],
                          indent=2))
         return 0
     measure = "cosine" if index.metric == "cosine" else "inner product"
+    if reranker is not None:
+        measure = f"{reranker.name}'s score, {measure}"
     for query, row in zip(args.queries, hits):
         print(f"{query}  ({measure}, id, embedding file{', kept columns' if index.columns else ''})")
         for rank, hit in enumerate(row, 1):
-            print(f"  {rank:>3}. {hit.score:.4f}  {hit.id}  {hit.source}{_fields_text(hit.fields)}")
+            retrieved = f"  {hit.retrieval_score:.4f}" if hit.retrieval_score is not None else ""
+            print(f"  {rank:>3}. {hit.score:.4f}{retrieved}  {hit.id}  {hit.source}{_fields_text(hit.fields)}")
     return 0
 
 
@@ -340,7 +345,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _add_serve(register: RegisterCommand) -> None:
-    p = register("serve", cmd_serve, help="serve models behind an OpenAI-compatible /v1/embeddings endpoint")
+    p = register("serve", cmd_serve,
+                 help="serve models behind OpenAI-compatible /v1/embeddings and Cohere-compatible /v1/rerank")
     p.add_argument("names", nargs="+", metavar="NAME", help="models to serve (requests name them so)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8080)
@@ -566,6 +572,11 @@ def _add_index(register: RegisterCommand) -> None:
     p.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--model", help="embed queries with this model (it must match the index's provenance)")
+    p.add_argument("--rerank", metavar="MODEL", help="rerank the nearest --candidates rows with this reranker "
+                                                     "(a cross-encoder) and show the best -k by its score")
+    p.add_argument("--candidates", type=int, default=100, help="rows the reranker scores per query (default 100)")
+    p.add_argument("--rerank-column", default="text",
+                   help="the kept column holding each row's text for the reranker (default: text)")
     _add_prompt(p, "query")
     _add_device(p)
 

@@ -144,10 +144,14 @@ def zoo_register_commands(register: RegisterCommand) -> None:
 
 
 @hookspec(firstresult=True)
-def zoo_spec_from_path(path: Path) -> ModelSpec | None:
+def zoo_spec_from_path(path: Path, kind: str | None) -> ModelSpec | None:
     """Recognise a model saved in a local folder (or file) and describe it.
 
     :param path: an existing local path passed to :func:`zoo.load`.
+    :param kind: the kind of model the caller asked for (``zoo.load(path, kind="reranker")``;
+        :data:`~zoo.catalog._spec.MODEL_KINDS`), or None. A folder whose files do not say its kind (a
+        transformers sequence classifier may be a reranker or a classifier) is read as this kind;
+        one whose files say another kind is an :class:`~zoo.errors.UnsupportedModelKindError`.
     :return: a spec whose sources point at ``path``, or ``None`` if this plugin does not recognise
         the format.
 

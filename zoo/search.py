@@ -23,6 +23,7 @@ extra (``pip install 'zoo-models[search]'``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -38,7 +39,7 @@ from zoo.store._atomic import atomic_path, write_json_atomic
 from zoo.store._integrity import sha256_file
 from zoo.store._provenance import weights_provenance
 
-from .errors import ProvenanceMismatchError, UnsupportedOptionError, ZooError
+from .errors import ProvenanceMismatchError, UnsupportedModelKindError, UnsupportedOptionError, ZooError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,13 +54,15 @@ GUARDED = ("model", "revision", "sha256", "pool", "normalize", "embed_dim", "lay
 
 @dataclass
 class Hit:
-    """One neighbour: its id, its score (the cosine similarity), the embedding file it came from
-    and the user's columns kept beside its row (``zoo embed --keep-columns``)."""
+    """One neighbour: its id, its score (the cosine similarity, or a reranker's score), the
+    embedding file it came from, the user's columns kept beside its row (``zoo embed
+    --keep-columns``) and, after reranking, the cosine it was retrieved with."""
 
     id: str
     score: float
     source: str
     fields: dict[str, Any] = field(default_factory=dict)
+    retrieval_score: float | None = None
 
 
 @dataclass
@@ -172,14 +175,25 @@ class Index:
                 for srow, rrow in zip(scores, rows)]
 
     def search(self, queries: list[Any], k: int = 10, *, model: Model | None = None, prompt: str | None = None,
-               prompt_text: str | None = None) -> list[list[Hit]]:
+               prompt_text: str | None = None, rerank: Model | None = None, candidates: int = 100,
+               rerank_column: str = "text") -> list[list[Hit]]:
         """Embed each query (a text, or an image / audio file path) with the index's model, or
         with ``model`` if it has the same provenance, and return its ``k`` nearest rows. A text
         query takes ``prompt`` (a name the model declares, e.g. ``"query"``) or ``prompt_text``
-        (the text itself, e.g. ``"query: "``), as retrieval models ask of their queries."""
+        (the text itself, e.g. ``"query: "``), as retrieval models ask of their queries.
+
+        With ``rerank`` (a model of kind ``reranker``), the ``candidates`` nearest rows are scored
+        against the query by the reranker, from the text each row kept in ``rerank_column`` (``zoo
+        embed --keep-columns``), and the best ``k`` returned by its score; each hit keeps the
+        cosine it was retrieved with as ``retrieval_score``."""
+        if rerank is not None:
+            check_reranker(rerank, candidates, rerank_column, self)
         model = self._query_model(model)
         vectors = embed_queries(model, queries, self.provenance, prompt=prompt, prompt_text=prompt_text)
-        return self.search_vectors(vectors, k)
+        if rerank is None:
+            return self.search_vectors(vectors, k)
+        found = self.search_vectors(vectors, max(k, candidates))
+        return [rerank_hits(rerank, query, hits, rerank_column, k) for query, hits in zip(queries, found)]
 
     def _query_model(self, model: Model | None) -> Model:
         if model is None:
@@ -317,6 +331,31 @@ def _read_meta(folder: Path) -> dict[str, Any]:
         raise ZooError(f"{path} was edited after zoo wrote it (its seal does not match its content): its settings "
                        "cannot be trusted to describe the vectors; rebuild the index with `zoo index`")
     return meta
+
+
+def check_reranker(reranker: Model, candidates: int, column: str, index: Index) -> None:
+    """Before anything runs: a reranker, a positive number of candidates, and a kept text column."""
+    if reranker.kind != "reranker":
+        raise UnsupportedModelKindError(f"{reranker.name} cannot rerank: it is an embedder, not a reranker (a "
+                                        "CrossEncoder folder, or zoo.load(..., kind='reranker'))")
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise ValueError(f"candidates must be a positive integer, not {candidates!r}")
+    if column not in index.columns:
+        kept = ", ".join(index.columns) or "none"
+        raise ZooError(f"the index {index.path} keeps no {column!r} column to rerank its rows by (it keeps: {kept}); "
+                       f"embed with zoo embed --keep-columns {column} (a text file keeps text, its lines), or name "
+                       "the column that holds each row's text with --rerank-column")
+
+
+def rerank_hits(reranker: Model, query: Any, hits: list[Hit], column: str, k: int) -> list[Hit]:
+    """``hits`` ordered by ``reranker``'s score of (query, the text each kept in ``column``), best ``k``."""
+    missing = [hit.id for hit in hits if not isinstance(hit.fields.get(column), str)]
+    if missing:
+        raise ZooError(f"row {missing[0]!r} has no text in column {column!r} to rerank by (its embedding file "
+                       f"{next(h.source for h in hits if h.id == missing[0])} did not keep it); re-embed that file "
+                       f"with --keep-columns {column}")
+    ranked = reranker.rerank(query, [hit.fields[column] for hit in hits], top_k=k)
+    return [dataclasses.replace(hits[r.index], score=r.score, retrieval_score=hits[r.index].score) for r in ranked]
 
 
 def embed_queries(model: Model, queries: list[Any], provenance: dict[str, Any], *, prompt: str | None = None,

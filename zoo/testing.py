@@ -3,7 +3,9 @@
 For every model it can load offline, it checks: loading; preprocessing present; featurize shape,
 dtype, width, row order, determinism, empty input, a bad item named by its index; for each
 finetuning strategy the adapter claims, one short training run whose checkpoint ``zoo.load`` reads
-back with the same predictions. In a plugin's own tests::
+back with the same predictions. A reranker is checked by its own verbs instead: scores of pairs
+(shape, dtype, order, independence of the batch, determinism, empty input, a bad pair named), a
+ranking sorted by them, and featurize refused by name. In a plugin's own tests::
 
     from zoo.testing import assert_conformance
 
@@ -13,6 +15,7 @@ back with the same predictions. In a plugin's own tests::
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import time
 import traceback
@@ -27,7 +30,7 @@ from zoo.catalog._registry import get_registry
 from zoo.catalog._spec import ModelSpec
 from zoo.core._model import Model
 
-from .errors import InputError, OfflineError, SourceError, UnknownModelError, ZooError
+from .errors import InputError, OfflineError, SourceError, UnknownModelError, UnsupportedModelKindError, ZooError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -90,6 +93,9 @@ def check_model(name: str, *, workdir: str | Path | None = None, strategies: tup
     with rec.check("preprocessing present"):
         assert model.preprocess is not None, "model.preprocess is None"
     inputs = examples if examples is not None else get_registry().modality(model.tower()[0]).examples()
+    if model.kind == "reranker":
+        _check_scores(rec, model, inputs)
+        return rec.results
     X = _check_featurize(rec, model, spec, inputs)
     if X is not None:
         claimed = strategies if strategies is not None else model.encoder.strategies
@@ -140,6 +146,47 @@ def _check_featurize(rec: _Recorder, model: Model, spec: ModelSpec, inputs: list
         else:
             raise AssertionError("an object() input was accepted")
     return X
+
+
+def _check_scores(rec: _Recorder, model: Model, inputs: list[Any]) -> None:
+    """A reranker's contract: ``score`` of pairs built from the modality's examples (shape, dtype,
+    order, batch independence, determinism, empty input, a bad pair), ``rerank`` sorted by those
+    scores, and the embedding verbs refused by name."""
+    import numpy as np
+
+    pairs = [(inputs[i], inputs[(i + 1) % len(inputs)]) for i in range(len(inputs))]
+    scores = None
+    with rec.check("score shape and dtype"):
+        if len(inputs) < 4:
+            raise _Skip(f"modality {model.modality!r} registers no examples")
+        scores = model.score(pairs, batch_size=3)
+        assert scores.dtype == np.float32 and scores.shape[0] == len(pairs), f"got {scores.shape} {scores.dtype}"
+        assert np.isfinite(scores).all(), "non-finite scores"
+    if scores is not None:
+        with rec.check("pair order kept, whatever the batch"):
+            assert _close(model.score(pairs[::-1], batch_size=2)[::-1], scores, 1e-5), "scores do not follow the pairs"
+            alone = np.concatenate([model.score([pair]) for pair in pairs])
+            assert _close(alone, scores, 1e-5), "a score depends on its batch"
+        with rec.check("rerank sorted by score"):
+            ranked = model.rerank(inputs[0], inputs, batch_size=3)
+            assert sorted(r.index for r in ranked) == list(range(len(inputs))), "rerank lost or repeated documents"
+            assert all(a.score >= b.score for a, b in itertools.pairwise(ranked)), "rerank is not best first"
+    with rec.check("empty input"):
+        assert model.score([]).shape[0] == 0 and model.rerank(inputs[0], []) == [], "empty input gave results"
+    with rec.check("bad pair named"):
+        try:
+            model.score([pairs[0], (inputs[0], object())])
+        except InputError as exc:
+            assert exc.index == 1, f"named index {exc.index}, expected 1"
+        else:
+            raise AssertionError("an object() document was accepted")
+    with rec.check("embedding verbs refused"):
+        try:
+            model.featurize(inputs[:1])
+        except UnsupportedModelKindError:
+            pass
+        else:
+            raise AssertionError("featurize gave rows from a reranker")
 
 
 def _check_finetune(rec: _Recorder, model: Model, inputs: list[Any], X: np.ndarray, claimed: tuple[str, ...],

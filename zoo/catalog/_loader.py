@@ -20,7 +20,13 @@ from typing import Any
 from zoo.core._compiled import compile_encoder, import_runtime, resolve_runtime
 from zoo.core._encoder import resolve_device
 from zoo.core._model import Model
-from zoo.errors import PluginError, UnknownModelError, UnsupportedOptionError, ZooError
+from zoo.errors import (
+    PluginError,
+    UnknownModelError,
+    UnsupportedOptionError,
+    ZooError,
+    did_you_mean,
+)
 from zoo.store._installed import installed_spec
 from zoo.store._model_files import ModelFiles
 from zoo.store._settings import offline, zoo_home
@@ -28,31 +34,46 @@ from zoo.store._sources import verify_files
 
 from ._plugin_manager import get_plugin_manager
 from ._registry import Registry, get_registry
-from ._spec import ModelSpec, Source
+from ._spec import MODEL_KINDS, ModelSpec, Source, wrong_kind
 
 
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or (os.sep in name and Path(name).exists())
 
 
-def resolve(name: str | os.PathLike[str]) -> ModelSpec:
-    """The :class:`~zoo.catalog._spec.ModelSpec` that ``name`` refers to (nothing is downloaded)."""
-    return _resolve(name, get_registry())
+def resolve(name: str | os.PathLike[str], kind: str | None = None) -> ModelSpec:
+    """The :class:`~zoo.catalog._spec.ModelSpec` that ``name`` refers to (nothing is downloaded),
+    read as ``kind`` where its files do not say."""
+    return _resolve(name, get_registry(), kind)
 
 
-def _resolve(name: str | os.PathLike[str], registry: Registry) -> ModelSpec:
+def _resolve(name: str | os.PathLike[str], registry: Registry, kind: str | None = None) -> ModelSpec:
+    """The spec ``name`` names, with ``kind`` (the one the caller asked for) settled or refused."""
+    if kind is not None and kind not in MODEL_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(MODEL_KINDS)}, not {kind!r}{did_you_mean(kind, MODEL_KINDS)}")
+    spec = _named_spec(name, registry, kind)
+    if kind is None:
+        return spec
+    if spec.kind is None:  # files that may not say their kind are read as this one; load() checks the result
+        return spec.replace(kind=kind)
+    if spec.kind != kind:
+        raise wrong_kind(spec.name, spec.kind, kind)
+    return spec
+
+
+def _named_spec(name: str | os.PathLike[str], registry: Registry, kind: str | None) -> ModelSpec:
     if isinstance(name, os.PathLike):
-        return _spec_from_path(Path(name))
+        return _spec_from_path(Path(name), kind)
     if not isinstance(name, str) or not name.strip():
         raise TypeError(f"a model name must be a non-empty string or a path, not {name!r}")
     name = name.strip()
     if _looks_like_path(name) and Path(name).expanduser().exists():
-        return _spec_from_path(Path(name).expanduser())
+        return _spec_from_path(Path(name).expanduser(), kind)
     spec = registry.get(name) or installed_spec(name)
     if spec is not None:
         return spec
     if _looks_like_path(name):
-        return _spec_from_path(Path(name).expanduser())
+        return _spec_from_path(Path(name).expanduser(), kind)
     scheme, sep, rest = name.partition(":")
     if sep and scheme in registry.schemes:
         if not rest:
@@ -60,7 +81,7 @@ def _resolve(name: str | os.PathLike[str], registry: Registry) -> ModelSpec:
         backend = registry.schemes[scheme]
         return registry.adapter_entry(backend).load_class().spec_for_id(backend, rest)
     if Path(name).exists():
-        return _spec_from_path(Path(name))
+        return _spec_from_path(Path(name), kind)
     hint = registry.naming_hint()
     if sep:
         hint = f"(no plugin serves the prefix '{scheme}:'; known prefixes: " + (
@@ -68,10 +89,10 @@ def _resolve(name: str | os.PathLike[str], registry: Registry) -> ModelSpec:
     raise UnknownModelError(name, registry.suggest(name), hint=hint)
 
 
-def _spec_from_path(path: Path) -> ModelSpec:
+def _spec_from_path(path: Path, kind: str | None) -> ModelSpec:
     if not path.exists():
         raise FileNotFoundError(f"no such model folder: {path}")
-    spec = get_plugin_manager().hook.zoo_spec_from_path(path=path.resolve())
+    spec = get_plugin_manager().hook.zoo_spec_from_path(path=path.resolve(), kind=kind)
     if spec is None:
         raise ZooError(
             f"{path} is not a model folder any plugin recognises: zoo looked for zoo.json (a folder that "
@@ -99,6 +120,7 @@ def load(
     device: str | None = None,
     dtype: Any = None,
     runtime: str | None = None,
+    kind: str | None = None,
     **options: Any,
 ) -> Model:
     """Load a pretrained model by curated name, alias, ``backend:id`` or path.
@@ -112,6 +134,10 @@ def load(
         runtime: what runs the frozen forward pass: ``"torch"``, or ``"onnx"`` / ``"openvino"``
             on the CPU, exported from these weights on first use and cached (see
             :mod:`zoo.core._compiled`); ``None`` reads ``ZOO_RUNTIME``, else ``"torch"``.
+        kind: the kind of model expected, ``"embedder"`` or ``"reranker"``: a folder whose files
+            do not say (a transformers sequence classifier) is read as this kind, and a model of
+            another kind is an :class:`~zoo.errors.UnsupportedModelKindError`; ``None`` takes the
+            kind the registry or the files give.
         **options: passed to the encoder, e.g. ``trust_remote_code=True`` (never on by default).
 
     Returns:
@@ -122,7 +148,10 @@ def load(
         import_runtime(runtime)  # before the weights load: a missing extra is said at once
         device = device or "cpu"
     registry = get_registry()
-    model = _load(_resolve(name, registry), registry, device=resolve_device(device), dtype=dtype, options=options)
+    model = _load(_resolve(name, registry, kind), registry, device=resolve_device(device), dtype=dtype,
+                  options=options)
+    if kind is not None and model.kind != kind:  # what the backend built, whatever the name claimed
+        raise wrong_kind(model.name, model.kind, kind)
     try:
         if model.head is not None and runtime != "torch":  # its export would be keyed by the base's weights
             raise UnsupportedOptionError(f"{model.name} is finetuned: runtime={runtime!r} serves pretrained "

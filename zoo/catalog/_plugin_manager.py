@@ -27,6 +27,7 @@ BUILTIN_PLUGINS = (
     "zoo.catalog._defaults",
     "zoo.training._plugin",
     "zoo.evaluation._plugin",
+    "zoo.core._rerank_plugin",
     "zoo.plugins.text",
     "zoo.plugins.vision",
     "zoo.plugins.audio",

@@ -135,7 +135,9 @@ class Registry:
                     f"model name {name!r} registered by {owner} is already registered by {self.owners[canonical]}"
                     f" (as {canonical!r}); rename the model or remove one of the two"
                 )
-        self.specs[spec.name] = spec.replace(plugin=str(owner))
+        # A curated entry that names no kind is an embedder: asked for as another, it is refused by name
+        # before anything downloads.
+        self.specs[spec.name] = spec.replace(plugin=str(owner), kind=spec.kind or "embedder")
         self.owners[spec.name] = owner
         for name in spec.names:
             self.names[name.lower()] = spec.name

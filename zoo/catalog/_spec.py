@@ -13,12 +13,33 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from zoo.errors import RegistryError, UnsafePathError, did_you_mean
+from zoo.errors import RegistryError, UnsafePathError, UnsupportedModelKindError, did_you_mean
 from zoo.store._safe_paths import check_file_name
 
 from ._scores import check_scores
 
 SOURCE_KINDS = ("hub", "url", "pkg", "path")
+#: What a model gives: ``embedder`` (one dense vector per input: featurize) or ``reranker`` (a score
+#: per (query, document) pair: rerank / score).
+MODEL_KINDS = ("embedder", "reranker")
+#: What each kind answers, for the error that refuses a verb of another kind.
+KIND_VERBS = {"embedder": "it embeds inputs (featurize, zoo embed, zoo search); it does not score pairs",
+              "reranker": "it scores (query, document) pairs (model.rerank, model.score, zoo rerank, "
+                          "zoo search --rerank); it gives no embeddings"}
+
+
+def a_kind(kind: str) -> str:
+    """``"an embedder"``, ``"a reranker"``: a kind in a sentence."""
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
+
+
+def wrong_kind(name: str, kind: str, asked: str, why: str = "") -> UnsupportedModelKindError:
+    """The error for ``name``, of ``kind``, where ``asked`` is needed: what it does and what to use."""
+    use = {"reranker": "a reranker (a CrossEncoder folder, or a catalogue entry that zoo list shows with "
+                       "'rerank' in its dim column)",
+           "embedder": "an embedder (zoo list shows its width in the dim column)"}.get(asked, a_kind(asked))
+    return UnsupportedModelKindError(f"{name} is {a_kind(kind)}{f' ({why})' if why else ''}, not {a_kind(asked)}: "
+                                     f"{KIND_VERBS[kind]}; use {use}")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -111,7 +132,7 @@ class ModelSpec:
         aliases: other names that resolve to this spec.
         sources: where the files come from, in order of preference.
         sha256: pinned hashes, by file name relative to the model folder.
-        embed_dim: width of the featurize output.
+        embed_dim: width of the featurize output (a reranker's: its scores per pair, 1 for relevance).
         pooling: default pooling where the model has a choice (``mean``, ``cls``, ...).
         normalize: whether featurize L2-normalises by default (``None``: as the weights' own config says).
         preprocessing: settings the weights expect beyond their own config (e.g. ``max_length``).
@@ -128,6 +149,9 @@ class ModelSpec:
         matryoshka_dims: the truncated widths the weights were trained for (``truncate_dim``).
         scores: figures the authors published, by metric (see :mod:`zoo.catalog._scores`), each
             ``{value, source[, note]}``.
+        kind: what the model gives (:data:`MODEL_KINDS`): ``embedder`` rows, or ``reranker`` scores
+            of (query, document) pairs; None: as its files say (an embedder where they say nothing).
+            Each verb answers only the kinds it serves, and refuses the others by name.
         plugin: who registered it (filled in by the registry, for display).
     """
 
@@ -151,6 +175,7 @@ class ModelSpec:
     default_prompt: str | None = None
     matryoshka_dims: tuple[int, ...] = ()
     scores: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    kind: str | None = None
     plugin: str | None = None
 
     def __post_init__(self) -> None:
@@ -161,6 +186,9 @@ class ModelSpec:
                 raise RegistryError(str(exc)) from None
             if not _SHA256.match(str(digest)):
                 raise RegistryError(f"sha256 of {file!r} in {self.name!r} is not 64 lowercase hex digits")
+        if self.kind is not None and self.kind not in MODEL_KINDS:
+            raise RegistryError(f"kind of {self.name!r} is {self.kind!r}, not one of {', '.join(MODEL_KINDS)}"
+                                f"{did_you_mean(str(self.kind), MODEL_KINDS)}")
         if self.embed_dim is not None and (not isinstance(self.embed_dim, int) or self.embed_dim <= 0):
             raise RegistryError(f"embed_dim of {self.name!r} must be a positive integer")
         for name, text in self.prompts.items():
@@ -209,6 +237,8 @@ class ModelSpec:
                 value = dict(value)
             elif isinstance(value, tuple):
                 value = list(value)
+            elif f.name == "kind" and value in (None, "embedder"):
+                continue  # what a spec without one means; files written before kinds stay readable
             out[f.name] = value
         return out
 

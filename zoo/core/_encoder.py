@@ -70,7 +70,8 @@ class Built:
             to the device and compute dtype and puts it in eval mode.
         embed_dim: the width the weights give (checked against the spec's).
         spec_changes: spec fields the weights settle (pooling, preprocessing...); ``normalize``
-            here is the backend's default, used when the spec does not say.
+            here is the backend's default, used when the spec does not say; ``kind`` what the
+            built model gives (``"embedder"`` unless it says otherwise).
         parts: further keyword arguments for the encoder's constructor (transform, tokenizer...).
         placed: the backend already placed the model (``device_map`` across devices): the build
             path leaves its devices and dtype alone.
@@ -184,7 +185,8 @@ class Encoder(ABC):
                                 f"{built.embed_dim}; fix the registry entry")
         # the spec's normalize wins; the backend's (CLIP's unit vectors, a saved Normalize) is the default
         normalize = built.spec_changes.get("normalize", False) if spec.normalize is None else spec.normalize
-        changes = {**built.spec_changes, "normalize": bool(normalize), "embed_dim": built.embed_dim}
+        changes = {**built.spec_changes, "normalize": bool(normalize), "embed_dim": built.embed_dim,
+                   "kind": built.spec_changes.get("kind", "embedder")}
         return cls(spec.replace(**changes), built.model, files=files, device=device, dtype=torch_dtype,
                    **built.parts)
 
@@ -285,7 +287,8 @@ class Encoder(ABC):
     def prompt_features(self, prompt: str) -> dict[str, Any] | None:
         """Entries every batch of texts that begin with ``prompt`` carries into :meth:`encode_batch`
         (sentence-transformers' ``prompt_length``, where its Pooling leaves the prompt out), or
-        None (the default) when the prompt is just text."""
+        None (the default) when the prompt is just text. A reranker's prompt is not put before its
+        texts: its entries carry the prompt to its own preprocessing, and None means it takes none."""
         return None
 
     # -- the forward pass -----------------------------------------------------------------------

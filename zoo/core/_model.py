@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Any, Literal, cast, final
 
 from zoo.catalog._plugin_manager import get_plugin_manager
 from zoo.catalog._registry import get_registry
-from zoo.errors import PluginError, UnsupportedOptionError
+from zoo.catalog._spec import KIND_VERBS, a_kind
+from zoo.errors import PluginError, UnsupportedModelKindError, UnsupportedOptionError
 from zoo.training._config import FinetuneConfig
 
-from ._embed_options import EmbedOptions, LayerMerge, build_options
+from ._embed_options import EmbedOptions, LayerMerge, build_options, resolve_prompt
 from ._featurize import FeaturizeReport, OnError, run_featurize
 from ._quantize import Precision, calibration_ranges, quantize
+from ._rerank import PairDecode, Ranked, check_top_k, ranking
 from ._zero_shot import Template
 from ._zero_shot import classify as zero_shot_classify
 
@@ -107,6 +109,17 @@ class Model:
         return self.spec.modality
 
     @property
+    def kind(self) -> str:
+        """What the model gives: ``"embedder"`` (:meth:`featurize` rows) or ``"reranker"``
+        (:meth:`score` / :meth:`rerank` scores of pairs). A verb of another kind is refused by name."""
+        return self.spec.kind or "embedder"
+
+    def _serves(self, kind: str, verb: str) -> None:
+        if self.kind != kind:
+            raise UnsupportedModelKindError(f"{self.name} is {a_kind(self.kind)}: {KIND_VERBS[self.kind]}; "
+                                            f"{verb} needs {a_kind(kind)}")
+
+    @property
     def backend(self) -> str:
         return self.spec.backend
 
@@ -170,6 +183,7 @@ class Model:
                       precision: Precision = "float32", layer: int | None = None,
                       layers: Sequence[int] | None = None, layer_merge: LayerMerge = "concat") -> EmbedOptions:
         """Every setting of a row, checked against this model once: see :meth:`featurize`."""
+        self._serves("embedder", "featurize")
         kind, encoder = self.tower(tower)
         primary = kind == self.tower()[0]
         if pool is None and primary and self.head is not None:
@@ -282,14 +296,15 @@ class Model:
                 return encoder.encode_batch(batch, pool=options.pool)
         return forward if not extra else lambda batch: forward({**batch, **extra})
 
-    def _run(self, encoder: Encoder, inputs: Iterable[Any], *, prompt: str | None = None, **kwargs: Any
-             ) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
+    def _run(self, encoder: Encoder, inputs: Iterable[Any], *, prompt: str | None = None, pairs: bool = False,
+             **kwargs: Any) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
         """Every verb that runs the frozen model over inputs goes through here: the decoding the
-        encoder asks for (its device stage, the prompt before each text), the engine, then the
-        :attr:`last_report` convenience, set in this one place."""
+        encoder asks for (its device stage, the prompt before each text, each side of a pair), the
+        engine, then the :attr:`last_report` convenience, set in this one place."""
         stage = encoder.device_stage()
         decode = stage.decode if stage is not None else encoder.decode
-        rows, report = run_featurize(encoder, inputs, decode=Prompted(decode, prompt) if prompt else decode,
+        decode = Prompted(decode, prompt) if prompt else decode
+        rows, report = run_featurize(encoder, inputs, decode=PairDecode(decode) if pairs else decode,
                                      finish=stage.finish if stage is not None else None, **kwargs)
         self.last_report = report
         return rows, report
@@ -310,6 +325,7 @@ class Model:
             scale: multiplies the cosine similarities before the softmax. Default: the model's
                 learned ``logit_scale`` (image-text), 20 (text).
         """
+        self._serves("embedder", "classify")
         return zero_shot_classify(self, inputs, labels, template, scale=scale, batch_size=batch_size,
                                   progress=progress)
 
@@ -318,6 +334,7 @@ class Model:
                       ) -> np.ndarray | torch.Tensor:
         """Class probabilities ``(N, len(self.labels))`` from the finetuned head, or from the
         classifier the weights ship with (an ImageNet head); column ``i`` is ``self.labels[i]``."""
+        self._serves("embedder", "predict_proba")
         classifier = self._classifier()
         if classifier is None:
             raise UnsupportedOptionError(f"{self.name} has no classifier head: pass labels= to predict or call "
@@ -344,6 +361,76 @@ class Model:
         names = cast("list[Any]", self.labels)  # predict_proba has raised where there is no classifier
         return [names[i] for i in probs.argmax(1)]
 
+    # -- reranking ------------------------------------------------------------------------------
+
+    def score(self, pairs: Iterable[Sequence[Any]], *, batch_size: int = 32, progress: bool | None = None,
+              on_error: OnError = "raise", prompt: str | None = None, prompt_text: str | None = None
+              ) -> np.ndarray:
+        """A reranker's scores of ``(query, document)`` pairs, as ``CrossEncoder.predict`` gives them
+        (through the model's own activation: a sigmoid for a one-label reranker saved with the default).
+
+        Args:
+            pairs: ``(query, document)`` pairs; each side is an input of the model's modality.
+            batch_size: pairs per forward pass (batched longest first by token count).
+            progress: show a progress bar; ``None`` shows one for long inputs.
+            on_error: ``"raise"`` stops at the first bad pair with an error naming its index;
+                ``"skip"`` leaves it out and records it in :attr:`last_report`.
+            prompt: a prompt name the model declares (its default prompt applies when None), or
+                ``prompt_text`` the text itself: sentence-transformers' preprocessing puts it in.
+
+        Returns:
+            ``(N,)`` float32 scores for a one-label reranker, ``(N, labels)`` otherwise.
+        """
+        if isinstance(pairs, tuple) and len(pairs) == 2 and all(isinstance(x, str) for x in pairs):
+            raise TypeError("score takes a list of (query, document) pairs; wrap one pair in a list: [(query, doc)]")
+        rows, _ = self._scores(pairs, batch_size=batch_size, progress=progress, on_error=on_error, prompt=prompt,
+                               prompt_text=prompt_text, verb="score")
+        return rows[:, 0] if rows.shape[1] == 1 else rows
+
+    def rerank(self, query: Any, documents: Sequence[Any], *, top_k: int | None = None,
+               return_documents: bool = False, batch_size: int = 32, progress: bool | None = None,
+               on_error: OnError = "raise", prompt: str | None = None, prompt_text: str | None = None
+               ) -> list[Ranked]:
+        """``documents`` ordered by a reranker's score against ``query``, best first, as
+        ``CrossEncoder.rank`` orders them (ties keep their given order).
+
+        Args:
+            query: one input of the model's modality.
+            documents: the candidates.
+            top_k: keep the best ``top_k`` (None: all).
+            return_documents: put each document in its :class:`~zoo.core._rerank.Ranked` too.
+            batch_size, progress, on_error, prompt, prompt_text: as :meth:`score`; a skipped
+                document is left out of the ranking.
+
+        Returns:
+            :class:`~zoo.core._rerank.Ranked` ``(index, score, document)`` tuples, ``index`` the
+            document's position in ``documents``.
+        """
+        check_top_k(top_k)
+        self._serves("reranker", "rerank")
+        if self.embed_dim != 1:
+            raise UnsupportedOptionError(f"{self.name} gives {self.embed_dim} scores per pair (a classifier of "
+                                         "pairs): rerank orders by one relevance score; use score(pairs)")
+        if isinstance(documents, (str, bytes)):
+            raise TypeError("documents must be a list of candidates; wrap a single one in a list: [document]")
+        documents = list(documents)
+        rows, report = self._scores([(query, d) for d in documents], batch_size=batch_size, progress=progress,
+                                    on_error=on_error, prompt=prompt, prompt_text=prompt_text, verb="rerank")
+        return ranking(rows[:, 0], report.kept, documents if return_documents else None, top_k)
+
+    def _scores(self, pairs: Iterable[Sequence[Any]], *, verb: str, prompt: str | None, prompt_text: str | None,
+                **kwargs: Any) -> tuple[np.ndarray, FeaturizeReport]:
+        self._serves("reranker", verb)
+        _, text = resolve_prompt(self.spec, prompt, prompt_text, takes_text=self.modality == "text")
+        encoder = self.encoder
+        extra = encoder.prompt_features(text) if text else {}
+        if extra is None:
+            raise UnsupportedOptionError(f"{self.name} takes no prompt")
+        rows, report = self._run(encoder, pairs, pairs=True,
+                                 encode=lambda batch: encoder.encode_batch({**batch, **extra}), dim=self.embed_dim,
+                                 normalize=False, return_tensors="np", desc=verb, **kwargs)
+        return cast("np.ndarray", rows), report
+
     # -- finetuning and saving ------------------------------------------------------------------
 
     def finetune(self, train: Any, val: Any = None, config: FinetuneConfig | None = None, **options: Any) -> Any:
@@ -367,6 +454,7 @@ class Model:
             A :class:`~zoo.training.FinetuneResult` with per-epoch metrics, the best epoch, the
             checkpoint folder and the trained model (``predict``, ``predict_proba``).
         """
+        self._serves("embedder", "finetune")
         if self.head is not None:
             raise UnsupportedOptionError(f"{self.name} is already finetuned: finetune its base model "
                                          f"{self.spec.backend_id!r} instead")

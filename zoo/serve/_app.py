@@ -1,7 +1,8 @@
-"""The HTTP application: OpenAI-compatible ``/v1/embeddings``, ``/v1/models``, ``/health`` and
-Prometheus ``/metrics`` on Starlette, with one :class:`~zoo.serve._batcher.Batcher` per served
-model, behind the :class:`~zoo.serve._frontdoor.Frontdoor` (request ids, API key, access log,
-metrics). Every refusal is answered in OpenAI's JSON error shape, which its clients read."""
+"""The HTTP application: OpenAI-compatible ``/v1/embeddings``, Cohere / Jina-compatible
+``/v1/rerank``, ``/v1/models``, ``/health`` and Prometheus ``/metrics`` on Starlette, with one
+:class:`~zoo.serve._batcher.Batcher` per served model, behind the
+:class:`~zoo.serve._frontdoor.Frontdoor` (request ids, API key, access log, metrics). Every
+refusal is answered in OpenAI's JSON error shape, which its clients read."""
 
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from zoo.catalog._registry import get_registry
+from zoo.catalog._spec import a_kind
+from zoo.core._rerank import ranking
 from zoo.plugins.audio import audio_seconds_limit
 
 from ..errors import did_you_mean
 from ._batcher import Batcher, ItemError, QueueFull
 from ._frontdoor import Frontdoor, Metrics
-from ._requests import EmbeddingRequest, RequestError, check_modality, parse_request
+from ._requests import EmbeddingRequest, RequestError, RerankRequest, check_modality, parse_request, parse_rerank
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,7 +55,9 @@ class Served:
 def _runner(model: Model, batch_size: int, max_audio_seconds: float) -> Any:
     """What the batcher runs on its worker thread: featurize one pass, skipping bad items (audio
     over ``max_audio_seconds`` among them, refused from its header), and count its tokens there,
-    in one call, rather than per request on the event loop."""
+    in one call, rather than per request on the event loop. A reranker scores pairs instead."""
+    if model.kind == "reranker":
+        return _score_runner(model, batch_size)
 
     def run(items: list[Any], key: Hashable) -> tuple[np.ndarray, FeaturizeReport, list[int] | None]:
         assert isinstance(key, tuple)  # (kind, options): checked on the event loop when the first request asked
@@ -63,6 +68,22 @@ def _runner(model: Model, batch_size: int, max_audio_seconds: float) -> Any:
                                                        options=options, return_tensors="np")
         tokens = _token_counts(model.towers[kind], items, report.kept) if kind == "text" else None
         return rows, report, tokens  # type: ignore[return-value]  # return_tensors="np" gives an ndarray
+
+    return run
+
+
+def _score_runner(model: Model, batch_size: int) -> Any:
+    """A reranker's pass: ``(query, document)`` pairs to ``(N, 1)`` scores, bad pairs skipped, and
+    each pair's tokens as the model counts them."""
+
+    def run(items: list[Any], key: Hashable) -> tuple[np.ndarray, FeaturizeReport, list[int] | None]:
+        scores = model.score(items, batch_size=batch_size, progress=False, on_error="skip")
+        report = model.last_report  # this thread is the only one that runs the model
+        tokens = [0] * len(items)
+        if report.kept:  # every pair of a pass may be bad: each is its request's 400
+            for index, length in zip(report.kept, model.encoder.lengths([items[i] for i in report.kept]) or []):
+                tokens[index] = int(length)
+        return scores.reshape(len(report.kept), model.embed_dim), report, tokens
 
     return run
 
@@ -83,13 +104,37 @@ def _token_counts(tower: Encoder, texts: list[str], kept: list[int]) -> list[int
     return counts
 
 
+@dataclass(frozen=True)
+class _Limits:
+    """What one request may hold and how long it may take (``zoo serve``'s flags)."""
+
+    max_body_bytes: int
+    body_timeout: float
+    max_inputs: int
+    max_text_chars: int
+    request_timeout: float
+
+
+class _InFlight:
+    """Requests being answered, for ``/health``: ``with in_flight:`` around each."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __enter__(self) -> None:
+        self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.count -= 1
+
+
 def create_app(models: dict[str, Model], *, max_batch: int = 64, max_wait_ms: float = 5, batch_size: int = 32,
                max_body_bytes: int = 32 << 20, max_inputs: int = 2048, max_queue: int | None = 8192,
                body_timeout: float = 30, api_key: str | None = None, max_text_chars: int = 100_000,
                max_audio_seconds: float = 600, request_timeout: float = 120) -> Frontdoor:
     """An ASGI app serving ``models`` (by name) until it shuts down; see :func:`zoo.serve.serve`."""
-    in_flight = 0
-    media = get_registry().modality_of_media
+    in_flight = _InFlight()
+    limits = _Limits(max_body_bytes, body_timeout, max_inputs, max_text_chars, request_timeout)
     served = {name: Served(name, model, Batcher(_runner(model, batch_size, max_audio_seconds), max_batch=max_batch,
                                                 max_wait_ms=max_wait_ms, batch_size=batch_size, name=name,
                                                 max_queue=max_queue))
@@ -107,36 +152,56 @@ def create_app(models: dict[str, Model], *, max_batch: int = 64, max_wait_ms: fl
     async def health(request: Request) -> JSONResponse:
         dead = [name for name, entry in served.items() if not entry.batcher.alive]
         return JSONResponse({"status": "down" if dead else "ok", "models": list(served), "dead": dead,
-                             "in_flight": in_flight}, status_code=503 if dead else 200)
+                             "in_flight": in_flight.count}, status_code=503 if dead else 200)
 
     async def list_models(request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [
             {"id": name, "object": "model", "created": 0, "owned_by": "zoo", "modality": entry.model.modality,
-             "dimension": entry.model.embed_dim, "backend": entry.model.backend} for name, entry in served.items()]})
+             "kind": entry.model.kind, "dimension": entry.model.embed_dim, "backend": entry.model.backend}
+            for name, entry in served.items()]})
 
     async def show_metrics(request: Request) -> Response:
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
     async def embeddings(request: Request) -> JSONResponse:
-        nonlocal in_flight
-        in_flight += 1
-        try:
-            parsed = parse_request(await _read_body(request, max_body_bytes, body_timeout), max_inputs, media,
-                                   max_text_chars)
-            entry = _served(served, parsed.model)
-            request.state.model, request.state.inputs = entry.name, len(parsed.items)
-            check_modality(parsed, entry.name, entry.model.towers)
-            rows, tokens = await _within(request_timeout, _embed(entry, parsed), entry.name)
-            return JSONResponse(_response(entry, parsed, rows, tokens))
-        finally:
-            in_flight -= 1
+        with in_flight:
+            return await _embeddings(request, served, limits)
+
+    async def rerank(request: Request) -> JSONResponse:
+        with in_flight:
+            return await _rerank(request, served, limits)
 
     routes = [Route("/health", health, methods=["GET"]), Route("/v1/models", list_models, methods=["GET"]),
-              Route("/v1/embeddings", embeddings, methods=["POST"]), Route("/metrics", show_metrics, methods=["GET"])]
+              Route("/v1/embeddings", embeddings, methods=["POST"]), Route("/v1/rerank", rerank, methods=["POST"]),
+              Route("/v2/rerank", rerank, methods=["POST"]), Route("/metrics", show_metrics, methods=["GET"])]
     handlers = {RequestError: _refused, HTTPException: _http_error, Exception: _crashed}
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)  # type: ignore[arg-type]
     return Frontdoor(app, api_key=api_key, metrics=metrics)
+
+
+async def _embeddings(request: Request, served: dict[str, Served], limits: _Limits) -> JSONResponse:
+    """``POST /v1/embeddings``: OpenAI's request and response."""
+    parsed = parse_request(await _read_body(request, limits.max_body_bytes, limits.body_timeout), limits.max_inputs,
+                           get_registry().modality_of_media, limits.max_text_chars)
+    entry = _served(served, parsed.model, "embedder")
+    request.state.model, request.state.inputs = entry.name, len(parsed.items)
+    check_modality(parsed, entry.name, entry.model.towers)
+    rows, tokens = await _within(limits.request_timeout, _embed(entry, parsed), entry.name)
+    return JSONResponse(_response(entry, parsed, rows, tokens))
+
+
+async def _rerank(request: Request, served: dict[str, Served], limits: _Limits) -> JSONResponse:
+    """``POST /v1/rerank`` (and ``/v2/rerank``): Cohere's and Jina's request and response."""
+    parsed = parse_rerank(await _read_body(request, limits.max_body_bytes, limits.body_timeout), limits.max_inputs,
+                          limits.max_text_chars)
+    entry = _served(served, parsed.model, "reranker")
+    if entry.model.embed_dim != 1:
+        raise RequestError(400, f"model {entry.name!r} gives {entry.model.embed_dim} scores per pair (a classifier of "
+                           "pairs), not one relevance score to rank by", "model", "wrong_model_kind")
+    request.state.model, request.state.inputs = entry.name, len(parsed.documents)
+    scores, tokens = await _within(limits.request_timeout, _score(entry, parsed), entry.name)
+    return JSONResponse(_ranking(entry, parsed, scores, tokens))
 
 
 async def _within(seconds: float, work: Awaitable[T], name: str) -> T:
@@ -163,7 +228,7 @@ _KINDS = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 4
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     """Unknown paths and methods, in the same JSON shape as every other refusal."""
     message = (f"{request.method} {request.url.path}: {exc.detail}; zoo serve answers POST /v1/embeddings, "
-               "GET /v1/models and GET /health")
+               "POST /v1/rerank (and /v2/rerank), GET /v1/models and GET /health")
     headers = dict(exc.headers) if exc.headers else None
     return await _refused(request, RequestError(exc.status_code, message, headers=headers))
 
@@ -197,14 +262,21 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     return b"".join(chunks)
 
 
-def _served(served: dict[str, Served], name: str) -> Served:
-    if name in served:
-        return served[name]
-    names = [n for n in served if served[n].model.spec.name == name or name in served[n].model.spec.aliases]
-    if names:
-        return served[names[0]]
-    raise RequestError(404, f"model {name!r} is not served here{did_you_mean(name, served)}; served: "
-                       f"{', '.join(served)}", "model", "model_not_found")
+def _served(served: dict[str, Served], name: str, kind: str) -> Served:
+    """The served model ``name`` names, which must be of ``kind`` (this route's)."""
+    names = [name] if name in served else [n for n in served if served[n].model.spec.name == name
+                                           or name in served[n].model.spec.aliases]
+    if not names:
+        raise RequestError(404, f"model {name!r} is not served here{did_you_mean(name, served)}; served: "
+                           f"{', '.join(served)}", "model", "model_not_found")
+    entry = served[names[0]]
+    if entry.model.kind != kind:
+        route = "/v1/rerank" if entry.model.kind == "reranker" else "/v1/embeddings"
+        fitting = [n for n, e in served.items() if e.model.kind == kind]
+        raise RequestError(400, f"model {entry.name!r} is {a_kind(entry.model.kind)}: send it to {route}; this "
+                           f"route takes {a_kind(kind)} (served here: {', '.join(fitting) or 'none'})",
+                           "model", "wrong_model_kind")
+    return entry
 
 
 def _options(entry: Served, kind: str, dims: int | None) -> EmbedOptions:
@@ -269,3 +341,31 @@ def _response(entry: Served, request: EmbeddingRequest, rows: np.ndarray, tokens
     return {"object": "list", "model": entry.name,
             "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(values)],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+async def _score(entry: Served, request: RerankRequest) -> tuple[np.ndarray, int]:
+    """Every document's score against the query, in order, and the pairs' token count."""
+    pairs = [(request.query, document) for document in request.documents]
+    try:
+        entry.batcher.admit(len(pairs))
+    except QueueFull as full:
+        raise RequestError(429, f"{entry.name} is busy: {full}; retry after {full.retry_after} s (zoo serve "
+                           "--max-queue)", code="queue_full", headers={"retry-after": str(full.retry_after)}) from None
+    try:
+        rows, tokens = await entry.batcher.embed(pairs, ("pairs",))
+    except ItemError as exc:
+        raise RequestError(400, f"documents[{exc.index}]: {exc.reason}", f"documents[{exc.index}]",
+                           "bad_input") from None
+    return rows[:, 0], tokens
+
+
+def _ranking(entry: Served, request: RerankRequest, scores: np.ndarray, tokens: int) -> dict[str, Any]:
+    """Cohere's and Jina's response shape: results best first, each its document's index and
+    ``relevance_score`` (and ``document.text`` when asked)."""
+    import uuid
+
+    ranked = ranking(scores, range(len(scores)), request.documents, request.top_n)
+    results = [{"index": r.index, "relevance_score": r.score,
+                **({"document": {"text": r.document}} if request.return_documents else {})} for r in ranked]
+    return {"id": str(uuid.uuid4()), "object": "rerank", "model": entry.name, "results": results,
+            "usage": {"total_tokens": tokens}, "meta": {"billed_units": {"search_units": 1}}}

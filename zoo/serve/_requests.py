@@ -19,6 +19,7 @@ from typing import Any
 
 from zoo.core._media import MediaBytes
 from zoo.errors import did_you_mean
+from zoo.plugins.text import decode_text
 
 # A data URL's header; one whose MIME type no modality registered is refused, not read as text.
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
@@ -58,21 +59,7 @@ def parse_request(body: bytes, max_inputs: int = 2048,
     items, or a text longer than ``max_text_chars``, is refused (OpenAI's own limit is 2048
     inputs), so one request cannot hold a model for minutes. ``modality_of_media`` names the
     modality of a data URL's MIME type (the registry's)."""
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"the body is not JSON: {exc}") from None
-    except RecursionError:
-        raise RequestError(400, "the body's JSON is nested too deeply; send 'input' as a flat list") from None
-    if not isinstance(data, dict):
-        raise RequestError(400, "the body must be a JSON object with 'model' and 'input'")
-    unknown = sorted(set(data) - set(FIELDS))
-    if unknown:
-        raise RequestError(400, f"unknown field {unknown[0]!r}{did_you_mean(unknown[0], FIELDS)}; the request "
-                           f"takes {', '.join(FIELDS)}", unknown[0])
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise RequestError(400, "'model' is required: the name of a served model (GET /v1/models)", "model")
+    data, model = _json_request(body, FIELDS, "input")
     raw = data.get("input")
     if isinstance(raw, str):
         raw = [raw]
@@ -90,6 +77,83 @@ def parse_request(body: bytes, max_inputs: int = 2048,
     items = [_item(i, x, modality_of_media, max_text_chars) for i, x in enumerate(raw)]
     return EmbeddingRequest(model, [(kind, payload) for kind, payload, _ in items], encoding, dimensions,
                             [media for _, _, media in items])
+
+
+def _json_request(body: bytes, fields: tuple[str, ...], items: str) -> tuple[dict[str, Any], str]:
+    """The body as a JSON object of known ``fields`` only, and its ``model``; ``items`` names the
+    field of its inputs, for the messages."""
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError(400, f"the body's JSON is nested too deeply; send '{items}' as a flat list") from None
+    if not isinstance(data, dict):
+        raise RequestError(400, f"the body must be a JSON object with 'model' and '{items}'")
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise RequestError(400, f"unknown field {unknown[0]!r}{did_you_mean(unknown[0], fields)}; the request "
+                           f"takes {', '.join(fields)}", unknown[0])
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestError(400, "'model' is required: the name of a served model (GET /v1/models)", "model")
+    return data, model
+
+
+# The fields of Cohere's rerank request, which Jina's, infinity's and TEI's OpenAI-style routes share.
+RERANK_FIELDS = ("model", "query", "documents", "top_n", "return_documents")
+
+
+@dataclass
+class RerankRequest:
+    model: str
+    query: str
+    documents: list[str]
+    top_n: int | None
+    return_documents: bool
+
+
+def parse_rerank(body: bytes, max_inputs: int = 2048, max_text_chars: int = 100_000) -> RerankRequest:
+    """A ``POST /v1/rerank`` body as Cohere's and Jina's clients send it (documents as strings or
+    ``{"text": ...}`` objects), or a 400 naming the field or document that is wrong."""
+    data, model = _json_request(body, RERANK_FIELDS, "documents")
+    query = data.get("query")
+    if not isinstance(query, str) or not query:
+        raise RequestError(400, "'query' is required: the text to rank the documents against", "query")
+    try:
+        decode_text(query)  # here, not per pair: a bad query would fail every document
+    except ValueError as exc:
+        raise RequestError(400, f"query: {exc}", "query") from None
+    if len(query) > max_text_chars:
+        raise RequestError(400, f"the query is a text of {len(query)} characters; this server takes at most "
+                           f"{max_text_chars} (zoo serve --max-text-chars)", "query", "too_long")
+    raw = data.get("documents")
+    if not isinstance(raw, list) or not raw:
+        raise RequestError(400, "'documents' must be a non-empty list of texts (or {\"text\": ...} objects)",
+                           "documents")
+    if len(raw) > max_inputs:
+        raise RequestError(400, f"'documents' has {len(raw)} items; this server takes at most {max_inputs} per "
+                           "request (zoo serve --max-inputs): rank the best candidates only", "documents")
+    documents = [_document(i, d, max_text_chars) for i, d in enumerate(raw)]
+    top_n = data.get("top_n")
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+        raise RequestError(400, f"top_n must be a positive integer, not {top_n!r}", "top_n")
+    flag = data.get("return_documents", False)
+    if not isinstance(flag, bool):
+        raise RequestError(400, f"return_documents must be true or false, not {flag!r}", "return_documents")
+    return RerankRequest(model, query, documents, top_n, flag)
+
+
+def _document(index: int, value: Any, max_text_chars: int) -> str:
+    text = value.get("text") if isinstance(value, dict) and set(value) == {"text"} else value
+    if not isinstance(text, str):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        raise RequestError(400, f"documents[{index}] is {'a number' if number else _json_kind(value)}; send a text, "
+                           "or {\"text\": ...}", f"documents[{index}]")
+    if len(text) > max_text_chars:
+        raise RequestError(400, f"documents[{index}] is a text of {len(text)} characters; this server takes at most "
+                           f"{max_text_chars} (zoo serve --max-text-chars)", f"documents[{index}]", "too_long")
+    return text
 
 
 def _item(index: int, value: Any, modality_of_media: Callable[[str], str | None],
