@@ -37,6 +37,7 @@ MODALITY_BY_MODEL_TYPE = {
     **dict.fromkeys(("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat",
                      "whisper", "audio-spectrogram-transformer"), "audio"),
     **dict.fromkeys(("clip", "siglip", "siglip2", "chinese_clip", "altclip"), "image-text"),
+    "clap": "audio-text",
     **dict.fromkeys(("vit", "dinov2", "dinov2_with_registers", "deit", "beit", "convnext", "convnextv2",
                      "swin", "swinv2", "resnet", "efficientnet", "regnet"), "vision"),
 }
@@ -86,6 +87,7 @@ _POOLING_BY_MODALITY = {
     "vision": "pooled as the model type's own image-classification head reads it",
     "audio": "frames mean-pooled over the audio they hold (AST: its pooled output)",
     "image-text": "the model's own image and text projections",
+    "audio-text": "the model's own audio and text projections",
 }
 # Heads that make a transformers folder something other than an embedder.
 _HEAD_KINDS = {

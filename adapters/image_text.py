@@ -8,7 +8,7 @@ embed into the same space. Both L2-normalise by default, so a dot product is the
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from zoo.core._blocks import default_blocks
 from zoo.core._encoder import Encoder
@@ -70,12 +70,27 @@ class ImageTextAdapter(DecodesImages, Encoder):
         return [[f"{prefix}.{name}" for name in block] for block in default_blocks(tower)]
 
 
+class TextOwner(Protocol):
+    """A two-tower model whose text side :class:`TextTower` serves (image-text, audio-text)."""
+
+    spec: ModelSpec
+    model: torch.nn.Module
+    files: Any
+    device: str
+    dtype: Any
+    tokenizer: Any
+
+    def tokenize(self, texts: list[str]) -> Any: ...
+
+    def encode_texts(self, tokens: Any) -> torch.Tensor: ...
+
+
 class TextTower(Encoder):
-    """The text encoder of an image-text model: the same weights, texts tokenised in input order."""
+    """The text encoder of a two-tower model: the same weights, texts tokenised in input order."""
 
     parallel_decode = False  # tokenised here, a batch at a time
 
-    def __init__(self, owner: ImageTextAdapter) -> None:
+    def __init__(self, owner: TextOwner) -> None:
         super().__init__(owner.spec, owner.model, files=owner.files, device=owner.device, dtype=owner.dtype)
         self.owner = owner
 

@@ -44,6 +44,7 @@ _ADAPTER_BY_FORMAT = {
 _ADAPTER_BY_MODALITY = {
     "audio": "zoo.adapters.hf_audio:HFAudioAdapter",
     "image-text": "zoo.adapters.hf_image_text:HFImageTextAdapter",
+    "audio-text": "zoo.adapters.hf_clap:HFClapAdapter",
     "vision": "zoo.adapters.hf_vision:HFVisionAdapter",
 }
 

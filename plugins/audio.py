@@ -213,6 +213,9 @@ def zoo_register_modalities(register: RegisterModality) -> None:
     register("audio", decode=decode_audio,
              description="audio: file paths, bytes, (waveform, sample_rate) pairs; resampled, mixed to mono",
              examples="zoo.plugins.examples:sounds", suffixes=AUDIO_SUFFIXES, media_types=("audio/*",))
+    register("audio-text", decode=decode_audio,
+             description="audio and texts in one space (CLAP): featurize(clips), featurize_texts(texts)",
+             examples="zoo.plugins.examples:sounds", suffixes=AUDIO_SUFFIXES)
 
 
 @hookimpl

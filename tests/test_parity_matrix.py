@@ -604,6 +604,8 @@ CATALOGUE_CASES = {
     "whisper-base-encoder": "test_audio_encoder_equals_the_model_...[*-whisper]",
     "clip-vit-b-32-openai": "tests/test_image_text.py::test_hf_clip_equals_get_image_and_text_features",
     "siglip-base-patch16-224": "test_siglip_equals_get_image_and_text_features",
+    "clap-htsat-unfused": "tests/test_clap.py::test_clips_and_texts_equal_get_features_alone_and_in_batches[unfused]",
+    "larger-clap-general": "tests/test_clap.py::test_clips_and_texts_equal_get_features_alone_and_in_batches[unfused]",
     # rerankers (kind: reranker): BERT and XLM-RoBERTa sequence classifiers against CrossEncoder.predict
     "ms-marco-minilm-l6": "tests/test_rerank.py::test_scores_equal_cross_encoder_predict_whatever_the_batch[v4]",
     "bge-reranker-base": "tests/test_rerank.py::test_scores_equal_cross_encoder_predict_whatever_the_batch[xlm-roberta]",

@@ -319,3 +319,36 @@ def as_cross_encoder_format(folder: Path, era: str) -> Path:
         config["sbert_ce_default_activation_function"] = st_config["activation_fn"]
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     return folder
+
+
+def clap_folder(root: Path, *, fusion: bool = False) -> Path:
+    """A tiny random ``ClapModel`` (a 2-layer RoBERTa text tower, a 2-stage HTSAT audio tower) with
+    its ``ClapProcessor``, saved by ``save_pretrained``: a byte-level BPE trained on :data:`TEXTS`,
+    and a feature extractor of 16 mel bands over at most 2 s, so the tiny audio tower's input fits.
+    ``fusion`` gives the fused variant (``laion/clap-htsat-fused``'s), whose extractor truncates by
+    ``"fusion"``."""
+    import transformers as tf
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    _seed(4)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bpe.train_from_iterator(TEXTS * 3, trainers.BpeTrainer(vocab_size=300, special_tokens=specials, show_progress=False,
+                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tokenizer = tf.RobertaTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                        unk_token="<unk>", mask_token="<mask>", cls_token="<s>", sep_token="</s>",
+                                        model_max_length=64)
+    text = {"vocab_size": len(tokenizer), "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "intermediate_size": 37, "max_position_embeddings": 66, "pad_token_id": 1, "bos_token_id": 0,
+            "eos_token_id": 2}
+    audio = {"window_size": 4, "num_mel_bins": 16, "spec_size": 64, "patch_size": 4, "patch_stride": 4,
+             "depths": [1, 1], "num_attention_heads": [2, 2], "patch_embeds_hidden_size": 16, "hidden_size": 32,
+             "num_hidden_layers": 2, "enable_fusion": fusion, "fusion_type": "aff_2d" if fusion else None}
+    tf.ClapModel(tf.ClapConfig(text_config=text, audio_config=audio, projection_dim=16)).eval().save_pretrained(root)
+    extractor = tf.ClapFeatureExtractor(feature_size=16, sampling_rate=48000, max_length_s=2,
+                                        truncation="fusion" if fusion else "rand_trunc")
+    tf.ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(root)
+    return root

@@ -30,9 +30,16 @@ Template = str | Callable[[str], str]  # "a photo of a {}." or a function of the
 TEXT_SCALE = 20.0
 
 
+#: transformers' zero-shot-audio-classification pipeline's default hypothesis template.
+AUDIO_TEMPLATE = "This is a sound of {}."
+
+
 def default_templates(model: Model) -> tuple[Template, ...]:
-    """CLIP's 80 ImageNet prompts for a model whose primary tower is not its text tower (an
-    image-text model); the bare label for a text model."""
+    """CLIP's 80 ImageNet prompts for an image-text model, the template of transformers'
+    zero-shot-audio-classification pipeline for an audio-text one (CLAP), the bare label for a
+    text model."""
+    if model.tower()[0] == "audio":
+        return (AUDIO_TEMPLATE,)
     if model.tower()[0] != "text":
         from open_clip import OPENAI_IMAGENET_TEMPLATES
 
@@ -77,7 +84,10 @@ def logit_scale(model: Model, scale: float | None = None) -> float:
         if isinstance(scale, bool) or not (isinstance(scale, numbers.Real) and math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a positive finite number, not {scale!r}")
         return float(scale)
+    # CLAP learns one scale per direction; audio against texts is logit_scale_a (its logits_per_audio)
     learned = getattr(model.model, "logit_scale", None)
+    if learned is None:
+        learned = getattr(model.model, "logit_scale_a", None)
     return float(learned.detach().exp()) if learned is not None and model.tower()[0] != "text" else TEXT_SCALE
 
 
