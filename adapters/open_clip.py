@@ -62,8 +62,10 @@ class OpenClipAdapter(ImageTextAdapter):
         ident = f"local-dir:{files.root}"
         model, _, preprocess = open_clip.create_model_and_transforms(ident, device=device)
         config = json.loads((files.root / CONFIG).read_text())
+        settled = {k: list(v) if isinstance(v, tuple) else v
+                   for k, v in open_clip.get_model_preprocess_cfg(model).items()}  # what its transforms read
         return Built(model, int(config["model_cfg"]["embed_dim"]),
-                     {"preprocessing": {**config.get("preprocess_cfg", {}), **spec.preprocessing},
+                     {"preprocessing": {**settled, **config.get("preprocess_cfg", {}), **spec.preprocessing},
                       "normalize": True},  # unit vectors: their dot product is the cosine CLIP trained on
                      {"image_transform": preprocess, "tokenizer": open_clip.get_tokenizer(ident)})
 

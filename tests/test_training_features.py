@@ -232,9 +232,71 @@ def test_augmentation_is_timms_train_transform_of_the_weights_data_config(tmp_pa
     np.testing.assert_allclose(loaded.predict_proba(images), run.model.predict_proba(images), atol=1e-5)
 
 
+def _equal_draws(ours, theirs, items, decode) -> None:
+    """Two transforms give the same tensors from the same random state, and new ones each call."""
+    import random
+
+    torch.manual_seed(5), random.seed(5), np.random.seed(5)
+    drawn = ours(items)
+    torch.manual_seed(5), random.seed(5), np.random.seed(5)
+    assert torch.equal(drawn, torch.stack([theirs(decode(x)) for x in items]))
+    assert not torch.equal(ours(items), drawn)
+
+
+@pytest.mark.slow
+def test_open_clip_augments_with_its_own_train_transform(open_clip_dir, tmp_path):
+    import open_clip
+
+    from zoo.training._augment import train_collate
+
+    base = zoo.load(str(open_clip_dir), device="cpu")
+    images, labels = _images(8)
+    _, train_transform, _ = open_clip.create_model_and_transforms(f"local-dir:{open_clip_dir}")
+    collate = train_collate(base.encoder, FinetuneConfig(output_dir=tmp_path, strategy="full", augment="weights"))
+    _equal_draws(collate, train_transform, images, base.encoder.decode)
+    with pytest.raises(zoo.ZooError, match="open_clip's train transform takes no auto_augment policy"):
+        train_collate(base.encoder, FinetuneConfig(output_dir=tmp_path, augment="rand-m9-mstd0.5-inc1"))
+    run = base.finetune((images, labels), strategy="full", augment="weights", epochs=1, batch_size=4,
+                        output_dir=tmp_path / "run", progress=False)
+    np.testing.assert_allclose(zoo.load(str(tmp_path / "run"), device="cpu").predict_proba(images),
+                               run.model.predict_proba(images), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_torchvision_augments_with_timms_transform_of_its_weights_data_config(tmp_path):
+    import torchvision
+    from timm.data import create_transform
+
+    from zoo.training._augment import train_collate
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "resnet18-random.pth")
+    base = zoo.load(_registered_torchvision(tmp_path), device="cpu")
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()
+    theirs = create_transform(input_size=(3, 224, 224), mean=weights.mean, std=weights.std, interpolation="bilinear",
+                              is_training=True)
+    images, _ = _images(4)
+    collate = train_collate(base.encoder, FinetuneConfig(output_dir=tmp_path, strategy="full", augment="weights"))
+    _equal_draws(collate, theirs, images, base.encoder.decode)
+
+
+def _registered_torchvision(folder) -> str:
+    from zoo.catalog._plugin_manager import get_plugin_manager
+
+    class Register:
+        @zoo.hookimpl
+        def zoo_register_models(self, register):
+            register({"name": "tv-resnet18-random", "modality": "vision", "backend": "torchvision",
+                      "backend_id": "resnet18.IMAGENET1K_V1", "embed_dim": 512, "sources": [{"path": str(folder)}],
+                      "config": {"weights": "resnet18-random.pth"}})
+
+    get_plugin_manager().register(Register())
+    return "tv-resnet18-random"
+
+
 def test_augmentation_and_mixup_are_refused_where_they_cannot_apply(tiny_bert_dir, tmp_path):
     text = zoo.load(str(tiny_bert_dir), device="cpu")
-    with pytest.raises(zoo.ZooError, match="augment uses timm's train-time transform"):
+    with pytest.raises(zoo.ZooError, match="augment uses the train-time transform"):
         text.finetune((["a", "b"], ["x", "y"]), strategy="full", augment="weights", output_dir=tmp_path / "a")
     with pytest.raises(zoo.ZooError, match="a linear probe embeds them once"):
         text.finetune((["a", "b"], ["x", "y"]), mixup=0.8, output_dir=tmp_path / "b")
