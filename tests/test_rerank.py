@@ -313,3 +313,21 @@ def test_the_conformance_kit_checks_a_reranker_by_its_own_verbs(folders, name):
     assert {r.check for r in results} >= {"score shape and dtype", "pair order kept, whatever the batch",
                                           "rerank sorted by score", "bad pair named", "embedding verbs refused"}
     assert all(r.status == "pass" for r in results), format_table(results)
+
+
+@pytest.mark.slow
+def test_a_reranker_travels_in_a_bundle_and_keeps_its_kind(folders, tmp_path, monkeypatch):
+    from zoo.store._bundle import pack, unpack
+
+    saved = zoo.load(folders["plain"], device="cpu", kind="reranker").save(tmp_path / "my-reranker")
+    expected = zoo.load(saved, device="cpu").score(PAIRS)
+    pack([str(saved)], tmp_path / "models.tar")
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "clean-home"))
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    unpack(tmp_path / "models.tar")
+    unpacked = zoo.load("my-reranker", device="cpu")
+    assert unpacked.kind == "reranker" and unpacked.files.root != saved
+    assert np.abs(unpacked.score(PAIRS) - expected).max() <= MAX_ABS
+    (unpacked.files.root / "model.safetensors").write_bytes(b"tampered")
+    with pytest.raises(zoo.IntegrityError):
+        zoo.load("my-reranker", device="cpu")
