@@ -68,10 +68,15 @@ class HFClapAdapter(TransformersFamily, AudioAdapter):
     def collate(self, items: list[tuple[Any, int]]) -> dict[str, Any]:
         """The extractor's features of each clip (at most ``max_length_s``: longer ones come as
         windows), flagged as one clip alone would be."""
+        import numpy as np
         import torch
 
         waves = [self.resample(item).numpy() for item in items]
-        inputs = dict(self.extractor(waves, sampling_rate=self.sample_rate, return_tensors="pt"))
+        state = np.random.get_state()  # the extractor draws its random flag from NumPy's global generator
+        try:
+            inputs = dict(self.extractor(waves, sampling_rate=self.sample_rate, return_tensors="pt"))
+        finally:
+            np.random.set_state(state)
         if self.extractor.truncation == "fusion":
             inputs["is_longer"] = torch.ones_like(inputs["is_longer"])
         return inputs

@@ -65,7 +65,7 @@ class OpenClipAdapter(ImageTextAdapter):
         settled = {k: list(v) if isinstance(v, tuple) else v
                    for k, v in open_clip.get_model_preprocess_cfg(model).items()}  # what its transforms read
         return Built(model, int(config["model_cfg"]["embed_dim"]),
-                     {"preprocessing": {**settled, **config.get("preprocess_cfg", {}), **spec.preprocessing},
+                     {"preprocessing": {**config.get("preprocess_cfg", {}), **settled, **spec.preprocessing},
                       "normalize": True},  # unit vectors: their dot product is the cosine CLIP trained on
                      {"image_transform": preprocess, "tokenizer": open_clip.get_tokenizer(ident)})
 

@@ -90,9 +90,11 @@ class TorchvisionAdapter(ImageBackboneAdapter):
         model.load_state_dict(load_state_dict(weights_file(spec, files)))
         head = _replace_last_linear(model).to(device=device, dtype=dtype).eval()
         transform = weights.transforms()
-        height, width = (list(transform.crop_size) * 2)[:2]  # one size is a square crop
-        data = {"input_size": [3, height, width], "mean": list(transform.mean), "std": list(transform.std),
-                "interpolation": transform.interpolation.value}  # the data config timm's transforms read
+        data = {}
+        if type(transform).__name__ == "ImageClassification":  # the data config timm's transforms read
+            height, width = (list(transform.crop_size) * 2)[:2]  # one size is a square crop
+            data = {"input_size": [3, height, width], "mean": list(transform.mean), "std": list(transform.std),
+                    "interpolation": transform.interpolation.value}
         return Built(model, head.in_features,
                      {"preprocessing": {"transforms": repr(transform), **data, **spec.preprocessing}},
                      {"transform": transform, "labels": list(categories) or None, "head": head})

@@ -1,7 +1,7 @@
 """Train-time augmentation of images from the weights' own data config, by the library that trains
-them: timm's ``create_transform(is_training=True)`` for timm weights and for torchvision's
-(whose package ships no train transform; timm's random resized crop, flip and colour jitter at the
-weights' crop size, mean, std and interpolation are torchvision's own reference recipe), or an
+them: timm's ``create_transform(is_training=True)`` for timm weights, and for torchvision's (whose
+package ships no train transform) timm's at the weights' evaluation crop size, mean, std and
+interpolation (some were trained at another crop size: ResNet-50 V2 at 176), or an
 ``auto_augment`` policy (``rand-m9-mstd0.5-inc1``, ``augmix-m5-w3``, ``original``, ``3a``...);
 open_clip's own ``image_transform(is_train=True)`` of the model's preprocess config for open_clip
 towers. And timm's ``Mixup`` (mixup and cutmix) with soft targets. Validation and prediction keep
