@@ -331,3 +331,17 @@ def test_a_reranker_travels_in_a_bundle_and_keeps_its_kind(folders, tmp_path, mo
     (unpacked.files.root / "model.safetensors").write_bytes(b"tampered")
     with pytest.raises(zoo.IntegrityError):
         zoo.load("my-reranker", device="cpu")
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_hf_names_of_reranker_repositories(folders, fake_hub):
+    """A CrossEncoder repository is a reranker by its files; a bare sequence classifier's is one
+    when asked, through the same hub download and pinned commit."""
+    commit = fake_hub.add_repo("someone/tiny-cross-encoder", folders["current"])
+    model = zoo.load(f"hf:someone/tiny-cross-encoder@{commit}", device="cpu")
+    assert model.kind == "reranker"
+    assert np.abs(model.score(PAIRS) - _theirs(folders["current"]).predict(PAIRS)).max() <= MAX_ABS
+    commit = fake_hub.add_repo("someone/tiny-classifier", folders["plain"])
+    with pytest.raises(UnsupportedModelKindError, match=r"kind='reranker'"):
+        zoo.load(f"hf:someone/tiny-classifier@{commit}", device="cpu")
+    assert zoo.load(f"hf:someone/tiny-classifier@{commit}", device="cpu", kind="reranker").kind == "reranker"

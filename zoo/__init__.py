@@ -53,7 +53,10 @@ _LAZY = {
     "PluginError": "zoo.errors",
     "UnsafePathError": "zoo.errors",
     "UnsupportedOptionError": "zoo.errors",
+    "UnsupportedModelKindError": "zoo.errors",
+    "ModelFormatError": "zoo.errors",
     "ProvenanceMismatchError": "zoo.errors",
+    "Ranked": "zoo.core._rerank",
     "EmbedOptions": "zoo.core._embed_options",
     # for plugins: the encoder contract, shared encoder bases, checked weight reading, the kit
     "Head": "zoo.core._model",
@@ -76,6 +79,7 @@ if TYPE_CHECKING:
     from zoo.core._embed_options import EmbedOptions
     from zoo.core._encoder import Built, DeviceStage, Encoder, ExportPlan, longest_first
     from zoo.core._model import Head, Model
+    from zoo.core._rerank import Ranked
     from zoo.evaluation._evaluate import evaluate
     from zoo.store._checkpoint import load_state_dict, weights_file
     from zoo.store._model_files import ModelFiles
@@ -92,6 +96,7 @@ if TYPE_CHECKING:
         InputError,
         InputWarning,
         IntegrityError,
+        ModelFormatError,
         OfflineError,
         PluginError,
         ProvenanceMismatchError,
@@ -99,6 +104,7 @@ if TYPE_CHECKING:
         SourceError,
         UnknownModelError,
         UnsafePathError,
+        UnsupportedModelKindError,
         UnsupportedOptionError,
         ZooError,
     )
