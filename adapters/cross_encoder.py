@@ -10,11 +10,11 @@ library's (its tokenisation of the pair, its forward pass, its ``activation_fn``
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from zoo.core._encoder import Built, ExportPlan, longest_first
+from zoo.core._encoder import Built, Encoder, ExportPlan
 from zoo.errors import ModelFormatError, UnsupportedOptionError
 
 from .hf_folders import read_json
@@ -64,12 +64,9 @@ class CrossEncoderAdapter(TransformersAdapter):
                                  return_length=True, return_attention_mask=False, return_token_type_ids=False)
         return list(encoded["length"])
 
-    def plan_batches(self, items: Sequence[Any], batch_size: int) -> Iterator[tuple[list[int], Any]]:
-        """Longest pairs first by token count, each batch through sentence-transformers' own
-        preprocessing (:meth:`collate`)."""
-        lengths = self.lengths(items)
-        return longest_first(range(len(items)), batch_size, lambda i: lengths[i],
-                             lambda rows: self.collate([items[i] for i in rows]))
+    # Longest pairs first by token count (Encoder's batching by lengths()), as for a
+    # sentence-transformers pipeline, not TransformersAdapter's single tokenising pass.
+    plan_batches = Encoder.plan_batches
 
     def collate(self, items: list[Any]) -> dict[str, Any]:
         """The batch's pairs; :meth:`encode_batch` preprocesses them with the call's prompt."""

@@ -11,11 +11,11 @@ prompt's tokens out of the pool, as ``encode`` does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.core._encoder import Built, longest_first
+from zoo.core._encoder import Built, Encoder
 from zoo.errors import ModelFormatError, RegistryError, UnsupportedOptionError
 from zoo.store._manifest import write_manifest
 
@@ -88,15 +88,11 @@ class SentenceTransformerAdapter(TransformersAdapter):
 
     # -- featurize ------------------------------------------------------------------------------
 
-    def plan_batches(self, items: Sequence[str], batch_size: int) -> Iterator[tuple[list[int], Any]]:
-        """Longest first by token count, each batch through sentence-transformers' own
-        preprocessing (:meth:`collate`), which a length pass cannot share: the pass with its
-        tokenizer costs about 1% of a run on real text and fills batches with 96% tokens against
-        69% in sentence-transformers' own order by characters. A pipeline without a transformers
-        tokenizer (static embeddings) is sorted by characters."""
-        lengths = self.lengths(items)
-        return longest_first(range(len(items)), batch_size, lambda i: lengths[i],
-                             lambda rows: self.collate([items[i] for i in rows]))
+    # Longest first by token count (Encoder's batching by lengths()), each batch through
+    # sentence-transformers' own preprocessing (collate), which TransformersAdapter's single
+    # tokenising pass cannot share: the length pass costs about 1% of a run on real text and fills
+    # batches with 96% tokens against 69% in sentence-transformers' own order by characters.
+    plan_batches = Encoder.plan_batches
 
     def lengths(self, items: Sequence[Any]) -> list[int]:
         """Token counts as the pipeline's tokenizer truncates them (characters for a pipeline

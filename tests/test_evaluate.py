@@ -15,6 +15,7 @@ from required_tools import FORTUNES, needs_tool
 
 import zoo
 from zoo.cli import main
+from zoo.embeddings._tables import write_rows
 from zoo.errors import ZooError
 from zoo.evaluation import Classification, Clustering, Duplicates, Retrieval, ZeroShot
 
@@ -30,26 +31,18 @@ def _quotes(category: str, count: int) -> list[str]:
 @pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory) -> Path:
     """First and second halves of 60 science fortunes: each half finds its other half."""
-    path = tmp_path_factory.mktemp("eval") / "pairs.csv"
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["anchor", "positive"])
-        for quote in _quotes("science", 60):
-            words = quote.split()
-            writer.writerow([" ".join(words[:len(words) // 2]), " ".join(words[len(words) // 2:])])
-    return path
+    words = [quote.split() for quote in _quotes("science", 60)]
+    return write_rows(tmp_path_factory.mktemp("eval") / "pairs.csv",
+                      {"anchor": [" ".join(w[:len(w) // 2]) for w in words],
+                       "positive": [" ".join(w[len(w) // 2:]) for w in words]})
 
 
 @pytest.fixture(scope="module")
 def labelled_file(tmp_path_factory) -> Path:
     """30 fortunes from each of four categories, labelled by category."""
-    path = tmp_path_factory.mktemp("eval") / "fortunes.csv"
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["text", "label"])
-        for category in CATEGORIES:
-            writer.writerows([quote, category] for quote in _quotes(category, 30))
-    return path
+    rows = [(quote, category) for category in CATEGORIES for quote in _quotes(category, 30)]
+    return write_rows(tmp_path_factory.mktemp("eval") / "fortunes.csv",
+                      {"text": [q for q, _ in rows], "label": [c for _, c in rows]})
 
 
 def _st_figures(minilm_dir: Path, pairs: Path) -> dict[str, float]:

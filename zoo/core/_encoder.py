@@ -256,16 +256,20 @@ class Encoder(ABC):
 
     def lengths(self, items: Sequence[Any]) -> list[int] | None:
         """Each decoded item's length in the units its batch pads to (tokens), for batching items
-        of similar length together; None where inputs do not pad (the default)."""
+        of similar length together (:meth:`plan_batches`' default, finetuning's
+        ``group_by_length``); None where inputs do not pad (the default)."""
         return None
 
     def plan_batches(self, items: Sequence[Any], batch_size: int) -> Iterator[tuple[list[int], Any]]:
         """Group decoded items into model inputs: yields ``(positions, batch)``, ``positions``
-        indexing into ``items``. The default keeps input order and :meth:`collate` builds each
-        batch; encoders whose inputs pad to a length batch them with :func:`longest_first`."""
-        for start in range(0, len(items), batch_size):
-            positions = list(range(start, min(start + batch_size, len(items))))
-            yield positions, self.collate([items[i] for i in positions])
+        indexing into ``items``. The default batches items of similar :meth:`lengths` together,
+        longest first (:func:`longest_first`), where the encoder gives lengths, and keeps input
+        order where it does not; :meth:`collate` builds each batch."""
+        lengths = self.lengths(items)
+        if lengths is not None:
+            return longest_first(range(len(items)), batch_size, lambda i: lengths[i],
+                                 lambda rows: self.collate([items[i] for i in rows]))
+        return _in_order(self, items, batch_size)
 
     def collate(self, items: list[Any]) -> Any:
         """Turn a list of decoded items into one batch for :meth:`encode_batch`."""
@@ -353,6 +357,13 @@ class Encoder(ABC):
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.name!r} modality={self.modality} "
                 f"dim={self.embed_dim} device={self.device}>")
+
+
+def _in_order(encoder: Encoder, items: Sequence[Any], batch_size: int) -> Iterator[tuple[list[int], Any]]:
+    """Batches of ``batch_size`` items in input order."""
+    for start in range(0, len(items), batch_size):
+        positions = list(range(start, min(start + batch_size, len(items))))
+        yield positions, encoder.collate([items[i] for i in positions])
 
 
 def longest_first(items: Sequence[Any], batch_size: int, length: Callable[[Any], float],

@@ -284,7 +284,7 @@ def _decodes_all_first(encoder: Encoder) -> bool:
     by length), so the engine decodes the whole input first; otherwise items decode batch by batch,
     in input order, and memory holds one batch."""
     cls = type(encoder)
-    return cls.plan_batches is not Encoder.plan_batches
+    return cls.plan_batches is not Encoder.plan_batches or cls.lengths is not Encoder.lengths
 
 
 def _planned_batches(encoder: Encoder, items: list[Any], decode: Callable[[Any], Any], batch_size: int,
