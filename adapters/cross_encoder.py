@@ -18,7 +18,7 @@ from zoo.core._encoder import Built, Encoder, ExportPlan
 from zoo.errors import ModelFormatError, UnsupportedOptionError
 
 from .hf_folders import read_json
-from .sentence_transformers import check_module_sources, declared_prompts, load_st, max_seq_length, save_st
+from .sentence_transformers import load_sentence_transformers, save_st
 from .transformers import TransformersAdapter
 
 if TYPE_CHECKING:
@@ -39,17 +39,11 @@ class CrossEncoderAdapter(TransformersAdapter):
     def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
                trust_remote_code: bool = False, device_map: Any = None) -> Built:
         root = files.root
-        check_module_sources(root, trust_remote_code)
         _check_activation(root, trust_remote_code)
-        model = load_st(root, device=device, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map,
-                        model_class="CrossEncoder")
-        if spec.preprocessing.get("max_length"):
-            model.max_seq_length = int(spec.preprocessing["max_length"])
-        max_length = max_seq_length(model)
-        changes = {"kind": "reranker", "normalize": False,
-                   "preprocessing": {**spec.preprocessing, **({"max_length": max_length} if max_length else {})},
-                   "prompts": {**declared_prompts(root, model), **spec.prompts},
-                   "default_prompt": spec.default_prompt or model.default_prompt_name or None,
+        model, settled = load_sentence_transformers(spec, root, device=device, dtype=dtype, model_class="CrossEncoder",
+                                                    trust_remote_code=trust_remote_code, device_map=device_map)
+        max_length = settled["preprocessing"].get("max_length")
+        changes = {"kind": "reranker", "normalize": False, **settled,
                    "config": {**spec.config, "activation": type(model.activation_fn).__name__}}
         return Built(model, int(model.num_labels), changes, {"tokenizer": model.tokenizer, "max_length": max_length},
                      placed=device_map is not None)

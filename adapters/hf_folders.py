@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo.catalog._spec import wrong_kind
+from zoo.catalog._kinds import wrong_kind
 from zoo.errors import ModelFormatError, UnsupportedModelKindError
 
 # model_type (config.json) -> modality, for the transformers encoders zoo pools; text otherwise.
@@ -57,7 +57,8 @@ CLASS_TOKEN_TYPES = frozenset({"vit", "deit", "dinov2", "dinov2_with_registers",
 _OTHER_ST_KINDS = {
     "CrossEncoder": "a reranker (sentence-transformers CrossEncoder): it scores (query, document) pairs",
     "SparseEncoder": "a sparse encoder (sentence-transformers SparseEncoder, SPLADE-style): its rows are "
-                     "vocabulary-sized term weights",
+                     "vocabulary-sized term weights, which the zoo-sparse plugin loads, embeds and searches "
+                     "(pip install ./examples/zoo-sparse from zoo's source tree)",
     "MultiVectorEncoder": "a multi-vector encoder (sentence-transformers MultiVectorEncoder, ColBERT-style): "
                           "it gives one vector per token",
     "ColBERT": "a multi-vector encoder (PyLate ColBERT): it gives one vector per token",
@@ -110,7 +111,7 @@ class FolderFormat:
         pooling: the pooling the library itself will apply, where the files say (None: the adapter
             decides from the model, and says so).
         modules: a sentence-transformers pipeline's module class names, in order.
-        kind: what the model gives (``embedder`` or ``reranker``, :data:`~zoo.catalog._spec.MODEL_KINDS`).
+        kind: what the model gives (``embedder`` or ``reranker``; :mod:`zoo.catalog._kinds`).
     """
 
     format: str

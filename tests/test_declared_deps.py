@@ -26,7 +26,7 @@ TESTS = ROOT / "tests"
 DIST = "zoo-models"
 # The package itself (zoo, and the folders it maps to zoo.adapters / zoo.plugins), the example plugin
 # that the tests pip-install from examples/, and the tests' own helper modules.
-LOCAL = {"zoo", "adapters", "plugins", "zoo_crepe"} | {p.stem for p in TESTS.glob("*.py")}
+LOCAL = {"zoo", "adapters", "plugins", "zoo_crepe", "zoo_sparse", "tiny_sparse"} | {p.stem for p in TESTS.glob("*.py")}
 IMPORTING_CALLS = {"importorskip", "import_module", "__import__"}
 _NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?")
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.catalog._plugin_manager import reset_plugin_manager
+from plugin_fixtures import example_on_path, pip_install_example
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "zoo-crepe"
 
@@ -21,19 +21,13 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "zoo-crepe"
 @pytest.fixture(scope="module")
 def crepe_site(tmp_path_factory):
     pytest.importorskip("torchcrepe")
-    site = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-                    "--no-build-isolation", "--target", str(site), str(EXAMPLE)], check=True)
-    return site
+    return pip_install_example(EXAMPLE, tmp_path_factory.mktemp("site"))
 
 
 @pytest.fixture
 def with_plugin(crepe_site, monkeypatch):
-    monkeypatch.syspath_prepend(str(crepe_site))
-    reset_plugin_manager()
-    yield crepe_site
-    for name in [m for m in sys.modules if m.startswith("zoo_crepe")]:
-        del sys.modules[name]
+    with example_on_path(crepe_site, "zoo_crepe", monkeypatch) as site:
+        yield site
 
 
 def test_the_plugin_is_listed_with_its_version_and_registrations(with_plugin, capsys):

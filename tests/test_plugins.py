@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 import sys
 
@@ -264,8 +265,8 @@ def test_hook_register_modalities_and_register_adapters():
 HOOKSPECS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("zoo_"))
 
 
-def test_the_hookspecs_are_the_documented_eight():
-    assert len(HOOKSPECS) == 8, HOOKSPECS
+def test_the_hookspecs_are_the_documented_nine():
+    assert len(HOOKSPECS) == 9, HOOKSPECS
 
 
 @pytest.mark.parametrize("name", HOOKSPECS)
@@ -344,3 +345,60 @@ def test_a_hook_that_looks_models_up_while_registering_gets_a_clear_error(site):
     with pytest.warns(RuntimeWarning):
         assert "minilm-l6" in zoo.list_models()
     assert "cannot look models up" in failures_text()
+
+
+def test_hook_register_kinds_adds_a_kind_and_its_mistakes_name_the_plugin(site):
+    install_plugin(site, "zoo-test-kinds", "zoo_test_kinds", """
+        from zoo import hookimpl
+
+        @hookimpl
+        def zoo_register_kinds(register):
+            register("bag-of-words", description="counts words", verbs=("featurize",), rows="zoo_test_kinds:Rows")
+            register("reranker", description="scores pairs again", verbs=("score",))
+
+        @hookimpl
+        def zoo_register_models(register):
+            register({"name": "counted", "modality": "text", "backend": "transformers", "kind": "bag-of-words"})
+            register({"name": "mystery", "modality": "text", "backend": "transformers", "kind": "mystery"})
+    """)
+    reset_plugin_manager()
+    with pytest.warns(RuntimeWarning, match="zoo-test-kinds"):
+        registry = get_registry()
+    assert registry.kinds["bag-of-words"].owner.plugin == "zoo_test_kinds" and zoo.resolve("counted").kind == "bag-of-words"
+    text = failures_text()
+    assert "kind 'reranker' registered by zoo-test-kinds (zoo_test_kinds) is already registered by zoo" in text
+    assert "model 'mystery' needs model kind 'mystery', which no plugin registers" in text
+    with pytest.raises(UnknownModelError):
+        zoo.resolve("mystery")
+    with pytest.raises(ValueError, match=r"kind must be one of embedder, reranker, bag-of-words .*not 'bag-of-word'"):
+        zoo.resolve("counted", kind="bag-of-word")
+
+
+@pytest.mark.parametrize(("name", "verbs", "rows", "message"), [
+    ("odd", ("featurize", "embed"), "m:Rows", "names verb 'embed'; verbs are featurize, classify, finetune, score"),
+    ("odd", ("featurize",), None, "a kind that featurizes names its rows"),
+    ("odd", ("score",), "m:Rows", "a kind that featurizes names its rows (rows=RowFormat), and only such a kind does"),
+    ("odd", ("featurize",), dict, "rows= takes a zoo.RowFormat instance or a 'module:Class' string, not <class"),
+    ("odd", ("featurize", "finetune"), "m:Rows", "classify and finetune train on dense vectors"),
+    ("2d", ("score",), None, "a kind is named with lower-case letters, digits and -, starting with a letter"),
+])
+def test_a_kind_zoo_could_not_use_is_refused(name, verbs, rows, message):
+    from zoo.catalog._registry import Kind, Owner
+    from zoo.errors import RegistryError
+
+    with pytest.raises(RegistryError, match=re.escape(message)):
+        Kind(name, "does odd things", verbs, rows, Owner("odd-plugin", None)).check()
+
+
+def test_a_kind_whose_rows_cannot_be_made_names_its_plugin():
+    from zoo.catalog._registry import Kind, Owner
+    from zoo.errors import PluginError
+
+    for rows, message in (("zoo_no_such_module:Rows", "cannot be made (ModuleNotFoundError"),
+                          ("zoo.core._rows:DenseBuffer", "cannot be made (TypeError"),
+                          ("collections:OrderedDict", "name a OrderedDict, not a zoo.RowFormat subclass")):
+        kind = Kind("odd", "does odd things", ("featurize",), rows, Owner("odd-plugin", None))
+        kind.check()
+        with pytest.raises(PluginError, match=re.escape(f"kind 'odd' from odd-plugin: its rows {rows!r} ") + ".*"
+                           + re.escape(message)):
+            kind.row_format()

@@ -352,3 +352,4 @@ def clap_folder(root: Path, *, fusion: bool = False) -> Path:
                                         truncation="fusion" if fusion else "rand_trunc")
     tf.ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(root)
     return root
+

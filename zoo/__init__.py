@@ -66,6 +66,12 @@ _LAZY = {
     "load_state_dict": "zoo.store._checkpoint",
     "weights_file": "zoo.store._checkpoint",
     "assert_conformance": "zoo.testing",
+    # for plugins that register a model kind with rows of its own (zoo.hookspecs.zoo_register_kinds)
+    "RowFormat": "zoo.core._rows",
+    "RowBuffer": "zoo.core._rows",
+    "RowStore": "zoo.core._rows",
+    "atomic_path": "zoo.store._atomic",
+    "load_sentence_transformers": "zoo.adapters.sentence_transformers",
     "InputWarning": "zoo.errors",
 }
 

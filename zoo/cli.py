@@ -20,6 +20,7 @@ from zoo.catalog._loader import load, pull, resolve, verify
 from zoo.catalog._plugin_manager import get_plugin_manager
 from zoo.catalog._registry import CATALOGUE_OWNER, Owner, call_registration_hook, get_registry
 from zoo.catalog._scores import METRICS
+from zoo.catalog._spec import a_kind
 from zoo.core._compiled import RUNTIMES
 from zoo.core._embed_options import LAYER_MERGES
 from zoo.core._predictions import check_predictions_output, write_predictions
@@ -88,6 +89,7 @@ def _registered_by(registry: Any, plugin: str) -> str:
     """``"3 models, 1 adapters"``: what the plugin named ``plugin`` registered."""
     counts = [(label, sum(1 for owner in owners if owner.plugin == plugin)) for label, owners in (
         ("models", registry.owners.values()),
+        ("kinds", [k.owner for k in registry.kinds.values()]),
         ("adapters", [a.owner for a in registry.adapters.values()]),
         ("modalities", [m.owner for m in registry.modalities.values()]),
     )]
@@ -192,7 +194,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     options = model.embed_options(pool=args.pool, normalize=args.normalize, prompt=args.prompt,
                                   prompt_text=args.prompt_text, truncate_dim=args.truncate_dim,
                                   precision=args.precision, layers=args.layers, layer_merge=args.layer_merge)
-    calibration = read_embeddings(args.calibration).rows if args.calibration else None
+    calibration = read_embeddings(args.calibration, what="--calibration").rows if args.calibration else None
     summary = embed_to_file(model, inputs, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
                             chunk_seconds=args.chunk_seconds, on_error="skip" if args.skip_errors else "raise",
                             num_workers=default_workers(model.device) if args.workers is None else args.workers,
@@ -206,7 +208,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
         print(f"skipped {plural(len(summary.skipped), 'input')}; all are listed with their reasons in "
               f"{summary.skipped_file}",
               file=sys.stderr)
-    print(f"wrote {summary.output}: {summary.rows} x {options.width} {options.precision} from {model.name} "
+    shape = f"{summary.rows} x {options.width} {options.precision}" if model.kind == "embedder" else \
+        f"{plural(summary.rows, 'row')} of {model.row_format.description} of width {options.width}"
+    print(f"wrote {summary.output}: {shape} from {model.name} "
           f"({inputs.description}{f', {len(summary.skipped)} skipped' if summary.skipped else ''})")
     return 0
 
@@ -240,7 +244,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     for parquet in parquets:
         print(f"{parquet}: {plural(index.add(parquet), 'new row')} (rows whose input the index holds are skipped)")
         _print_same_content(index)
-    print(f"{index.path}: a {index.kind} index of {plural(len(index), 'row')} from {index.provenance['model']}")
+    print(f"{index.path}: {a_kind(index.kind)} index of {plural(len(index), 'row')} from {index.provenance['model']}")
     return 0
 
 
@@ -262,7 +266,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps([{"query": q, "hits": [vars(h) for h in row]} for q, row in zip(args.queries, hits)],
                          indent=2))
         return 0
-    measure = "cosine" if index.metric == "cosine" else "inner product"
+    measure = {"cosine": "cosine", "dot": "dot product"}.get(index.metric, index.metric)
     if reranker is not None:
         measure = f"{reranker.name}'s score, {measure}"
     for query, row in zip(args.queries, hits):
@@ -298,7 +302,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
 
 def cmd_map(args: argparse.Namespace) -> int:
     check_map_output(args.output)  # before any work
-    emb = read_embeddings(args.embeddings)
+    emb = read_embeddings(args.embeddings, what="zoo map")
     if not emb.provenance:
         raise ZooError(f"{args.embeddings} has no provenance: map a .parquet file that `zoo embed` wrote")
     columns = dict(emb.columns)  # what zoo embed --keep-columns kept: shown on hover, --color takes them
@@ -562,10 +566,11 @@ def _add_index(register: RegisterCommand) -> None:
     p.add_argument("inputs", nargs="+", metavar="EMB.parquet", help="embedding files zoo embed wrote")
     p.add_argument("-o", "--output", required=True, metavar="IDX",
                    help="index folder: built if new; an existing index gets the files' new rows")
-    p.add_argument("--kind", default="flat", choices=["flat", "hnsw"],
-                   help="flat: exact (default); hnsw: approximate, for millions of rows")
-    p.add_argument("--m", type=int, default=32, help="hnsw: links per node (default 32)")
-    p.add_argument("--ef-search", type=int, default=64, help="hnsw: candidates per search (default 64)")
+    p.add_argument("--kind", metavar="TYPE",
+                   help="dense rows: flat, exact (default), or hnsw, approximate, for millions of rows; a plugin's "
+                        "kind of rows: the types its row format builds (the first is the default)")
+    p.add_argument("--m", type=int, help="hnsw: links per node (default 32)")
+    p.add_argument("--ef-search", type=int, help="hnsw: candidates per search (default 64)")
     p = register("search", cmd_search, help="nearest rows of an index for texts or image / audio files")
     p.add_argument("index", metavar="IDX")
     p.add_argument("queries", nargs="+", metavar="QUERY", help="a text, or the path of an image or audio file")

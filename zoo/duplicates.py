@@ -8,9 +8,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from zoo.embeddings._embedding_file import comparable_provenance, embedding_batches, unit_rows
-
-from .search import faiss_module
+from zoo.core._rows import faiss_module, unit_rows
+from zoo.embeddings._embedding_file import comparable_provenance, embedding_batches, require_dense
 
 #: cosine at or above which two inputs count as near-duplicates by default. Measured with
 #: EfficientNet-Lite0 on scikit-image's photos: a JPEG re-encode at quality 75 keeps 0.92 or more,
@@ -43,7 +42,9 @@ def find_duplicates(path: str | os.PathLike[str], threshold: float = DEFAULT_THR
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold is a cosine similarity in (0, 1], not {threshold!r}")
     faiss = faiss_module()
-    index = faiss.IndexFlatIP(int(comparable_provenance(path)["embed_dim"]))
+    provenance = comparable_provenance(path)
+    require_dense(path, provenance, "zoo dedup")
+    index = faiss.IndexFlatIP(int(provenance["embed_dim"]))
     ids: list[Any] = []
     columns: dict[str, list[Any]] = {}
     for batch in embedding_batches(path, batch_rows):

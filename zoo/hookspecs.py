@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from zoo.catalog._spec import ModelSpec
     from zoo.core._encoder import Encoder
     from zoo.core._model import Model
+    from zoo.core._rows import RowFormat
     from zoo.store._model_files import ModelFiles
     from zoo.training._config import FinetuneConfig
 
@@ -68,8 +69,44 @@ class RegisterCommand(Protocol):
     ) -> argparse.ArgumentParser: ...
 
 
+class RegisterKind(Protocol):
+    def __call__(
+        self,
+        name: str,
+        *,
+        description: str,
+        verbs: Sequence[str],
+        rows: RowFormat | str | None = None,
+    ) -> None: ...
+
+
 class RegisterModel(Protocol):
     def __call__(self, spec: ModelSpec | Mapping[str, Any]) -> None: ...
+
+
+@hookspec
+def zoo_register_kinds(register: RegisterKind) -> None:
+    """Register model kinds: what a model gives, which verbs it answers, and how its rows are
+    stored and searched.
+
+    :param register:
+        Call ``register(name, description=..., verbs=(...), rows=...)`` once per kind. ``name`` is
+        what a spec's ``kind`` field says (``"sparse-encoder"``). ``description`` says what such a model
+        does, as the words after "it": ``"embeds texts as sparse term weights"``; they are
+        quoted when a verb of another kind is refused. ``verbs`` are those it answers, of
+        ``featurize``, ``classify``, ``finetune``, ``score`` and ``rerank``; every other verb of
+        :class:`zoo.Model` refuses its models by name. A kind that featurizes names ``rows``: a
+        :class:`~zoo.core._rows.RowFormat` (or a ``"module:Class"`` string, imported only when a
+        model of the kind featurizes), which says what featurize returns, how ``zoo embed`` writes
+        the rows to parquet and how ``zoo index`` / ``zoo search`` search them; zoo keeps the rest
+        (decoding, batching, skipped inputs, resumable chunks, ids, provenance and its guard,
+        integrity checks).
+
+    Called once, when the registry is first built, before models register (a model's ``kind``
+    must be registered, or the model is left out and the failure recorded). zoo registers
+    ``embedder`` (dense rows) and ``reranker`` (scores of pairs). A name registered twice is an
+    error that names both plugins.
+    """
 
 
 @hookspec
@@ -148,8 +185,8 @@ def zoo_spec_from_path(path: Path, kind: str | None) -> ModelSpec | None:
     """Recognise a model saved in a local folder (or file) and describe it.
 
     :param path: an existing local path passed to :func:`zoo.load`.
-    :param kind: the kind of model the caller asked for (``zoo.load(path, kind="reranker")``;
-        :data:`~zoo.catalog._spec.MODEL_KINDS`), or None. A folder whose files do not say its kind (a
+    :param kind: the kind of model the caller asked for (``zoo.load(path, kind="reranker")``; see
+        :func:`zoo_register_kinds`), or None. A folder whose files do not say its kind (a
         transformers sequence classifier may be a reranker or a classifier) is read as this kind;
         one whose files say another kind is an :class:`~zoo.errors.UnsupportedModelKindError`.
     :return: a spec whose sources point at ``path``, or ``None`` if this plugin does not recognise

@@ -34,6 +34,7 @@ class _Embedder:
     def __init__(self, model: str, column: str, output_column: str, featurize_options: dict[str, Any],
                  load_options: dict[str, Any]) -> None:
         self.model = load(model, **load_options)
+        self.model.require_dense("zoo.ray.featurize")
         self.column = column
         self.output_column = output_column
         self.options = featurize_options

@@ -1,24 +1,27 @@
-"""Nearest-neighbour search over the embedding files ``zoo embed`` writes, with FAISS.
+"""Nearest-neighbour search over the embedding files ``zoo embed`` writes: dense rows with FAISS,
+a plugin's rows with its row format's store (:class:`~zoo.core._rows.RowStore`).
 
 >>> from zoo import search
 >>> index = search.build("photos.parquet", "photos.idx")         # exact cosine similarity
 >>> index.search(["a dog on a beach"], k=5)                       # embedded with the index's model
 >>> search.open_index("photos.idx").add("more-photos.parquet")   # rows already held are skipped
 
-An index is a folder: ``index.faiss`` (the vectors), ``rows.parquet`` (each row's id, input
-content hash, source file and the columns ``zoo embed --keep-columns`` kept, as ``column:NAME``)
-and ``zoo-index.json`` (the provenance of the embeddings, the kind of index, the metric, the row
-count and the sha256 of the other two files, sealed by a digest of its own content). Opening an
-index checks all of it, so a file replaced, edited or cut short outside zoo is refused by name
-rather than answering with wrong neighbours. Scores are
+An index is a folder: ``index.faiss`` (the vectors; a row format's own files for its rows),
+``rows.parquet`` (each row's id, input content hash, source file and the columns ``zoo embed
+--keep-columns`` kept, as ``column:NAME``) and ``zoo-index.json`` (the provenance of the
+embeddings, the index type, the metric, the row count and the sha256 of the other files, sealed by
+a digest of its own content). Opening an index checks all of it, so a file replaced, edited or cut
+short outside zoo is refused by name rather than answering with wrong neighbours. Dense scores are
 cosine similarities whether or not the model normalises its rows (rows and queries are stored and
-compared at unit length), as ``zoo dedup`` reports them. Every embedding that
-meets the index (added rows, queries) must come from the same model, revision, weights, pooling,
-normalisation and layers, or :class:`~zoo.errors.ProvenanceMismatchError` names both sides.
+compared at unit length), as ``zoo dedup`` reports them; a row format says what its scores are
+(sparse term weights: dot products, as sentence-transformers' ``SparseEncoder`` scores them).
+Every embedding that meets the index (added rows, queries) must come from the same model, kind,
+revision, weights, pooling, normalisation and layers, or
+:class:`~zoo.errors.ProvenanceMismatchError` names both sides.
 
-Kinds: ``flat`` (exact; the default) and ``hnsw`` (approximate, for millions of rows: FAISS's
-HNSW graph, ``M`` links per node, searched with ``ef_search`` candidates). Needs the ``search``
-extra (``pip install 'zoo-models[search]'``).
+Index types for dense rows: ``flat`` (exact; the default) and ``hnsw`` (approximate, for
+millions of rows: FAISS's HNSW graph, ``M`` links per node, searched with ``ef_search``
+candidates). Needs the ``search`` extra (``pip install 'zoo-models[search]'``).
 """
 
 from __future__ import annotations
@@ -31,25 +34,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zoo.catalog._kinds import wrong_kind
 from zoo.catalog._loader import load
 from zoo.catalog._registry import get_registry
 from zoo.core._embed_options import recorded_settings
-from zoo.embeddings._embedding_file import comparable_provenance, embedding_batches, kept_columns, unit_rows
+from zoo.core._rows import DenseRows, FaissStore, RowFormat, RowStore
+from zoo.core._rows import faiss_module as faiss_module  # re-exported: zoo.search.faiss_module, as before
+from zoo.embeddings._embedding_file import comparable_provenance, embedding_batches, kept_columns, row_format_of
 from zoo.store._atomic import atomic_path, write_json_atomic
 from zoo.store._integrity import sha256_file
 from zoo.store._provenance import weights_provenance
 
-from .errors import ProvenanceMismatchError, UnsupportedModelKindError, UnsupportedOptionError, ZooError
+from .errors import ProvenanceMismatchError, UnsupportedOptionError, ZooError
 
 if TYPE_CHECKING:
     import numpy as np
 
     from zoo.core._model import Model
 
-KINDS = ("flat", "hnsw")
-INDEX_FILE, ROWS_FILE, META_FILE = "index.faiss", "rows.parquet", "zoo-index.json"
+ROWS_FILE, META_FILE = "rows.parquet", "zoo-index.json"
+KINDS = DenseRows.index_types  # the index types of dense rows
+HNSW_DEFAULTS = {"m": 32, "ef_construction": 80, "ef_search": 64}
+INDEX_FILE = FaissStore.FILE  # where dense rows are; a plugin's row format names its own files
 #: what makes two embeddings comparable; a prompt is left out (queries and passages differ by design)
-GUARDED = ("model", "revision", "sha256", "pool", "normalize", "embed_dim", "layers", "layer_merge", "truncate_dim")
+GUARDED = ("model", "revision", "sha256", "kind", "pool", "normalize", "embed_dim", "layers", "layer_merge",
+           "truncate_dim")
 
 
 @dataclass
@@ -67,12 +76,13 @@ class Hit:
 
 @dataclass
 class Index:
-    """A FAISS index over zoo embeddings with their provenance; see the module."""
+    """An index over zoo embeddings with their provenance; see the module. Its rows are held and
+    searched by the :class:`~zoo.core._rows.RowStore` of their row format (FAISS for dense rows)."""
 
     path: Path
-    faiss_index: Any = field(repr=False)
+    store: RowStore = field(repr=False)
     provenance: dict[str, Any]
-    kind: str
+    kind: str  # the index type: flat, hnsw, or one a row format builds
     ids: list[str] = field(default_factory=list, repr=False)
     hashes: list[str | None] = field(default_factory=list, repr=False)
     sources: list[str] = field(default_factory=list, repr=False)
@@ -83,18 +93,28 @@ class Index:
     _model: Model | None = field(default=None, repr=False)
     #: after :meth:`add`: ``(id, held id)`` of each row left out because another id holds its content
     same_content: list[tuple[str, str]] = field(default_factory=list, repr=False)
-    #: ``cosine``: rows are stored, and queries compared, at unit length
+    #: the index type's settings (HNSW's ``m``, ``ef_construction``, ``ef_search``)
+    options: dict[str, Any] = field(default_factory=dict)
+    #: what a score is: ``cosine`` (dense rows, stored and compared at unit length), or the row
+    #: format's (``dot`` for sparse term weights)
     metric: str = "cosine"
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def faiss_index(self) -> Any:
+        """The FAISS index holding dense rows (what this attribute held before row formats)."""
+        if not isinstance(self.store, FaissStore):
+            raise AttributeError(f"the index {self.path} holds {self.provenance.get('kind')} rows in its own store, "
+                                 "not FAISS: use index.store")
+        return self.store.raw
 
     def add(self, parquet: str | os.PathLike[str], *, save: bool = True) -> int:
         """Add the rows of another embedding file from the same model; rows whose input is
         already held (same content hash) are skipped. Returns how many were added. A file with a
         NaN or infinite row is refused whole, by id, before anything is added: such a row would
         never be found, and would make every score it takes part in meaningless."""
-        import numpy as np
 
         provenance = comparable_provenance(parquet)
         check_same(self.provenance, provenance, f"{parquet}", f"the index {self.path}")
@@ -104,7 +124,7 @@ class Index:
                 f"{self.provenance.get('precision') or 'float32'} ones: binary and non-binary rows score on different "
                 "scales; index them apart")
         self._check_column_types(parquet)
-        _refuse_non_finite(parquet)
+        _refuse_non_finite(parquet, row_format_of(provenance))
         held = {h: i for i, h in zip(self.ids, self.hashes) if h}
         self.same_content = []
         added = 0
@@ -119,8 +139,7 @@ class Index:
                 elif held[h] != str(ids[i]):
                     self.same_content.append((str(ids[i]), held[h]))
             if keep:
-                kept = unit_rows(rows[keep]) if self.metric == "cosine" else rows[keep]
-                self.faiss_index.add(np.ascontiguousarray(kept, dtype=np.float32))
+                self.store.add(rows[keep])
                 self.ids += [str(ids[i]) for i in keep]
                 self.hashes += [hashes[i] for i in keep]
                 self.sources += [Path(parquet).name] * len(keep)
@@ -137,7 +156,7 @@ class Index:
         import pyarrow.parquet as pq
 
         schema = pq.read_schema(parquet)
-        for name in kept_columns(schema.names):
+        for name in kept_columns(schema.names, self.provenance):
             held, new = self.column_types.get(name), schema.field(name).type
             if held is not None and not pa.types.is_null(held) and not pa.types.is_null(new) and held != new:
                 raise ZooError(f"{parquet}'s column {name!r} is {new}, the index {self.path} holds it as {held}; "
@@ -154,22 +173,18 @@ class Index:
         for name, values in self.columns.items():
             values += [columns[name][i] for i in keep] if name in columns else [None] * len(keep)
 
-    def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
-        """The ``k`` nearest rows of each query vector, best first (fewer if the index is smaller)."""
+    def search_vectors(self, vectors: Any, k: int = 10) -> list[list[Hit]]:
+        """The ``k`` nearest rows of each query row, best first (fewer if the index is smaller):
+        ``(Q, D)`` vectors for dense rows, the row format's rows otherwise (a sparse matrix)."""
         import numpy as np
 
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, not {k!r}")
-        queries = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
-        if queries.shape[1] != self.faiss_index.d:
-            raise ValueError(f"query vectors have {queries.shape[1]} dimensions; the index holds {self.faiss_index.d}")
-        if not np.isfinite(queries).all():
-            raise ValueError("a query vector holds NaN or infinite values")
+        if isinstance(vectors, (list, np.ndarray)):
+            vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if not len(self):
-            return [[] for _ in queries]
-        if self.metric == "cosine":
-            queries = unit_rows(queries)
-        scores, rows = self.faiss_index.search(queries, min(k, len(self)))
+            return [[] for _ in range(vectors.shape[0])]
+        scores, rows = self.store.search(vectors, min(k, len(self)))
         return [[Hit(self.ids[r], float(s), self.sources[r], {k: v[r] for k, v in self.columns.items()})
                  for s, r in zip(srow, rrow) if r >= 0]
                 for srow, rrow in zip(scores, rows)]
@@ -210,7 +225,6 @@ class Index:
 
     def save(self) -> None:
         """Write the index's three files; the metadata last, with the count the others must have."""
-        import faiss
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -218,13 +232,12 @@ class Index:
         kept = {f"column:{k}": pa.array(v, type=self.column_types.get(k)) for k, v in self.columns.items()}
         rows = pa.table({"id": self.ids, "content_sha256": pa.array(self.hashes, pa.string()), "source": self.sources,
                          **kept})
-        with atomic_path(self.path / INDEX_FILE) as tmp:
-            faiss.write_index(self.faiss_index, str(tmp))
+        written = self.store.write(self.path)
         with atomic_path(self.path / ROWS_FILE) as tmp:
             pq.write_table(rows, tmp)
         meta = {"provenance": self.provenance, "kind": self.kind, "metric": self.metric, "rows": len(self),
-                "dim": self.faiss_index.d, "sha256": {name: sha256_file(self.path / name)
-                                                      for name in (INDEX_FILE, ROWS_FILE)}}
+                "dim": self.store.width, "options": self.options,
+                "sha256": {name: sha256_file(self.path / name) for name in (*written, ROWS_FILE)}}
         write_json_atomic(self.path / META_FILE, {**meta, "seal": _seal(meta)})
 
 
@@ -233,11 +246,9 @@ def _bits(provenance: dict[str, Any]) -> bool:
     return provenance.get("precision") in ("binary", "ubinary")
 
 
-def _refuse_non_finite(parquet: str | os.PathLike[str]) -> None:
+def _refuse_non_finite(parquet: str | os.PathLike[str], row_format: RowFormat) -> None:
     """A file with NaN or infinite rows, named by id, before anything of it is added."""
-    import numpy as np
-
-    bad = [i for batch in embedding_batches(parquet) for i, ok in zip(batch.ids, np.isfinite(batch.rows).all(1))
+    bad = [i for batch in embedding_batches(parquet) for i, ok in zip(batch.ids, row_format.finite(batch.rows))
            if not ok]
     if bad:
         shown = ", ".join(map(str, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
@@ -245,24 +256,28 @@ def _refuse_non_finite(parquet: str | os.PathLike[str]) -> None:
                        f"(id {shown}); nothing was added: re-embed those inputs or leave them out")
 
 
-def build(parquet: str | os.PathLike[str], output: str | os.PathLike[str], *, kind: str = "flat", m: int = 32,
-          ef_construction: int = 80, ef_search: int = 64) -> Index:
-    """A new index at ``output`` (a folder) over an embedding file's rows; see the module."""
-    faiss = faiss_module()
+def build(parquet: str | os.PathLike[str], output: str | os.PathLike[str], *, kind: str | None = None,
+          m: int | None = None, ef_construction: int | None = None, ef_search: int | None = None) -> Index:
+    """A new index at ``output`` (a folder) over an embedding file's rows; see the module.
+    ``kind`` is the index type: for dense rows ``flat`` (the default) or ``hnsw`` (with ``m``,
+    ``ef_construction`` and ``ef_search``: 32, 80 and 64 unless given); a plugin's row format names
+    its own, and a setting its type does not take is refused by name."""
     provenance = comparable_provenance(parquet)
-    dim = int(provenance["embed_dim"])
-    if kind == "flat":
-        raw = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
-        raw = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
-        raw.hnsw.efConstruction, raw.hnsw.efSearch = ef_construction, ef_search
-    else:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    row_format = row_format_of(provenance)
+    index_type = row_format.check_index_type(kind)
+    asked = {name: value for name, value in (("m", m), ("ef_construction", ef_construction),
+                                             ("ef_search", ef_search)) if value is not None}
+    if index_type != "hnsw" and asked:
+        raise ValueError(f"{', '.join(asked)} {'is a setting' if len(asked) == 1 else 'are settings'} of hnsw "
+                         f"indexes; a {index_type} index takes none")
+    options = {**HNSW_DEFAULTS, **asked} if index_type == "hnsw" else {}
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists; choose a new folder, or add rows to an index with Index.add")
-    index = Index(out, raw, {k: provenance.get(k) for k in (*GUARDED, "backend", "modality", "zoo_version",
-                                                            "precision")}, kind)
+    store = row_format.new_store(int(provenance["embed_dim"]), index_type, options)
+    index = Index(out, store, {k: provenance.get(k) for k in (*GUARDED, "backend", "modality", "zoo_version",
+                                                              "precision")}, index_type,
+                  options=options, metric=row_format.metric)
     index.add(parquet)
     return index
 
@@ -271,10 +286,9 @@ def nearest_rows(rows: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndar
     """Each query's ``min(k, len(rows))`` nearest rows by cosine similarity, best first, as two
     ``(len(queries), min(k, len(rows)))`` arrays of scores and row positions: the flat index that
     :func:`build` makes, held in memory for one batch of queries (hard-negative mining)."""
-    raw = faiss_module().IndexFlatIP(rows.shape[1])
-    raw.add(unit_rows(rows))
-    scores, found = raw.search(unit_rows(queries), min(k, len(rows)))
-    return scores, found
+    store = FaissStore.new(rows.shape[1], "flat", {})
+    store.add(rows)
+    return store.search(queries, min(k, len(rows)))
 
 
 def open_index(path: str | os.PathLike[str]) -> Index:
@@ -282,7 +296,6 @@ def open_index(path: str | os.PathLike[str]) -> Index:
     row counts; anything changed outside zoo is a :class:`~zoo.errors.ZooError` naming the file."""
     import pyarrow.parquet as pq
 
-    faiss = faiss_module()
     folder = Path(path)
     meta = _read_meta(folder)
     for name, digest in meta["sha256"].items():
@@ -292,20 +305,20 @@ def open_index(path: str | os.PathLike[str]) -> Index:
             raise ZooError(f"{folder / name} is not the file zoo wrote (its sha256 differs from the one "
                            f"{META_FILE} records): it was changed or replaced; rebuild the index with `zoo index`")
     try:
-        raw = faiss.read_index(str(folder / INDEX_FILE))
+        store = row_format_of(meta["provenance"]).open_store(folder, meta)
         rows = pq.read_table(folder / ROWS_FILE)
-    except (RuntimeError, OSError, ValueError) as exc:  # faiss raises RuntimeError, arrow ArrowInvalid (ValueError)
+    except (OSError, ValueError) as exc:  # arrow's ArrowInvalid is a ValueError
         raise ZooError(f"{folder} holds a file zoo cannot read ({type(exc).__name__}: {exc}); rebuild the index "
                        "with `zoo index`") from None
-    if not raw.ntotal == rows.num_rows == meta["rows"]:
-        raise ZooError(f"{folder} is inconsistent ({raw.ntotal} vectors, {rows.num_rows} rows, {meta['rows']} "
+    if not len(store) == rows.num_rows == meta["rows"]:
+        raise ZooError(f"{folder} is inconsistent ({len(store)} vectors, {rows.num_rows} rows, {meta['rows']} "
                        "recorded): an update was interrupted; rebuild it with `zoo index`")
     kept = [name for name in rows.column_names if name.startswith("column:")]
     columns = {name.removeprefix("column:"): rows.column(name).to_pylist() for name in kept}
     types = {name.removeprefix("column:"): rows.schema.field(name).type for name in kept}
-    return Index(folder, raw, meta["provenance"], meta["kind"], rows.column("id").to_pylist(),
+    return Index(folder, store, meta["provenance"], meta["kind"], rows.column("id").to_pylist(),
                  rows.column("content_sha256").to_pylist(), rows.column("source").to_pylist(), columns, types,
-                 metric=meta["metric"])
+                 options=meta.get("options") or {}, metric=meta["metric"])
 
 
 def _seal(meta: dict[str, Any]) -> str:
@@ -336,8 +349,7 @@ def _read_meta(folder: Path) -> dict[str, Any]:
 def check_reranker(reranker: Model, candidates: int, column: str, index: Index) -> None:
     """Before anything runs: a reranker, a positive number of candidates, and a kept text column."""
     if reranker.kind != "reranker":
-        raise UnsupportedModelKindError(f"{reranker.name} cannot rerank: it is an embedder, not a reranker (a "
-                                        "CrossEncoder folder, or zoo.load(..., kind='reranker'))")
+        raise wrong_kind(reranker.name, reranker.kind, "reranker")
     if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
         raise ValueError(f"candidates must be a positive integer, not {candidates!r}")
     if column not in index.columns:
@@ -359,7 +371,7 @@ def rerank_hits(reranker: Model, query: Any, hits: list[Hit], column: str, k: in
 
 
 def embed_queries(model: Model, queries: list[Any], provenance: dict[str, Any], *, prompt: str | None = None,
-                  prompt_text: str | None = None) -> np.ndarray:
+                  prompt_text: str | None = None) -> Any:
     """Query rows computed as the index's rows were (pooling, normalisation, layers, truncation),
     each query through the tower of its kind: a file through the tower of its modality, anything
     else through the text tower (an image-text index searched by text), texts with the prompt
@@ -373,15 +385,20 @@ def embed_queries(model: Model, queries: list[Any], provenance: dict[str, Any], 
         raise UnsupportedOptionError(f"a prompt applies to text queries; none of these queries is a text for "
                                      f"{model.name} (they are {' and '.join(sorted(set(kinds)))} files)")
     recorded = recorded_settings(provenance)
-    out = np.empty((len(queries), int(provenance["embed_dim"])), dtype=np.float32)
-    for kind in dict.fromkeys(kinds):
-        chosen = [i for i, k in enumerate(kinds) if k == kind]
+
+    def rows_of(kind: str, items: list[Any]) -> Any:
         # the index's rows came through the primary tower: its pooling applies there only
         settings = recorded if kind == model.tower()[0] else {**recorded, "pool": None}
         if kind == "text":
             settings = {**settings, "prompt": prompt, "prompt_text": prompt_text}
-        options = model.embed_options(tower=kind, **settings)
-        out[chosen] = model.featurize([queries[i] for i in chosen], options=options, progress=False)
+        return model.featurize(items, options=model.embed_options(tower=kind, **settings), progress=False)
+
+    if len(set(kinds)) == 1:  # one tower: its rows as they come (a plugin's kind: its own rows)
+        return rows_of(kinds[0], queries)
+    out = np.empty((len(queries), int(provenance["embed_dim"])), dtype=np.float32)
+    for kind in dict.fromkeys(kinds):
+        chosen = [i for i, k in enumerate(kinds) if k == kind]
+        out[chosen] = rows_of(kind, [queries[i] for i in chosen])
     return out
 
 
@@ -428,9 +445,3 @@ def _norm(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def faiss_module() -> Any:
-    try:
-        import faiss
-    except ImportError as exc:
-        raise ImportError("zoo index and zoo search need FAISS: pip install 'zoo-models[search]'") from exc
-    return faiss

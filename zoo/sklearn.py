@@ -66,6 +66,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
         cached = self.__dict__.get("_zoo_model")
         if cached is None or cached[0] != key:
             cached = (key, load(self.model, device=self.device, dtype=self.dtype))
+            cached[1].require_dense("zoo.sklearn.Featurizer")
             self.__dict__["_zoo_model"] = cached
         return cached[1]
 

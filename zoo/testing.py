@@ -29,6 +29,11 @@ from zoo.catalog._loader import load, locate_files, resolve
 from zoo.catalog._registry import get_registry
 from zoo.catalog._spec import ModelSpec
 from zoo.core._model import Model
+from zoo.core._rows import DenseRows
+from zoo.embeddings._embed import embed_to_file
+from zoo.embeddings._embedding_file import embedding_batches
+from zoo.embeddings._inputs import items_source
+from zoo.search import build, open_index
 
 from .errors import InputError, OfflineError, SourceError, UnknownModelError, UnsupportedModelKindError, ZooError
 
@@ -73,9 +78,8 @@ class _Skip(Exception):
 
 
 def _close(a: Any, b: Any, atol: float) -> bool:
-    import numpy as np
-
-    return a.shape == b.shape and bool(np.abs(a - b).max() <= atol) if a.size else a.shape == b.shape
+    """Two dense arrays of one shape within ``atol`` (dense rows' own comparison)."""
+    return DenseRows().max_difference(a, b) <= atol
 
 
 def check_model(name: str, *, workdir: str | Path | None = None, strategies: tuple[str, ...] | None = None,
@@ -93,13 +97,16 @@ def check_model(name: str, *, workdir: str | Path | None = None, strategies: tup
     with rec.check("preprocessing present"):
         assert model.preprocess is not None, "model.preprocess is None"
     inputs = examples if examples is not None else get_registry().modality(model.tower()[0]).examples()
-    if model.kind == "reranker":
+    verbs = get_registry().kind(model.kind).verbs
+    if "score" in verbs:
         _check_scores(rec, model, inputs)
         return rec.results
     X = _check_featurize(rec, model, spec, inputs)
-    if X is not None:
+    if X is not None and "finetune" in verbs:
         claimed = strategies if strategies is not None else model.encoder.strategies
         _check_finetune(rec, model, inputs, X, claimed, workdir)
+    if X is not None and not isinstance(model.row_format, DenseRows):
+        _check_stored(rec, model, inputs, X, workdir)
     return rec.results
 
 
@@ -114,29 +121,36 @@ def _check_loadable(rec: _Recorder, name: str) -> ModelSpec | None:
     return spec if rec.results[-1].status == "pass" else None
 
 
-def _check_featurize(rec: _Recorder, model: Model, spec: ModelSpec, inputs: list[Any]) -> np.ndarray | None:
-    """Shape, dtype, width, row order, determinism, empty input and a bad item; returns the features."""
+def _check_featurize(rec: _Recorder, model: Model, spec: ModelSpec, inputs: list[Any]) -> Any:
+    """Shape, dtype, width, row order, determinism, empty input and a bad item; returns the rows
+    (compared through the row format of the model's kind, so a plugin's rows are checked alike)."""
     import numpy as np
 
+    rows, dense = model.row_format, isinstance(model.row_format, DenseRows)
     X = None
     with rec.check("featurize shape and dtype"):
         if len(inputs) < 4:
             raise _Skip(f"modality {model.modality!r} registers no examples")
         X = model.featurize(inputs, batch_size=3)
-        assert X.dtype == np.float32, f"dtype {X.dtype}"
-        assert X.shape == (len(inputs), model.embed_dim), f"shape {X.shape}, embed_dim {model.embed_dim}"
+        assert rows.count(X) == len(inputs), f"{rows.count(X)} rows for {len(inputs)} inputs"
+        if dense:
+            assert X.dtype == np.float32, f"dtype {X.dtype}"
+            assert X.shape == (len(inputs), model.embed_dim), f"shape {X.shape}, embed_dim {model.embed_dim}"
         if spec.embed_dim is not None:
             assert model.embed_dim == spec.embed_dim, f"embed_dim {model.embed_dim} != registry {spec.embed_dim}"
-        assert np.isfinite(X).all(), "non-finite values"
+        assert rows.finite(X).all(), "non-finite values"
     if X is not None:
         with rec.check("input order kept"):
             Y = model.featurize(inputs[::-1], batch_size=2)
-            assert _close(Y[::-1], X, 1e-4), "rows do not follow the inputs when their order changes"
+            back = rows.take(Y, range(len(inputs) - 1, -1, -1))
+            assert rows.max_difference(back, X) <= 1e-4, "rows do not follow the inputs when their order changes"
         with rec.check("deterministic"):
-            assert _close(model.featurize(inputs, batch_size=3), X, 1e-5), "two calls differ"
+            assert rows.max_difference(model.featurize(inputs, batch_size=3), X) <= 1e-5, "two calls differ"
     with rec.check("empty input"):
         empty = model.featurize([])
-        assert empty.shape == (0, model.embed_dim) and empty.dtype == np.float32, f"got {empty.shape} {empty.dtype}"
+        assert rows.count(empty) == 0, "rows for no input"
+        if dense:
+            assert empty.shape == (0, model.embed_dim) and empty.dtype == np.float32, f"got {empty.shape} {empty.dtype}"
     with rec.check("bad item named"):
         probe = [*inputs[:1], object()]
         try:
@@ -146,6 +160,23 @@ def _check_featurize(rec: _Recorder, model: Model, spec: ModelSpec, inputs: list
         else:
             raise AssertionError("an object() input was accepted")
     return X
+
+
+def _check_stored(rec: _Recorder, model: Model, inputs: list[Any], X: Any, workdir: str | Path | None) -> None:
+    """A plugin's row format end to end: ``zoo embed`` writes the rows and reads them back as
+    featurize gave them, ``zoo index`` builds its store, reopened with its checks, and a search
+    returns every row once, best first."""
+    rows = model.row_format
+    with rec.check("embed, index and search"), tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        out = Path(tmp) / "rows.parquet"
+        embed_to_file(model, items_source(inputs, "the conformance examples", media=model.tower()[0] != "text"), out,
+                      batch_size=3, progress=False)
+        (batch,) = embedding_batches(out)
+        assert rows.max_difference(batch.rows, X) <= 1e-5, "the rows zoo embed wrote read back otherwise"
+        index = open_index(build(out, Path(tmp) / "index").path)
+        (hits,) = index.search_vectors(rows.take(X, [0]), k=len(inputs))
+        assert sorted(h.id for h in hits) == sorted(str(i) for i in range(len(inputs))), "search lost or repeated rows"
+        assert all(a.score >= b.score for a, b in itertools.pairwise(hits)), "search hits are not best first"
 
 
 def _check_scores(rec: _Recorder, model: Model, inputs: list[Any]) -> None:

@@ -7,16 +7,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.hookspecs import hookimpl
+from zoo.hookspecs import RegisterKind, hookimpl
 from zoo.store._manifest import FORMAT, is_manifest_of, spec_from_manifest
 from zoo.store._model_files import ModelFiles
 from zoo.store._sources import provide_files
 
+from ._kinds import builtin_kinds
 from ._spec import ModelSpec
 
 if TYPE_CHECKING:
     from zoo.core._encoder import Encoder
     from zoo.core._model import Model
+
+
+@hookimpl
+def zoo_register_kinds(register: RegisterKind) -> None:
+    """``embedder`` and ``reranker``."""
+    builtin_kinds(register)
 
 
 @hookimpl(trylast=True)

@@ -32,9 +32,10 @@ from zoo.store._model_files import ModelFiles
 from zoo.store._settings import offline, zoo_home
 from zoo.store._sources import verify_files
 
+from ._kinds import wrong_kind
 from ._plugin_manager import get_plugin_manager
 from ._registry import Registry, get_registry
-from ._spec import MODEL_KINDS, ModelSpec, Source, wrong_kind
+from ._spec import ModelSpec, Source
 
 
 def _looks_like_path(name: str) -> bool:
@@ -49,8 +50,9 @@ def resolve(name: str | os.PathLike[str], kind: str | None = None) -> ModelSpec:
 
 def _resolve(name: str | os.PathLike[str], registry: Registry, kind: str | None = None) -> ModelSpec:
     """The spec ``name`` names, with ``kind`` (the one the caller asked for) settled or refused."""
-    if kind is not None and kind not in MODEL_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(MODEL_KINDS)}, not {kind!r}{did_you_mean(kind, MODEL_KINDS)}")
+    if kind is not None and kind not in registry.kinds:
+        raise ValueError(f"kind must be one of {', '.join(registry.kinds)} (those the installed plugins register), "
+                         f"not {kind!r}{did_you_mean(kind, registry.kinds)}")
     spec = _named_spec(name, registry, kind)
     if kind is None:
         return spec

@@ -1,4 +1,4 @@
-"""The runtime catalogue: models, modalities and adapters from ``registry.yaml`` and every plugin.
+"""The runtime catalogue: models, kinds, modalities and adapters from ``registry.yaml`` and every plugin.
 
 Built once per process from the plugin manager. Each registration is attributed to the plugin that
 made it, so a clash names both sides; a third-party plugin whose registration hook raises is
@@ -16,12 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.errors import DuplicateModelError, PluginError, RegistryError, close_matches, did_you_mean
+from zoo.core._rows import DenseRows, RowFormat
+from zoo.errors import (
+    DuplicateModelError,
+    PluginError,
+    RegistryError,
+    UnsupportedModelKindError,
+    close_matches,
+    did_you_mean,
+)
 
 from ._plugin_manager import PluginFailure, ZooPluginManager, get_plugin_manager
 from ._registry_file import read_registry
 from ._scores import sort_key
-from ._spec import ModelSpec
+from ._spec import KIND_NAME, ModelSpec
 
 if TYPE_CHECKING:
     from zoo.adapter import Adapter
@@ -94,6 +102,71 @@ class Modality:
         return list(examples())
 
 
+#: The verbs a kind may answer: ``featurize`` (rows: zoo embed, zoo index, zoo search),
+#: ``classify`` (zero-shot, predict_proba), ``finetune``, and ``score`` / ``rerank`` (pairs).
+VERBS = ("featurize", "classify", "finetune", "score", "rerank")
+DENSE_ROWS = "zoo.core._rows:DenseRows"
+
+
+@dataclass
+class Kind:
+    """One model kind.
+
+    Attributes:
+        name: as a spec's ``kind`` names it (``"sparse-encoder"``).
+        description: what such a model does, as the words after "it": ``"embeds texts as sparse
+            term weights"``; the error refusing another kind's verb says it.
+        verbs: the verbs of :data:`VERBS` it answers.
+        rows_ref: its :class:`~zoo.core._rows.RowFormat` (an instance, or a ``"module:Class"``
+            string imported on first use), for kinds that featurize; None otherwise.
+        owner: who registered it.
+    """
+
+    name: str
+    description: str
+    verbs: tuple[str, ...]
+    rows_ref: RowFormat | str | None
+    owner: Owner
+
+    def row_format(self) -> RowFormat:
+        """The format of its rows (imported on first use)."""
+        if self.rows_ref is None:
+            raise UnsupportedModelKindError(f"a model of kind {self.name!r} gives no rows: it {self.description}")
+        if isinstance(self.rows_ref, str):
+            try:
+                made = import_ref(self.rows_ref)()
+            except (ImportError, AttributeError, TypeError) as exc:
+                raise PluginError(f"kind {self.name!r} from {self.owner}: its rows {self.rows_ref!r} cannot be made "
+                                  f"({type(exc).__name__}: {exc})") from exc
+            if not isinstance(made, RowFormat):
+                raise PluginError(f"kind {self.name!r} from {self.owner}: its rows {self.rows_ref!r} name a "
+                                  f"{type(made).__name__}, not a zoo.RowFormat subclass")
+            self.rows_ref = made
+        return self.rows_ref
+
+    def check(self) -> None:
+        """Refuse a registration zoo could not use, naming its plugin."""
+        if not isinstance(self.name, str) or not KIND_NAME.match(self.name):
+            raise RegistryError(f"kind {self.name!r} from {self.owner}: a kind is named with lower-case letters, "
+                                "digits and -, starting with a letter")
+        unknown = sorted(set(self.verbs) - set(VERBS))
+        if unknown:
+            raise RegistryError(f"kind {self.name!r} from {self.owner} names verb {unknown[0]!r}; verbs are "
+                                f"{', '.join(VERBS)}")
+        if ("featurize" in self.verbs) != (self.rows_ref is not None):
+            raise RegistryError(f"kind {self.name!r} from {self.owner}: a kind that featurizes names its rows "
+                                "(rows=RowFormat), and only such a kind does")
+        if self.rows_ref is not None and not isinstance(self.rows_ref, RowFormat) \
+                and not (isinstance(self.rows_ref, str) and ":" in self.rows_ref):
+            raise RegistryError(f"kind {self.name!r} from {self.owner}: rows= takes a zoo.RowFormat instance or a "
+                                f"'module:Class' string, not {self.rows_ref!r}")
+        dense = self.rows_ref == DENSE_ROWS or isinstance(self.rows_ref, DenseRows)
+        if {"classify", "finetune"} & set(self.verbs) and not dense:
+            raise RegistryError(f"kind {self.name!r} from {self.owner}: classify and finetune train on dense "
+                                f"vectors; a kind that answers them has zoo's dense rows ({DENSE_ROWS!r})")
+
+
+
 @dataclass
 class AdapterEntry:
     """A backend and the adapter class that serves it (imported on first use)."""
@@ -118,6 +191,7 @@ class Registry:
     owners: dict[str, Owner] = field(default_factory=dict)  # canonical name -> who registered it
     names: dict[str, str] = field(default_factory=dict)  # lower-case name or alias -> canonical name
     modalities: dict[str, Modality] = field(default_factory=dict)
+    kinds: dict[str, Kind] = field(default_factory=dict)
     adapters: dict[str, AdapterEntry] = field(default_factory=dict)
     schemes: dict[str, str] = field(default_factory=dict)  # scheme -> backend
     failures: list[PluginFailure] = field(default_factory=list)
@@ -159,6 +233,23 @@ class Registry:
             raise RegistryError(f"modality {modality.name!r}: suffixes must be lower case and start with '.', "
                                 f"not {bad[0]!r}")
         self.modalities[modality.name] = modality
+
+    def add_kind(self, kind: Kind) -> None:
+        kind.check()
+        if kind.name in self.kinds:
+            raise RegistryError(f"kind {kind.name!r} registered by {kind.owner} is already registered by "
+                                f"{self.kinds[kind.name].owner}")
+        self.kinds[kind.name] = kind
+
+    def kind(self, name: str) -> Kind:
+        """The kind ``name``, or an error naming the kinds there are."""
+        try:
+            return self.kinds[name]
+        except KeyError:
+            raise UnsupportedModelKindError(
+                f"no installed plugin registers model kind {name!r}{did_you_mean(name, self.kinds)} (kinds: "
+                f"{', '.join(self.kinds)}); install the plugin that provides it (zoo plugins lists those "
+                "installed)") from None
 
     def add_adapter(self, entry: AdapterEntry) -> None:
         if entry.backend in self.adapters:
@@ -304,12 +395,20 @@ def build_registry(pm: ZooPluginManager, catalogue: Path | None = REGISTRY_FILE)
 
         return register
 
+    def register_kind(owner: Owner) -> Callable[..., None]:
+        def register(name: str, *, description: str, verbs: Sequence[str], rows: RowFormat | str | None = None
+                     ) -> None:
+            registry.add_kind(Kind(name, description, tuple(verbs), rows, owner))
+
+        return register
+
     def register_model(owner: Owner) -> Callable[..., None]:
         def register(spec: ModelSpec | Mapping[str, Any]) -> None:
             registry.add_spec(spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec), owner)
 
         return register
 
+    call_registration_hook(pm, "zoo_register_kinds", register_kind, builtins_first=True)
     call_registration_hook(pm, "zoo_register_modalities", register_modality)
     call_registration_hook(pm, "zoo_register_adapters", register_adapter)
     if catalogue is not None:
@@ -326,6 +425,8 @@ def _drop_unserved(registry: Registry, pm: ZooPluginManager) -> None:
     for spec in list(registry.specs.values()):
         if spec.modality not in registry.modalities:
             need = f"modality {spec.modality!r}, which no plugin registers"
+        elif (spec.kind or "embedder") not in registry.kinds:
+            need = f"model kind {spec.kind!r}, which no plugin registers"
         elif spec.backend not in registry.adapters:
             need = f"backend {spec.backend!r}, which no adapter serves"
         else:

@@ -13,19 +13,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from zoo.errors import RegistryError, UnsafePathError, UnsupportedModelKindError, did_you_mean
+from zoo.errors import RegistryError, UnsafePathError, did_you_mean
 from zoo.store._safe_paths import check_file_name
 
 from ._scores import check_scores
 
 SOURCE_KINDS = ("hub", "url", "pkg", "path")
-#: What a model gives: ``embedder`` (one dense vector per input: featurize) or ``reranker`` (a score
-#: per (query, document) pair: rerank / score).
-MODEL_KINDS = ("embedder", "reranker")
-#: What each kind answers, for the error that refuses a verb of another kind.
-KIND_VERBS = {"embedder": "it embeds inputs (featurize, zoo embed, zoo search); it does not score pairs",
-              "reranker": "it scores (query, document) pairs (model.rerank, model.score, zoo rerank, "
-                          "zoo search --rerank); it gives no embeddings"}
+KIND_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
 def a_kind(kind: str) -> str:
@@ -33,13 +27,6 @@ def a_kind(kind: str) -> str:
     return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
 
 
-def wrong_kind(name: str, kind: str, asked: str, why: str = "") -> UnsupportedModelKindError:
-    """The error for ``name``, of ``kind``, where ``asked`` is needed: what it does and what to use."""
-    use = {"reranker": "a reranker (a CrossEncoder folder, or a catalogue entry that zoo list shows with "
-                       "'rerank' in its dim column)",
-           "embedder": "an embedder (zoo list shows its width in the dim column)"}.get(asked, a_kind(asked))
-    return UnsupportedModelKindError(f"{name} is {a_kind(kind)}{f' ({why})' if why else ''}, not {a_kind(asked)}: "
-                                     f"{KIND_VERBS[kind]}; use {use}")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -149,8 +136,9 @@ class ModelSpec:
         matryoshka_dims: the truncated widths the weights were trained for (``truncate_dim``).
         scores: figures the authors published, by metric (see :mod:`zoo.catalog._scores`), each
             ``{value, source[, note]}``.
-        kind: what the model gives (:data:`MODEL_KINDS`): ``embedder`` rows, or ``reranker`` scores
-            of (query, document) pairs; None: as its files say (an embedder where they say nothing).
+        kind: what the model gives (:mod:`zoo.catalog._kinds`): ``embedder`` rows, ``reranker`` scores
+            of (query, document) pairs, or a kind a plugin registers (``sparse-encoder``); None: as its files
+            say (an embedder where they say nothing).
             Each verb answers only the kinds it serves, and refuses the others by name.
         plugin: who registered it (filled in by the registry, for display).
     """
@@ -186,9 +174,9 @@ class ModelSpec:
                 raise RegistryError(str(exc)) from None
             if not _SHA256.match(str(digest)):
                 raise RegistryError(f"sha256 of {file!r} in {self.name!r} is not 64 lowercase hex digits")
-        if self.kind is not None and self.kind not in MODEL_KINDS:
-            raise RegistryError(f"kind of {self.name!r} is {self.kind!r}, not one of {', '.join(MODEL_KINDS)}"
-                                f"{did_you_mean(str(self.kind), MODEL_KINDS)}")
+        if self.kind is not None and not (isinstance(self.kind, str) and KIND_NAME.match(self.kind)):
+            raise RegistryError(f"kind of {self.name!r} is {self.kind!r}: a kind is a lower-case name ('embedder', "
+                                "'reranker', or one a plugin registers)")
         if self.embed_dim is not None and (not isinstance(self.embed_dim, int) or self.embed_dim <= 0):
             raise RegistryError(f"embed_dim of {self.name!r} must be a positive integer")
         for name, text in self.prompts.items():

@@ -1,4 +1,5 @@
-"""The featurize engine every encoder shares: decode, batch, run frozen, assemble (N, D) float32.
+"""The featurize engine every encoder shares: decode, batch, run frozen, assemble (N, D) float32
+(or the rows of the model kind's :class:`~zoo.core._rows.RowFormat`).
 
 An encoder supplies three pieces (see :class:`zoo.Encoder`): ``decode`` for one item (its
 modality's decoder), ``plan_batches`` (how decoded items group into model inputs; text sorts by length), and
@@ -23,6 +24,7 @@ from zoo.errors import InputError, InputWarning, Unreadable, is_item_error
 
 from ._allocator import keep_freed_memory
 from ._encoder import Encoder, FinishBatch
+from ._rows import RowBuffer
 
 if TYPE_CHECKING:
     import numpy as np
@@ -107,58 +109,32 @@ def _decode_noting(decode: Callable[[Any], Any], item: Any, index: int, report: 
 
 @dataclass
 class _Output:
-    """The ``(N, dim)`` rows being filled, batch by batch, and which of them hold a result. A
-    windowed input's rows are summed with their weights here and divided at the end."""
+    """Which inputs hold a row, which were refused and why, around the format's buffer of rows."""
 
     items: list[Any]
-    dim: int
-    keep_dims: int | None  # the first dims kept (Matryoshka truncation), before normalising
-    normalize: bool
+    rows: RowBuffer
     on_error: OnError
     report: FeaturizeReport
-    rows: np.ndarray = field(init=False)
     filled: np.ndarray = field(init=False)
-    weight: np.ndarray = field(init=False)  # summed window weights; 0 for whole inputs
     bad: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         import numpy as np
 
-        self.rows = np.zeros((len(self.items), self.keep_dims or self.dim), dtype=np.float32)
         self.filled = np.zeros(len(self.items), dtype=bool)
-        self.weight = np.zeros(len(self.items), dtype=np.float64)
 
     def store(self, encoder: Encoder, positions: list[int], emb: torch.Tensor,
               weights: Sequence[float | None] | None = None) -> None:
-        """One batch's output, checked and (if asked) normalised, into its rows. A row that is not
-        finite (a waveform of amplitude 1e30, an overflow in float16) is that input's error."""
+        """One batch's output into its rows. A row that is not finite (a waveform of amplitude
+        1e30, an overflow in float16) is that input's error."""
         import numpy as np
-        import torch
 
-        n = len(positions)
-        if emb.shape != (n, self.dim):
-            raise RuntimeError(f"{type(encoder).__name__} returned shape {tuple(emb.shape)} "
-                               f"for {n} items; expected ({n}, {self.dim})")
-        emb = emb.float()  # first: numpy has no bfloat16
-        if self.keep_dims:
-            emb = emb[:, :self.keep_dims]
-        values = emb.cpu().numpy()
-        finite = np.isfinite(values).all(axis=1)
+        if len(emb) != len(positions):
+            raise RuntimeError(f"{type(encoder).__name__} returned {len(emb)} rows for {len(positions)} items")
+        finite = self.rows.put(positions, emb, weights or [None] * len(positions))
         for row in np.flatnonzero(~finite):
             self._refuse(positions[row])
-        weights = weights or [None] * n
-        whole = [j for j in range(n) if finite[j] and weights[j] is None]
-        if whole:
-            kept = emb[whole]
-            if self.normalize:
-                kept = torch.nn.functional.normalize(kept, p=2, dim=-1)
-            self.rows[[positions[j] for j in whole]] = kept.cpu().numpy()
-            self.filled[[positions[j] for j in whole]] = True
-        for j in range(n):
-            if finite[j] and weights[j] is not None:
-                self.rows[positions[j]] += np.float32(weights[j]) * values[j]
-                self.weight[positions[j]] += weights[j]
-                self.filled[positions[j]] = True
+        self.filled[[positions[j] for j in np.flatnonzero(finite)]] = True
 
     def drop(self, positions: list[int], weights: list[float | None], failed: list[tuple[int, str]]
              ) -> tuple[list[int], list[float | None]]:
@@ -184,22 +160,11 @@ class _Output:
         self.bad.add(index)
         self.report.skipped.append((index, reason))
 
-    def _merge_windows(self) -> None:
-        import numpy as np
-
-        windowed = np.flatnonzero(self.weight > 0)
-        if len(windowed):
-            self.rows[windowed] /= self.weight[windowed, None].astype(np.float32)
-            if self.normalize:
-                norms = np.linalg.norm(self.rows[windowed], axis=1, keepdims=True)
-                self.rows[windowed] /= np.maximum(norms, 1e-12)
-        self.filled[list(self.bad)] = False
-
-    def finish(self, return_tensors: Literal["np", "pt"]) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
+    def finish(self, return_tensors: Literal["np", "pt"]) -> tuple[Any, FeaturizeReport]:
         """Warn about skipped items and hand the kept rows back in the requested form."""
         import numpy as np
 
-        self._merge_windows()
+        self.filled[list(self.bad)] = False
         report = self.report
         report.kept = np.flatnonzero(self.filled).tolist()
         report.skipped.sort()
@@ -213,12 +178,7 @@ class _Output:
             more = f" and {len(report.skipped) - 5} more" if len(report.skipped) > 5 else ""
             warnings.warn(f"featurize skipped {len(report.skipped)} of {report.total} inputs: {shown}{more}; "
                           "see model.last_report", RuntimeWarning, stacklevel=6)
-        out = self.rows[self.filled]
-        if return_tensors == "pt":
-            import torch
-
-            return torch.from_numpy(out), report
-        return out, report
+        return self.rows.result(self.filled, return_tensors), report
 
 
 def run_featurize(
@@ -226,25 +186,23 @@ def run_featurize(
     inputs: Iterable[Any],
     *,
     encode: Callable[[Any], torch.Tensor],
-    dim: int,
+    buffer: Callable[[int], RowBuffer],
     decode: Callable[[Any], Any],
     batch_size: int,
-    normalize: bool,
     return_tensors: Literal["np", "pt"],
     progress: bool | None,
     on_error: OnError,
     finish: FinishBatch | None = None,
     desc: str = "featurize",
     num_workers: int = 0,
-    keep_dims: int | None = None,
-) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
-    """Run ``encode`` over ``inputs`` batch by batch into ``(N, dim)`` float32 rows.
+) -> tuple[Any, FeaturizeReport]:
+    """Run ``encode`` over ``inputs`` batch by batch into the rows of ``buffer(len(inputs))``: a
+    :class:`~zoo.core._rows.RowFormat`'s (``(N, dim)`` float32 for dense rows, a sparse matrix...).
 
     The encoder's ``plan_batches`` groups the decoded items and its ``windows`` cuts long ones;
-    ``finish`` (a :class:`~zoo.core._encoder.DeviceStage`'s) completes each batch on the device;
-    ``keep_dims`` keeps each row's first dimensions (``(N, keep_dims)``),
-    normalised after the cut. Returns the rows and the report of what was kept and skipped. See
-    :meth:`zoo.Model.featurize` for the contract; classifier outputs reuse the same loop.
+    ``finish`` (a :class:`~zoo.core._encoder.DeviceStage`'s) completes each batch on the device.
+    Returns the rows and the report of what was kept and skipped. See :meth:`zoo.Model.featurize`
+    for the contract; classifier outputs and reranker scores reuse the same loop.
     """
     import torch
 
@@ -258,7 +216,7 @@ def run_featurize(
         raise TypeError("featurize takes a sequence of items; wrap a single item in a list: [item]")
     items = list(inputs)
     windows = encoder.windows if type(encoder).windows is not Encoder.windows else None
-    output = _Output(items, dim, keep_dims, normalize, on_error, FeaturizeReport(total=len(items)))
+    output = _Output(items, buffer(len(items)), on_error, FeaturizeReport(total=len(items)))
     encoder.model.eval()
     with keep_freed_memory(enabled=str(encoder.device).startswith("cpu")), torch.inference_mode(), \
             _progress_bar(encoder, len(items), progress, desc) as bar:

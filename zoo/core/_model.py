@@ -14,12 +14,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast, final
 
+from zoo.catalog._kinds import refuse_verb
 from zoo.catalog._plugin_manager import get_plugin_manager
 from zoo.catalog._registry import get_registry
-from zoo.catalog._spec import KIND_VERBS, a_kind
+from zoo.catalog._spec import a_kind
 from zoo.errors import PluginError, UnsupportedModelKindError, UnsupportedOptionError
 from zoo.training._config import FinetuneConfig
 
@@ -27,6 +29,7 @@ from ._embed_options import EmbedOptions, LayerMerge, build_options, resolve_pro
 from ._featurize import FeaturizeReport, OnError, run_featurize
 from ._quantize import Precision, calibration_ranges, quantize
 from ._rerank import PairDecode, Ranked, check_top_k, ranking
+from ._rows import DenseBuffer, DenseRows
 from ._zero_shot import Template
 from ._zero_shot import classify as zero_shot_classify
 
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 
     from ._compiled import CompiledEncoder
     from ._encoder import Encoder
+    from ._rows import RowFormat
 
 
 class Prompted:
@@ -110,14 +114,30 @@ class Model:
 
     @property
     def kind(self) -> str:
-        """What the model gives: ``"embedder"`` (:meth:`featurize` rows) or ``"reranker"``
-        (:meth:`score` / :meth:`rerank` scores of pairs). A verb of another kind is refused by name."""
+        """What the model gives: ``"embedder"`` (:meth:`featurize` rows), ``"reranker"``
+        (:meth:`score` / :meth:`rerank` scores of pairs) or a kind a plugin registers (``"sparse-encoder"``).
+        A verb its kind does not answer is refused by name."""
         return self.spec.kind or "embedder"
 
-    def _serves(self, kind: str, verb: str) -> None:
-        if self.kind != kind:
-            raise UnsupportedModelKindError(f"{self.name} is {a_kind(self.kind)}: {KIND_VERBS[self.kind]}; "
-                                            f"{verb} needs {a_kind(kind)}")
+    @property
+    def row_format(self) -> RowFormat:
+        """What :meth:`featurize` gives and how ``zoo embed`` / ``zoo index`` store it: the
+        :class:`~zoo.core._rows.RowFormat` of the model's kind (dense rows for an embedder)."""
+        self._serves("featurize")
+        return get_registry().kind(self.kind).row_format()
+
+    def _serves(self, verb: str, asked: str | None = None) -> None:
+        kind = get_registry().kind(self.kind)
+        if verb not in kind.verbs:
+            raise refuse_verb(self.name, kind, asked or verb)
+
+    def require_dense(self, what: str) -> None:
+        """Refuse by name, where ``what`` (``"zoo evaluate"``) needs dense vectors, a model whose
+        kind gives other rows (a sparse encoder) or none (a reranker)."""
+        kind = get_registry().kind(self.kind)
+        if kind.rows_ref is None or not isinstance(kind.row_format(), DenseRows):
+            raise UnsupportedModelKindError(f"{self.name} is {a_kind(self.kind)}: it {kind.description}; {what} "
+                                            "needs an embedder's dense vectors")
 
     @property
     def backend(self) -> str:
@@ -183,7 +203,11 @@ class Model:
                       precision: Precision = "float32", layer: int | None = None,
                       layers: Sequence[int] | None = None, layer_merge: LayerMerge = "concat") -> EmbedOptions:
         """Every setting of a row, checked against this model once: see :meth:`featurize`."""
-        self._serves("embedder", "featurize")
+        self.row_format.check_settings(self.name, {  # those that ask for other rows than the model's own
+            "pool": None if pool == self.spec.pooling else pool, "truncate_dim": truncate_dim, "layer": layer,
+            "normalize": None if normalize in (None, bool(self.spec.normalize)) else normalize, "layers": layers,
+            "precision": None if precision == "float32" else precision,
+            "layer_merge": None if layer_merge == "concat" else layer_merge})
         kind, encoder = self.tower(tower)
         primary = kind == self.tower()[0]
         if pool is None and primary and self.head is not None:
@@ -236,7 +260,9 @@ class Model:
         Returns:
             ``(N, D)`` rows in input order (``N`` excludes skipped items; ``(0, D)`` for empty
             input): float32, or int8 / uint8 for a quantized ``precision`` (``ceil(D / 8)``
-            packed columns for the binary ones).
+            packed columns for the binary ones). A model of a kind a plugin registers gives its
+            kind's rows (:attr:`row_format`: a sparse encoder's SciPy CSR matrix), in input order
+            too, and refuses by name the settings they do not take.
         """
         rows, _ = self.featurize_with_report(inputs, batch_size=batch_size, return_tensors=return_tensors,
                                              progress=progress, on_error=on_error, num_workers=num_workers,
@@ -264,9 +290,9 @@ class Model:
             raise TypeError(f"pass options= or the settings themselves ({', '.join(settings)}), not both")
         encoder = self._towers[options.tower or self.tower()[0]]
         quantized = options.precision != "float32"
-        rows, report = self._run(encoder, inputs, encode=self._forward(encoder, options), dim=options.dim,
-                                 keep_dims=options.truncate_dim, prompt=options.prompt, batch_size=batch_size,
-                                 normalize=options.normalize, return_tensors="np" if quantized else return_tensors,
+        rows, report = self._run(encoder, inputs, encode=self._forward(encoder, options), prompt=options.prompt,
+                                 buffer=partial(self.row_format.buffer, options=options), batch_size=batch_size,
+                                 return_tensors="np" if quantized else return_tensors,
                                  progress=progress, on_error=on_error,
                                  num_workers=num_workers if encoder.parallel_decode else 0,
                                  desc="featurize" if encoder is self.encoder else f"featurize {options.tower}s")
@@ -325,7 +351,7 @@ class Model:
             scale: multiplies the cosine similarities before the softmax. Default: the model's
                 learned ``logit_scale`` (image-text), 20 (text).
         """
-        self._serves("embedder", "classify")
+        self._serves("classify")
         return zero_shot_classify(self, inputs, labels, template, scale=scale, batch_size=batch_size,
                                   progress=progress)
 
@@ -334,14 +360,14 @@ class Model:
                       ) -> np.ndarray | torch.Tensor:
         """Class probabilities ``(N, len(self.labels))`` from the finetuned head, or from the
         classifier the weights ship with (an ImageNet head); column ``i`` is ``self.labels[i]``."""
-        self._serves("embedder", "predict_proba")
+        self._serves("classify", "predict_proba")
         classifier = self._classifier()
         if classifier is None:
             raise UnsupportedOptionError(f"{self.name} has no classifier head: pass labels= to predict or call "
                                          "classify(inputs, labels) for zero-shot, or finetune a head")
         logits, labels = classifier
         return self._run(self.encoder, inputs, encode=lambda batch: logits(batch).float().softmax(-1),
-                         dim=len(labels), batch_size=batch_size, normalize=False,
+                         buffer=partial(DenseBuffer, dim=len(labels)), batch_size=batch_size,
                          return_tensors=return_tensors, progress=progress, on_error=on_error, desc="predict")[0]
 
     def _classifier(self) -> tuple[Callable[[Any], torch.Tensor], list[Any]] | None:
@@ -407,7 +433,7 @@ class Model:
             document's position in ``documents``.
         """
         check_top_k(top_k)
-        self._serves("reranker", "rerank")
+        self._serves("rerank")
         if self.embed_dim != 1:
             raise UnsupportedOptionError(f"{self.name} gives {self.embed_dim} scores per pair (a classifier of "
                                          "pairs): rerank orders by one relevance score; use score(pairs)")
@@ -420,15 +446,16 @@ class Model:
 
     def _scores(self, pairs: Iterable[Sequence[Any]], *, verb: str, prompt: str | None, prompt_text: str | None,
                 **kwargs: Any) -> tuple[np.ndarray, FeaturizeReport]:
-        self._serves("reranker", verb)
+        self._serves(verb)
         _, text = resolve_prompt(self.spec, prompt, prompt_text, takes_text=self.modality == "text")
         encoder = self.encoder
         extra = encoder.prompt_features(text) if text else {}
         if extra is None:
             raise UnsupportedOptionError(f"{self.name} takes no prompt")
         rows, report = self._run(encoder, pairs, pairs=True,
-                                 encode=lambda batch: encoder.encode_batch({**batch, **extra}), dim=self.embed_dim,
-                                 normalize=False, return_tensors="np", desc=verb, **kwargs)
+                                 encode=lambda batch: encoder.encode_batch({**batch, **extra}),
+                                 buffer=partial(DenseBuffer, dim=self.embed_dim), return_tensors="np", desc=verb,
+                                 **kwargs)
         return cast("np.ndarray", rows), report
 
     # -- finetuning and saving ------------------------------------------------------------------
@@ -454,7 +481,7 @@ class Model:
             A :class:`~zoo.training.FinetuneResult` with per-epoch metrics, the best epoch, the
             checkpoint folder and the trained model (``predict``, ``predict_proba``).
         """
-        self._serves("embedder", "finetune")
+        self._serves("finetune")
         if self.head is not None:
             raise UnsupportedOptionError(f"{self.name} is already finetuned: finetune its base model "
                                          f"{self.spec.backend_id!r} instead")

@@ -27,17 +27,17 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
 from zoo.core._quantize import calibration_ranges, needs_calibration, output_dtype, quantize
+from zoo.core._rows import DenseRows, embedding_rows
 from zoo.errors import ZooError
 from zoo.store._atomic import atomic_path, write_json_atomic
 from zoo.store._provenance import embedding_provenance
 from zoo.store._settings import zoo_home
 
-from ._embedding_file import embedding_rows
 from ._inputs import InputSource, chunk_digest, content_hash
 
 if TYPE_CHECKING:
@@ -46,8 +46,10 @@ if TYPE_CHECKING:
 
     from zoo.core._embed_options import EmbedOptions
     from zoo.core._model import Model
+    from zoo.core._rows import RowFormat
 
 FORMATS = (".parquet", ".npy")
+DENSE = DenseRows()  # an embedder's rows
 # The most items one chunk holds: text is sorted by length within a chunk, so a chunk is also the
 # window that sorting sees; images and audio hold decoded arrays.
 DEFAULT_CHUNK_TEXT = 4096
@@ -100,26 +102,33 @@ def check_embedding_output(output: str | os.PathLike[str], inputs: InputSource |
 
 
 def _schema(width: int, id_type: pa.DataType, metadata: dict[str, Any], precision: str = "float32",
-            kept: Sequence[pa.Field] = ()) -> pa.Schema:
-    """``id``, a fixed-size ``embedding`` list of the precision's type (float32, int8 or uint8),
-    ``content_sha256``, the hash of each row's input (see :func:`zoo.embeddings._inputs.content_hash`),
-    then the user's kept columns."""
+            kept: Sequence[pa.Field] = (), *, row_format: RowFormat = DENSE, extra: dict[str, str] | None = None
+            ) -> pa.Schema:
+    """``id``, the row format's columns (an embedder's: a fixed-size ``embedding`` list of the
+    precision's type, float32, int8 or uint8), ``content_sha256``, the hash of each row's input (see
+    :func:`zoo.embeddings._inputs.content_hash`), then the user's kept columns. ``extra`` metadata
+    (the format's own: a vocabulary) is stored under ``zoo.``-prefixed keys beside the provenance."""
     import pyarrow as pa
 
-    value_type = pa.from_numpy_dtype(output_dtype(precision))
-    return pa.schema([("id", id_type), ("embedding", pa.list_(value_type, width)), ("content_sha256", pa.string()),
-                      *kept], metadata={"zoo": json.dumps(metadata, sort_keys=True)})
+    fields = row_format.fields(width, precision)
+    stored = {"zoo": json.dumps(metadata, sort_keys=True), **{f"zoo.{k}": v for k, v in (extra or {}).items()}}
+    return pa.schema([("id", id_type), *fields, ("content_sha256", pa.string()), *kept], metadata=stored)
 
 
-def _table(ids: list[Any], rows: np.ndarray, hashes: Any, schema: pa.Schema, kept: Sequence[Any] = ()) -> pa.Table:
+def _kept_fields(schema: pa.Schema, row_format: RowFormat) -> list[pa.Field]:
+    """The user's kept columns of an embedding table's schema: those after zoo's own."""
+    return list(schema)[2 + len(row_format.columns):]
+
+
+def _table(ids: list[Any], rows: Any, hashes: Any, schema: pa.Schema, kept: Sequence[Any] = (), *,
+           row_format: RowFormat = DENSE) -> pa.Table:
     """One table of ``schema`` from its columns; ``kept`` holds the values of each kept column."""
     import pyarrow as pa
 
-    embedding_type = schema.field("embedding").type
-    flat = pa.array(rows.reshape(-1), type=embedding_type.value_type)
-    embedding = pa.FixedSizeListArray.from_arrays(flat, embedding_type.list_size)
-    columns = [pa.array(ids, type=schema.field("id").type), embedding, pa.array(hashes, type=pa.string())]
-    for field, values in zip(list(schema)[3:], kept):
+    row_fields = list(schema)[1:1 + len(row_format.columns)]
+    columns = [pa.array(ids, type=schema.field("id").type), *row_format.to_arrow(rows, row_fields),
+               pa.array(hashes, type=pa.string())]
+    for field, values in zip(_kept_fields(schema, row_format), kept):
         try:
             columns.append(values if isinstance(values, pa.ChunkedArray) else pa.array(values, type=field.type))
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -137,6 +146,7 @@ class _Plan:
     meta: dict[str, Any]
     schema: pa.Schema  # of the parts: float32 rows, quantized only when assembled
     options: EmbedOptions
+    row_format: RowFormat
     embedded: int = 0  # inputs in chunks on disk, for the message of a failed write
 
 
@@ -198,7 +208,10 @@ def _plan_run(model: Model, inputs: InputSource, output: Path, options: EmbedOpt
         changed = sorted(k for k in run if previous.get(k) != run[k])
         raise ZooError(f"{partial} holds an interrupted run with other settings ({', '.join(changed)}); "
                        f"delete it to start over, or run the same command to resume")
-    return _Plan(partial, total, meta, _schema(options.float_dim, id_type, meta, kept=kept), options)
+    row_format = model.row_format
+    schema = _schema(options.float_dim, id_type, meta, kept=kept, row_format=row_format,
+                     extra=row_format.metadata(model.encoder))
+    return _Plan(partial, total, meta, schema, options, row_format)
 
 
 def _column_types(inputs: InputSource) -> tuple[pa.DataType, list[pa.Field]]:
@@ -281,9 +294,9 @@ def _write_chunk(model: Model, chunk: list[tuple[Any, Any, tuple[Any, ...]]], ha
         warnings.filterwarnings("ignore", message="featurize skipped", category=RuntimeWarning)
         rows, report = model.featurize_with_report([x for _, x, _ in chunk], progress=False, options=float_options,
                                                    **featurize)
-    kept = [[chunk[i][2][c] for i in report.kept] for c in range(len(plan.schema) - 3)]
-    table = _table([ids[i] for i in report.kept], cast("np.ndarray", rows), [hashes[i] for i in report.kept],
-                   plan.schema, kept)  # numpy rows: return_tensors is left at "np"
+    kept = [[chunk[i][2][c] for i in report.kept] for c in range(len(_kept_fields(plan.schema, plan.row_format)))]
+    table = _table([ids[i] for i in report.kept], rows, [hashes[i] for i in report.kept], plan.schema, kept,
+                   row_format=plan.row_format)  # numpy rows: return_tensors is left at "np"
     skipped = json.dumps([[ids[i], why] for i, why in report.skipped], default=str)
     table = table.replace_schema_metadata({**table.schema.metadata, b"skipped": skipped.encode(),
                                            b"count": str(len(chunk)).encode(),
@@ -322,6 +335,14 @@ def embed_to_file(
     would bucket the whole matrix.
     """
     output = check_embedding_output(output, inputs)
+    row_format = model.row_format
+    if output.suffix not in row_format.suffixes:
+        raise ZooError(f"-o {output}: {model.name} gives {row_format.description}, which zoo embed writes "
+                       f"to a {' or '.join(row_format.suffixes)} file")
+    taken = [name for name in inputs.keep if name in row_format.columns]
+    if taken:
+        raise ZooError(f"--keep-columns {taken[0]!r}: {model.name}'s rows are written as the column(s) "
+                       f"{', '.join(row_format.columns)}; rename that column in the table")
     began = time.perf_counter()
     options = options or model.embed_options()
     sizer = _sizer(options.tower, batch_size, num_workers, chunk_size, chunk_seconds)
@@ -452,7 +473,11 @@ def _assemble(parts: list[Path], output: Path, plan: _Plan, calibration: np.ndar
         ranges = calibration_ranges(calibration) if calibration is not None else _ranges_of(parts)
         meta["calibration"] = {"ranges": ranges.tolist(),
                                "from": "calibration embeddings" if calibration is not None else "this output"}
-    schema = _schema(plan.options.width, plan.schema.field("id").type, meta, precision, kept=list(plan.schema)[3:])
+    extra = {k.decode().removeprefix("zoo."): v.decode() for k, v in (plan.schema.metadata or {}).items()
+             if k.startswith(b"zoo.")}
+    kept = _kept_fields(plan.schema, plan.row_format)
+    schema = _schema(plan.options.width, plan.schema.field("id").type, meta, precision, kept,
+                     row_format=plan.row_format, extra=extra)
     rows = 0
     with atomic_path(output) as tmp:
         if output.suffix == ".parquet":
@@ -464,7 +489,8 @@ def _assemble(parts: list[Path], output: Path, plan: _Plan, calibration: np.ndar
                     else:
                         rows_of_part = quantize(embedding_rows(table), precision, ranges)
                         table = _table(table.column("id").to_pylist(), rows_of_part,
-                                       table.column("content_sha256").to_pylist(), schema, table.columns[3:])
+                                       table.column("content_sha256").to_pylist(), schema,
+                                       table.columns[2 + len(plan.row_format.columns):], row_format=plan.row_format)
                     writer.write_table(table)
                     rows += table.num_rows
         else:

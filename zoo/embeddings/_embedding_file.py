@@ -9,12 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.core._quantize import dequantize, needs_calibration
+from zoo.catalog._registry import get_registry
+from zoo.catalog._spec import a_kind
+from zoo.core._quantize import needs_calibration
+from zoo.core._rows import embedding_rows
 from zoo.errors import ZooError
 
 if TYPE_CHECKING:
     import numpy as np
-    import pyarrow as pa
+
+    from zoo.core._rows import RowFormat
 
 
 @dataclass
@@ -32,17 +36,34 @@ class EmbeddingFile:
     columns: dict[str, list[Any]] = field(default_factory=dict)
 
 
-#: the columns zoo writes; any other column of an embedding file is one the user kept
-ZOO_COLUMNS = ("id", "embedding", "content_sha256")
+#: the columns zoo writes around the rows; any other column of an embedding file is one the user kept
+ZOO_COLUMNS = ("id", "content_sha256")
 
 
-def kept_columns(names: list[str]) -> list[str]:
-    """The user's columns among a table's column ``names``, in order."""
-    return [name for name in names if name not in ZOO_COLUMNS]
+def kept_columns(names: list[str], provenance: dict[str, Any] | None = None) -> list[str]:
+    """The user's columns among a table's column ``names``, in order: neither zoo's nor the
+    rows' own (those of the file's row format, read from its ``provenance``; dense rows' without)."""
+    rows = row_format_of(provenance or {}).columns
+    return [name for name in names if name not in ZOO_COLUMNS and name not in rows]
 
 
-def read_embeddings(path: str | os.PathLike[str]) -> EmbeddingFile:
-    """The whole of an embedding file zoo wrote (``.parquet``), or any 2-D ``.npy`` array."""
+def row_format_of(provenance: dict[str, Any]) -> RowFormat:
+    """The row format of an embedding file, by the model kind its provenance records (none: an
+    embedder's dense rows)."""
+    return get_registry().kind(provenance.get("kind") or "embedder").row_format()
+
+
+def require_dense(path: str | os.PathLike[str], provenance: dict[str, Any], what: str) -> None:
+    """Refuse, by name, a file of another kind's rows where ``what`` reads dense vectors."""
+    kind = provenance.get("kind") or "embedder"
+    if kind != "embedder":
+        raise ZooError(f"{path} holds the rows of {a_kind(kind)} model ({row_format_of(provenance).description}), "
+                       f"and {what} reads an embedder's dense vectors; zoo index and zoo search read these")
+
+
+def read_embeddings(path: str | os.PathLike[str], *, what: str = "read_embeddings") -> EmbeddingFile:
+    """The whole of an embedding file zoo wrote (``.parquet``), or any 2-D ``.npy`` array, for
+    ``what`` (named in the error for a file of another kind's rows)."""
     import numpy as np
 
     path = Path(path)
@@ -58,16 +79,11 @@ def read_embeddings(path: str | os.PathLike[str]) -> EmbeddingFile:
     import pyarrow.parquet as pq
 
     meta = read_provenance(path)
+    require_dense(path, meta, what)
     table = pq.read_table(path)
     hashes = table.column("content_sha256").to_pylist() if "content_sha256" in table.column_names else None
     columns = {name: table.column(name).to_pylist() for name in kept_columns(table.column_names)}
     return EmbeddingFile(path, table.column("id").to_pylist(), embedding_rows(table), meta, hashes, columns)
-
-
-def embedding_rows(table: pa.Table) -> np.ndarray:
-    """A table's fixed-size ``embedding`` column as an ``(N, D)`` array."""
-    column = table.column("embedding").combine_chunks()
-    return column.values.to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
 
 
 def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -80,10 +96,11 @@ def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ZooError(f"{path}: expected a .parquet file that `zoo embed` wrote")
     schema = pq.read_schema(path)
     meta = (schema.metadata or {}).get(b"zoo")
-    if meta is None or "embedding" not in schema.names:
-        raise ZooError(f"{path} was not written by `zoo embed` (no embedding column with zoo's provenance); "
-                       "embed the inputs with `zoo embed` first")
-    return json.loads(meta)
+    provenance = json.loads(meta) if meta is not None else None
+    if not isinstance(provenance, dict) or not set(row_format_of(provenance).columns) <= set(schema.names):
+        raise ZooError(f"{path} was not written by `zoo embed` (no rows with zoo's provenance); embed the inputs "
+                       "with `zoo embed` first")
+    return provenance
 
 
 def comparable_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -102,34 +119,25 @@ class EmbeddingBatch:
     before zoo recorded them) and the user's kept columns, by name."""
 
     ids: list[Any]
-    rows: np.ndarray
+    rows: Any  # (N, D) float32 for an embedder's file; its row format's rows otherwise
     hashes: list[str | None]
     columns: dict[str, list[Any]]
 
 
 def embedding_batches(path: str | os.PathLike[str], rows: int = 65_536) -> Iterator[EmbeddingBatch]:
-    """An embedding file, ``rows`` at a time, so that a large file is never held whole. Quantized
-    rows come back as float32 (:func:`~zoo.core._quantize.dequantize`: int8 / uint8 bucket
+    """An embedding file, ``rows`` at a time, so that a large file is never held whole, its rows
+    read by the file's row format (:func:`row_format_of`). Quantized dense rows come back as float32
+    (:func:`~zoo.core._quantize.dequantize`: int8 / uint8 bucket
     centres, binary bits as +1 / -1), so that their cosines can be compared."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     meta = comparable_provenance(path)
-    precision, ranges = meta.get("precision", "float32"), (meta.get("calibration") or {}).get("ranges")
+    row_format = row_format_of(meta)
     file = pq.ParquetFile(path)
     for batch in file.iter_batches(batch_size=rows):
         table = pa.Table.from_batches([batch])
         hashes = table.column("content_sha256").to_pylist() if "content_sha256" in table.column_names \
             else [None] * len(table)
-        vectors = dequantize(embedding_rows(table), precision, int(meta["embed_dim"]), ranges)
-        yield EmbeddingBatch(table.column("id").to_pylist(), vectors, hashes,
-                             {name: table.column(name).to_pylist() for name in kept_columns(table.column_names)})
-
-
-def unit_rows(rows: Any) -> np.ndarray:
-    """``rows`` as contiguous float32 of length 1, so that inner products are cosines (a zero row
-    stays zero)."""
-    import numpy as np
-
-    rows = np.ascontiguousarray(rows, dtype=np.float32)
-    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+        yield EmbeddingBatch(table.column("id").to_pylist(), row_format.read(table, meta), hashes,
+                             {name: table.column(name).to_pylist() for name in kept_columns(table.column_names, meta)})

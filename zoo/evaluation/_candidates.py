@@ -70,10 +70,10 @@ class Candidate:
     def load(self, device: str | None, runtime: str | None) -> Model:
         """The model, loaded with this candidate's settings over the run's."""
 
-        if not isinstance(self.model, str):
-            return self.model
         _, device, runtime = self.load_key(device, runtime)
-        return load(self.model, device=device, runtime=runtime)
+        model = self.model if not isinstance(self.model, str) else load(self.model, device=device, runtime=runtime)
+        model.require_dense("zoo evaluate")
+        return model
 
     def options(self, model: Model, items: ItemSet, task: Task) -> EmbedOptions:
         """How ``items`` are embedded: through their tower, unit length (cosine geometry) unless

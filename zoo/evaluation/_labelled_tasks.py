@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from zoo.core._rows import unit_rows
 from zoo.core._zero_shot import label_vectors
-from zoo.embeddings._embedding_file import unit_rows
 from zoo.errors import UnsupportedOptionError, ZooError
 from zoo.training._data import Examples, label_index, read_examples
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from zoo.embeddings._embedding_file import unit_rows
+from zoo.core._rows import unit_rows
 
 if TYPE_CHECKING:
     import numpy as np

@@ -23,6 +23,7 @@ from starlette.routing import Route
 from zoo.catalog._registry import get_registry
 from zoo.catalog._spec import a_kind
 from zoo.core._rerank import ranking
+from zoo.errors import UnsupportedModelKindError
 from zoo.plugins.audio import audio_seconds_limit
 
 from ..errors import did_you_mean
@@ -133,6 +134,7 @@ def create_app(models: dict[str, Model], *, max_batch: int = 64, max_wait_ms: fl
                body_timeout: float = 30, api_key: str | None = None, max_text_chars: int = 100_000,
                max_audio_seconds: float = 600, request_timeout: float = 120) -> Frontdoor:
     """An ASGI app serving ``models`` (by name) until it shuts down; see :func:`zoo.serve.serve`."""
+    _check_kinds(models)
     in_flight = _InFlight()
     limits = _Limits(max_body_bytes, body_timeout, max_inputs, max_text_chars, request_timeout)
     served = {name: Served(name, model, Batcher(_runner(model, batch_size, max_audio_seconds), max_batch=max_batch,
@@ -260,6 +262,16 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
             raise RequestError(413, f"the body is over {limit} bytes, this server's limit (zoo serve --max-body-mb)")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _check_kinds(models: dict[str, Model]) -> None:
+    """Refuse, before serving, a model whose kind has no route: its rows have no JSON shape here."""
+    for name, model in models.items():
+        if model.kind not in ("embedder", "reranker"):
+            raise UnsupportedModelKindError(
+                f"{name} is {a_kind(model.kind)}: it {get_registry().kind(model.kind).description}; zoo serve "
+                "answers /v1/embeddings with an embedder's dense vectors and /v1/rerank with a reranker's scores "
+                "(embed a model of another kind with zoo embed, and search its rows with zoo index / zoo search)")
 
 
 def _served(served: dict[str, Served], name: str, kind: str) -> Served:

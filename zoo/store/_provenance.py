@@ -36,7 +36,10 @@ def embedding_provenance(spec: ModelSpec, files: ModelFiles | None, *, options: 
     """:func:`weights_provenance` plus how the embeddings were computed from it: pooling,
     normalisation, preprocessing, the runtime (PyTorch, ONNX Runtime, OpenVINO) and the embedding
     options (prompt, layers, truncation, precision). ``embed_dim`` is the width of the float rows,
-    after truncation."""
+    after truncation; ``kind`` the model's kind, where it is not ``embedder``."""
     preprocessing = json.loads(json.dumps(dict(spec.preprocessing), default=str))  # plain JSON values
+    # An embedder's rows record no kind, as files written before kinds did not; any other kind's do,
+    # so that what reads them picks that kind's row format.
+    kind = {"kind": spec.kind} if spec.kind not in (None, "embedder") else {}
     return {**weights_provenance(spec, files), "embed_dim": options.float_dim, "preprocessing": preprocessing,
-            "runtime": runtime, **options.provenance()}
+            "runtime": runtime, **kind, **options.provenance()}

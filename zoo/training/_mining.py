@@ -110,6 +110,7 @@ def mine_negatives(model: Model | str, pairs: Any, *, corpus: Sequence[Any] | No
     prompt text."""
     _check_settings(num_negatives, range_min, sampling)
     model = load(model) if isinstance(model, str) else model
+    model.require_dense("mine_negatives")
     given = read_pairs(pairs, anchor_column=anchor_column, positive_column=positive_column)
     queries, docs, positives = _lookup(given, corpus)
     most = max(Counter(given.anchors).values())
