@@ -209,7 +209,8 @@ def check_head(config: dict[str, Any], config_file: Path) -> None:
                 raise UnsupportedModelKindError(
                     f"{config_file.parent} is {kind.format(arch=arch)} (config.json architectures: {arch!r}); "
                     "taking its base model's hidden states as embeddings would give numbers no one trained. "
-                    "If it is a reranker, load it as one: zoo.load(..., kind='reranker') or zoo rerank")
+                    "If it is a reranker, load it as one: zoo.load(..., kind='reranker'), zoo rerank, or zoo serve "
+                    "--reranker")
 
 
 def _cross_encoder_config(config: dict[str, Any], config_file: Path, *, asked: bool) -> FolderFormat | None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import bench_inputs
 import numpy as np
-from sides import alternate, child
+from sides import alternate, child, side_arguments
 
 
 def reranker_folder(root: Path) -> Path:
@@ -78,11 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--candidates", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--folder", help=argparse.SUPPRESS)
-    parser.add_argument("--side", help=argparse.SUPPRESS)
-    parser.add_argument("--vectors", type=Path, help=argparse.SUPPRESS)
+    side_arguments(parser)
     args = parser.parse_args()
     if args.side:
         items = pairs(args.queries, args.candidates)

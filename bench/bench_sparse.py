@@ -12,7 +12,8 @@ The texts are Debian fortunes.
 Sides, each in its own interpreter (see ``sides.py``), alternating, ``--rounds`` rounds:
 
 - ``zoo``: ``zoo.load(folder).featurize(texts)`` (CSR rows), then the corpus indexed with the
-  plugin's inverted store and ``--queries`` queries searched (top 10).
+  plugin's inverted store (its postings built, as ``zoo index`` writes them) and ``--queries``
+  queries searched (top 10).
 - ``st``: ``SparseEncoder(folder).encode(texts)`` (a sparse tensor), then the queries scored with
   ``SparseEncoder.similarity`` against every document and the top 10 taken with ``torch.topk``.
 
@@ -36,7 +37,7 @@ from typing import Any
 
 import bench_inputs
 import numpy as np
-from sides import alternate, child
+from sides import alternate, child, side_arguments
 
 SHOWN = 256  # rows each side hands back, densified, for the comparison
 ACTIVE = 150  # terms a row keeps, about a trained SPLADE document's
@@ -94,6 +95,7 @@ def zoo_side(folder: str, texts: list[str], queries: int, batch_size: int) -> tu
     encoded = time.perf_counter() - began
     store = SparseRows().new_store(model.embed_dim, "inverted", {})
     store.add(rows)
+    store.postings()  # built by `zoo index`, read back by `zoo search`
     query_rows = model.featurize(asked, batch_size=batch_size, progress=False)
     began = time.perf_counter()
     _, top = store.search(query_rows, 10)
@@ -126,11 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", type=int, default=2000, help="corpus texts (default 2000)")
     parser.add_argument("--queries", type=int, default=200, help="queries searched (default 200)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--folder", help=argparse.SUPPRESS)
-    parser.add_argument("--side", help=argparse.SUPPRESS)
-    parser.add_argument("--vectors", type=Path, help=argparse.SUPPRESS)
+    side_arguments(parser)
     args = parser.parse_args()
     if args.side:
         texts = bench_inputs.fortunes(args.texts + args.queries)

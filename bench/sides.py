@@ -8,6 +8,7 @@ warms up, times one pass, saves its vectors as ``.npy`` and prints one JSON line
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -17,6 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+def side_arguments(parser: argparse.ArgumentParser, *, rounds: int = 3, batch_size: int = 32) -> None:
+    """The arguments every side-by-side script takes: ``--rounds`` and ``--batch-size``, and the
+    hidden ones its children are called with (``--side``, ``--vectors``, ``--folder``)."""
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--side", help=argparse.SUPPRESS)
+    parser.add_argument("--vectors", type=Path, help=argparse.SUPPRESS)
 
 
 def run_side(script: str, side: str, argv: list[str], python: str = sys.executable) -> dict[str, Any]:

@@ -254,7 +254,7 @@ def server(folders, tiny_bert_dir):
     from test_serve import Server
 
     srv = Server(str(folders["current"]), str(tiny_bert_dir), str(folders["three-labels"]),
-                 extra=("--max-inputs", "16"))
+                 extra=("--max-inputs", "16", "--reranker", str(folders["plain"])))
     yield srv
     srv.stop()
 
@@ -273,6 +273,29 @@ def test_cohere_s_clients_rerank_through_zoo_serve(folders, server):
     v1 = cohere.Client(api_key="unused", base_url=server.url).rerank(model=name, query=QUERY, documents=documents,
                                                                      return_documents=True)
     assert [(r.index, r.document.text) for r in v1.results] == [(r.index, documents[r.index]) for r in expected]
+
+
+@pytest.mark.slow
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_a_folder_that_does_not_say_its_kind_is_served_as_a_reranker_when_named_so(folders, server):
+    import httpx
+
+    documents = [document for _, document in PAIRS]
+    answer = httpx.post(f"{server.url}/v1/rerank", json={"model": str(folders["plain"]), "query": QUERY,
+                                                          "documents": documents}, timeout=60)
+    expected = _theirs(folders["plain"]).rank(QUERY, documents)
+    assert [r["index"] for r in answer.json()["results"]] == [r["corpus_id"] for r in expected], answer.text
+    assert np.abs(np.array([r["relevance_score"] for r in answer.json()["results"]])
+                  - [r["score"] for r in expected]).max() <= MAX_ABS
+
+
+def test_zoo_serve_names_the_reranker_option_for_a_bare_classifier(folders, capsys):
+    from zoo.cli import main
+
+    assert main(["serve", str(folders["plain"]), "--port", "0"]) == 1
+    assert "zoo serve --reranker" in capsys.readouterr().err
+    assert main(["serve", "--reranker", str(folders["plain"]), str(folders["plain"])]) == 1
+    assert "named both as a model and as a reranker" in capsys.readouterr().err
 
 
 @pytest.mark.slow

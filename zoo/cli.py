@@ -338,7 +338,8 @@ def _color_values(args: argparse.Namespace, ids: list[Any]) -> list[Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    serve(args.names, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+    serve(args.names, rerankers=args.reranker, host=args.host, port=args.port, max_batch=args.max_batch,
+          max_wait_ms=args.max_wait_ms,
           batch_size=args.batch_size, device=args.device, runtime=args.runtime, max_body_mb=args.max_body_mb,
           max_inputs=args.max_inputs, max_queue=args.max_queue, body_timeout=args.body_timeout,
           api_key=args.api_key, max_text_chars=args.max_text_chars, max_audio_seconds=args.max_audio_seconds,
@@ -351,7 +352,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _add_serve(register: RegisterCommand) -> None:
     p = register("serve", cmd_serve,
                  help="serve models behind OpenAI-compatible /v1/embeddings and Cohere-compatible /v1/rerank")
-    p.add_argument("names", nargs="+", metavar="NAME", help="models to serve (requests name them so)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="models to serve (requests name them so)")
+    p.add_argument("--reranker", action="append", default=[], metavar="NAME",
+                   help="serve NAME as a reranker at /v1/rerank, for a folder whose files do not say its kind (a bare "
+                        "sequence classifier); repeat for several")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--max-batch", type=int, default=64,

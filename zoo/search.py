@@ -304,8 +304,13 @@ def open_index(path: str | os.PathLike[str]) -> Index:
         if sha256_file(folder / name) != digest:
             raise ZooError(f"{folder / name} is not the file zoo wrote (its sha256 differs from the one "
                            f"{META_FILE} records): it was changed or replaced; rebuild the index with `zoo index`")
+    row_format = row_format_of(meta["provenance"])
+    if meta["metric"] != row_format.metric:
+        raise ZooError(f"{folder} records {meta['metric']!r} scores, and its rows' format scores by "
+                       f"{row_format.metric!r}: it was written by another version of the plugin that reads its "
+                       "rows; rebuild it with `zoo index`")
     try:
-        store = row_format_of(meta["provenance"]).open_store(folder, meta)
+        store = row_format.open_store(folder, meta)
         rows = pq.read_table(folder / ROWS_FILE)
     except (OSError, ValueError) as exc:  # arrow's ArrowInvalid is a ValueError
         raise ZooError(f"{folder} holds a file zoo cannot read ({type(exc).__name__}: {exc}); rebuild the index "

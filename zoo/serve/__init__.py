@@ -40,7 +40,8 @@ def _require_server() -> None:
                           "pip install 'zoo-models[serve]'") from exc
 
 
-def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, max_batch: int = 64,
+def serve(names: Sequence[str], *, rerankers: Sequence[str] = (), host: str = "127.0.0.1", port: int = 8080,
+          max_batch: int = 64,
           max_wait_ms: float = 5, batch_size: int = 32, device: str | None = None, runtime: str | None = None,
           max_body_mb: float = 32, max_inputs: int = 2048, max_queue: int = 8192, body_timeout: float = 30,
           api_key: str | None = None, max_text_chars: int = 100_000, max_audio_seconds: float = 600,
@@ -50,6 +51,9 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
 
     Args:
         names: models to serve, by any name :func:`zoo.load` takes; requests name them so.
+        rerankers: more models, loaded as rerankers (``zoo.load(name, kind="reranker")``): for
+            folders whose files do not say their kind (a bare sequence classifier, a causal LM
+            scored by its yes / no logits).
         host, port: where to listen (loopback by default).
         max_batch, max_wait_ms: requests waiting together are gathered, up to ``max_batch``
             items; while that is less than a forward pass, it waits at most ``max_wait_ms`` for
@@ -81,7 +85,13 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, ma
     from ._app import create_app
 
     _log_like_uvicorn(log_level)
+    twice = sorted(set(names) & set(rerankers))
+    if twice:
+        raise ValueError(f"{twice[0]!r} is named both as a model and as a reranker; name it once")
     models = {name: load(name, device=device, runtime=runtime) for name in names}
+    models |= {name: load(name, device=device, kind="reranker") for name in rerankers}
+    if not models:
+        raise ValueError("name at least one model to serve")
     key = (api_key or "").strip() or serve_api_key()
     _log_start(models, key, host, port)
     app = create_app(models, max_batch=max_batch, max_wait_ms=max_wait_ms, batch_size=batch_size,

@@ -4,6 +4,7 @@ models in each layout it has written, and through zoo embed, zoo index and zoo s
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,9 +72,10 @@ def test_the_inverted_store_ranks_like_a_product_and_skips_documents_without_a_s
     assert all(scores[q, j] == expected[q, p] for q in range(3) for j, p in enumerate(positions[q]) if p >= 0)
 
 
-def _zoo(*args: str) -> subprocess.CompletedProcess:
-    """The ``zoo`` command, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, timeout=600)
+def _zoo(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """The ``zoo`` command, as a user runs it (``env``: variables set for it)."""
+    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **env})
 
 
 def test_embed_index_search_equal_the_library_scores(folders, tmp_path):
@@ -138,6 +140,12 @@ def test_what_sparse_rows_do_not_take_is_refused_by_name(folders, tmp_path):
         model.finetune(TEXTS, output_dir=tmp_path / "ft")
     with pytest.raises(ValueError, match="return_tensors='np'"):
         model.featurize(TEXTS, return_tensors="pt")
+    with pytest.raises(zoo.InputError, match="input 1"):
+        model.featurize([TEXTS[0], 3, TEXTS[1]])
+    with pytest.warns(RuntimeWarning, match="featurize skipped 1 of 3 inputs"):
+        kept = model.featurize([TEXTS[0], 3, TEXTS[1]], on_error="skip")
+    assert model.last_report.kept == [0, 2] and model.last_report.skipped[0][0] == 1
+    assert np.abs(kept.toarray() - model.featurize([TEXTS[0], TEXTS[1]]).toarray()).max() <= 1e-5
     with pytest.raises(zoo.UnsupportedModelKindError, match="is a sparse-encoder, not an embedder"):
         zoo.load(folders["current"], kind="embedder")
     with pytest.raises(zoo.UnsupportedModelKindError, match="mine_negatives needs an embedder's dense vectors"):
@@ -155,6 +163,23 @@ def test_what_sparse_rows_do_not_take_is_refused_by_name(folders, tmp_path):
                 str(tmp_path / "kept.parquet"))
     assert done.returncode == 1 and "--keep-columns 'values'" in done.stderr, done.stderr
     assert not (tmp_path / "kept.parquet.partial").exists()  # refused before anything ran
+
+
+def test_a_sparse_model_travels_in_a_bundle(folders, tmp_path):
+    """zoo pack / unpack: the folder's files with their sha256, loaded by name offline on the other side."""
+    assert _zoo("pack", str(folders["current"]), "-o", str(tmp_path / "b.tar"),
+                ZOO_HOME=str(tmp_path / "here")).returncode == 0
+    there = {"ZOO_HOME": str(tmp_path / "there"), "ZOO_OFFLINE": "1"}
+    assert _zoo("unpack", str(tmp_path / "b.tar"), **there).returncode == 0
+    (tmp_path / "docs.txt").write_text("\n".join(TEXTS) + "\n")
+    done = _zoo("embed", "sparse", str(tmp_path / "docs.txt"), "-o", str(tmp_path / "there.parquet"), **there)
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(tmp_path / "there.parquet")
+    expected = zoo.load(folders["current"], device="cpu").featurize(TEXTS)
+    for row, (indices, values) in enumerate(zip(table.column("indices").to_pylist(),
+                                                table.column("values").to_pylist())):
+        assert indices == expected[[row]].indices.tolist()
+        np.testing.assert_allclose(values, expected[[row]].data, atol=1e-6)
 
 
 def test_conformance(folders, tmp_path):

@@ -139,7 +139,8 @@ class InvertedStore(RowStore):
 
     Rows are held document-major as they are added; the postings (``(vocabulary, documents)``
     CSR, each row a term's posting list) are built when first searched or written, once per
-    change, so adding a large file batch by batch costs one transposition, not one per batch.
+    change, so adding a large file batch by batch costs one transposition, not one per batch. The
+    corpus is held once: as its added rows, or, once built, as its postings alone.
     """
 
     def __init__(self, width: int, documents: list[Any] | None = None, postings: Any = None) -> None:
@@ -152,9 +153,11 @@ class InvertedStore(RowStore):
         import scipy.sparse
 
         postings = scipy.sparse.csr_array(scipy.sparse.load_npz(path), dtype=np.float32)
-        return cls(postings.shape[0], [scipy.sparse.csr_array(postings.T)], postings)
+        return cls(postings.shape[0], postings=postings)
 
     def __len__(self) -> int:
+        if self._postings is not None:
+            return int(self._postings.shape[1])
         return sum(part.shape[0] for part in self.documents)
 
     @property
@@ -164,8 +167,10 @@ class InvertedStore(RowStore):
     def add(self, rows: Any) -> None:
         import scipy.sparse
 
+        if self._postings is not None:  # the corpus so far is held as its postings alone
+            self.documents = [scipy.sparse.csr_array(self._postings.T)]
+            self._postings = None
         self.documents.append(scipy.sparse.csr_array(rows, dtype=np.float32))
-        self._postings = None
 
     def postings(self) -> Any:
         """Term ``t``'s posting list is row ``t``: the documents holding the term, with its weights."""
@@ -175,6 +180,7 @@ class InvertedStore(RowStore):
             stacked = scipy.sparse.vstack(self.documents, format="csr") if self.documents else \
                 scipy.sparse.csr_array((0, self._width), dtype=np.float32)
             self._postings = scipy.sparse.csr_array(stacked.T, dtype=np.float32)  # CSC -> term-major CSR
+            self.documents = []
         return self._postings
 
     def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
