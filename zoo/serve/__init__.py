@@ -40,20 +40,32 @@ def _require_server() -> None:
                           "pip install 'zoo-models[serve]'") from exc
 
 
+def _load_models(names: Sequence[str], rerankers: Sequence[str], *, device: str | None, runtime: str | None
+                 ) -> dict[str, Model]:
+    """Each model once, by the name requests will give; ``rerankers`` loaded as rerankers."""
+    twice = sorted(set(names) & set(rerankers))
+    if twice:
+        raise ValueError(f"{twice[0]!r} is named both as a model and as a reranker; name it once")
+    models = {name: load(name, device=device, runtime=runtime) for name in names}
+    models |= {name: load(name, device=device, kind="reranker") for name in rerankers}
+    if not models:
+        raise ValueError("name at least one model to serve")
+    return models
+
+
 def serve(names: Sequence[str], *, rerankers: Sequence[str] = (), host: str = "127.0.0.1", port: int = 8080,
-          max_batch: int = 64,
-          max_wait_ms: float = 5, batch_size: int = 32, device: str | None = None, runtime: str | None = None,
-          max_body_mb: float = 32, max_inputs: int = 2048, max_queue: int = 8192, body_timeout: float = 30,
-          api_key: str | None = None, max_text_chars: int = 100_000, max_audio_seconds: float = 600,
-          header_timeout: float = 10, max_header_kb: int = 64, max_connections: int = 1024,
-          request_timeout: float = 120, stop_after: float | None = None, log_level: str = "info") -> None:
+          max_batch: int = 64, max_wait_ms: float = 5, batch_size: int = 32, device: str | None = None,
+          runtime: str | None = None, max_body_mb: float = 32, max_inputs: int = 2048, max_queue: int = 8192,
+          body_timeout: float = 30, api_key: str | None = None, max_text_chars: int = 100_000,
+          max_audio_seconds: float = 600, header_timeout: float = 10, max_header_kb: int = 64,
+          max_connections: int = 1024, request_timeout: float = 120, stop_after: float | None = None,
+          log_level: str = "info") -> None:
     """Load each model once and serve them until SIGINT / SIGTERM (in-flight requests finish first).
 
     Args:
         names: models to serve, by any name :func:`zoo.load` takes; requests name them so.
         rerankers: more models, loaded as rerankers (``zoo.load(name, kind="reranker")``): for
-            folders whose files do not say their kind (a bare sequence classifier, a causal LM
-            scored by its yes / no logits).
+            folders whose files do not say their kind (a bare sequence classifier).
         host, port: where to listen (loopback by default).
         max_batch, max_wait_ms: requests waiting together are gathered, up to ``max_batch``
             items; while that is less than a forward pass, it waits at most ``max_wait_ms`` for
@@ -85,13 +97,7 @@ def serve(names: Sequence[str], *, rerankers: Sequence[str] = (), host: str = "1
     from ._app import create_app
 
     _log_like_uvicorn(log_level)
-    twice = sorted(set(names) & set(rerankers))
-    if twice:
-        raise ValueError(f"{twice[0]!r} is named both as a model and as a reranker; name it once")
-    models = {name: load(name, device=device, runtime=runtime) for name in names}
-    models |= {name: load(name, device=device, kind="reranker") for name in rerankers}
-    if not models:
-        raise ValueError("name at least one model to serve")
+    models = _load_models(names, rerankers, device=device, runtime=runtime)
     key = (api_key or "").strip() or serve_api_key()
     _log_start(models, key, host, port)
     app = create_app(models, max_batch=max_batch, max_wait_ms=max_wait_ms, batch_size=batch_size,
