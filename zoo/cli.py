@@ -339,9 +339,9 @@ def _color_values(args: argparse.Namespace, ids: list[Any]) -> list[Any]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     serve(args.names, rerankers=args.reranker, host=args.host, port=args.port, max_batch=args.max_batch,
-          max_wait_ms=args.max_wait_ms,
-          batch_size=args.batch_size, device=args.device, runtime=args.runtime, max_body_mb=args.max_body_mb,
-          max_inputs=args.max_inputs, max_queue=args.max_queue, body_timeout=args.body_timeout,
+          max_wait_ms=args.max_wait_ms, batch_size=args.batch_size, device=args.device, runtime=args.runtime,
+          max_body_mb=args.max_body_mb, max_inputs=args.max_inputs, max_queue=args.max_queue,
+          body_timeout=args.body_timeout,
           api_key=args.api_key, max_text_chars=args.max_text_chars, max_audio_seconds=args.max_audio_seconds,
           header_timeout=args.header_timeout, max_header_kb=args.max_header_kb, max_connections=args.max_connections,
           request_timeout=args.request_timeout,

@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 
 ROWS_FILE, META_FILE = "rows.parquet", "zoo-index.json"
 KINDS = DenseRows.index_types  # the index types of dense rows
-HNSW_DEFAULTS = {"m": 32, "ef_construction": 80, "ef_search": 64}
 INDEX_FILE = FaissStore.FILE  # where dense rows are; a plugin's row format names its own files
 #: what makes two embeddings comparable; a prompt is left out (queries and passages differ by design)
 GUARDED = ("model", "revision", "sha256", "kind", "pool", "normalize", "embed_dim", "layers", "layer_merge",
@@ -265,12 +264,9 @@ def build(parquet: str | os.PathLike[str], output: str | os.PathLike[str], *, ki
     provenance = comparable_provenance(parquet)
     row_format = row_format_of(provenance)
     index_type = row_format.check_index_type(kind)
-    asked = {name: value for name, value in (("m", m), ("ef_construction", ef_construction),
-                                             ("ef_search", ef_search)) if value is not None}
-    if index_type != "hnsw" and asked:
-        raise ValueError(f"{', '.join(asked)} {'is a setting' if len(asked) == 1 else 'are settings'} of hnsw "
-                         f"indexes; a {index_type} index takes none")
-    options = {**HNSW_DEFAULTS, **asked} if index_type == "hnsw" else {}
+    options = row_format.index_options(index_type, {
+        name: value for name, value in (("m", m), ("ef_construction", ef_construction), ("ef_search", ef_search))
+        if value is not None})
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists; choose a new folder, or add rows to an index with Index.add")
@@ -448,5 +444,3 @@ def check_same(expected: dict[str, Any], got: dict[str, Any], what: str, against
 
 def _norm(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
-
-

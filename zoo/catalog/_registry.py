@@ -166,7 +166,6 @@ class Kind:
                                 f"vectors; a kind that answers them has zoo's dense rows ({DENSE_ROWS!r})")
 
 
-
 @dataclass
 class AdapterEntry:
     """A backend and the adapter class that serves it (imported on first use)."""

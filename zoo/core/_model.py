@@ -87,6 +87,7 @@ class Model:
         self._files = files  # a finetuned checkpoint's own folder; else the encoder's
         self.compiled: CompiledEncoder | None = None
         self.last_report = FeaturizeReport()
+        self._kind = get_registry().kind(self.kind)  # its verbs and row format, resolved once
         self._towers = dict(encoder.towers())
         for kind, tower in self._towers.items():
             tower.decode = get_registry().modality(kind).decode
@@ -124,20 +125,18 @@ class Model:
         """What :meth:`featurize` gives and how ``zoo embed`` / ``zoo index`` store it: the
         :class:`~zoo.core._rows.RowFormat` of the model's kind (dense rows for an embedder)."""
         self._serves("featurize")
-        return get_registry().kind(self.kind).row_format()
+        return self._kind.row_format()
 
     def _serves(self, verb: str, asked: str | None = None) -> None:
-        kind = get_registry().kind(self.kind)
-        if verb not in kind.verbs:
-            raise refuse_verb(self.name, kind, asked or verb)
+        if verb not in self._kind.verbs:
+            raise refuse_verb(self.name, self._kind, asked or verb)
 
     def require_dense(self, what: str) -> None:
         """Refuse by name, where ``what`` (``"zoo evaluate"``) needs dense vectors, a model whose
         kind gives other rows (a sparse encoder) or none (a reranker)."""
-        kind = get_registry().kind(self.kind)
-        if kind.rows_ref is None or not isinstance(kind.row_format(), DenseRows):
-            raise UnsupportedModelKindError(f"{self.name} is {a_kind(self.kind)}: it {kind.description}; {what} "
-                                            "needs an embedder's dense vectors")
+        if self._kind.rows_ref is None or not isinstance(self._kind.row_format(), DenseRows):
+            raise UnsupportedModelKindError(f"{self.name} is {a_kind(self.kind)}: it {self._kind.description}; "
+                                            f"{what} needs an embedder's dense vectors")
 
     @property
     def backend(self) -> str:

@@ -163,6 +163,14 @@ class RowFormat(ABC):
                              f"{did_you_mean(index_type, self.index_types)}; choose {', '.join(self.index_types)}")
         return index_type
 
+    def index_options(self, index_type: str, asked: dict[str, Any]) -> dict[str, Any]:
+        """The settings of an index of ``index_type`` (recorded in it): those ``asked`` (given,
+        not None) over the type's defaults. The default takes none: one asked is refused by name."""
+        if asked:
+            raise ValueError(f"{', '.join(asked)} {'is a setting' if len(asked) == 1 else 'are settings'} of hnsw "
+                             f"indexes; a {index_type} index takes none")
+        return {}
+
     def check_settings(self, model: str, asked: dict[str, Any]) -> None:
         """Refuse by name a featurize setting these rows do not take."""
         if self.settings is None:
@@ -265,6 +273,11 @@ class DenseRows(RowFormat):
 
         return np.isfinite(rows).all(axis=1)
 
+    def index_options(self, index_type: str, asked: dict[str, Any]) -> dict[str, Any]:
+        if index_type == "hnsw":
+            return {**FaissStore.HNSW_DEFAULTS, **asked}
+        return super().index_options(index_type, asked)
+
     def new_store(self, width: int, index_type: str, options: dict[str, Any]) -> RowStore:
         return FaissStore.new(width, self.check_index_type(index_type), options)
 
@@ -276,6 +289,8 @@ class FaissStore(RowStore):
     """Unit-length rows in a FAISS inner-product index: exact (``flat``) or HNSW's graph."""
 
     FILE = "index.faiss"
+    #: HNSW's links per node, candidates while building and while searching
+    HNSW_DEFAULTS: ClassVar[dict[str, int]] = {"m": 32, "ef_construction": 80, "ef_search": 64}
 
     def __init__(self, raw: Any) -> None:
         self.raw = raw

@@ -147,6 +147,7 @@ class _Plan:
     schema: pa.Schema  # of the parts: float32 rows, quantized only when assembled
     options: EmbedOptions
     row_format: RowFormat
+    extra: dict[str, str]  # the row format's own metadata (a vocabulary), kept with the output
     embedded: int = 0  # inputs in chunks on disk, for the message of a failed write
 
 
@@ -209,9 +210,9 @@ def _plan_run(model: Model, inputs: InputSource, output: Path, options: EmbedOpt
         raise ZooError(f"{partial} holds an interrupted run with other settings ({', '.join(changed)}); "
                        f"delete it to start over, or run the same command to resume")
     row_format = model.row_format
-    schema = _schema(options.float_dim, id_type, meta, kept=kept, row_format=row_format,
-                     extra=row_format.metadata(model.encoder))
-    return _Plan(partial, total, meta, schema, options, row_format)
+    extra = row_format.metadata(model.encoder)
+    schema = _schema(options.float_dim, id_type, meta, kept=kept, row_format=row_format, extra=extra)
+    return _Plan(partial, total, meta, schema, options, row_format, extra)
 
 
 def _column_types(inputs: InputSource) -> tuple[pa.DataType, list[pa.Field]]:
@@ -473,11 +474,9 @@ def _assemble(parts: list[Path], output: Path, plan: _Plan, calibration: np.ndar
         ranges = calibration_ranges(calibration) if calibration is not None else _ranges_of(parts)
         meta["calibration"] = {"ranges": ranges.tolist(),
                                "from": "calibration embeddings" if calibration is not None else "this output"}
-    extra = {k.decode().removeprefix("zoo."): v.decode() for k, v in (plan.schema.metadata or {}).items()
-             if k.startswith(b"zoo.")}
     kept = _kept_fields(plan.schema, plan.row_format)
     schema = _schema(plan.options.width, plan.schema.field("id").type, meta, precision, kept,
-                     row_format=plan.row_format, extra=extra)
+                     row_format=plan.row_format, extra=plan.extra)
     rows = 0
     with atomic_path(output) as tmp:
         if output.suffix == ".parquet":
@@ -490,7 +489,7 @@ def _assemble(parts: list[Path], output: Path, plan: _Plan, calibration: np.ndar
                         rows_of_part = quantize(embedding_rows(table), precision, ranges)
                         table = _table(table.column("id").to_pylist(), rows_of_part,
                                        table.column("content_sha256").to_pylist(), schema,
-                                       table.columns[2 + len(plan.row_format.columns):], row_format=plan.row_format)
+                                       [table.column(field.name) for field in kept], row_format=plan.row_format)
                     writer.write_table(table)
                     rows += table.num_rows
         else:
