@@ -18,7 +18,9 @@ activation, nothing at all: a plain sequence classifier).
 :func:`read_folder` tells them apart and says why, so that ``zoo info`` can show it and the loader
 picks the backend that runs the library's own code. A folder whose files do not say whether it is a
 reranker (a plain sequence classifier) is one only when the caller says so (``kind="reranker"``). A
-folder of a kind zoo does not load yet (a sparse or multi-vector encoder, a routed pipeline) is an
+multi-vector folder (a ``MultiVectorEncoder``, PyLate's ColBERT, a Stanford-NLP ColBERT checkpoint) is
+read as the ``multi-vector`` kind, run by ``MultiVectorEncoder``. A folder of a kind zoo does not load
+(a sparse encoder without its plugin, a routed pipeline, a page-image retriever) is an
 :class:`~zoo.errors.UnsupportedModelKindError`, never dense rows from the wrong head.
 """
 
@@ -59,9 +61,6 @@ _OTHER_ST_KINDS = {
     "SparseEncoder": "a sparse encoder (sentence-transformers SparseEncoder, SPLADE-style): its rows are "
                      "vocabulary-sized term weights, which the zoo-sparse plugin loads, embeds and searches "
                      "(pip install ./examples/zoo-sparse from zoo's source tree)",
-    "MultiVectorEncoder": "a multi-vector encoder (sentence-transformers MultiVectorEncoder, ColBERT-style): "
-                          "it gives one vector per token",
-    "ColBERT": "a multi-vector encoder (PyLate ColBERT): it gives one vector per token",
 }
 # Module classes that only those kinds use, by class name (the module path moved between versions).
 _KIND_BY_MODULE = {
@@ -156,7 +155,7 @@ def read_folder(root: Path, kind: str | None = None) -> FolderFormat | None:
             folder whose files do not say (a plain sequence classifier); None: the files must say.
 
     Raises:
-        UnsupportedModelKindError: a sparse, multi-vector or routed folder; a sequence classifier
+        UnsupportedModelKindError: a sparse or routed folder, a page-image retriever; a sequence classifier
             not asked for as a reranker; a folder of another kind than ``kind``.
         ModelFormatError: a marker file zoo cannot read exactly (it names the file and value).
     """
@@ -180,6 +179,9 @@ def _read_folder(root: Path, kind: str | None) -> FolderFormat | None:
         cfg = "pretrained_cfg" if "pretrained_cfg" in config else "top-level (timm before 0.9)"
         return FolderFormat("timm", modality, f"config.json names a timm architecture "
                                               f"{config['architecture']!r} with a {cfg} pretrained config")
+    late = _late_interaction_config(config, config_file)
+    if late is not None:
+        return late
     if "model_type" in config:
         reranker = _cross_encoder_config(config, config_file, asked=kind == "reranker")
         if reranker is not None:
@@ -211,6 +213,23 @@ def check_head(config: dict[str, Any], config_file: Path) -> None:
                     "taking its base model's hidden states as embeddings would give numbers no one trained. "
                     "If it is a reranker, load it as one: zoo.load(..., kind='reranker'), zoo rerank, or zoo serve "
                     "--reranker")
+
+
+def _late_interaction_config(config: dict[str, Any], config_file: Path) -> FolderFormat | None:
+    """A Stanford-NLP ColBERT checkpoint (``HF_ColBERT``: a BERT with its projection at the root),
+    which sentence-transformers' MultiVectorEncoder reads; a transformers ``*ForRetrieval`` page
+    retriever (ColPali) is refused by name: pooling its hidden states would be no embedding at all."""
+    archs = [str(a) for a in config.get("architectures") or ()]
+    if "HF_ColBERT" in archs:
+        return FolderFormat("multi-vector", "text", "config.json architectures 'HF_ColBERT' (a Stanford-NLP ColBERT "
+                            "checkpoint), run by sentence-transformers' MultiVectorEncoder", kind="multi-vector")
+    retriever = next((a for a in archs if a.endswith("ForRetrieval")), None)
+    if retriever:
+        raise UnsupportedModelKindError(
+            f"{config_file.parent} is a late-interaction page retriever ({retriever}, ColPali-style: one vector per "
+            "image patch and text token); zoo does not load page-image retrievers yet, and pooling its hidden "
+            "states would give numbers no one trained")
+    return None
 
 
 def _cross_encoder_config(config: dict[str, Any], config_file: Path, *, asked: bool) -> FolderFormat | None:
@@ -248,6 +267,10 @@ def _sentence_transformers(root: Path) -> FolderFormat:
         return FolderFormat("cross-encoder", "text",
                             f"{st_config_file.name}: model_type 'CrossEncoder' (modules: {', '.join(names)}), run by "
                             "sentence-transformers' CrossEncoder", modules=names, kind="reranker")
+    multi_vector = _multi_vector_mark(model_type, modules, names)
+    if multi_vector:
+        return FolderFormat("multi-vector", "text", f"{multi_vector} (modules: {', '.join(names)}), run by "
+                            "sentence-transformers' MultiVectorEncoder", modules=names, kind="multi-vector")
     if model_type != "SentenceTransformer":
         kind = _OTHER_ST_KINDS.get(model_type, f"a sentence-transformers {model_type!r} model")
         raise UnsupportedModelKindError(
@@ -258,16 +281,27 @@ def _sentence_transformers(root: Path) -> FolderFormat:
             kind = _OTHER_ST_KINDS[_KIND_BY_MODULE[name]]
             raise UnsupportedModelKindError(f"{root} is {kind} (modules.json has {module['type']!r}); zoo does not "
                                             "load this kind yet")
-        if name in _ROUTERS or str(module["type"]).startswith("pylate."):
+        if name in _ROUTERS:
             raise UnsupportedModelKindError(
                 f"{root} is a sentence-transformers pipeline with {module['type']!r} (modules.json), which routes "
-                "queries and documents through different modules (or is PyLate's); zoo does not load routed "
-                "or multi-vector pipelines yet")
+                "queries and documents through different modules; zoo does not load routed pipelines yet")
     pooling = _pipeline_pooling(root, modules)
     steps = ", ".join(f"{n}({pooling})" if n == "Pooling" and pooling else n for n in names)
     return FolderFormat("sentence-transformers", "text",
                         f"modules.json: a sentence-transformers pipeline ({steps}), run by sentence-transformers "
                         "itself", pooling=pooling, modules=names)
+
+
+def _multi_vector_mark(model_type: str, modules: list[dict[str, Any]], names: tuple[str, ...]) -> str | None:
+    """What marks a sentence-transformers folder as a multi-vector one (None: nothing): the model
+    type a MultiVectorEncoder (or PyLate's ColBERT) records, its modules, or PyLate's module paths."""
+    if model_type in ("MultiVectorEncoder", "ColBERT"):
+        return f"config_sentence_transformers.json: model_type {model_type!r}"
+    marked = next((n for n in names if _KIND_BY_MODULE.get(n) == "MultiVectorEncoder"), None)
+    if marked:
+        return f"modules.json has a {marked} module"
+    pylate = next((str(m["type"]) for m in modules if str(m["type"]).startswith("pylate.")), None)
+    return f"modules.json names PyLate's {pylate!r}" if pylate else None
 
 
 def _pipeline_pooling(root: Path, modules: list[dict[str, Any]]) -> str | None:

@@ -215,12 +215,21 @@ def check_module_sources(root: Path, trust_remote_code: bool) -> None:
     asked, as transformers' ``trust_remote_code``."""
     if not (root / "modules.json").is_file():
         return  # a transformers folder: sentence-transformers builds its own modules
+    aliased = _aliased_by_library()
     for module in read_json(root / "modules.json"):
         ref = str(module["type"])
-        if not ref.startswith("sentence_transformers.") and not trust_remote_code:
+        if not ref.startswith("sentence_transformers.") and ref not in aliased and not trust_remote_code:
             raise ModelFormatError(
                 f"{root / 'modules.json'} names module {ref!r}, code from outside sentence-transformers; zoo runs "
                 "it only with zoo.load(..., trust_remote_code=True)")
+
+
+def _aliased_by_library() -> frozenset[str]:
+    """Other libraries' module paths that sentence-transformers runs as its own classes without
+    importing them (PyLate's ``Dense`` in a ColBERT folder): its ``MultiVectorEncoder``'s table."""
+    from sentence_transformers.multi_vector_encoder import model
+
+    return frozenset(getattr(model, "_CLASS_REF_ALIASES", {}))
 
 
 def load_st(root: Path, *, device: str, dtype: torch.dtype, trust_remote_code: bool, device_map: Any = None,

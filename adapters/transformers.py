@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 _ADAPTER_BY_FORMAT = {
     "sentence-transformers": "zoo.adapters.sentence_transformers:SentenceTransformerAdapter",
     "cross-encoder": "zoo.adapters.cross_encoder:CrossEncoderAdapter",
+    "multi-vector": "zoo.adapters.multi_vector:MultiVectorAdapter",
     "timm": "zoo.adapters.timm:TimmAdapter",
 }
 _ADAPTER_BY_MODALITY = {

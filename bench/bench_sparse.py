@@ -26,10 +26,8 @@ difference between the two sides' rows (the first 256, densified) and top-10 ids
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -37,7 +35,7 @@ from typing import Any
 
 import bench_inputs
 import numpy as np
-from sides import alternate, child, side_arguments
+from sides import retrieval_runs
 
 SHOWN = 256  # rows each side hands back, densified, for the comparison
 ACTIVE = 150  # terms a row keeps, about a trained SPLADE document's
@@ -125,21 +123,7 @@ def st_side(folder: str, texts: list[str], queries: int, batch_size: int) -> tup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--texts", type=int, default=2000, help="corpus texts (default 2000)")
-    parser.add_argument("--queries", type=int, default=200, help="queries searched (default 200)")
-    side_arguments(parser)
-    args = parser.parse_args()
-    if args.side:
-        texts = bench_inputs.fortunes(args.texts + args.queries)
-        side = {"zoo": zoo_side, "st": st_side}[args.side]
-        child(args.side, args.vectors, {args.side: lambda: side(args.folder, texts, args.queries, args.batch_size)})
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = str(splade_folder(Path(tmp)))
-        argv = ["--texts", str(args.texts), "--queries", str(args.queries), "--batch-size", str(args.batch_size),
-                "--folder", folder]
-        runs = alternate(__file__, ["zoo", "st"], argv, args.rounds)
+    args, runs = retrieval_runs(__file__, __doc__ or "", {"zoo": zoo_side, "st": st_side}, splade_folder)
     speed = {side: statistics.median(args.texts / r["seconds"] for r in rs) for side, rs in runs.items()}
     qps = {side: statistics.median(args.queries / r["search_seconds"] for r in rs) for side, rs in runs.items()}
     for side, results in runs.items():

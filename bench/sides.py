@@ -30,6 +30,35 @@ def side_arguments(parser: argparse.ArgumentParser, *, rounds: int = 3, batch_si
     parser.add_argument("--vectors", type=Path, help=argparse.SUPPRESS)
 
 
+# One side of a retrieval comparison: (model folder, corpus texts then queries, queries, batch size)
+# -> (vectors to compare, measurements).
+RetrievalSide = Callable[[str, list[str], int, int], tuple[np.ndarray, dict[str, Any]]]
+
+
+def retrieval_runs(script: str, description: str, sides: dict[str, RetrievalSide],
+                   make_folder: Callable[[Path], Path]) -> tuple[argparse.Namespace, dict[str, list[dict[str, Any]]]]:
+    """The main of a side-by-side retrieval benchmark over Debian fortunes (``--texts`` documents,
+    then ``--queries`` more whose first lines are the queries). In a child: runs its side and
+    exits. In the parent: builds the model folder with ``make_folder`` in a temporary folder and
+    runs the sides alternately; returns the arguments and each side's results."""
+    import bench_inputs
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--texts", type=int, default=2000, help="corpus texts (default 2000)")
+    parser.add_argument("--queries", type=int, default=200, help="queries searched (default 200)")
+    side_arguments(parser)
+    args = parser.parse_args()
+    if args.side:
+        texts = bench_inputs.fortunes(args.texts + args.queries)
+        side = sides[args.side]
+        child(args.side, args.vectors, {args.side: lambda: side(args.folder, texts, args.queries, args.batch_size)})
+        raise SystemExit(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = ["--texts", str(args.texts), "--queries", str(args.queries), "--batch-size", str(args.batch_size),
+                "--folder", str(make_folder(Path(tmp)))]
+        return args, alternate(script, list(sides), argv, args.rounds)
+
+
 def run_side(script: str, side: str, argv: list[str], python: str = sys.executable) -> dict[str, Any]:
     """Run ``script --side SIDE ARGV`` in a fresh interpreter (``python``); returns its JSON line,
     with ``vectors`` loaded from the file it saved."""

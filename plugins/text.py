@@ -34,13 +34,17 @@ def zoo_register_adapters(register: RegisterAdapter) -> None:
     register("transformers", "zoo.adapters.transformers:TransformersAdapter", schemes=("hf",))
 
 
+# The folder formats this plugin's backend runs (timm's are the vision plugin's).
+_TEXT_FORMATS = ("sentence-transformers", "cross-encoder", "multi-vector", "transformers")
+
+
 @hookimpl
 def zoo_spec_from_path(path: Path, kind: str | None) -> ModelSpec | None:
     """A folder that sentence-transformers or transformers wrote (``modules.json``, or
-    ``config.json`` with a ``model_type``), an embedder or a reranker; a sparse or multi-vector one
-    is an error naming its kind. timm's folders are the vision plugin's."""
+    ``config.json`` with a ``model_type``), an embedder, a reranker or a multi-vector model; a sparse
+    one is an error naming its kind (unless its plugin claims it first). timm's folders are the vision plugin's."""
     if path.is_dir():
         found = read_folder(path, kind)
-        if found is not None and found.format in ("sentence-transformers", "cross-encoder", "transformers"):
+        if found is not None and found.format in _TEXT_FORMATS:
             return TransformersAdapter.spec_for_path(path, kind)
     return None

@@ -198,5 +198,6 @@ def test_the_encoder_contract_is_small_and_documented_member_by_member():
     assert open_members == documented, (f"undocumented in docs/plugins.md: {sorted(open_members - documented)}; "
                                         f"documented but not in Encoder: {sorted(documented - open_members)}")
     # A ratchet: the contract was 31 members before the redesign; merging, not adding, keeps it small.
-    # 22 since lengths (token counts: featurize's sort, finetune's group_by_length, serve's usage).
-    assert len(open_members) <= 22, sorted(open_members)
+    # 22 since lengths (token counts: featurize's sort, finetune's group_by_length, serve's usage);
+    # 23 since for_role (a ColBERT runs queries and documents through different code).
+    assert len(open_members) <= 23, sorted(open_members)

@@ -290,14 +290,23 @@ def kind_folders(tmp_path_factory, bases) -> dict[str, Path]:
 
 @pytest.mark.parametrize(("kind", "says"), [
     ("seq-cls", "sequence classifier or reranker"), ("sparse", "sparse encoder"),
-    ("multi-vector", "multi-vector encoder"), ("router", "routes queries and documents"),
-    ("pylate-v3", "PyLate ColBERT"),
+    ("router", "routes queries and documents"),
 ])
 def test_other_kinds_are_refused_by_name(kind_folders, kind, says):
     with pytest.raises(UnsupportedModelKindError, match=says):
         zoo.load(kind_folders[kind], device="cpu")
     with pytest.raises(UnsupportedModelKindError, match=says):
         zoo.info(str(kind_folders[kind]))
+
+
+@pytest.mark.parametrize("folder", ["multi-vector", "pylate-v3"])
+def test_multi_vector_folders_load_as_their_kind_never_as_embedders(kind_folders, folder):
+    """A multi-vector folder gives token matrices (tests/test_multi_vector.py), and asked for as
+    an embedder it is refused by name."""
+    assert zoo.load(kind_folders[folder], device="cpu").kind == "multi-vector"
+    assert zoo.info(str(kind_folders[folder]))["config"]["folder"]["kind"] == "multi-vector"
+    with pytest.raises(UnsupportedModelKindError, match="is a multi-vector"):
+        zoo.load(kind_folders[folder], device="cpu", kind="embedder")
 
 
 def test_what_zoo_cannot_read_is_named_with_its_file(st_folders, tmp_path):

@@ -370,7 +370,7 @@ def test_hook_register_kinds_adds_a_kind_and_its_mistakes_name_the_plugin(site):
     assert "model 'mystery' needs model kind 'mystery', which no plugin registers" in text
     with pytest.raises(UnknownModelError):
         zoo.resolve("mystery")
-    with pytest.raises(ValueError, match=r"kind must be one of embedder, reranker, bag-of-words .*not 'bag-of-word'"):
+    with pytest.raises(ValueError, match=r"kind must be one of embedder, reranker, multi-vector, bag-of-words .*not 'bag-of-word'"):
         zoo.resolve("counted", kind="bag-of-word")
 
 

@@ -353,3 +353,77 @@ def clap_folder(root: Path, *, fusion: bool = False) -> Path:
     tf.ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(root)
     return root
 
+
+
+# -- multi-vector (ColBERT-style) models, in each format sentence-transformers' MultiVectorEncoder reads --
+
+COLBERT_PROMPTS = {"query": "[Q] ", "document": "[D] "}
+
+
+def colbert_folder(root: Path, base: Path, *, query_length: int = 16, document_length: int = 40) -> Path:
+    """A ColBERT over the transformers folder ``base`` saved by ``MultiVectorEncoder.save``: queries
+    ``[MASK]``-expanded to ``query_length`` tokens, documents cut at ``document_length``, a 16-wide
+    token projection, a punctuation skiplist for documents, token vectors at unit length."""
+    import torch
+    from sentence_transformers import MultiVectorEncoder
+    from sentence_transformers.base.modules import Dense, Normalize, Transformer
+    from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
+
+    _seed(2)
+    transformer = Transformer(str(base), query_length=query_length, document_length=document_length,
+                              query_expansion={"strategy": "fixed", "attend": True, "length": query_length,
+                                               "token": "[MASK]"})
+    modules = [transformer, Dense(transformer.get_embedding_dimension(), 16, bias=False,
+                                  activation_function=torch.nn.Identity(), module_input_name="token_embeddings"),
+               MultiVectorMask(skiplist_words=[".", ",", "!", "?"]), Normalize(module_input_name="token_embeddings")]
+    model = MultiVectorEncoder(modules=modules, prompts=COLBERT_PROMPTS, device="cpu")
+    model.save(str(root), create_model_card=False)
+    return root
+
+
+def as_pylate_v3(folder: Path, target: Path) -> Path:
+    """A :func:`colbert_folder` as PyLate 3 saved a ColBERT: only the Transformer and PyLate's
+    ``Dense`` in ``modules.json`` (masking and normalising were PyLate's own code), the prefixes,
+    lengths, expansion flag and skiplist at the top of ``config_sentence_transformers.json``, and
+    the Dense config without the module input names of sentence-transformers 5.4."""
+    out = copy_folder(folder, target)
+    for name in ("2_MultiVectorMask", "3_Normalize"):
+        shutil.rmtree(out / name)
+    (out / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"}], indent=2))
+    dense = json.loads((out / "1_Dense" / "config.json").read_text())
+    (out / "1_Dense" / "config.json").write_text(json.dumps({k: dense[k] for k in (
+        "in_features", "out_features", "bias", "activation_function")}))
+    transformer = json.loads((out / "sentence_bert_config.json").read_text())
+    (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": transformer["document_length"],
+                                                               "do_lower_case": False}))
+    (out / "config_sentence_transformers.json").write_text(json.dumps({
+        "__version__": {"sentence_transformers": "3.4.1", "pylate": "1.1.7"}, "model_type": "ColBERT",
+        "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "MaxSim",
+        "query_prefix": COLBERT_PROMPTS["query"], "document_prefix": COLBERT_PROMPTS["document"],
+        "query_length": transformer["query_length"], "document_length": transformer["document_length"],
+        "attend_to_expansion_tokens": True, "skiplist_words": [".", ",", "!", "?"]}, indent=2))
+    return out
+
+
+def stanford_colbert_folder(root: Path, base: Path, *, query_length: int = 16, document_length: int = 40) -> Path:
+    """A Stanford-NLP ColBERT checkpoint as ``colbert-ir`` ships them: ``HF_ColBERT`` in
+    ``config.json``, the BERT's weights under ``bert.`` with the projection ``linear.weight`` beside
+    them in one file, the query / document markers and lengths in ``artifact.metadata``."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    out = copy_folder(base, root)
+    _seed(3)
+    weights = {f"bert.{k}": v for k, v in load_file(str(out / "model.safetensors")).items()}
+    hidden = json.loads((out / "config.json").read_text())["hidden_size"]
+    weights["linear.weight"] = torch.randn(16, hidden) / hidden ** 0.5
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "architectures": ["HF_ColBERT"]}, indent=2))
+    (out / "artifact.metadata").write_text(json.dumps({
+        "query_token_id": "[unused0]", "doc_token_id": "[unused1]", "query_maxlen": query_length,
+        "doc_maxlen": document_length, "mask_punctuation": True, "attend_to_mask_tokens": False,
+        "similarity": "cosine", "dim": 16}, indent=2))
+    return out

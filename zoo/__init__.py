@@ -58,6 +58,7 @@ _LAZY = {
     "ProvenanceMismatchError": "zoo.errors",
     "Ranked": "zoo.core._rerank",
     "EmbedOptions": "zoo.core._embed_options",
+    "TokenMatrices": "zoo.core._token_rows",
     # for plugins: the encoder contract, shared encoder bases, checked weight reading, the kit
     "Head": "zoo.core._model",
     "AudioAdapter": "zoo.adapters.audio",

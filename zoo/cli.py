@@ -22,7 +22,7 @@ from zoo.catalog._registry import CATALOGUE_OWNER, Owner, call_registration_hook
 from zoo.catalog._scores import METRICS
 from zoo.catalog._spec import a_kind
 from zoo.core._compiled import RUNTIMES
-from zoo.core._embed_options import LAYER_MERGES
+from zoo.core._embed_options import LAYER_MERGES, ROLES
 from zoo.core._predictions import check_predictions_output, write_predictions
 from zoo.core._quantize import PRECISIONS
 from zoo.core._zero_shot import logit_scale
@@ -193,7 +193,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
                          id_column=args.id_column, keep=_column_list(args.keep_columns))
     options = model.embed_options(pool=args.pool, normalize=args.normalize, prompt=args.prompt,
                                   prompt_text=args.prompt_text, truncate_dim=args.truncate_dim,
-                                  precision=args.precision, layers=args.layers, layer_merge=args.layer_merge)
+                                  precision=args.precision, layers=args.layers, layer_merge=args.layer_merge,
+                                  role=args.role or model.search_role("document"))
     calibration = read_embeddings(args.calibration, what="--calibration").rows if args.calibration else None
     summary = embed_to_file(model, inputs, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
                             chunk_seconds=args.chunk_seconds, on_error="skip" if args.skip_errors else "raise",
@@ -645,6 +646,10 @@ def _add_prompt(p: argparse.ArgumentParser, what: str = "text") -> None:
 
 def _add_embed_options(p: argparse.ArgumentParser) -> None:
     _add_prompt(p)
+    p.add_argument("--role", choices=ROLES,
+                   help="what the inputs are to a retrieval model: the role's declared prompt, and the role's own "
+                        "path in a model that runs them differently (default: document for such a model, a "
+                        "ColBERT; none otherwise)")
     p.add_argument("--truncate-dim", type=int, help="keep the first N dimensions (Matryoshka), re-normalised")
     p.add_argument("--precision", default="float32", choices=PRECISIONS,
                    help="output precision, as sentence-transformers' quantize_embeddings (default float32)")

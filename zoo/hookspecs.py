@@ -104,8 +104,8 @@ def zoo_register_kinds(register: RegisterKind) -> None:
 
     Called once, when the registry is first built, before models register (a model's ``kind``
     must be registered, or the model is left out and the failure recorded). zoo registers
-    ``embedder`` (dense rows) and ``reranker`` (scores of pairs). A name registered twice is an
-    error that names both plugins.
+    ``embedder`` (dense rows), ``reranker`` (scores of pairs) and ``multi-vector`` (token-vector
+    matrices scored by MaxSim). A name registered twice is an error that names both plugins.
     """
 
 

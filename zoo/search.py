@@ -174,15 +174,16 @@ class Index:
 
     def search_vectors(self, vectors: Any, k: int = 10) -> list[list[Hit]]:
         """The ``k`` nearest rows of each query row, best first (fewer if the index is smaller):
-        ``(Q, D)`` vectors for dense rows, the row format's rows otherwise (a sparse matrix)."""
+        ``(Q, D)`` vectors for dense rows, the row format's rows otherwise (a sparse matrix, a
+        list of token matrices)."""
         import numpy as np
 
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, not {k!r}")
-        if isinstance(vectors, (list, np.ndarray)):
+        if isinstance(self.store, FaissStore) and isinstance(vectors, (list, np.ndarray)):
             vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if not len(self):
-            return [[] for _ in range(vectors.shape[0])]
+            return [[] for _ in range(vectors.shape[0] if hasattr(vectors, "shape") else len(vectors))]
         scores, rows = self.store.search(vectors, min(k, len(self)))
         return [[Hit(self.ids[r], float(s), self.sources[r], {k: v[r] for k, v in self.columns.items()})
                  for s, r in zip(srow, rrow) if r >= 0]
@@ -376,7 +377,8 @@ def embed_queries(model: Model, queries: list[Any], provenance: dict[str, Any], 
     """Query rows computed as the index's rows were (pooling, normalisation, layers, truncation),
     each query through the tower of its kind: a file through the tower of its modality, anything
     else through the text tower (an image-text index searched by text), texts with the prompt
-    asked for (by name or as text; otherwise the model's default prompt, as for any text)."""
+    asked for (by name or as text; otherwise the model's default prompt, as for any text). A model
+    that runs queries differently from documents (a ColBERT) embeds them in the query role."""
     import numpy as np
 
     if isinstance(queries, (str, bytes)) or not queries:
@@ -385,7 +387,7 @@ def embed_queries(model: Model, queries: list[Any], provenance: dict[str, Any], 
     if (prompt is not None or prompt_text is not None) and "text" not in kinds:
         raise UnsupportedOptionError(f"a prompt applies to text queries; none of these queries is a text for "
                                      f"{model.name} (they are {' and '.join(sorted(set(kinds)))} files)")
-    recorded = recorded_settings(provenance)
+    recorded = {**recorded_settings(provenance), "role": model.search_role("query")}
 
     def rows_of(kind: str, items: list[Any]) -> Any:
         # the index's rows came through the primary tower: its pooling applies there only

@@ -166,8 +166,10 @@ def _check_stored(rec: _Recorder, model: Model, inputs: list[Any], X: Any, workd
     """A plugin's row format end to end: ``zoo embed`` writes the rows and reads them back as
     featurize gave them, ``zoo index`` builds its store, reopened with its checks, and a search
     returns every row once, best first."""
-    rows = model.row_format
+    rows, role = model.row_format, model.search_role("document")
     with rec.check("embed, index and search"), tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        if role is not None:  # zoo embed embeds a corpus: as documents, where the model runs roles apart
+            X = model.featurize(inputs, batch_size=3, role=role)
         out = Path(tmp) / "rows.parquet"
         embed_to_file(model, items_source(inputs, "the conformance examples", media=model.tower()[0] != "text"), out,
                       batch_size=3, progress=False)

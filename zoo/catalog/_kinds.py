@@ -2,9 +2,10 @@
 :class:`~zoo.core._rows.RowFormat` that ``zoo embed``, ``zoo index`` and ``zoo search`` store and
 search them with.
 
-zoo registers ``embedder`` (dense rows) and ``reranker`` (scores of pairs); a plugin registers more
-(:func:`zoo.hookspecs.zoo_register_kinds`): sparse term weights, one matrix of token vectors per
-item. A verb asked of a model of another kind is refused by name, with what the model does instead.
+zoo registers ``embedder`` (dense rows), ``reranker`` (scores of pairs) and ``multi-vector`` (one
+matrix of token vectors per item, ColBERT-style); a plugin registers more
+(:func:`zoo.hookspecs.zoo_register_kinds`): sparse term weights. A verb asked of a model of another
+kind is refused by name, with what the model does instead.
 """
 
 from __future__ import annotations
@@ -43,3 +44,6 @@ def builtin_kinds(register: Any) -> None:
     register("reranker", description="scores (query, document) pairs (model.rerank, model.score, zoo rerank, "
                                      "zoo search --rerank); it gives no embeddings",
              verbs=("score", "rerank"))
+    register("multi-vector", description="embeds each input as a matrix of token vectors, scored by MaxSim late "
+                                         "interaction (featurize, zoo embed, zoo search); it gives no single vector",
+             verbs=("featurize",), rows="zoo.core._token_rows:MultiVectorRows")

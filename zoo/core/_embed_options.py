@@ -30,6 +30,8 @@ LayerMerge = Literal["concat", "mean"]
 #: the prompts sentence-transformers' ``encode_document`` tries, in its order, when none is asked for
 DOCUMENT_PROMPTS = ("document", "passage", "corpus")
 LAYER_MERGES = ("concat", "mean")
+#: what an input is to a retrieval model: a query, or a document of the corpus it searches
+ROLES = ("query", "document")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ class EmbedOptions:
         dim: the width the model (or the merged layers) gives, before truncation.
         truncate_dim: keep the first this many dimensions (re-normalised when normalising).
         precision: ``float32``, ``int8``, ``uint8``, ``binary`` or ``ubinary`` (see :mod:`zoo.core._quantize`).
+        role: ``"query"`` or ``"document"`` (None: neither), as sentence-transformers'
+            ``encode_query`` / ``encode_document``: it picks the role's declared prompt when none is
+            asked for, and an encoder that runs the roles differently (:meth:`zoo.Encoder.for_role`:
+            a ColBERT's query expansion and lengths) runs that role's path.
     """
 
     dim: int
@@ -60,6 +66,7 @@ class EmbedOptions:
     tower: str | None = None
     pool: str | None = None
     normalize: bool = False
+    role: str | None = None
 
     @property
     def float_dim(self) -> int:
@@ -86,13 +93,15 @@ class EmbedOptions:
         return {"tower": self.tower, "pool": self.pool, "normalize": self.normalize, "prompt_name": self.prompt_name,
                 "prompt": self.prompt, "layers": list(self.layers),
                 "layer_merge": self.layer_merge if len(self.layers) > 1 else None,
-                "truncate_dim": self.truncate_dim, "precision": self.precision}
+                "truncate_dim": self.truncate_dim, "precision": self.precision,
+                **({"role": self.role} if self.role else {})}
 
 
 def recorded_settings(provenance: Mapping[str, Any]) -> dict[str, Any]:
     """The settings :meth:`EmbedOptions.provenance` wrote, as keyword arguments of
     :meth:`zoo.Model.embed_options`, so rows computed later match the recorded ones. The prompt
-    and precision are left out: a query takes its own prompt, and search compares float rows."""
+    precision and role are left out: a query takes its own prompt and role, and search compares
+    float rows."""
     layers = provenance.get("layers") or None
     settings = {"pool": provenance.get("pool"), "normalize": provenance.get("normalize"), "layers": layers,
                 "truncate_dim": provenance.get("truncate_dim")}
@@ -180,16 +189,29 @@ def merged_dim(name: str, dims: Sequence[int], layer_merge: str) -> int:
 def build_options(spec: ModelSpec, *, dim: int, layer_dims: Any, takes_text: bool, prompt: str | None = None,
                   prompt_text: str | None = None, truncate_dim: int | None = None, precision: str = "float32",
                   layer: int | None = None, layers: Sequence[int] | None = None, layer_merge: str = "concat",
-                  tower: str | None = None, pool: str | None = None, normalize: bool = False) -> EmbedOptions:
+                  tower: str | None = None, pool: str | None = None, normalize: bool = False,
+                  role: str | None = None) -> EmbedOptions:
     """Check every option against the model and return them resolved. ``layer_dims(layers)`` gives
     the widths of the named layers (or raises :class:`UnsupportedOptionError`)."""
+    check_role(role)
+    if role is not None and prompt is None and prompt_text is None and takes_text:
+        # encode_query / encode_document: the role's declared prompt, else none (not the default one)
+        prompt = dict(zip(ROLES, retrieval_prompts(spec.prompts)))[role]
+        prompt_text = "" if prompt is None else None
     prompt_name, text = resolve_prompt(spec, prompt, prompt_text, takes_text=takes_text)
     chosen = resolve_layers(layer, layers, layer_merge)
     if chosen:
         dim = merged_dim(spec.name, layer_dims(chosen), layer_merge)
     return EmbedOptions(dim=dim, prompt_name=prompt_name, prompt=text, layers=chosen, layer_merge=layer_merge,
                         truncate_dim=check_truncate_dim(spec, truncate_dim, dim),
-                        precision=check_precision(precision), tower=tower, pool=pool, normalize=normalize)
+                        precision=check_precision(precision), tower=tower, pool=pool, normalize=normalize,
+                        role=role)
+
+
+def check_role(role: str | None) -> None:
+    """``role`` is None or one of :data:`ROLES`."""
+    if role is not None and role not in ROLES:
+        raise ValueError(f"role must be 'query' or 'document', not {role!r}{did_you_mean(str(role), ROLES)}")
 
 
 def retrieval_prompts(declared: Mapping[str, str], query: str | None = None, corpus: str | None = None

@@ -295,6 +295,14 @@ class Encoder(ABC):
         texts: its entries carry the prompt to its own preprocessing, and None means it takes none."""
         return None
 
+    def for_role(self, role: str | None) -> Encoder:
+        """The encoder that runs inputs of ``role`` (``"query"``, ``"document"``; None: no role).
+        This one (the default) where a role only picks the prompt; an encoder that runs the roles
+        through different code, as sentence-transformers' ``task`` (a ColBERT's query expansion and
+        lengths), returns a copy sharing the model that collates and encodes that role's way, so
+        one featurize call runs one role throughout."""
+        return self
+
     # -- the forward pass -----------------------------------------------------------------------
 
     @abstractmethod

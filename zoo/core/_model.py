@@ -200,7 +200,8 @@ class Model:
     def embed_options(self, *, tower: str | None = None, pool: str | None = None, normalize: bool | None = None,
                       prompt: str | None = None, prompt_text: str | None = None, truncate_dim: int | None = None,
                       precision: Precision = "float32", layer: int | None = None,
-                      layers: Sequence[int] | None = None, layer_merge: LayerMerge = "concat") -> EmbedOptions:
+                      layers: Sequence[int] | None = None, layer_merge: LayerMerge = "concat",
+                      role: str | None = None) -> EmbedOptions:
         """Every setting of a row, checked against this model once: see :meth:`featurize`."""
         self.row_format.check_settings(self.name, {  # those that ask for other rows than the model's own
             "pool": None if pool == self.spec.pooling else pool, "truncate_dim": truncate_dim, "layer": layer,
@@ -216,7 +217,8 @@ class Model:
                                 takes_text=kind == "text", prompt=prompt, prompt_text=prompt_text,
                                 truncate_dim=truncate_dim, precision=precision, layer=layer, layers=layers,
                                 layer_merge=layer_merge, tower=kind, pool=chosen_pool,
-                                normalize=bool(self.spec.normalize) if normalize is None else normalize)
+                                normalize=bool(self.spec.normalize) if normalize is None else normalize,
+                                role=role)
         if options.layers and (self.compiled is not None and primary):
             raise UnsupportedOptionError(f"layer= runs on PyTorch; {self.name} was loaded with runtime="
                                          f"{self.runtime!r}: load it with runtime='torch' for intermediate layers")
@@ -224,6 +226,12 @@ class Model:
             raise UnsupportedOptionError(f"pool='pooler' is the final layer's pooler; with layer= use "
                                          f"pool='mean' or 'cls' for {self.name}")
         return options
+
+    def search_role(self, side: str) -> str | None:
+        """The role the inputs of one side of a search (``"query"`` or ``"document"``) take by
+        default: that side, for a model whose encoder runs the roles differently (a ColBERT's
+        query expansion), else None (a prompt is chosen as for any input)."""
+        return side if self.encoder.for_role(side) is not self.encoder else None
 
     # -- featurize ------------------------------------------------------------------------------
 
@@ -254,14 +262,19 @@ class Model:
                 ``int8``, ``uint8``, ``binary``, ``ubinary``) as sentence-transformers'
                 ``quantize_embeddings``; ``layer=-2`` or ``layers=[...]`` (with
                 ``layer_merge="concat"`` or ``"mean"``) pools hidden layers instead of the final
-                output; or ``options=`` an :class:`EmbedOptions` from :meth:`embed_options`.
+                output; ``role`` (``"query"`` or ``"document"``, as sentence-transformers'
+                ``encode_query`` / ``encode_document``: the role's declared prompt, and the
+                role's own path where the model runs them differently); or ``options=`` an
+                :class:`EmbedOptions` from :meth:`embed_options`.
 
         Returns:
             ``(N, D)`` rows in input order (``N`` excludes skipped items; ``(0, D)`` for empty
             input): float32, or int8 / uint8 for a quantized ``precision`` (``ceil(D / 8)``
-            packed columns for the binary ones). A model of a kind a plugin registers gives its
-            kind's rows (:attr:`row_format`: a sparse encoder's SciPy CSR matrix), in input order
-            too, and refuses by name the settings they do not take.
+            packed columns for the binary ones). A model of another kind gives its kind's rows
+            (:attr:`row_format`), in input order too, and refuses by name the settings they do
+            not take: a multi-vector model's :class:`zoo.TokenMatrices` (one ``(tokens, D)``
+            float32 matrix per input; ``return_tensors="pt"``: a list of tensors, as
+            ``MultiVectorEncoder.encode``), a sparse encoder's SciPy CSR matrix.
         """
         rows, _ = self.featurize_with_report(inputs, batch_size=batch_size, return_tensors=return_tensors,
                                              progress=progress, on_error=on_error, num_workers=num_workers,
@@ -287,14 +300,15 @@ class Model:
             options = self.embed_options(**settings)
         elif settings:
             raise TypeError(f"pass options= or the settings themselves ({', '.join(settings)}), not both")
-        encoder = self._towers[options.tower or self.tower()[0]]
+        tower = self._towers[options.tower or self.tower()[0]]
+        encoder = tower.for_role(options.role)
         quantized = options.precision != "float32"
         rows, report = self._run(encoder, inputs, encode=self._forward(encoder, options), prompt=options.prompt,
                                  buffer=partial(self.row_format.buffer, options=options), batch_size=batch_size,
                                  return_tensors="np" if quantized else return_tensors,
                                  progress=progress, on_error=on_error,
                                  num_workers=num_workers if encoder.parallel_decode else 0,
-                                 desc="featurize" if encoder is self.encoder else f"featurize {options.tower}s")
+                                 desc="featurize" if tower is self.encoder else f"featurize {options.tower}s")
         if quantized:  # the rows came back as numpy
             rows = quantize(cast("np.ndarray", rows), options.precision,
                             calibration_ranges(calibration) if calibration is not None else None)

@@ -41,8 +41,10 @@ class RowBuffer(ABC):
     """The rows of one featurize call, filled batch by batch in the order batches run."""
 
     @abstractmethod
-    def put(self, positions: list[int], batch: torch.Tensor, weights: Sequence[float | None]) -> np.ndarray:
-        """Hold one batch's model output: row ``j`` of ``batch`` belongs to input ``positions[j]``.
+    def put(self, positions: list[int], batch: Any, weights: Sequence[float | None]) -> np.ndarray:
+        """Hold one batch's model output: row ``j`` of ``batch`` belongs to input ``positions[j]``
+        (a ``(B, D)`` tensor, or what the kind's encoder gives: one tensor per input for token
+        matrices).
 
         ``weights[j]`` is None for a whole input, or the weight of a window of a long one (its
         rows are averaged with these weights). Returns a boolean mask over ``positions``: False
@@ -133,7 +135,7 @@ class RowFormat(ABC):
     @abstractmethod
     def open_store(self, folder: Path, meta: dict[str, Any]) -> RowStore:
         """The store :meth:`RowStore.write` wrote into ``folder``; ``meta`` is the index's checked
-        metadata (``index_type``, ``options``, ``dim``)."""
+        metadata (``kind``: the index type, ``options``, ``dim``)."""
 
     # -- comparing rows (the conformance kit's checks); the defaults serve arrays -----------------
 

@@ -330,7 +330,8 @@ def embed_to_file(
     the chunks on disk whose inputs are unchanged, whatever sizes they have.
 
     ``options`` (from :meth:`zoo.Model.embed_options`: tower, pooling, normalisation, prompt,
-    layers, truncation, precision; default: the model's own) are recorded in the output's metadata.
+    layers, truncation, precision, role; default: the model's own, with the ``document`` role for a
+    model that runs roles differently) are recorded in the output's metadata.
     A quantized precision is applied when the parts are assembled, so int8 / uint8 buckets come from
     every row of the output (or from the float embeddings ``calibration``), as ``quantize_embeddings``
     would bucket the whole matrix.
@@ -345,7 +346,7 @@ def embed_to_file(
         raise ZooError(f"--keep-columns {taken[0]!r}: {model.name}'s rows are written as the column(s) "
                        f"{', '.join(row_format.columns)}; rename that column in the table")
     began = time.perf_counter()
-    options = options or model.embed_options()
+    options = options or model.embed_options(role=model.search_role("document"))
     sizer = _sizer(options.tower, batch_size, num_workers, chunk_size, chunk_seconds)
     with _exclusive(output):
         # on_error is not a setting of the run: a run that stopped at a bad input resumes with --skip-errors

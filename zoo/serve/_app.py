@@ -50,7 +50,7 @@ class Served:
     name: str
     model: Model
     batcher: Batcher
-    options: dict[tuple[str, int | None], EmbedOptions] = field(default_factory=dict)  # by (kind, dimensions)
+    options: dict[tuple[str, int | None, str | None], EmbedOptions] = field(default_factory=dict)  # (kind, dims, role)
 
 
 def _runner(model: Model, batch_size: int, max_audio_seconds: float) -> Any:
@@ -186,7 +186,7 @@ async def _embeddings(request: Request, served: dict[str, Served], limits: _Limi
     """``POST /v1/embeddings``: OpenAI's request and response."""
     parsed = parse_request(await _read_body(request, limits.max_body_bytes, limits.body_timeout), limits.max_inputs,
                            get_registry().modality_of_media, limits.max_text_chars)
-    entry = _served(served, parsed.model, "embedder")
+    entry = _served(served, parsed.model, ("embedder", "multi-vector"))
     request.state.model, request.state.inputs = entry.name, len(parsed.items)
     check_modality(parsed, entry.name, entry.model.towers)
     rows, tokens = await _within(limits.request_timeout, _embed(entry, parsed), entry.name)
@@ -197,7 +197,7 @@ async def _rerank(request: Request, served: dict[str, Served], limits: _Limits) 
     """``POST /v1/rerank`` (and ``/v2/rerank``): Cohere's and Jina's request and response."""
     parsed = parse_rerank(await _read_body(request, limits.max_body_bytes, limits.body_timeout), limits.max_inputs,
                           limits.max_text_chars)
-    entry = _served(served, parsed.model, "reranker")
+    entry = _served(served, parsed.model, ("reranker",))
     if entry.model.embed_dim != 1:
         raise RequestError(400, f"model {entry.name!r} gives {entry.model.embed_dim} scores per pair (a classifier of "
                            "pairs), not one relevance score to rank by", "model", "wrong_model_kind")
@@ -267,40 +267,45 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
 def _check_kinds(models: dict[str, Model]) -> None:
     """Refuse, before serving, a model whose kind has no route: its rows have no JSON shape here."""
     for name, model in models.items():
-        if model.kind not in ("embedder", "reranker"):
+        if model.kind not in ("embedder", "multi-vector", "reranker"):
             raise UnsupportedModelKindError(
                 f"{name} is {a_kind(model.kind)}: it {get_registry().kind(model.kind).description}; zoo serve "
-                "answers /v1/embeddings with an embedder's dense vectors and /v1/rerank with a reranker's scores "
+                "answers /v1/embeddings with an embedder's dense vectors or a multi-vector model's token "
+                "matrices, and /v1/rerank with a reranker's scores "
                 "(embed a model of another kind with zoo embed, and search its rows with zoo index / zoo search)")
 
 
-def _served(served: dict[str, Served], name: str, kind: str) -> Served:
-    """The served model ``name`` names, which must be of ``kind`` (this route's)."""
+def _served(served: dict[str, Served], name: str, kinds: tuple[str, ...]) -> Served:
+    """The served model ``name`` names, which must be of one of ``kinds`` (this route's)."""
     names = [name] if name in served else [n for n in served if served[n].model.spec.name == name
                                            or name in served[n].model.spec.aliases]
     if not names:
         raise RequestError(404, f"model {name!r} is not served here{did_you_mean(name, served)}; served: "
                            f"{', '.join(served)}", "model", "model_not_found")
     entry = served[names[0]]
-    if entry.model.kind != kind:
+    if entry.model.kind not in kinds:
         route = "/v1/rerank" if entry.model.kind == "reranker" else "/v1/embeddings"
-        fitting = [n for n, e in served.items() if e.model.kind == kind]
+        fitting = [n for n, e in served.items() if e.model.kind in kinds]
         raise RequestError(400, f"model {entry.name!r} is {a_kind(entry.model.kind)}: send it to {route}; this "
-                           f"route takes {a_kind(kind)} (served here: {', '.join(fitting) or 'none'})",
-                           "model", "wrong_model_kind")
+                           f"route takes {' or '.join(map(a_kind, kinds))} (served here: "
+                           f"{', '.join(fitting) or 'none'})", "model", "wrong_model_kind")
     return entry
 
 
-def _options(entry: Served, kind: str, dims: int | None) -> EmbedOptions:
-    """The embedding options for ``kind`` items truncated to ``dims``, checked once per pair; a
-    width the model was not trained for warns then (into the log, see ``serve``)."""
+def _options(entry: Served, kind: str, dims: int | None, role: str | None) -> EmbedOptions:
+    """The embedding options for ``kind`` items truncated to ``dims``, of ``role``, checked once
+    per combination; a width the model was not trained for warns then (into the log, see ``serve``).
+    A model that runs queries and documents through different code needs the role said."""
     width = entry.model.embed_dim
     if dims is not None and dims > width:
         raise RequestError(400, f"dimensions {dims} is more than {entry.name}'s {width}", "dimensions")
-    key = (kind, None if dims == width else dims)
+    if role is None and entry.model.search_role("query") is not None:
+        raise RequestError(400, f"{entry.name} embeds queries and documents differently: say which these are, "
+                           "with input_type 'query' or 'document'", "input_type")
+    key = (kind, None if dims == width else dims, role)
     if key not in entry.options:
         try:
-            entry.options[key] = entry.model.embed_options(tower=kind, truncate_dim=key[1])
+            entry.options[key] = entry.model.embed_options(tower=kind, truncate_dim=key[1], role=role)
         except ValueError as exc:  # UnsupportedOptionError included
             raise RequestError(400, f"dimensions {dims}: {exc}", "dimensions") from None
     return entry.options[key]
@@ -312,7 +317,7 @@ async def _embed(entry: Served, request: EmbeddingRequest) -> tuple[np.ndarray, 
     import numpy as np
 
     kinds = sorted({kind for kind, _ in request.items})
-    options = {kind: _options(entry, kind, request.dimensions) for kind in kinds}
+    options = {kind: _options(entry, kind, request.dimensions, request.role) for kind in kinds}
     try:
         entry.batcher.admit(len(request.items))
     except QueueFull as full:  # the server is busy, not broken: the client retries (openai's client does, on 429)
@@ -336,6 +341,8 @@ async def _embed(entry: Served, request: EmbeddingRequest) -> tuple[np.ndarray, 
         raise RequestError(500, f"{entry.name} failed on this request's batch: {type(failed).__name__}: "
                            f"{failed} (the server log has the traceback)", code="model_error",
                            headers={"x-should-retry": "false"})  # openai's client would run it twice more
+    if len(kinds) == 1:  # one pass: its rows as they come (a multi-vector model's token matrices)
+        return answers[0]
     out = np.empty((len(request.items), answers[0][0].shape[1]), dtype=np.float32)
     for kind, (rows, _) in zip(kinds, answers):
         out[positions[kind]] = rows
@@ -345,11 +352,11 @@ async def _embed(entry: Served, request: EmbeddingRequest) -> tuple[np.ndarray, 
 def _response(entry: Served, request: EmbeddingRequest, rows: np.ndarray, tokens: int) -> dict[str, Any]:
     import numpy as np
 
-    if request.encoding_format == "base64":
+    if request.encoding_format == "base64":  # a token matrix: its (tokens, dim) values, row by row
         values: list[Any] = [base64.b64encode(np.ascontiguousarray(r, dtype="<f4").tobytes()).decode("ascii")
                              for r in rows]
     else:
-        values = rows.tolist()
+        values = rows.tolist() if isinstance(rows, np.ndarray) else [r.tolist() for r in rows]
     return {"object": "list", "model": entry.name,
             "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(values)],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}

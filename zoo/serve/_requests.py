@@ -24,8 +24,10 @@ from zoo.plugins.text import decode_text
 # A data URL's header; one whose MIME type no modality registered is refused, not read as text.
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
 
-# The fields of OpenAI's embeddings request ("user" is accepted and unused, as OpenAI documents it).
-FIELDS = ("model", "input", "encoding_format", "dimensions", "user")
+# The fields of OpenAI's embeddings request ("user" is accepted and unused, as OpenAI documents it),
+# and Voyage's input_type ("query" / "document": sentence-transformers' encode_query / encode_document).
+FIELDS = ("model", "input", "encoding_format", "dimensions", "user", "input_type")
+INPUT_TYPES = ("query", "document")
 
 
 class RequestError(Exception):
@@ -50,6 +52,7 @@ class EmbeddingRequest:
     encoding_format: str
     dimensions: int | None
     media: list[str]  # each item's type as sent: "text" or a data URL's MIME type ("image/png")
+    role: str | None = None  # input_type: "query" or "document"
 
 
 def parse_request(body: bytes, max_inputs: int = 2048,
@@ -74,9 +77,12 @@ def parse_request(body: bytes, max_inputs: int = 2048,
     dimensions = data.get("dimensions")
     if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1):
         raise RequestError(400, f"dimensions must be a positive integer, not {dimensions!r}", "dimensions")
+    role = data.get("input_type")
+    if role is not None and role not in INPUT_TYPES:
+        raise RequestError(400, f"input_type must be 'query' or 'document', not {role!r}", "input_type")
     items = [_item(i, x, modality_of_media, max_text_chars) for i, x in enumerate(raw)]
     return EmbeddingRequest(model, [(kind, payload) for kind, payload, _ in items], encoding, dimensions,
-                            [media for _, _, media in items])
+                            [media for _, _, media in items], role)
 
 
 def _json_request(body: bytes, fields: tuple[str, ...], items: str) -> tuple[dict[str, Any], str]:

@@ -16,7 +16,7 @@ import pytest
 import scipy.sparse
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_sparse import TEXTS, as_sparse_format, csr_folder, sparse_encoder_folder
+from tiny_sparse import TEXTS, as_sparse_format, csr_folder, inference_free_folder, sparse_encoder_folder
 
 import zoo
 from zoo import search
@@ -27,7 +27,8 @@ def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("sparse")
     current = sparse_encoder_folder(root / "plain")
     return {"current": current, "v5": as_sparse_format(current, "v5"),
-            "capped": sparse_encoder_folder(root / "capped", max_active_dims=12), "csr": csr_folder(root / "csr")}
+            "capped": sparse_encoder_folder(root / "capped", max_active_dims=12), "csr": csr_folder(root / "csr"),
+            "inference-free": inference_free_folder(root / "inference-free")}
 
 
 def _library(folder: Path):
@@ -54,6 +55,27 @@ def test_rows_equal_sparse_encoder_encode(folders, layout):
     if layout != "csr":
         queries = model.featurize(TEXTS, prompt="query", batch_size=2)
         assert np.abs(queries.toarray() - library.encode_query(TEXTS).to_dense().numpy()).max() <= 1e-5
+
+
+def test_a_routed_model_runs_queries_and_documents_through_their_own_modules(folders, tmp_path):
+    """Inference-free SPLADE: role="query" is encode_query (the static weights), role="document"
+    encode_document (the masked-LM model); zoo embed writes documents and zoo search embeds queries."""
+    folder = folders["inference-free"]
+    model, library = zoo.load(folder, device="cpu"), _library(folder)
+    for role, encode in (("query", library.encode_query), ("document", library.encode_document)):
+        rows = model.featurize(TEXTS, role=role, batch_size=3)
+        assert np.abs(rows.toarray() - encode(TEXTS, convert_to_sparse_tensor=True).to_dense().numpy()).max() <= 1e-5
+    assert model.featurize(TEXTS[:2], role="query").nnz != model.featurize(TEXTS[:2], role="document").nnz
+    parquet = tmp_path / "docs.parquet"
+    (tmp_path / "docs.txt").write_text("\n".join(TEXTS) + "\n")
+    done = _zoo("embed", str(folder), str(tmp_path / "docs.txt"), "-o", str(parquet), "-q")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(pq.read_schema(parquet).metadata[b"zoo"])["role"] == "document"
+    index = search.build(parquet, tmp_path / "index")
+    queries = ["a cat", "free software"]
+    expected = library.similarity(library.encode_query(queries), library.encode_document(TEXTS)).numpy()
+    for row, hits in zip(expected, index.search(queries, k=3, model=model)):
+        assert [float(h.score) for h in hits] == pytest.approx(sorted(row[row > 0], reverse=True)[:3], rel=1e-5)
 
 
 def test_the_inverted_store_ranks_like_a_product_and_skips_documents_without_a_shared_term():

@@ -101,3 +101,26 @@ def as_sparse_format(folder: Path, era: str) -> Path:
     (target / "sentence_bert_config.json").write_text(json.dumps(
         {"max_seq_length": settings.get("max_seq_length", 48), "do_lower_case": False}, indent=2))
     return target
+
+
+def inference_free_folder(root: Path) -> Path:
+    """An inference-free SPLADE: a ``Router`` that weights a query's tokens with a static table
+    (``SparseStaticEmbedding``) and runs documents through the masked-LM model and
+    ``SpladePooling``, saved by ``SparseEncoder.save``."""
+    import torch
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules import Router, Transformer
+    from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding, SpladePooling
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    torch.manual_seed(1)
+    tokenizer = AutoTokenizer.from_pretrained(wordpiece(root / "mlm"))
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=64)
+    BertForMaskedLM(config).save_pretrained(root / "mlm")
+    document = [Transformer(str(root / "mlm"), transformer_task="fill-mask", max_seq_length=48), SpladePooling("max")]
+    query = [SparseStaticEmbedding(tokenizer, weight=torch.rand(len(tokenizer)) * 2)]
+    model = SparseEncoder(modules=[Router.for_query_document(query_modules=query, document_modules=document)],
+                          similarity_fn_name="dot")
+    model.save(str(root / "inference-free"), create_model_card=False)
+    return root / "inference-free"

@@ -10,18 +10,19 @@ pass, where a ``SparseAutoEncoder`` takes it as its ``k``). The numbers are the 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from zoo import Built, Encoder, ModelFormatError, load_sentence_transformers
+from zoo import Built, Encoder, load_sentence_transformers
 
 if TYPE_CHECKING:
     import torch
 
     from zoo import ModelFiles, ModelSpec
 
-# Modules that send queries and documents through different paths (inference-free SPLADE): zoo has
-# no query / document role yet, so such a pipeline is refused rather than run one way for both.
+# Modules that send queries and documents through different paths (inference-free SPLADE: a static
+# term weighting for queries, the masked-LM model for documents).
 _ROUTERS = ("Router", "Asym")
 
 
@@ -30,6 +31,7 @@ class SparseEncoderAdapter(Encoder):
 
     backend = "sparse-encoder"
     strategies = ()  # zoo's finetune trains dense embeddings and classifiers, not term weights
+    role: str | None = None  # the role this copy runs (a routed pipeline's); None: encode's own path
 
     def __init__(self, spec: ModelSpec, model: Any, *, tokenizer: Any = None, max_length: int | None = None,
                  **kwargs: Any) -> None:
@@ -42,19 +44,26 @@ class SparseEncoderAdapter(Encoder):
         root = files.root
         model, settled = load_sentence_transformers(spec, root, device=device, dtype=dtype, model_class="SparseEncoder",
                                                     trust_remote_code=trust_remote_code)
-        routed = [type(m).__name__ for m in model if type(m).__name__ in _ROUTERS]
-        if routed:
-            raise ModelFormatError(f"{root}: a SparseEncoder with a {routed[0]} module, which sends queries and "
-                                   "documents through different modules (inference-free SPLADE); zoo-sparse runs "
-                                   "pipelines that encode both alike")
         # SpladePooling learns its width on its first forward pass (get_embedding_dimension() says
-        # the transformer's hidden size before that): one probe text through the pipeline says it.
-        dim = int(model.encode(["."], convert_to_sparse_tensor=False, show_progress_bar=False).shape[-1])
+        # the transformer's hidden size before that): one probe text through the pipeline says it,
+        # through the documents' path where queries take another.
+        dim = int(model.encode(["."], convert_to_sparse_tensor=False, show_progress_bar=False,
+                               **({"task": "document"} if _routed(model) else {})).shape[-1])
         if model.max_active_dims:
             settled["preprocessing"] = {**settled["preprocessing"], "max_active_dims": model.max_active_dims}
         changes = {"kind": "sparse-encoder", "normalize": False, **settled}
         return Built(model, int(dim), changes,
                      {"tokenizer": model.tokenizer, "max_length": settled["preprocessing"].get("max_length")})
+
+    def for_role(self, role: str | None) -> Encoder:
+        """A routed pipeline (inference-free SPLADE) runs queries and documents through different
+        modules: a copy sharing the model runs ``role``'s, as ``encode_query`` / ``encode_document``
+        do. Any other pipeline encodes both alike: this encoder."""
+        if not _routed(self.model) or role == self.role:
+            return self
+        runner = copy.copy(self)
+        runner.role = role
+        return runner
 
     @property
     def preprocess(self) -> Any:
@@ -75,15 +84,26 @@ class SparseEncoderAdapter(Encoder):
                                    return_attention_mask=False, return_token_type_ids=False)["length"])
 
     def collate(self, items: list[str]) -> dict[str, Any]:
-        """sentence-transformers' own preprocessing of the (already prompted) texts."""
-        return dict(self.model.preprocess(items))
+        """sentence-transformers' own preprocessing of the (already prompted) texts, for the role."""
+        return dict(self.model.preprocess(items, **self._task))
 
     def encode_batch(self, batch: dict[str, Any], *, pool: str | None = None) -> torch.Tensor:
         from sentence_transformers.util import select_max_active_dims
 
         features = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in batch.items()}
         cap = self.model.max_active_dims
-        rows = self.model(features, **({"max_active_dims": cap} if cap is not None else {}))["sentence_embedding"]
+        rows = self.model(features, **self._task, **({"max_active_dims": cap} if cap is not None else {})
+                          )["sentence_embedding"]
         if cap is not None:
             rows = select_max_active_dims(rows, max_active_dims=cap)
         return rows.float()
+
+    @property
+    def _task(self) -> dict[str, str]:
+        """The role as sentence-transformers' ``task`` keyword, where this copy runs one."""
+        return {"task": self.role} if self.role is not None else {}
+
+
+def _routed(model: Any) -> bool:
+    """Whether the pipeline sends queries and documents through different modules."""
+    return any(type(module).__name__ in _ROUTERS for module in model)
