@@ -221,6 +221,10 @@ def _late_interaction_config(config: dict[str, Any], config_file: Path) -> Folde
     retriever (ColPali) is refused by name: pooling its hidden states would be no embedding at all."""
     archs = [str(a) for a in config.get("architectures") or ()]
     if "HF_ColBERT" in archs:
+        if not (config_file.parent / "artifact.metadata").is_file():  # its lengths, markers and skiplist
+            raise ModelFormatError(f"{config_file.parent} is a Stanford-NLP ColBERT checkpoint (HF_ColBERT) without "
+                                   "its artifact.metadata, which says its query and document lengths, markers and "
+                                   "skiplist; copy that file into the folder")
         return FolderFormat("multi-vector", "text", "config.json architectures 'HF_ColBERT' (a Stanford-NLP ColBERT "
                             "checkpoint), run by sentence-transformers' MultiVectorEncoder", kind="multi-vector")
     retriever = next((a for a in archs if a.endswith("ForRetrieval")), None)
@@ -269,6 +273,7 @@ def _sentence_transformers(root: Path) -> FolderFormat:
                             "sentence-transformers' CrossEncoder", modules=names, kind="reranker")
     multi_vector = _multi_vector_mark(model_type, modules, names)
     if multi_vector:
+        _refuse_page_retriever(root, modules)
         return FolderFormat("multi-vector", "text", f"{multi_vector} (modules: {', '.join(names)}), run by "
                             "sentence-transformers' MultiVectorEncoder", modules=names, kind="multi-vector")
     if model_type != "SentenceTransformer":
@@ -302,6 +307,20 @@ def _multi_vector_mark(model_type: str, modules: list[dict[str, Any]], names: tu
         return f"modules.json has a {marked} module"
     pylate = next((str(m["type"]) for m in modules if str(m["type"]).startswith("pylate.")), None)
     return f"modules.json names PyLate's {pylate!r}" if pylate else None
+
+
+def _refuse_page_retriever(root: Path, modules: list[dict[str, Any]]) -> None:
+    """A multi-vector pipeline whose transformer takes images (ColPali saved by sentence-transformers)
+    is refused from its config, before any weight loads."""
+    for module in modules:
+        config_file = root / str(module.get("path", "")) / "sentence_bert_config.json"
+        config = read_json(config_file) if config_file.is_file() else {}
+        modalities = set(config.get("modality_config") or {}) if isinstance(config, dict) else set()
+        if modalities - {"text"} or (isinstance(config, dict) and config.get("transformer_task") == "retrieval"):
+            raise UnsupportedModelKindError(
+                f"{root} is a late-interaction page retriever ({config_file.name}: transformer_task "
+                f"{config.get('transformer_task')!r}, inputs {', '.join(sorted(modalities)) or 'text'}); zoo loads "
+                "multi-vector models over texts, not page images yet")
 
 
 def _pipeline_pooling(root: Path, modules: list[dict[str, Any]]) -> str | None:

@@ -133,7 +133,7 @@ class TransformersAdapter(Encoder):
     def resolve_files(cls, spec: ModelSpec, files: ModelFiles) -> tuple[ModelSpec, type[Encoder]]:
         """Which library wrote the files, read once from them: a pass-through hub name learns its
         format and modality only now, and a folder whose files do not say its kind is read as the
-        spec's (a registry entry's ``kind: reranker``). A sparse or multi-vector folder is refused here."""
+        spec's (a registry entry's ``kind: reranker``). A sparse folder (without its plugin) is refused here."""
         found = folder_format(files.root, spec.kind)
         spec = spec.replace(modality=found.modality, config={**spec.config, "folder": found.describe()},
                             kind=found.kind)

@@ -43,3 +43,12 @@ def sounds(n: int = 8, rate: int = 16000) -> list[tuple[Any, int]]:
     t = np.arange(rate // 2) / rate
     return [((0.3 * np.sin(2 * np.pi * 110 * (i + 1) * t) + 0.02 * rng.standard_normal(len(t))).astype(np.float32),
              rate) for i in range(n)]
+
+
+def clips(n: int = 8, frames: int = 12, size: int = 48) -> list[Any]:
+    """``n`` clips as ``(frames, H, W, 3)`` uint8 arrays: the example images drifting across the
+    frame, each clip its own."""
+    import numpy as np
+
+    return [np.stack([np.roll(image, shift=3 * t, axis=1) for t in range(frames)])
+            for image in images(n, size)]

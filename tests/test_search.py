@@ -94,7 +94,7 @@ def test_image_queries_find_a_resized_copy(tmp_path):
     in_memory = Image.fromarray(skimage_data.chelsea()).resize((200, 150))  # not a path: the model's own tower
     assert index.search([in_memory], k=1, model=model)[0][0].id == str(folder / "chelsea.png")
     with pytest.raises(ValueError, match=r"query 0 \('a photo of coffee'\) is not a file, but efficientnet-lite0 "
-                                         "embeds vision inputs"):
+                                         "embeds vision and video inputs"):
         index.search(["a photo of coffee"], k=1, model=model)
 
 

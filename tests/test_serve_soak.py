@@ -44,7 +44,7 @@ POOL = [f"sentence {i}: " + " ".join(WORDS[(i * k) % len(WORDS)] for k in range(
 # What the poisoning client sends beside a good text, in turn: (error kind, item, word of the message).
 POISONS = [("bad_input", "broken \ud800 text", "not valid Unicode"),
            ("too_long", "x" * (MAX_TEXT_CHARS + 1), "--max-text-chars"),
-           ("invalid_request", "data:video/mp4;base64,AAAA", "no modality of this server takes")]
+           ("invalid_request", "data:application/pdf;base64,AAAA", "no modality of this server takes")]
 
 
 @dataclass

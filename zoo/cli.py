@@ -22,7 +22,7 @@ from zoo.catalog._registry import CATALOGUE_OWNER, Owner, call_registration_hook
 from zoo.catalog._scores import METRICS
 from zoo.catalog._spec import a_kind
 from zoo.core._compiled import RUNTIMES
-from zoo.core._embed_options import LAYER_MERGES, ROLES
+from zoo.core._embed_options import LAYER_MERGES, ROLES, embedded_as
 from zoo.core._predictions import check_predictions_output, write_predictions
 from zoo.core._quantize import PRECISIONS
 from zoo.core._zero_shot import logit_scale
@@ -189,9 +189,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     check_embedding_output(args.output)  # before the model loads
     model = load(args.name, device=args.device, runtime=args.runtime)
-    inputs = open_inputs(args.inputs, modality=model.tower()[0], column=args.column, files_as_text=args.files_as_text,
+    tower = model.tower(args.tower)[0]
+    inputs = open_inputs(args.inputs, modality=tower, column=args.column, files_as_text=args.files_as_text,
                          id_column=args.id_column, keep=_column_list(args.keep_columns))
-    options = model.embed_options(pool=args.pool, normalize=args.normalize, prompt=args.prompt,
+    options = model.embed_options(tower=tower, pool=args.pool, normalize=args.normalize, prompt=args.prompt,
                                   prompt_text=args.prompt_text, truncate_dim=args.truncate_dim,
                                   precision=args.precision, layers=args.layers, layer_merge=args.layer_merge,
                                   role=args.role or model.search_role("document"))
@@ -211,7 +212,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
               file=sys.stderr)
     shape = f"{summary.rows} x {options.width} {options.precision}" if model.kind == "embedder" else \
         f"{plural(summary.rows, 'row')} of {model.row_format.description} of width {options.width}"
-    print(f"wrote {summary.output}: {shape} from {model.name} "
+    role = f" {embedded_as(options.role)}" if options.role else ""
+    print(f"wrote {summary.output}: {shape} from {model.name}{role} "
           f"({inputs.description}{f', {len(summary.skipped)} skipped' if summary.skipped else ''})")
     return 0
 
@@ -532,7 +534,7 @@ def _add_embed(register: RegisterCommand) -> None:
     p = register("embed", cmd_embed, help="featurize inputs to an embedding file")
     p.add_argument("name", help="model name, backend:id or path")
     p.add_argument("inputs", help="text file (one item per line), CSV / JSONL / parquet (see --column), "
-                                   "or a folder or glob of image or audio files")
+                                   "or a folder or glob of image, audio or video files")
     p.add_argument("-o", "--output", required=True, help="output .parquet (id + embedding + provenance) or .npy")
     p.add_argument("--column", help="the input column of a CSV / JSONL / parquet file (default: text)")
     p.add_argument("--id-column", help="a table's column of unique row ids (default: the row number)")
@@ -553,6 +555,9 @@ def _add_embed(register: RegisterCommand) -> None:
     p.add_argument("--files-as-text", action="store_true",
                    help="for a text model: embed the content of each file of a folder or glob")
     p.add_argument("--pool", help="pooling mode, where the model has a choice")
+    p.add_argument("--tower", metavar="MODALITY",
+                   help="embed through this tower of the model (model.towers lists them): video for clips with "
+                        "an image model, text for an image-text model's captions (default: its first)")
     _add_embed_options(p)
     _add_device(p)
     norm = p.add_mutually_exclusive_group()

@@ -46,6 +46,9 @@ class RegisterModality(Protocol):
         examples: Callable[[], list[Any]] | str | None = None,
         suffixes: Sequence[str] = (),
         media_types: Sequence[str] = (),
+        over: str | None = None,
+        tower: Callable[..., Encoder] | str | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None: ...
 
 
@@ -126,6 +129,13 @@ def zoo_register_modalities(register: RegisterModality) -> None:
         modality by them, and refuses a file of another modality. ``media_types`` (optional) are the
         MIME types of its inputs as data URLs, fnmatch patterns (``("audio/*",)``): ``zoo serve``
         routes a ``data:audio/wav;base64,...`` item to the model's tower of this modality.
+        ``over`` and ``tower`` (optional, together) make it a modality that models of another one
+        embed: every loaded model with a tower of modality ``over`` gets a tower of this one,
+        ``tower(encoder, **settings)`` (an :class:`~zoo.Encoder`, or a ``"module:Class"`` string),
+        wrapping that tower's encoder (``video`` over ``vision``: a clip's sampled frames through the
+        image tower, their rows averaged). ``settings`` (optional) say how that tower reads an input
+        (frames per clip, how they are sampled, how their rows pool); they are recorded in the
+        provenance of every row it gives.
 
     Called once, when the registry is first built. A name registered twice is an error that names
     both plugins.

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from zoo.catalog._kinds import wrong_kind
 from zoo.catalog._loader import load
 from zoo.catalog._registry import get_registry
-from zoo.core._embed_options import recorded_settings
+from zoo.core._embed_options import embedded_as, recorded_settings
 from zoo.core._rows import DenseRows, FaissStore, RowFormat, RowStore
 from zoo.core._rows import faiss_module as faiss_module  # re-exported: zoo.search.faiss_module, as before
 from zoo.embeddings._embedding_file import comparable_provenance, embedding_batches, kept_columns, row_format_of
@@ -57,7 +57,7 @@ KINDS = DenseRows.index_types  # the index types of dense rows
 INDEX_FILE = FaissStore.FILE  # where dense rows are; a plugin's row format names its own files
 #: what makes two embeddings comparable; a prompt is left out (queries and passages differ by design)
 GUARDED = ("model", "revision", "sha256", "kind", "pool", "normalize", "embed_dim", "layers", "layer_merge",
-           "truncate_dim")
+           "truncate_dim", "role", "tower_settings")
 
 
 @dataclass
@@ -387,7 +387,7 @@ def embed_queries(model: Model, queries: list[Any], provenance: dict[str, Any], 
     if (prompt is not None or prompt_text is not None) and "text" not in kinds:
         raise UnsupportedOptionError(f"a prompt applies to text queries; none of these queries is a text for "
                                      f"{model.name} (they are {' and '.join(sorted(set(kinds)))} files)")
-    recorded = {**recorded_settings(provenance), "role": model.search_role("query")}
+    recorded = {**recorded_settings(provenance), "role": _query_role(model, provenance)}
 
     def rows_of(kind: str, items: list[Any]) -> Any:
         # the index's rows came through the primary tower: its pooling applies there only
@@ -403,6 +403,17 @@ def embed_queries(model: Model, queries: list[Any], provenance: dict[str, Any], 
         chosen = [i for i, k in enumerate(kinds) if k == kind]
         out[chosen] = rows_of(kind, [queries[i] for i in chosen])
     return out
+
+
+def _query_role(model: Model, provenance: dict[str, Any]) -> str | None:
+    """The role queries take: ``query`` against rows embedded as documents, or for a model that
+    runs the roles apart (whose rows must then be documents); else none."""
+    role = provenance.get("role")
+    if model.search_role("query") is not None and role != "document":
+        raise ZooError(f"the index's rows were embedded {embedded_as(role)}, but "
+                       f"{model.name} embeds queries and documents differently and searches documents: embed the "
+                       "corpus with zoo embed (its default) or --role document")
+    return "query" if role == "document" or model.search_role("query") else None
 
 
 def _query_towers(model: Model, queries: list[Any]) -> list[str]:

@@ -102,6 +102,9 @@ def check_model(name: str, *, workdir: str | Path | None = None, strategies: tup
         _check_scores(rec, model, inputs)
         return rec.results
     X = _check_featurize(rec, model, spec, inputs)
+    for tower in model.towers:  # towers a modality adds over another (video over vision)
+        if get_registry().modality(tower).over is not None:
+            _check_derived_tower(rec, model, tower)
     if X is not None and "finetune" in verbs:
         claimed = strategies if strategies is not None else model.encoder.strategies
         _check_finetune(rec, model, inputs, X, claimed, workdir)
@@ -160,6 +163,21 @@ def _check_featurize(rec: _Recorder, model: Model, spec: ModelSpec, inputs: list
         else:
             raise AssertionError("an object() input was accepted")
     return X
+
+
+def _check_derived_tower(rec: _Recorder, model: Model, tower: str) -> None:
+    """A tower another modality's plugin adds over one of the model's: its examples embed to one
+    finite row each, whatever their order and batch."""
+    import numpy as np
+
+    with rec.check(f"{tower} tower"):
+        inputs = get_registry().modality(tower).examples()
+        if len(inputs) < 4:
+            raise _Skip(f"modality {tower!r} registers no examples")
+        X = model.featurize(inputs, tower=tower, batch_size=3)
+        assert X.shape == (len(inputs), model.embed_dim) and np.isfinite(X).all(), f"rows of shape {X.shape}"
+        back = model.featurize(inputs[::-1], tower=tower, batch_size=2)[::-1]
+        assert np.abs(back - X).max() <= 1e-4, "rows do not follow the inputs when their order or batch changes"
 
 
 def _check_stored(rec: _Recorder, model: Model, inputs: list[Any], X: Any, workdir: str | Path | None) -> None:

@@ -32,6 +32,7 @@ BUILTIN_PLUGINS = (
     "zoo.plugins.vision",
     "zoo.plugins.audio",
     "zoo.plugins.image_text",
+    "zoo.plugins.video",
     "zoo.cli",
 )
 

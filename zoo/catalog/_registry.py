@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -84,6 +85,9 @@ class Modality:
     examples_ref: Callable[[], list[Any]] | str | None = None
     suffixes: tuple[str, ...] = ()  # file suffixes of this modality's media, lower case with the dot
     media_types: tuple[str, ...] = ()  # MIME types of its data URLs, fnmatch patterns ("image/*")
+    over: str | None = None  # the modality whose tower embeds this one's inputs ("vision" for video)
+    tower_ref: Callable[..., Any] | str | None = None  # builds that tower: (encoder of `over`, **settings)
+    settings: dict[str, Any] = field(default_factory=dict)  # how the tower reads an input (recorded)
 
     @property
     def decode(self) -> Callable[[Any], Any]:
@@ -91,6 +95,14 @@ class Modality:
         if isinstance(decode, str):
             decode = self.decode_ref = import_ref(decode)
         return decode
+
+    def tower(self, inner: Any) -> Any:
+        """This modality's tower over ``inner``, the encoder of the modality :attr:`over` names."""
+        build = self.tower_ref
+        if isinstance(build, str):
+            build = self.tower_ref = import_ref(build)
+        assert build is not None  # add_modality requires one with `over`
+        return build(inner, **self.settings)
 
     def examples(self) -> list[Any]:
         """A few valid inputs of this modality (empty if its plugin gives none)."""
@@ -227,6 +239,15 @@ class Registry:
                                 f"by {self.modalities[modality.name].owner}")
         if not (callable(modality.decode_ref) or isinstance(modality.decode_ref, str)):
             raise RegistryError(f"modality {modality.name!r}: decode must be a callable or a 'module:function' string")
+        if (modality.over is None) != (modality.tower_ref is None):
+            raise RegistryError(f"modality {modality.name!r}: over= (the modality whose tower embeds it) and tower= "
+                                "(what builds that tower) go together")
+        try:  # recorded in provenance (JSON) and part of the options a server batches by (hashable)
+            json.dumps(modality.settings)
+            hash(tuple(modality.settings.items()))
+        except (TypeError, ValueError) as exc:
+            raise RegistryError(f"modality {modality.name!r}: settings must be plain JSON values (numbers, strings, "
+                                f"booleans): {exc}") from None
         bad = [s for s in modality.suffixes if not (s.startswith(".") and s == s.lower())]
         if bad:
             raise RegistryError(f"modality {modality.name!r}: suffixes must be lower case and start with '.', "
@@ -382,9 +403,11 @@ def build_registry(pm: ZooPluginManager, catalogue: Path | None = REGISTRY_FILE)
     def register_modality(owner: Owner) -> Callable[..., None]:
         def register(name: str, *, decode: Callable[[Any], Any] | str, description: str = "",
                      examples: Callable[[], list[Any]] | str | None = None, suffixes: Sequence[str] = (),
-                     media_types: Sequence[str] = ()) -> None:
+                     media_types: Sequence[str] = (), over: str | None = None,
+                     tower: Callable[..., Any] | str | None = None, settings: Mapping[str, Any] | None = None
+                     ) -> None:
             registry.add_modality(Modality(name, decode, description, owner, examples, tuple(suffixes),
-                                           tuple(media_types)))
+                                           tuple(media_types), over, tower, dict(settings or {})))
 
         return register
 

@@ -54,6 +54,8 @@ class EmbedOptions:
             ``encode_query`` / ``encode_document``: it picks the role's declared prompt when none is
             asked for, and an encoder that runs the roles differently (:meth:`zoo.Encoder.for_role`:
             a ColBERT's query expansion and lengths) runs that role's path.
+        tower_settings: how the tower's modality reads an input, as it registered them (a video's
+            frames per clip, their sampling and pooling); empty for most.
     """
 
     dim: int
@@ -67,6 +69,7 @@ class EmbedOptions:
     pool: str | None = None
     normalize: bool = False
     role: str | None = None
+    tower_settings: tuple[tuple[str, Any], ...] = ()  # (name, value) pairs: the options stay hashable
 
     @property
     def float_dim(self) -> int:
@@ -94,7 +97,8 @@ class EmbedOptions:
                 "prompt": self.prompt, "layers": list(self.layers),
                 "layer_merge": self.layer_merge if len(self.layers) > 1 else None,
                 "truncate_dim": self.truncate_dim, "precision": self.precision,
-                **({"role": self.role} if self.role else {})}
+                **({"role": self.role} if self.role else {}),
+                **({"tower_settings": dict(self.tower_settings)} if self.tower_settings else {})}
 
 
 def recorded_settings(provenance: Mapping[str, Any]) -> dict[str, Any]:
@@ -190,7 +194,7 @@ def build_options(spec: ModelSpec, *, dim: int, layer_dims: Any, takes_text: boo
                   prompt_text: str | None = None, truncate_dim: int | None = None, precision: str = "float32",
                   layer: int | None = None, layers: Sequence[int] | None = None, layer_merge: str = "concat",
                   tower: str | None = None, pool: str | None = None, normalize: bool = False,
-                  role: str | None = None) -> EmbedOptions:
+                  role: str | None = None, tower_settings: Mapping[str, Any] | None = None) -> EmbedOptions:
     """Check every option against the model and return them resolved. ``layer_dims(layers)`` gives
     the widths of the named layers (or raises :class:`UnsupportedOptionError`)."""
     check_role(role)
@@ -205,7 +209,12 @@ def build_options(spec: ModelSpec, *, dim: int, layer_dims: Any, takes_text: boo
     return EmbedOptions(dim=dim, prompt_name=prompt_name, prompt=text, layers=chosen, layer_merge=layer_merge,
                         truncate_dim=check_truncate_dim(spec, truncate_dim, dim),
                         precision=check_precision(precision), tower=tower, pool=pool, normalize=normalize,
-                        role=role)
+                        role=role, tower_settings=tuple((tower_settings or {}).items()))
+
+
+def embedded_as(role: str | None) -> str:
+    """How rows of ``role`` were embedded, in words: "as queries", "as documents", "with no role"."""
+    return {"query": "as queries", "document": "as documents"}.get(str(role), "with no role")
 
 
 def check_role(role: str | None) -> None:

@@ -89,8 +89,14 @@ class Model:
         self.last_report = FeaturizeReport()
         self._kind = get_registry().kind(self.kind)  # its verbs and row format, resolved once
         self._towers = dict(encoder.towers())
+        registry = get_registry()
+        # whether its rows are dense vectors (what a tower over another, a clip's frames averaged, gives)
+        self._dense = self._kind.rows_ref is not None and isinstance(self._kind.row_format(), DenseRows)
+        for modality in registry.modalities.values():  # video over vision: towers over another tower
+            if self._dense and modality.over in self._towers and modality.name not in self._towers:
+                self._towers[modality.name] = modality.tower(self._towers[modality.over])
         for kind, tower in self._towers.items():
-            tower.decode = get_registry().modality(kind).decode
+            tower.decode = registry.modality(kind).decode
         if head is not None:
             head.module.to(encoder.device).eval()
 
@@ -134,7 +140,7 @@ class Model:
     def require_dense(self, what: str) -> None:
         """Refuse by name, where ``what`` (``"zoo evaluate"``) needs dense vectors, a model whose
         kind gives other rows (a sparse encoder) or none (a reranker)."""
-        if self._kind.rows_ref is None or not isinstance(self._kind.row_format(), DenseRows):
+        if not self._dense:
             raise UnsupportedModelKindError(f"{self.name} is {a_kind(self.kind)}: it {self._kind.description}; "
                                             f"{what} needs an embedder's dense vectors")
 
@@ -218,7 +224,7 @@ class Model:
                                 truncate_dim=truncate_dim, precision=precision, layer=layer, layers=layers,
                                 layer_merge=layer_merge, tower=kind, pool=chosen_pool,
                                 normalize=bool(self.spec.normalize) if normalize is None else normalize,
-                                role=role)
+                                role=role, tower_settings=get_registry().modality(kind).settings)
         if options.layers and (self.compiled is not None and primary):
             raise UnsupportedOptionError(f"layer= runs on PyTorch; {self.name} was loaded with runtime="
                                          f"{self.runtime!r}: load it with runtime='torch' for intermediate layers")

@@ -100,6 +100,8 @@ class RowFormat(ABC):
     index_types: ClassVar[tuple[str, ...]] = ()
     #: what a search score is (``"cosine"``, ``"dot"``)
     metric: ClassVar[str] = ""
+    #: rows read from an embedding file at a time (fewer for rows as large as a matrix each)
+    read_rows: ClassVar[int] = 65_536
 
     @abstractmethod
     def buffer(self, size: int, options: EmbedOptions) -> RowBuffer:

@@ -33,8 +33,10 @@ if TYPE_CHECKING:
 
 VECTORS_FILE, OFFSETS_FILE, GRAPH_FILE = "token_vectors.npy", "token_offsets.npy", "tokens.faiss"
 BLOCK_TOKENS = 1 << 16  # document tokens scored against a query at once (bounds the similarity block)
-#: the document tokens each query token fetches from an hnsw index, unless the index says otherwise
+#: the document tokens each query token fetches from an hnsw index (recorded in its options)
 TOKEN_CANDIDATES = 32
+#: the score of a document with no token vectors: last, as sentence-transformers' maxsim ranks it
+EMPTY_DOCUMENT_SCORE = -1e9
 
 
 class TokenMatrices(Sequence["np.ndarray"]):
@@ -141,6 +143,7 @@ class MultiVectorRows(RowFormat):
     settings = frozenset()
     index_types = ("flat", "hnsw")
     metric = "maxsim"
+    read_rows = 2048  # about 100 MB of token vectors a batch (2048 x 100 tokens x 128 x 4 bytes)
 
     def buffer(self, size: int, options: EmbedOptions) -> RowBuffer:
         return TokenBuffer(size, options.dim)
@@ -163,9 +166,10 @@ class MultiVectorRows(RowFormat):
 
         column = table.column("embedding").combine_chunks()
         offsets = np.asarray(column.offsets, dtype=np.int64)
-        width = int(provenance["embed_dim"])
-        vectors = column.values.values.to_numpy(zero_copy_only=False).reshape(-1, width)[offsets[0]:offsets[-1]]
-        rows = TokenMatrices(np.ascontiguousarray(vectors, dtype=np.float32), offsets - offsets[0])
+        values = column.flatten().flatten().to_numpy(zero_copy_only=False)  # each level's own offsets honoured
+        # a copy the store owns (arrow's buffers are read-only, which torch warns about)
+        vectors = np.array(values, dtype=np.float32).reshape(-1, int(provenance["embed_dim"]))
+        rows = TokenMatrices(vectors, offsets - offsets[0])
         if not np.array_equal(rows.lengths, table.column("tokens").to_numpy()):
             raise ZooError("an embedding file's tokens column does not count its embedding column's vectors on some "
                            "row: it was not written by zoo embed; embed the inputs again")
@@ -306,13 +310,14 @@ class MaxSimStore(RowStore):
 
 def maxsim(query: np.ndarray, documents: TokenMatrices) -> np.ndarray:
     """The MaxSim score of one query matrix against each document: for each query token its
-    largest dot product with a token of the document, summed over the query (0 for a document with
-    no tokens). Documents are scored a block of about :data:`BLOCK_TOKENS` tokens at a time, with
-    torch's matrix product and segment maximum (about 2.5x numpy's ``reduceat`` here)."""
+    largest dot product with a token of the document, summed over the query (a document with no
+    tokens scores :data:`EMPTY_DOCUMENT_SCORE`, as in sentence-transformers). Documents are scored
+    a block of about :data:`BLOCK_TOKENS` tokens at a time, with torch's matrix product and segment
+    maximum (about 2.5x numpy's ``reduceat`` here)."""
     import numpy as np
     import torch
 
-    scores = np.zeros(len(documents), dtype=np.float32)
+    scores = np.full(len(documents), EMPTY_DOCUMENT_SCORE, dtype=np.float32)
     lengths, columns = documents.lengths, torch.from_numpy(np.ascontiguousarray(query)).T
     start = 0
     while start < len(documents):
@@ -322,7 +327,7 @@ def maxsim(query: np.ndarray, documents: TokenMatrices) -> np.ndarray:
         block = documents.vectors[documents.offsets[start]:documents.offsets[stop]]
         best = torch.segment_reduce(torch.from_numpy(block) @ columns, "max",
                                     lengths=torch.from_numpy(lengths[start:stop]), axis=0)
-        held = np.flatnonzero(lengths[start:stop])  # an empty document's maximum is -inf: it scores 0
+        held = np.flatnonzero(lengths[start:stop])  # an empty document's maximum is -inf
         scores[start + held] = best[torch.from_numpy(held)].sum(dim=1).numpy()
         start = stop
     return scores
@@ -345,8 +350,8 @@ def _query_matrices(queries: Any, width: int) -> list[np.ndarray]:
     import numpy as np
 
     if isinstance(queries, np.ndarray) and queries.ndim == 2:
-        raise ValueError("token-vector matrices are searched with query matrices (featurize's TokenMatrices, "
-                         "or a list of (tokens, dim) arrays), not single vectors")
+        raise ValueError("token-vector matrices are searched with a sequence of query matrices (featurize's "
+                         "TokenMatrices, or a list of (tokens, dim) arrays); wrap one matrix in a list")
     matrices = [np.ascontiguousarray(q, dtype=np.float32) for q in queries]
     for matrix in matrices:
         if matrix.ndim != 2 or matrix.shape[1] != width:

@@ -17,12 +17,19 @@ if TYPE_CHECKING:
 def column_tower(model: Model, name: str, column: Sequence[Any]) -> str:
     """The tower a column of inputs goes through: the primary one for a model of one tower; for
     an image-text model, the text tower for a column of texts, the image tower for a column of
-    images (files of an image suffix, bytes, arrays). A column of both is refused."""
-    towers = model.towers
+    images (files of an image suffix, bytes, arrays); a tower a modality adds over another (video)
+    for a column of its files. A column of both is refused."""
+    registry = get_registry()
+    added = {kind for kind in model.towers if registry.modality(kind).over is not None}
+    for kind in added:  # a column of clips: the video tower
+        suffixes = registry.modality(kind).suffixes
+        if column and all(isinstance(x, str) and Path(x).suffix.lower() in suffixes for x in column):
+            return kind
+    towers = {kind: tower for kind, tower in model.towers.items() if kind not in added}
     primary = next(iter(towers))
     if len(towers) == 1:
         return primary
-    media = get_registry().modality(primary).suffixes
+    media = registry.modality(primary).suffixes
     missing = next((x for x in column if isinstance(x, str) and Path(x).suffix.lower() in media
                     and not os.path.isfile(x)), None)
     if missing is not None:  # a path that names no file would otherwise train as a caption

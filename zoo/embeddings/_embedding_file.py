@@ -124,18 +124,18 @@ class EmbeddingBatch:
     columns: dict[str, list[Any]]
 
 
-def embedding_batches(path: str | os.PathLike[str], rows: int = 65_536) -> Iterator[EmbeddingBatch]:
-    """An embedding file, ``rows`` at a time, so that a large file is never held whole, its rows
-    read by the file's row format (:func:`row_format_of`). Quantized dense rows come back as float32
-    (:func:`~zoo.core._quantize.dequantize`: int8 / uint8 bucket
-    centres, binary bits as +1 / -1), so that their cosines can be compared."""
+def embedding_batches(path: str | os.PathLike[str], rows: int | None = None) -> Iterator[EmbeddingBatch]:
+    """An embedding file, ``rows`` at a time (default: its row format's ``read_rows``), so that a
+    large file is never held whole, its rows read by the file's row format (:func:`row_format_of`).
+    Quantized dense rows come back as float32 (:func:`~zoo.core._quantize.dequantize`: int8 / uint8
+    bucket centres, binary bits as +1 / -1), so that their cosines can be compared."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     meta = comparable_provenance(path)
     row_format = row_format_of(meta)
     file = pq.ParquetFile(path)
-    for batch in file.iter_batches(batch_size=rows):
+    for batch in file.iter_batches(batch_size=rows or row_format.read_rows):
         table = pa.Table.from_batches([batch])
         hashes = table.column("content_sha256").to_pylist() if "content_sha256" in table.column_names \
             else [None] * len(table)

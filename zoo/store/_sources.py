@@ -53,6 +53,7 @@ DEFAULT_HUB_PATTERNS = (
     "*.tiktoken",
     "tokenizer*",
     "*merges*",
+    "artifact.metadata",  # a Stanford-NLP ColBERT's lengths, markers and skiplist
 )
 # Older repos ship only pickle weights; transformers reads them with torch.load(weights_only=True).
 _PICKLE_WEIGHTS = ("pytorch_model*.bin", "open_clip_pytorch_model.bin")

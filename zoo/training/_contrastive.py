@@ -176,7 +176,7 @@ class _ContrastiveRun:
         decay on those of one dimension (biases, gains, the learned temperature and bias, as
         open_clip's training and the Hugging Face ``Trainer`` leave them)."""
         c = self.config
-        check_layer_decay(list(self.model.towers), c)
+        check_layer_decay(list(self.model.encoder.towers()), c)  # its own, not one over another
         return param_groups(list(self.model.model.named_parameters()), {id(p) for p in self.params}, c.head_lr,
                             c.weight_decay, blocks=self.blocks, layer_decay=c.layer_decay)
 

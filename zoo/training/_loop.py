@@ -216,7 +216,7 @@ class _Run:
         params = param_groups(list(self.head.named_parameters()), {id(p) for p in self.head.parameters()},
                               config.head_lr, config.weight_decay)
         if self.trains_backbone:
-            check_layer_decay(list(self.model.towers), config)
+            check_layer_decay(list(self.model.encoder.towers()), config)  # its own, not one over another
             named = list(self.model.model.named_parameters())
             trained = {id(p) for name, p in named if config.lora is None or ADAPTER_MARK in name}
             params += param_groups(named, trained, config.effective_backbone_lr, config.weight_decay,

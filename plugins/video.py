@@ -1,0 +1,190 @@
+"""The video modality: clips, embedded by any image or image-text model over their sampled frames.
+
+A clip (a file, its bytes, or a ``(T, H, W, 3)`` uint8 array of frames) decodes to the frames at
+the centres of :data:`FRAMES` equal spans of its length (the uniform sampling of CLIP4Clip and
+X-CLIP), read with PyAV (FFmpeg's libraries, shipped in its wheel). The container's header is read
+first: a clip longer than :func:`max_video_seconds` or larger than :data:`MAX_PIXELS` per frame is
+refused before any frame is decoded, and an unreadable file is a named error.
+
+The modality registers ``over="vision"``: every model with an image tower (timm, torchvision,
+open_clip, transformers) gets a ``video`` tower, :class:`FramesTower`, which embeds a clip's frames
+through that image tower (its own preprocessing and weights) and averages their rows, each taken at
+unit length where the model normalises (CLIP4Clip's mean pooling); the row is normalised again as
+the model's rows are. The sampling and pooling are this modality's registered ``settings``,
+recorded in the provenance of every row.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from zoo.core._encoder import Encoder
+from zoo.hookspecs import RegisterModality, hookimpl
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+#: frames read from each clip, at the centres of equal spans of its length
+FRAMES = 8
+#: the largest frame read, in pixels (a 4K frame is 8.3 million)
+MAX_PIXELS = 8192 * 4320
+#: frames decoded at most from the keyframe before a sample time to it
+MAX_DECODED = 10_000
+ENV_MAX_SECONDS = "ZOO_MAX_VIDEO_SECONDS"
+#: the longest clip read unless the environment or the caller says otherwise (an hour)
+DEFAULT_MAX_SECONDS = 3600.0
+# Containers whose headers say the length (MPEG program streams only estimate it, so .mpg is not read).
+SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ogv")
+SETTINGS = {"frames": FRAMES, "sampling": "uniform", "pool": "mean"}
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A decoded clip: its sampled frames, ``(frames, H, W, 3)`` uint8, and each one's time in
+    seconds (its index for an array of frames)."""
+
+    frames: np.ndarray
+    times: tuple[float, ...]
+
+
+def max_video_seconds() -> float:
+    """The longest clip read: ``$ZOO_MAX_VIDEO_SECONDS``, else an hour."""
+    raw = os.environ.get(ENV_MAX_SECONDS)
+    try:
+        return float(raw) if raw else DEFAULT_MAX_SECONDS
+    except ValueError:
+        raise ValueError(f"${ENV_MAX_SECONDS}={raw!r} is not a number of seconds") from None
+
+
+def sample_times(duration: float, frames: int = FRAMES) -> list[float]:
+    """The centres of ``frames`` equal spans of ``[0, duration)``."""
+    return [(i + 0.5) * duration / frames for i in range(frames)]
+
+
+def decode_video(item: Any) -> Clip:
+    """Any supported clip input -> its :data:`FRAMES` sampled frames (see the module)."""
+    import numpy as np
+
+    if isinstance(item, (str, os.PathLike)):
+        if not os.path.isfile(item):  # nor a URL, which FFmpeg would fetch
+            raise FileNotFoundError(f"no such video file: {item}")
+        return _read_clip(os.fspath(item), str(item))
+    if isinstance(item, (bytes, bytearray)):
+        return _read_clip(io.BytesIO(item), f"the video data ({len(item)} bytes)")
+    if hasattr(item, "__array_interface__") or type(item).__module__ == "numpy":
+        frames = np.asarray(item)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not frames.shape[0]:
+            raise ValueError(f"a clip as an array is (frames, height, width, 3) uint8, not {frames.shape} "
+                             f"{frames.dtype}")
+        chosen = [min(int(t), len(frames) - 1) for t in sample_times(len(frames))]
+        return Clip(np.ascontiguousarray(frames[chosen]), tuple(float(i) for i in chosen))
+    raise TypeError(f"expected a video path, bytes or a (frames, H, W, 3) uint8 array, got {type(item).__name__}")
+
+
+def _read_clip(source: Any, name: str) -> Clip:
+    """The sampled frames of a container, its header checked before any frame is decoded: at each
+    sample time (counted from the stream's first timestamp), the frame shown then."""
+    import av
+    import numpy as np
+
+    try:
+        with av.open(source) as container:
+            if not container.streams.video:
+                raise ValueError(f"{name} holds no video stream")
+            stream = container.streams.video[0]
+            duration = _duration(container, stream, name)
+            _check_header(name, duration, stream.codec_context.width, stream.codec_context.height)
+            start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+            shown = [_frame_at(container, stream, start + at, name) for at in sample_times(duration)]
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise OSError(f"{name} is not a video PyAV reads: {exc}") from None
+    return Clip(np.stack([frame for _, frame in shown]), tuple(at for at, _ in shown))
+
+
+def _frame_at(container: Any, stream: Any, at: float, name: str) -> tuple[float, np.ndarray]:
+    """The frame shown at ``at`` seconds (the last whose time is at or before it; the first, for a
+    time before it): a seek to the keyframe before it, then at most :data:`MAX_DECODED` frames, so
+    the work per sample is bounded whatever the file's length."""
+    container.seek(int(at / stream.time_base), stream=stream, backward=True, any_frame=False)
+    shown = None
+    for count, frame in enumerate(container.decode(stream)):
+        if frame.time is None:
+            raise ValueError(f"{name} has frames without timestamps; remux it (ffmpeg -i IN -c copy OUT.mp4)")
+        if shown is not None and frame.time > at:
+            break
+        if frame.width * frame.height > MAX_PIXELS:
+            raise ValueError(f"{name} has {frame.width}x{frame.height} frames, more than {MAX_PIXELS:,} pixels")
+        shown = frame
+        if frame.time > at or count >= MAX_DECODED:
+            break
+    if shown is None:
+        raise ValueError(f"{name} decodes to no frame at {at:.3f} s")
+    return round(float(shown.time), 6), shown.to_ndarray(format="rgb24")
+
+
+def _duration(container: Any, stream: Any, name: str) -> float:
+    """The clip's length in seconds, from its header (the stream's, else the container's)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000  # av.time_base
+    raise ValueError(f"{name}'s header says no duration; remux it (ffmpeg -i IN -c copy OUT.mp4)")
+
+
+def _check_header(name: str, duration: float, width: int, height: int) -> None:
+    if not duration > 0:
+        raise ValueError(f"{name} has no length (its header says {duration} s)")
+    limit = max_video_seconds()
+    if duration > limit:
+        raise ValueError(f"{name} is {duration:.1f} s long, more than the {limit:g} s this run reads "
+                         f"(${ENV_MAX_SECONDS}); cut it into clips")
+    if width * height > MAX_PIXELS:
+        raise ValueError(f"{name} has {width}x{height} frames, more than {MAX_PIXELS:,} pixels; scale it down")
+
+
+class FramesTower(Encoder):
+    """A ``video`` tower over an image tower (``inner``): a clip's sampled frames through the
+    image tower's preprocessing and model, their rows averaged (see the module)."""
+
+    parallel_decode: ClassVar[bool] = True
+    strategies: ClassVar[tuple[str, ...]] = ()  # finetuning trains on images, not clips
+
+    def __init__(self, inner: Encoder, *, frames: int = FRAMES, sampling: str = "uniform", pool: str = "mean") -> None:
+        if (frames, sampling, pool) != (FRAMES, "uniform", "mean"):
+            raise ValueError(f"the video tower reads {FRAMES} uniformly sampled frames and averages their rows, "
+                             f"not frames={frames}, sampling={sampling!r}, pool={pool!r}")
+        super().__init__(inner.spec, inner.model, files=inner.files, device=inner.device, dtype=inner.dtype)
+        self.inner = inner
+        self.pooling_modes = inner.pooling_modes
+
+    def collate(self, items: list[Clip]) -> tuple[Any, list[int]]:
+        """Every frame of the batch's clips as one batch of the image tower, and each clip's count."""
+        frames = [self.inner.decode(frame) for clip in items for frame in clip.frames]
+        return self.inner.collate(frames), [len(clip.frames) for clip in items]
+
+    def encode_batch(self, batch: tuple[Any, list[int]], *, pool: str | None = None) -> torch.Tensor:
+        import torch
+
+        images, counts = batch
+        rows = self.inner.encode_batch(images, pool=pool).float()
+        if self.spec.normalize:  # each frame's row as the image tower's featurize gives it
+            rows = torch.nn.functional.normalize(rows, dim=-1)
+        return torch.stack([part.mean(dim=0) for part in rows.split(counts)])
+
+    @property
+    def preprocess(self) -> Any:
+        """The image tower's preprocessing, which every frame goes through."""
+        return self.inner.preprocess
+
+
+@hookimpl
+def zoo_register_modalities(register: RegisterModality) -> None:
+    register("video", decode=decode_video,
+             description=f"video clips: paths, bytes, (T, H, W, 3) uint8 arrays; {FRAMES} frames sampled uniformly, "
+                         "embedded by a model's image tower and averaged",
+             examples="zoo.plugins.examples:clips", suffixes=SUFFIXES, media_types=("video/*",),
+             over="vision", tower=FramesTower, settings=SETTINGS)

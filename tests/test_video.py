@@ -1,0 +1,194 @@
+"""The video modality (zoo.plugins.video): clips made here from synthetic frames with PyAV, sampled
+uniformly, embedded by an image-text model's image tower frame by frame and averaged, through
+featurize, zoo embed, zoo index, zoo search (by text) and zoo serve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import zoo
+from zoo.errors import InputError, RegistryError
+
+FRAMES, SIZE = 8, 32
+
+
+def write_clip(path: Path, frames: np.ndarray, rate: int = 12, codec: str = "mpeg4", start: int = 0,
+               options: dict[str, str] | None = None) -> Path:
+    """``frames`` ((T, H, W, 3) uint8) encoded by PyAV into ``path``, the first at frame ``start``."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate, options=options or {})
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for i, frame in enumerate(frames):
+            encoded = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            encoded.pts, encoded.time_base = start + i, Fraction(1, rate)
+            container.mux(stream.encode(encoded))
+        container.mux(stream.encode())
+    return path
+
+
+def synthetic_frames(seed: int, count: int = 30) -> np.ndarray:
+    """A coloured square moving over a background of the seed's own colour."""
+    rng = np.random.default_rng(seed)
+    frames = np.empty((count, SIZE, SIZE, 3), dtype=np.uint8)
+    frames[:] = rng.integers(0, 256, 3, dtype=np.uint8)
+    colour = rng.integers(0, 256, 3, dtype=np.uint8)
+    for t in range(count):
+        x = (2 * t) % (SIZE - 8)
+        frames[t, 8:16, x:x + 8] = colour
+    return frames
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("clips")
+    made = [write_clip(folder / f"clip{i}.mp4", synthetic_frames(i, 24 + 6 * i), rate=12 + 4 * i) for i in range(3)]
+    # timestamps from 3 s on (an excerpt); H.264 with B-frames in Matroska, whose length only the container says
+    made.append(write_clip(folder / "clip3.mp4", synthetic_frames(3, 30), start=36))
+    made.append(write_clip(folder / "clip4.mkv", synthetic_frames(4, 40), codec="libx264",
+                           options={"bf": "2", "g": "12"}))
+    return made
+
+
+def frames_by_pyav(path: Path) -> np.ndarray:
+    """The frames at the centres of 8 equal spans of the clip, read with PyAV directly: the frame
+    shown at each time (the last whose presentation time is at or before it)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        duration = float(stream.duration * stream.time_base) if stream.duration else container.duration / 1e6
+        first = float(stream.start_time * stream.time_base)
+        decoded = [(float(f.time), f.to_ndarray(format="rgb24")) for f in container.decode(stream)]  # every frame
+    decoded.sort(key=lambda pair: pair[0])
+    targets = [first + (i + 0.5) * duration / FRAMES for i in range(FRAMES)]
+    return np.stack([next((img for t, img in reversed(decoded) if t <= target), decoded[0][1]) for target in targets])
+
+
+def test_a_clip_decodes_to_the_frames_at_uniform_times(clips):
+    from zoo.plugins.video import decode_video
+
+    for path in clips:
+        clip = decode_video(path)
+        assert clip.frames.shape == (FRAMES, SIZE, SIZE, 3) and clip.frames.dtype == np.uint8
+        assert np.array_equal(clip.frames, frames_by_pyav(path))
+        assert list(clip.times) == sorted(clip.times)
+    as_array = decode_video(synthetic_frames(7, 16))
+    assert np.array_equal(as_array.frames, synthetic_frames(7, 16)[[1, 3, 5, 7, 9, 11, 13, 15]])
+
+
+def test_every_image_model_gets_a_video_tower_averaging_its_frames(open_clip_dir, clips):
+    model = zoo.load(str(open_clip_dir), device="cpu")
+    assert list(model.towers) == ["vision", "text", "video"]
+    rows = model.featurize([str(p) for p in clips], tower="video", batch_size=2)
+    frames = [model.featurize(list(frames_by_pyav(p)), tower="vision") for p in clips]
+    expected = np.stack([f.mean(0) / np.linalg.norm(f.mean(0)) for f in frames])  # frames at unit length, averaged
+    assert rows.shape == (len(clips), model.embed_dim)
+    assert (rows * expected).sum(1).min() >= 0.9999 and np.abs(rows - expected).max() <= 1e-5
+    alone = np.concatenate([model.featurize([str(p)], tower="video") for p in clips])
+    assert np.abs(alone - rows).max() <= 1e-5  # a row does not depend on its batch
+    options = model.embed_options(tower="video").provenance()
+    assert options["tower_settings"] == {"frames": 8, "sampling": "uniform", "pool": "mean"}
+    assert "tower_settings" not in model.embed_options().provenance()
+
+
+def test_bad_clips_are_named_before_decoding(open_clip_dir, clips, tmp_path, monkeypatch):
+    model = zoo.load(str(open_clip_dir), device="cpu")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    with pytest.raises(InputError, match=r"broken\.mp4 is not a video PyAV reads") as caught:
+        model.featurize([str(clips[0]), str(broken)], tower="video")
+    assert caught.value.index == 1
+    with pytest.warns(RuntimeWarning, match="skipped 1 of 3"):
+        kept = model.featurize([str(clips[0]), str(broken), str(clips[1])], tower="video", on_error="skip")
+    assert kept.shape[0] == 2
+    monkeypatch.setenv("ZOO_MAX_VIDEO_SECONDS", "1.5")  # clip0 is 2 s long: refused from its header
+    with pytest.raises(InputError, match=r"is 2\.0 s long, more than the 1\.5 s"):
+        model.featurize([str(clips[0])], tower="video")
+    sound = tmp_path / "sound.mkv"  # a container with an audio stream only
+    import av
+
+    with av.open(str(sound), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    for bad, says in ((np.zeros((4, 8, 8), np.uint8), "is \\(frames, height, width, 3\\) uint8"), (3, "expected a video"),
+                      (str(tmp_path / "missing.mp4"), "no such video file"), (str(sound), "holds no video stream")):
+        with pytest.raises(InputError, match=says):
+            model.featurize([bad], tower="video")
+
+
+def test_embed_index_and_search_clips_by_text(open_clip_dir, clips, tmp_path, capsys):
+    from zoo.cli import main
+
+    folder = clips[0].parent
+    out = tmp_path / "clips.parquet"
+    assert main(["embed", str(open_clip_dir), str(folder), "--tower", "video", "-o", str(out), "-q"]) == 0
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out)
+    provenance = json.loads(table.schema.metadata[b"zoo"])
+    assert provenance["tower"] == "video" and provenance["tower_settings"]["frames"] == 8
+    model = zoo.load(str(open_clip_dir), device="cpu")
+    paths = sorted(str(p) for p in table.column("id").to_pylist())
+    rows = dict(zip(table.column("id").to_pylist(), np.stack(table.column("embedding").to_numpy(zero_copy_only=False))))
+    assert np.abs(np.stack([rows[p] for p in paths]) - model.featurize(paths, tower="video")).max() <= 1e-5
+    assert main(["index", str(out), "-o", str(tmp_path / "idx")]) == 0
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "idx"), "a moving square", "-k", "3", "--json"]) == 0
+    (found,) = json.loads(capsys.readouterr().out)
+    query = model.featurize(["a moving square"], tower="text")[0]
+    scores = {p: float(rows[p] @ query / np.linalg.norm(rows[p]) / np.linalg.norm(query)) for p in paths}
+    best = sorted(paths, key=lambda p: -scores[p])[:3]
+    assert [h["id"] for h in found["hits"]] == best
+    with pytest.raises(zoo.ZooError, match="no video tower|has no video tower"):
+        zoo.load("minilm-l6", device="cpu").featurize([str(clips[0])], tower="video")
+
+
+def test_a_modality_over_another_needs_its_tower():
+    from zoo.catalog._registry import Modality, Owner, Registry
+
+    registry = Registry()
+    with pytest.raises(RegistryError, match="over= .* and tower= .* go together"):
+        registry.add_modality(Modality("clips", lambda x: x, "", Owner("test"), over="vision"))
+
+
+@pytest.mark.slow
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_zoo_serve_takes_video_data_urls(open_clip_dir, clips):
+    import base64
+
+    import httpx
+    from test_serve import Server
+
+    model = zoo.load(str(open_clip_dir), device="cpu")
+    server = Server(str(open_clip_dir))
+    try:
+        data = "data:video/mp4;base64," + base64.b64encode(clips[1].read_bytes()).decode()
+        answer = server.embed(str(open_clip_dir), [data, "a caption"])
+        assert answer.status_code == 200, answer.text
+        got = np.array([d["embedding"] for d in answer.json()["data"]], dtype=np.float32)
+        assert np.abs(got[0] - model.featurize([str(clips[1])], tower="video")[0]).max() <= 1e-5
+        assert np.abs(got[1] - model.featurize(["a caption"], tower="text")[0]).max() <= 1e-5
+        bad = server.embed(str(open_clip_dir), ["data:video/mp4;base64," + base64.b64encode(b"nope").decode()])
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "input[0]"
+        assert httpx.get(f"{server.url}/health", timeout=10).json()["status"] == "ok"
+    finally:
+        server.stop()
+
+
+def test_the_conformance_kit_checks_the_video_tower(open_clip_dir):
+    from zoo.testing import check_model, format_table
+
+    results = check_model(str(open_clip_dir), strategies=())
+    assert any(r.check == "video tower" and r.status == "pass" for r in results), format_table(results)
+    assert all(r.status != "fail" for r in results), format_table(results)
