@@ -290,6 +290,11 @@ def _sentence_transformers(root: Path) -> FolderFormat:
             raise UnsupportedModelKindError(
                 f"{root} is a sentence-transformers pipeline with {module['type']!r} (modules.json), which routes "
                 "queries and documents through different modules; zoo does not load routed pipelines yet")
+    if _pipeline_inputs(root, modules) == {"text", "image"}:
+        return FolderFormat("sentence-transformers-image-text", "image-text",
+                            f"modules.json: a sentence-transformers pipeline ({', '.join(names)}) whose Transformer "
+                            "takes texts and images (modality_config), run by sentence-transformers itself",
+                            modules=names)
     pooling = _pipeline_pooling(root, modules)
     steps = ", ".join(f"{n}({pooling})" if n == "Pooling" and pooling else n for n in names)
     return FolderFormat("sentence-transformers", "text",
@@ -309,18 +314,32 @@ def _multi_vector_mark(model_type: str, modules: list[dict[str, Any]], names: tu
     return f"modules.json names PyLate's {pylate!r}" if pylate else None
 
 
+def _transformer_config(root: Path, modules: list[dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
+    """The pipeline's Transformer module's config file and contents (empty where it has none)."""
+    for module in modules:
+        if str(module["type"]).rsplit(".", 1)[-1] == "Transformer":
+            config_file = root / str(module.get("path", "")) / "sentence_bert_config.json"
+            config = read_json(config_file) if config_file.is_file() else {}
+            return config_file, config if isinstance(config, dict) else {}
+    return root / "sentence_bert_config.json", {}
+
+
+def _pipeline_inputs(root: Path, modules: list[dict[str, Any]]) -> set[str]:
+    """The inputs the pipeline's Transformer takes, as its ``modality_config`` names them (texts
+    where it names none, as before sentence-transformers 5.4)."""
+    return {str(k) for k in _transformer_config(root, modules)[1].get("modality_config") or {"text": None}}
+
+
 def _refuse_page_retriever(root: Path, modules: list[dict[str, Any]]) -> None:
     """A multi-vector pipeline whose transformer takes images (ColPali saved by sentence-transformers)
     is refused from its config, before any weight loads."""
-    for module in modules:
-        config_file = root / str(module.get("path", "")) / "sentence_bert_config.json"
-        config = read_json(config_file) if config_file.is_file() else {}
-        modalities = set(config.get("modality_config") or {}) if isinstance(config, dict) else set()
-        if modalities - {"text"} or (isinstance(config, dict) and config.get("transformer_task") == "retrieval"):
-            raise UnsupportedModelKindError(
-                f"{root} is a late-interaction page retriever ({config_file.name}: transformer_task "
-                f"{config.get('transformer_task')!r}, inputs {', '.join(sorted(modalities)) or 'text'}); zoo loads "
-                "multi-vector models over texts, not page images yet")
+    config_file, config = _transformer_config(root, modules)
+    modalities = _pipeline_inputs(root, modules)
+    if modalities - {"text"} or config.get("transformer_task") == "retrieval":
+        raise UnsupportedModelKindError(
+            f"{root} is a late-interaction page retriever ({config_file.name}: transformer_task "
+            f"{config.get('transformer_task')!r}, inputs {', '.join(sorted(modalities))}); zoo loads "
+            "multi-vector models over texts, not page images yet")
 
 
 def _pipeline_pooling(root: Path, modules: list[dict[str, Any]]) -> str | None:

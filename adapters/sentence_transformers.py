@@ -207,7 +207,7 @@ def _check_text_pipeline(root: Path, model: Any) -> None:
         raise ModelFormatError(
             f"{root}: a sentence-transformers pipeline for {', '.join(map(str, modalities))} inputs with task "
             f"{task!r}{' and packed (flattened) sequences' if flattens else ''}; zoo runs text pipelines of "
-            "task 'feature-extraction' (load CLIP-style weights through open_clip or transformers)")
+            "task 'feature-extraction', and pipelines of texts and images")
 
 
 def check_module_sources(root: Path, trust_remote_code: bool) -> None:

@@ -40,6 +40,7 @@ _ADAPTER_BY_FORMAT = {
     "sentence-transformers": "zoo.adapters.sentence_transformers:SentenceTransformerAdapter",
     "cross-encoder": "zoo.adapters.cross_encoder:CrossEncoderAdapter",
     "multi-vector": "zoo.adapters.multi_vector:MultiVectorAdapter",
+    "sentence-transformers-image-text": "zoo.adapters.st_image_text:STImageTextAdapter",
     "timm": "zoo.adapters.timm:TimmAdapter",
 }
 _ADAPTER_BY_MODALITY = {

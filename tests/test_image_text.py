@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import zoo
+import zoo.testing
 from zoo.errors import InputError
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -83,6 +84,30 @@ def test_hf_clip_equals_get_image_and_text_features(hf_clip_dir, pictures):
                                atol=1e-6)
     np.testing.assert_allclose(model.featurize_texts(TEXTS, batch_size=2),
                                _unit(getattr(text_out, "pooler_output", text_out)), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_sentence_transformers_model_of_images_and_texts_equals_its_encode(hf_clip_dir, pictures, tmp_path):
+    """A SentenceTransformer over a CLIP (its Transformer takes text and image, sentence-transformers
+    5.4 on), saved by SentenceTransformer.save: both towers equal encode, through the library's own
+    preprocessing and pipeline, each row the same alone as in any batch; it saves and loads back."""
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(hf_clip_dir), device="cpu")
+    st.save(str(tmp_path / "st-clip"), create_model_card=False)  # the card would look its base up online
+    model = zoo.load(str(tmp_path / "st-clip"), device="cpu")
+    assert (model.modality, model.kind) == ("image-text", "embedder")
+    assert model.spec.config["folder"]["format"] == "sentence-transformers-image-text"
+    images = model.featurize(pictures, batch_size=2)
+    assert np.abs(images - st.encode(pictures)).max() <= 1e-5
+    assert np.abs(model.featurize_texts(TEXTS, batch_size=2) - st.encode(TEXTS)).max() <= 1e-5
+    assert np.abs(np.concatenate([model.featurize([p]) for p in pictures]) - images).max() <= 1e-5
+    again = zoo.load(model.save(tmp_path / "saved"), device="cpu")
+    assert np.abs(again.featurize_texts(TEXTS) - model.featurize_texts(TEXTS)).max() <= 1e-6
+    with pytest.raises(InputError, match="input 0: TypeError: expected an image .* got dict"):
+        model.featurize([{"text": "a cat", "image": pictures[0]}])  # combined inputs are not read yet
+    results = zoo.testing.check_model(str(tmp_path / "st-clip"), workdir=tmp_path)
+    assert all(r.status == "pass" for r in results), zoo.testing.format_table(results)
 
 
 def test_image_and_text_embeddings_share_one_contract(open_clip_dir, pictures):

@@ -165,6 +165,7 @@ def test_saved_model_reads_back_the_same(colbert_folders, tmp_path):
     assert_same_matrices(again.featurize(DOCUMENTS, role="query"), list(model.featurize(DOCUMENTS, role="query")))
 
 
+@pytest.mark.slow
 def test_the_conformance_kit_passes(colbert_folders, tmp_path):
     results = zoo.testing.check_model(str(colbert_folders["native"]), workdir=tmp_path)
     failed = [(r.check, r.detail) for r in results if r.status == "fail"]

@@ -127,6 +127,7 @@ def test_bad_clips_are_named_before_decoding(open_clip_dir, clips, tmp_path, mon
             model.featurize([bad], tower="video")
 
 
+@pytest.mark.slow
 def test_embed_index_and_search_clips_by_text(open_clip_dir, clips, tmp_path, capsys):
     from zoo.cli import main
 
@@ -186,6 +187,7 @@ def test_zoo_serve_takes_video_data_urls(open_clip_dir, clips):
         server.stop()
 
 
+@pytest.mark.slow
 def test_the_conformance_kit_checks_the_video_tower(open_clip_dir):
     from zoo.testing import check_model, format_table
 

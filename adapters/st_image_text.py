@@ -1,0 +1,85 @@
+"""A sentence-transformers model over images and texts (a CLIP-style ``Transformer`` whose
+``modality_config`` names ``text`` and ``image``, since sentence-transformers 5.4), run by the
+library's own module pipeline.
+
+Its two towers share one space: images go through the library's preprocessing of an image (the
+model's processor) and the pipeline with ``modality: image``, texts through its preprocessing of a
+text and the pipeline with ``modality: text``, as ``SentenceTransformer.encode`` does for each kind
+of input. A model that takes an image and a text together in one input would give one row for the
+pair; such combined inputs are not read yet, and a pipeline that takes only them is refused.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from zoo.core._encoder import Built
+from zoo.errors import ModelFormatError
+from zoo.training._config import STRATEGIES
+
+from .image_text import ImageTextAdapter
+from .sentence_transformers import load_sentence_transformers, save_st
+from .transformers import TransformersFamily
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import torch
+
+    from zoo.catalog._spec import ModelSpec
+    from zoo.store._model_files import ModelFiles
+
+#: the inputs such a pipeline takes, as its Transformer's modality_config names them
+MODALITIES = frozenset({"text", "image"})
+
+
+class STImageTextAdapter(TransformersFamily, ImageTextAdapter):
+    """``model`` is the ``SentenceTransformer``; its first module wraps the transformers model."""
+
+    # zoo's LoRA wraps a transformers model itself; this one sits inside the pipeline's first module
+    strategies: ClassVar[tuple[str, ...]] = tuple(s for s in STRATEGIES if s != "lora")
+
+    @classmethod
+    def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
+               trust_remote_code: bool = False) -> Built:
+        root = files.root
+        model, settled = load_sentence_transformers(spec, root, device=device, dtype=dtype,
+                                                    trust_remote_code=trust_remote_code)
+        taken = set(getattr(model[0], "modality_config", None) or {})
+        if taken != MODALITIES:
+            raise ModelFormatError(f"{root}: a sentence-transformers pipeline for {', '.join(sorted(map(str, taken)))} "
+                                   "inputs; zoo runs its image and text inputs, each alone")
+        dim = model.get_embedding_dimension()
+        if not dim:
+            raise ModelFormatError(f"{root}: sentence-transformers cannot say this pipeline's output width")
+
+        def transform(image: Any) -> torch.Tensor:  # the library's preprocessing of one image
+            return model.preprocess([image])["pixel_values"][0]
+
+        normalize = type(list(model)[-1]).__name__ == "Normalize"
+        return Built(model, int(dim), {"normalize": normalize, **settled},
+                     {"image_transform": transform, "tokenizer": model.tokenizer})
+
+    def image_tower(self) -> tuple[str, torch.nn.Module]:
+        return "0.model.vision_model", self.model[0].model.vision_model
+
+    def image_prefixes(self) -> tuple[str, ...]:
+        inner = self.model[0].model
+        return ("0.model.vision_model", *(["0.model.visual_projection"] if hasattr(inner, "visual_projection") else []))
+
+    def tokenize(self, texts: list[str]) -> dict[str, Any]:
+        """The library's preprocessing of a batch of (already prompted) texts."""
+        return dict(self.model.preprocess(texts))
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self._pipeline({"pixel_values": pixels.to(self.device, self.dtype), "modality": "image"})
+
+    def encode_texts(self, tokens: dict[str, Any]) -> torch.Tensor:
+        return self._pipeline({k: v.to(self.device) if hasattr(v, "to") else v for k, v in tokens.items()})
+
+    def _pipeline(self, features: dict[str, Any]) -> torch.Tensor:
+        return self.model(features)["sentence_embedding"].float()
+
+    def save(self, directory: Any) -> Path:
+        """The pipeline as sentence-transformers saves it, with zoo's manifest beside it."""
+        return save_st(self, directory)
