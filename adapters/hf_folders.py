@@ -290,11 +290,17 @@ def _sentence_transformers(root: Path) -> FolderFormat:
             raise UnsupportedModelKindError(
                 f"{root} is a sentence-transformers pipeline with {module['type']!r} (modules.json), which routes "
                 "queries and documents through different modules; zoo does not load routed pipelines yet")
-    if _pipeline_inputs(root, modules) == {"text", "image"}:
+    inputs = _pipeline_inputs(root, modules)
+    if inputs == {"text", "image"}:
         return FolderFormat("sentence-transformers-image-text", "image-text",
                             f"modules.json: a sentence-transformers pipeline ({', '.join(names)}) whose Transformer "
                             "takes texts and images (modality_config), run by sentence-transformers itself",
                             modules=names)
+    if {"text", "image", "message"} <= inputs:
+        return FolderFormat("sentence-transformers-multimodal", "image-text",
+                            f"modules.json: a sentence-transformers pipeline ({', '.join(names)}) whose Transformer "
+                            f"takes {', '.join(sorted(inputs))} (modality_config): texts, images and the two "
+                            "combined, run by sentence-transformers itself", modules=names)
     pooling = _pipeline_pooling(root, modules)
     steps = ", ".join(f"{n}({pooling})" if n == "Pooling" and pooling else n for n in names)
     return FolderFormat("sentence-transformers", "text",

@@ -41,6 +41,7 @@ _ADAPTER_BY_FORMAT = {
     "cross-encoder": "zoo.adapters.cross_encoder:CrossEncoderAdapter",
     "multi-vector": "zoo.adapters.multi_vector:MultiVectorAdapter",
     "sentence-transformers-image-text": "zoo.adapters.st_image_text:STImageTextAdapter",
+    "sentence-transformers-multimodal": "zoo.adapters.st_multimodal:STMultimodalAdapter",
     "timm": "zoo.adapters.timm:TimmAdapter",
 }
 _ADAPTER_BY_MODALITY = {

@@ -35,8 +35,8 @@ def zoo_register_adapters(register: RegisterAdapter) -> None:
 
 
 # The folder formats this plugin's backend runs (timm's are the vision plugin's).
-_TEXT_FORMATS = ("sentence-transformers", "sentence-transformers-image-text", "cross-encoder", "multi-vector",
-                 "transformers")
+_TEXT_FORMATS = ("sentence-transformers", "sentence-transformers-image-text", "sentence-transformers-multimodal",
+                 "cross-encoder", "multi-vector", "transformers")
 
 
 @hookimpl

@@ -536,7 +536,8 @@ def _add_embed(register: RegisterCommand) -> None:
     p.add_argument("inputs", help="text file (one item per line), CSV / JSONL / parquet (see --column), "
                                    "or a folder or glob of image, audio or video files")
     p.add_argument("-o", "--output", required=True, help="output .parquet (id + embedding + provenance) or .npy")
-    p.add_argument("--column", help="the input column of a CSV / JSONL / parquet file (default: text)")
+    p.add_argument("--column", help="the input column of a CSV / JSONL / parquet file (default: text); for "
+                                    "--tower combined, each part's column: text=caption,image=photo")
     p.add_argument("--id-column", help="a table's column of unique row ids (default: the row number)")
     p.add_argument("--keep-columns", metavar="A,B",
                    help="columns of the table kept beside each embedding and shown by search, dedup and map "

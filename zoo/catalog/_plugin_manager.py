@@ -33,6 +33,7 @@ BUILTIN_PLUGINS = (
     "zoo.plugins.audio",
     "zoo.plugins.image_text",
     "zoo.plugins.video",
+    "zoo.plugins.combined",
     "zoo.cli",
 )
 

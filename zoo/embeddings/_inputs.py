@@ -14,7 +14,7 @@ import functools
 import glob
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,10 +66,23 @@ class InputSource:
             for i, item in enumerate(self.items):
                 yield i, item, ()
         else:
-            assert self.column is not None  # a table's column is always named (open_inputs)
-            wanted = list(dict.fromkeys([self.column, *([self.id_column] if self.id_column else []), *self.keep]))
+            parts = self.parts()  # {"text": column, "image": column} for combined items; else one column
+            wanted = list(dict.fromkeys([*parts.values(), *([self.id_column] if self.id_column else []), *self.keep]))
             for i, row in enumerate(iter_rows(self.path, wanted)):
-                yield row[self.id_column] if self.id_column else i, row[self.column], tuple(row[c] for c in self.keep)
+                item = {part: row[c] for part, c in parts.items()} if "item" not in parts else row[parts["item"]]
+                yield row[self.id_column] if self.id_column else i, item, tuple(row[c] for c in self.keep)
+
+    def parts(self) -> dict[str, str]:
+        """A table's columns by the part of an item each gives: ``--column text=caption,image=photo``
+        gives combined items (``{"text": ..., "image": ...}``); a plain column name, whole items."""
+        assert self.column is not None  # a table's column is always named (open_inputs)
+        if "=" not in self.column:
+            return {"item": self.column}
+        pairs = [pair.split("=", 1) for pair in self.column.split(",")]
+        if any(len(pair) != 2 or not pair[0].strip() or not pair[1].strip() for pair in pairs):
+            raise ZooError(f"--column {self.column!r}: name each part's column as PART=COLUMN, e.g. "
+                           "text=caption,image=photo")
+        return {part.strip(): column.strip() for part, column in pairs}
 
     def _lines(self) -> Iterator[tuple[int, Any]]:
         with open(self.path, "rb") as fh:  # binary: split on b"\n" only, as __len__ counts
@@ -89,8 +102,7 @@ class InputSource:
             return len(self._files)
         if self.kind == "items":
             return len(self.items)
-        assert self.column is not None  # a table's column is always named (open_inputs)
-        return count_rows(self.path, self.column)
+        return count_rows(self.path, next(iter(self.parts().values())))
 
     def _no_final_newline(self) -> int:
         size = os.path.getsize(self.path)
@@ -154,7 +166,10 @@ def content_hash(item: Any, kind: str) -> str:
     """sha256 of an input's content: a file's bytes for files, a text's UTF-8 otherwise. Stored
     with each embedding row, so an index can tell an input it already holds, whatever its id."""
     digest = hashlib.sha256()
-    if kind == "files" and isinstance(item, str) and os.path.isfile(item):
+    if isinstance(item, Mapping):  # a combined item: each part's content, a media part's file by its bytes
+        for part in sorted(item):
+            digest.update(f"{part}:{content_hash(item[part], 'items' if part == 'text' else 'files')};".encode())
+    elif kind == "files" and isinstance(item, str) and os.path.isfile(item):
         with open(item, "rb") as fh:
             while block := fh.read(_CHUNK):
                 digest.update(block)
@@ -214,7 +229,8 @@ def _open_inputs(spec: str, modality: str, column: str | None, files_as_text: bo
     if not (path.exists() or is_glob):
         raise FileNotFoundError(f"no such input: {spec}")
     if path.is_file() and is_table(path):
-        return InputSource(f"column {column or 'text'!r} of {spec}", "table", spec, column or "text")
+        what = f"columns {column}" if column and "=" in column else f"column {column or 'text'!r}"
+        return InputSource(f"{what} of {spec}", "table", spec, column or "text")
     if path.is_dir() or is_glob or path.suffix.lower() in suffixes | other_suffixes:
         _check_files_fit(spec, path, modality, suffixes, files_as_text)
         what = spec if path.is_file() else f"files under {spec}" if path.is_dir() else f"files matching {spec}"

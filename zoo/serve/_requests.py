@@ -19,6 +19,7 @@ from typing import Any
 
 from zoo.core._media import MediaBytes
 from zoo.errors import did_you_mean
+from zoo.plugins.combined import COMBINED
 from zoo.plugins.text import decode_text
 
 # A data URL's header; one whose MIME type no modality registered is refused, not read as text.
@@ -164,6 +165,15 @@ def _document(index: int, value: Any, max_text_chars: int) -> str:
 
 def _item(index: int, value: Any, modality_of_media: Callable[[str], str | None],
           max_text_chars: int) -> tuple[str, Any, str]:
+    if isinstance(value, dict) and value and all(isinstance(part, str) for part in value):
+        # a combined input, {"text": ..., "image": "data:image/..."}: each part as an input of its own,
+        # the whole for the model's combined tower, whose decoder checks which parts it takes
+        parts = {part: _item(index, v, modality_of_media, max_text_chars) for part, v in value.items()}
+        for part, (part_kind, _, _) in parts.items():
+            if part != "text" and part_kind == "text":  # never a path on the server: its bytes, as a data URL
+                raise RequestError(400, f"input[{index}].{part} must be a data URL (data:image/png;base64,...)",
+                                   f"input[{index}]")
+        return COMBINED, {part: payload for part, (_, payload, _) in parts.items()}, COMBINED
     if not isinstance(value, str):
         raise RequestError(400, f"input[{index}] is {_json_kind(value)}; send text, or an image or audio as a data "
                            "URL", f"input[{index}]")
@@ -202,5 +212,6 @@ def check_modality(request: EmbeddingRequest, name: str, towers: Collection[str]
     for index, (kind, _) in enumerate(request.items):
         if kind not in towers:
             what = request.media[index].split("/")[0]
+            what = "combined input (a JSON object)" if what == COMBINED else what
             raise RequestError(400, f"input[{index}] is {'an' if what[0] in 'aeiou' else 'a'} {what}; {name} "
                                f"embeds {' or '.join(towers)} inputs", f"input[{index}]")

@@ -1,0 +1,109 @@
+"""A sentence-transformers model over a vision-language model (a VLM embedder whose Transformer
+takes texts, images and chat messages, since sentence-transformers 5.4), run by the library's own
+module pipeline: texts, images, and items that combine a text and an image
+(``{"text": ..., "image": ...}``: one row for the pair), each through ``preprocess`` and the
+pipeline as ``SentenceTransformer.encode`` runs them.
+
+Its towers are ``vision`` (images), ``text`` and ``combined`` (the combined items, a modality of
+their own: ``zoo/plugins/combined.py``); all three give rows of one space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from zoo.core._encoder import Built, Encoder
+from zoo.errors import ModelFormatError, UnsupportedOptionError
+from zoo.plugins.combined import COMBINED
+
+from .sentence_transformers import load_sentence_transformers, save_st
+from .transformers import TransformersFamily
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import torch
+
+    from zoo.catalog._spec import ModelSpec
+    from zoo.store._model_files import ModelFiles
+
+
+class STMultimodalAdapter(TransformersFamily, Encoder):
+    """``model`` is the ``SentenceTransformer``; this encoder is its image tower."""
+
+    strategies: ClassVar[tuple[str, ...]] = ()  # finetuning a VLM embedder is not a zoo verb yet
+    parallel_decode: ClassVar[bool] = False  # the library's processor runs a batch at a time, here
+
+    def __init__(self, spec: ModelSpec, model: Any, *, tokenizer: Any = None, **kwargs: Any) -> None:
+        super().__init__(spec, model, **kwargs)
+        self.tokenizer = tokenizer
+        self._others = {"text": PipelineTower(self), COMBINED: PipelineTower(self)}
+
+    @classmethod
+    def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
+               trust_remote_code: bool = False) -> Built:
+        root = files.root
+        model, settled = load_sentence_transformers(spec, root, device=device, dtype=dtype,
+                                                    trust_remote_code=trust_remote_code)
+        if not {"text", "image", "message"} <= set(model.modalities):
+            raise ModelFormatError(f"{root}: a sentence-transformers pipeline for {', '.join(model.modalities)} "
+                                   "inputs; zoo runs those of texts, images and their combinations (chat messages)")
+        if settled["default_prompt"]:  # the library puts a message model's prompt in as a system message
+            raise ModelFormatError(f"{root}: its default prompt {settled['default_prompt']!r} goes in as a system "
+                                   "message, which zoo does not place yet")
+        dim = model.get_embedding_dimension()
+        if not dim:
+            raise ModelFormatError(f"{root}: sentence-transformers cannot say this pipeline's output width")
+        normalize = type(list(model)[-1]).__name__ == "Normalize"
+        return Built(model, int(dim), {"normalize": normalize, **settled}, {"tokenizer": model.tokenizer})
+
+    @property
+    def preprocess(self) -> Any:
+        """The model's processor (its tokenizer, image processor and chat template)."""
+        return self.model[0].processor
+
+    def towers(self) -> Mapping[str, Encoder]:
+        return {"vision": self, **self._others}
+
+    def collate(self, items: list[Any]) -> dict[str, Any]:
+        """The library's preprocessing of a batch of one kind of input (images, texts or combined
+        items), which it recognises from the items themselves."""
+        return dict(self.model.preprocess(items))
+
+    def prompt_features(self, prompt: str) -> dict[str, Any] | None:
+        raise UnsupportedOptionError(f"{self.name} takes a prompt as a system message, which zoo does not place "
+                                     "yet; leave prompt and prompt_text unset")
+
+    def encode_batch(self, batch: dict[str, Any], *, pool: str | None = None) -> torch.Tensor:
+        features = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in batch.items()}
+        return self.model(features)["sentence_embedding"].float()
+
+    def save(self, directory: Any) -> Path:
+        """The pipeline as sentence-transformers saves it, with zoo's manifest beside it."""
+        return save_st(self, directory)
+
+
+class PipelineTower(Encoder):
+    """Another tower of the same pipeline (texts, combined items): the owner's preprocessing and
+    forward pass, for that kind of input."""
+
+    parallel_decode: ClassVar[bool] = False
+    strategies: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, owner: STMultimodalAdapter) -> None:
+        super().__init__(owner.spec, owner.model, files=owner.files, device=owner.device, dtype=owner.dtype)
+        self.owner = owner
+
+    @property
+    def preprocess(self) -> Any:
+        return self.owner.preprocess
+
+    def collate(self, items: list[Any]) -> dict[str, Any]:
+        return self.owner.collate(items)
+
+    def prompt_features(self, prompt: str) -> dict[str, Any] | None:
+        return self.owner.prompt_features(prompt)
+
+    def encode_batch(self, batch: dict[str, Any], *, pool: str | None = None) -> torch.Tensor:
+        return self.owner.encode_batch(batch, pool=pool)

@@ -1,0 +1,133 @@
+"""Combined inputs (a text and an image in one item) and sentence-transformers' vision-language
+embedders: texts, images and combined items each equal ``SentenceTransformer.encode`` on a tiny
+random Qwen2-VL saved by the library, through featurize and zoo embed's table columns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_models import VLM_TEXTS, vlm_st_folder
+
+import zoo
+from zoo.errors import InputError, UnsupportedOptionError
+
+
+@pytest.fixture(scope="module")
+def vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return vlm_st_folder(tmp_path_factory.mktemp("vlm"))
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    from PIL import Image
+
+    folder, rng = tmp_path_factory.mktemp("pictures"), np.random.default_rng(0)
+    paths = []
+    for i in range(4):
+        path = folder / f"p{i}.png"
+        Image.fromarray((rng.random((56 + 28 * (i % 2), 56, 3)) * 255).astype(np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def library(folder: Path):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device="cpu")
+
+
+def test_texts_images_and_combined_items_equal_encode(vlm, pictures):
+    from PIL import Image
+
+    model, st = zoo.load(vlm, device="cpu"), library(vlm)
+    assert model.spec.config["folder"]["format"] == "sentence-transformers-multimodal"
+    assert {"vision", "text", "combined"} <= set(model.towers)
+    images = [Image.open(p).convert("RGB") for p in pictures]
+    combined = [{"text": t, "image": str(p)} for t, p in zip(VLM_TEXTS, pictures)]
+    expected = st.encode([{"text": t, "image": i} for t, i in zip(VLM_TEXTS, images)])
+    assert np.abs(model.featurize([str(p) for p in pictures], batch_size=3) - st.encode(images)).max() <= 1e-5
+    assert np.abs(model.featurize(VLM_TEXTS, tower="text", batch_size=3) - st.encode(VLM_TEXTS)).max() <= 1e-5
+    rows = model.featurize(combined, tower="combined", batch_size=3)
+    assert np.abs(rows - expected).max() <= 1e-5
+    alone = np.concatenate([model.featurize([item], tower="combined") for item in combined])
+    assert np.abs(alone - rows).max() <= 1e-5  # a row does not depend on its batch
+    assert np.abs(rows - model.featurize(VLM_TEXTS, tower="text")).max() > 1e-3  # the image counts
+
+
+def test_what_a_combined_tower_does_not_take_is_named(vlm, pictures, hf_clip_dir_for_combined):
+    model = zoo.load(vlm, device="cpu")
+    for bad, says in (({"text": "a cat"}, "holds exactly the parts text, image"),
+                      ({"text": "a cat", "image": str(pictures[0]), "audio": "x"}, "holds exactly the parts"),
+                      ({"text": 3, "image": str(pictures[0])}, "its text: expected str"),
+                      ({"text": "a cat", "image": "missing.png"}, "its image"), ("a cat", "is a mapping")):
+        with pytest.raises(InputError, match=says):
+            model.featurize([bad], tower="combined")
+    with pytest.raises(UnsupportedOptionError, match="system message"):
+        model.featurize(VLM_TEXTS, tower="text", prompt_text="query: ")
+    clip = zoo.load(hf_clip_dir_for_combined, device="cpu")
+    with pytest.raises(UnsupportedOptionError, match="has no combined tower"):
+        clip.featurize([{"text": "a cat", "image": str(pictures[0])}], tower="combined")
+
+
+@pytest.fixture(scope="module")
+def hf_clip_dir_for_combined(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny_models import hf_clip_folder
+
+    return hf_clip_folder(tmp_path_factory.mktemp("clip"), VLM_TEXTS)
+
+
+def test_zoo_embed_combines_a_text_column_and_an_image_column(vlm, pictures, tmp_path, capsys):
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from zoo.cli import main
+
+    table = tmp_path / "pairs.csv"
+    table.write_text("caption,photo\n" + "".join(f"{t},{p}\n" for t, p in zip(VLM_TEXTS, pictures)))
+    out = tmp_path / "pairs.parquet"
+    assert main(["embed", str(vlm), str(table), "--tower", "combined", "--column", "text=caption,image=photo",
+                 "-o", str(out), "-q"]) == 0
+    assert "columns text=caption,image=photo" in capsys.readouterr().out
+    written = pq.read_table(out)
+    assert json.loads(written.schema.metadata[b"zoo"])["tower"] == "combined"
+    st = library(vlm)
+    expected = st.encode([{"text": t, "image": Image.open(p).convert("RGB")} for t, p in zip(VLM_TEXTS, pictures)])
+    assert np.abs(np.stack(written.column("embedding").to_numpy(zero_copy_only=False)) - expected).max() <= 1e-5
+    hashes = written.column("content_sha256").to_pylist()
+    assert len(set(hashes)) == len(hashes)  # each pair's text and image bytes
+    assert main(["embed", str(vlm), str(table), "--tower", "combined", "--column", "text=caption,image",
+                 "-o", str(tmp_path / "bad.parquet"), "-q"]) == 1
+    assert "name each part's column as PART=COLUMN" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_zoo_serve_takes_combined_objects(vlm, pictures):
+    import base64
+
+    from test_serve import Server
+
+    model = zoo.load(vlm, device="cpu")
+    image = "data:image/png;base64," + base64.b64encode(pictures[0].read_bytes()).decode()
+    server = Server(str(vlm))
+    try:
+        answer = server.embed(str(vlm), [{"text": VLM_TEXTS[0], "image": image}, VLM_TEXTS[1], image])
+        assert answer.status_code == 200, answer.text
+        rows = np.array([d["embedding"] for d in answer.json()["data"]], dtype=np.float32)
+        expected = [model.featurize([{"text": VLM_TEXTS[0], "image": str(pictures[0])}], tower="combined")[0],
+                    model.featurize([VLM_TEXTS[1]], tower="text")[0], model.featurize([str(pictures[0])])[0]]
+        assert np.abs(rows - np.stack(expected)).max() <= 1e-5
+        for bad, says in (({"text": "a cat", "image": str(pictures[0])}, "must be a data URL"),
+                          ({"text": "a cat"}, "holds exactly the parts")):
+            refused = server.embed(str(vlm), ["fine", bad])
+            assert refused.status_code == 400 and says in refused.json()["error"]["message"], refused.text
+            assert refused.json()["error"]["param"] == "input[1]"
+    finally:
+        server.stop()
