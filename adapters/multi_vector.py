@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from zoo.core._encoder import Built, Encoder, ExportPlan
 from zoo.errors import ModelFormatError
 
-from .sentence_transformers import load_sentence_transformers, save_st
+from .sentence_transformers import load_sentence_transformers, output_width, save_st
 from .transformers import TransformersAdapter
 
 if TYPE_CHECKING:
@@ -50,9 +50,7 @@ class MultiVectorAdapter(TransformersAdapter):
                                                     model_class="MultiVectorEncoder",
                                                     trust_remote_code=trust_remote_code, device_map=device_map)
         _check_text_only(root, model)
-        dim = model.get_embedding_dimension()
-        if not dim:
-            raise ModelFormatError(f"{root}: sentence-transformers cannot say this model's token-vector width")
+        dim = output_width(model, root)  # a token vector's
         changes = {"kind": "multi-vector", "normalize": False, **settled,
                    "config": {**spec.config, "similarity": model.similarity_fn_name}}
         return Built(model, int(dim), changes,

@@ -53,7 +53,7 @@ class SentenceTransformerAdapter(TransformersAdapter):
             # No Pooling module to swap, or several modes side by side whose width the modules
             # after it read: the files fix the pooling.
             self.pooling_modes = ()
-        self._steps = modules[:-1] if _ends_with_normalize(model) else modules
+        self._steps = modules[:-1] if ends_with_normalize(model) else modules
         self._poolers: dict[str, Any] = {}
 
     # -- loading --------------------------------------------------------------------------------
@@ -72,12 +72,9 @@ class SentenceTransformerAdapter(TransformersAdapter):
             raise RegistryError(f"{spec.name} declares pooling {spec.pooling!r} but its sentence-transformers "
                                 f"pipeline pools {pooling!r} ({root / 'modules.json'}); fix the registry entry")
         max_length = settled["preprocessing"].get("max_length")
-        changes = {"pooling": pooling, "normalize": _ends_with_normalize(model), **settled}
-        dim = model.get_embedding_dimension()
-        if not dim:
-            raise ModelFormatError(f"{root}: sentence-transformers cannot say this pipeline's output width")
-        return Built(model, int(dim), changes, {"tokenizer": model.tokenizer, "max_length": max_length},
-                     placed=device_map is not None)
+        changes = {"pooling": pooling, "normalize": ends_with_normalize(model), **settled}
+        return Built(model, output_width(model, root), changes,
+                     {"tokenizer": model.tokenizer, "max_length": max_length}, placed=device_map is not None)
 
     # -- featurize ------------------------------------------------------------------------------
 
@@ -183,7 +180,17 @@ def _pooling_position(model: Any) -> int | None:
     return next((i for i, m in enumerate(model) if type(m).__name__ == "Pooling"), None)
 
 
-def _ends_with_normalize(model: Any) -> bool:
+def output_width(model: Any, root: Path) -> int:
+    """The width of the pipeline's rows, as the library says it (an error naming the folder where
+    it cannot)."""
+    dim = model.get_embedding_dimension()
+    if not dim:
+        raise ModelFormatError(f"{root}: sentence-transformers cannot say this pipeline's output width")
+    return int(dim)
+
+
+def ends_with_normalize(model: Any) -> bool:
+    """Whether the pipeline's last module is a ``Normalize`` (its rows at unit length)."""
     return type(list(model)[-1]).__name__ == "Normalize"
 
 

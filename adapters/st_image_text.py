@@ -18,7 +18,7 @@ from zoo.errors import ModelFormatError
 from zoo.training._config import STRATEGIES
 
 from .image_text import ImageTextAdapter
-from .sentence_transformers import load_sentence_transformers, save_st
+from .sentence_transformers import ends_with_normalize, load_sentence_transformers, output_width, save_st
 from .transformers import TransformersFamily
 
 if TYPE_CHECKING:
@@ -49,15 +49,11 @@ class STImageTextAdapter(TransformersFamily, ImageTextAdapter):
         if taken != MODALITIES:
             raise ModelFormatError(f"{root}: a sentence-transformers pipeline for {', '.join(sorted(map(str, taken)))} "
                                    "inputs; zoo runs its image and text inputs, each alone")
-        dim = model.get_embedding_dimension()
-        if not dim:
-            raise ModelFormatError(f"{root}: sentence-transformers cannot say this pipeline's output width")
 
         def transform(image: Any) -> torch.Tensor:  # the library's preprocessing of one image
             return model.preprocess([image])["pixel_values"][0]
 
-        normalize = type(list(model)[-1]).__name__ == "Normalize"
-        return Built(model, int(dim), {"normalize": normalize, **settled},
+        return Built(model, output_width(model, root), {"normalize": ends_with_normalize(model), **settled},
                      {"image_transform": transform, "tokenizer": model.tokenizer})
 
     def image_tower(self) -> tuple[str, torch.nn.Module]:

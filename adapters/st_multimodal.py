@@ -17,7 +17,7 @@ from zoo.core._encoder import Built, Encoder
 from zoo.errors import ModelFormatError, UnsupportedOptionError
 from zoo.plugins.combined import COMBINED
 
-from .sentence_transformers import load_sentence_transformers, save_st
+from .sentence_transformers import ends_with_normalize, load_sentence_transformers, output_width, save_st
 from .transformers import TransformersFamily
 
 if TYPE_CHECKING:
@@ -52,11 +52,8 @@ class STMultimodalAdapter(TransformersFamily, Encoder):
         if settled["default_prompt"]:  # the library puts a message model's prompt in as a system message
             raise ModelFormatError(f"{root}: its default prompt {settled['default_prompt']!r} goes in as a system "
                                    "message, which zoo does not place yet")
-        dim = model.get_embedding_dimension()
-        if not dim:
-            raise ModelFormatError(f"{root}: sentence-transformers cannot say this pipeline's output width")
-        normalize = type(list(model)[-1]).__name__ == "Normalize"
-        return Built(model, int(dim), {"normalize": normalize, **settled}, {"tokenizer": model.tokenizer})
+        return Built(model, output_width(model, root), {"normalize": ends_with_normalize(model), **settled},
+                     {"tokenizer": model.tokenizer})
 
     @property
     def preprocess(self) -> Any:
