@@ -180,6 +180,22 @@ def _pooling_position(model: Any) -> int | None:
     return next((i for i, m in enumerate(model) if type(m).__name__ == "Pooling"), None)
 
 
+def run_pipeline(model: Any, features: dict[str, Any]) -> torch.Tensor:
+    """A preprocessed batch through the pipeline's modules, but a trailing ``Normalize``: zoo's
+    ``normalize`` (on by default where the pipeline ends with one) applies it, so ``normalize=False``
+    gives the rows before it."""
+    steps = list(model)[:-1] if ends_with_normalize(model) else list(model)
+    for module in steps:
+        features = module(features)
+    return features["sentence_embedding"].float()
+
+
+def as_texts(texts: list[str]) -> list[dict[str, str]]:
+    """Texts as sentence-transformers' explicit text inputs: a bare string that looks like an image
+    URL or path would be read as an image (fetched or opened) by a pipeline that takes images."""
+    return [{"text": text} for text in texts]
+
+
 def output_width(model: Any, root: Path) -> int:
     """The width of the pipeline's rows, as the library says it (an error naming the folder where
     it cannot)."""
@@ -204,17 +220,26 @@ def declared_prompts(root: Path, model: Any) -> dict[str, str]:
 
 
 def _check_text_pipeline(root: Path, model: Any) -> None:
-    """zoo drives pipelines that take plain texts into a feature-extraction model; the others
-    (images, chat messages, generation tasks, packed sequences) would run other code than encode()."""
-    first = model[0]
-    modalities = getattr(first, "modality_config", None) or {"text": None}
-    task = getattr(first, "transformer_task", "feature-extraction")
-    flattens = bool(getattr(model, "_can_flatten_inputs", lambda: False)())
-    if "text" not in model.modalities or set(modalities) - {"text"} or task != "feature-extraction" or flattens:
+    """zoo drives pipelines that take plain texts into a feature-extraction model here; those of
+    images (and chat messages) have adapters of their own."""
+    modalities = getattr(model[0], "modality_config", None) or {"text": None}
+    if "text" not in model.modalities or set(modalities) - {"text"}:
         raise ModelFormatError(
-            f"{root}: a sentence-transformers pipeline for {', '.join(map(str, modalities))} inputs with task "
-            f"{task!r}{' and packed (flattened) sequences' if flattens else ''}; zoo runs text pipelines of "
-            "task 'feature-extraction', and pipelines of texts and images")
+            f"{root}: a sentence-transformers pipeline for {', '.join(map(str, modalities))} inputs; zoo runs those "
+            "of texts, of texts and images (modality_config names text and image), and of a vision-language model "
+            "(text, image and message)")
+    check_feature_extraction(root, model)
+
+
+def check_feature_extraction(root: Path, model: Any) -> None:
+    """A pipeline of a generation task or of packed (flattened) sequences would run other code than
+    ``encode()`` runs in zoo's batches: refused by name."""
+    task = getattr(model[0], "transformer_task", "feature-extraction")
+    flattens = bool(getattr(model, "_can_flatten_inputs", lambda: False)())
+    if task != "feature-extraction" or flattens:
+        raise ModelFormatError(f"{root}: a sentence-transformers pipeline of task {task!r}"
+                               f"{' and packed (flattened) sequences' if flattens else ''}; zoo runs pipelines of "
+                               "task 'feature-extraction'")
 
 
 def check_module_sources(root: Path, trust_remote_code: bool) -> None:

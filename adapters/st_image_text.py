@@ -11,6 +11,7 @@ pair; such combined inputs are not read yet, and a pipeline that takes only them
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from zoo.core._encoder import Built
@@ -18,11 +19,18 @@ from zoo.errors import ModelFormatError
 from zoo.training._config import STRATEGIES
 
 from .image_text import ImageTextAdapter
-from .sentence_transformers import ends_with_normalize, load_sentence_transformers, output_width, save_st
+from .sentence_transformers import (
+    as_texts,
+    check_feature_extraction,
+    ends_with_normalize,
+    load_sentence_transformers,
+    output_width,
+    run_pipeline,
+    save_st,
+)
 from .transformers import TransformersFamily
 
 if TYPE_CHECKING:
-    from pathlib import Path
 
     import torch
 
@@ -45,6 +53,7 @@ class STImageTextAdapter(TransformersFamily, ImageTextAdapter):
         root = files.root
         model, settled = load_sentence_transformers(spec, root, device=device, dtype=dtype,
                                                     trust_remote_code=trust_remote_code)
+        check_feature_extraction(root, model)
         taken = set(getattr(model[0], "modality_config", None) or {})
         if taken != MODALITIES:
             raise ModelFormatError(f"{root}: a sentence-transformers pipeline for {', '.join(sorted(map(str, taken)))} "
@@ -53,6 +62,7 @@ class STImageTextAdapter(TransformersFamily, ImageTextAdapter):
         def transform(image: Any) -> torch.Tensor:  # the library's preprocessing of one image
             return model.preprocess([image])["pixel_values"][0]
 
+        _check_image_features(root, model)
         return Built(model, output_width(model, root), {"normalize": ends_with_normalize(model), **settled},
                      {"image_transform": transform, "tokenizer": model.tokenizer})
 
@@ -65,7 +75,7 @@ class STImageTextAdapter(TransformersFamily, ImageTextAdapter):
 
     def tokenize(self, texts: list[str]) -> dict[str, Any]:
         """The library's preprocessing of a batch of (already prompted) texts."""
-        return dict(self.model.preprocess(texts))
+        return dict(self.model.preprocess(as_texts(texts)))
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         return self._pipeline({"pixel_values": pixels.to(self.device, self.dtype), "modality": "image"})
@@ -74,8 +84,19 @@ class STImageTextAdapter(TransformersFamily, ImageTextAdapter):
         return self._pipeline({k: v.to(self.device) if hasattr(v, "to") else v for k, v in tokens.items()})
 
     def _pipeline(self, features: dict[str, Any]) -> torch.Tensor:
-        return self.model(features)["sentence_embedding"].float()
+        return run_pipeline(self.model, features)
 
     def save(self, directory: Any) -> Path:
         """The pipeline as sentence-transformers saves it, with zoo's manifest beside it."""
         return save_st(self, directory)
+
+
+def _check_image_features(root: Path, model: Any) -> None:
+    """zoo batches an image as its pixels alone; a processor that gives more per image (SigLIP2's
+    patch masks and shapes) would need them too."""
+    from PIL import Image
+
+    given = set(model.preprocess([Image.new("RGB", (32, 32))])) - {"pixel_values", "modality"}
+    if given:
+        raise ModelFormatError(f"{root}: its processor gives {', '.join(sorted(given))} with each image's pixels, "
+                               "which zoo does not batch yet")

@@ -10,14 +10,22 @@ their own: ``zoo/plugins/combined.py``); all three give rows of one space.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from zoo.core._encoder import Built, Encoder
 from zoo.errors import ModelFormatError, UnsupportedOptionError
 from zoo.plugins.combined import COMBINED
 
-from .sentence_transformers import ends_with_normalize, load_sentence_transformers, output_width, save_st
+from .sentence_transformers import (
+    as_texts,
+    check_feature_extraction,
+    ends_with_normalize,
+    load_sentence_transformers,
+    output_width,
+    run_pipeline,
+    save_st,
+)
 from .transformers import TransformersFamily
 
 if TYPE_CHECKING:
@@ -38,7 +46,7 @@ class STMultimodalAdapter(TransformersFamily, Encoder):
     def __init__(self, spec: ModelSpec, model: Any, *, tokenizer: Any = None, **kwargs: Any) -> None:
         super().__init__(spec, model, **kwargs)
         self.tokenizer = tokenizer
-        self._others = {"text": PipelineTower(self), COMBINED: PipelineTower(self)}
+        self._others = {"text": PipelineTower(self, as_texts), COMBINED: PipelineTower(self)}
 
     @classmethod
     def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
@@ -46,12 +54,14 @@ class STMultimodalAdapter(TransformersFamily, Encoder):
         root = files.root
         model, settled = load_sentence_transformers(spec, root, device=device, dtype=dtype,
                                                     trust_remote_code=trust_remote_code)
+        check_feature_extraction(root, model)
         if not {"text", "image", "message"} <= set(model.modalities):
             raise ModelFormatError(f"{root}: a sentence-transformers pipeline for {', '.join(model.modalities)} "
                                    "inputs; zoo runs those of texts, images and their combinations (chat messages)")
-        if settled["default_prompt"]:  # the library puts a message model's prompt in as a system message
-            raise ModelFormatError(f"{root}: its default prompt {settled['default_prompt']!r} goes in as a system "
-                                   "message, which zoo does not place yet")
+        prompts = [name for name, text in settled["prompts"].items() if text]  # "" placeholders put nothing in
+        if prompts:  # the library puts a message model's prompts in as a system message
+            raise ModelFormatError(f"{root}: its prompts ({', '.join(prompts)}) go in as a system message, which zoo "
+                                   "does not place yet")
         return Built(model, output_width(model, root), {"normalize": ends_with_normalize(model), **settled},
                      {"tokenizer": model.tokenizer})
 
@@ -73,8 +83,7 @@ class STMultimodalAdapter(TransformersFamily, Encoder):
                                      "yet; leave prompt and prompt_text unset")
 
     def encode_batch(self, batch: dict[str, Any], *, pool: str | None = None) -> torch.Tensor:
-        features = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in batch.items()}
-        return self.model(features)["sentence_embedding"].float()
+        return run_pipeline(self.model, {k: v.to(self.device) if hasattr(v, "to") else v for k, v in batch.items()})
 
     def save(self, directory: Any) -> Path:
         """The pipeline as sentence-transformers saves it, with zoo's manifest beside it."""
@@ -88,16 +97,16 @@ class PipelineTower(Encoder):
     parallel_decode: ClassVar[bool] = False
     strategies: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, owner: STMultimodalAdapter) -> None:
+    def __init__(self, owner: STMultimodalAdapter, wrap: Callable[[list[Any]], list[Any]] = list) -> None:
         super().__init__(owner.spec, owner.model, files=owner.files, device=owner.device, dtype=owner.dtype)
-        self.owner = owner
+        self.owner, self.wrap = owner, wrap  # wrap: texts as explicit text inputs
 
     @property
     def preprocess(self) -> Any:
         return self.owner.preprocess
 
     def collate(self, items: list[Any]) -> dict[str, Any]:
-        return self.owner.collate(items)
+        return self.owner.collate(self.wrap(items))
 
     def prompt_features(self, prompt: str) -> dict[str, Any] | None:
         return self.owner.prompt_features(prompt)

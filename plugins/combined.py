@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from zoo.hookspecs import RegisterModality, hookimpl
+from zoo.plugins.examples import images, texts
 from zoo.plugins.text import decode_text
 from zoo.plugins.vision import decode_image
 
@@ -23,18 +24,18 @@ PARTS = {"text": decode_text, "image": decode_image}
 
 
 def decode_combined(item: Any) -> dict[str, Any]:
-    """A ``{"text": ..., "image": ...}`` item with each part decoded; both parts are required."""
+    """A ``{"text": ..., "image": ...}`` item with each part decoded, in the item's own order (the
+    order the model reads them in); both parts are required."""
     if not isinstance(item, Mapping):
         raise TypeError(f"a combined input is a mapping of its parts ({', '.join(PARTS)}), not "
                         f"{type(item).__name__}")
-    unknown = sorted(set(map(str, item)) - set(PARTS))
-    if unknown or set(item) != set(PARTS):
+    if set(item) != set(PARTS):
         raise ValueError(f"a combined input holds exactly the parts {', '.join(PARTS)}; this one has "
                          f"{', '.join(map(str, item)) or 'none'}")
     decoded = {}
-    for part, decode in PARTS.items():
+    for part in item:
         try:
-            decoded[part] = decode(item[part])
+            decoded[part] = PARTS[part](item[part])
         except (TypeError, ValueError, OSError) as exc:
             raise type(exc)(f"its {part}: {exc}") from None
     return decoded
@@ -42,8 +43,6 @@ def decode_combined(item: Any) -> dict[str, Any]:
 
 def examples() -> list[dict[str, Any]]:
     """Eight captions with the example images."""
-    from zoo.plugins.examples import images, texts
-
     return [{"text": text, "image": image} for text, image in zip(texts(), images())]
 
 

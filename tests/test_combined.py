@@ -59,6 +59,14 @@ def test_texts_images_and_combined_items_equal_encode(vlm, pictures):
     alone = np.concatenate([model.featurize([item], tower="combined") for item in combined])
     assert np.abs(alone - rows).max() <= 1e-5  # a row does not depend on its batch
     assert np.abs(rows - model.featurize(VLM_TEXTS, tower="text")).max() > 1e-3  # the image counts
+    # the parts in the item's own order, as the library reads them
+    image_first = [{"image": str(p), "text": t} for t, p in zip(VLM_TEXTS, pictures)]
+    assert np.abs(model.featurize(image_first, tower="combined")
+                  - st.encode([{"image": i, "text": t} for t, i in zip(VLM_TEXTS, images)])).max() <= 1e-5
+    # a text that looks like an image's URL or path is a text, never fetched or opened
+    lookalikes = ["https://example.com/cat.png", str(pictures[0])]
+    assert np.abs(model.featurize(lookalikes, tower="text") - st.encode([{"text": t} for t in lookalikes])).max() \
+        <= 1e-5
 
 
 def test_what_a_combined_tower_does_not_take_is_named(vlm, pictures, hf_clip_dir_for_combined):
@@ -83,6 +91,7 @@ def hf_clip_dir_for_combined(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return hf_clip_folder(tmp_path_factory.mktemp("clip"), VLM_TEXTS)
 
 
+@pytest.mark.slow
 def test_zoo_embed_combines_a_text_column_and_an_image_column(vlm, pictures, tmp_path, capsys):
     import pyarrow.parquet as pq
     from PIL import Image
@@ -101,7 +110,15 @@ def test_zoo_embed_combines_a_text_column_and_an_image_column(vlm, pictures, tmp
     expected = st.encode([{"text": t, "image": Image.open(p).convert("RGB")} for t, p in zip(VLM_TEXTS, pictures)])
     assert np.abs(np.stack(written.column("embedding").to_numpy(zero_copy_only=False)) - expected).max() <= 1e-5
     hashes = written.column("content_sha256").to_pylist()
-    assert len(set(hashes)) == len(hashes)  # each pair's text and image bytes
+    from zoo.embeddings._inputs import content_hash
+
+    edited = tmp_path / "edited.png"  # one path, another image's bytes: another hash
+    edited.write_bytes(pictures[1].read_bytes())
+    other = content_hash({"text": VLM_TEXTS[0], "image": str(edited)}, "table")
+    edited.write_bytes(pictures[0].read_bytes())
+    same = content_hash({"text": VLM_TEXTS[0], "image": str(edited)}, "table")
+    assert same == hashes[0] != other
+    assert content_hash({"image": str(edited), "text": VLM_TEXTS[0]}, "table") != same  # the parts' order counts
     assert main(["embed", str(vlm), str(table), "--tower", "combined", "--column", "text=caption,image",
                  "-o", str(tmp_path / "bad.parquet"), "-q"]) == 1
     assert "name each part's column as PART=COLUMN" in capsys.readouterr().err
@@ -124,8 +141,16 @@ def test_zoo_serve_takes_combined_objects(vlm, pictures):
         expected = [model.featurize([{"text": VLM_TEXTS[0], "image": str(pictures[0])}], tower="combined")[0],
                     model.featurize([VLM_TEXTS[1]], tower="text")[0], model.featurize([str(pictures[0])])[0]]
         assert np.abs(rows - np.stack(expected)).max() <= 1e-5
+        alone = server.embed(str(vlm), [{"text": VLM_TEXTS[1]}, {"image": image}])  # one part: that input alone
+        assert np.abs(np.array([d["embedding"] for d in alone.json()["data"]], dtype=np.float32)
+                      - np.stack(expected[1:])).max() <= 1e-5
+        nested: object = "a cat"
+        for _ in range(800):
+            nested = {"text": nested}
         for bad, says in (({"text": "a cat", "image": str(pictures[0])}, "must be a data URL"),
-                          ({"text": "a cat"}, "holds exactly the parts")):
+                          ({"text": "a cat", "audio": "x"}, "its parts are text and image"),
+                          ({"image": {"text": "a", "image": image}}, "its parts are text and image"),
+                          (nested, "its parts are text and image")):
             refused = server.embed(str(vlm), ["fine", bad])
             assert refused.status_code == 400 and says in refused.json()["error"]["message"], refused.text
             assert refused.json()["error"]["param"] == "input[1]"

@@ -572,3 +572,32 @@ def test_texts_in_pieces_of_similar_length_train_as_the_whole_batch_would(minilm
         assert max(seen) == min(piece, 24)
     for name, value in weights[0].items():
         torch.testing.assert_close(value, weights[1][name], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_sentence_transformers_clip_trains_with_its_model_s_temperature(photos, tmp_path):
+    """The same CLIP inside a sentence-transformers pipeline: the loss reads the temperature of the
+    CLIPModel the pipeline wraps (equal to CLIPModel's own loss), and a run with the images locked
+    keeps every image weight and the temperature trains with the text side."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import CLIPModel, CLIPProcessor
+
+    from tiny_models import hf_clip_folder
+    from zoo.training._contrastive import loss_kind
+
+    folder = hf_clip_folder(tmp_path / "clip", CAPTIONS)
+    SentenceTransformer(str(folder), device="cpu").save(str(tmp_path / "st-clip"), create_model_card=False)
+    model = zoo.load(str(tmp_path / "st-clip"), device="cpu")
+    model.model.eval()
+    config = FinetuneConfig(output_dir=tmp_path / "out", objective="contrastive")
+    assert loss_kind(config, model, ["vision", "text"]) == "clip"
+    ours = contrastive_loss(config, kind="clip", model=model.model)(_tower_embeddings(model, photos, CAPTIONS))
+    reference = CLIPModel.from_pretrained(folder).eval()
+    processor = CLIPProcessor.from_pretrained(folder)
+    theirs = reference(**processor(text=CAPTIONS, images=photos, return_tensors="pt", padding=True),
+                       return_loss=True).loss
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
+    run = model.finetune([(p, c) for p, c in zip(photos, CAPTIONS)] * 4, objective="contrastive",
+                         output_dir=tmp_path / "locked", epochs=1, lr=1e-3, batch_size=6, progress=False,
+                         lock=("vision",))
+    np.testing.assert_array_equal(run.model.featurize(photos), zoo.load(str(tmp_path / "st-clip")).featurize(photos))

@@ -91,6 +91,7 @@ def test_a_sentence_transformers_model_of_images_and_texts_equals_its_encode(hf_
     """A SentenceTransformer over a CLIP (its Transformer takes text and image, sentence-transformers
     5.4 on), saved by SentenceTransformer.save: both towers equal encode, through the library's own
     preprocessing and pipeline, each row the same alone as in any batch; it saves and loads back."""
+    import torch
     from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(str(hf_clip_dir), device="cpu")
@@ -105,7 +106,16 @@ def test_a_sentence_transformers_model_of_images_and_texts_equals_its_encode(hf_
     again = zoo.load(model.save(tmp_path / "saved"), device="cpu")
     assert np.abs(again.featurize_texts(TEXTS) - model.featurize_texts(TEXTS)).max() <= 1e-6
     with pytest.raises(InputError, match="input 0: TypeError: expected an image .* got dict"):
-        model.featurize([{"text": "a cat", "image": pictures[0]}])  # combined inputs are not read yet
+        model.featurize([{"text": "a cat", "image": pictures[0]}])  # CLIP embeds each alone
+    with pytest.raises(zoo.UnsupportedOptionError, match="has no combined tower"):
+        model.featurize([{"text": "a cat", "image": pictures[0]}], tower="combined")
+    # a pipeline ending in Normalize: normalize=False gives the rows before it, as for text pipelines
+    from sentence_transformers.base.modules import Normalize
+
+    SentenceTransformer(modules=[st[0], Normalize()], device="cpu").save(str(tmp_path / "unit"), create_model_card=False)
+    unit = zoo.load(str(tmp_path / "unit"), device="cpu")
+    assert np.abs(unit.featurize(pictures) - _unit(torch.from_numpy(st.encode(pictures)))).max() <= 1e-5
+    assert np.abs(unit.featurize(pictures, normalize=False) - st.encode(pictures)).max() <= 1e-5
     results = zoo.testing.check_model(str(tmp_path / "st-clip"), workdir=tmp_path)
     assert all(r.status == "pass" for r in results), zoo.testing.format_table(results)
 

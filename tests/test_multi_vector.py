@@ -103,6 +103,7 @@ def test_embed_index_and_search_equal_maxsim(colbert_folders, tmp_path):
     assert index.metric == "maxsim" and index.options["token_candidates"] == 32
 
 
+@pytest.mark.slow
 def test_the_cli_embeds_indexes_and_searches(colbert_folders, tmp_path, capsys):
     from zoo.cli import main
 
@@ -158,6 +159,7 @@ def test_bad_items_are_named_or_skipped(colbert_folders):
     assert_same_matrices(rows, list(model.featurize(["fine", "also fine"], role="document")))
 
 
+@pytest.mark.slow
 def test_saved_model_reads_back_the_same(colbert_folders, tmp_path):
     model = zoo.load(colbert_folders["pylate-v3"], device="cpu")
     again = zoo.load(model.save(tmp_path / "saved"), device="cpu")
@@ -309,6 +311,7 @@ def test_rows_read_back_from_several_chunks(tmp_path):
     assert back.vectors.flags.writeable
 
 
+@pytest.mark.slow
 def test_an_index_keeps_one_role(colbert_folders, tmp_path):
     model = zoo.load(colbert_folders["native"], device="cpu")
     source = items_source(DOCUMENTS, "documents")
@@ -323,6 +326,7 @@ def test_an_index_keeps_one_role(colbert_folders, tmp_path):
         wrong.search(["sand castle"], model=model)
 
 
+@pytest.mark.slow
 def test_roles_pick_a_dense_model_s_prompts_and_search_follows_the_corpus_role(colbert_folders, tmp_path):
     """For a dense model a role only picks the prompt, as encode_query / encode_document do (their
     ``document`` placeholder, saved as "", wins over ``passage``); a corpus embedded as documents is

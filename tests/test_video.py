@@ -92,7 +92,8 @@ def image_models(open_clip_dir, tmp_path_factory) -> dict[str, str]:
             "transformers": str(hf_clip_folder(tmp_path_factory.mktemp("hf-clip"), ["a square", "a clip"]))}
 
 
-@pytest.mark.parametrize("backend", ["open_clip", "timm", "transformers"])
+@pytest.mark.parametrize("backend", ["open_clip", pytest.param("timm", marks=pytest.mark.slow),
+                                     pytest.param("transformers", marks=pytest.mark.slow)])
 def test_every_image_model_gets_a_video_tower_averaging_its_frames(image_models, clips, backend):
     model = zoo.load(image_models[backend], device="cpu")
     assert list(model.towers)[-1] == "video" and "vision" in model.towers

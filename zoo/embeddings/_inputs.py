@@ -166,8 +166,8 @@ def content_hash(item: Any, kind: str) -> str:
     """sha256 of an input's content: a file's bytes for files, a text's UTF-8 otherwise. Stored
     with each embedding row, so an index can tell an input it already holds, whatever its id."""
     digest = hashlib.sha256()
-    if isinstance(item, Mapping):  # a combined item: each part's content, a media part's file by its bytes
-        for part in sorted(item):
+    if isinstance(item, Mapping):  # a combined item: each part's content in order, a media part's file by its bytes
+        for part in item:
             digest.update(f"{part}:{content_hash(item[part], 'items' if part == 'text' else 'files')};".encode())
     elif kind == "files" and isinstance(item, str) and os.path.isfile(item):
         with open(item, "rb") as fh:

@@ -19,7 +19,7 @@ from typing import Any
 
 from zoo.core._media import MediaBytes
 from zoo.errors import did_you_mean
-from zoo.plugins.combined import COMBINED
+from zoo.plugins.combined import COMBINED, PARTS
 from zoo.plugins.text import decode_text
 
 # A data URL's header; one whose MIME type no modality registered is refused, not read as text.
@@ -165,15 +165,8 @@ def _document(index: int, value: Any, max_text_chars: int) -> str:
 
 def _item(index: int, value: Any, modality_of_media: Callable[[str], str | None],
           max_text_chars: int) -> tuple[str, Any, str]:
-    if isinstance(value, dict) and value and all(isinstance(part, str) for part in value):
-        # a combined input, {"text": ..., "image": "data:image/..."}: each part as an input of its own,
-        # the whole for the model's combined tower, whose decoder checks which parts it takes
-        parts = {part: _item(index, v, modality_of_media, max_text_chars) for part, v in value.items()}
-        for part, (part_kind, _, _) in parts.items():
-            if part != "text" and part_kind == "text":  # never a path on the server: its bytes, as a data URL
-                raise RequestError(400, f"input[{index}].{part} must be a data URL (data:image/png;base64,...)",
-                                   f"input[{index}]")
-        return COMBINED, {part: payload for part, (_, payload, _) in parts.items()}, COMBINED
+    if isinstance(value, dict):
+        return _object_item(index, value, modality_of_media, max_text_chars)
     if not isinstance(value, str):
         raise RequestError(400, f"input[{index}] is {_json_kind(value)}; send text, or an image or audio as a data "
                            "URL", f"input[{index}]")
@@ -195,6 +188,23 @@ def _item(index: int, value: Any, modality_of_media: Callable[[str], str | None]
     except (binascii.Error, ValueError):
         raise RequestError(400, f"input[{index}]: the base64 payload of its data URL does not decode",
                            f"input[{index}]") from None
+
+
+def _object_item(index: int, value: dict[str, Any], modality_of_media: Callable[[str], str | None],
+                 max_text_chars: int) -> tuple[str, Any, str]:
+    """An input given as an object, as Jina's multimodal embeddings take them: ``{"text": ...}`` or
+    ``{"image": "data:..."}`` is that input alone; ``{"text": ..., "image": ...}`` a combined one,
+    for the model's combined tower. The image is a data URL, never a path on the server."""
+    if not value or set(value) - set(PARTS) or not all(isinstance(v, str) for v in value.values()):
+        raise RequestError(400, f"input[{index}] is an object; its parts are {' and '.join(PARTS)}, each a string "
+                           "(the image a data URL)", f"input[{index}]")
+    parts = {part: _item(index, v, modality_of_media, max_text_chars) for part, v in value.items()}
+    if "image" in parts and parts["image"][0] == "text":
+        raise RequestError(400, f"input[{index}].image must be a data URL (data:image/png;base64,...)",
+                           f"input[{index}]")
+    if len(parts) == 1:
+        return next(iter(parts.values()))
+    return COMBINED, {part: payload for part, (_, payload, _) in parts.items()}, COMBINED
 
 
 def _json_kind(value: Any) -> str:

@@ -96,11 +96,21 @@ def _ranking(config: FinetuneConfig, gather: bool) -> Callable[[list[torch.Tenso
     return lambda embeddings: ranking.compute_loss_from_embeddings(embeddings, None)  # type: ignore[arg-type]
 
 
+def temperature_owner(module: Any) -> Any:
+    """The module holding a contrastive model's learned ``logit_scale`` (and ``logit_bias``): the
+    model itself, or the one inside a pipeline that wraps it (a sentence-transformers CLIP)."""
+    import torch
+
+    return next((m for m in module.modules() if isinstance(getattr(m, "logit_scale", None), torch.nn.Parameter)),
+                module)
+
+
 def _open_clip(kind: str, model: Any, rank: int, world: int) -> Callable[[list[torch.Tensor]], torch.Tensor]:
     """open_clip's loss on unit-length image and text rows, as its training script computes it."""
     import torch
     from open_clip.loss import ClipLoss, SigLipLoss
 
+    model = temperature_owner(model)
     unit = torch.nn.functional.normalize
     if kind == "siglip":
         siglip = SigLipLoss(rank=rank, world_size=world)
@@ -266,7 +276,7 @@ class _ContrastiveRun:
             self.stepper.step(group_loss)
             if self.kind != "mnrl":  # as open_clip's training does: a temperature of at most 100
                 with torch.no_grad():
-                    cast(Any, self.model.model).logit_scale.clamp_(0, math.log(100))
+                    temperature_owner(self.model.model).logit_scale.clamp_(0, math.log(100))
         loss_sum, count = self.dist.sum(loss_sum, count)
         return loss_sum / count
 
@@ -404,7 +414,7 @@ def loss_kind(config: FinetuneConfig, model: Model, towers: list[str]) -> str:
     if kind == "auto" and not pairs_of_two_kinds:
         kind = "mnrl"
     elif kind == "auto":
-        kind = "siglip" if getattr(model.model, "logit_bias", None) is not None else "clip"
+        kind = "siglip" if getattr(temperature_owner(model.model), "logit_bias", None) is not None else "clip"
     if kind != "mnrl" and (config.symmetric or config.scale != 20.0):
         raise ZooError(f"symmetric and scale are options of the ranking loss (mnrl); open_clip's {kind} loss is "
                        "symmetric already and learns its own temperature: leave them unset, or pass loss='mnrl'")
@@ -424,7 +434,8 @@ def locked_towers(model: Model, lock: tuple[str, ...]) -> Callable[[str], bool]:
     prefixes = tuple(f"{p}." for p in image_prefixes())
 
     def locked(name: str) -> bool:
-        tower = "vision" if f"{name}.".startswith(prefixes) else None if name.startswith("logit_") else "text"
+        last = name.rsplit(".", 1)[-1]  # the temperature and bias, wherever the model sits in a pipeline
+        tower = "vision" if f"{name}.".startswith(prefixes) else None if last.startswith("logit_") else "text"
         return tower in lock
 
     return locked
