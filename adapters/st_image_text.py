@@ -31,7 +31,6 @@ from .sentence_transformers import (
 from .transformers import TransformersFamily
 
 if TYPE_CHECKING:
-
     import torch
 
     from zoo.catalog._spec import ModelSpec
