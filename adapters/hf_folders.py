@@ -18,9 +18,10 @@ activation, nothing at all: a plain sequence classifier).
 :func:`read_folder` tells them apart and says why, so that ``zoo info`` can show it and the loader
 picks the backend that runs the library's own code. A folder whose files do not say whether it is a
 reranker (a plain sequence classifier) is one only when the caller says so (``kind="reranker"``). A
-multi-vector folder (a ``MultiVectorEncoder``, PyLate's ColBERT, a Stanford-NLP ColBERT checkpoint) is
-read as the ``multi-vector`` kind, run by ``MultiVectorEncoder``. A folder of a kind zoo does not load
-(a sparse encoder without its plugin, a routed pipeline, a page-image retriever) is an
+multi-vector folder (a ``MultiVectorEncoder``, PyLate's ColBERT, a Stanford-NLP ColBERT checkpoint, a
+page-image retriever such as ColPali or ColQwen2, as transformers or sentence-transformers saved it)
+is read as the ``multi-vector`` kind, run by ``MultiVectorEncoder``. A folder of a kind zoo does not
+load (a sparse encoder without its plugin, a routed pipeline) is an
 :class:`~zoo.errors.UnsupportedModelKindError`, never dense rows from the wrong head.
 """
 
@@ -70,6 +71,8 @@ _KIND_BY_MODULE = {
     "LogitScore": "CrossEncoder",
 }
 _ROUTERS = ("Router", "Asym")
+#: the format of a multi-vector folder whose documents are page images (ColPali-style)
+PAGES_FORMAT = "multi-vector-pages"
 # The key of each pooling mode in sentence-transformers' older, boolean Pooling config, in the
 # library's own order (Pooling's _LEGACY_POOLING_MODE_KWARGS).
 _POOLING_FLAGS = {
@@ -155,7 +158,7 @@ def read_folder(root: Path, kind: str | None = None) -> FolderFormat | None:
             folder whose files do not say (a plain sequence classifier); None: the files must say.
 
     Raises:
-        UnsupportedModelKindError: a sparse or routed folder, a page-image retriever; a sequence classifier
+        UnsupportedModelKindError: a sparse or routed folder; a sequence classifier
             not asked for as a reranker; a folder of another kind than ``kind``.
         ModelFormatError: a marker file zoo cannot read exactly (it names the file and value).
     """
@@ -216,9 +219,10 @@ def check_head(config: dict[str, Any], config_file: Path) -> None:
 
 
 def _late_interaction_config(config: dict[str, Any], config_file: Path) -> FolderFormat | None:
-    """A Stanford-NLP ColBERT checkpoint (``HF_ColBERT``: a BERT with its projection at the root),
-    which sentence-transformers' MultiVectorEncoder reads; a transformers ``*ForRetrieval`` page
-    retriever (ColPali) is refused by name: pooling its hidden states would be no embedding at all."""
+    """A Stanford-NLP ColBERT checkpoint (``HF_ColBERT``: a BERT with its projection at the root) or a
+    transformers ``*ForRetrieval`` page retriever (ColPali, ColQwen2), both of which
+    sentence-transformers' MultiVectorEncoder reads (pooling such a model's hidden states would be
+    no embedding at all)."""
     archs = [str(a) for a in config.get("architectures") or ()]
     if "HF_ColBERT" in archs:
         if not (config_file.parent / "artifact.metadata").is_file():  # its lengths, markers and skiplist
@@ -229,10 +233,9 @@ def _late_interaction_config(config: dict[str, Any], config_file: Path) -> Folde
                             "checkpoint), run by sentence-transformers' MultiVectorEncoder", kind="multi-vector")
     retriever = next((a for a in archs if a.endswith("ForRetrieval")), None)
     if retriever:
-        raise UnsupportedModelKindError(
-            f"{config_file.parent} is a late-interaction page retriever ({retriever}, ColPali-style: one vector per "
-            "image patch and text token); zoo does not load page-image retrievers yet, and pooling its hidden "
-            "states would give numbers no one trained")
+        return FolderFormat(PAGES_FORMAT, "image-text", f"config.json architectures {retriever!r} (a transformers "
+                            "late-interaction page retriever, ColPali-style: one vector per image patch and query "
+                            "token), run by sentence-transformers' MultiVectorEncoder", kind="multi-vector")
     return None
 
 
@@ -273,9 +276,10 @@ def _sentence_transformers(root: Path) -> FolderFormat:
                             "sentence-transformers' CrossEncoder", modules=names, kind="reranker")
     multi_vector = _multi_vector_mark(model_type, modules, names)
     if multi_vector:
-        _refuse_page_retriever(root, modules)
-        return FolderFormat("multi-vector", "text", f"{multi_vector} (modules: {', '.join(names)}), run by "
-                            "sentence-transformers' MultiVectorEncoder", modules=names, kind="multi-vector")
+        pages = _takes_pages(root, modules)
+        return FolderFormat(PAGES_FORMAT if pages else "multi-vector", "image-text" if pages else "text",
+                            f"{multi_vector} (modules: {', '.join(names)}){pages}, run by sentence-transformers' "
+                            "MultiVectorEncoder", modules=names, kind="multi-vector")
     if model_type != "SentenceTransformer":
         kind = _OTHER_ST_KINDS.get(model_type, f"a sentence-transformers {model_type!r} model")
         raise UnsupportedModelKindError(
@@ -336,16 +340,20 @@ def _pipeline_inputs(root: Path, modules: list[dict[str, Any]]) -> set[str]:
     return {str(k) for k in _transformer_config(root, modules)[1].get("modality_config") or {"text": None}}
 
 
-def _refuse_page_retriever(root: Path, modules: list[dict[str, Any]]) -> None:
-    """A multi-vector pipeline whose transformer takes images (ColPali saved by sentence-transformers)
-    is refused from its config, before any weight loads."""
+def _takes_pages(root: Path, modules: list[dict[str, Any]]) -> str:
+    """Why a multi-vector pipeline is a page-image retriever (its Transformer takes images: ColPali
+    saved by sentence-transformers), or "" for one over texts; inputs zoo does not read (audio, video,
+    chat messages) are refused from the config, before any weight loads."""
     config_file, config = _transformer_config(root, modules)
-    modalities = _pipeline_inputs(root, modules)
-    if modalities - {"text"} or config.get("transformer_task") == "retrieval":
+    inputs = _pipeline_inputs(root, modules)
+    if not inputs <= {"text", "image"}:
         raise UnsupportedModelKindError(
-            f"{root} is a late-interaction page retriever ({config_file.name}: transformer_task "
-            f"{config.get('transformer_task')!r}, inputs {', '.join(sorted(modalities))}); zoo loads "
-            "multi-vector models over texts, not page images yet")
+            f"{root} is a multi-vector pipeline for {', '.join(sorted(inputs))} inputs ({config_file.name}: "
+            "modality_config); zoo runs multi-vector models over texts and page images")
+    if "image" not in inputs:
+        return ""
+    return (f"; its Transformer takes {' and '.join(sorted(inputs))} ({config_file.name}: transformer_task "
+            f"{config.get('transformer_task')!r}): a page-image retriever")
 
 
 def _pipeline_pooling(root: Path, modules: list[dict[str, Any]]) -> str | None:

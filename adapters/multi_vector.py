@@ -10,12 +10,17 @@ before each text (a ColBERT's ``[Q]`` / ``[D]`` marker), the library's preproces
 modules' forward pass, each input's token vectors where the scoring mask keeps them (the
 ``MultiVectorMask``'s skiplist), then the model's own token pooling and ``truncate_dim``. The
 numbers are the library's; batching by token count, progress, skip mode and provenance are zoo's.
+
+A page-image retriever (ColPali, ColQwen2: a transformers ``*ForRetrieval`` folder, or one
+sentence-transformers saved) is :class:`PageRetrieverAdapter`: its documents are images (a page
+each, decoded by zoo's image decoder, then the library's processor and model), its queries texts,
+through a text tower on the same weights; their token vectors score each other by MaxSim.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from zoo.core._encoder import Built, Encoder, ExportPlan
@@ -41,6 +46,8 @@ class MultiVectorAdapter(TransformersAdapter):
     strategies: ClassVar[tuple[str, ...]] = ()  # zoo's finetune trains single vectors and classifiers
     #: the role this copy runs (sentence-transformers' ``task``); None: ``encode``'s own path
     role: str | None = None
+    #: the inputs the pipeline's Transformer must take (its ``modality_config``)
+    takes: ClassVar[frozenset[str]] = frozenset({"text"})
 
     @classmethod
     def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
@@ -49,12 +56,13 @@ class MultiVectorAdapter(TransformersAdapter):
         model, settled = load_sentence_transformers(spec, root, device=device, dtype=dtype,
                                                     model_class="MultiVectorEncoder",
                                                     trust_remote_code=trust_remote_code, device_map=device_map)
-        _check_text_only(root, model)
+        _check_inputs(root, model, cls.takes)
         dim = output_width(model, root)  # a token vector's
         changes = {"kind": "multi-vector", "normalize": False, **settled,
                    "config": {**spec.config, "similarity": model.similarity_fn_name}}
+        tokenizer = getattr(model.tokenizer, "tokenizer", model.tokenizer)  # a processor's own tokenizer
         return Built(model, int(dim), changes,
-                     {"tokenizer": model.tokenizer, "max_length": settled["preprocessing"].get("max_length")},
+                     {"tokenizer": tokenizer, "max_length": settled["preprocessing"].get("max_length")},
                      placed=device_map is not None)
 
     def for_role(self, role: str | None) -> Encoder:
@@ -72,8 +80,9 @@ class MultiVectorAdapter(TransformersAdapter):
     plan_batches = Encoder.plan_batches
 
     def lengths(self, items: Sequence[Any]) -> list[int]:
-        return list(self.tokenizer(list(items), truncation=True, max_length=self.max_length, return_length=True,
-                                   return_attention_mask=False, return_token_type_ids=False)["length"])
+        return list(self.tokenizer(list(items), truncation=self.max_length is not None, max_length=self.max_length,
+                                   return_length=True, return_attention_mask=False,
+                                   return_token_type_ids=False)["length"])
 
     def collate(self, items: list[str]) -> dict[str, Any]:
         """sentence-transformers' preprocessing of the (already prompted) texts as the role's."""
@@ -103,10 +112,39 @@ class MultiVectorAdapter(TransformersAdapter):
         return save_st(self, directory)
 
 
-def _check_text_only(root: Path, model: Any) -> None:
-    """zoo runs multi-vector models over texts; a page-image one (ColPali through
-    sentence-transformers) is refused by name rather than fed texts only."""
-    modalities = set(getattr(model[0], "modality_config", None) or {"text": None})
-    if modalities != {"text"}:
-        raise ModelFormatError(f"{root}: a multi-vector model for {', '.join(sorted(map(str, modalities)))} inputs; "
-                               "zoo runs multi-vector models over texts (page-image retrievers are not loaded yet)")
+def _check_inputs(root: Path, model: Any, takes: frozenset[str]) -> None:
+    """The pipeline takes the inputs its folder said (the loader read them from its config)."""
+    modalities = {str(m) for m in getattr(model[0], "modality_config", None) or {"text": None}}
+    if modalities != takes:
+        raise ModelFormatError(f"{root}: a multi-vector pipeline for {', '.join(sorted(modalities))} inputs, where "
+                               f"its files said {', '.join(sorted(takes))}")
+
+
+class PageRetrieverAdapter(MultiVectorAdapter):
+    """A page-image retriever: this encoder embeds the pages (images), its ``text`` tower the
+    queries, both through the library's preprocessing for the role and its forward pass."""
+
+    takes: ClassVar[frozenset[str]] = frozenset({"text", "image"})
+    parallel_decode: ClassVar[bool] = True  # pages decode in the workers; the processor runs a batch here
+
+    def __init__(self, spec: ModelSpec, model: Any, **kwargs: Any) -> None:
+        super().__init__(spec, model, **kwargs)
+        self.text_tower = MultiVectorAdapter(spec, model, tokenizer=self.tokenizer, max_length=self.max_length,
+                                             files=self.files, device=self.device, dtype=self.dtype)
+
+    @property
+    def preprocess(self) -> Any:
+        """The model's processor (its image processor and tokenizer)."""
+        return self.model[0].processor
+
+    def towers(self) -> Mapping[str, Encoder]:
+        return {"vision": self, "text": self.text_tower}
+
+    def lengths(self, items: Sequence[Any]) -> list[int]:
+        """Each decoded page's pixels: what its token count grows with, so that pages of like size
+        share a batch and pad little."""
+        return [page.width * page.height for page in items]
+
+    def collate(self, items: list[Any]) -> dict[str, Any]:
+        """sentence-transformers' preprocessing of the decoded pages as the role's."""
+        return dict(self.model.preprocess(list(items), task=self.role))

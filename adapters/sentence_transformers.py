@@ -305,10 +305,12 @@ def load_sentence_transformers(spec: ModelSpec, root: Path, *, device: str, dtyp
 
 def max_seq_length(model: Any) -> int | None:
     """The tokens the pipeline keeps per text: its ``max_seq_length``; None where it keeps all
-    (static embeddings say infinity)."""
+    (static embeddings say infinity; a tokenizer without a limit, transformers' stand-in for one)."""
     import math
 
+    from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
+
     limit = model.max_seq_length
-    if isinstance(limit, (int, float)) and math.isfinite(limit) and limit > 0:
+    if isinstance(limit, (int, float)) and math.isfinite(limit) and 0 < limit < VERY_LARGE_INTEGER:
         return int(limit)
     return None

@@ -27,7 +27,7 @@ from zoo.errors import ModelFormatError, PluginError, RegistryError
 from zoo.store._manifest import write_manifest
 from zoo.store._sources import hub_file
 
-from .hf_folders import FolderFormat, config_modality, read_folder
+from .hf_folders import PAGES_FORMAT, FolderFormat, config_modality, read_folder
 
 if TYPE_CHECKING:
     import torch
@@ -40,6 +40,7 @@ _ADAPTER_BY_FORMAT = {
     "sentence-transformers": "zoo.adapters.sentence_transformers:SentenceTransformerAdapter",
     "cross-encoder": "zoo.adapters.cross_encoder:CrossEncoderAdapter",
     "multi-vector": "zoo.adapters.multi_vector:MultiVectorAdapter",
+    PAGES_FORMAT: "zoo.adapters.multi_vector:PageRetrieverAdapter",
     "sentence-transformers-image-text": "zoo.adapters.st_image_text:STImageTextAdapter",
     "sentence-transformers-multimodal": "zoo.adapters.st_multimodal:STMultimodalAdapter",
     "timm": "zoo.adapters.timm:TimmAdapter",

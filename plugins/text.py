@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from zoo.adapters.hf_folders import read_folder
+from zoo.adapters.hf_folders import PAGES_FORMAT, read_folder
 from zoo.adapters.transformers import TransformersAdapter
 from zoo.catalog._spec import ModelSpec
 from zoo.hookspecs import RegisterAdapter, RegisterModality, hookimpl
@@ -36,7 +36,7 @@ def zoo_register_adapters(register: RegisterAdapter) -> None:
 
 # The folder formats this plugin's backend runs (timm's are the vision plugin's).
 _TEXT_FORMATS = ("sentence-transformers", "sentence-transformers-image-text", "sentence-transformers-multimodal",
-                 "cross-encoder", "multi-vector", "transformers")
+                 "cross-encoder", "multi-vector", PAGES_FORMAT, "transformers")
 
 
 @hookimpl

@@ -1,7 +1,8 @@
 """Multi-vector (ColBERT-style) models: featurize, zoo embed, zoo index and zoo search equal
 sentence-transformers' ``MultiVectorEncoder`` called directly (``encode_query``,
 ``encode_document``, ``encode``, ``similarity``), on tiny random-weight models in each format it
-reads: its own save, PyLate 3's, and a Stanford-NLP ColBERT checkpoint."""
+reads: its own save, PyLate 3's, and a Stanford-NLP ColBERT checkpoint; and a ColPali-style page
+retriever (a tiny ColQwen2) as transformers and sentence-transformers save it, over page images."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import TEXTS, as_pylate_v3, bert_folder, colbert_folder, stanford_colbert_folder
+from tiny_models import TEXTS, as_pylate_v3, bert_folder, colbert_folder, colqwen2_folder, stanford_colbert_folder
 
 import zoo
 import zoo.sklearn
@@ -175,20 +176,95 @@ def test_the_conformance_kit_passes(colbert_folders, tmp_path):
     assert any(r.check == "embed, index and search" and r.status == "pass" for r in results)
 
 
-def test_a_page_image_retriever_is_refused_by_name(colbert_folders, tmp_path):
-    folder = tmp_path / "colpali"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "colpali",
-                                                    "architectures": ["ColPaliForRetrieval"]}))
-    with pytest.raises(UnsupportedModelKindError, match="late-interaction page retriever"):
-        zoo.load(folder, device="cpu")
-    # the same saved by sentence-transformers: refused from its config, before any weight loads
-    saved = shutil.copytree(colbert_folders["native"], tmp_path / "st-colpali")
+PAGE_QUERIES = ["a cup of coffee", "a cat", "an astronaut in a suit", "the rocket launch", "free software"]
+
+
+@pytest.fixture(scope="module")
+def page_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny ColQwen2 page retriever as transformers saved it, the same as sentence-transformers
+    saved it, and a folder of pages: photographs of several sizes and a page of text."""
+    from PIL import Image, ImageDraw
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("pages")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        native = colqwen2_folder(root / "colqwen2")
+        library(native).save(str(root / "st"), create_model_card=False)
+    pages = root / "page-images"
+    pages.mkdir()
+    for name, picture in (("coffee", data.coffee()), ("chelsea", data.chelsea()[::3, ::2]),
+                          ("astronaut", data.astronaut()[::4, ::4]), ("rocket", data.rocket()), ("camera", data.camera())):
+        Image.fromarray(picture).save(pages / f"{name}.png")
+    text_page = Image.new("RGB", (210, 297), "white")
+    ImageDraw.Draw(text_page).multiline_text((12, 12), "\n".join(DOCUMENTS), fill="black")
+    text_page.save(pages / "text.png")
+    return {"transformers": native, "sentence-transformers": root / "st", "pages": pages}
+
+
+def page_files(folders: dict[str, Path]) -> list[str]:
+    return sorted(str(p) for p in folders["pages"].iterdir())
+
+
+def opened(paths: list[str]) -> list:
+    from PIL import Image
+
+    return [Image.open(p).convert("RGB") for p in paths]
+
+
+@pytest.mark.parametrize("layout", ["transformers", "sentence-transformers"])
+def test_a_page_retriever_equals_the_library(page_folders, layout):
+    folder, pages = page_folders[layout], page_files(page_folders)
+    model, st = zoo.load(folder, device="cpu"), library(folder)
+    assert (model.kind, model.modality, list(model.towers)) == ("multi-vector", "image-text", ["vision", "text"])
+    assert model.spec.config["folder"]["format"] == "multi-vector-pages" and model.embed_dim == 16
+    for role, encode in (("document", st.encode_document), (None, st.encode)):
+        assert_same_matrices(model.featurize(pages, role=role, batch_size=4), encode(opened(pages), convert_to_numpy=True))
+    assert_same_matrices(model.featurize_texts(PAGE_QUERIES, role="query", batch_size=2),
+                         st.encode_query(PAGE_QUERIES, convert_to_numpy=True))
+    # pages of other sizes give other token counts, and a row is the same alone as in any batch
+    together = model.featurize(pages, role="document", batch_size=len(pages))
+    assert len(set(together.lengths)) > 1
+    assert_same_matrices(together, [model.featurize([page], role="document")[0] for page in pages])
+
+
+def test_pages_embed_index_and_are_searched_by_text(page_folders, tmp_path, capsys):
+    from zoo.cli import main
+
+    folder, pages = str(page_folders["transformers"]), page_files(page_folders)
+    out = tmp_path / "pages.parquet"
+    assert main(["embed", folder, str(page_folders["pages"]), "-o", str(out), "-q", "--batch-size", "4"]) == 0
+    import pyarrow.parquet as pq
+
+    provenance = json.loads(pq.read_table(out).schema.metadata[b"zoo"])
+    assert (provenance["kind"], provenance["role"], provenance["tower"]) == ("multi-vector", "document", "vision")
+    st = library(folder)
+    expected = st.similarity(st.encode_query(PAGE_QUERIES), st.encode_document(opened(pages))).numpy()
+    for index_type in ("flat", "hnsw"):
+        assert main(["index", str(out), "-o", str(tmp_path / index_type), "--kind", index_type]) == 0
+        hits = open_index(tmp_path / index_type).search(PAGE_QUERIES, k=3)
+        for row, found in zip(expected, hits):
+            order = np.lexsort((np.arange(len(row)), -row))[:3]
+            assert [h.id for h in found] == [pages[i] for i in order]
+            assert np.abs(np.array([h.score for h in found]) - row[order]).max() <= 1e-4
+    capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_the_conformance_kit_passes_on_a_page_retriever(page_folders, tmp_path):
+    results = zoo.testing.check_model(str(page_folders["sentence-transformers"]), workdir=tmp_path)
+    failed = [(r.check, r.detail) for r in results if r.status == "fail"]
+    assert not failed, failed
+    assert any(r.check == "embed, index and search" and r.status == "pass" for r in results)
+
+
+def test_a_multi_vector_pipeline_for_inputs_zoo_does_not_read_is_refused(colbert_folders, tmp_path):
+    saved = shutil.copytree(colbert_folders["native"], tmp_path / "audio-colbert")
     config = json.loads((saved / "sentence_bert_config.json").read_text())
-    config.update(transformer_task="retrieval", modality_config={"text": {}, "image": {}})
+    config.update(modality_config={"text": {}, "audio": {}})
     (saved / "sentence_bert_config.json").write_text(json.dumps(config))
-    (saved / "model.safetensors").write_bytes(b"not weights")
-    with pytest.raises(UnsupportedModelKindError, match="page retriever .*transformer_task 'retrieval'"):
+    (saved / "model.safetensors").write_bytes(b"not weights")  # refused from its config, before any weight loads
+    with pytest.raises(UnsupportedModelKindError, match="multi-vector pipeline for audio, text inputs"):
         zoo.load(saved, device="cpu")
 
 

@@ -434,31 +434,21 @@ def stanford_colbert_folder(root: Path, base: Path, *, query_length: int = 16, d
 VLM_TEXTS = ["a cat on a mat", "a photo of a dog", "system user assistant", "describe this image"]
 
 
-def vlm_st_folder(root: Path) -> Path:
-    """A 2-layer Qwen2-VL (a BPE tokenizer trained here, with the model's vision tokens and a chat
-    template), wrapped by sentence-transformers (texts, images, messages; last-token pooling) and
-    saved by ``SentenceTransformer.save``."""
-    from sentence_transformers import SentenceTransformer
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
-                              Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor)
+_QWEN2_VL_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                      "<|image_pad|>", "<|video_pad|>"]
 
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
-                "<|video_pad|>"]
+
+def _tiny_qwen2_vl() -> tuple[Any, Any]:
+    """A BPE tokenizer trained here with Qwen2-VL's vision tokens, and a 2-layer Qwen2-VL config for it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2VLConfig
+
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    bpe.train_from_iterator(VLM_TEXTS * 20, trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+    bpe.train_from_iterator(VLM_TEXTS * 20, trainers.BpeTrainer(vocab_size=400, special_tokens=_QWEN2_VL_SPECIALS,
                                                                show_progress=False))
-    chat = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
-            "{{ message['content'] }}{% else %}{% for c in message['content'] %}{% if c['type'] == 'image' %}"
-            "<|vision_start|><|image_pad|><|vision_end|>{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
-            "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
-            "{% endif %}")
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
-    tokenizer.chat_template = chat
-    processor = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16),
-                                 tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(), chat_template=chat)
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in _QWEN2_VL_SPECIALS}
     config = Qwen2VLConfig(
         text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                      "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 512,
@@ -468,8 +458,45 @@ def vlm_st_folder(root: Path) -> Path:
                        "spatial_merge_size": 2, "patch_size": 14, "temporal_patch_size": 2},
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    return tokenizer, config
+
+
+def _small_pages_processor() -> Any:
+    from transformers import Qwen2VLImageProcessor
+
+    return Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
+
+
+def vlm_st_folder(root: Path) -> Path:
+    """A 2-layer Qwen2-VL (a BPE tokenizer trained here, with the model's vision tokens and a chat
+    template), wrapped by sentence-transformers (texts, images, messages; last-token pooling) and
+    saved by ``SentenceTransformer.save``."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import Qwen2VLForConditionalGeneration, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    chat = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+            "{{ message['content'] }}{% else %}{% for c in message['content'] %}{% if c['type'] == 'image' %}"
+            "<|vision_start|><|image_pad|><|vision_end|>{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+            "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+            "{% endif %}")
+    tokenizer, config = _tiny_qwen2_vl()
+    tokenizer.chat_template = chat
+    processor = Qwen2VLProcessor(image_processor=_small_pages_processor(), tokenizer=tokenizer,
+                                 video_processor=Qwen2VLVideoProcessor(), chat_template=chat)
     _seed(4)
     Qwen2VLForConditionalGeneration(config).save_pretrained(root / "qwen2-vl")
     processor.save_pretrained(root / "qwen2-vl")
     SentenceTransformer(str(root / "qwen2-vl"), device="cpu").save(str(root / "st"), create_model_card=False)
     return root / "st"
+
+
+def colqwen2_folder(root: Path, *, embedding_dim: int = 16) -> Path:
+    """A ColPali-style page retriever: a ``ColQwen2ForRetrieval`` over a 2-layer Qwen2-VL, saved by
+    transformers' ``save_pretrained`` with its ``ColQwen2Processor``."""
+    from transformers import ColQwen2Config, ColQwen2ForRetrieval, ColQwen2Processor
+
+    tokenizer, config = _tiny_qwen2_vl()
+    _seed(5)
+    ColQwen2ForRetrieval(ColQwen2Config(vlm_config=config, embedding_dim=embedding_dim)).save_pretrained(root)
+    ColQwen2Processor(image_processor=_small_pages_processor(), tokenizer=tokenizer).save_pretrained(root)
+    return root
