@@ -41,19 +41,23 @@ MODALITY_BY_MODEL_TYPE = {
                      "whisper", "audio-spectrogram-transformer"), "audio"),
     **dict.fromkeys(("clip", "siglip", "siglip2", "chinese_clip", "altclip"), "image-text"),
     "clap": "audio-text",
+    **dict.fromkeys(("videomae", "vivit", "timesformer"), "video"),
+    "xclip": "video-text",
     **dict.fromkeys(("vit", "dinov2", "dinov2_with_registers", "deit", "beit", "convnext", "convnextv2",
                      "swin", "swinv2", "resnet", "efficientnet", "regnet"), "vision"),
 }
 
-# Vision model_type -> what its image-classification head reads (transformers' modeling_*.py):
-# the class token, or the model's pooled output.
+# Vision and video model_type -> what its classification head reads (transformers' modeling_*.py):
+# the class token, the model's pooled output, or the mean of its tokens (VideoMAE's, with its
+# default use_mean_pooling).
 HEAD_POOLING = {
-    **dict.fromkeys(("vit", "deit", "dinov2", "dinov2_with_registers"), "cls"),
+    **dict.fromkeys(("vit", "deit", "dinov2", "dinov2_with_registers", "vivit", "timesformer"), "cls"),
     **dict.fromkeys(("beit", "swin", "swinv2", "convnext", "convnextv2", "resnet", "efficientnet", "regnet"),
                     "pooler"),
+    "videomae": "mean",
 }
-# Vision model types whose token sequence starts with a class token (BEiT's head pools the patches).
-CLASS_TOKEN_TYPES = frozenset({"vit", "deit", "dinov2", "dinov2_with_registers", "beit"})
+# Vision and video model types whose token sequence starts with a class token (BEiT's head pools the patches).
+CLASS_TOKEN_TYPES = frozenset({"vit", "deit", "dinov2", "dinov2_with_registers", "beit", "vivit", "timesformer"})
 
 # sentence-transformers' model classes other than the dense SentenceTransformer, by the
 # model_type their config_sentence_transformers.json records, and what each is.
@@ -91,6 +95,9 @@ _POOLING_BY_MODALITY = {
     "audio": "frames mean-pooled over the audio they hold (AST: its pooled output)",
     "image-text": "the model's own image and text projections",
     "audio-text": "the model's own audio and text projections",
+    "video": "the frames it was built for (config num_frames), sampled uniformly, pooled as the model type's own "
+             "video-classification head reads them",
+    "video-text": "the frames it was built for, sampled uniformly; the model's own video and text projections",
 }
 # Heads that make a transformers folder something other than an embedder.
 _HEAD_KINDS = {
@@ -193,10 +200,11 @@ def _read_folder(root: Path, kind: str | None) -> FolderFormat | None:
         model_type = str(config["model_type"])
         if model_type not in MODALITY_BY_MODEL_TYPE and not any((root / f).is_file() for f in _TOKENIZER_FILES):
             raise ModelFormatError(
-                f"{config_file}: model_type {model_type!r} is not one zoo knows as audio, vision or image-text "
+                f"{config_file}: model_type {model_type!r} is not one zoo knows as audio, vision, video or image-text "
                 f"({', '.join(sorted(MODALITY_BY_MODEL_TYPE))}), and the folder has no tokenizer to make it a text "
                 "model; zoo will not guess its modality")
-        pooling = {"text": "mean", "vision": HEAD_POOLING.get(model_type)}.get(modality)
+        pooling = HEAD_POOLING.get(model_type) if modality in ("vision", "video") else \
+            "mean" if modality == "text" else None
         return FolderFormat("transformers", modality,
                             f"config.json has transformers model_type {model_type!r} and no sentence-transformers "
                             f"modules.json; {_POOLING_BY_MODALITY[modality]}", pooling=pooling)

@@ -55,21 +55,25 @@ class HFVisionAdapter(TransformersFamily, ImageBackboneAdapter):
         return batch.to(self.device, dtype=self.dtype)
 
     def encode_batch(self, batch: torch.Tensor, *, pool: str | None = None) -> torch.Tensor:
-        out = self.model(pixel_values=self._to_device(batch))
-        if pool == "pooler":
-            return out.pooler_output.flatten(1).float()
-        config = self.model.config
-        if out.last_hidden_state.ndim != 3:  # a feature map: no tokens
-            if pool == "cls":
-                raise ValueError(f"{self.name} ({config.model_type}) is convolutional: it has no class token; use "
-                                 "pool='pooler' or 'mean'")
-            return out.last_hidden_state.float().mean(dim=(2, 3))
-        hidden = out.last_hidden_state.float()
-        has_class_token = config.model_type in CLASS_TOKEN_TYPES
+        return pool_output(self.model(pixel_values=self._to_device(batch)), self.model.config, pool, self.name)
+
+
+def pool_output(out: Any, config: Any, pool: str | None, name: str) -> torch.Tensor:
+    """One row per input from a transformers vision or video model's output: its ``pooler`` output,
+    its class token (``cls``), or the ``mean`` of its patch tokens (after the class token and any
+    register tokens); a feature map (a convolutional model) is averaged over space."""
+    if pool == "pooler":
+        return out.pooler_output.flatten(1).float()
+    if out.last_hidden_state.ndim != 3:  # a feature map: no tokens
         if pool == "cls":
-            if not has_class_token:
-                raise ValueError(f"{self.name} ({config.model_type}) has no class token; use pool='pooler' or 'mean'")
-            return hidden[:, 0]
-        # Patch tokens only: after the class token and any register tokens (DINOv2 with registers).
-        skip = int(has_class_token) + int(getattr(config, "num_register_tokens", 0) or 0)
-        return hidden[:, skip:].mean(1)
+            raise ValueError(f"{name} ({config.model_type}) is convolutional: it has no class token; use "
+                             "pool='pooler' or 'mean'")
+        return out.last_hidden_state.float().mean(dim=(2, 3))
+    hidden = out.last_hidden_state.float()
+    has_class_token = config.model_type in CLASS_TOKEN_TYPES
+    if pool == "cls":
+        if not has_class_token:
+            raise ValueError(f"{name} ({config.model_type}) has no class token; use pool='pooler' or 'mean'")
+        return hidden[:, 0]
+    skip = int(has_class_token) + int(getattr(config, "num_register_tokens", 0) or 0)
+    return hidden[:, skip:].mean(1)

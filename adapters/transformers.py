@@ -49,6 +49,8 @@ _ADAPTER_BY_MODALITY = {
     "audio": "zoo.adapters.hf_audio:HFAudioAdapter",
     "image-text": "zoo.adapters.hf_image_text:HFImageTextAdapter",
     "audio-text": "zoo.adapters.hf_clap:HFClapAdapter",
+    "video": "zoo.adapters.hf_video:HFVideoAdapter",
+    "video-text": "zoo.adapters.hf_video:HFVideoTextAdapter",
     "vision": "zoo.adapters.hf_vision:HFVisionAdapter",
 }
 

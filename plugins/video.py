@@ -12,6 +12,11 @@ through that image tower (its own preprocessing and weights) and averages their 
 unit length where the model normalises (CLIP4Clip's mean pooling); the row is normalised again as
 the model's rows are. The sampling and pooling are this modality's registered ``settings``,
 recorded in the provenance of every row.
+
+A video model (VideoMAE, ViViT, TimeSformer, X-CLIP: ``zoo/adapters/hf_video.py``) has a ``video``
+tower of its own, which reads the number of frames the model was built for, as its adapter declares
+(``preprocessing["video"]``); the decoder samples that many the same way. ``video-text`` is the
+modality of models that embed clips and texts into one space (X-CLIP).
 """
 
 from __future__ import annotations
@@ -65,27 +70,31 @@ def sample_times(duration: float, frames: int = FRAMES) -> list[float]:
     return [(i + 0.5) * duration / frames for i in range(frames)]
 
 
-def decode_video(item: Any) -> Clip:
-    """Any supported clip input -> its :data:`FRAMES` sampled frames (see the module)."""
+def decode_video(item: Any, *, frames: int = FRAMES, sampling: str = "uniform") -> Clip:
+    """Any supported clip input -> ``frames`` sampled frames (see the module): a model's tower binds
+    the count it reads (:data:`FRAMES` over an image tower, an HF video model's own)."""
     import numpy as np
 
+    if not isinstance(frames, int) or frames < 1 or sampling != "uniform":
+        raise ValueError(f"clips are read as frames >= 1 sampled uniformly, not frames={frames!r}, "
+                         f"sampling={sampling!r}")
     if isinstance(item, (str, os.PathLike)):
         if not os.path.isfile(item):  # nor a URL, which FFmpeg would fetch
             raise FileNotFoundError(f"no such video file: {item}")
-        return _read_clip(os.fspath(item), str(item))
+        return _read_clip(os.fspath(item), str(item), frames)
     if isinstance(item, (bytes, bytearray)):
-        return _read_clip(io.BytesIO(item), f"the video data ({len(item)} bytes)")
+        return _read_clip(io.BytesIO(item), f"the video data ({len(item)} bytes)", frames)
     if hasattr(item, "__array_interface__") or type(item).__module__ == "numpy":
-        frames = np.asarray(item)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not frames.shape[0]:
-            raise ValueError(f"a clip as an array is (frames, height, width, 3) uint8, not {frames.shape} "
-                             f"{frames.dtype}")
-        chosen = [min(int(t), len(frames) - 1) for t in sample_times(len(frames))]
-        return Clip(np.ascontiguousarray(frames[chosen]), tuple(float(i) for i in chosen))
+        array = np.asarray(item)
+        if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8 or not array.shape[0]:
+            raise ValueError(f"a clip as an array is (frames, height, width, 3) uint8, not {array.shape} "
+                             f"{array.dtype}")
+        chosen = [min(int(t), len(array) - 1) for t in sample_times(len(array), frames)]
+        return Clip(np.ascontiguousarray(array[chosen]), tuple(float(i) for i in chosen))
     raise TypeError(f"expected a video path, bytes or a (frames, H, W, 3) uint8 array, got {type(item).__name__}")
 
 
-def _read_clip(source: Any, name: str) -> Clip:
+def _read_clip(source: Any, name: str, frames: int) -> Clip:
     """The sampled frames of a container, its header checked before any frame is decoded: at each
     sample time (counted from the stream's first timestamp), the frame shown then."""
     import av
@@ -99,7 +108,7 @@ def _read_clip(source: Any, name: str) -> Clip:
             duration = _duration(container, stream, name)
             _check_header(name, duration, stream.codec_context.width, stream.codec_context.height)
             start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-            shown = [_frame_at(container, stream, start + at, name) for at in sample_times(duration)]
+            shown = [_frame_at(container, stream, start + at, name) for at in sample_times(duration, frames)]
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise OSError(f"{name} is not a video PyAV reads: {exc}") from None
     return Clip(np.stack([frame for _, frame in shown]), tuple(at for at, _ in shown))
@@ -184,7 +193,10 @@ class FramesTower(Encoder):
 @hookimpl
 def zoo_register_modalities(register: RegisterModality) -> None:
     register("video", decode=decode_video,
-             description=f"video clips: paths, bytes, (T, H, W, 3) uint8 arrays; {FRAMES} frames sampled uniformly, "
-                         "embedded by a model's image tower and averaged",
+             description=f"video clips: paths, bytes, (T, H, W, 3) uint8 arrays; frames sampled uniformly ({FRAMES} "
+                         "through an image tower, their rows averaged; a video model's own count)",
              examples="zoo.plugins.examples:clips", suffixes=SUFFIXES, media_types=("video/*",),
              over="vision", tower=FramesTower, settings=SETTINGS)
+    register("video-text", decode=decode_video,
+             description="clips and texts in one space (X-CLIP): featurize(clips), featurize_texts(texts)",
+             examples="zoo.plugins.examples:clips", suffixes=SUFFIXES, media_types=("video/*",))

@@ -1,6 +1,8 @@
 """The video modality (zoo.plugins.video): clips made here from synthetic frames with PyAV, sampled
 uniformly, embedded by an image-text model's image tower frame by frame and averaged, through
-featurize, zoo embed, zoo index, zoo search (by text) and zoo serve."""
+featurize, zoo embed, zoo index, zoo search (by text) and zoo serve; and by transformers video
+models (a tiny VideoMAE and X-CLIP) over the frame count each was built for, equal to transformers
+called directly."""
 
 from __future__ import annotations
 
@@ -57,9 +59,9 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return made
 
 
-def frames_by_pyav(path: Path) -> np.ndarray:
-    """The frames at the centres of 8 equal spans of the clip, read with PyAV directly: the frame
-    shown at each time (the last whose presentation time is at or before it)."""
+def frames_by_pyav(path: Path, count: int = FRAMES) -> np.ndarray:
+    """The frames at the centres of ``count`` equal spans of the clip, read with PyAV directly: the
+    frame shown at each time (the last whose presentation time is at or before it)."""
     import av
 
     with av.open(str(path)) as container:
@@ -68,7 +70,7 @@ def frames_by_pyav(path: Path) -> np.ndarray:
         first = float(stream.start_time * stream.time_base)
         decoded = [(float(f.time), f.to_ndarray(format="rgb24")) for f in container.decode(stream)]  # every frame
     decoded.sort(key=lambda pair: pair[0])
-    targets = [first + (i + 0.5) * duration / FRAMES for i in range(FRAMES)]
+    targets = [first + (i + 0.5) * duration / count for i in range(count)]
     return np.stack([next((img for t, img in reversed(decoded) if t <= target), decoded[0][1]) for target in targets])
 
 
@@ -206,3 +208,85 @@ def test_the_conformance_kit_checks_the_video_tower(open_clip_dir):
     results = check_model(str(open_clip_dir), strategies=())
     assert any(r.check == "video tower" and r.status == "pass" for r in results), format_table(results)
     assert all(r.status != "fail" for r in results), format_table(results)
+
+
+@pytest.fixture(scope="module")
+def video_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tiny_models import videomae_folder, xclip_folder
+
+    root = tmp_path_factory.mktemp("video-models")
+    return {"videomae": videomae_folder(root / "videomae"), "xclip": xclip_folder(root / "xclip")}
+
+
+def transformers_rows(folder: Path, videos: list[list[np.ndarray]]) -> np.ndarray:
+    """The folder's processor and model called directly on the frames: VideoMAE's mean of tokens (what
+    its classification head reads), X-CLIP's ``get_video_features`` at unit length."""
+    import torch
+    from transformers import AutoModel, AutoProcessor
+
+    model, processor = AutoModel.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
+    with torch.no_grad():
+        if model.config.model_type == "videomae":
+            return model(pixel_values=processor(videos, return_tensors="pt")["pixel_values"]).last_hidden_state.mean(1).numpy()
+        rows = model.get_video_features(pixel_values=processor(videos=videos, return_tensors="pt")["pixel_values"])
+        return torch.nn.functional.normalize(rows.pooler_output, dim=-1).numpy()
+
+
+@pytest.mark.parametrize("name", ["videomae", "xclip"])
+def test_a_video_model_reads_the_frames_it_was_built_for_as_transformers_does(video_models, clips, name):
+    folder = video_models[name]
+    model = zoo.load(folder, device="cpu")
+    assert model.modality == {"videomae": "video", "xclip": "video-text"}[name] and model.tower()[0] == "video"
+    paths = [str(p) for p in clips]
+    rows = model.featurize(paths, batch_size=2)
+    expected = transformers_rows(folder, [list(frames_by_pyav(p, 4)) for p in clips])  # its config's num_frames
+    cosines = (rows * expected).sum(1) / np.linalg.norm(rows, axis=1) / np.linalg.norm(expected, axis=1)
+    assert rows.shape == expected.shape and cosines.min() >= 0.9999 and np.abs(rows - expected).max() <= 1e-5
+    alone = np.concatenate([model.featurize([p]) for p in paths])
+    assert np.abs(alone - rows).max() <= 1e-5  # a row does not depend on its batch
+    assert model.embed_options().provenance()["tower_settings"] == {"frames": 4, "sampling": "uniform"}
+    arrays = [synthetic_frames(9, 13), synthetic_frames(10, 3)]  # arrays: 4 frames of 13; of 3, one twice
+    assert np.abs(model.featurize(arrays) - transformers_rows(folder, [list(a[[1, 4, 8, 11]]) for a in arrays[:1]]
+                                                              + [list(arrays[1][[0, 1, 1, 2]])])).max() <= 1e-5
+
+
+def test_x_clip_texts_equal_transformers_and_search_its_clips(video_models, clips, tmp_path, capsys):
+    import torch
+    from tiny_models import XCLIP_TEXTS
+    from transformers import AutoModel, AutoProcessor
+
+    from zoo.cli import main
+
+    folder = video_models["xclip"]
+    model = zoo.load(folder, device="cpu")
+    hf, processor = AutoModel.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
+    with torch.no_grad():
+        texts = hf.get_text_features(**processor(text=XCLIP_TEXTS, padding=True, return_tensors="pt")).pooler_output
+    expected = torch.nn.functional.normalize(texts, dim=-1).numpy()
+    assert np.abs(model.featurize_texts(XCLIP_TEXTS, batch_size=2) - expected).max() <= 1e-5
+    out = tmp_path / "clips.parquet"
+    assert main(["embed", str(folder), str(clips[0].parent), "-o", str(out), "-q"]) == 0
+    assert main(["index", str(out), "-o", str(tmp_path / "idx")]) == 0
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "idx"), XCLIP_TEXTS[0], "-k", "3", "--json"]) == 0
+    (found,) = json.loads(capsys.readouterr().out)
+    paths = sorted(str(p) for p in clips)
+    scores = model.featurize(paths) @ expected[0]
+    assert [h["id"] for h in found["hits"]] == [paths[i] for i in np.argsort(-scores, kind="stable")[:3]]
+
+
+def test_a_video_model_names_a_bad_clip(video_models, clips, tmp_path):
+    model = zoo.load(video_models["videomae"], device="cpu")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    with pytest.raises(InputError, match=r"input 1 .*broken.mp4 is not a video PyAV reads"):
+        model.featurize([str(clips[0]), str(broken)])
+    with pytest.warns(RuntimeWarning, match="skipped 1 of 2 inputs"):
+        rows = model.featurize([str(clips[0]), str(broken)], on_error="skip")
+    assert rows.shape == (1, model.embed_dim) and model.last_report.skipped[0][0] == 1
+
+
+def test_a_model_s_own_video_tower_must_say_how_it_reads_a_clip(video_models):
+    model = zoo.load(video_models["videomae"], device="cpu")
+    with pytest.raises(zoo.PluginError, match=r"its own video tower.*preprocessing\['video'\] \(its frames"):
+        zoo.Model(model.encoder, spec=model.spec.replace(preprocessing={}))

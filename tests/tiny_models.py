@@ -500,3 +500,48 @@ def colqwen2_folder(root: Path, *, embedding_dim: int = 16) -> Path:
     ColQwen2ForRetrieval(ColQwen2Config(vlm_config=config, embedding_dim=embedding_dim)).save_pretrained(root)
     ColQwen2Processor(image_processor=_small_pages_processor(), tokenizer=tokenizer).save_pretrained(root)
     return root
+
+
+def videomae_folder(root: Path, *, frames: int = 4) -> Path:
+    """A 2-layer VideoMAE over 32x32 frames (``frames`` per clip, tubelets of 2) with its image
+    processor, saved by ``save_pretrained`` as the hub's VideoMAE folders are."""
+    from transformers import VideoMAEConfig, VideoMAEImageProcessor, VideoMAEModel
+
+    _seed(6)
+    config = VideoMAEConfig(image_size=32, patch_size=8, num_frames=frames, tubelet_size=2, hidden_size=32,
+                            num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    VideoMAEModel(config).save_pretrained(root)
+    VideoMAEImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root)
+    return root
+
+
+XCLIP_TEXTS = ["a cat on a mat", "a dog running", "waves on a beach", "a red car", "a photo of a sunset"]
+
+
+def xclip_folder(root: Path, *, frames: int = 4) -> Path:
+    """A tiny ``XCLIPModel`` (``frames`` per clip) with its ``XCLIPProcessor`` (a BPE tokenizer
+    trained here, VideoMAE's image processor), saved by ``save_pretrained``."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import CLIPTokenizerFast, VideoMAEImageProcessor, XCLIPConfig, XCLIPModel, XCLIPProcessor
+
+    bpe = Tokenizer(models.BPE(unk_token="<|endoftext|>"))
+    bpe.normalizer = normalizers.Lowercase()
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.train_from_iterator(XCLIP_TEXTS * 10, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|startoftext|>", "<|endoftext|>"], show_progress=False))
+    tokenizer = CLIPTokenizerFast(tokenizer_object=bpe, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
+                                  unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    layers = {"intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 2}
+    config = XCLIPConfig(
+        text_config={"vocab_size": 300, "hidden_size": 32, "max_position_embeddings": 32, "bos_token_id": 0,
+                     "eos_token_id": 1, "pad_token_id": 1, **layers},
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_frames": frames,
+                       "mit_hidden_size": 16, "mit_intermediate_size": 37, "mit_num_hidden_layers": 1,
+                       "mit_num_attention_heads": 2, **layers},
+        projection_dim=16, prompt_layers=1, prompt_attention_heads=2)
+    _seed(7)
+    XCLIPModel(config).save_pretrained(root)
+    XCLIPProcessor(image_processor=VideoMAEImageProcessor(size={"shortest_edge": 32},
+                                                          crop_size={"height": 32, "width": 32}),
+                   tokenizer=tokenizer).save_pretrained(root)
+    return root

@@ -135,7 +135,10 @@ def zoo_register_modalities(register: RegisterModality) -> None:
         wrapping that tower's encoder (``video`` over ``vision``: a clip's sampled frames through the
         image tower, their rows averaged). ``settings`` (optional) say how that tower reads an input
         (frames per clip, how they are sampled, how their rows pool); they are recorded in the
-        provenance of every row it gives.
+        provenance of every row it gives, and those ``decode`` takes as keyword arguments are bound
+        to it (a clip's ``frames``). A model with a tower of this modality of its own (an HF video
+        model) reads inputs as its adapter declares in its spec's ``preprocessing[name]`` (the
+        frame count the model was built for), bound and recorded the same way.
 
     Called once, when the registry is first built. A name registered twice is an error that names
     both plugins.

@@ -8,7 +8,9 @@ reported and skipped without breaking the rest of the zoo.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib
+import inspect
 import json
 import re
 import threading
@@ -95,6 +97,14 @@ class Modality:
         if isinstance(decode, str):
             decode = self.decode_ref = import_ref(decode)
         return decode
+
+    def decoder(self, settings: Mapping[str, Any]) -> Callable[[Any], Any]:
+        """The decoder with those of ``settings`` it takes as keyword arguments bound (a clip's
+        ``frames``); the others are its tower's (how a clip's frame rows pool)."""
+        decode = self.decode
+        takes = inspect.signature(decode).parameters
+        bound = {name: value for name, value in settings.items() if name in takes}
+        return functools.partial(decode, **bound) if bound else decode
 
     def tower(self, inner: Any) -> Any:
         """This modality's tower over ``inner``, the encoder of the modality :attr:`over` names."""

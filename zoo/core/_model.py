@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast, final
 
 from zoo.catalog._kinds import refuse_verb
 from zoo.catalog._plugin_manager import get_plugin_manager
-from zoo.catalog._registry import get_registry
+from zoo.catalog._registry import Modality, get_registry
 from zoo.catalog._spec import a_kind
 from zoo.errors import PluginError, UnsupportedModelKindError, UnsupportedOptionError
 from zoo.training._config import FinetuneConfig
@@ -92,13 +92,31 @@ class Model:
         registry = get_registry()
         # whether its rows are dense vectors (what a tower over another, a clip's frames averaged, gives)
         self._dense = self._kind.rows_ref is not None and isinstance(self._kind.row_format(), DenseRows)
-        for modality in registry.modalities.values():  # video over vision: towers over another tower
-            if self._dense and modality.over in self._towers and modality.name not in self._towers:
-                self._towers[modality.name] = modality.tower(self._towers[modality.over])
+        derived = [modality for modality in registry.modalities.values()  # video over vision: towers over another
+                   if self._dense and modality.over in self._towers and modality.name not in self._towers]
+        self._settings = {modality.name: dict(modality.settings) for modality in derived}
+        for modality in derived:
+            self._towers[modality.name] = modality.tower(self._towers[cast(str, modality.over)])
         for kind, tower in self._towers.items():
-            tower.decode = registry.modality(kind).decode
+            modality = registry.modality(kind)
+            if kind not in self._settings:
+                self._settings[kind] = self._own_reading(modality)
+            tower.decode = modality.decoder(self._settings[kind])
         if head is not None:
             head.module.to(encoder.device).eval()
+
+    def _own_reading(self, modality: Modality) -> dict[str, Any]:
+        """How the model's own tower of ``modality`` reads an input, for a modality that has
+        settings (a clip's frames): as its adapter declared them in the spec's
+        ``preprocessing[modality]`` (an HF video model's frame count)."""
+        if not modality.settings:
+            return {}
+        declared = self.spec.preprocessing.get(modality.name)
+        if not isinstance(declared, Mapping):
+            raise PluginError(f"{self.name} has its own {modality.name} tower, and its adapter does not say how it "
+                              f"reads an input: set preprocessing[{modality.name!r}] (its "
+                              f"{', '.join(modality.settings)}) in the spec its _build settles")
+        return dict(declared)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         raise TypeError("zoo.Model is final: implement a zoo.Encoder for a backend, or add a verb with a plugin")
@@ -224,7 +242,7 @@ class Model:
                                 truncate_dim=truncate_dim, precision=precision, layer=layer, layers=layers,
                                 layer_merge=layer_merge, tower=kind, pool=chosen_pool,
                                 normalize=bool(self.spec.normalize) if normalize is None else normalize,
-                                role=role, tower_settings=get_registry().modality(kind).settings)
+                                role=role, tower_settings=self._settings[kind])
         if options.layers and (self.compiled is not None and primary):
             raise UnsupportedOptionError(f"layer= runs on PyTorch; {self.name} was loaded with runtime="
                                          f"{self.runtime!r}: load it with runtime='torch' for intermediate layers")

@@ -20,7 +20,7 @@ def column_tower(model: Model, name: str, column: Sequence[Any]) -> str:
     images (files of an image suffix, bytes, arrays); a tower a modality adds over another (video)
     for a column of its files. A column of both is refused."""
     registry = get_registry()
-    added = {kind for kind in model.towers if registry.modality(kind).over is not None}
+    added = {kind for kind in model.towers if registry.modality(kind).over in model.towers}  # a model's own: not added
     for kind in added:  # a column of clips: the video tower
         suffixes = registry.modality(kind).suffixes
         if column and all(isinstance(x, str) and Path(x).suffix.lower() in suffixes for x in column):
