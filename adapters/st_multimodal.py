@@ -5,7 +5,13 @@ module pipeline: texts, images, and items that combine a text and an image
 pipeline as ``SentenceTransformer.encode`` runs them.
 
 Its towers are ``vision`` (images), ``text`` and ``combined`` (the combined items, a modality of
-their own: ``zoo/plugins/combined.py``); all three give rows of one space.
+their own: ``zoo/plugins/combined.py``); all three give rows of one space. A pipeline that takes
+videos has a ``video`` tower of its own: a clip's frames go through the library's video
+preprocessing together, as ``encode`` takes a clip. Which frames: where the model's video processor
+samples them itself (``do_sample_frames``: Qwen3-VL's 2 per second), the frames its own
+``sample_frames`` chooses from the clip's header (its frame count and rate), read by zoo's decoder
+without decoding the rest, and handed over with that metadata; otherwise :data:`FRAMES` at the
+centres of equal spans, as over an image tower. The reading is recorded in each row's provenance.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from zoo.core._encoder import Built, Encoder
 from zoo.errors import ModelFormatError, UnsupportedOptionError
 from zoo.plugins.combined import COMBINED
+from zoo.plugins.video import FRAMES, ClipSource, read_frames
 
 from .sentence_transformers import (
     as_texts,
@@ -36,6 +43,9 @@ if TYPE_CHECKING:
     from zoo.catalog._spec import ModelSpec
     from zoo.store._model_files import ModelFiles
 
+# What a video processor's sample_frames reads from its own settings (or the pipeline's call settings).
+_SAMPLER_SETTINGS = ("num_frames", "fps", "min_frames", "max_frames")
+
 
 class STMultimodalAdapter(TransformersFamily, Encoder):
     """``model`` is the ``SentenceTransformer``; this encoder is its image tower."""
@@ -47,6 +57,8 @@ class STMultimodalAdapter(TransformersFamily, Encoder):
         super().__init__(spec, model, **kwargs)
         self.tokenizer = tokenizer
         self._others = {"text": PipelineTower(self, as_texts), COMBINED: PipelineTower(self)}
+        if "video" in self.spec.preprocessing:
+            self._others["video"] = ClipTower(self, self.spec.preprocessing["video"])
 
     @classmethod
     def _build(cls, spec: ModelSpec, files: ModelFiles, *, device: str, dtype: torch.dtype,
@@ -62,6 +74,8 @@ class STMultimodalAdapter(TransformersFamily, Encoder):
         if prompts:  # the library puts a message model's prompts in as a system message
             raise ModelFormatError(f"{root}: its prompts ({', '.join(prompts)}) go in as a system message, which zoo "
                                    "does not place yet")
+        if "video" in model.modalities:
+            settled["preprocessing"] = {**settled["preprocessing"], "video": _video_reading(root, model)}
         return Built(model, output_width(model, root), {"normalize": ends_with_normalize(model), **settled},
                      {"tokenizer": model.tokenizer})
 
@@ -113,3 +127,45 @@ class PipelineTower(Encoder):
 
     def encode_batch(self, batch: dict[str, Any], *, pool: str | None = None) -> torch.Tensor:
         return self.owner.encode_batch(batch, pool=pool)
+
+
+def _video_reading(root: Path, model: Any) -> dict[str, Any]:
+    """How the pipeline's clips are read (see the module), as JSON for provenance."""
+    processor = getattr(model[0].processor, "video_processor", None)
+    if processor is None:
+        raise ModelFormatError(f"{root}: its pipeline takes videos, but its processor has no video processor")
+    asked = dict(model[0].processing_kwargs.get("video") or {})
+    if not asked.get("do_sample_frames", processor.do_sample_frames):
+        return {"frames": FRAMES, "sampling": "uniform"}
+    sampler = {name: asked.get(name, getattr(processor, name, None)) for name in _SAMPLER_SETTINGS}
+    return {"sampling": "processor", "sampler": type(processor).__name__,
+            **{name: value for name, value in sampler.items() if value is not None}}
+
+
+class ClipTower(PipelineTower):
+    """The pipeline's own video tower: each clip's frames, chosen as its reading says, through the
+    library's video preprocessing and the pipeline."""
+
+    def __init__(self, owner: STMultimodalAdapter, reading: dict[str, Any]) -> None:
+        super().__init__(owner)
+        self.reading = reading
+        self.processor = owner.model[0].processor.video_processor
+        self.asked = dict(owner.model[0].processing_kwargs.get("video") or {})
+
+    def collate(self, items: list[Any]) -> dict[str, Any]:
+        if self.reading["sampling"] == "uniform":
+            return self.owner.collate([clip.frames for clip in items])
+        chosen = [self._chosen(clip) for clip in items]
+        once = {"video": {**self.asked, "do_sample_frames": False}}  # chosen already: not sampled again
+        return dict(self.owner.model.preprocess(chosen, processing_kwargs=once))
+
+    def _chosen(self, clip: ClipSource) -> dict[str, Any]:
+        """The frames the processor's own ``sample_frames`` chooses from the clip's header, with the
+        metadata it reads them by (their indices, the clip's rate and length)."""
+        from transformers.video_utils import VideoMetadata
+
+        metadata = VideoMetadata(total_num_frames=clip.total_frames, fps=clip.fps, duration=clip.duration)
+        sampling = {name: value for name, value in self.asked.items() if name in _SAMPLER_SETTINGS}
+        indices = [int(i) for i in self.processor.sample_frames(metadata, **sampling)]
+        metadata.frames_indices = indices
+        return {"array": read_frames(clip, indices), "video_metadata": metadata}

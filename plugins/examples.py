@@ -45,10 +45,26 @@ def sounds(n: int = 8, rate: int = 16000) -> list[tuple[Any, int]]:
              rate) for i in range(n)]
 
 
-def clips(n: int = 8, frames: int = 12, size: int = 48) -> list[Any]:
-    """``n`` clips as ``(frames, H, W, 3)`` uint8 arrays: the example images drifting across the
-    frame, each clip its own."""
+def clips(n: int = 8, frames: int = 12, size: int = 48, rate: int = 12) -> list[bytes]:
+    """``n`` one-second MP4 clips (MPEG-4 part 2, encoded here with PyAV): the example images
+    drifting across the frame, each clip its own. Files, not arrays, so that they carry a frame
+    rate, which a model whose processor samples frames by rate needs."""
+    import io
+    from fractions import Fraction
+
+    import av
     import numpy as np
 
-    return [np.stack([np.roll(image, shift=3 * t, axis=1) for t in range(frames)])
-            for image in images(n, size)]
+    made = []
+    for image in images(n, size):
+        out = io.BytesIO()
+        with av.open(out, "w", format="mp4") as container:
+            stream = container.add_stream("mpeg4", rate=rate)
+            stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+            for t in range(frames):
+                frame = av.VideoFrame.from_ndarray(np.roll(image, shift=3 * t, axis=1), format="rgb24")
+                frame.pts, frame.time_base = t, Fraction(1, rate)
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+        made.append(out.getvalue())
+    return made

@@ -21,8 +21,10 @@ modality of models that embed clips and texts into one space (X-CLIP).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,12 +41,30 @@ FRAMES = 8
 MAX_PIXELS = 8192 * 4320
 #: frames decoded at most from the keyframe before a sample time to it
 MAX_DECODED = 10_000
+#: frames read at most from a clip whose model's processor chooses them
+MAX_SAMPLED = 1024
+#: how frames are chosen: at the centres of equal spans, or by the model's own processor
+SAMPLINGS = ("uniform", "processor")
 ENV_MAX_SECONDS = "ZOO_MAX_VIDEO_SECONDS"
 #: the longest clip read unless the environment or the caller says otherwise (an hour)
 DEFAULT_MAX_SECONDS = 3600.0
 # Containers whose headers say the length (MPEG program streams only estimate it, so .mpg is not read).
 SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ogv")
 SETTINGS = {"frames": FRAMES, "sampling": "uniform", "pool": "mean"}
+
+
+@dataclass(frozen=True)
+class ClipSource:
+    """A clip whose frames its model's processor chooses (``sampling="processor"``): where it is
+    (a path, bytes, or its frames as an array) and what its header says; :func:`read_frames` reads
+    the chosen frames. ``fps`` and ``duration`` are None for an array, which says neither."""
+
+    source: Any
+    name: str
+    total_frames: int
+    fps: float | None = None
+    duration: float | None = None
+    start: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -70,48 +90,91 @@ def sample_times(duration: float, frames: int = FRAMES) -> list[float]:
     return [(i + 0.5) * duration / frames for i in range(frames)]
 
 
-def decode_video(item: Any, *, frames: int = FRAMES, sampling: str = "uniform") -> Clip:
-    """Any supported clip input -> ``frames`` sampled frames (see the module): a model's tower binds
-    the count it reads (:data:`FRAMES` over an image tower, an HF video model's own)."""
+def decode_video(item: Any, *, frames: int = FRAMES, sampling: str = "uniform",
+                 fps: float | None = None) -> Clip | ClipSource:
+    """Any supported clip input -> ``frames`` frames sampled uniformly (see the module): a model's
+    tower binds the count it reads (:data:`FRAMES` over an image tower, an HF video model's own).
+    With ``sampling="processor"`` (a model whose processor chooses the frames, ``fps`` a second
+    where it samples by rate), the clip's header only, checked, as a :class:`ClipSource` for
+    :func:`read_frames`; an array, which says no frame rate, cannot be sampled by rate."""
     import numpy as np
 
-    if not isinstance(frames, int) or frames < 1 or sampling != "uniform":
-        raise ValueError(f"clips are read as frames >= 1 sampled uniformly, not frames={frames!r}, "
+    if not isinstance(frames, int) or frames < 1 or sampling not in SAMPLINGS:
+        raise ValueError(f"clips are read as frames >= 1 sampled {' or '.join(SAMPLINGS)}, not frames={frames!r}, "
                          f"sampling={sampling!r}")
-    if isinstance(item, (str, os.PathLike)):
-        if not os.path.isfile(item):  # nor a URL, which FFmpeg would fetch
-            raise FileNotFoundError(f"no such video file: {item}")
-        return _read_clip(os.fspath(item), str(item), frames)
-    if isinstance(item, (bytes, bytearray)):
-        return _read_clip(io.BytesIO(item), f"the video data ({len(item)} bytes)", frames)
     if hasattr(item, "__array_interface__") or type(item).__module__ == "numpy":
         array = np.asarray(item)
         if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8 or not array.shape[0]:
             raise ValueError(f"a clip as an array is (frames, height, width, 3) uint8, not {array.shape} "
                              f"{array.dtype}")
+        if sampling == "processor":
+            if fps is not None:
+                raise ValueError(f"an array of {len(array)} frames says no frame rate, and this model's processor "
+                                 f"samples {fps:g} frames a second: pass the clip's file or bytes")
+            return ClipSource(array, f"the array of {len(array)} frames", len(array))
         chosen = [min(int(t), len(array) - 1) for t in sample_times(len(array), frames)]
         return Clip(np.ascontiguousarray(array[chosen]), tuple(float(i) for i in chosen))
+    source, name = _file_source(item)
+    with _opened(source, name) as (container, stream, duration, start):
+        if sampling == "processor":
+            return ClipSource(source, name, *_frame_count(stream, duration, name), duration, start)
+        shown = [_frame_at(container, stream, start + at, name) for at in sample_times(duration, frames)]
+    return Clip(np.stack([frame for _, frame in shown]), tuple(at for at, _ in shown))
+
+
+def read_frames(clip: ClipSource, indices: Sequence[int]) -> np.ndarray:
+    """The frames of ``clip`` at ``indices`` (counted at its frame rate, from its first timestamp):
+    for a file, the frame shown at the middle of each index's span, reached by a seek, so the work
+    is bounded by the count asked for, at most :data:`MAX_SAMPLED`."""
+    import numpy as np
+
+    if not 0 < len(indices) <= MAX_SAMPLED or any(not 0 <= i < clip.total_frames for i in indices):
+        raise ValueError(f"{clip.name}: {len(indices)} frames chosen ({list(indices)[:4]}...) of its "
+                         f"{clip.total_frames}; between 1 and {MAX_SAMPLED} of them are read")
+    if isinstance(clip.source, np.ndarray):
+        return np.ascontiguousarray(clip.source[list(indices)])
+    assert clip.fps is not None  # a file's ClipSource carries its rate
+    with _opened(clip.source, clip.name) as (container, stream, _, start):
+        return np.stack([_frame_at(container, stream, start + (i + 0.5) / clip.fps, clip.name)[1] for i in indices])
+
+
+def _file_source(item: Any) -> tuple[Any, str]:
+    """A path or bytes as what PyAV opens (bytes stay bytes: a source travels between processes)."""
+    if isinstance(item, (str, os.PathLike)):
+        if not os.path.isfile(item):  # nor a URL, which FFmpeg would fetch
+            raise FileNotFoundError(f"no such video file: {item}")
+        return os.fspath(item), str(item)
+    if isinstance(item, (bytes, bytearray)):
+        return bytes(item), f"the video data ({len(item)} bytes)"
     raise TypeError(f"expected a video path, bytes or a (frames, H, W, 3) uint8 array, got {type(item).__name__}")
 
 
-def _read_clip(source: Any, name: str, frames: int) -> Clip:
-    """The sampled frames of a container, its header checked before any frame is decoded: at each
-    sample time (counted from the stream's first timestamp), the frame shown then."""
+@contextlib.contextmanager
+def _opened(source: Any, name: str) -> Iterator[tuple[Any, Any, float, float]]:
+    """The open container, its video stream, its length and first timestamp in seconds, the header
+    checked before any frame is decoded; what PyAV cannot read is an ``OSError`` naming the clip."""
     import av
-    import numpy as np
 
     try:
-        with av.open(source) as container:
+        with av.open(io.BytesIO(source) if isinstance(source, bytes) else source) as container:
             if not container.streams.video:
                 raise ValueError(f"{name} holds no video stream")
             stream = container.streams.video[0]
             duration = _duration(container, stream, name)
             _check_header(name, duration, stream.codec_context.width, stream.codec_context.height)
             start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-            shown = [_frame_at(container, stream, start + at, name) for at in sample_times(duration, frames)]
+            yield container, stream, duration, start
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise OSError(f"{name} is not a video PyAV reads: {exc}") from None
-    return Clip(np.stack([frame for _, frame in shown]), tuple(at for at, _ in shown))
+
+
+def _frame_count(stream: Any, duration: float, name: str) -> tuple[int, float]:
+    """A clip's frame count and rate, as its header says them (the count from its length where the
+    container does not store it)."""
+    rate = stream.average_rate or stream.guessed_rate
+    if not rate:
+        raise ValueError(f"{name}'s header says no frame rate; remux it (ffmpeg -i IN -c copy OUT.mp4)")
+    return int(stream.frames or round(duration * float(rate))), float(rate)
 
 
 def _frame_at(container: Any, stream: Any, at: float, name: str) -> tuple[float, np.ndarray]:

@@ -290,3 +290,48 @@ def test_a_model_s_own_video_tower_must_say_how_it_reads_a_clip(video_models):
     model = zoo.load(video_models["videomae"], device="cpu")
     with pytest.raises(zoo.PluginError, match=r"its own video tower.*preprocessing\['video'\] \(its frames"):
         zoo.Model(model.encoder, spec=model.spec.replace(preprocessing={}))
+
+
+@pytest.fixture(scope="module")
+def vlm_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny Qwen2-VL saved by sentence-transformers, whose pipeline takes videos: its video
+    processor taking the frames it is given, and one choosing them itself (2 a second)."""
+    from tiny_models import vlm_st_folder
+
+    root = tmp_path_factory.mktemp("vlm-video")
+    return {"given": vlm_st_folder(root / "given"), "sampled": vlm_st_folder(root / "sampled", samples_frames=True)}
+
+
+def every_frame(path: Path) -> tuple[np.ndarray, dict[str, float]]:
+    """Every frame of the clip in presentation order, with the metadata a decoder of the whole clip reports."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        decoded = sorted(((float(f.time), f.to_ndarray(format="rgb24")) for f in container.decode(stream)),
+                         key=lambda pair: pair[0])
+        rate = float(stream.average_rate)
+    return np.stack([frame for _, frame in decoded]), {"fps": rate, "total_num_frames": len(decoded),
+                                                       "duration": len(decoded) / rate}
+
+
+def test_a_pipeline_that_takes_videos_reads_clips_as_sentence_transformers_does(vlm_folders, clips):
+    from sentence_transformers import SentenceTransformer
+
+    paths = [str(p) for p in clips]
+    given = zoo.load(vlm_folders["given"], device="cpu")
+    assert "video" in given.towers and given.embed_options(tower="video").provenance()["tower_settings"] == {
+        "frames": 8, "sampling": "uniform"}
+    st = SentenceTransformer(str(vlm_folders["given"]), device="cpu", local_files_only=True)
+    rows = given.featurize(paths, tower="video", batch_size=2)
+    assert np.abs(rows - st.encode([frames_by_pyav(p) for p in clips])).max() <= 1e-5  # 8 frames at uniform times
+    assert np.abs(np.concatenate([given.featurize([p], tower="video") for p in paths]) - rows).max() <= 1e-5
+    # a processor that chooses the frames: its own choice from the header, as from the whole clip with its metadata
+    sampled = zoo.load(vlm_folders["sampled"], device="cpu")
+    assert sampled.embed_options(tower="video").provenance()["tower_settings"] == {
+        "sampling": "processor", "sampler": "Qwen2VLVideoProcessor", "fps": 2.0, "min_frames": 2, "max_frames": 8}
+    st = SentenceTransformer(str(vlm_folders["sampled"]), device="cpu", local_files_only=True)
+    expected = st.encode([dict(zip(("array", "video_metadata"), every_frame(p))) for p in clips])
+    assert np.abs(sampled.featurize(paths, tower="video", batch_size=2) - expected).max() <= 1e-5
+    with pytest.raises(InputError, match="input 0: .*says no frame rate.* samples 2 frames a second"):
+        sampled.featurize([synthetic_frames(1, 12)], tower="video")

@@ -467,10 +467,11 @@ def _small_pages_processor() -> Any:
     return Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
 
 
-def vlm_st_folder(root: Path) -> Path:
+def vlm_st_folder(root: Path, *, samples_frames: bool = False) -> Path:
     """A 2-layer Qwen2-VL (a BPE tokenizer trained here, with the model's vision tokens and a chat
-    template), wrapped by sentence-transformers (texts, images, messages; last-token pooling) and
-    saved by ``SentenceTransformer.save``."""
+    template), wrapped by sentence-transformers (texts, images, videos, messages; last-token pooling)
+    and saved by ``SentenceTransformer.save``. ``samples_frames``: its video processor chooses a
+    clip's frames itself, 2 per second (between 2 and 8), as Qwen3-VL's does."""
     from sentence_transformers import SentenceTransformer
     from transformers import Qwen2VLForConditionalGeneration, Qwen2VLProcessor, Qwen2VLVideoProcessor
 
@@ -483,7 +484,11 @@ def vlm_st_folder(root: Path) -> Path:
     tokenizer, config = _tiny_qwen2_vl()
     tokenizer.chat_template = chat
     processor = Qwen2VLProcessor(image_processor=_small_pages_processor(), tokenizer=tokenizer,
-                                 video_processor=Qwen2VLVideoProcessor(), chat_template=chat)
+                                 video_processor=Qwen2VLVideoProcessor(
+                                     size={"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 16},
+                                     **({"do_sample_frames": True, "fps": 2.0, "min_frames": 2, "max_frames": 8}
+                                        if samples_frames else {})),
+                                 chat_template=chat)
     _seed(4)
     Qwen2VLForConditionalGeneration(config).save_pretrained(root / "qwen2-vl")
     processor.save_pretrained(root / "qwen2-vl")
