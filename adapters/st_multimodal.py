@@ -5,7 +5,9 @@ module pipeline: texts, images, and items that combine a text and an image
 pipeline as ``SentenceTransformer.encode`` runs them.
 
 Its towers are ``vision`` (images), ``text`` and ``combined`` (the combined items, a modality of
-their own: ``zoo/plugins/combined.py``); all three give rows of one space. A pipeline that takes
+their own: ``zoo/plugins/combined.py``); all three give rows of one space. A prompt (a role's, as
+``encode_query`` / ``encode_document`` pick it, or one asked for) goes to the library's
+preprocessing, which puts it in as a system message whatever the input. A pipeline that takes
 videos has a ``video`` tower of its own: a clip's frames go through the library's video
 preprocessing together, as ``encode`` takes a clip. Which frames: where the model's video processor
 samples them itself (``do_sample_frames``: Qwen3-VL's 2 per second), the frames its own
@@ -20,7 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from zoo.core._encoder import Built, Encoder
-from zoo.errors import ModelFormatError, UnsupportedOptionError
+from zoo.errors import ModelFormatError
 from zoo.plugins.combined import COMBINED
 from zoo.plugins.video import FRAMES, ClipSource, read_frames
 
@@ -70,10 +72,6 @@ class STMultimodalAdapter(TransformersFamily, Encoder):
         if not {"text", "image", "message"} <= set(model.modalities):
             raise ModelFormatError(f"{root}: a sentence-transformers pipeline for {', '.join(model.modalities)} "
                                    "inputs; zoo runs those of texts, images and their combinations (chat messages)")
-        prompts = [name for name, text in settled["prompts"].items() if text]  # "" placeholders put nothing in
-        if prompts:  # the library puts a message model's prompts in as a system message
-            raise ModelFormatError(f"{root}: its prompts ({', '.join(prompts)}) go in as a system message, which zoo "
-                                   "does not place yet")
         if "video" in model.modalities:
             settled["preprocessing"] = {**settled["preprocessing"], "video": _video_reading(root, model)}
         return Built(model, output_width(model, root), {"normalize": ends_with_normalize(model), **settled},
@@ -88,16 +86,21 @@ class STMultimodalAdapter(TransformersFamily, Encoder):
         return {"vision": self, **self._others}
 
     def collate(self, items: list[Any]) -> dict[str, Any]:
-        """The library's preprocessing of a batch of one kind of input (images, texts or combined
-        items), which it recognises from the items themselves."""
-        return dict(self.model.preprocess(items))
+        """A batch of one kind of input (images, texts, combined items, clips' frames), which the
+        library recognises from the items themselves; :meth:`encode_batch` preprocesses it, with
+        the call's prompt."""
+        return {"items": items}
 
-    def prompt_features(self, prompt: str) -> dict[str, Any] | None:
-        raise UnsupportedOptionError(f"{self.name} takes a prompt as a system message, which zoo does not place "
-                                     "yet; leave prompt and prompt_text unset")
+    def prompt_features(self, prompt: str) -> dict[str, Any]:
+        """The prompt travels to the library's preprocessing, which puts it in as a system message
+        whatever the input (as ``encode(..., prompt=...)`` does)."""
+        return {"prompt": prompt}
 
     def encode_batch(self, batch: dict[str, Any], *, pool: str | None = None) -> torch.Tensor:
-        return run_pipeline(self.model, {k: v.to(self.device) if hasattr(v, "to") else v for k, v in batch.items()})
+        features = self.model.preprocess(batch["items"], prompt=batch.get("prompt") or None,
+                                         processing_kwargs=batch.get("processing_kwargs"))
+        return run_pipeline(self.model, {k: v.to(self.device) if hasattr(v, "to") else v
+                                         for k, v in features.items()})
 
     def save(self, directory: Any) -> Path:
         """The pipeline as sentence-transformers saves it, with zoo's manifest beside it."""
@@ -155,9 +158,8 @@ class ClipTower(PipelineTower):
     def collate(self, items: list[Any]) -> dict[str, Any]:
         if self.reading["sampling"] == "uniform":
             return self.owner.collate([clip.frames for clip in items])
-        chosen = [self._chosen(clip) for clip in items]
         once = {"video": {**self.asked, "do_sample_frames": False}}  # chosen already: not sampled again
-        return dict(self.owner.model.preprocess(chosen, processing_kwargs=once))
+        return {"items": [self._chosen(clip) for clip in items], "processing_kwargs": once}
 
     def _chosen(self, clip: ClipSource) -> dict[str, Any]:
         """The frames the processor's own ``sample_frames`` chooses from the clip's header, with the

@@ -77,11 +77,29 @@ def test_what_a_combined_tower_does_not_take_is_named(vlm, pictures, hf_clip_dir
                       ({"text": "a cat", "image": "missing.png"}, "its image"), ("a cat", "is a mapping")):
         with pytest.raises(InputError, match=says):
             model.featurize([bad], tower="combined")
-    with pytest.raises(UnsupportedOptionError, match="system message"):
-        model.featurize(VLM_TEXTS, tower="text", prompt_text="query: ")
     clip = zoo.load(hf_clip_dir_for_combined, device="cpu")
     with pytest.raises(UnsupportedOptionError, match="has no combined tower"):
         clip.featurize([{"text": "a cat", "image": str(pictures[0])}], tower="combined")
+
+
+def test_a_role_s_prompt_goes_in_as_a_system_message_for_every_input(pictures, tmp_path):
+    from PIL import Image
+    from tiny_models import vlm_st_folder
+
+    folder = vlm_st_folder(tmp_path, prompts={"query": "Find the picture a question is about.", "document": ""})
+    model, st = zoo.load(folder, device="cpu"), library(folder)
+    images = [Image.open(p).convert("RGB") for p in pictures]
+    combined = [{"text": t, "image": str(p)} for t, p in zip(VLM_TEXTS, pictures)]
+    for tower, inputs, theirs in (("text", VLM_TEXTS, [{"text": t} for t in VLM_TEXTS]),
+                                  ("vision", [str(p) for p in pictures], images),
+                                  ("combined", combined, [{"text": t, "image": i} for t, i in zip(VLM_TEXTS, images)])):
+        queries = model.featurize(inputs, tower=tower, role="query", batch_size=3)
+        assert np.abs(queries - st.encode_query(theirs)).max() <= 1e-5
+        assert np.abs(model.featurize(inputs, tower=tower, role="document") - st.encode_document(theirs)).max() <= 1e-5
+        assert np.abs(queries - model.featurize(inputs, tower=tower)).max() > 1e-4  # the prompt counts
+        asked = model.featurize(inputs, tower=tower, prompt_text="Describe it.")
+        assert np.abs(asked - st.encode(theirs, prompt="Describe it.")).max() <= 1e-5
+    assert model.embed_options(tower="vision", role="query").provenance()["prompt_name"] == "query"
 
 
 @pytest.fixture(scope="module")

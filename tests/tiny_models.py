@@ -467,11 +467,12 @@ def _small_pages_processor() -> Any:
     return Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
 
 
-def vlm_st_folder(root: Path, *, samples_frames: bool = False) -> Path:
+def vlm_st_folder(root: Path, *, samples_frames: bool = False, prompts: dict[str, str] | None = None) -> Path:
     """A 2-layer Qwen2-VL (a BPE tokenizer trained here, with the model's vision tokens and a chat
     template), wrapped by sentence-transformers (texts, images, videos, messages; last-token pooling)
     and saved by ``SentenceTransformer.save``. ``samples_frames``: its video processor chooses a
-    clip's frames itself, 2 per second (between 2 and 8), as Qwen3-VL's does."""
+    clip's frames itself, 2 per second (between 2 and 8), as Qwen3-VL's does. ``prompts``: the
+    prompts it declares (which the library puts in as a system message)."""
     from sentence_transformers import SentenceTransformer
     from transformers import Qwen2VLForConditionalGeneration, Qwen2VLProcessor, Qwen2VLVideoProcessor
 
@@ -492,7 +493,8 @@ def vlm_st_folder(root: Path, *, samples_frames: bool = False) -> Path:
     _seed(4)
     Qwen2VLForConditionalGeneration(config).save_pretrained(root / "qwen2-vl")
     processor.save_pretrained(root / "qwen2-vl")
-    SentenceTransformer(str(root / "qwen2-vl"), device="cpu").save(str(root / "st"), create_model_card=False)
+    SentenceTransformer(str(root / "qwen2-vl"), device="cpu", prompts=prompts).save(str(root / "st"),
+                                                                                   create_model_card=False)
     return root / "st"
 
 

@@ -291,8 +291,10 @@ class Encoder(ABC):
     def prompt_features(self, prompt: str) -> dict[str, Any] | None:
         """Entries every batch of texts that begin with ``prompt`` carries into :meth:`encode_batch`
         (sentence-transformers' ``prompt_length``, where its Pooling leaves the prompt out), or
-        None (the default) when the prompt is just text. A reranker's prompt is not put before its
-        texts: its entries carry the prompt to its own preprocessing, and None means it takes none."""
+        None (the default) when the prompt is just text. An encoder whose entries carry the prompt
+        itself (under ``"prompt"``) places it in its own preprocessing (a reranker's; a
+        vision-language pipeline's system message): zoo then puts it before no text, and it takes a
+        prompt with every kind of input it reads."""
         return None
 
     def for_role(self, role: str | None) -> Encoder:

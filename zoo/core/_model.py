@@ -45,6 +45,13 @@ if TYPE_CHECKING:
     from ._rows import RowFormat
 
 
+def places_prompt(encoder: Encoder, prompt: str) -> bool:
+    """Whether ``encoder`` places a prompt itself (its :meth:`~zoo.Encoder.prompt_features` carry
+    it to its own preprocessing: a reranker's, a vision-language pipeline's system message), for
+    every input it reads; else a prompt goes before each text."""
+    return "prompt" in (encoder.prompt_features(prompt) or {})
+
+
 class Prompted:
     """A decoder that puts a prompt before each decoded text (a class, so it pickles to workers)."""
 
@@ -238,7 +245,8 @@ class Model:
             pool = self.head.pool  # what the head was trained on
         chosen_pool = encoder.resolve_pool(pool)
         options = build_options(self.spec, dim=self.embed_dim, layer_dims=encoder.layer_dims,
-                                takes_text=kind == "text", prompt=prompt, prompt_text=prompt_text,
+                                takes_text=kind == "text" or places_prompt(encoder, ""), prompt=prompt,
+                                prompt_text=prompt_text,
                                 truncate_dim=truncate_dim, precision=precision, layer=layer, layers=layers,
                                 layer_merge=layer_merge, tower=kind, pool=chosen_pool,
                                 normalize=bool(self.spec.normalize) if normalize is None else normalize,
@@ -327,7 +335,9 @@ class Model:
         tower = self._towers[options.tower or self.tower()[0]]
         encoder = tower.for_role(options.role)
         quantized = options.precision != "float32"
-        rows, report = self._run(encoder, inputs, encode=self._forward(encoder, options), prompt=options.prompt,
+        placed = options.prompt and places_prompt(encoder, options.prompt)
+        prompt = None if placed else options.prompt  # else put before each text
+        rows, report = self._run(encoder, inputs, encode=self._forward(encoder, options), prompt=prompt,
                                  buffer=partial(self.row_format.buffer, options=options), batch_size=batch_size,
                                  return_tensors="np" if quantized else return_tensors,
                                  progress=progress, on_error=on_error,
