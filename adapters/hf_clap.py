@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from zoo.core._encoder import Built, Encoder
 
 from .audio import AudioAdapter
-from .image_text import TextTower
+from .image_text import FeaturesTextSide, TextTower, features_output
 from .transformers import TransformersFamily, load_model_and_processor
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from zoo.store._model_files import ModelFiles
 
 
-class HFClapAdapter(TransformersFamily, AudioAdapter):
+class HFClapAdapter(FeaturesTextSide, TransformersFamily, AudioAdapter):
     """A ``ClapModel``: the audio tower (this) and a :class:`TextTower` on the same weights."""
 
     def __init__(self, spec: ModelSpec, model: Any, *, processor: Any, **kwargs: Any) -> None:
@@ -84,14 +84,5 @@ class HFClapAdapter(TransformersFamily, AudioAdapter):
     def encode_batch(self, batch: dict[str, Any], *, pool: str | None = None) -> torch.Tensor:
         dtype = next(self.model.parameters()).dtype
         features = batch["input_features"].to(self.device, dtype)
-        out = self.model.get_audio_features(input_features=features, is_longer=batch["is_longer"].to(self.device))
-        return getattr(out, "pooler_output", out).float()
-
-    # -- text -----------------------------------------------------------------------------------
-
-    def tokenize(self, texts: list[str]) -> dict[str, Any]:
-        return dict(self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt"))
-
-    def encode_texts(self, tokens: dict[str, Any]) -> torch.Tensor:
-        out = self.model.get_text_features(**{k: v.to(self.device) for k, v in tokens.items()})
-        return getattr(out, "pooler_output", out).float()
+        return features_output(self.model.get_audio_features(input_features=features,
+                                                             is_longer=batch["is_longer"].to(self.device)))

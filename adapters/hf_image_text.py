@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.core._encoder import Built
 
-from .image_text import ImageTextAdapter
+from .image_text import FeaturesTextSide, ImageTextAdapter, features_output
 from .transformers import TransformersFamily, load_model_and_processor
 
 if TYPE_CHECKING:
@@ -17,12 +17,7 @@ if TYPE_CHECKING:
     from zoo.store._model_files import ModelFiles
 
 
-def _embedding(out: Any) -> torch.Tensor:
-    # transformers 5 returns a ModelOutput whose pooler_output is the projected embedding; 4.x a tensor.
-    return getattr(out, "pooler_output", out)
-
-
-class HFImageTextAdapter(TransformersFamily, ImageTextAdapter):
+class HFImageTextAdapter(FeaturesTextSide, TransformersFamily, ImageTextAdapter):
 
     def __init__(self, *args: Any, padding: bool | str = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -57,7 +52,4 @@ class HFImageTextAdapter(TransformersFamily, ImageTextAdapter):
         return dict(self.tokenizer(texts, padding=self.padding, truncation=True, return_tensors="pt"))
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        return _embedding(self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype)))
-
-    def encode_texts(self, tokens: dict[str, Any]) -> torch.Tensor:
-        return _embedding(self.model.get_text_features(**{k: v.to(self.device) for k, v in tokens.items()}))
+        return features_output(self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype)))

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from zoo.core._encoder import Built, Encoder
 from zoo.errors import ModelFormatError
 
-from .hf_folders import CLASS_TOKEN_TYPES, HEAD_POOLING
-from .hf_vision import pool_output
-from .image_text import TextTower
+from .hf_folders import CLASS_TOKEN_TYPES
+from .hf_vision import head_pooling, pool_output
+from .image_text import FeaturesTextSide, TextTower, features_output
 from .transformers import TransformersFamily, load_model_and_processor
 
 if TYPE_CHECKING:
@@ -80,14 +80,11 @@ class HFVideoAdapter(VideoTower):
         model, processor = load_model_and_processor(files.root, AutoModel, AutoVideoProcessor, dtype=dtype,
                                                     trust_remote_code=trust_remote_code)
         config = model.config
-        pool = spec.pooling or HEAD_POOLING.get(config.model_type)
         if config.model_type == "videomae" and not config.use_mean_pooling and not spec.pooling:
             raise ModelFormatError(f"{files.root / 'config.json'}: use_mean_pooling is false, so VideoMAE's head "
                                    "reads its first patch token; zoo pools no video that way: name the pooling in a "
                                    "registry entry (pooling: mean)")
-        if pool is None:
-            raise ModelFormatError(f"{files.root / 'config.json'}: model_type {config.model_type!r} is a video model "
-                                   "zoo has no pooling rule for; name one in a registry entry (pooling: cls or mean)")
+        pool = head_pooling(spec, config, files.root, "video")
         return Built(model, int(config.hidden_size),
                      {"pooling": pool, "preprocessing": _reading(spec, config.num_frames)}, {"processor": processor})
 
@@ -99,7 +96,7 @@ class HFVideoAdapter(VideoTower):
         return pool_output(out, self.model.config, pool, self.name)
 
 
-class HFVideoTextAdapter(VideoTower):
+class HFVideoTextAdapter(FeaturesTextSide, VideoTower):
     """An ``XCLIPModel``: the video tower (this) and a :class:`TextTower` on the same weights."""
 
     def __init__(self, spec: ModelSpec, model: Any, **kwargs: Any) -> None:
@@ -123,12 +120,4 @@ class HFVideoTextAdapter(VideoTower):
         return {"video": self, "text": self.text_tower}
 
     def encode_batch(self, batch: torch.Tensor, *, pool: str | None = None) -> torch.Tensor:
-        out = self.model.get_video_features(pixel_values=batch.to(self.device, self.dtype))
-        return getattr(out, "pooler_output", out).float()
-
-    def tokenize(self, texts: list[str]) -> dict[str, Any]:
-        return dict(self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt"))
-
-    def encode_texts(self, tokens: dict[str, Any]) -> torch.Tensor:
-        out = self.model.get_text_features(**{k: v.to(self.device) for k, v in tokens.items()})
-        return getattr(out, "pooler_output", out).float()
+        return features_output(self.model.get_video_features(pixel_values=batch.to(self.device, self.dtype)))

@@ -18,6 +18,8 @@ from .image import ImageBackboneAdapter
 from .transformers import TransformersFamily, load_model_and_processor
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
     from zoo.catalog._spec import ModelSpec
@@ -37,12 +39,7 @@ class HFVisionAdapter(TransformersFamily, ImageBackboneAdapter):
         model, processor = load_model_and_processor(files.root, AutoModel, AutoImageProcessor, dtype=dtype,
                                                     trust_remote_code=trust_remote_code)
         config = model.config
-        default_pool = spec.pooling or HEAD_POOLING.get(config.model_type)
-        if default_pool is None:
-            raise ModelFormatError(
-                f"{files.root / 'config.json'}: model_type {config.model_type!r} is a vision model zoo has no "
-                f"pooling rule for (it knows {', '.join(sorted(HEAD_POOLING))}); name one in a registry entry "
-                "(pooling: cls, mean or pooler)")
+        default_pool = head_pooling(spec, config, files.root, "vision")
 
         def transform(image: Any) -> torch.Tensor:
             return processor(images=image, return_tensors="pt")["pixel_values"][0]
@@ -56,6 +53,19 @@ class HFVisionAdapter(TransformersFamily, ImageBackboneAdapter):
 
     def encode_batch(self, batch: torch.Tensor, *, pool: str | None = None) -> torch.Tensor:
         return pool_output(self.model(pixel_values=self._to_device(batch)), self.model.config, pool, self.name)
+
+
+def head_pooling(spec: ModelSpec, config: Any, root: Path, what: str) -> str:
+    """The pooling a registry entry names, else what the model type's own classification head
+    reads (:data:`~zoo.adapters.hf_folders.HEAD_POOLING`); a model type with no such rule is an
+    error naming its config, never a guess."""
+    pool = spec.pooling or HEAD_POOLING.get(config.model_type)
+    if pool is None:
+        raise ModelFormatError(
+            f"{root / 'config.json'}: model_type {config.model_type!r} is a {what} model zoo has no pooling rule "
+            f"for (it knows {', '.join(sorted(HEAD_POOLING))}); name one in a registry entry (pooling: cls, mean "
+            "or pooler)")
+    return pool
 
 
 def pool_output(out: Any, config: Any, pool: str | None, name: str) -> torch.Tensor:

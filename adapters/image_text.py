@@ -104,3 +104,24 @@ class TextTower(Encoder):
 
     def encode_batch(self, batch: Any, *, pool: str | None = None) -> torch.Tensor:
         return self.owner.encode_texts(batch)
+
+
+def features_output(out: Any) -> torch.Tensor:
+    """A transformers ``get_*_features`` result as float32 rows: transformers 5 returns a
+    ModelOutput whose ``pooler_output`` is the projected embedding, 4.x the tensor itself."""
+    return getattr(out, "pooler_output", out).float()
+
+
+class FeaturesTextSide:
+    """The text side of a transformers two-tower model (CLIP, CLAP, X-CLIP): its tokenizer, texts
+    padded to the longest of the batch, and ``get_text_features``."""
+
+    model: Any
+    tokenizer: Any
+    device: str
+
+    def tokenize(self, texts: list[str]) -> dict[str, Any]:
+        return dict(self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt"))
+
+    def encode_texts(self, tokens: dict[str, Any]) -> torch.Tensor:
+        return features_output(self.model.get_text_features(**{k: v.to(self.device) for k, v in tokens.items()}))

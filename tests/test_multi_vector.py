@@ -169,8 +169,11 @@ def test_saved_model_reads_back_the_same(colbert_folders, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_conformance_kit_passes(colbert_folders, tmp_path):
-    results = zoo.testing.check_model(str(colbert_folders["native"]), workdir=tmp_path)
+@pytest.mark.parametrize("which", ["colbert", "page retriever"])
+def test_the_conformance_kit_passes(request, tmp_path, which):
+    folder = request.getfixturevalue("colbert_folders")["native"] if which == "colbert" else \
+        request.getfixturevalue("page_folders")["sentence-transformers"]
+    results = zoo.testing.check_model(str(folder), workdir=tmp_path)
     failed = [(r.check, r.detail) for r in results if r.status == "fail"]
     assert not failed, failed
     assert any(r.check == "embed, index and search" and r.status == "pass" for r in results)
@@ -248,14 +251,6 @@ def test_pages_embed_index_and_are_searched_by_text(page_folders, tmp_path, caps
             assert [h.id for h in found] == [pages[i] for i in order]
             assert np.abs(np.array([h.score for h in found]) - row[order]).max() <= 1e-4
     capsys.readouterr()
-
-
-@pytest.mark.slow
-def test_the_conformance_kit_passes_on_a_page_retriever(page_folders, tmp_path):
-    results = zoo.testing.check_model(str(page_folders["sentence-transformers"]), workdir=tmp_path)
-    failed = [(r.check, r.detail) for r in results if r.status == "fail"]
-    assert not failed, failed
-    assert any(r.check == "embed, index and search" and r.status == "pass" for r in results)
 
 
 def test_a_multi_vector_pipeline_for_inputs_zoo_does_not_read_is_refused(colbert_folders, tmp_path):
