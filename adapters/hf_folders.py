@@ -305,8 +305,9 @@ def _sentence_transformers(root: Path) -> FolderFormat:
     inputs = _pipeline_inputs(root, modules)
     if inputs == {"text", "image"}:
         return FolderFormat("sentence-transformers-image-text", "image-text",
-                            f"modules.json: a sentence-transformers pipeline ({', '.join(names)}) whose Transformer "
-                            "takes texts and images (modality_config), run by sentence-transformers itself",
+                            f"modules.json: a sentence-transformers pipeline ({', '.join(names)}) whose first module "
+                            "takes texts and images (its modality_config, or the legacy CLIPModel), run by "
+                            "sentence-transformers itself",
                             modules=names)
     if {"text", "image", "message"} <= inputs:
         return FolderFormat("sentence-transformers-multimodal", "image-text",
@@ -344,7 +345,10 @@ def _transformer_config(root: Path, modules: list[dict[str, Any]]) -> tuple[Path
 
 def _pipeline_inputs(root: Path, modules: list[dict[str, Any]]) -> set[str]:
     """The inputs the pipeline's Transformer takes, as its ``modality_config`` names them (texts
-    where it names none, as before sentence-transformers 5.4)."""
+    where it names none, as before sentence-transformers 5.4); the library's legacy ``CLIPModel``
+    module (before 5.4) takes texts and images, as the library reads it today."""
+    if any(str(m["type"]).rsplit(".", 1)[-1] == "CLIPModel" for m in modules):
+        return {"text", "image"}
     return {str(k) for k in _transformer_config(root, modules)[1].get("modality_config") or {"text": None}}
 
 

@@ -120,6 +120,19 @@ def test_a_sentence_transformers_model_of_images_and_texts_equals_its_encode(hf_
     assert all(r.status == "pass" for r in results), zoo.testing.format_table(results)
 
 
+def test_a_legacy_sentence_transformers_clip_folder_equals_its_encode(hf_clip_dir, pictures, tmp_path):
+    """sentence-transformers' CLIPModel module (its layout before 5.4, which the library still reads
+    as a Transformer over texts and images): both towers equal encode."""
+    from sentence_transformers import SentenceTransformer
+    from tiny_models import as_legacy_st_clip
+
+    folder = as_legacy_st_clip(hf_clip_dir, tmp_path / "legacy")
+    model, st = zoo.load(str(folder), device="cpu"), SentenceTransformer(str(folder), device="cpu")
+    assert model.spec.config["folder"]["format"] == "sentence-transformers-image-text"
+    assert np.abs(model.featurize(pictures, batch_size=2) - st.encode(pictures)).max() <= 1e-5
+    assert np.abs(model.featurize_texts(TEXTS, batch_size=2) - st.encode(TEXTS)).max() <= 1e-5
+
+
 def test_image_and_text_embeddings_share_one_contract(open_clip_dir, pictures):
     model = zoo.load(str(open_clip_dir))
     images, texts = model.featurize(pictures), model.featurize_texts(TEXTS)

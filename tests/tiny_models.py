@@ -553,3 +553,15 @@ def xclip_folder(root: Path, *, frames: int = 4) -> Path:
                                                           crop_size={"height": 32, "width": 32}),
                    tokenizer=tokenizer).save_pretrained(root)
     return root
+
+
+def as_legacy_st_clip(clip: Path, target: Path) -> Path:
+    """A transformers CLIP folder in sentence-transformers' layout from before 5.4, as the hub's
+    ``sentence-transformers/clip-ViT-B-32`` has it: one ``CLIPModel`` module (``0_CLIPModel``, the
+    model and processor as transformers saved them) and a 2.x version record."""
+    shutil.copytree(clip, target / "0_CLIPModel")
+    (target / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "0_CLIPModel",
+                                                      "type": "sentence_transformers.models.CLIPModel"}]))
+    (target / "config_sentence_transformers.json").write_text(json.dumps(
+        {"__version__": {"sentence_transformers": "2.0.0", "transformers": "4.7.0", "pytorch": "1.9.0"}}))
+    return target
