@@ -339,7 +339,7 @@ def _served_only(modality: str) -> tuple[dict[str, object], dict[str, str]]:
     if modality == "text":
         return ({"over --max-text-chars": "x" * 100_001, "a boolean": True, "an object": {"text": "hi", "audio": "x"},
                  "token ids": [101, 2023, 102], "pdf data url": "data:application/pdf;base64,AAAA"},
-                {"over --max-text-chars": "--max-text-chars", "a boolean": "is a boolean", "an object": "is an object; its parts are text and image",
+                {"over --max-text-chars": "--max-text-chars", "a boolean": "is a boolean", "an object": "is an object; it holds one of text, image, video, audio",
                  "token ids": "token ids", "pdf data url": "no modality of this server takes"})
     if modality == "audio":
         return ({"601 s of silence": _data_url("audio/flac", _silence(601)),

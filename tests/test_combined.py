@@ -166,9 +166,9 @@ def test_zoo_serve_takes_combined_objects(vlm, pictures):
         for _ in range(800):
             nested = {"text": nested}
         for bad, says in (({"text": "a cat", "image": str(pictures[0])}, "must be a data URL"),
-                          ({"text": "a cat", "audio": "x"}, "its parts are text and image"),
-                          ({"image": {"text": "a", "image": image}}, "its parts are text and image"),
-                          (nested, "its parts are text and image")):
+                          ({"text": "a cat", "audio": "x"}, "it holds one of text, image, video, audio"),
+                          ({"image": {"text": "a", "image": image}}, "it holds one of text, image, video, audio"),
+                          (nested, "it holds one of text, image, video, audio")):
             refused = server.embed(str(vlm), ["fine", bad])
             assert refused.status_code == 400 and says in refused.json()["error"]["message"], refused.text
             assert refused.json()["error"]["param"] == "input[1]"

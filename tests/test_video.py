@@ -335,3 +335,36 @@ def test_a_pipeline_that_takes_videos_reads_clips_as_sentence_transformers_does(
     assert np.abs(sampled.featurize(paths, tower="video", batch_size=2) - expected).max() <= 1e-5
     with pytest.raises(InputError, match="input 0: .*says no frame rate.* samples 2 frames a second"):
         sampled.featurize([synthetic_frames(1, 12)], tower="video")
+
+
+def test_zoo_serve_reads_clips_under_its_media_roots_and_nowhere_else(open_clip_dir, clips, tmp_path):
+    from starlette.testclient import TestClient
+
+    from zoo.serve._app import create_app
+
+    model = zoo.load(str(open_clip_dir), device="cpu")
+    root, outside = tmp_path / "media", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    clip = write_clip(root / "clip.mp4", synthetic_frames(2, 24))
+    secret = write_clip(outside / "secret.mp4", synthetic_frames(5, 12))
+    (root / "link.mp4").symlink_to(secret)
+    (root / "notes.txt").write_text("not a clip")
+    expected = model.featurize([str(clip)], tower="video")[0]
+    with TestClient(create_app({"clip": model}, media_roots=[root])) as client:
+        for named in (str(clip), f"file://{clip}"):
+            answer = client.post("/v1/embeddings", json={"model": "clip", "input": [{"video": named}, "a caption"]})
+            assert answer.status_code == 200, answer.text
+            assert np.abs(np.array(answer.json()["data"][0]["embedding"]) - expected).max() <= 1e-5
+        for bad, says in ((str(secret), "outside the server's media roots"), (str(root / "link.mp4"), "outside"),
+                          (str(root / ".." / "outside" / "secret.mp4"), "outside"), ("clip.mp4", "not an absolute"),
+                          (str(root / "none.mp4"), "names no file"), (str(root / "notes.txt"), "does not read as video")):
+            answer = client.post("/v1/embeddings", json={"model": "clip", "input": ["a caption", {"video": bad}]})
+            assert answer.status_code == 400 and says in answer.json()["error"]["message"], (bad, answer.text)
+            assert answer.json()["error"]["param"] == "input[1]"
+        combined = client.post("/v1/embeddings", json={"model": "clip", "input": [{"text": "a", "image": str(clip)}]})
+        assert combined.status_code == 400 and "always a data URL" in combined.json()["error"]["message"]
+        assert client.get("/health").json()["status"] == "ok"
+    with TestClient(create_app({"clip": model})) as client:
+        answer = client.post("/v1/embeddings", json={"model": "clip", "input": [{"video": str(clip)}]})
+        assert answer.status_code == 400 and "reads no files" in answer.json()["error"]["message"]

@@ -347,7 +347,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
           body_timeout=args.body_timeout,
           api_key=args.api_key, max_text_chars=args.max_text_chars, max_audio_seconds=args.max_audio_seconds,
           header_timeout=args.header_timeout, max_header_kb=args.max_header_kb, max_connections=args.max_connections,
-          request_timeout=args.request_timeout,
+          request_timeout=args.request_timeout, media_roots=args.media_root,
           stop_after=args.stop_after, log_level=args.log_level)
     return 0
 
@@ -386,6 +386,9 @@ def _add_serve(register: RegisterCommand) -> None:
     p.add_argument("--max-header-kb", type=int, default=64, help="more KiB of request headers get 431 (default 64)")
     p.add_argument("--max-connections", type=int, default=1024,
                    help="most connections and requests at once; a request beyond gets 503 (default 1024)")
+    p.add_argument("--media-root", action="append", default=[], metavar="DIR",
+                   help="let requests name media files under DIR ({\"video\": \"/abs/path.mp4\"}); repeat for "
+                        "several (default: media only as data URLs)")
     p.add_argument("--api-key", help="ask every request but GET /health for 'Authorization: Bearer KEY' "
                                      "(default: $ZOO_API_KEY; unset: no key)")
     _add_device(p)

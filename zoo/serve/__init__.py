@@ -59,7 +59,7 @@ def serve(names: Sequence[str], *, rerankers: Sequence[str] = (), host: str = "1
           body_timeout: float = 30, api_key: str | None = None, max_text_chars: int = 100_000,
           max_audio_seconds: float = 600, header_timeout: float = 10, max_header_kb: int = 64,
           max_connections: int = 1024, request_timeout: float = 120, stop_after: float | None = None,
-          log_level: str = "info") -> None:
+          media_roots: Sequence[str | os.PathLike[str]] = (), log_level: str = "info") -> None:
     """Load each model once and serve them until SIGINT / SIGTERM (in-flight requests finish first).
 
     Args:
@@ -91,9 +91,14 @@ def serve(names: Sequence[str], *, rerankers: Sequence[str] = (), host: str = "1
         api_key: every request but ``GET /health`` must send ``Authorization: Bearer KEY``, or
             gets OpenAI's 401; None or empty reads ``$ZOO_API_KEY``; both unset: no key (said in the log).
         stop_after: shut down by itself after this many seconds (tests, batch jobs).
+        media_roots: folders whose files a request may name (``{"video": "/srv/clips/a.mp4"}``),
+            links resolved so that none leads out; none: media only as data URLs.
     """
     _check_settings(**{name: value for name, value in locals().items() if name in _RULES})  # the bounded ones
     _require_server()
+    missing = next((root for root in media_roots if not os.path.isdir(root)), None)
+    if missing is not None:
+        raise ValueError(f"--media-root {missing} is no folder")
     from ._app import create_app
 
     _log_like_uvicorn(log_level)
@@ -103,7 +108,7 @@ def serve(names: Sequence[str], *, rerankers: Sequence[str] = (), host: str = "1
     app = create_app(models, max_batch=max_batch, max_wait_ms=max_wait_ms, batch_size=batch_size,
                      max_body_bytes=int(max_body_mb * 2**20), max_inputs=max_inputs, max_queue=max_queue,
                      body_timeout=body_timeout, api_key=key, max_text_chars=max_text_chars,
-                     max_audio_seconds=max_audio_seconds, request_timeout=request_timeout)
+                     max_audio_seconds=max_audio_seconds, request_timeout=request_timeout, media_roots=media_roots)
     server = _server(app, host=host, port=port, log_level=log_level, header_timeout=header_timeout,
                      max_header_bytes=max_header_kb << 10, max_connections=max_connections)
     if stop_after is not None:  # through the server's own shutdown path, as SIGTERM: in-flight requests finish

@@ -10,8 +10,10 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Hashable
+import os
+from collections.abc import AsyncIterator, Awaitable, Hashable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.applications import Starlette  # this module is imported only to serve (the serve extra)
@@ -29,7 +31,15 @@ from zoo.plugins.audio import audio_seconds_limit
 from ..errors import did_you_mean
 from ._batcher import Batcher, ItemError, QueueFull
 from ._frontdoor import Frontdoor, Metrics
-from ._requests import EmbeddingRequest, RequestError, RerankRequest, check_modality, parse_request, parse_rerank
+from ._requests import (
+    EmbeddingRequest,
+    ItemRules,
+    RequestError,
+    RerankRequest,
+    check_modality,
+    parse_request,
+    parse_rerank,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -114,6 +124,7 @@ class _Limits:
     max_inputs: int
     max_text_chars: int
     request_timeout: float
+    media_roots: tuple[Path, ...] = ()
 
 
 class _InFlight:
@@ -132,11 +143,13 @@ class _InFlight:
 def create_app(models: dict[str, Model], *, max_batch: int = 64, max_wait_ms: float = 5, batch_size: int = 32,
                max_body_bytes: int = 32 << 20, max_inputs: int = 2048, max_queue: int | None = 8192,
                body_timeout: float = 30, api_key: str | None = None, max_text_chars: int = 100_000,
-               max_audio_seconds: float = 600, request_timeout: float = 120) -> Frontdoor:
+               max_audio_seconds: float = 600, request_timeout: float = 120,
+               media_roots: Sequence[str | os.PathLike[str]] = ()) -> Frontdoor:
     """An ASGI app serving ``models`` (by name) until it shuts down; see :func:`zoo.serve.serve`."""
     _check_kinds(models)
     in_flight = _InFlight()
-    limits = _Limits(max_body_bytes, body_timeout, max_inputs, max_text_chars, request_timeout)
+    limits = _Limits(max_body_bytes, body_timeout, max_inputs, max_text_chars, request_timeout,
+                     tuple(Path(os.path.realpath(root)) for root in media_roots))
     served = {name: Served(name, model, Batcher(_runner(model, batch_size, max_audio_seconds), max_batch=max_batch,
                                                 max_wait_ms=max_wait_ms, batch_size=batch_size, name=name,
                                                 max_queue=max_queue))
@@ -184,8 +197,9 @@ def create_app(models: dict[str, Model], *, max_batch: int = 64, max_wait_ms: fl
 
 async def _embeddings(request: Request, served: dict[str, Served], limits: _Limits) -> JSONResponse:
     """``POST /v1/embeddings``: OpenAI's request and response."""
+    rules = ItemRules(get_registry().modality_of_media, limits.max_text_chars, limits.media_roots)
     parsed = parse_request(await _read_body(request, limits.max_body_bytes, limits.body_timeout), limits.max_inputs,
-                           get_registry().modality_of_media, limits.max_text_chars)
+                           rules)
     entry = _served(served, parsed.model, ("embedder", "multi-vector"))
     request.state.model, request.state.inputs = entry.name, len(parsed.items)
     check_modality(parsed, entry.name, entry.model.towers)

@@ -12,11 +12,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from zoo.catalog._registry import get_registry
 from zoo.core._media import MediaBytes
 from zoo.errors import did_you_mean
 from zoo.plugins.combined import COMBINED, PARTS
@@ -29,6 +32,8 @@ _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[\w.+-]+)*;base64,
 # and Voyage's input_type ("query" / "document": sentence-transformers' encode_query / encode_document).
 FIELDS = ("model", "input", "encoding_format", "dimensions", "user", "input_type")
 INPUT_TYPES = ("query", "document")
+#: the keys of an object input that holds one medium, each the MIME family of its data URLs
+MEDIA_KEYS = ("image", "video", "audio")
 
 
 class RequestError(Exception):
@@ -56,13 +61,21 @@ class EmbeddingRequest:
     role: str | None = None  # input_type: "query" or "document"
 
 
-def parse_request(body: bytes, max_inputs: int = 2048,
-                  modality_of_media: Callable[[str], str | None] = lambda media: None,
-                  max_text_chars: int = 100_000) -> EmbeddingRequest:
+@dataclass(frozen=True)
+class ItemRules:
+    """How the server reads an input: ``modality_of_media`` names the modality of a MIME type (the
+    registry's); a text longer than ``max_text_chars`` is refused; a media input may name a file
+    under one of ``media_roots`` (``zoo serve --media-root``), and no other."""
+
+    modality_of_media: Callable[[str], str | None] = lambda media: None
+    max_text_chars: int = 100_000
+    media_roots: tuple[Path, ...] = ()
+
+
+def parse_request(body: bytes, max_inputs: int = 2048, rules: ItemRules = ItemRules()) -> EmbeddingRequest:
     """The request's fields, or a 400 naming the one that is wrong. More than ``max_inputs``
-    items, or a text longer than ``max_text_chars``, is refused (OpenAI's own limit is 2048
-    inputs), so one request cannot hold a model for minutes. ``modality_of_media`` names the
-    modality of a data URL's MIME type (the registry's)."""
+    items, or a text longer than ``rules.max_text_chars``, is refused (OpenAI's own limit is 2048
+    inputs), so one request cannot hold a model for minutes."""
     data, model = _json_request(body, FIELDS, "input")
     raw = data.get("input")
     if isinstance(raw, str):
@@ -81,7 +94,7 @@ def parse_request(body: bytes, max_inputs: int = 2048,
     role = data.get("input_type")
     if role is not None and role not in INPUT_TYPES:
         raise RequestError(400, f"input_type must be 'query' or 'document', not {role!r}", "input_type")
-    items = [_item(i, x, modality_of_media, max_text_chars) for i, x in enumerate(raw)]
+    items = [_item(i, x, rules) for i, x in enumerate(raw)]
     return EmbeddingRequest(model, [(kind, payload) for kind, payload, _ in items], encoding, dimensions,
                             [media for _, _, media in items], role)
 
@@ -163,21 +176,20 @@ def _document(index: int, value: Any, max_text_chars: int) -> str:
     return text
 
 
-def _item(index: int, value: Any, modality_of_media: Callable[[str], str | None],
-          max_text_chars: int) -> tuple[str, Any, str]:
+def _item(index: int, value: Any, rules: ItemRules) -> tuple[str, Any, str]:
     if isinstance(value, dict):
-        return _object_item(index, value, modality_of_media, max_text_chars)
+        return _object_item(index, value, rules)
     if not isinstance(value, str):
         raise RequestError(400, f"input[{index}] is {_json_kind(value)}; send text, or an image or audio as a data "
                            "URL", f"input[{index}]")
     url = _DATA_URL.match(value)
     if url is None:  # text, even text that starts with "data:"
-        if len(value) > max_text_chars:  # tokenising it would hold the model; truncation keeps far less
+        if len(value) > rules.max_text_chars:  # tokenising it would hold the model; truncation keeps far less
             raise RequestError(400, f"input[{index}] is a text of {len(value)} characters; this server takes at most "
-                               f"{max_text_chars} (zoo serve --max-text-chars): cut it, or send it as several "
+                               f"{rules.max_text_chars} (zoo serve --max-text-chars): cut it, or send it as several "
                                "inputs", f"input[{index}]", "too_long")
         return "text", value, "text"
-    kind = modality_of_media(url.group(1))
+    kind = rules.modality_of_media(url.group(1))
     if kind is None:  # not read as text either: its base64 would be embedded as words
         raise RequestError(400, f"input[{index}] is a data URL of type {url.group(1)}, which no modality of this "
                            "server takes; send an image or audio data URL, or a text as itself", f"input[{index}]")
@@ -190,21 +202,56 @@ def _item(index: int, value: Any, modality_of_media: Callable[[str], str | None]
                            f"input[{index}]") from None
 
 
-def _object_item(index: int, value: dict[str, Any], modality_of_media: Callable[[str], str | None],
-                 max_text_chars: int) -> tuple[str, Any, str]:
-    """An input given as an object, as Jina's multimodal embeddings take them: ``{"text": ...}`` or
-    ``{"image": "data:..."}`` is that input alone; ``{"text": ..., "image": ...}`` a combined one,
-    for the model's combined tower. The image is a data URL, never a path on the server."""
-    if not value or set(value) - set(PARTS) or not all(isinstance(v, str) for v in value.values()):
-        raise RequestError(400, f"input[{index}] is an object; its parts are {' and '.join(PARTS)}, each a string "
-                           "(the image a data URL)", f"input[{index}]")
-    parts = {part: _item(index, v, modality_of_media, max_text_chars) for part, v in value.items()}
-    if "image" in parts and parts["image"][0] == "text":
-        raise RequestError(400, f"input[{index}].image must be a data URL (data:image/png;base64,...)",
-                           f"input[{index}]")
+def _object_item(index: int, value: dict[str, Any], rules: ItemRules) -> tuple[str, Any, str]:
+    """An input given as an object, as Jina's multimodal embeddings take them: ``{"text": ...}``,
+    ``{"image": ...}``, ``{"video": ...}`` or ``{"audio": ...}`` is that input alone (the media a
+    data URL, or a file under one of the server's media roots); ``{"text": ..., "image": ...}`` a
+    combined one, for the model's combined tower, its image a data URL."""
+    keys = set(value)
+    if not (keys == set(PARTS) or (len(keys) == 1 and keys <= {"text", *MEDIA_KEYS})) or \
+            not all(isinstance(v, str) for v in value.values()):
+        raise RequestError(400, f"input[{index}] is an object; it holds one of text, {', '.join(MEDIA_KEYS)}, or "
+                           f"{' and '.join(PARTS)} together, each a string (media as a data URL)", f"input[{index}]")
+    parts = {part: _media_part(index, part, v, rules, alone=len(keys) == 1) for part, v in value.items()}
     if len(parts) == 1:
         return next(iter(parts.values()))
     return COMBINED, {part: payload for part, (_, payload, _) in parts.items()}, COMBINED
+
+
+def _media_part(index: int, part: str, value: str, rules: ItemRules, *, alone: bool) -> tuple[str, Any, str]:
+    """One part of an object input: a text; media as a data URL of its family (``image/...`` for
+    ``image``), or, alone, the path of a file under a media root."""
+    if part == "text" or _DATA_URL.match(value):
+        found = _item(index, value, rules)
+        if part != "text" and not found[2].startswith(f"{part}/"):
+            raise RequestError(400, f"input[{index}].{part} is a data URL of type {found[2]}, not {part}/...",
+                               f"input[{index}]")
+        return found
+    if not alone or not rules.media_roots:
+        where = "this server reads no files (zoo serve --media-root DIR lets it read those under DIR)" \
+            if alone else "a combined input's image is always a data URL"
+        raise RequestError(400, f"input[{index}].{part} must be a data URL (data:{part}/...;base64,...); {where}",
+                           f"input[{index}]")
+    return _server_file(index, part, value, rules)
+
+
+def _server_file(index: int, part: str, value: str, rules: ItemRules) -> tuple[str, Any, str]:
+    """A media file the server reads itself: its real path (links resolved, so none leads out)
+    inside one of the media roots, a file with a suffix of the modality of its family."""
+    real = Path(os.path.realpath(value.removeprefix("file://")))
+    suffix = real.suffix.lower()
+    kind = rules.modality_of_media(f"{part}/{suffix.lstrip('.')}")
+    if not Path(value.removeprefix("file://")).is_absolute():
+        problem = "is not an absolute path"
+    elif not any(real.is_relative_to(root) for root in rules.media_roots):
+        problem = f"is outside the server's media roots ({', '.join(map(str, rules.media_roots))})"
+    elif not real.is_file():
+        problem = "names no file"
+    elif kind is None or suffix not in get_registry().modality(kind).suffixes:
+        problem = f"has a suffix this server does not read as {part}"
+    else:
+        return kind, str(real), f"{part}/{suffix.lstrip('.')}"
+    raise RequestError(400, f"input[{index}].{part} {problem}: {value}", f"input[{index}]")
 
 
 def _json_kind(value: Any) -> str:
