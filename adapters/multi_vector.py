@@ -23,10 +23,10 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from zoo.core._encoder import Built, Encoder, ExportPlan
+from zoo.core._encoder import Built, DeviceStage, Encoder, ExportPlan
 from zoo.errors import ModelFormatError
 
-from .sentence_transformers import load_sentence_transformers, output_width, save_st
+from .sentence_transformers import load_sentence_transformers, output_width, preprocess_each, save_st
 from .transformers import TransformersAdapter
 
 if TYPE_CHECKING:
@@ -125,7 +125,10 @@ class PageRetrieverAdapter(MultiVectorAdapter):
     queries, both through the library's preprocessing for the role and its forward pass."""
 
     takes: ClassVar[frozenset[str]] = frozenset({"text", "image"})
-    parallel_decode: ClassVar[bool] = True  # pages decode in the workers; the processor runs a batch here
+    parallel_decode: ClassVar[bool] = True  # pages decode in the workers
+    # Pages decode a batch at a time and batch in input order: sorting them by size would hold
+    # every decoded page (megabytes each) in memory before the first batch.
+    lengths = Encoder.lengths  # type: ignore[assignment]
 
     def __init__(self, spec: ModelSpec, model: Any, **kwargs: Any) -> None:
         super().__init__(spec, model, **kwargs)
@@ -140,11 +143,14 @@ class PageRetrieverAdapter(MultiVectorAdapter):
     def towers(self) -> Mapping[str, Encoder]:
         return {"vision": self, "text": self.text_tower}
 
-    def lengths(self, items: Sequence[Any]) -> list[int]:
-        """Each decoded page's pixels: what its token count grows with, so that pages of like size
-        share a batch and pad little."""
-        return [page.width * page.height for page in items]
-
     def collate(self, items: list[Any]) -> dict[str, Any]:
-        """sentence-transformers' preprocessing of the decoded pages as the role's."""
-        return dict(self.model.preprocess(list(items), task=self.role))
+        return {"items": list(items)}
+
+    def device_stage(self) -> DeviceStage:
+        """The library preprocesses each batch of decoded pages in the model's process, so a page
+        its processor refuses (sides too unequal) is named by its row and the others go on."""
+        return DeviceStage(self.decode, self.preprocessed)
+
+    def preprocessed(self, batch: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[int, str]]]:
+        """sentence-transformers' preprocessing of the pages as the role's, and the rows it refused."""
+        return preprocess_each(lambda pages: self.model.preprocess(pages, task=self.role), batch["items"])

@@ -11,7 +11,7 @@ prompt's tokens out of the pool, as ``encode`` does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -188,6 +188,27 @@ def run_pipeline(model: Any, features: dict[str, Any]) -> torch.Tensor:
     for module in steps:
         features = module(features)
     return features["sentence_embedding"].float()
+
+
+def preprocess_each(preprocess: Callable[[list[Any]], Any], items: list[Any]
+                    ) -> tuple[dict[str, Any], list[tuple[int, str]]]:
+    """The library's preprocessing of a batch, and the rows it refused: where it refuses the batch,
+    each item is tried alone to name the ones it refuses, and the others are preprocessed together
+    (as a batch of them alone would be)."""
+    try:
+        return dict(preprocess(items)), []
+    except Exception:  # the library's own errors, of any type: find the inputs behind them
+        failed = []
+        for row, item in enumerate(items):
+            try:
+                preprocess([item])
+            except Exception as exc:
+                failed.append((row, f"{type(exc).__name__}: {exc}"))
+        if not failed:
+            raise  # the batch fails, and no input alone does: not an input's fault
+    gone = {row for row, _ in failed}
+    kept = [item for row, item in enumerate(items) if row not in gone]
+    return (dict(preprocess(kept)) if kept else {}), failed
 
 
 def as_texts(texts: list[str]) -> list[dict[str, str]]:

@@ -12,8 +12,12 @@ videos has a ``video`` tower of its own: a clip's frames go through the library'
 preprocessing together, as ``encode`` takes a clip. Which frames: where the model's video processor
 samples them itself (``do_sample_frames``: Qwen3-VL's 2 per second), the frames its own
 ``sample_frames`` chooses from the clip's header (its frame count and rate), read by zoo's decoder
-without decoding the rest, and handed over with that metadata; otherwise :data:`FRAMES` at the
-centres of equal spans, as over an image tower. The reading is recorded in each row's provenance.
+without decoding the rest, and handed over with that metadata; otherwise every frame, as the
+library takes a clip whose processor samples none (at most
+:data:`~zoo.plugins.video.MAX_SAMPLED`; a longer clip is refused by name). The frames are read in
+decode, so a clip that cannot be read is named; the library preprocesses each batch in the model's
+process (a device stage), where an input it refuses is named by its row and the others go on. The
+reading is recorded in each row's provenance.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from zoo.core._encoder import Built, Encoder
+from zoo.core._encoder import Built, DeviceStage, Encoder
 from zoo.errors import ModelFormatError
 from zoo.plugins.combined import COMBINED
-from zoo.plugins.video import FRAMES, ClipSource, read_frames
+from zoo.plugins.video import ClipSource, read_frames
 
 from .sentence_transformers import (
     as_texts,
@@ -32,6 +36,7 @@ from .sentence_transformers import (
     ends_with_normalize,
     load_sentence_transformers,
     output_width,
+    preprocess_each,
     run_pipeline,
     save_st,
 )
@@ -46,14 +51,14 @@ if TYPE_CHECKING:
     from zoo.store._model_files import ModelFiles
 
 # What a video processor's sample_frames reads from its own settings (or the pipeline's call settings).
-_SAMPLER_SETTINGS = ("num_frames", "fps", "min_frames", "max_frames")
+_SAMPLER_SETTINGS = ("num_frames", "fps", "min_frames", "max_frames", "temporal_patch_size")
 
 
 class STMultimodalAdapter(TransformersFamily, Encoder):
     """``model`` is the ``SentenceTransformer``; this encoder is its image tower."""
 
     strategies: ClassVar[tuple[str, ...]] = ()  # finetuning a VLM embedder is not a zoo verb yet
-    parallel_decode: ClassVar[bool] = False  # the library's processor runs a batch at a time, here
+    parallel_decode: ClassVar[bool] = False  # inputs decode here, beside the library's processor
 
     def __init__(self, spec: ModelSpec, model: Any, *, tokenizer: Any = None, **kwargs: Any) -> None:
         super().__init__(spec, model, **kwargs)
@@ -87,8 +92,8 @@ class STMultimodalAdapter(TransformersFamily, Encoder):
 
     def collate(self, items: list[Any]) -> dict[str, Any]:
         """A batch of one kind of input (images, texts, combined items, clips' frames), which the
-        library recognises from the items themselves; :meth:`encode_batch` preprocesses it, with
-        the call's prompt."""
+        library recognises from the items themselves; :meth:`preprocessed` (the device stage)
+        preprocesses it, with the call's prompt."""
         return {"items": items}
 
     def prompt_features(self, prompt: str) -> dict[str, Any]:
@@ -96,11 +101,22 @@ class STMultimodalAdapter(TransformersFamily, Encoder):
         whatever the input (as ``encode(..., prompt=...)`` does)."""
         return {"prompt": prompt}
 
-    def encode_batch(self, batch: dict[str, Any], *, pool: str | None = None) -> torch.Tensor:
-        features = self.model.preprocess(batch["items"], prompt=batch.get("prompt") or None,
+    def device_stage(self) -> DeviceStage:
+        """Each batch preprocessed by the library in the model's process, with the call's prompt
+        (an input it refuses is named by its row, and the others go on)."""
+        return DeviceStage(self.decode, self.preprocessed)
+
+    def preprocessed(self, batch: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[int, str]]]:
+        """The library's preprocessing of a collated batch (its items, the prompt, any processing
+        settings), and the rows it refused."""
+        def preprocess(items: list[Any]) -> Any:
+            return self.model.preprocess(items, prompt=batch.get("prompt") or None,
                                          processing_kwargs=batch.get("processing_kwargs"))
-        return run_pipeline(self.model, {k: v.to(self.device) if hasattr(v, "to") else v
-                                         for k, v in features.items()})
+
+        return preprocess_each(preprocess, batch["items"])
+
+    def encode_batch(self, batch: dict[str, Any], *, pool: str | None = None) -> torch.Tensor:
+        return run_pipeline(self.model, {k: v.to(self.device) if hasattr(v, "to") else v for k, v in batch.items()})
 
     def save(self, directory: Any) -> Path:
         """The pipeline as sentence-transformers saves it, with zoo's manifest beside it."""
@@ -128,26 +144,34 @@ class PipelineTower(Encoder):
     def prompt_features(self, prompt: str) -> dict[str, Any] | None:
         return self.owner.prompt_features(prompt)
 
+    def device_stage(self) -> DeviceStage:
+        return DeviceStage(self.decode, self.owner.preprocessed)
+
     def encode_batch(self, batch: dict[str, Any], *, pool: str | None = None) -> torch.Tensor:
         return self.owner.encode_batch(batch, pool=pool)
 
 
 def _video_reading(root: Path, model: Any) -> dict[str, Any]:
-    """How the pipeline's clips are read (see the module), as JSON for provenance."""
+    """How the pipeline's clips are read (see the module), as JSON for provenance: the frames its
+    video processor samples, or every frame, which it takes when it samples none."""
     processor = getattr(model[0].processor, "video_processor", None)
     if processor is None:
         raise ModelFormatError(f"{root}: its pipeline takes videos, but its processor has no video processor")
     asked = dict(model[0].processing_kwargs.get("video") or {})
-    if not asked.get("do_sample_frames", processor.do_sample_frames):
-        return {"frames": FRAMES, "sampling": "uniform"}
+    samples = bool(asked.get("do_sample_frames", processor.do_sample_frames))
+    reading: dict[str, Any] = {"sampling": "processor", "sampler": type(processor).__name__,
+                               "do_sample_frames": samples}
+    if not samples:
+        return reading
     sampler = {name: asked.get(name, getattr(processor, name, None)) for name in _SAMPLER_SETTINGS}
-    return {"sampling": "processor", "sampler": type(processor).__name__,
-            **{name: value for name, value in sampler.items() if value is not None}}
+    if sampler["num_frames"] is not None:  # a count, not a rate: sample_frames reads no fps then
+        sampler["fps"] = None
+    return {**reading, **{name: value for name, value in sampler.items() if value is not None}}
 
 
 class ClipTower(PipelineTower):
-    """The pipeline's own video tower: each clip's frames, chosen as its reading says, through the
-    library's video preprocessing and the pipeline."""
+    """The pipeline's own video tower: each clip's frames, as its video processor chooses them,
+    through the library's video preprocessing and the pipeline."""
 
     def __init__(self, owner: STMultimodalAdapter, reading: dict[str, Any]) -> None:
         super().__init__(owner)
@@ -155,19 +179,32 @@ class ClipTower(PipelineTower):
         self.processor = owner.model[0].processor.video_processor
         self.asked = dict(owner.model[0].processing_kwargs.get("video") or {})
 
-    def collate(self, items: list[Any]) -> dict[str, Any]:
-        if self.reading["sampling"] == "uniform":
-            return self.owner.collate([clip.frames for clip in items])
-        once = {"video": {**self.asked, "do_sample_frames": False}}  # chosen already: not sampled again
-        return {"items": [self._chosen(clip) for clip in items], "processing_kwargs": once}
+    def device_stage(self) -> DeviceStage:
+        """The chosen frames are read in decode, so a clip that cannot be read is named; the
+        library preprocesses each batch."""
+        return DeviceStage(self.chosen_frames, self.owner.preprocessed)
 
-    def _chosen(self, clip: ClipSource) -> dict[str, Any]:
-        """The frames the processor's own ``sample_frames`` chooses from the clip's header, with the
-        metadata it reads them by (their indices, the clip's rate and length)."""
+    def collate(self, items: list[Any]) -> dict[str, Any]:
+        once = {"video": {**self.asked, "do_sample_frames": False}}  # chosen already: not sampled again
+        return {"items": list(items), "processing_kwargs": once}
+
+    def chosen_frames(self, item: Any) -> dict[str, Any]:
+        """A clip's frames as the library takes a clip: those its processor's own ``sample_frames``
+        chooses from the header (every frame where it samples none), read without decoding the
+        rest, with the metadata the processor reads them by (their indices, the clip's rate and
+        length)."""
         from transformers.video_utils import VideoMetadata
 
+        clip: ClipSource = self.decode(item)
         metadata = VideoMetadata(total_num_frames=clip.total_frames, fps=clip.fps, duration=clip.duration)
-        sampling = {name: value for name, value in self.asked.items() if name in _SAMPLER_SETTINGS}
-        indices = [int(i) for i in self.processor.sample_frames(metadata, **sampling)]
+        if not self.reading["do_sample_frames"]:
+            indices = list(range(clip.total_frames))
+        else:
+            sampling = {name: value for name, value in self.asked.items() if name in _SAMPLER_SETTINGS}
+            try:
+                indices = [int(i) for i in self.processor.sample_frames(metadata, **sampling)]
+            except Exception as exc:  # the library's own refusal, of any type: this clip's, named
+                raise ValueError(f"{clip.name}: {self.reading['sampler']}.sample_frames chooses no frames from "
+                                 f"its {clip.total_frames}: {type(exc).__name__}: {exc}") from None
         metadata.frames_indices = indices
         return {"array": read_frames(clip, indices), "video_metadata": metadata}

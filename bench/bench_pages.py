@@ -12,7 +12,8 @@ this machine: these are the speeds of that size, not of ColQwen2-2B; the scores 
 Sides, each in its own interpreter (see ``sides.py``), alternating, ``--rounds`` rounds:
 
 - ``zoo``: ``zoo.load(folder).featurize(paths, role="document", num_workers=W)``: pages decoded in
-  ``W`` worker processes, batched by size, through the library's processor and model.
+  ``W`` worker processes (in process for 0), a batch at a time, through the library's processor and
+  model.
 - ``st``: ``MultiVectorEncoder(folder).encode_document(paths)``, which opens each file itself.
 
 Prints each side's median pages per second, the ratio, the largest difference between the two

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from zoo.core._encoder import Encoder
+from zoo.core._encoder import DeviceStage, Encoder
 from zoo.hookspecs import RegisterModality, hookimpl
 
 if TYPE_CHECKING:
@@ -233,15 +233,39 @@ class FramesTower(Encoder):
         self.inner = inner
         self.pooling_modes = inner.pooling_modes
 
-    def collate(self, items: list[Clip]) -> tuple[Any, list[int]]:
+    def collate(self, items: list[Clip]) -> dict[str, Any]:
         """Every frame of the batch's clips as one batch of the image tower, and each clip's count."""
         frames = [self.inner.decode(frame) for clip in items for frame in clip.frames]
-        return self.inner.collate(frames), [len(clip.frames) for clip in items]
+        return {"frames": self.inner.collate(frames), "counts": [len(clip.frames) for clip in items]}
 
-    def encode_batch(self, batch: tuple[Any, list[int]], *, pool: str | None = None) -> torch.Tensor:
+    def prompt_features(self, prompt: str) -> dict[str, Any] | None:
+        """The image tower's: a prompt goes with the frames as with its images."""
+        return self.inner.prompt_features(prompt)
+
+    def device_stage(self) -> DeviceStage:
+        """The frames' batch finished as the image tower finishes its own (with the prompt's
+        entries, where the call has a prompt); a clip whose frames it refuses is named."""
+        return DeviceStage(self.decode, self._finished)
+
+    def _finished(self, batch: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[int, str]]]:
+        frames, counts = batch["frames"], batch["counts"]
+        extra = {key: value for key, value in batch.items() if key not in ("frames", "counts")}
+        frames = {**frames, **extra} if extra else frames
+        stage = self.inner.device_stage()
+        if stage is None:
+            return {"frames": frames, "counts": counts}, []
+        frames, refused = stage.finish(frames)
+        clip_of = [clip for clip, count in enumerate(counts) for _ in range(count)]
+        failed = {clip_of[row]: reason for row, reason in reversed(refused)}  # each clip's first refusal
+        if sum(counts[clip] for clip in failed) != len(refused):
+            raise RuntimeError("the image tower refused some frames of a clip and kept others")
+        kept = [count for clip, count in enumerate(counts) if clip not in failed]
+        return {"frames": frames, "counts": kept}, sorted(failed.items())
+
+    def encode_batch(self, batch: dict[str, Any], *, pool: str | None = None) -> torch.Tensor:
         import torch
 
-        images, counts = batch
+        images, counts = batch["frames"], batch["counts"]
         rows = self.inner.encode_batch(images, pool=pool).float()
         if self.spec.normalize:  # each frame's row as the image tower's featurize gives it
             rows = torch.nn.functional.normalize(rows, dim=-1)

@@ -102,6 +102,22 @@ def test_a_role_s_prompt_goes_in_as_a_system_message_for_every_input(pictures, t
     assert model.embed_options(tower="vision", role="query").provenance()["prompt_name"] == "query"
 
 
+def test_an_input_the_library_refuses_is_named_and_the_others_go_on(vlm, pictures, tmp_path):
+    from PIL import Image
+
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (1200, 4), "white").save(strip)  # sides too unequal for Qwen2-VL's processor
+    model, st = zoo.load(vlm, device="cpu"), library(vlm)
+    for tower, asked, good in (("vision", [str(pictures[0]), str(strip)], [Image.open(pictures[0]).convert("RGB")]),
+                               ("combined", [{"text": "a", "image": str(pictures[0])}, {"text": "b", "image": str(strip)}],
+                                [{"text": "a", "image": Image.open(pictures[0]).convert("RGB")}])):
+        with pytest.raises(InputError, match=r"input 1\b.*aspect ratio"):
+            model.featurize(asked, tower=tower)
+        with pytest.warns(RuntimeWarning, match="skipped 1 of 2"):
+            rows = model.featurize(asked, tower=tower, on_error="skip", role="query")
+        assert rows.shape[0] == 1 and np.abs(rows - st.encode(good, prompt_name="query")).max() <= 1e-5
+
+
 @pytest.fixture(scope="module")
 def hf_clip_dir_for_combined(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_models import hf_clip_folder

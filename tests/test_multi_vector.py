@@ -231,6 +231,20 @@ def test_a_page_retriever_equals_the_library(page_folders, layout):
     assert_same_matrices(together, [model.featurize([page], role="document")[0] for page in pages])
 
 
+def test_a_page_its_processor_refuses_is_named_and_the_others_go_on(page_folders, tmp_path):
+    from PIL import Image
+
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (1200, 4), "white").save(strip)  # sides too unequal for Qwen2-VL's processor
+    model, pages = zoo.load(page_folders["transformers"], device="cpu"), page_files(page_folders)[:2]
+    asked = [pages[0], str(strip), pages[1]]
+    with pytest.raises(InputError, match=r"input 1 .*strip\.png.*aspect ratio"):
+        model.featurize(asked, role="document")
+    with pytest.warns(RuntimeWarning, match="skipped 1 of 3"):
+        rows = model.featurize(asked, role="document", on_error="skip")
+    assert_same_matrices(rows, model.featurize(pages, role="document"))
+
+
 def test_pages_embed_index_and_are_searched_by_text(page_folders, tmp_path, capsys):
     from zoo.cli import main
 

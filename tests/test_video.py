@@ -315,26 +315,38 @@ def every_frame(path: Path) -> tuple[np.ndarray, dict[str, float]]:
                                                        "duration": len(decoded) / rate}
 
 
-def test_a_pipeline_that_takes_videos_reads_clips_as_sentence_transformers_does(vlm_folders, clips):
+def test_a_pipeline_that_takes_videos_reads_clips_as_sentence_transformers_does(vlm_folders, clips, tmp_path):
     from sentence_transformers import SentenceTransformer
 
     paths = [str(p) for p in clips]
+    whole = [dict(zip(("array", "video_metadata"), every_frame(p))) for p in clips]  # as a decoder of the clip gives it
+    # a processor that samples no frames: every frame of the clip, as encode takes a clip
     given = zoo.load(vlm_folders["given"], device="cpu")
-    assert "video" in given.towers and given.embed_options(tower="video").provenance()["tower_settings"] == {
-        "frames": 8, "sampling": "uniform"}
+    assert given.embed_options(tower="video").provenance()["tower_settings"] == {
+        "sampling": "processor", "sampler": "Qwen2VLVideoProcessor", "do_sample_frames": False}
     st = SentenceTransformer(str(vlm_folders["given"]), device="cpu", local_files_only=True)
     rows = given.featurize(paths, tower="video", batch_size=2)
-    assert np.abs(rows - st.encode([frames_by_pyav(p) for p in clips])).max() <= 1e-5  # 8 frames at uniform times
+    assert np.abs(rows - st.encode(whole)).max() <= 1e-5
     assert np.abs(np.concatenate([given.featurize([p], tower="video") for p in paths]) - rows).max() <= 1e-5
+    frames = synthetic_frames(1, 12)
+    assert np.abs(given.featurize([frames], tower="video") - st.encode([frames])).max() <= 1e-5
     # a processor that chooses the frames: its own choice from the header, as from the whole clip with its metadata
     sampled = zoo.load(vlm_folders["sampled"], device="cpu")
     assert sampled.embed_options(tower="video").provenance()["tower_settings"] == {
-        "sampling": "processor", "sampler": "Qwen2VLVideoProcessor", "fps": 2.0, "min_frames": 2, "max_frames": 8}
+        "sampling": "processor", "sampler": "Qwen2VLVideoProcessor", "do_sample_frames": True, "fps": 2.0,
+        "min_frames": 2, "max_frames": 8, "temporal_patch_size": 2}
     st = SentenceTransformer(str(vlm_folders["sampled"]), device="cpu", local_files_only=True)
-    expected = st.encode([dict(zip(("array", "video_metadata"), every_frame(p))) for p in clips])
-    assert np.abs(sampled.featurize(paths, tower="video", batch_size=2) - expected).max() <= 1e-5
+    assert np.abs(sampled.featurize(paths, tower="video", batch_size=2) - st.encode(whole)).max() <= 1e-5
     with pytest.raises(InputError, match="input 0: .*says no frame rate.* samples 2 frames a second"):
-        sampled.featurize([synthetic_frames(1, 12)], tower="video")
+        sampled.featurize([frames], tower="video")
+    # a clip the processor's own sampler refuses (one frame) is named, and skipped without the others
+    single = write_clip(tmp_path / "single.mp4", synthetic_frames(3, 1))
+    refused = r"input 1 .*single\.mp4: Qwen2VLVideoProcessor\.sample_frames chooses no frames from its 1"
+    with pytest.raises(InputError, match=refused):
+        sampled.featurize([paths[0], str(single)], tower="video")
+    with pytest.warns(RuntimeWarning, match="skipped 1 of 2"):
+        kept = sampled.featurize([paths[0], str(single)], tower="video", on_error="skip")
+    assert np.abs(kept - st.encode(whole[:1])).max() <= 1e-5
 
 
 def test_zoo_serve_reads_clips_under_its_media_roots_and_nowhere_else(open_clip_dir, clips, tmp_path):
@@ -343,25 +355,31 @@ def test_zoo_serve_reads_clips_under_its_media_roots_and_nowhere_else(open_clip_
     from zoo.serve._app import create_app
 
     model = zoo.load(str(open_clip_dir), device="cpu")
-    root, outside = tmp_path / "media", tmp_path / "outside"
+    root, outside = tmp_path / "media", tmp_path / "media-not"  # a sibling that shares the root's prefix
     root.mkdir()
     outside.mkdir()
-    clip = write_clip(root / "clip.mp4", synthetic_frames(2, 24))
+    clip = write_clip(root / "a clip é.mp4", synthetic_frames(2, 24))
     secret = write_clip(outside / "secret.mp4", synthetic_frames(5, 12))
     (root / "link.mp4").symlink_to(secret)
     (root / "notes.txt").write_text("not a clip")
     expected = model.featurize([str(clip)], tower="video")[0]
     with TestClient(create_app({"clip": model}, media_roots=[root])) as client:
-        for named in (str(clip), f"file://{clip}"):
+        for named in (str(clip), clip.as_uri(), f"file://localhost{clip}"):
             answer = client.post("/v1/embeddings", json={"model": "clip", "input": [{"video": named}, "a caption"]})
             assert answer.status_code == 200, answer.text
             assert np.abs(np.array(answer.json()["data"][0]["embedding"]) - expected).max() <= 1e-5
-        for bad, says in ((str(secret), "outside the server's media roots"), (str(root / "link.mp4"), "outside"),
+        for bad, says in ((str(secret), "outside the folders this server reads"), (str(root / "link.mp4"), "outside"),
                           (str(root / ".." / "outside" / "secret.mp4"), "outside"), ("clip.mp4", "not an absolute"),
-                          (str(root / "none.mp4"), "names no file"), (str(root / "notes.txt"), "does not read as video")):
+                          (str(root / "none.mp4"), "names no file"), (str(root / "notes.txt"), "does not read as video"),
+                          (f"{root}/x\u0000.mp4", "not an absolute path"), (f"file://evil.example{clip}", "of this host"),
+                          ("https://example.com/a.mp4", "not an absolute path"), (str(root / ("x" * 5000 + ".mp4")), "cannot be read")):
             answer = client.post("/v1/embeddings", json={"model": "clip", "input": ["a caption", {"video": bad}]})
             assert answer.status_code == 400 and says in answer.json()["error"]["message"], (bad, answer.text)
             assert answer.json()["error"]["param"] == "input[1]"
+        lookalike = "data:image/png;base64,iVBORw0KGgo="  # a text part is taken as it is, never as an image
+        answer = client.post("/v1/embeddings", json={"model": "clip", "input": [{"text": lookalike}]})
+        assert np.abs(np.array(answer.json()["data"][0]["embedding"]) - model.featurize([lookalike], tower="text")[0]
+                      ).max() <= 1e-5
         combined = client.post("/v1/embeddings", json={"model": "clip", "input": [{"text": "a", "image": str(clip)}]})
         assert combined.status_code == 400 and "always a data URL" in combined.json()["error"]["message"]
         assert client.get("/health").json()["status"] == "ok"

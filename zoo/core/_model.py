@@ -41,8 +41,14 @@ if TYPE_CHECKING:
     from zoo.store._model_files import ModelFiles
 
     from ._compiled import CompiledEncoder
-    from ._encoder import Encoder
+    from ._encoder import Encoder, FinishBatch
     from ._rows import RowFormat
+
+
+def _with_entries(extra: dict[str, Any], finish: FinishBatch | None, batch: Any) -> tuple[Any, list[tuple[int, str]]]:
+    """A batch with the prompt's entries in it, finished by the encoder's device stage if it has one."""
+    batch = {**batch, **extra}
+    return finish(batch) if finish is not None else (batch, [])
 
 
 def places_prompt(encoder: Encoder, prompt: str) -> bool:
@@ -335,9 +341,10 @@ class Model:
         tower = self._towers[options.tower or self.tower()[0]]
         encoder = tower.for_role(options.role)
         quantized = options.precision != "float32"
-        placed = options.prompt and places_prompt(encoder, options.prompt)
-        prompt = None if placed else options.prompt  # else put before each text
-        rows, report = self._run(encoder, inputs, encode=self._forward(encoder, options), prompt=prompt,
+        extra = encoder.prompt_features(options.prompt) if options.prompt else None
+        prompt = None if extra and "prompt" in extra else options.prompt  # placed by the encoder, or before each text
+        rows, report = self._run(encoder, inputs, encode=self._forward(encoder, options, extra), prompt=prompt,
+                                 extra=extra,
                                  buffer=partial(self.row_format.buffer, options=options), batch_size=batch_size,
                                  return_tensors="np" if quantized else return_tensors,
                                  progress=progress, on_error=on_error,
@@ -352,9 +359,9 @@ class Model:
                 rows = torch.from_numpy(rows)
         return rows, report
 
-    def _forward(self, encoder: Encoder, options: EmbedOptions) -> Callable[[Any], torch.Tensor]:
+    def _forward(self, encoder: Encoder, options: EmbedOptions, extra: Mapping[str, Any] | None
+                 ) -> Callable[[Any], torch.Tensor]:
         """One batch to rows, as ``options`` say: the compiled runtime, hidden layers, or the output."""
-        extra = encoder.prompt_features(options.prompt) if options.prompt else None
         if self.compiled is not None and encoder is self.encoder:
             if extra:
                 raise UnsupportedOptionError(
@@ -367,18 +374,23 @@ class Model:
         else:
             def forward(batch: Any) -> torch.Tensor:
                 return encoder.encode_batch(batch, pool=options.pool)
-        return forward if not extra else lambda batch: forward({**batch, **extra})
+        return forward
 
     def _run(self, encoder: Encoder, inputs: Iterable[Any], *, prompt: str | None = None, pairs: bool = False,
-             **kwargs: Any) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
+             extra: Mapping[str, Any] | None = None, **kwargs: Any
+             ) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
         """Every verb that runs the frozen model over inputs goes through here: the decoding the
         encoder asks for (its device stage, the prompt before each text, each side of a pair), the
-        engine, then the :attr:`last_report` convenience, set in this one place."""
+        prompt's entries (``extra``: :meth:`Encoder.prompt_features`) in every batch before the
+        stage finishes it, the engine, then the :attr:`last_report` convenience, set in this one place."""
         stage = encoder.device_stage()
         decode = stage.decode if stage is not None else encoder.decode
         decode = Prompted(decode, prompt) if prompt else decode
+        finish = stage.finish if stage is not None else None
+        if extra:
+            finish = partial(_with_entries, dict(extra), finish)
         rows, report = run_featurize(encoder, inputs, decode=PairDecode(decode) if pairs else decode,
-                                     finish=stage.finish if stage is not None else None, **kwargs)
+                                     finish=finish, **kwargs)
         self.last_report = report
         return rows, report
 
@@ -499,8 +511,7 @@ class Model:
         extra = encoder.prompt_features(text) if text else {}
         if extra is None:
             raise UnsupportedOptionError(f"{self.name} takes no prompt")
-        rows, report = self._run(encoder, pairs, pairs=True,
-                                 encode=lambda batch: encoder.encode_batch({**batch, **extra}),
+        rows, report = self._run(encoder, pairs, pairs=True, extra=extra, encode=encoder.encode_batch,
                                  buffer=partial(DenseBuffer, dim=self.embed_dim), return_tensors="np", desc=verb,
                                  **kwargs)
         return cast("np.ndarray", rows), report

@@ -18,6 +18,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from zoo.catalog._registry import get_registry
 from zoo.core._media import MediaBytes
@@ -184,11 +186,7 @@ def _item(index: int, value: Any, rules: ItemRules) -> tuple[str, Any, str]:
                            "URL", f"input[{index}]")
     url = _DATA_URL.match(value)
     if url is None:  # text, even text that starts with "data:"
-        if len(value) > rules.max_text_chars:  # tokenising it would hold the model; truncation keeps far less
-            raise RequestError(400, f"input[{index}] is a text of {len(value)} characters; this server takes at most "
-                               f"{rules.max_text_chars} (zoo serve --max-text-chars): cut it, or send it as several "
-                               "inputs", f"input[{index}]", "too_long")
-        return "text", value, "text"
+        return _text(index, value, rules)
     kind = rules.modality_of_media(url.group(1))
     if kind is None:  # not read as text either: its base64 would be embedded as words
         raise RequestError(400, f"input[{index}] is a data URL of type {url.group(1)}, which no modality of this "
@@ -200,6 +198,14 @@ def _item(index: int, value: Any, rules: ItemRules) -> tuple[str, Any, str]:
     except (binascii.Error, ValueError):
         raise RequestError(400, f"input[{index}]: the base64 payload of its data URL does not decode",
                            f"input[{index}]") from None
+
+
+def _text(index: int, value: str, rules: ItemRules) -> tuple[str, Any, str]:
+    if len(value) > rules.max_text_chars:  # tokenising it would hold the model; truncation keeps far less
+        raise RequestError(400, f"input[{index}] is a text of {len(value)} characters; this server takes at most "
+                           f"{rules.max_text_chars} (zoo serve --max-text-chars): cut it, or send it as several "
+                           "inputs", f"input[{index}]", "too_long")
+    return "text", value, "text"
 
 
 def _object_item(index: int, value: dict[str, Any], rules: ItemRules) -> tuple[str, Any, str]:
@@ -219,11 +225,14 @@ def _object_item(index: int, value: dict[str, Any], rules: ItemRules) -> tuple[s
 
 
 def _media_part(index: int, part: str, value: str, rules: ItemRules, *, alone: bool) -> tuple[str, Any, str]:
-    """One part of an object input: a text; media as a data URL of its family (``image/...`` for
-    ``image``), or, alone, the path of a file under a media root."""
-    if part == "text" or _DATA_URL.match(value):
+    """One part of an object input: a text, taken as it is (even one that looks like a data URL);
+    media as a data URL of its family (``image/...`` for ``image``), or, alone, the path of a file
+    under a media root."""
+    if part == "text":
+        return _text(index, value, rules)
+    if _DATA_URL.match(value):
         found = _item(index, value, rules)
-        if part != "text" and not found[2].startswith(f"{part}/"):
+        if not found[2].startswith(f"{part}/"):
             raise RequestError(400, f"input[{index}].{part} is a data URL of type {found[2]}, not {part}/...",
                                f"input[{index}]")
         return found
@@ -236,22 +245,47 @@ def _media_part(index: int, part: str, value: str, rules: ItemRules, *, alone: b
 
 
 def _server_file(index: int, part: str, value: str, rules: ItemRules) -> tuple[str, Any, str]:
-    """A media file the server reads itself: its real path (links resolved, so none leads out)
-    inside one of the media roots, a file with a suffix of the modality of its family."""
-    real = Path(os.path.realpath(value.removeprefix("file://")))
+    """A media file the server reads itself: an absolute path or ``file://`` URL whose real path
+    (links resolved, so none leads out) is inside one of the media roots, a file with a suffix of
+    the modality of its family. The roots are trusted: the file is opened later by this path, so
+    no one else may write to them."""
+    try:
+        found = _file_problem(part, value, rules)
+    except (OSError, ValueError) as exc:  # a name the system refuses (too long...)
+        found = f"cannot be read: {exc.strerror if isinstance(exc, OSError) else exc}"
+    if isinstance(found, str):
+        raise RequestError(400, f"input[{index}].{part} {found}: {value[:200]!r}", f"input[{index}]")
+    return found
+
+
+def _file_problem(part: str, value: str, rules: ItemRules) -> tuple[str, Any, str] | str:
+    """The input a media path names, or what is wrong with it."""
+    path = _local_path(value)
+    if path is None or not path.is_absolute():
+        return "is not an absolute path or a file:// URL of this host"
+    real = Path(os.path.realpath(path))
     suffix = real.suffix.lower()
-    kind = rules.modality_of_media(f"{part}/{suffix.lstrip('.')}")
-    if not Path(value.removeprefix("file://")).is_absolute():
-        problem = "is not an absolute path"
-    elif not any(real.is_relative_to(root) for root in rules.media_roots):
-        problem = f"is outside the server's media roots ({', '.join(map(str, rules.media_roots))})"
-    elif not real.is_file():
-        problem = "names no file"
-    elif kind is None or suffix not in get_registry().modality(kind).suffixes:
-        problem = f"has a suffix this server does not read as {part}"
-    else:
-        return kind, str(real), f"{part}/{suffix.lstrip('.')}"
-    raise RequestError(400, f"input[{index}].{part} {problem}: {value}", f"input[{index}]")
+    kind = rules.modality_of_media(f"{part}/{suffix.lstrip('.')}") if suffix else None
+    if not any(real.is_relative_to(root) for root in rules.media_roots):
+        return "is outside the folders this server reads (zoo serve --media-root)"
+    if not real.is_file():
+        return "names no file"
+    if kind is None or suffix not in get_registry().modality(kind).suffixes:
+        return f"has a suffix this server does not read as {part}"
+    return kind, str(real), f"{part}/{suffix.lstrip('.')}"
+
+
+def _local_path(value: str) -> Path | None:
+    """The local path a string names (a path, or a ``file://`` URL of this host, percent-decoded),
+    or None for a URL of another scheme or host, or a string no path can hold (a NUL byte)."""
+    if "\0" in value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme.lower() == "file":
+        if parts.netloc not in ("", "localhost"):
+            return None
+        return Path(url2pathname(parts.path))
+    return None if parts.scheme else Path(value)
 
 
 def _json_kind(value: Any) -> str:
