@@ -96,9 +96,7 @@ def serve(names: Sequence[str], *, rerankers: Sequence[str] = (), host: str = "1
     """
     _check_settings(**{name: value for name, value in locals().items() if name in _RULES})  # the bounded ones
     _require_server()
-    missing = next((root for root in media_roots if not os.path.isdir(root)), None)
-    if missing is not None:
-        raise ValueError(f"--media-root {missing} is no folder")
+    _check_folders(media_roots)
     from ._app import create_app
 
     _log_like_uvicorn(log_level)
@@ -111,13 +109,26 @@ def serve(names: Sequence[str], *, rerankers: Sequence[str] = (), host: str = "1
                      max_audio_seconds=max_audio_seconds, request_timeout=request_timeout, media_roots=media_roots)
     server = _server(app, host=host, port=port, log_level=log_level, header_timeout=header_timeout,
                      max_header_bytes=max_header_kb << 10, max_connections=max_connections)
-    if stop_after is not None:  # through the server's own shutdown path, as SIGTERM: in-flight requests finish
-        timer = threading.Timer(stop_after, os.kill, (os.getpid(), signal.SIGTERM))
-        timer.daemon = True
-        timer.start()
+    _stop_after(stop_after)
     with _exit_quietly_on_signals():
         server.run()  # on uvloop and httptools where installed
     log.info("zoo serve stopped")
+
+
+def _check_folders(media_roots: Sequence[str | os.PathLike[str]]) -> None:
+    missing = next((root for root in media_roots if not os.path.isdir(root)), None)
+    if missing is not None:
+        raise ValueError(f"--media-root {missing} is no folder")
+
+
+def _stop_after(seconds: float | None) -> None:
+    """Shut down after ``seconds`` (None: never) through the server's own path, as SIGTERM does
+    (in-flight requests finish)."""
+    if seconds is None:
+        return
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.daemon = True
+    timer.start()
 
 
 def _log_start(models: dict[str, Model], api_key: str | None, host: str, port: int) -> None:
