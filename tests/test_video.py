@@ -1,7 +1,7 @@
 """The video modality (zoo.plugins.video): clips made here from synthetic frames with PyAV, sampled
 uniformly, embedded by an image-text model's image tower frame by frame and averaged, through
 featurize, zoo embed, zoo index, zoo search (by text) and zoo serve; and by transformers video
-models (a tiny VideoMAE and X-CLIP) over the frame count each was built for, equal to transformers
+models (a tiny VideoMAE, ViViT, TimeSformer and X-CLIP) over the frame count each was built for, equal to transformers
 called directly."""
 
 from __future__ import annotations
@@ -212,31 +212,34 @@ def test_the_conformance_kit_checks_the_video_tower(open_clip_dir):
 
 @pytest.fixture(scope="module")
 def video_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from tiny_models import videomae_folder, xclip_folder
+    from tiny_models import timesformer_folder, videomae_folder, vivit_folder, xclip_folder
 
     root = tmp_path_factory.mktemp("video-models")
-    return {"videomae": videomae_folder(root / "videomae"), "xclip": xclip_folder(root / "xclip")}
+    return {"videomae": videomae_folder(root / "videomae"), "xclip": xclip_folder(root / "xclip"),
+            "vivit": vivit_folder(root / "vivit"), "timesformer": timesformer_folder(root / "timesformer")}
 
 
 def transformers_rows(folder: Path, videos: list[list[np.ndarray]]) -> np.ndarray:
-    """The folder's processor and model called directly on the frames: VideoMAE's mean of tokens (what
-    its classification head reads), X-CLIP's ``get_video_features`` at unit length."""
+    """The folder's processor and model called directly on the frames: what each video-classification
+    head reads (VideoMAE's mean of tokens, ViViT's and TimeSformer's class token), X-CLIP's
+    ``get_video_features`` at unit length."""
     import torch
     from transformers import AutoModel, AutoProcessor
 
     model, processor = AutoModel.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
     with torch.no_grad():
-        if model.config.model_type == "videomae":
-            return model(pixel_values=processor(videos, return_tensors="pt")["pixel_values"]).last_hidden_state.mean(1).numpy()
+        if model.config.model_type != "xclip":
+            hidden = model(pixel_values=processor(videos, return_tensors="pt")["pixel_values"]).last_hidden_state
+            return (hidden.mean(1) if model.config.model_type == "videomae" else hidden[:, 0]).numpy()
         rows = model.get_video_features(pixel_values=processor(videos=videos, return_tensors="pt")["pixel_values"])
         return torch.nn.functional.normalize(rows.pooler_output, dim=-1).numpy()
 
 
-@pytest.mark.parametrize("name", ["videomae", "xclip"])
+@pytest.mark.parametrize("name", ["videomae", "xclip", "vivit", "timesformer"])
 def test_a_video_model_reads_the_frames_it_was_built_for_as_transformers_does(video_models, clips, name):
     folder = video_models[name]
     model = zoo.load(folder, device="cpu")
-    assert model.modality == {"videomae": "video", "xclip": "video-text"}[name] and model.tower()[0] == "video"
+    assert model.modality == ("video-text" if name == "xclip" else "video") and model.tower()[0] == "video"
     paths = [str(p) for p in clips]
     rows = model.featurize(paths, batch_size=2)
     expected = transformers_rows(folder, [list(frames_by_pyav(p, 4)) for p in clips])  # its config's num_frames

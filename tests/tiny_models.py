@@ -565,3 +565,28 @@ def as_legacy_st_clip(clip: Path, target: Path) -> Path:
     (target / "config_sentence_transformers.json").write_text(json.dumps(
         {"__version__": {"sentence_transformers": "2.0.0", "transformers": "4.7.0", "pytorch": "1.9.0"}}))
     return target
+
+
+def vivit_folder(root: Path, *, frames: int = 4) -> Path:
+    """A 2-layer ViViT over 32x32 frames (tubelets of 2 frames, 8x8 pixels) with its image
+    processor, saved by ``save_pretrained``."""
+    from transformers import VivitConfig, VivitImageProcessor, VivitModel
+
+    _seed(8)
+    VivitModel(VivitConfig(image_size=32, num_frames=frames, tubelet_size=[2, 8, 8], hidden_size=32,
+                           num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)).save_pretrained(root)
+    VivitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root)
+    return root
+
+
+def timesformer_folder(root: Path, *, frames: int = 4) -> Path:
+    """A 2-layer TimeSformer over 32x32 frames with VideoMAE's image processor (as the hub's
+    TimeSformer folders have), saved by ``save_pretrained``."""
+    from transformers import TimesformerConfig, TimesformerModel, VideoMAEImageProcessor
+
+    _seed(9)
+    TimesformerModel(TimesformerConfig(image_size=32, patch_size=8, num_frames=frames, hidden_size=32,
+                                       num_hidden_layers=2, num_attention_heads=2,
+                                       intermediate_size=64)).save_pretrained(root)
+    VideoMAEImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root)
+    return root
