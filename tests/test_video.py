@@ -1,8 +1,8 @@
 """The video modality (zoo.plugins.video): clips made here from synthetic frames with PyAV, sampled
 uniformly, embedded by an image-text model's image tower frame by frame and averaged, through
 featurize, zoo embed, zoo index, zoo search (by text) and zoo serve; and by transformers video
-models (a tiny VideoMAE, ViViT, TimeSformer and X-CLIP) over the frame count each was built for, equal to transformers
-called directly."""
+models (a tiny VideoMAE, ViViT, TimeSformer and X-CLIP) over the frame count each was built for,
+equal to transformers called directly."""
 
 from __future__ import annotations
 
