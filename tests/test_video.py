@@ -389,3 +389,12 @@ def test_zoo_serve_reads_clips_under_its_media_roots_and_nowhere_else(open_clip_
     with TestClient(create_app({"clip": model})) as client:
         answer = client.post("/v1/embeddings", json={"model": "clip", "input": [{"video": str(clip)}]})
         assert answer.status_code == 400 and "reads no files" in answer.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("name", ["videomae", "xclip"])
+def test_the_conformance_kit_passes_on_a_video_model(video_models, name, tmp_path):
+    from zoo.testing import check_model, format_table
+
+    results = check_model(str(video_models[name]), workdir=tmp_path)
+    assert all(r.status != "fail" for r in results), format_table(results)
+    assert any(r.check == "bad item named" and r.status == "pass" for r in results), format_table(results)
