@@ -154,10 +154,9 @@ class PipelineTower(Encoder):
 def _video_reading(root: Path, model: Any) -> dict[str, Any]:
     """How the pipeline's clips are read (see the module), as JSON for provenance: the frames its
     video processor samples, or every frame, which it takes when it samples none."""
-    processor = getattr(model[0].processor, "video_processor", None)
+    processor, asked = _video_processing(model)
     if processor is None:
         raise ModelFormatError(f"{root}: its pipeline takes videos, but its processor has no video processor")
-    asked = dict(model[0].processing_kwargs.get("video") or {})
     samples = bool(asked.get("do_sample_frames", processor.do_sample_frames))
     reading: dict[str, Any] = {"sampling": "processor", "sampler": type(processor).__name__,
                                "do_sample_frames": samples}
@@ -169,6 +168,11 @@ def _video_reading(root: Path, model: Any) -> dict[str, Any]:
     return {**reading, **{name: value for name, value in sampler.items() if value is not None}}
 
 
+def _video_processing(model: Any) -> tuple[Any, dict[str, Any]]:
+    """The pipeline's video processor (None where it has none) and the settings its calls pass it."""
+    return getattr(model[0].processor, "video_processor", None), dict(model[0].processing_kwargs.get("video") or {})
+
+
 class ClipTower(PipelineTower):
     """The pipeline's own video tower: each clip's frames, as its video processor chooses them,
     through the library's video preprocessing and the pipeline."""
@@ -176,8 +180,7 @@ class ClipTower(PipelineTower):
     def __init__(self, owner: STMultimodalAdapter, reading: dict[str, Any]) -> None:
         super().__init__(owner)
         self.reading = reading
-        self.processor = owner.model[0].processor.video_processor
-        self.asked = dict(owner.model[0].processing_kwargs.get("video") or {})
+        self.processor, self.asked = _video_processing(owner.model)
 
     def device_stage(self) -> DeviceStage:
         """The chosen frames are read in decode, so a clip that cannot be read is named; the

@@ -22,6 +22,7 @@ modality of models that embed clips and texts into one space (X-CLIP).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 from collections.abc import Iterator, Sequence
@@ -245,13 +246,13 @@ class FramesTower(Encoder):
     def device_stage(self) -> DeviceStage:
         """The frames' batch finished as the image tower finishes its own (with the prompt's
         entries, where the call has a prompt); a clip whose frames it refuses is named."""
-        return DeviceStage(self.decode, self._finished)
+        return DeviceStage(self.decode, functools.partial(self._finished, self.inner.device_stage()))
 
-    def _finished(self, batch: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[int, str]]]:
+    def _finished(self, stage: DeviceStage | None, batch: dict[str, Any]
+                  ) -> tuple[dict[str, Any], list[tuple[int, str]]]:
         frames, counts = batch["frames"], batch["counts"]
         extra = {key: value for key, value in batch.items() if key not in ("frames", "counts")}
         frames = {**frames, **extra} if extra else frames
-        stage = self.inner.device_stage()
         if stage is None:
             return {"frames": frames, "counts": counts}, []
         frames, refused = stage.finish(frames)

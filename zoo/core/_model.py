@@ -51,11 +51,11 @@ def _with_entries(extra: dict[str, Any], finish: FinishBatch | None, batch: Any)
     return finish(batch) if finish is not None else (batch, [])
 
 
-def places_prompt(encoder: Encoder, prompt: str) -> bool:
-    """Whether ``encoder`` places a prompt itself (its :meth:`~zoo.Encoder.prompt_features` carry
-    it to its own preprocessing: a reranker's, a vision-language pipeline's system message), for
-    every input it reads; else a prompt goes before each text."""
-    return "prompt" in (encoder.prompt_features(prompt) or {})
+def places_prompt(features: Mapping[str, Any] | None) -> bool:
+    """Whether an encoder whose :meth:`~zoo.Encoder.prompt_features` are ``features`` places the
+    prompt itself (they carry it to its own preprocessing: a reranker's, a vision-language
+    pipeline's system message), for every input it reads; else a prompt goes before each text."""
+    return "prompt" in (features or {})
 
 
 class Prompted:
@@ -251,7 +251,7 @@ class Model:
             pool = self.head.pool  # what the head was trained on
         chosen_pool = encoder.resolve_pool(pool)
         options = build_options(self.spec, dim=self.embed_dim, layer_dims=encoder.layer_dims,
-                                takes_text=kind == "text" or places_prompt(encoder, ""), prompt=prompt,
+                                takes_text=kind == "text" or places_prompt(encoder.prompt_features("")), prompt=prompt,
                                 prompt_text=prompt_text,
                                 truncate_dim=truncate_dim, precision=precision, layer=layer, layers=layers,
                                 layer_merge=layer_merge, tower=kind, pool=chosen_pool,
@@ -342,9 +342,8 @@ class Model:
         encoder = tower.for_role(options.role)
         quantized = options.precision != "float32"
         extra = encoder.prompt_features(options.prompt) if options.prompt else None
-        prompt = None if extra and "prompt" in extra else options.prompt  # placed by the encoder, or before each text
-        rows, report = self._run(encoder, inputs, encode=self._forward(encoder, options, extra), prompt=prompt,
-                                 extra=extra,
+        rows, report = self._run(encoder, inputs, encode=self._forward(encoder, options, extra),
+                                 prompt=options.prompt, extra=extra,
                                  buffer=partial(self.row_format.buffer, options=options), batch_size=batch_size,
                                  return_tensors="np" if quantized else return_tensors,
                                  progress=progress, on_error=on_error,
@@ -380,12 +379,13 @@ class Model:
              extra: Mapping[str, Any] | None = None, **kwargs: Any
              ) -> tuple[np.ndarray | torch.Tensor, FeaturizeReport]:
         """Every verb that runs the frozen model over inputs goes through here: the decoding the
-        encoder asks for (its device stage, the prompt before each text, each side of a pair), the
-        prompt's entries (``extra``: :meth:`Encoder.prompt_features`) in every batch before the
-        stage finishes it, the engine, then the :attr:`last_report` convenience, set in this one place."""
+        encoder asks for (its device stage, the prompt before each text unless the encoder places it,
+        each side of a pair), the prompt's entries (``extra``: :meth:`Encoder.prompt_features`) in
+        every batch before the stage finishes it, the engine, then the :attr:`last_report`
+        convenience, set in this one place."""
         stage = encoder.device_stage()
         decode = stage.decode if stage is not None else encoder.decode
-        decode = Prompted(decode, prompt) if prompt else decode
+        decode = Prompted(decode, prompt) if prompt and not places_prompt(extra) else decode
         finish = stage.finish if stage is not None else None
         if extra:
             finish = partial(_with_entries, dict(extra), finish)
