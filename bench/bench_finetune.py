@@ -7,8 +7,10 @@ second (the timed pass only: model loading and the first batch, which warms the 
 counted), held-out accuracy and its peak memory (max RSS).
 
 Sides (``--sides``):
-  fp32, bf16   zoo's finetune with ``precision="fp32"`` / ``"bf16"`` (autocast on the CPU): whether
-               bf16 is faster on this CPU, and what it costs in accuracy.
+  fp32, bf16, fp16
+               zoo's finetune with ``precision="fp32"`` / ``"bf16"`` / ``"fp16"`` (autocast on the
+               CPU; fp16 with its loss scaler): whether either is faster on this CPU, and what it
+               costs in accuracy.
   zoo, trainer the same classification finetune by zoo (``backbone_lr=lr``, so one rate for every
                weight) and by ``transformers.Trainer`` with ``AutoModelForSequenceClassification`` (same
                batch, epochs, learning rate, linear schedule with 10% warmup, weight decay 0.01,
@@ -289,6 +291,7 @@ def timm_side(args: argparse.Namespace, channels_last: bool, floor: bool = False
 
 
 SIDES = {"fp32": lambda a: zoo_side(a, "fp32"), "bf16": lambda a: zoo_side(a, "bf16"),
+         "fp16": lambda a: zoo_side(a, "fp16"),
          "zoo": zoo_same_rate_side, "trainer": trainer_side, "trainer-grouped": lambda a: trainer_side(a, True),
          "zoo-ungrouped": lambda a: zoo_side(a, "fp32", backbone_lr=a.lr, group_by_length=False),
          "zoo-pairs": zoo_pairs_side,
@@ -329,10 +332,11 @@ def main() -> None:
         accuracies = [r["accuracy"] for r in results]
         print(f"{side:<16}{medians[side]:>11.1f}{statistics.median(accuracies):>10.3f}"
               f"{statistics.mean(accuracies):>10.3f}{statistics.median(r['peak_rss_mb'] for r in results):>13.0f}")
-    if "fp32" in medians and "bf16" in medians:
-        moved = float(np.abs(runs["bf16"][-1]["vectors"] - runs["fp32"][-1]["vectors"]).max())
-        print(f"bf16 / fp32: {medians['bf16'] / medians['fp32']:.2f}x (held-out probabilities differ from fp32's by "
-              f"up to {moved:.3f})")
+    for mixed in ("bf16", "fp16"):
+        if "fp32" in medians and mixed in medians:
+            moved = float(np.abs(runs[mixed][-1]["vectors"] - runs["fp32"][-1]["vectors"]).max())
+            print(f"{mixed} / fp32: {medians[mixed] / medians['fp32']:.2f}x (held-out probabilities differ from "
+                  f"fp32's by up to {moved:.3f})")
     for ours, theirs in (("zoo", "trainer"), ("zoo", "trainer-grouped"), ("zoo-ungrouped", "trainer"),
                          ("zoo-pairs", "st-trainer"), ("plain", "timm-cl"), ("plain", "timm-nchw")):
         if ours in medians and theirs in medians:

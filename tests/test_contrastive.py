@@ -232,10 +232,24 @@ def test_a_run_trains_saves_and_loads_back_with_its_lineage(tiny_bert_dir, tmp_p
 
 
 @pytest.mark.slow
-def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_bert_dir, tmp_path):
+@pytest.mark.filterwarnings("ignore:precision=.* this CPU has no")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_bert_dir, tmp_path, monkeypatch,
+                                                                      precision):
+    """Under fp16 the loss scaler's state resumes too. Its scale starts high here: the first
+    steps overflow, are skipped and halve it (twice on this machine), and the next is taken; a
+    resumed run that started again from the initial scale would skip steps the uninterrupted run
+    took."""
+
+    class Overflowing(torch.amp.GradScaler):
+        def __init__(self, device: str) -> None:
+            super().__init__(device, init_scale=2.0 ** 20)
+
+    monkeypatch.setattr(torch.amp, "GradScaler", Overflowing)
     base = zoo.load(str(tiny_bert_dir), device="cpu")
     pairs = _pairs(24)
-    options = {"objective": "contrastive", "lr": 1e-3, "batch_size": 8, "progress": False, "seed": 3}
+    options = {"objective": "contrastive", "lr": 1e-3, "batch_size": 8, "progress": False, "seed": 3,
+               "precision": precision}
     straight = base.finetune(pairs, output_dir=tmp_path / "a", epochs=2, **options)
 
     def killed(record):
@@ -243,6 +257,9 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_bert_d
 
     with pytest.raises(KeyboardInterrupt):
         base.finetune(pairs, output_dir=tmp_path / "b", epochs=2, on_epoch_end=killed, **options)
+    if precision == "fp16":
+        saved = json.loads((tmp_path / "b" / "resume.json").read_text())["state"]
+        assert torch.load(tmp_path / "b" / saved)["stepper"]["scaler"]["scale"] < 2.0 ** 20
     resumed = base.finetune(pairs, output_dir=tmp_path / "b", epochs=2, resume=True, **options)
     assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in straight.history])
     np.testing.assert_allclose(resumed.model.featurize(["red cat"]), straight.model.featurize(["red cat"]), atol=1e-6)

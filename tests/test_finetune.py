@@ -321,3 +321,21 @@ def test_a_finetuned_model_names_its_own_folder_and_runs_on_pytorch(minilm, tmp_
     assert tuned.files.root.resolve() == (tmp_path / "run").resolve() != minilm.files.root.resolve()
     with pytest.raises(UnsupportedOptionError, match="is finetuned: runtime='onnx' serves pretrained models"):
         zoo.load(tmp_path / "run", device="cpu", runtime="onnx")
+
+
+def test_the_curves_leave_the_callers_matplotlib_alone(tmp_path):
+    """curves.png is drawn on a Figure of its own: the caller's backend stays what it was, and
+    pyplot (its global figures, a GUI toolkit) is not imported."""
+    script = textwrap.dedent(f"""
+        import sys, matplotlib
+        matplotlib.use("svg")
+        from pathlib import Path
+        from zoo.training._plot import plot_history
+        history = [{{"epoch": e, "train_loss": 1 / e, "val_loss": 2 / e, "val_accuracy": e / 4}} for e in (1, 2, 3)]
+        plot_history(history, Path({str(tmp_path / "curves.png")!r}), title="t")
+        print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["svg", "False"]
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

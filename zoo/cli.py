@@ -721,7 +721,7 @@ def _add_training_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--warmup", type=float, help="share of the steps warming up (default 0.1)")
     g.add_argument("--accumulate", type=int, metavar="N", help="batches per optimizer step (default 1)")
     g.add_argument("--max-grad-norm", type=float, help="clip the gradients' global norm to this")
-    g.add_argument("--precision", choices=TRAINING_PRECISIONS, help="fp32 (default), bf16, or fp16 (CUDA)")
+    g.add_argument("--precision", choices=TRAINING_PRECISIONS, help="fp32 (default), bf16, or fp16 (loss-scaled)")
     g.add_argument("--early-stopping", type=int, metavar="EPOCHS",
                    help="stop after this many epochs without a better validation score")
     g.add_argument("--layer-decay", type=float, help="each block's learning rate is this times the one above")

@@ -27,7 +27,7 @@ OBJECTIVES = ("classification", "contrastive")
 CONTRASTIVE_LOSSES = ("auto", "mnrl", "clip", "siglip")
 #: the learning rate over the run, after a linear warmup (transformers' schedules)
 SCHEDULES = ("linear", "cosine", "constant")
-#: the forward pass's arithmetic: autocast to bf16 / fp16 (fp16 on CUDA only, with a loss scaler)
+#: the forward pass's arithmetic: autocast to bf16 / fp16 (fp16 with a loss scaler)
 TRAINING_PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -87,7 +87,8 @@ class FinetuneConfig:
             accumulate=4`` steps as ``batch_size=32`` would, in the memory of 8 rows).
         max_grad_norm: clip the gradients' global norm to this (``None``: no clipping).
         precision: ``fp32``, ``bf16`` (autocast; on the CPU only where it is faster, see
-            docs/benchmarks.md) or ``fp16`` (CUDA, with a loss scaler).
+            docs/benchmarks.md) or ``fp16`` (autocast with torch's loss scaler, which skips a step
+            whose gradients overflow; for GPUs without bf16, and slower than fp32 on most CPUs).
         early_stopping: stop once the validation score has not improved for this many epochs
             (``None``: run every epoch); needs validation data.
         layer_decay: each block's learning rate is this times the one above it (BEiT, as timm's

@@ -2,7 +2,7 @@
 learning-rate schedule, gradient accumulation, clipping, mixed precision, averaging across ranks
 and layer-wise learning-rate decay, each as the libraries users train with define it.
 
-The schedules are transformers' own (``get_scheduler``: ``linear`` and ``cosine`` with a linear
+The schedules are transformers' (``get_scheduler``'s ``linear`` and ``cosine`` with a linear
 warmup, ``constant`` after one), so a zoo run follows the learning rate the Hugging Face
 ``Trainer`` would. Accumulation weighs each batch's mean loss by its share of the rows of its
 group, so ``batch_size=8, accumulate=2`` takes the steps of ``batch_size=16`` (for a loss that is
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +26,6 @@ from ._logging import RunLog
 
 if TYPE_CHECKING:
     import torch
-
-#: transformers' name for each schedule zoo offers
-_SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
-
 
 def training_settings(config: FinetuneConfig) -> dict[str, Any]:
     """The settings of this module (and LoRA's) that identify a run: resuming with others is refused."""
@@ -47,14 +44,21 @@ def steps_per_epoch(rows: int, config: FinetuneConfig) -> int:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, config: FinetuneConfig) -> Any:
-    """``config.schedule`` over ``total_steps``, warmed up linearly over ``config.warmup`` of them."""
-    from transformers import get_scheduler
+    """``config.schedule`` over ``total_steps``, warmed up linearly from 0 over ``config.warmup`` of
+    them: the formulas of transformers' ``get_scheduler`` (``linear``, ``cosine``,
+    ``constant_with_warmup``), which a test holds these to, so a zoo run follows the learning rate
+    the Hugging Face ``Trainer`` would; written here because importing transformers for them cost
+    a run of a timm model 1.7 s."""
+    from torch.optim.lr_scheduler import LambdaLR
 
-    # Rounded down: transformers' warmup starts at a rate of 0, so a run of a few steps rounded up
-    # would spend its only step warming up and train nothing.
+    # Rounded down: the warmup starts at a rate of 0, so a run of a few steps rounded up would
+    # spend its only step warming up and train nothing.
     warmup = int(total_steps * config.warmup)
-    return get_scheduler(_SCHEDULES[config.schedule], optimizer, num_warmup_steps=warmup,
-                         num_training_steps=total_steps)
+    decay = total_steps - warmup
+    after = {"linear": lambda step: max(0.0, (total_steps - step) / max(1, decay)),
+             "cosine": lambda step: max(0.0, 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, decay)))),
+             "constant": lambda step: 1.0}[config.schedule]
+    return LambdaLR(optimizer, lambda step: step / max(1, warmup) if step < warmup else after(step))
 
 
 def check_layer_decay(towers: Sequence[str], config: FinetuneConfig) -> None:
@@ -125,6 +129,20 @@ def batch_groups(order: list[int], config: FinetuneConfig) -> Iterator[list[list
         yield batches[start:start + config.accumulate]
 
 
+def warn_unless_native(precision: str) -> None:
+    """Warn where this CPU has no instructions for ``precision`` that oneDNN uses (AVX512-BF16 /
+    AMX for bf16, AVX512-FP16 / AMX-FP16 for fp16): there autocast emulates it, and a MiniLM
+    finetune ran 25x slower than in fp32 (docs/benchmarks.md)."""
+    import torch
+
+    native = {"bf16": "_is_mkldnn_bf16_supported", "fp16": "_is_mkldnn_fp16_supported"}[precision]
+    if not getattr(torch.ops.mkldnn, native)():
+        warnings.warn(f"precision={precision!r}: this CPU has no {precision} instructions that torch uses "
+                      f"(AVX512 {precision.upper()} or AMX), so training emulates them and runs far slower than "
+                      "fp32 (25x for MiniLM on an AVX2 CPU, docs/benchmarks.md#finetuning-speed); use "
+                      "precision='fp32' here", UserWarning, stacklevel=4)
+
+
 class Stepper:
     """Backward passes and optimizer steps: the loss of each batch of a group weighed by its share
     of the group's rows (under fp16, scaled by a ``GradScaler``), then, once per group, gradients
@@ -137,10 +155,10 @@ class Stepper:
 
         self.optimizer, self.scheduler, self.params, self.config = optimizer, scheduler, params, config
         self.device_type = torch.device(device).type
-        if config.precision == "fp16" and self.device_type != "cuda":
-            raise ZooError("precision='fp16' trains on CUDA only (it needs a loss scaler against underflow); on "
-                           "the CPU use 'bf16' or 'fp32'")
-        self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+        if self.device_type == "cpu" and config.precision != "fp32":
+            warn_unless_native(config.precision)
+        # fp16's narrow range needs a loss scale against underflow; bf16 has fp32's range and none.
+        self.scaler = torch.amp.GradScaler(self.device_type) if config.precision == "fp16" else None
         self.sync = sync
         self.log = log
         self.steps = 0
@@ -174,13 +192,21 @@ class Stepper:
             self.scaler.unscale_(self.optimizer)
         if self.config.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
+        if self.scaler is None:
             self.optimizer.step()
-        self.scheduler.step()
+            self.scheduler.step()
+        elif self._scaled_step_taken():
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+    def _scaled_step_taken(self) -> bool:
+        """The scaler's step, which it skips when the gradients overflowed (and lowers the scale):
+        then the schedule waits too, as the Hugging Face ``Trainer`` (accelerate) has it."""
+        assert self.scaler is not None
+        scale = self.scaler.get_scale()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return self.scaler.get_scale() >= scale
 
     def state_dict(self) -> dict[str, Any]:
         """What resuming needs besides the optimizer's: the schedule and the loss scale."""
