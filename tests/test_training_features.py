@@ -69,6 +69,7 @@ def test_clipping_bounds_the_gradients_global_norm(tmp_path):
     assert a.grad is None  # zeroed for the next group
 
 
+@pytest.mark.filterwarnings("ignore:precision=.* this CPU has no")
 def test_an_fp16_step_whose_gradients_overflow_is_skipped_and_gradients_are_unscaled_before_clipping(tmp_path):
     """fp16's loss scaler (torch's ``GradScaler``, on the CPU as on CUDA): a group whose scaled
     gradients overflow takes no step and halves the scale; the next is unscaled, then clipped."""
